@@ -1,0 +1,203 @@
+"""`ice-engine`: gather candidates from a terminal, run the lab, show a demo.
+
+Bad input gets one line on stderr and exit status 2; a failure of the machine (no
+permission, no such interface) gets one line and status 1. Never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Sequence
+from typing import TextIO
+
+from .config import IceServer
+from .driver import Gatherer
+from .events import (
+    Event,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+)
+from .transaction import Timing
+
+__all__ = ["main"]
+
+EXAMPLES = """\
+examples:
+  ice-engine gather                                  host candidates only
+  ice-engine gather --ice-server stun:stun.example.org --json
+  ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
+                    --username alice --credential secret --relay-only
+  ice-engine gather --mids 0,1 --components 2 --generations 2
+  ice-engine lab up --delay-ms 25                    the test network (root)
+"""
+
+
+class UsageError(Exception):
+    """Bad input from the command line: one line on stderr, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number of seconds")
+    return value
+
+
+def _mids(text: str) -> list[str]:
+    mids = [mid.strip() for mid in text.split(",")]
+    if any(not mid for mid in mids):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty mid")
+    if len(set(mids)) != len(mids):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a mid")
+    return mids
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="ice-engine",
+        description="Gather ICE candidates (host, srflx, relay) and stream them as they come.",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    gather = commands.add_parser(
+        "gather",
+        help="gather candidates and print them as they arrive",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gather.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="stun:, stuns:, turn: or turns: URL (repeatable)",
+    )
+    gather.add_argument("--username", help="username for turn:/turns: servers")
+    gather.add_argument(
+        "--credential",
+        help="credential for turn:/turns: servers (or set ICE_ENGINE_CREDENTIAL, "
+        "which stays out of the process list)",
+    )
+    gather.add_argument("--mids", type=_mids, default=["0"], help="transports, e.g. 0,1")
+    gather.add_argument(
+        "--components", type=_positive_int, default=1, help="components per transport"
+    )
+    gather.add_argument(
+        "--generations",
+        type=_positive_int,
+        default=1,
+        help="gather N generations, with an ICE restart after each completes",
+    )
+    gather.add_argument("--relay-only", action="store_true", help='iceTransportPolicy "relay"')
+    gather.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=Timing().server_deadline,
+        help="seconds a server may take before it counts as unreachable (default %(default)s)",
+    )
+    gather.add_argument(
+        "--link-local", action="store_true", help="include IPv6 link-local addresses"
+    )
+    gather.add_argument("--json", action="store_true", help="one JSON object per event and line")
+    lab = commands.add_parser("lab", help="bring the network lab up or down (needs root)")
+    lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="up [--delay-ms N] | down | status")
+    return parser
+
+
+def _format(event: Event) -> str:
+    ms = f"{event.t * 1000:9.1f} ms"
+    if isinstance(event, IceGatheringStateChangeEvent):
+        return f"{ms}  state       {event.state.value}"
+    if isinstance(event, IceCandidateErrorEvent):
+        where = f"{event.address}:{event.port}" if event.address else "-"
+        return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {event.errorText}"
+    if isinstance(event, IceCandidateEvent):
+        if event.candidate is None:
+            return f"{ms}  complete    (null candidate)"
+        c = event.candidate
+        if c.parsed is None:
+            return f"{ms}  end-of-candidates  mid {c.sdpMid}"
+        p = c.parsed
+        related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
+        return (
+            f"{ms}  {p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
+            f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
+        )
+    return f"{ms}  {event.type}"
+
+
+async def _gather(args: argparse.Namespace, out: TextIO) -> int:
+    credential = args.credential or os.environ.get("ICE_ENGINE_CREDENTIAL")
+    servers = [IceServer(url, args.username, credential) for url in args.ice_server]
+    gatherer = Gatherer(
+        servers,
+        mids=args.mids,
+        components=args.components,
+        ice_transport_policy="relay" if args.relay_only else "all",
+        timing=Timing(server_deadline=args.timeout),
+        link_local=args.link_local,
+    )
+    started = time.monotonic()
+    async with gatherer:
+        for generation in range(args.generations):
+            if generation:
+                await gatherer.restart()
+            async for event in gatherer.gather():
+                if args.json:
+                    out.write(json.dumps(event.to_json()) + "\n")
+                else:
+                    out.write(_format(event) + "\n")
+                out.flush()
+    if not args.json:
+        out.write(f"done in {(time.monotonic() - started) * 1000:.1f} ms\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+        arguments.insert(0, "gather")
+    try:
+        args = build_parser().parse_args(arguments)
+        if args.command == "lab":
+            from .lab.cli import main as lab_main
+
+            return lab_main(args.lab_args)
+        return asyncio.run(_gather(args, sys.stdout))
+    except UsageError as error:
+        print(f"ice-engine: {error}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # bad URLs, bad options: the message names the problem
+        print(f"ice-engine: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"ice-engine: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,44 @@
+"""User-facing configuration: RTCIceServer-like server entries."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .gathering import Server
+from .urls import InvalidServerUrl, parse_server_url
+
+__all__ = ["IceServer", "servers_from_config"]
+
+
+@dataclass(frozen=True, slots=True)
+class IceServer:
+    """RTCIceServer: one or more URLs sharing credentials. `credential` never shows in repr."""
+
+    urls: str | Sequence[str]
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+    @property
+    def url_list(self) -> list[str]:
+        return [self.urls] if isinstance(self.urls, str) else list(self.urls)
+
+
+def servers_from_config(ice_servers: Sequence[IceServer]) -> list[Server]:
+    """Parse every URL up front, so a typo fails at construction rather than mid-gathering.
+
+    TURN URLs need a username and credential, as RTCPeerConnection insists.
+    """
+    servers: list[Server] = []
+    for entry in ice_servers:
+        if not isinstance(entry, IceServer):
+            raise TypeError(f"ice_servers must hold IceServer objects, not {type(entry).__name__}")
+        urls = entry.url_list
+        if not urls:
+            raise InvalidServerUrl("an IceServer has no URLs")
+        for text in urls:
+            url = parse_server_url(text)
+            if url.is_turn and (entry.username is None or entry.credential is None):
+                raise InvalidServerUrl(f"{text!r} needs a username and a credential")
+            servers.append(Server(url, len(servers), entry.username, entry.credential))
+    return servers

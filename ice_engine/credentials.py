@@ -1,0 +1,38 @@
+"""ICE credentials: a generation's username fragment and password (RFC 8445 §5.3)."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+
+__all__ = ["Credentials", "new_credentials"]
+
+_ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+
+
+def _token(length: int) -> str:
+    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """`pwd` stays out of `repr()`: reprs end up in logs."""
+
+    ufrag: str
+    pwd: str = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not 4 <= len(self.ufrag) <= 256 or not set(self.ufrag) <= set(_ICE_CHARS):
+            raise ValueError(f"ufrag must be 4-256 ice-chars: {self.ufrag!r}")
+        if not 22 <= len(self.pwd) <= 256 or not set(self.pwd) <= set(_ICE_CHARS):
+            raise ValueError("pwd must be 22-256 ice-chars")
+
+
+def new_credentials() -> Credentials:
+    """Fresh credentials from the CSPRNG.
+
+    8 characters of ufrag (48 bits: RFC 8445 asks at least 24) keep ufrags distinct
+    across the thousands of sessions a shared port may demultiplex; 24 of pwd give 144
+    bits (at least 128 asked).
+    """
+    return Credentials(_token(8), _token(24))

@@ -1,0 +1,321 @@
+"""The asyncio driver: sockets, timers, interface enumeration and DNS around `Gathering`.
+
+Everything that decides lives in the core; this module only moves bytes and time. Sockets
+are plain non-blocking sockets watched with `loop.add_reader` (no asyncio transport per
+socket: thousands of gatherers each hold several), and each gatherer keeps one timer
+handle, moved only when the core's next deadline changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+
+from .commands import Resolve, SendDatagram
+from .config import IceServer, servers_from_config
+from .credentials import Credentials, new_credentials
+from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
+from .gathering import Base, Gathering, Transport
+from .interfaces import AddressFilter, LocalAddress, local_addresses
+from .resolver import ResolutionError, Resolver, default_resolver
+from .sdp import candidate_lines
+from .transaction import RttTable, Timing
+
+__all__ = ["Gatherer"]
+
+_POLICIES = ("all", "relay")
+_shared_rtt = RttTable()
+
+
+class Gatherer:
+    """Gathers ICE candidates and streams them as browser-style events.
+
+    ::
+
+        async with Gatherer(ice_servers=[IceServer("stun:stun.example.org")]) as gatherer:
+            async for event in gatherer.gather():
+                print(event.to_json())
+    """
+
+    def __init__(
+        self,
+        ice_servers: Sequence[IceServer] = (),
+        *,
+        mids: Sequence[str] = ("0",),
+        components: int = 1,
+        ice_transport_policy: str = "all",
+        timing: Timing | None = None,
+        link_local: bool = False,
+        address_filter: AddressFilter | None = None,
+        resolver: Resolver | None = None,
+        credentials: Credentials | None = None,
+    ) -> None:
+        if isinstance(mids, str) or not mids:
+            raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
+        if len(set(mids)) != len(mids):
+            raise ValueError(f"mids must be distinct: {list(mids)}")
+        if ice_transport_policy not in _POLICIES:
+            raise ValueError(
+                f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
+            )
+        if not isinstance(components, int) or not 1 <= components <= 256:
+            raise ValueError(f"components must be an integer 1-256, not {components!r}")
+        self._core = Gathering(
+            transports=[Transport(str(mid), index) for index, mid in enumerate(mids)],
+            components=components,
+            servers=servers_from_config(ice_servers),
+            credentials=credentials or new_credentials(),
+            relay_only=ice_transport_policy == "relay",
+            timing=timing,
+            rtt=_shared_rtt,
+        )
+        self._link_local = link_local
+        self._address_filter = address_filter
+        self._resolver = resolver
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
+        self._next_key = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeup = asyncio.Event()
+        self._streaming = False
+        self._closed = False
+
+    # -- public API ---------------------------------------------------------------
+
+    @property
+    def gathering_state(self) -> GatheringState:
+        return self._core.state
+
+    def transport_state(self, mid: str) -> GatheringState:
+        for index, transport in enumerate(self._core.transports):
+            if transport.mid == mid:
+                return self._core.transport_state(index)
+        raise KeyError(f"no transport with mid {mid!r}")
+
+    @property
+    def generation(self) -> int:
+        return self._core.generation
+
+    @property
+    def credentials(self) -> Credentials:
+        """The current generation's local ufrag and pwd."""
+        return self._core.credentials
+
+    @property
+    def candidates(self) -> list[IceCandidate]:
+        return self._core.candidates
+
+    def sdp_candidates(self, mid: str | None = None) -> list[str]:
+        """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
+        cannot trickle. With `mid`, only that transport's."""
+        state = self._core.state if mid is None else self.transport_state(mid)
+        chosen = [c for c in self._core.candidates if mid is None or c.sdpMid == mid]
+        return candidate_lines(chosen, complete=state is GatheringState.COMPLETE)
+
+    async def gather(self) -> AsyncIterator[Event]:
+        """Stream this generation's events, starting its gathering if need be.
+
+        Ends after the ``null`` candidate event that completes the generation, or when the
+        gatherer is closed.
+        """
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        if self._streaming:
+            raise RuntimeError("gather() is already being iterated")
+        self._streaming = True
+        try:
+            target = self._core.generation
+            if self._core.transport_state(0) is GatheringState.NEW:
+                self._start()
+            elif self._finished(target):
+                raise RuntimeError(
+                    f"generation {target} is complete and its events were consumed; "
+                    "call restart() for a new one"
+                )
+            while True:
+                event = self._core.next_event()
+                if event is None:
+                    if self._closed:
+                        return
+                    self._wakeup.clear()
+                    await self._wakeup.wait()
+                    continue
+                yield event
+                if (
+                    isinstance(event, IceCandidateEvent)
+                    and event.candidate is None
+                    and event.generation == target
+                ):
+                    return
+        finally:
+            self._streaming = False
+
+    async def restart(self) -> None:
+        """ICE restart: new ufrag/pwd and generation; `gather()` then streams it."""
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        self._core.restart(self._now(), new_credentials())
+        self._service()
+
+    async def close(self) -> None:
+        """Release every socket, timer and task. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._core.close(self._now())
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for key in list(self._sockets):
+            self._close_socket(key)
+        self._wakeup.set()
+
+    async def __aenter__(self) -> Gatherer:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- driving the core -----------------------------------------------------------
+
+    def _now(self) -> float:
+        return self._get_loop().time()
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
+
+    def _finished(self, generation: int) -> bool:
+        return self._core.generation == generation and all(
+            self._core.transport_state(i) is GatheringState.COMPLETE
+            for i in range(len(self._core.transports))
+        )
+
+    def _start(self) -> None:
+        generation = self._core.generation
+        # Keep the previous generation's sockets (ICE may still be using them until the
+        # restart completes); release anything older.
+        for key, (_sock, owner) in list(self._sockets.items()):
+            if owner < generation - 1:
+                self._close_socket(key)
+        addresses = local_addresses(
+            link_local=self._link_local, address_filter=self._address_filter
+        )
+        bases: list[Base] = []
+        try:
+            for transport in range(len(self._core.transports)):
+                for component in range(1, self._core.components + 1):
+                    for rank, address in enumerate(addresses):
+                        base = self._bind(address, transport, component, rank, generation)
+                        if base is not None:
+                            bases.append(base)
+        except BaseException:
+            for base in bases:
+                self._close_socket(base.key)
+            raise
+        self._core.start(self._now(), bases)
+        self._service()
+
+    def _bind(
+        self, address: LocalAddress, transport: int, component: int, rank: int, generation: int
+    ) -> Base | None:
+        sock = socket.socket(address.family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if address.family == socket.AF_INET6:
+                sock.bind((address.address, 0, 0, address.scope_id))
+            else:
+                sock.bind((address.address, 0))
+        except OSError:
+            sock.close()  # e.g. an address that went away since enumeration
+            return None
+        self._next_key += 1
+        key = self._next_key
+        self._sockets[key] = (sock, generation)
+        self._get_loop().add_reader(sock.fileno(), self._on_readable, key, sock)
+        return Base(
+            key=key,
+            transport=transport,
+            component=component,
+            address=address.address,
+            port=sock.getsockname()[1],
+            family=address.family,
+            rank=rank,
+            network_id=address.network_id,
+        )
+
+    def _close_socket(self, key: int) -> None:
+        sock, _generation = self._sockets.pop(key)
+        with contextlib.suppress(Exception):
+            self._get_loop().remove_reader(sock.fileno())
+        sock.close()
+
+    def _on_readable(self, key: int, sock: socket.socket) -> None:
+        now = self._now()
+        for _ in range(64):  # drain a burst, but let other sockets have their turn
+            try:
+                data, source = sock.recvfrom(2048)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                continue  # e.g. ICMP errors surfacing on the socket
+            self._core.receive_datagram(now, key, data, source[:2])
+        self._service()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._core.handle_timer(self._now())
+        self._service()
+
+    def _service(self) -> None:
+        """Carry out the core's commands, rearm the timer and wake the consumer."""
+        core = self._core
+        while (command := core.next_command()) is not None:
+            if isinstance(command, SendDatagram):
+                entry = self._sockets.get(command.base_key)
+                if entry is not None:
+                    with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
+                        entry[0].sendto(command.data, command.address)
+            elif isinstance(command, Resolve):
+                if command.url.host_is_ip:
+                    core.resolved(
+                        self._now(), command.request, [(command.url.host, command.url.port)]
+                    )
+                else:
+                    task = self._get_loop().create_task(self._resolve(command))
+                    self._tasks.add(task)
+                    task.add_done_callback(self._tasks.discard)
+        if self._closed:
+            return
+        timer = core.get_timer()
+        if timer != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
+            self._timer_at = timer
+        self._wakeup.set()
+
+    async def _resolve(self, command: Resolve) -> None:
+        resolver = self._resolver or default_resolver()
+        try:
+            addresses = await resolver.resolve(command.url)
+        except ResolutionError as error:
+            self._core.resolve_failed(self._now(), command.request, str(error))
+        else:
+            self._core.resolved(self._now(), command.request, [(a.host, a.port) for a in addresses])
+        self._service()

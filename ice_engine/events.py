@@ -1,0 +1,173 @@
+"""Events, named and shaped as a browser's RTCPeerConnection fires them.
+
+Attribute names follow the W3C objects (`sdpMid`, `usernameFragment`, `errorCode`) so
+that code ported from JavaScript reads the same; `to_json()` is what the CLI prints.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from .candidate import Candidate
+
+__all__ = [
+    "CandidateRemovedEvent",
+    "Event",
+    "GatheringState",
+    "IceCandidate",
+    "IceCandidateErrorEvent",
+    "IceCandidateEvent",
+    "IceGatheringStateChangeEvent",
+]
+
+
+class GatheringState(enum.StrEnum):
+    NEW = "new"
+    GATHERING = "gathering"
+    COMPLETE = "complete"
+
+
+@dataclass(frozen=True, slots=True)
+class IceCandidate:
+    """An RTCIceCandidate: `candidate` is `""` for end-of-candidates (RFC 8838)."""
+
+    candidate: str
+    sdpMid: str
+    sdpMLineIndex: int
+    usernameFragment: str
+    parsed: Candidate | None = None
+
+    @property
+    def is_end_of_candidates(self) -> bool:
+        return not self.candidate
+
+    @property
+    def foundation(self) -> str | None:
+        return self.parsed.foundation if self.parsed else None
+
+    @property
+    def component(self) -> int | None:
+        return self.parsed.component if self.parsed else None
+
+    @property
+    def protocol(self) -> str | None:
+        return self.parsed.protocol if self.parsed else None
+
+    @property
+    def priority(self) -> int | None:
+        return self.parsed.priority if self.parsed else None
+
+    @property
+    def address(self) -> str | None:
+        return self.parsed.address if self.parsed else None
+
+    @property
+    def port(self) -> int | None:
+        return self.parsed.port if self.parsed else None
+
+    @property
+    def type(self) -> str | None:
+        return self.parsed.type if self.parsed else None
+
+    @property
+    def relatedAddress(self) -> str | None:
+        return self.parsed.related_address if self.parsed else None
+
+    @property
+    def relatedPort(self) -> int | None:
+        return self.parsed.related_port if self.parsed else None
+
+    @property
+    def tcpType(self) -> str | None:
+        return self.parsed.tcptype if self.parsed else None
+
+    def to_json(self) -> dict[str, Any]:
+        """RTCIceCandidate.toJSON(): what goes over signalling."""
+        return {
+            "candidate": self.candidate,
+            "sdpMid": self.sdpMid,
+            "sdpMLineIndex": self.sdpMLineIndex,
+            "usernameFragment": self.usernameFragment,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IceCandidateEvent:
+    """`icecandidate`: a candidate, an end-of-candidates (`""`), or `None` when complete."""
+
+    type: ClassVar[str] = "icecandidate"
+    candidate: IceCandidate | None
+    generation: int
+    t: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.type,
+            "candidate": None if self.candidate is None else self.candidate.to_json(),
+            "t": round(self.t, 6),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IceGatheringStateChangeEvent:
+    """`icegatheringstatechange`, aggregated over all transports."""
+
+    type: ClassVar[str] = "icegatheringstatechange"
+    state: GatheringState
+    generation: int
+    t: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.type, "state": self.state.value, "t": round(self.t, 6)}
+
+
+@dataclass(frozen=True, slots=True)
+class IceCandidateErrorEvent:
+    """`icecandidateerror`: a STUN/TURN server failed for one local base.
+
+    `address`/`port` are the local base's (None when no base was involved, as for a DNS
+    failure); `errorCode` is the STUN error code, or 701 when the server was not reached.
+    """
+
+    type: ClassVar[str] = "icecandidateerror"
+    url: str
+    address: str | None
+    port: int | None
+    errorCode: int
+    errorText: str
+    generation: int
+    t: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "event": self.type,
+            "url": self.url,
+            "address": self.address,
+            "port": self.port,
+            "errorCode": self.errorCode,
+            "errorText": self.errorText,
+            "t": round(self.t, 6),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateRemovedEvent:
+    """`candidateremoved`: a candidate's base went away (libwebrtc's CandidatesRemoved)."""
+
+    type: ClassVar[str] = "candidateremoved"
+    candidate: IceCandidate
+    generation: int
+    t: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"event": self.type, "candidate": self.candidate.to_json(), "t": round(self.t, 6)}
+
+
+Event = (
+    IceCandidateEvent
+    | IceGatheringStateChangeEvent
+    | IceCandidateErrorEvent
+    | CandidateRemovedEvent
+)

@@ -1,0 +1,502 @@
+"""The sans-I/O gathering state machine.
+
+`Gathering` owns everything that decides: generations, per-transport and aggregate
+gathering state, STUN transactions, candidate priorities, pruning and event order. It
+never touches a socket or a clock. Its driver feeds it API calls, datagrams, DNS answers
+and timer ticks, each with `now`, and drains two queues: events for the application
+(`next_event`) and commands for the network (`next_command`). The same object therefore
+runs under asyncio, under a simulated network in tests, or under anything else.
+
+Event order per generation, as browsers fire it:
+``gathering`` → candidates as found → ``""`` per transport when that transport is done →
+``complete`` → ``null``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import socket
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import stun
+from .candidate import Candidate, compute_foundation, compute_priority
+from .commands import Command, Resolve, SendDatagram
+from .credentials import Credentials
+from .events import (
+    Event,
+    GatheringState,
+    IceCandidate,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+)
+from .transaction import RttTable, StunTransaction, Timing
+from .urls import ServerUrl
+
+__all__ = ["Base", "Gathering", "Server", "Transport"]
+
+UNREACHABLE = 701  # W3C: the server could not be reached (no STUN code applies)
+_TYPE_PREFERENCE = {"host": 126, "srflx": 100}
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """One m-line's ICE transport, as signalling names it."""
+
+    mid: str
+    mline_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A STUN/TURN server URL with its credentials; `index` orders priorities."""
+
+    url: ServerUrl
+    index: int
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """A bound local UDP socket: the base of its host candidate and of those learnt through it.
+
+    `key` is the driver's handle for the socket; `rank` is its address's place in the
+    RFC 8421 order (0 is the most preferred).
+    """
+
+    key: int
+    transport: int
+    component: int
+    address: str
+    port: int
+    family: int
+    rank: int
+    network_id: int = 0
+
+
+def local_preference(rank: int, slot: int) -> int:
+    """Unique per component: the address's rank, then which server (slot 0: none)."""
+    return max(65535 - rank * 16 - slot, 0)
+
+
+class _Probe:
+    """A Binding request from one base to one server address (srflx discovery)."""
+
+    __slots__ = ("base", "generation", "server", "server_address", "transaction")
+
+    def __init__(
+        self,
+        generation: _Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        tx: StunTransaction,
+    ) -> None:
+        self.generation = generation
+        self.base = base
+        self.server = server
+        self.server_address = server_address
+        self.transaction = tx
+
+
+class _Generation:
+    """What one generation (ufrag/pwd) has gathered and still waits for."""
+
+    def __init__(
+        self, number: int, credentials: Credentials, transports: int, started: float
+    ) -> None:
+        self.number = number
+        self.credentials = credentials
+        self.started = started
+        self.bases: list[Base] = []
+        self.pending = [0] * transports
+        self.state = [GatheringState.NEW] * transports
+        self.candidates: list[IceCandidate] = []
+        self.addresses: set[tuple[int, int, int, str, int]] = set()
+        self.unresolved: dict[int, Server] = {}
+        self.deadline = started
+
+
+class Gathering:
+    """Gathering for a set of transports × components, across generations (ICE restarts)."""
+
+    def __init__(
+        self,
+        *,
+        transports: Sequence[Transport],
+        components: int = 1,
+        servers: Sequence[Server] = (),
+        credentials: Credentials,
+        relay_only: bool = False,
+        timing: Timing | None = None,
+        rtt: RttTable | None = None,
+    ) -> None:
+        if not transports:
+            raise ValueError("at least one transport is needed")
+        if not 1 <= components <= 256:
+            raise ValueError(f"components must be 1-256, not {components}")
+        self.transports = tuple(transports)
+        self.components = components
+        self.servers = tuple(servers)
+        self.relay_only = relay_only
+        self.timing = timing or Timing()
+        self.rtt = rtt if rtt is not None else RttTable()
+        self._generation = _Generation(0, credentials, len(self.transports), 0.0)
+        self._state = GatheringState.NEW
+        self._events: deque[Event] = deque()
+        self._commands: deque[Command] = deque()
+        self._probes: dict[bytes, _Probe] = {}
+        self._resolve_ids = 0
+        self._resolving: dict[int, tuple[_Generation, Server]] = {}
+        self._closed = False
+
+    # -- what the application sees -------------------------------------------------
+
+    @property
+    def state(self) -> GatheringState:
+        """RTCPeerConnection.iceGatheringState: aggregated over every transport."""
+        return self._state
+
+    def transport_state(self, transport: int) -> GatheringState:
+        """RTCIceTransport.gatheringState of one transport, in the current generation."""
+        return self._generation.state[transport]
+
+    @property
+    def generation(self) -> int:
+        return self._generation.number
+
+    @property
+    def credentials(self) -> Credentials:
+        return self._generation.credentials
+
+    @property
+    def candidates(self) -> list[IceCandidate]:
+        """The current generation's candidates so far, in the order they were emitted."""
+        return list(self._generation.candidates)
+
+    @property
+    def bases(self) -> list[Base]:
+        return list(self._generation.bases)
+
+    def next_event(self) -> Event | None:
+        return self._events.popleft() if self._events else None
+
+    def next_command(self) -> Command | None:
+        return self._commands.popleft() if self._commands else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` next wants to run, or None."""
+        timer = math.inf
+        for probe in self._probes.values():
+            timer = min(timer, probe.transaction.timer)
+        for generation, _server in self._resolving.values():
+            timer = min(timer, generation.deadline)
+        return None if timer == math.inf else timer
+
+    # -- API calls -----------------------------------------------------------------
+
+    def start(self, now: float, bases: Sequence[Base]) -> None:
+        """Begin gathering the current generation from these bound sockets."""
+        generation = self._generation
+        if self._closed:
+            raise RuntimeError("gathering is closed")
+        if generation.state[0] is not GatheringState.NEW:
+            raise RuntimeError(f"generation {generation.number} has already been gathered")
+        for base in bases:
+            if not 0 <= base.transport < len(self.transports):
+                raise ValueError(f"base {base.key} names unknown transport {base.transport}")
+        generation.started = now
+        generation.deadline = now + self.timing.server_deadline
+        generation.bases = list(bases)
+        generation.state = [GatheringState.GATHERING] * len(self.transports)
+        self._set_state(GatheringState.GATHERING, now)
+        if not self.relay_only:
+            for base in generation.bases:
+                self._add_candidate(generation, base, "host", base.address, base.port, now)
+        for server in self.servers:
+            if server.url.is_turn:
+                continue  # TURN allocation lands with the TURN client
+            self._resolve_ids += 1
+            self._resolving[self._resolve_ids] = (generation, server)
+            for transport in range(len(self.transports)):
+                generation.pending[transport] += 1
+            self._commands.append(Resolve(self._resolve_ids, server.url))
+        for transport in range(len(self.transports)):
+            self._maybe_finish(generation, transport, now)
+
+    def restart(self, now: float, credentials: Credentials) -> None:
+        """ICE restart: a new generation with new credentials; gather it with `start`.
+
+        A generation still gathering is closed out first, with its end-of-candidates,
+        ``complete`` and ``null``, so no candidate of it can follow the new one's.
+        """
+        if self._closed:
+            raise RuntimeError("gathering is closed")
+        old = self._generation
+        self._abandon(old, now)
+        self._generation = _Generation(old.number + 1, credentials, len(self.transports), now)
+
+    def close(self, now: float) -> None:
+        """Stop: pending work is dropped and nothing more is emitted."""
+        self._probes.clear()
+        self._resolving.clear()
+        self._closed = True
+
+    # -- network input -------------------------------------------------------------
+
+    def resolved(self, now: float, request: int, addresses: Sequence[tuple[str, int]]) -> None:
+        """DNS (or a literal) gave these (ip, port) addresses for a Resolve command."""
+        entry = self._resolving.pop(request, None)
+        if entry is None:
+            return
+        generation, server = entry
+        if generation is not self._generation:
+            return
+        normalized = [(str(ipaddress.ip_address(host)), port) for host, port in addresses]
+        for base in generation.bases:
+            family_matches = [
+                a for a in normalized if (":" in a[0]) == (base.family == socket.AF_INET6)
+            ]
+            for server_address in family_matches:
+                self._send_binding(generation, base, server, server_address, now)
+        for transport in range(len(self.transports)):
+            self._done(generation, transport, now)
+
+    def resolve_failed(self, now: float, request: int, reason: str) -> None:
+        entry = self._resolving.pop(request, None)
+        if entry is None:
+            return
+        generation, server = entry
+        if generation is not self._generation:
+            return
+        self._error(generation, server, None, UNREACHABLE, reason, now)
+        for transport in range(len(self.transports)):
+            self._done(generation, transport, now)
+
+    def receive_datagram(
+        self, now: float, base_key: int, data: bytes, source: tuple[str, int]
+    ) -> bool:
+        """A datagram arrived on a base; True if it was ours (a STUN response we await)."""
+        if len(data) < 20 or data[4:8] != _COOKIE:
+            return False
+        probe = self._probes.get(data[8:20])
+        if probe is None or probe.base.key != base_key:
+            return False
+        if probe.server_address != (_normalize(source[0]), source[1]):
+            return False  # RFC 8489 §6.3: only the server we asked may answer
+        try:
+            message = stun.parse(data)
+        except stun.StunError:
+            return False
+        if message.method != stun.Method.BINDING or message.message_class not in (
+            stun.MessageClass.SUCCESS,
+            stun.MessageClass.ERROR,
+        ):
+            return False
+        del self._probes[message.transaction_id]
+        sample = probe.transaction.rtt_sample(now)
+        if sample is not None:
+            self.rtt.sample(probe.server_address, sample)
+        generation = probe.generation
+        base = probe.base
+        if message.message_class == stun.MessageClass.SUCCESS:
+            try:
+                mapped = message.xor_mapped_address() or message.mapped_address()
+            except stun.StunError:
+                mapped = None
+            if mapped is None:
+                self._error(generation, probe.server, base, 700, "no mapped address", now)
+            elif not self.relay_only:
+                self._add_srflx(generation, probe, mapped, now)
+        else:
+            try:
+                code, reason = message.error_code() or (600, "error response without a code")
+            except stun.StunError:
+                code, reason = 600, "malformed ERROR-CODE"
+            self._error(generation, probe.server, base, code, reason, now)
+        self._done(generation, base.transport, now)
+        return True
+
+    def handle_timer(self, now: float) -> None:
+        """Retransmit what is due, and give up on what has reached its deadline."""
+        for transaction_id, probe in list(self._probes.items()):
+            tx = probe.transaction
+            if tx.expired(now):
+                del self._probes[transaction_id]
+                text = f"STUN binding request timed out after {tx.transmissions} tries."
+                self._error(probe.generation, probe.server, probe.base, UNREACHABLE, text, now)
+                self._done(probe.generation, probe.base.transport, now)
+            else:
+                request = tx.retransmit(now)
+                if request is not None:
+                    self._commands.append(
+                        SendDatagram(probe.base.key, request, probe.server_address)
+                    )
+        for resolve_id, (generation, _server) in list(self._resolving.items()):
+            if now >= generation.deadline:
+                self.resolve_failed(now, resolve_id, "DNS lookup timed out.")
+
+    # -- internals -----------------------------------------------------------------
+
+    def _send_binding(
+        self,
+        generation: _Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        now: float,
+    ) -> None:
+        transaction_id = stun.new_transaction_id()
+        request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
+        rto = self.rtt.rto(server_address, self.timing)
+        tx = StunTransaction(request, now=now, rto=rto, deadline=generation.deadline)
+        self._probes[transaction_id] = _Probe(generation, base, server, server_address, tx)
+        generation.pending[base.transport] += 1
+        self._commands.append(SendDatagram(base.key, request, server_address))
+
+    def _add_srflx(
+        self, generation: _Generation, probe: _Probe, mapped: tuple[str, int], now: float
+    ) -> None:
+        base = probe.base
+        if mapped == (base.address, base.port):
+            return  # RFC 8445 §5.1.3: the same as its base (no NAT), so redundant
+        self._add_candidate(
+            generation,
+            base,
+            "srflx",
+            mapped[0],
+            mapped[1],
+            now,
+            server=probe.server,
+            server_address=probe.server_address[0],
+        )
+
+    def _add_candidate(
+        self,
+        generation: _Generation,
+        base: Base,
+        kind: str,
+        address: str,
+        port: int,
+        now: float,
+        *,
+        server: Server | None = None,
+        server_address: str | None = None,
+        type_preference: int | None = None,
+        protocol: str = "udp",
+    ) -> None:
+        key = (base.transport, base.component, base.key, address, port)
+        if key in generation.addresses:
+            return  # RFC 8445 §5.1.3: same transport address and base as one we have
+        generation.addresses.add(key)
+        if type_preference is None:
+            type_preference = _TYPE_PREFERENCE[kind]
+        slot = 0 if server is None else min(server.index + 1, 15)
+        related = kind != "host"
+        hide_related = related and self.relay_only
+        candidate = Candidate(
+            foundation=compute_foundation(kind, base.address, protocol, server_address),
+            component=base.component,
+            protocol=protocol,
+            priority=compute_priority(
+                type_preference, local_preference(base.rank, slot), base.component
+            ),
+            address=address,
+            port=port,
+            type=kind,
+            related_address=("0.0.0.0" if hide_related else base.address) if related else None,
+            related_port=(0 if hide_related else base.port) if related else None,
+            generation=generation.number,
+            ufrag=generation.credentials.ufrag,
+            network_id=base.network_id or None,
+        )
+        transport = self.transports[base.transport]
+        ice_candidate = IceCandidate(
+            candidate.to_sdp(),
+            transport.mid,
+            transport.mline_index,
+            generation.credentials.ufrag,
+            candidate,
+        )
+        generation.candidates.append(ice_candidate)
+        self._events.append(
+            IceCandidateEvent(ice_candidate, generation.number, now - generation.started)
+        )
+
+    def _error(
+        self,
+        generation: _Generation,
+        server: Server,
+        base: Base | None,
+        code: int,
+        text: str,
+        now: float,
+    ) -> None:
+        self._events.append(
+            IceCandidateErrorEvent(
+                url=server.url.url,
+                address=None if base is None else base.address,
+                port=None if base is None else base.port,
+                errorCode=code,
+                errorText=text,
+                generation=generation.number,
+                t=now - generation.started,
+            )
+        )
+
+    def _done(self, generation: _Generation, transport: int, now: float) -> None:
+        """One piece of a transport's work finished."""
+        generation.pending[transport] -= 1
+        self._maybe_finish(generation, transport, now)
+
+    def _maybe_finish(self, generation: _Generation, transport: int, now: float) -> None:
+        if (
+            generation.pending[transport] > 0
+            or generation.state[transport] is not GatheringState.GATHERING
+        ):
+            return
+        generation.state[transport] = GatheringState.COMPLETE
+        self._emit_end_of_candidates(generation, transport, now)
+        if all(state is GatheringState.COMPLETE for state in generation.state):
+            self._set_state(GatheringState.COMPLETE, now)
+            self._events.append(
+                IceCandidateEvent(None, generation.number, now - generation.started)
+            )
+
+    def _emit_end_of_candidates(self, generation: _Generation, transport: int, now: float) -> None:
+        description = self.transports[transport]
+        end = IceCandidate(
+            "", description.mid, description.mline_index, generation.credentials.ufrag
+        )
+        self._events.append(IceCandidateEvent(end, generation.number, now - generation.started))
+
+    def _abandon(self, generation: _Generation, now: float) -> None:
+        """Close out a generation that is still gathering: its pending work is dropped."""
+        for transaction_id in [
+            tid for tid, probe in self._probes.items() if probe.generation is generation
+        ]:
+            del self._probes[transaction_id]
+        for request in [r for r, (owner, _) in self._resolving.items() if owner is generation]:
+            del self._resolving[request]
+        for transport in range(len(self.transports)):
+            generation.pending[transport] = 0
+            self._maybe_finish(generation, transport, now)
+
+    def _set_state(self, state: GatheringState, now: float) -> None:
+        if state is not self._state:
+            self._state = state
+            generation = self._generation
+            self._events.append(
+                IceGatheringStateChangeEvent(state, generation.number, now - generation.started)
+            )
+
+
+_COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
+
+
+def _normalize(address: str) -> str:
+    return address if "%" not in address else address.split("%", 1)[0]

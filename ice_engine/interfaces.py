@@ -1,0 +1,105 @@
+"""Host addresses: which of the machine's addresses may become candidates, in what order.
+
+Filtering follows RFC 8445 §5.1.1.1; ordering interleaves address families and interfaces
+as RFC 8421 §4 asks, so that a broken IPv6 (or a broken interface) does not sink every
+early connectivity check. Enumeration (ifaddr) is shared by all gatherers for a short
+while: thousands of sessions starting at once need not each walk the interface list.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+
+import ifaddr
+
+__all__ = [
+    "AddressFilter",
+    "LocalAddress",
+    "enumerate_addresses",
+    "interleave",
+    "is_usable",
+    "local_addresses",
+]
+
+#: A user's say on each address: called with (interface name, address); False drops it.
+AddressFilter = Callable[[str, str], bool]
+
+_IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
+_IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+_SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAddress:
+    """One address of one interface. `network_id` is stable per interface for a process."""
+
+    interface: str
+    address: str
+    family: int
+    network_id: int
+    scope_id: int = 0
+
+
+def is_usable(address: str, *, link_local: bool = False) -> bool:
+    """RFC 8445 §5.1.1.1: no loopback, no deprecated or embedded-IPv4 IPv6 forms."""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    if ip.is_loopback or ip.is_unspecified or ip.is_multicast:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_link_local:
+            return link_local
+        return not (ip in _SITE_LOCAL or ip in _IPV4_MAPPED or ip in _IPV4_COMPATIBLE)
+    return True
+
+
+def interleave(addresses: Iterable[LocalAddress]) -> list[LocalAddress]:
+    """RFC 8421 §4 order: IPv6 and IPv4 alternate, each family in interface order."""
+    v6 = [a for a in addresses if a.family == socket.AF_INET6]
+    v4 = [a for a in addresses if a.family == socket.AF_INET]
+    ordered: list[LocalAddress] = []
+    for i in range(max(len(v6), len(v4))):
+        ordered.extend(family[i] for family in (v6, v4) if i < len(family))
+    return ordered
+
+
+def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> list[LocalAddress]:
+    """Every IPv4/IPv6 address of every interface, unfiltered, in the system's order."""
+    found: list[LocalAddress] = []
+    listed = list(ifaddr.get_adapters()) if adapters is None else adapters
+    for network_id, adapter in enumerate(listed, start=1):
+        for ip in adapter.ips:
+            if isinstance(ip.ip, tuple):
+                address, _flowinfo, scope_id = ip.ip
+                found.append(
+                    LocalAddress(adapter.nice_name, address, socket.AF_INET6, network_id, scope_id)
+                )
+            else:
+                found.append(LocalAddress(adapter.nice_name, ip.ip, socket.AF_INET, network_id))
+    return found
+
+
+_cache: tuple[float, list[LocalAddress]] | None = None
+
+
+def local_addresses(
+    *,
+    link_local: bool = False,
+    address_filter: AddressFilter | None = None,
+    max_age: float = 1.0,
+) -> list[LocalAddress]:
+    """Usable addresses in RFC 8421 order; the enumeration is reused for `max_age` s."""
+    global _cache
+    now = time.monotonic()
+    if _cache is None or now - _cache[0] > max_age:
+        _cache = (now, enumerate_addresses())
+    usable = [
+        a
+        for a in _cache[1]
+        if is_usable(a.address, link_local=link_local)
+        and (address_filter is None or address_filter(a.interface, a.address))
+    ]
+    return interleave(usable)

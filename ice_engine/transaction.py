@@ -1,0 +1,115 @@
+"""STUN client transactions (RFC 8489 §6.2), sans-I/O: the caller passes `now`.
+
+Retransmission runs on an RTO that starts at `Timing.initial_rto` and, once a server's
+round trip has been measured, follows that server's RTT (RFC 6298 estimator), so a fast
+server is retried fast and a slow one is not flooded. Each server has one deadline for the
+whole gathering, DNS included: a dead server costs at most that, never more.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing"]
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """The gathering schedule; every number is in seconds.
+
+    `server_deadline` bounds each server from the start of gathering: by then it has given
+    its candidates or an error, so gathering completes by then however dead a server is.
+    """
+
+    initial_rto: float = 0.25
+    min_rto: float = 0.05
+    max_rto: float = 1.0
+    server_deadline: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in ("initial_rto", "min_rto", "max_rto", "server_deadline"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"Timing.{name} must be a positive number of seconds: {value!r}")
+        if self.min_rto > self.max_rto:
+            raise ValueError("Timing.min_rto must not exceed Timing.max_rto")
+
+
+class RttEstimator:
+    """RFC 6298 smoothed RTT for one server."""
+
+    __slots__ = ("rttvar", "srtt")
+
+    def __init__(self, sample: float) -> None:
+        self.srtt = sample
+        self.rttvar = sample / 2
+
+    def update(self, sample: float) -> None:
+        self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+        self.srtt = 0.875 * self.srtt + 0.125 * sample
+
+    def rto(self, timing: Timing) -> float:
+        return min(max(self.srtt + 4 * self.rttvar, timing.min_rto), timing.max_rto)
+
+
+class RttTable:
+    """RTT estimates per server address, shareable across gatherers (plain data, no I/O)."""
+
+    __slots__ = ("_estimators",)
+
+    def __init__(self) -> None:
+        self._estimators: dict[tuple[str, int], RttEstimator] = {}
+
+    def rto(self, server: tuple[str, int], timing: Timing) -> float:
+        estimator = self._estimators.get(server)
+        return timing.initial_rto if estimator is None else estimator.rto(timing)
+
+    def srtt(self, server: tuple[str, int]) -> float | None:
+        estimator = self._estimators.get(server)
+        return None if estimator is None else estimator.srtt
+
+    def sample(self, server: tuple[str, int], rtt: float) -> None:
+        estimator = self._estimators.get(server)
+        if estimator is None:
+            if len(self._estimators) > 4096:  # bounded: servers are few, addresses may not be
+                self._estimators.clear()
+            self._estimators[server] = RttEstimator(rtt)
+        else:
+            estimator.update(rtt)
+
+
+class StunTransaction:
+    """One request: sent, retransmitted with doubling RTO (not over streams), until its deadline."""
+
+    __slots__ = ("deadline", "next_send", "request", "rto", "sent_at", "transmissions")
+
+    def __init__(
+        self, request: bytes, *, now: float, rto: float, deadline: float, reliable: bool = False
+    ) -> None:
+        self.request = request
+        self.sent_at = now
+        self.rto = rto
+        self.deadline = deadline
+        self.next_send = math.inf if reliable else now + rto
+        self.transmissions = 1
+
+    @property
+    def timer(self) -> float:
+        return min(self.next_send, self.deadline)
+
+    def expired(self, now: float) -> bool:
+        return now >= self.deadline
+
+    def retransmit(self, now: float) -> bytes | None:
+        """The request again if its RTO has run out, else None."""
+        if now < self.next_send or now >= self.deadline:
+            return None
+        self.rto *= 2
+        self.next_send = now + self.rto
+        self.transmissions += 1
+        return self.request
+
+    def rtt_sample(self, now: float) -> float | None:
+        """Karn's rule: a retransmitted request gives no RTT sample."""
+        return now - self.sent_at if self.transmissions == 1 else None

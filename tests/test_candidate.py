@@ -1,0 +1,184 @@
+"""The candidate model: grammar, round trips, the aioice oracle, priorities."""
+
+from __future__ import annotations
+
+import contextlib
+
+import pytest
+from aioice.candidate import Candidate as AioiceCandidate
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ice_engine.candidate import (
+    Candidate,
+    CandidateError,
+    compute_foundation,
+    compute_priority,
+    relay_type_preference,
+)
+
+BROWSER = [
+    "candidate:3810703297 1 udp 2113937151 203.0.113.2 35278 typ host generation 0 ufrag TZxu network-cost 999",
+    "candidate:16692157 1 udp 1677729535 198.51.100.1 45209 typ srflx raddr 203.0.113.2 rport 45209 generation 0 ufrag i7Bv network-cost 999",
+    "candidate:746594751 1 udp 50339839 198.51.100.10 49297 typ relay raddr 198.51.100.1 rport 45209 generation 0 ufrag i7Bv network-cost 999",
+    "candidate:1 1 tcp 1518214911 203.0.113.2 9 typ host tcptype active generation 0 ufrag 70m8 network-id 2",
+]
+
+
+@pytest.mark.parametrize("line", BROWSER)
+def test_browser_strings_round_trip(line: str) -> None:
+    candidate = Candidate.parse(line)
+    assert candidate.to_sdp() == line
+    assert Candidate.parse("a=" + line) == candidate
+    assert Candidate.parse(line.removeprefix("candidate:")) == candidate
+
+
+def test_fields_are_parsed() -> None:
+    c = Candidate.parse(BROWSER[1] + " network-id 3 x-custom yes")
+    assert (c.foundation, c.component, c.protocol, c.priority) == ("16692157", 1, "udp", 1677729535)
+    assert (c.address, c.port, c.type) == ("198.51.100.1", 45209, "srflx")
+    assert (c.related_address, c.related_port) == ("203.0.113.2", 45209)
+    assert (c.generation, c.ufrag, c.network_id, c.network_cost) == (0, "i7Bv", 3, 999)
+    assert c.extensions == (("x-custom", "yes"),)
+    assert Candidate.parse(BROWSER[3]).tcptype == "active"
+
+
+def test_sdp_form_drops_ufrag() -> None:
+    c = Candidate.parse(BROWSER[0])
+    assert c.to_sdp(with_ufrag=False).endswith("generation 0 network-cost 999")
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ", "line"),
+        ("candidate:f$ 1 udp 1 1.2.3.4 5 typ host", "foundation"),
+        ("candidate:1 0 udp 1 1.2.3.4 5 typ host", "component"),
+        ("candidate:1 257 udp 1 1.2.3.4 5 typ host", "component"),
+        ("candidate:1 1 udp 0 1.2.3.4 5 typ host", "priority"),
+        ("candidate:1 1 udp +1 1.2.3.4 5 typ host", "priority"),
+        ("candidate:1 1 udp 4294967296 1.2.3.4 5 typ host", "priority"),
+        ("candidate:1 1 udp 1 1.2.3.4 65536 typ host", "port"),
+        ("candidate:1 1 udp 1 1.2.3.4 x typ host", "port"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 type host", "typ"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation", "extensions"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation x", "generation"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-cost -1", "network-cost"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-id 1_0", "network-id"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport x", "rport"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport 70000", "rport"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx generation 0 raddr 1.2.3.4 rport 1", "raddr"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host ufrag a ufrag b", "ufrag"),
+        ("candidate:1 1 tcp 1 1.2.3.4 5 typ host tcptype sideways", "tcptype"),
+        ("candidate:1 1 udp 1 1.2.3.4 5 typ host x ٣", "line"),
+    ],
+)
+def test_malformed_lines_name_the_field(line: str, field: str) -> None:
+    with pytest.raises(CandidateError) as info:
+        Candidate.parse(line)
+    assert info.value.field == field
+    assert isinstance(info.value, ValueError)
+    assert field in str(info.value)
+
+
+def test_priority_formula_and_relay_order() -> None:
+    assert compute_priority(126, 65535, 1) == 2130706431
+    assert compute_priority(0, 0, 256) == 0
+    udp, tcp, tls = (
+        compute_priority(relay_type_preference(t), 65535, 1) for t in ("udp", "tcp", "tls")
+    )
+    assert udp > tcp > tls
+
+
+def test_foundation_depends_on_type_base_server_and_protocol() -> None:
+    base = compute_foundation("host", "203.0.113.2", "udp")
+    assert base == compute_foundation("host", "203.0.113.2", "udp")
+    others = {
+        compute_foundation("srflx", "203.0.113.2", "udp", "198.51.100.10"),
+        compute_foundation("srflx", "203.0.113.2", "udp", "198.51.100.11"),
+        compute_foundation("host", "203.0.113.130", "udp"),
+        compute_foundation("host", "203.0.113.2", "tcp"),
+    }
+    assert base not in others and len(others) == 4
+    assert len(base) <= 32 and base.isdigit()
+
+
+# -- properties ----------------------------------------------------------------------
+
+token = st.text(
+    alphabet="abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/",
+    min_size=1,
+    max_size=32,
+)
+name = st.text(alphabet="abcdefghijklmnopqrstuvwxyz-", min_size=1, max_size=12).filter(
+    lambda n: (
+        n not in {"generation", "ufrag", "network-id", "network-cost", "raddr", "rport", "tcptype"}
+    )
+)
+ipv4 = st.ip_addresses(v=4).map(str)
+ipv6 = st.ip_addresses(v=6).map(str)
+u32 = st.integers(0, 0xFFFFFFFF)
+
+
+@st.composite
+def candidates(draw: st.DrawFn) -> Candidate:
+    related = draw(st.booleans())
+    return Candidate(
+        foundation=draw(token),
+        component=draw(st.integers(1, 256)),
+        protocol=draw(st.sampled_from(["udp", "tcp", "UDP"])),
+        priority=draw(st.integers(1, 0xFFFFFFFF)),
+        address=draw(st.one_of(ipv4, ipv6, st.uuids().map(lambda u: f"{u}.local"))),
+        port=draw(st.integers(0, 65535)),
+        type=draw(st.sampled_from(["host", "srflx", "prflx", "relay"])),
+        related_address=draw(ipv4) if related else None,
+        related_port=draw(st.integers(0, 65535)) if related else None,
+        tcptype=draw(st.none() | st.sampled_from(["active", "passive", "so"])),
+        generation=draw(st.none() | u32),
+        ufrag=draw(st.none() | token),
+        network_id=draw(st.none() | u32),
+        network_cost=draw(st.none() | u32),
+        extensions=tuple(draw(st.dictionaries(name, token, max_size=3)).items()),
+    )
+
+
+@given(candidates())
+def test_parse_inverts_serialize(candidate: Candidate) -> None:
+    line = candidate.to_sdp()
+    assert Candidate.parse(line) == candidate
+    assert Candidate.parse(line).to_sdp() == line
+
+
+@given(candidates())
+def test_agrees_with_aioice_on_the_fields_it_knows(candidate: Candidate) -> None:
+    theirs = AioiceCandidate.from_sdp(candidate.to_sdp().removeprefix("candidate:"))
+    ours = Candidate.parse(candidate.to_sdp())
+    assert (theirs.foundation, theirs.component, theirs.transport, theirs.priority) == (
+        ours.foundation,
+        ours.component,
+        ours.protocol,
+        ours.priority,
+    )
+    assert (theirs.host, theirs.port, theirs.type) == (ours.address, ours.port, ours.type)
+    assert (theirs.related_address, theirs.related_port) == (
+        ours.related_address,
+        ours.related_port,
+    )
+    assert (theirs.tcptype, theirs.generation) == (ours.tcptype, ours.generation)
+
+
+@given(st.text(max_size=200))
+def test_garbage_raises_only_candidate_error(line: str) -> None:
+    with contextlib.suppress(CandidateError):
+        Candidate.parse(line)
+
+
+@given(candidates(), st.data())
+def test_mutated_lines_raise_only_candidate_error(
+    candidate: Candidate, data: st.DataObject
+) -> None:
+    words = candidate.to_sdp().split(" ")
+    index = data.draw(st.integers(0, len(words) - 1))
+    words[index] = data.draw(st.text(max_size=8).filter(lambda w: " " not in w))
+    with contextlib.suppress(CandidateError):
+        Candidate.parse(" ".join(words))

@@ -1,0 +1,429 @@
+"""The sans-I/O core, driven through a simulated network: no sockets, virtual time."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ice_engine.candidate import Candidate
+from ice_engine.credentials import Credentials, new_credentials
+from ice_engine.events import (
+    Event,
+    GatheringState,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+)
+from ice_engine.gathering import Base, Gathering, Server, Transport
+from ice_engine.transaction import RttTable, Timing
+from ice_engine.urls import parse_server_url
+from tests.simnet import SimNetwork, StunServer
+
+V4A, V4B, V6 = "203.0.113.2", "203.0.113.130", "2001:db8:a::2"
+PUBLIC = "198.51.100.1"
+STUN = ("198.51.100.10", 3478)
+DEAD = ("198.51.100.20", 3478)
+
+ADDRESSES = [(V6, socket.AF_INET6), (V4A, socket.AF_INET), (V4B, socket.AF_INET)]
+
+
+def make_bases(transports: int = 1, components: int = 1, first_port: int = 40000) -> list[Base]:
+    bases = []
+    key = 0
+    for transport in range(transports):
+        for component in range(1, components + 1):
+            for rank, (address, family) in enumerate(ADDRESSES):
+                key += 1
+                bases.append(
+                    Base(
+                        key, transport, component, address, first_port + key, family, rank, rank + 1
+                    )
+                )
+    return bases
+
+
+def make_core(
+    urls: tuple[str, ...] = (),
+    transports: int = 1,
+    components: int = 1,
+    relay_only: bool = False,
+    timing: Timing | None = None,
+    rtt: RttTable | None = None,
+) -> Gathering:
+    return Gathering(
+        transports=[Transport(str(i), i) for i in range(transports)],
+        components=components,
+        servers=[Server(parse_server_url(u), i) for i, u in enumerate(urls)],
+        credentials=Credentials("ufrag001", "p" * 24),
+        relay_only=relay_only,
+        timing=timing,
+        rtt=rtt if rtt is not None else RttTable(),
+    )
+
+
+def nat_for(bases: list[Base]) -> dict[tuple[str, int], tuple[str, int]]:
+    """The lab's NAT: IPv4 bases map to the public address, IPv6 is not translated."""
+    return {
+        (b.address, b.port): (PUBLIC, 50000 + b.key) for b in bases if b.family == socket.AF_INET
+    }
+
+
+def candidates_of(events: list[Event]) -> list[Candidate]:
+    return [
+        e.candidate.parsed
+        for e in events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed
+    ]
+
+
+def kinds(events: list[Event]) -> list[str]:
+    out = []
+    for e in events:
+        if isinstance(e, IceGatheringStateChangeEvent):
+            out.append(e.state.value)
+        elif isinstance(e, IceCandidateErrorEvent):
+            out.append(f"error{e.errorCode}")
+        elif isinstance(e, IceCandidateEvent):
+            if e.candidate is None:
+                out.append("null")
+            elif e.candidate.parsed is None:
+                out.append(f"end:{e.candidate.sdpMid}")
+            else:
+                out.append(e.candidate.parsed.type)
+    return out
+
+
+def test_host_only_fires_in_browser_order() -> None:
+    core = make_core(transports=2)
+    net = SimNetwork(core)
+    net.start(make_bases(transports=2))
+    assert kinds(net.events) == (
+        ["gathering"] + ["host"] * 6 + ["end:0", "end:1", "complete", "null"]
+    )
+    assert core.state is GatheringState.COMPLETE
+    first = net.events[1]
+    assert isinstance(first, IceCandidateEvent) and first.candidate is not None
+    assert first.candidate.candidate.startswith("candidate:")
+    assert first.candidate.candidate.endswith("typ host generation 0 ufrag ufrag001 network-id 1")
+    assert first.candidate.usernameFragment == "ufrag001"
+    assert (first.candidate.sdpMid, first.candidate.sdpMLineIndex) == ("0", 0)
+    end = net.events[7]
+    assert isinstance(end, IceCandidateEvent) and end.candidate is not None
+    assert end.candidate.to_json() == {
+        "candidate": "",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "usernameFragment": "ufrag001",
+    }
+
+
+def test_priorities_unique_per_component_and_interleaved() -> None:
+    core = make_core(("stun:198.51.100.10", "stun:198.51.100.11"), transports=2, components=2)
+    bases = make_bases(transports=2, components=2)
+    servers = {
+        STUN: StunServer(STUN, nat_for(bases)),
+        ("198.51.100.11", 3478): StunServer(
+            ("198.51.100.11", 3478),
+            {k: (v[0], v[1] + 1) for k, v in nat_for(bases).items()},  # endpoint-dependent
+        ),
+    }
+    net = SimNetwork(core, servers)
+    net.start(bases)
+    net.run()
+    events = net.events
+    per_component: dict[tuple[str, int], list[int]] = {}
+    for e in events:
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed:
+            key = (e.candidate.sdpMid, e.candidate.parsed.component)
+            per_component.setdefault(key, []).append(e.candidate.parsed.priority)
+    assert len(per_component) == 4
+    for priorities in per_component.values():
+        assert len(priorities) == len(set(priorities)), priorities
+    hosts = [c for c in candidates_of(events) if c.type == "host" and c.component == 1][:3]
+    assert [h.address for h in hosts] == [V6, V4A, V4B]
+    assert hosts[0].priority > hosts[1].priority > hosts[2].priority
+    srflx = [c for c in candidates_of(events) if c.type == "srflx"]
+    assert len(srflx) == 2 * 2 * 2 * 2  # transports × components × IPv4 bases × servers
+    assert all(host.priority > s.priority for host in hosts for s in srflx)
+    assert core.state is GatheringState.COMPLETE
+
+
+def test_srflx_at_one_rtt_with_related_address() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.run()
+    srflx = [
+        e
+        for e in net.events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.type == "srflx"
+    ]
+    assert len(srflx) == 2  # the IPv6 one equals its base (no NAT) and is pruned
+    for event in srflx:
+        assert event.candidate is not None and event.candidate.parsed is not None
+        parsed = event.candidate.parsed
+        assert parsed.address == PUBLIC
+        assert parsed.related_address in (V4A, V4B)
+        assert parsed.related_port == next(
+            b.port for b in bases if b.address == parsed.related_address
+        )
+        assert event.t == pytest.approx(0.05)
+    assert kinds(net.events)[-3:] == ["end:0", "complete", "null"]
+    assert net.events[-1].t == pytest.approx(0.05)
+
+
+def test_dead_server_beside_live_one() -> None:
+    timing = Timing(server_deadline=2.0)
+    core = make_core(("stun:198.51.100.10", "stun:198.51.100.20"), timing=timing)
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.run()
+    srflx = [
+        e
+        for e in net.events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.type == "srflx"
+    ]
+    assert srflx and all(e.t == pytest.approx(0.05) for e in srflx)
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    ipv4_bases = {(b.address, b.port) for b in bases if b.family == socket.AF_INET}
+    assert len(errors) == 2  # one per IPv4 base: an IPv4 server is not asked from IPv6
+    assert {e.errorCode for e in errors} == {701}
+    assert {e.url for e in errors} == {"stun:198.51.100.20"}
+    assert {(e.address, e.port) for e in errors} == ipv4_bases
+    assert all(e.t == pytest.approx(2.0) for e in errors)
+    assert net.events[-1].t == pytest.approx(2.0)
+    retransmits = [s for s in net.sent if s.address == DEAD]
+    assert len(retransmits) == 2 * 4  # 0, 0.25, 0.75, 1.75 s per base
+
+
+def test_error_response_gives_error_event_with_stun_code() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, error=(420, "Unknown Attribute"))})
+    net.start(bases)
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.errorCode, e.errorText) for e in errors] == [(420, "Unknown Attribute")] * 2
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+    assert net.events[-1].t == pytest.approx(0.05)
+
+
+def test_dns_failure_is_an_error_and_gathering_goes_on() -> None:
+    core = make_core(("stun:nowhere.lab.test", "stun:stun.lab.test"))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))}, dns={"stun.lab.test": [STUN]})
+    net.start(bases)
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert len(errors) == 1
+    assert errors[0].url == "stun:nowhere.lab.test" and errors[0].address is None
+    assert errors[0].errorCode == 701 and "NXDOMAIN" in errors[0].errorText
+    assert kinds(net.events).count("srflx") == 2
+    assert net.events[-1].t == pytest.approx(0.06)  # DNS, then one RTT
+
+
+def test_unanswered_dns_is_cut_at_the_deadline() -> None:
+    core = make_core(("stun:slow.lab.test",), timing=Timing(server_deadline=1.5))
+    net = SimNetwork(core, dns={"slow.lab.test": [STUN]}, dns_delay=30.0)
+    net.start(make_bases())
+    net.run(until=5.0)
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert len(errors) == 1 and errors[0].errorCode == 701
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+    assert net.events[-1].t == pytest.approx(1.5)
+
+
+def test_responses_only_from_the_server_with_the_right_transaction() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    net = SimNetwork(core, {})  # nobody answers; we forge
+    net.start(bases)
+    request = net.sent[0]
+    server = StunServer(STUN, {(V6, 0): ("198.51.100.99", 1)})
+    answer = server.answer(request.data, ("198.51.100.99", 1))
+    assert answer is not None
+    assert not core.receive_datagram(0.01, request.base_key, answer, ("198.51.100.66", 3478))
+    assert not core.receive_datagram(0.01, request.base_key + 1, answer, STUN)
+    forged = answer[:8] + bytes(12) + answer[20:]
+    assert not core.receive_datagram(0.01, request.base_key, forged, STUN)
+    assert not core.receive_datagram(0.01, request.base_key, b"\x00\x01garbage" * 4, STUN)
+    assert core.receive_datagram(0.01, request.base_key, answer, STUN)
+    assert not core.receive_datagram(0.02, request.base_key, answer, STUN)  # once only
+
+
+def test_rto_adapts_to_the_measured_rtt() -> None:
+    rtt = RttTable()
+    core = make_core(("stun:198.51.100.10",), rtt=rtt)
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))}, delay=0.01)
+    net.start(bases)
+    net.run()
+    assert rtt.srtt(STUN) == pytest.approx(0.02)
+    assert rtt.rto(STUN, Timing()) == pytest.approx(0.05)  # floor of min_rto
+    core.restart(net.now, new_credentials())
+    net.servers[STUN].alive = False
+    start, first = net.now, len(net.sent)
+    net.start(make_bases(first_port=41000))
+    net.run()
+    key = net.sent[first].base_key
+    times = [
+        t - start for t, c in zip(net.sent_times[first:], net.sent[first:], strict=True) if c.base_key == key
+    ]
+    assert times[:3] == [pytest.approx(0.0), pytest.approx(0.05), pytest.approx(0.15)]
+
+
+def test_restart_mid_gathering_closes_out_the_old_generation() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.now = 0.01
+    core.restart(net.now, Credentials("ufrag002", "q" * 24))
+    net.pump()
+    assert kinds(net.events) == ["gathering", "host", "host", "host", "end:0", "complete", "null"]
+    assert core.generation == 1
+    new_bases = make_bases(first_port=41000)
+    net.servers[STUN].nat.update(nat_for(new_bases))
+    net.start(new_bases)
+    net.run()
+    new = [e for e in net.events if e.generation == 1]
+    assert kinds(new) == [
+        "gathering",
+        "host",
+        "host",
+        "host",
+        "srflx",
+        "srflx",
+        "end:0",
+        "complete",
+        "null",
+    ]
+    for c in candidates_of(new):
+        assert c.generation == 1 and c.ufrag == "ufrag002"
+    old = candidates_of([e for e in net.events if e.generation == 0])
+    assert {c.foundation for c in old} <= {c.foundation for c in candidates_of(new)}
+
+
+def test_relay_only_gives_no_host_or_srflx() -> None:
+    core = make_core(("stun:198.51.100.10",), relay_only=True)
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.run()
+    assert kinds(net.events) == ["gathering", "end:0", "complete", "null"]
+
+
+def test_start_twice_is_refused() -> None:
+    core = make_core()
+    core.start(0.0, make_bases())
+    with pytest.raises(RuntimeError, match="already been gathered"):
+        core.start(0.0, make_bases())
+
+
+# -- invariants under random networks --------------------------------------------------
+
+
+def check_invariants(events: list[Event], transports: list[str]) -> None:
+    order = {"new": 0, "gathering": 1, "complete": 2}
+    by_generation: dict[int, list[Event]] = {}
+    for e in events:
+        by_generation.setdefault(e.generation, []).append(e)
+    for generation, stream in by_generation.items():
+        states = [e.state.value for e in stream if isinstance(e, IceGatheringStateChangeEvent)]
+        assert states == ["gathering", "complete"], (generation, states)
+        assert [order[s] for s in states] == sorted(order[s] for s in states)
+        assert isinstance(stream[-1], IceCandidateEvent) and stream[-1].candidate is None
+        assert sum(isinstance(e, IceCandidateEvent) and e.candidate is None for e in stream) == 1
+        complete_at = next(
+            i
+            for i, e in enumerate(stream)
+            if isinstance(e, IceGatheringStateChangeEvent) and e.state is GatheringState.COMPLETE
+        )
+        assert complete_at == len(stream) - 2  # complete, then null, then nothing
+        for mid in transports:
+            ends = [
+                i
+                for i, e in enumerate(stream)
+                if isinstance(e, IceCandidateEvent)
+                and e.candidate is not None
+                and e.candidate.sdpMid == mid
+                and e.candidate.candidate == ""
+            ]
+            assert len(ends) == 1, (generation, mid)
+            later = [
+                e
+                for e in stream[ends[0] + 1 :]
+                if isinstance(e, IceCandidateEvent)
+                and e.candidate is not None
+                and e.candidate.sdpMid == mid
+            ]
+            assert not later, "a candidate after its end-of-candidates"
+        times = [e.t for e in stream]
+        assert times == sorted(times)
+    generations = [e.generation for e in events]
+    assert generations == sorted(generations), "an old generation's event after a new one's"
+
+
+junk = st.binary(max_size=120)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    loss=st.sampled_from([0.0, 0.1, 0.5, 1.0]),
+    duplicate=st.sampled_from([0.0, 0.3]),
+    jitter=st.sampled_from([0.0, 0.2]),
+    transports=st.integers(1, 3),
+    components=st.integers(1, 2),
+    servers=st.lists(
+        st.sampled_from(
+            ["stun:198.51.100.10", "stun:198.51.100.20", "stun:stun.lab.test", "stun:nx.lab.test"]
+        ),
+        max_size=3,
+        unique=True,
+    ),
+    restart_at=st.one_of(st.none(), st.floats(0, 2.5)),
+    garbage=st.booleans(),
+)
+def test_event_invariants_under_random_networks(
+    seed: int,
+    loss: float,
+    duplicate: float,
+    jitter: float,
+    transports: int,
+    components: int,
+    servers: list[str],
+    restart_at: float | None,
+    garbage: bool,
+) -> None:
+    core = make_core(tuple(servers), transports=transports, components=components)
+    bases = make_bases(transports, components)
+    net = SimNetwork(
+        core,
+        {STUN: StunServer(STUN, nat_for(bases))},
+        dns={"stun.lab.test": [STUN]},
+        loss=loss,
+        duplicate=duplicate,
+        jitter=jitter,
+        seed=seed,
+        garbage=(lambda rng: rng.randbytes(rng.randrange(0, 100))) if garbage else None,
+    )
+    net.start(bases)
+    if restart_at is not None:
+        net.run(until=restart_at)
+        core.restart(net.now, new_credentials())
+        net.pump()
+        new_bases = make_bases(transports, components, first_port=45000)
+        net.servers[STUN].nat.update(nat_for(new_bases))
+        net.start(new_bases)
+    net.run()
+    assert core.state is GatheringState.COMPLETE
+    check_invariants(net.events, [str(i) for i in range(transports)])
+    assert net.events[-1].t <= Timing().server_deadline + 1e-9
+    for c in candidates_of(net.events):
+        assert Candidate.parse(c.to_sdp()) == c
