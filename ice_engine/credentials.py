@@ -8,10 +8,12 @@ from dataclasses import dataclass, field
 __all__ = ["Credentials", "new_credentials"]
 
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+_ICE_CHAR_SET = frozenset(_ICE_CHARS)
 
 
 def _token(length: int) -> str:
-    return "".join(secrets.choice(_ICE_CHARS) for _ in range(length))
+    # 64 ice-chars: each random byte's low 6 bits pick one without bias, in one CSPRNG call.
+    return "".join([_ICE_CHARS[byte & 63] for byte in secrets.token_bytes(length)])
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,9 +24,9 @@ class Credentials:
     pwd: str = field(repr=False)
 
     def __post_init__(self) -> None:
-        if not 4 <= len(self.ufrag) <= 256 or not set(self.ufrag) <= set(_ICE_CHARS):
+        if not 4 <= len(self.ufrag) <= 256 or not _ICE_CHAR_SET.issuperset(self.ufrag):
             raise ValueError(f"ufrag must be 4-256 ice-chars: {self.ufrag!r}")
-        if not 22 <= len(self.pwd) <= 256 or not set(self.pwd) <= set(_ICE_CHARS):
+        if not 22 <= len(self.pwd) <= 256 or not _ICE_CHAR_SET.issuperset(self.pwd):
             raise ValueError("pwd must be 22-256 ice-chars")
 
 

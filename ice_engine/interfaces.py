@@ -8,6 +8,7 @@ while: thousands of sessions starting at once need not each walk the interface l
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import socket
 import time
@@ -44,6 +45,7 @@ class LocalAddress:
     scope_id: int = 0
 
 
+@functools.lru_cache(maxsize=1024)
 def is_usable(address: str, *, link_local: bool = False) -> bool:
     """RFC 8445 §5.1.1.1: no loopback, no deprecated or embedded-IPv4 IPv6 forms."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])

@@ -1,0 +1,173 @@
+"""Gathering latency in the lab, against aioice 0.13.0 in the same run (needs root).
+
+    python benchmarks/bench_latency.py [--rtt-ms 50] [--rounds 10] [--json]
+
+Brings the lab up (see docs/lab.md) with the given RTT between the NAT and coturn, then
+runs each scenario inside the client namespace: time to the first candidate, to the
+first srflx and to completion, for ice-engine and, where it can do the same work, for
+aioice (which hands over all candidates at the end). Each figure is checked against its
+RTT bound: srflx and completion within 1 RTT + 10 ms, plus one DNS round trip when a name
+is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+SCENARIOS = ("host", "stun", "stun-dns", "dead-server", "restart")
+
+
+# -- inside the client namespace -------------------------------------------------------
+
+
+async def _ours(urls: list[str], restart: bool = False) -> dict[str, float]:
+    from ice_engine import Gatherer, IceCandidateEvent, IceServer
+
+    marks: dict[str, float] = {}
+    async with Gatherer([IceServer(u) for u in urls]) as gatherer:
+        if restart:
+            async for _event in gatherer.gather():
+                pass
+            started = time.perf_counter()
+            await gatherer.restart()
+        else:
+            started = time.perf_counter()
+        async for event in gatherer.gather():
+            if not isinstance(event, IceCandidateEvent):
+                continue
+            elapsed = (time.perf_counter() - started) * 1000
+            if event.candidate is None:
+                marks["complete"] = elapsed
+            elif event.candidate.type is not None:
+                marks.setdefault("first", elapsed)
+                marks.setdefault(event.candidate.type, elapsed)
+    return marks
+
+
+async def _aioice(stun_server: tuple[str, int] | None) -> dict[str, float]:
+    import aioice
+
+    connection = aioice.Connection(ice_controlling=True, stun_server=stun_server)
+    started = time.perf_counter()
+    await connection.gather_candidates()
+    elapsed = (time.perf_counter() - started) * 1000
+    await connection.close()
+    marks = {"first": elapsed, "host": elapsed, "complete": elapsed}
+    if any(c.type == "srflx" for c in connection.local_candidates):
+        marks["srflx"] = elapsed
+    return marks
+
+
+async def _inner(scenario: str, rounds: int) -> dict[str, Any]:
+    from ice_engine.lab import DEAD_IPV4, SERVER_IPV4, STUN_HOST
+
+    logging.disable(logging.WARNING)
+    plans = {
+        "host": ([], None, False),
+        "stun": ([f"stun:{SERVER_IPV4}"], (SERVER_IPV4, 3478), False),
+        "stun-dns": ([f"stun:{STUN_HOST}:3478"], None, False),
+        "dead-server": ([f"stun:{SERVER_IPV4}", f"stun:{DEAD_IPV4}"], (DEAD_IPV4, 3478), False),
+        "restart": ([f"stun:{SERVER_IPV4}"], None, True),
+    }
+    urls, aioice_server, restart = plans[scenario]
+    ours = [await _ours(urls, restart) for _ in range(rounds)]
+    theirs: list[dict[str, float]] = []
+    if scenario in ("host", "stun", "dead-server"):
+        aioice_rounds = 1 if scenario == "dead-server" else rounds
+        theirs = [await _aioice(aioice_server) for _ in range(aioice_rounds)]
+    return {"ours": ours, "aioice": theirs}
+
+
+# -- outside: the lab and the report ---------------------------------------------------
+
+
+def _median(runs: list[dict[str, float]], key: str) -> float | None:
+    values = [run[key] for run in runs if key in run]
+    return statistics.median(values) if values else None
+
+
+def _bound(scenario: str, rtt: float) -> dict[str, float]:
+    if scenario == "host":
+        return {"complete": 10.0}
+    if scenario == "stun-dns":
+        # Cold: A and AAAA in parallel (1 RTT) then the binding (1 RTT); warm: 1 RTT.
+        return {"srflx": 2 * rtt + 10, "complete": 2 * rtt + 10}
+    if scenario == "dead-server":
+        return {"srflx": rtt + 10, "complete": 2000 + 10}
+    return {"srflx": rtt + 10, "complete": rtt + 10}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rtt-ms", type=float, default=50.0)
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--scenario", choices=SCENARIOS, action="append")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--inner", choices=SCENARIOS, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inner:
+        print(json.dumps(asyncio.run(_inner(args.inner, args.rounds))))
+        return 0
+
+    from ice_engine.lab import lab_session, lab_unavailable_reason
+
+    reason = lab_unavailable_reason()
+    if reason is not None:
+        print(f"bench_latency: the lab cannot run here: {reason}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {"rtt_ms": args.rtt_ms, "scenarios": {}}
+    with lab_session(delay_ms=args.rtt_ms / 2) as lab:
+        for scenario in args.scenario or SCENARIOS:
+            run = lab.run(
+                [sys.executable, __file__, "--inner", scenario, "--rounds", str(args.rounds)],
+                timeout_s=120,
+            )
+            if run.returncode != 0:
+                print(f"bench_latency: {scenario} failed: {run.stderr.strip()}", file=sys.stderr)
+                return 1
+            data = json.loads(run.stdout)
+            bound = _bound(scenario, args.rtt_ms)
+            row: dict[str, Any] = {"bound_ms": bound}
+            for who in ("ours", "aioice"):
+                row[who] = {k: _median(data[who], k) for k in ("first", "host", "srflx", "complete")}
+            row["within_bound"] = all(
+                row["ours"][k] is not None and row["ours"][k] <= limit for k, limit in bound.items()
+            )
+            if row["aioice"]["complete"] and row["ours"]["complete"]:
+                row["completion_ratio_aioice_over_ours"] = row["aioice"]["complete"] / row["ours"]["complete"]
+            results["scenarios"][scenario] = row
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(f"lab RTT {args.rtt_ms:.0f} ms, median of {args.rounds} rounds, times in ms from gather()")
+    print(f"{'scenario':<12} {'who':<10} {'first':>8} {'srflx':>8} {'complete':>9}  bound / ratio")
+    for scenario, row in results["scenarios"].items():
+        for who in ("ours", "aioice"):
+            marks = row[who]
+            if marks["complete"] is None:
+                continue
+            cells = " ".join(
+                f"{marks[k]:8.1f}" if marks[k] is not None else f"{'-':>8}" for k in ("first", "srflx")
+            )
+            note = ""
+            if who == "ours":
+                limits = ", ".join(f"{k} <= {v:.0f}" for k, v in row["bound_ms"].items())
+                note = f"{'ok' if row['within_bound'] else 'MISSED'} ({limits})"
+            elif "completion_ratio_aioice_over_ours" in row:
+                note = f"aioice/ours completion = {row['completion_ratio_aioice_over_ours']:.1f}x"
+            name = "ice-engine" if who == "ours" else "aioice"
+            print(f"{scenario:<12} {name:<10} {cells} {marks['complete']:9.1f}  {note}")
+    return 0
+
+
+if __name__ == "__main__":
+    subprocess_exit = main()
+    sys.exit(subprocess_exit)

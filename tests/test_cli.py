@@ -1,0 +1,112 @@
+"""The `ice-engine` command, run as a user runs it: a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ice_engine.interfaces import local_addresses
+
+
+def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ice_engine", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def events_of(output: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in output.splitlines()]
+
+
+@pytest.fixture(autouse=True)
+def _addresses() -> None:
+    if not local_addresses():
+        pytest.skip("this machine has no non-loopback address to gather from")
+
+
+def test_json_lines_follow_the_browser_order() -> None:
+    result = run("gather", "--json")
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    assert events[0] == {"event": "icegatheringstatechange", "state": "gathering", "t": events[0]["t"]}
+    candidates = [e["candidate"] for e in events if e["event"] == "icecandidate" and e["candidate"]]
+    hosts = [c for c in candidates if isinstance(c, dict) and c["candidate"]]
+    assert len(hosts) == len(local_addresses())
+    for host in hosts:
+        assert isinstance(host, dict)
+        assert set(host) == {"candidate", "sdpMid", "sdpMLineIndex", "usernameFragment"}
+        assert str(host["candidate"]).startswith("candidate:")
+        assert " typ host " in str(host["candidate"])
+    assert events[-3]["candidate"] == {
+        "candidate": "",
+        "sdpMid": "0",
+        "sdpMLineIndex": 0,
+        "usernameFragment": hosts[0]["usernameFragment"],  # type: ignore[index]
+    }
+    assert events[-2]["event"] == "icegatheringstatechange" and events[-2]["state"] == "complete"
+    assert events[-1] == {"event": "icecandidate", "candidate": None, "t": events[-1]["t"]}
+    assert all(isinstance(e["t"], float) for e in events)
+
+
+def test_generations_mids_and_components() -> None:
+    result = run("gather", "--json", "--generations", "2", "--mids", "0,1", "--components", "2")
+    assert result.returncode == 0, result.stderr
+    events = events_of(result.stdout)
+    nulls = [i for i, e in enumerate(events) if e["event"] == "icecandidate" and e["candidate"] is None]
+    assert len(nulls) == 2
+    for generation, chunk in enumerate((events[: nulls[0] + 1], events[nulls[0] + 1 :])):
+        lines = [e["candidate"] for e in chunk if e["event"] == "icecandidate" and e["candidate"]]
+        hosts = [c for c in lines if isinstance(c, dict) and c["candidate"]]
+        ends = [c for c in lines if isinstance(c, dict) and not c["candidate"]]
+        assert len(hosts) == 2 * 2 * len(local_addresses())
+        assert all(f"generation {generation} " in str(c["candidate"]) for c in hosts)
+        assert sorted(str(c["sdpMid"]) for c in ends) == ["0", "1"]
+        assert len({str(c["usernameFragment"]) for c in lines}) == 1
+        components = {str(c["candidate"]).split()[1] for c in hosts}
+        assert components == {"1", "2"}
+    states = [e["state"] for e in events if e["event"] == "icegatheringstatechange"]
+    assert states == ["gathering", "complete", "gathering", "complete"]
+
+
+def test_readable_view_by_default() -> None:
+    result = run("gather")
+    assert result.returncode == 0, result.stderr
+    assert "host" in result.stdout and "complete" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["gather", "--ice-server", "stun://stun.example.org"], "stun://"),
+        (["gather", "--ice-server", "http:x"], "scheme"),
+        (["gather", "--ice-server", "stun:[2001:db8::1"], "2001:db8::1"),
+        (["gather", "--ice-server", "turn:turn.example.org"], "username"),
+        (["gather", "--components", "x"], "components"),
+        (["gather", "--mids", "0,,1"], "mid"),
+        (["gather", "--timeout", "-1"], "timeout"),
+        (["gather", "--bogus"], "unrecognized"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_input_is_one_line_and_status_2(args: list[str], needle: str) -> None:
+    result = run(*args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("ice-engine: ")
+    assert needle in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_help_has_examples() -> None:
+    result = run("gather", "--help")
+    assert result.returncode == 0
+    assert "examples:" in result.stdout and "--ice-server" in result.stdout

@@ -1,0 +1,155 @@
+"""The asyncio driver with real sockets on this machine's interfaces (host candidates)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+
+from ice_engine import (
+    Gatherer,
+    GatheringState,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+    IceServer,
+    InvalidServerUrl,
+)
+from ice_engine.events import Event
+from ice_engine.interfaces import local_addresses
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def needs_an_address() -> None:
+    if not local_addresses():
+        pytest.skip("this machine has no non-loopback address to gather from")
+
+
+async def collect(gatherer: Gatherer) -> list[Event]:
+    return [event async for event in gatherer.gather()]
+
+
+async def test_host_gathering_streams_and_ends_with_null() -> None:
+    needs_an_address()
+    async with Gatherer(mids=["0", "1"], components=2) as gatherer:
+        assert gatherer.gathering_state is GatheringState.NEW
+        events = await collect(gatherer)
+        assert gatherer.gathering_state is GatheringState.COMPLETE
+        assert gatherer.transport_state("1") is GatheringState.COMPLETE
+    assert isinstance(events[0], IceGatheringStateChangeEvent)
+    assert events[0].state is GatheringState.GATHERING
+    assert isinstance(events[-2], IceGatheringStateChangeEvent)
+    assert events[-2].state is GatheringState.COMPLETE
+    assert isinstance(events[-1], IceCandidateEvent) and events[-1].candidate is None
+    hosts = [e.candidate for e in events if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate]
+    assert len(hosts) == 2 * 2 * len(local_addresses())
+    for candidate in hosts:
+        assert candidate.type == "host"
+        assert candidate.usernameFragment == gatherer.credentials.ufrag
+        assert f"ufrag {candidate.usernameFragment}" in candidate.candidate
+    ports = [c.port for c in hosts]
+    assert len(set(ports)) == len(ports), "one socket per (transport, component, address)"
+
+
+async def test_sockets_stay_open_until_close_and_none_leak() -> None:
+    needs_an_address()
+    before = open_fds()
+    gatherer = Gatherer(components=2)
+    events = await collect(gatherer)
+    hosts = [e.candidate for e in events if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate]
+    assert open_fds() == before + len(hosts)
+    for candidate in hosts:  # the base really is bound: binding it again must fail
+        assert candidate.address is not None and candidate.port is not None
+        family = socket.AF_INET6 if ":" in candidate.address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe, pytest.raises(OSError):
+            probe.bind((candidate.address, candidate.port))
+    await gatherer.close()
+    await gatherer.close()
+    assert open_fds() == before
+
+
+async def test_restart_gives_a_new_generation_with_new_credentials() -> None:
+    needs_an_address()
+    async with Gatherer() as gatherer:
+        first = await collect(gatherer)
+        old = gatherer.credentials
+        with pytest.raises(RuntimeError, match="restart"):
+            await collect(gatherer)
+        await gatherer.restart()
+        assert gatherer.credentials.ufrag != old.ufrag
+        assert gatherer.credentials.pwd != old.pwd
+        second = await collect(gatherer)
+    assert {e.generation for e in first} == {0}
+    assert {e.generation for e in second} == {1}
+    new_hosts = [e.candidate for e in second if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed]
+    assert all(c.parsed is not None and c.parsed.generation == 1 for c in new_hosts)
+    assert all(c.usernameFragment == gatherer.credentials.ufrag for c in new_hosts)
+    old_hosts = [e.candidate for e in first if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed]
+    assert {c.foundation for c in old_hosts} == {c.foundation for c in new_hosts}
+    assert {c.port for c in old_hosts}.isdisjoint({c.port for c in new_hosts})
+
+
+async def test_breaking_out_early_then_closing_leaks_nothing() -> None:
+    needs_an_address()
+    before = open_fds()
+    tasks_before = len(asyncio.all_tasks())
+    gatherer = Gatherer(mids=["a", "b"])
+    async for _event in gatherer.gather():
+        break
+    await gatherer.close()
+    assert open_fds() == before
+    assert len(asyncio.all_tasks()) == tasks_before
+
+
+async def test_unreachable_dns_server_does_not_hold_gathering(tmp_path: object) -> None:
+    """A name that cannot resolve gives an error event, and gathering still completes."""
+    needs_an_address()
+    import dns.asyncresolver
+
+    from ice_engine.resolver import Resolver
+    from ice_engine.transaction import Timing
+
+    dead = dns.asyncresolver.Resolver(configure=False)
+    dead.nameservers = ["127.0.0.1"]
+    dead.port = 9  # discard: nothing answers
+    gatherer = Gatherer(
+        [IceServer("stun:stun.lab.test")],
+        timing=Timing(server_deadline=0.5),
+        resolver=Resolver(timeout=5.0, resolver=dead),
+    )
+    async with gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 5)
+    errors = [e for e in events if e.type == "icecandidateerror"]
+    assert len(errors) == 1
+    assert errors[0].to_json()["errorCode"] == 701
+    assert events[-1].t == pytest.approx(0.5, abs=0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ice_servers": [IceServer("stun:")]}, "stun:"),
+        ({"ice_servers": [IceServer("turn:turn.example.org")]}, "username"),
+        ({"mids": []}, "mids"),
+        ({"mids": ["0", "0"]}, "distinct"),
+        ({"components": 0}, "components"),
+        ({"ice_transport_policy": "none"}, "ice_transport_policy"),
+    ],
+)
+def test_bad_configuration_is_refused_up_front(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        Gatherer(**kwargs)  # type: ignore[arg-type]
+    if "ice_servers" in kwargs:
+        assert isinstance(info.value, InvalidServerUrl)
+
+
+def test_credentials_stay_out_of_repr() -> None:
+    server = IceServer("turn:turn.example.org", "alice", "s3cret-wonderland")
+    assert "s3cret" not in repr(server)
+    gatherer = Gatherer([server])
+    assert "s3cret" not in repr(gatherer.credentials)
+    assert gatherer.credentials.pwd not in repr(gatherer.credentials)
