@@ -77,10 +77,14 @@ async def main() -> None:
     if args.json:
         print(json.dumps(result))
         return
-    print(f"first host candidate after gather(): median {result['first_candidate_ms_median']:.3f} ms, "
-          f"p95 {result['first_candidate_ms_p95']:.3f} ms (target <= 2 ms)")
-    print(f"CPU per host-only gathering: ice-engine {ours * 1000:.3f} ms, aioice 0.13.0 "
-          f"{theirs * 1000:.3f} ms -> aioice/ice-engine = {theirs / ours:.1f}x (target >= 5x)")
+    print(
+        f"first host candidate after gather(): median {result['first_candidate_ms_median']:.3f} ms, "
+        f"p95 {result['first_candidate_ms_p95']:.3f} ms (target <= 2 ms)"
+    )
+    print(
+        f"CPU per host-only gathering: ice-engine {ours * 1000:.3f} ms, aioice 0.13.0 "
+        f"{theirs * 1000:.3f} ms -> aioice/ice-engine = {theirs / ours:.1f}x (target >= 5x)"
+    )
 
 
 if __name__ == "__main__":

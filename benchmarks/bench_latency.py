@@ -17,7 +17,6 @@ import asyncio
 import json
 import logging
 import statistics
-import subprocess
 import sys
 import time
 from typing import Any
@@ -106,7 +105,9 @@ def _bound(scenario: str, rtt: float) -> dict[str, float]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rtt-ms", type=float, default=50.0)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
@@ -137,17 +138,23 @@ def main() -> int:
             bound = _bound(scenario, args.rtt_ms)
             row: dict[str, Any] = {"bound_ms": bound}
             for who in ("ours", "aioice"):
-                row[who] = {k: _median(data[who], k) for k in ("first", "host", "srflx", "complete")}
+                row[who] = {
+                    k: _median(data[who], k) for k in ("first", "host", "srflx", "complete")
+                }
             row["within_bound"] = all(
                 row["ours"][k] is not None and row["ours"][k] <= limit for k, limit in bound.items()
             )
             if row["aioice"]["complete"] and row["ours"]["complete"]:
-                row["completion_ratio_aioice_over_ours"] = row["aioice"]["complete"] / row["ours"]["complete"]
+                row["completion_ratio_aioice_over_ours"] = (
+                    row["aioice"]["complete"] / row["ours"]["complete"]
+                )
             results["scenarios"][scenario] = row
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    print(f"lab RTT {args.rtt_ms:.0f} ms, median of {args.rounds} rounds, times in ms from gather()")
+    print(
+        f"lab RTT {args.rtt_ms:.0f} ms, median of {args.rounds} rounds, times in ms from gather()"
+    )
     print(f"{'scenario':<12} {'who':<10} {'first':>8} {'srflx':>8} {'complete':>9}  bound / ratio")
     for scenario, row in results["scenarios"].items():
         for who in ("ours", "aioice"):
@@ -155,7 +162,8 @@ def main() -> int:
             if marks["complete"] is None:
                 continue
             cells = " ".join(
-                f"{marks[k]:8.1f}" if marks[k] is not None else f"{'-':>8}" for k in ("first", "srflx")
+                f"{marks[k]:8.1f}" if marks[k] is not None else f"{'-':>8}"
+                for k in ("first", "srflx")
             )
             note = ""
             if who == "ours":

@@ -35,7 +35,11 @@ def test_json_lines_follow_the_browser_order() -> None:
     result = run("gather", "--json")
     assert result.returncode == 0, result.stderr
     events = events_of(result.stdout)
-    assert events[0] == {"event": "icegatheringstatechange", "state": "gathering", "t": events[0]["t"]}
+    assert events[0] == {
+        "event": "icegatheringstatechange",
+        "state": "gathering",
+        "t": events[0]["t"],
+    }
     candidates = [e["candidate"] for e in events if e["event"] == "icecandidate" and e["candidate"]]
     hosts = [c for c in candidates if isinstance(c, dict) and c["candidate"]]
     assert len(hosts) == len(local_addresses())
@@ -59,7 +63,9 @@ def test_generations_mids_and_components() -> None:
     result = run("gather", "--json", "--generations", "2", "--mids", "0,1", "--components", "2")
     assert result.returncode == 0, result.stderr
     events = events_of(result.stdout)
-    nulls = [i for i, e in enumerate(events) if e["event"] == "icecandidate" and e["candidate"] is None]
+    nulls = [
+        i for i, e in enumerate(events) if e["event"] == "icecandidate" and e["candidate"] is None
+    ]
     assert len(nulls) == 2
     for generation, chunk in enumerate((events[: nulls[0] + 1], events[nulls[0] + 1 :])):
         lines = [e["candidate"] for e in chunk if e["event"] == "icecandidate" and e["candidate"]]

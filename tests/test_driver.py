@@ -45,7 +45,11 @@ async def test_host_gathering_streams_and_ends_with_null() -> None:
     assert isinstance(events[-2], IceGatheringStateChangeEvent)
     assert events[-2].state is GatheringState.COMPLETE
     assert isinstance(events[-1], IceCandidateEvent) and events[-1].candidate is None
-    hosts = [e.candidate for e in events if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate]
+    hosts = [
+        e.candidate
+        for e in events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate
+    ]
     assert len(hosts) == 2 * 2 * len(local_addresses())
     for candidate in hosts:
         assert candidate.type == "host"
@@ -60,7 +64,11 @@ async def test_sockets_stay_open_until_close_and_none_leak() -> None:
     before = open_fds()
     gatherer = Gatherer(components=2)
     events = await collect(gatherer)
-    hosts = [e.candidate for e in events if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate]
+    hosts = [
+        e.candidate
+        for e in events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.candidate
+    ]
     assert open_fds() == before + len(hosts)
     for candidate in hosts:  # the base really is bound: binding it again must fail
         assert candidate.address is not None and candidate.port is not None
@@ -85,10 +93,18 @@ async def test_restart_gives_a_new_generation_with_new_credentials() -> None:
         second = await collect(gatherer)
     assert {e.generation for e in first} == {0}
     assert {e.generation for e in second} == {1}
-    new_hosts = [e.candidate for e in second if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed]
+    new_hosts = [
+        e.candidate
+        for e in second
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed
+    ]
     assert all(c.parsed is not None and c.parsed.generation == 1 for c in new_hosts)
     assert all(c.usernameFragment == gatherer.credentials.ufrag for c in new_hosts)
-    old_hosts = [e.candidate for e in first if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed]
+    old_hosts = [
+        e.candidate
+        for e in first
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed
+    ]
     assert {c.foundation for c in old_hosts} == {c.foundation for c in new_hosts}
     assert {c.port for c in old_hosts}.isdisjoint({c.port for c in new_hosts})
 

@@ -272,7 +272,9 @@ def test_rto_adapts_to_the_measured_rtt() -> None:
     net.run()
     key = net.sent[first].base_key
     times = [
-        t - start for t, c in zip(net.sent_times[first:], net.sent[first:], strict=True) if c.base_key == key
+        t - start
+        for t, c in zip(net.sent_times[first:], net.sent[first:], strict=True)
+        if c.base_key == key
     ]
     assert times[:3] == [pytest.approx(0.0), pytest.approx(0.05), pytest.approx(0.15)]
 

@@ -26,7 +26,9 @@ pytestmark = pytest.mark.lab
 
 
 def gather(lab: Lab, *args: str, timeout: float = 30) -> list[dict[str, Any]]:
-    result = lab.run([sys.executable, "-m", "ice_engine", "gather", "--json", *args], timeout_s=timeout)
+    result = lab.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--json", *args], timeout_s=timeout
+    )
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in result.stdout.splitlines()]
 
@@ -34,7 +36,11 @@ def gather(lab: Lab, *args: str, timeout: float = 30) -> list[dict[str, Any]]:
 def candidates(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     found = []
     for event in events:
-        if event["event"] == "icecandidate" and event["candidate"] and event["candidate"]["candidate"]:
+        if (
+            event["event"] == "icecandidate"
+            and event["candidate"]
+            and event["candidate"]["candidate"]
+        ):
             fields = event["candidate"]["candidate"].split()
             if fields[7] == kind:
                 found.append({"t": event["t"], "fields": fields, **event["candidate"]})
@@ -91,7 +97,9 @@ def test_srv_gives_the_server_and_its_port(lab: Lab) -> None:
 
 
 def test_an_unknown_name_is_an_error_and_gathering_goes_on(lab: Lab) -> None:
-    events = gather(lab, "--ice-server", "stun:nowhere.lab.test", "--ice-server", f"stun:{SERVER_IPV4}")
+    events = gather(
+        lab, "--ice-server", "stun:nowhere.lab.test", "--ice-server", f"stun:{SERVER_IPV4}"
+    )
     [error] = errors(events)
     assert error["url"] == "stun:nowhere.lab.test" and error["errorCode"] == 701
     assert error["address"] is None
