@@ -23,11 +23,14 @@ from .interfaces import AddressFilter, LocalAddress, local_addresses
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .transaction import RttTable, Timing
+from .turn import NonceCache
 
 __all__ = ["Gatherer"]
 
 _POLICIES = ("all", "relay")
 _shared_rtt = RttTable()
+_shared_nonces = NonceCache(max_entries=4096)
+_DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
 class Gatherer:
@@ -71,6 +74,7 @@ class Gatherer:
             relay_only=ice_transport_policy == "relay",
             timing=timing,
             rtt=_shared_rtt,
+            nonces=_shared_nonces,
         )
         self._link_local = link_local
         self._address_filter = address_filter
@@ -167,9 +171,17 @@ class Gatherer:
         if self._closed:
             return
         self._closed = True
+        for task in self._tasks:
+            task.cancel()
         self._core.close(self._now())
+        if self._sockets:
+            self._service()  # sends the deallocations
+            give_up = self._now() + _DEALLOCATE_WAIT
+            while self._core.closing and self._now() < give_up:
+                await asyncio.sleep(0.005)
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -300,7 +312,7 @@ class Gatherer:
                     task = self._get_loop().create_task(self._resolve(command))
                     self._tasks.add(task)
                     task.add_done_callback(self._tasks.discard)
-        if self._closed:
+        if not self._sockets:
             return
         timer = core.get_timer()
         if timer != self._timer_at:

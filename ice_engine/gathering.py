@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from . import stun
-from .candidate import Candidate, compute_foundation, compute_priority
+from .candidate import Candidate, compute_foundation, compute_priority, relay_type_preference
 from .commands import Command, Resolve, SendDatagram
 from .credentials import Credentials
 from .events import (
@@ -34,6 +34,7 @@ from .events import (
     IceGatheringStateChangeEvent,
 )
 from .transaction import RttTable, StunTransaction, Timing
+from .turn import Allocated, Allocation, AllocationFailed, NonceCache, TurnCredentials
 from .urls import ServerUrl
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
@@ -103,6 +104,27 @@ class _Probe:
         self.transaction = tx
 
 
+class _Relay:
+    """A TURN allocation from one base to one server address (relay, and srflx too)."""
+
+    __slots__ = ("allocation", "base", "done", "generation", "server", "server_address")
+
+    def __init__(
+        self,
+        generation: _Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        allocation: Allocation,
+    ) -> None:
+        self.generation = generation
+        self.base = base
+        self.server = server
+        self.server_address = server_address
+        self.allocation = allocation
+        self.done = False
+
+
 class _Generation:
     """What one generation (ufrag/pwd) has gathered and still waits for."""
 
@@ -134,6 +156,7 @@ class Gathering:
         relay_only: bool = False,
         timing: Timing | None = None,
         rtt: RttTable | None = None,
+        nonces: NonceCache | None = None,
     ) -> None:
         if not transports:
             raise ValueError("at least one transport is needed")
@@ -145,6 +168,8 @@ class Gathering:
         self.relay_only = relay_only
         self.timing = timing or Timing()
         self.rtt = rtt if rtt is not None else RttTable()
+        self.nonces = nonces if nonces is not None else NonceCache()
+        self._relays: dict[tuple[int, tuple[str, int]], _Relay] = {}
         self._generation = _Generation(0, credentials, len(self.transports), 0.0)
         self._state = GatheringState.NEW
         self._events: deque[Event] = deque()
@@ -195,7 +220,16 @@ class Gathering:
             timer = min(timer, probe.transaction.timer)
         for generation, _server in self._resolving.values():
             timer = min(timer, generation.deadline)
+        for relay in self._relays.values():
+            relay_timer = relay.allocation.get_timer()
+            if relay_timer is not None:
+                timer = min(timer, relay_timer)
         return None if timer == math.inf else timer
+
+    @property
+    def closing(self) -> bool:
+        """True while TURN allocations are still being released after `close`."""
+        return any(r.allocation.state == "closing" for r in self._relays.values())
 
     # -- API calls -----------------------------------------------------------------
 
@@ -218,8 +252,6 @@ class Gathering:
             for base in generation.bases:
                 self._add_candidate(generation, base, "host", base.address, base.port, now)
         for server in self.servers:
-            if server.url.is_turn:
-                continue  # TURN allocation lands with the TURN client
             self._resolve_ids += 1
             self._resolving[self._resolve_ids] = (generation, server)
             for transport in range(len(self.transports)):
@@ -239,12 +271,23 @@ class Gathering:
         old = self._generation
         self._abandon(old, now)
         self._generation = _Generation(old.number + 1, credentials, len(self.transports), now)
+        for relay in list(self._relays.values()):  # keep the previous generation's relays
+            if relay.generation.number < old.number:
+                relay.allocation.close(now)
+                self._flush(relay, now)
 
     def close(self, now: float) -> None:
-        """Stop: pending work is dropped and nothing more is emitted."""
+        """Stop: pending work is dropped, nothing more is emitted, allocations are released.
+
+        Deallocation (a Refresh with lifetime 0) goes out as commands; `closing` tells
+        the driver whether to wait (briefly) for the server's answers.
+        """
         self._probes.clear()
         self._resolving.clear()
         self._closed = True
+        for relay in self._relays.values():
+            relay.allocation.close(now)
+            self._flush(relay, now)
 
     # -- network input -------------------------------------------------------------
 
@@ -262,7 +305,10 @@ class Gathering:
                 a for a in normalized if (":" in a[0]) == (base.family == socket.AF_INET6)
             ]
             for server_address in family_matches:
-                self._send_binding(generation, base, server, server_address, now)
+                if server.url.is_turn:
+                    self._allocate(generation, base, server, server_address, now)
+                else:
+                    self._send_binding(generation, base, server, server_address, now)
         for transport in range(len(self.transports)):
             self._done(generation, transport, now)
 
@@ -284,7 +330,13 @@ class Gathering:
         if len(data) < 20 or data[4:8] != _COOKIE:
             return False
         probe = self._probes.get(data[8:20])
-        if probe is None or probe.base.key != base_key:
+        if probe is None:
+            relay = self._relays.get((base_key, (_normalize(source[0]), source[1])))
+            if relay is None or not relay.allocation.handle_message(data, now):
+                return False
+            self._flush(relay, now)
+            return True
+        if probe.base.key != base_key:
             return False
         if probe.server_address != (_normalize(source[0]), source[1]):
             return False  # RFC 8489 §6.3: only the server we asked may answer
@@ -336,11 +388,96 @@ class Gathering:
                     self._commands.append(
                         SendDatagram(probe.base.key, request, probe.server_address)
                     )
+        for relay in list(self._relays.values()):
+            relay_timer = relay.allocation.get_timer()
+            if relay_timer is not None and relay_timer <= now:
+                relay.allocation.handle_timer(now)
+                self._flush(relay, now)
         for resolve_id, (generation, _server) in list(self._resolving.items()):
             if now >= generation.deadline:
                 self.resolve_failed(now, resolve_id, "DNS lookup timed out.")
 
     # -- internals -----------------------------------------------------------------
+
+    def _allocate(
+        self,
+        generation: _Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        now: float,
+    ) -> None:
+        generation.pending[base.transport] += 1
+        if server.url.transport != "udp" or server.url.secure:
+            relay_error = "TURN over TCP and TLS is not supported yet."
+            self._error(generation, server, base, UNREACHABLE, relay_error, now)
+            self._done(generation, base.transport, now)
+            return
+        allocation = Allocation(
+            server_address,
+            credentials=TurnCredentials(server.username or "", server.credential or ""),
+            deadline=generation.deadline,
+            timing=self.timing,
+            rtt=self.rtt,
+            nonce_cache=self.nonces,
+            family=base.family,
+        )
+        relay = _Relay(generation, base, server, server_address, allocation)
+        previous = self._relays.pop((base.key, server_address), None)
+        if previous is not None:  # the same URL twice: keep one allocation per 5-tuple
+            previous.allocation.close(now)
+        self._relays[(base.key, server_address)] = relay
+        allocation.start(now)
+        self._flush(relay, now)
+
+    def _flush(self, relay: _Relay, now: float) -> None:
+        """Send what the allocation wants sent, and turn its events into candidates."""
+        allocation = relay.allocation
+        while (data := allocation.next_outgoing()) is not None:
+            self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
+        while (event := allocation.next_event()) is not None:
+            if relay.done or self._closed or relay.generation is not self._generation:
+                continue
+            if isinstance(event, Allocated):
+                self._add_relayed(relay, event, now)
+            elif isinstance(event, AllocationFailed):
+                self._error(
+                    relay.generation, relay.server, relay.base, event.code, event.reason, now
+                )
+            else:
+                continue
+            relay.done = True
+            self._done(relay.generation, relay.base.transport, now)
+        if allocation.state == "closed":
+            self._relays.pop((relay.base.key, relay.server_address), None)
+
+    def _add_relayed(self, relay: _Relay, event: Allocated, now: float) -> None:
+        """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
+        generation, base = relay.generation, relay.base
+        if event.mapped is not None and not self.relay_only:
+            self._add_candidate(
+                generation,
+                base,
+                "srflx",
+                event.mapped[0],
+                event.mapped[1],
+                now,
+                server=relay.server,
+                server_address=relay.server_address[0],
+            )
+        for address, port in event.relayed:
+            self._add_candidate(
+                generation,
+                base,
+                "relay",
+                address,
+                port,
+                now,
+                server=relay.server,
+                server_address=relay.server_address[0],
+                type_preference=relay_type_preference("udp"),
+                related=event.mapped,
+            )
 
     def _send_binding(
         self,
@@ -388,6 +525,7 @@ class Gathering:
         server_address: str | None = None,
         type_preference: int | None = None,
         protocol: str = "udp",
+        related: tuple[str, int] | None = None,
     ) -> None:
         key = (base.transport, base.component, base.key, address, port)
         if key in generation.addresses:
@@ -396,8 +534,11 @@ class Gathering:
         if type_preference is None:
             type_preference = _TYPE_PREFERENCE[kind]
         slot = 0 if server is None else min(server.index + 1, 15)
-        related = kind != "host"
-        hide_related = related and self.relay_only
+        has_related = kind != "host"
+        if related is None:
+            related = (base.address, base.port)
+        if has_related and self.relay_only:
+            related = ("0.0.0.0" if base.family == socket.AF_INET else "::", 0)
         candidate = Candidate(
             foundation=compute_foundation(kind, base.address, protocol, server_address),
             component=base.component,
@@ -408,8 +549,8 @@ class Gathering:
             address=address,
             port=port,
             type=kind,
-            related_address=("0.0.0.0" if hide_related else base.address) if related else None,
-            related_port=(0 if hide_related else base.port) if related else None,
+            related_address=related[0] if has_related else None,
+            related_port=related[1] if has_related else None,
             generation=generation.number,
             ufrag=generation.credentials.ufrag,
             network_id=base.network_id or None,

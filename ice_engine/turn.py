@@ -1,0 +1,600 @@
+"""A TURN client allocation (RFC 8656), sans-I/O: the caller moves bytes and passes `now`.
+
+`Allocation` runs the Allocate exchange (401 challenge, long-term credentials, 438 stale
+nonce), keeps the allocation alive with Refresh, deallocates on `close`, and offers the
+permission/channel/data framing a connectivity layer needs. Responses are matched by
+transaction id only: the caller guarantees they came from the server's address.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from . import stun
+from .stun import Attr, MessageClass, Method
+from .transaction import RttTable, StunTransaction, Timing
+
+__all__ = [
+    "AddressFamilyError",
+    "Allocated",
+    "Allocation",
+    "AllocationExpired",
+    "AllocationFailed",
+    "NonceCache",
+    "NonceEntry",
+    "Refreshed",
+    "RequestFailed",
+    "TurnCredentials",
+    "TurnEvent",
+]
+
+TIMED_OUT = 701
+CLOSE_TIMEOUT = 1.0  # deallocation is a courtesy: never hold a shutdown longer than this
+PERMISSION_DEADLINE = 5.0
+_MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
+_REFRESH_MARGIN = 60
+
+
+@dataclass(frozen=True, slots=True)
+class TurnCredentials:
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class NonceEntry:
+    """What a 401 taught us about a server; `algorithms` is PASSWORD-ALGORITHMS to echo."""
+
+    realm: str
+    nonce: bytes
+    algorithm: int = stun.PASSWORD_ALGORITHM_MD5
+    algorithms: bytes | None = None
+
+    @property
+    def use_sha256(self) -> bool:
+        return self.algorithm == stun.PASSWORD_ALGORITHM_SHA256
+
+
+class NonceCache:
+    """Realm and nonce per (server, transport, username), shared across allocations.
+
+    A warm entry lets a restart or another gatherer send an authenticated Allocate at
+    once: one round trip instead of two. Holds no password; bounded in size.
+    """
+
+    __slots__ = ("_entries", "_max_entries")
+
+    def __init__(self, max_entries: int = 256) -> None:
+        self._entries: dict[tuple[tuple[str, int], str, str], NonceEntry] = {}
+        self._max_entries = max_entries
+
+    def get(self, server: tuple[str, int], transport: str, username: str) -> NonceEntry | None:
+        return self._entries.get((server, transport, username))
+
+    def put(
+        self, server: tuple[str, int], transport: str, username: str, entry: NonceEntry
+    ) -> None:
+        key = (server, transport, username)
+        self._entries.pop(key, None)
+        if len(self._entries) >= self._max_entries:
+            del self._entries[next(iter(self._entries))]  # the oldest
+        self._entries[key] = entry
+
+    def discard(self, server: tuple[str, int], transport: str, username: str) -> None:
+        self._entries.pop((server, transport, username), None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+@dataclass(frozen=True, slots=True)
+class Allocated:
+    relayed: list[tuple[str, int]]
+    mapped: tuple[str, int] | None
+    lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationFailed:
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class AllocationExpired:
+    """The allocation is gone: a refresh failed or its lifetime ran out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refreshed:
+    lifetime: int
+
+
+@dataclass(frozen=True, slots=True)
+class AddressFamilyError:
+    """The additional family of a dual allocation failed while the first succeeded."""
+
+    family: int
+    code: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RequestFailed:
+    """A CreatePermission or ChannelBind failed; the allocation itself is unaffected."""
+
+    method: str
+    code: int
+    reason: str
+
+
+TurnEvent = (
+    Allocated | AllocationFailed | AllocationExpired | Refreshed | AddressFamilyError
+) | RequestFailed
+
+
+class _Request:
+    """An outstanding request; `attributes` omit authentication so a retry can re-sign."""
+
+    __slots__ = ("attributes", "key", "kind", "method", "peers", "stale_retries", "transaction")
+
+    def __init__(
+        self,
+        kind: str,
+        method: Method,
+        attributes: Sequence[tuple[int, bytes]],
+        key: bytes | None,
+        transaction: StunTransaction,
+        peers: tuple[tuple[str, int], ...],
+        stale_retries: int,
+    ) -> None:
+        self.kind = kind
+        self.method = method
+        self.attributes = attributes
+        self.key = key
+        self.transaction = transaction
+        self.peers = peers
+        self.stale_retries = stale_retries
+
+
+class Allocation:
+    """One TURN allocation on one server, over UDP (or TCP/TLS with `reliable`).
+
+    States: new → allocating → allocated → closing → closed, or failed. An allocation
+    that expires ends in closed, after an `AllocationExpired` event.
+    """
+
+    def __init__(
+        self,
+        server: tuple[str, int],
+        *,
+        credentials: TurnCredentials,
+        deadline: float,
+        reliable: bool = False,
+        timing: Timing | None = None,
+        rtt: RttTable | None = None,
+        nonce_cache: NonceCache | None = None,
+        family: int = socket.AF_INET,
+        additional_family: bool = False,
+        lifetime: int = 600,
+    ) -> None:
+        if family not in (socket.AF_INET, socket.AF_INET6):
+            raise ValueError(f"family must be AF_INET or AF_INET6, not {family}")
+        if additional_family and family != socket.AF_INET:
+            raise ValueError("a dual allocation asks for IPv4 plus an additional IPv6")
+        self.server = server
+        self.credentials = credentials
+        self.deadline = deadline
+        self.reliable = reliable
+        self.timing = timing or Timing()
+        self.rtt = rtt
+        self.nonce_cache = nonce_cache
+        self.family = family
+        self.additional_family = additional_family
+        self.lifetime = lifetime
+        self.state = "new"
+        self.relayed: list[tuple[str, int]] = []
+        self.mapped: tuple[str, int] | None = None
+        self.expires_at: float | None = None
+        self.refresh_at: float | None = None
+        self.permissions: set[str] = set()
+        self.channels: dict[tuple[str, int], int] = {}
+        self._transport = "stream" if reliable else "udp"
+        self._auth: NonceEntry | None = None
+        self._key: bytes | None = None
+        self._challenged = False
+        self._close_by = math.inf
+        self._pending: dict[bytes, _Request] = {}
+        self._outgoing: list[bytes] = []
+        self._events: list[TurnEvent] = []
+
+    def __repr__(self) -> str:
+        return f"<Allocation {self.server} {self.state} relayed={self.relayed}>"
+
+    # -- the caller's loop ---------------------------------------------------------
+
+    def start(self, now: float) -> None:
+        if self.state != "new":
+            raise RuntimeError(f"allocation already {self.state}")
+        self.state = "allocating"
+        if self.nonce_cache is not None:
+            entry = self.nonce_cache.get(self.server, self._transport, self.credentials.username)
+            if entry is not None:
+                self._authenticate(entry)
+        self._send("allocate", Method.ALLOCATE, self._allocate_attributes(), now, self.deadline)
+
+    def next_outgoing(self) -> bytes | None:
+        return self._outgoing.pop(0) if self._outgoing else None
+
+    def next_event(self) -> TurnEvent | None:
+        return self._events.pop(0) if self._events else None
+
+    def get_timer(self) -> float | None:
+        timer = min((r.transaction.timer for r in self._pending.values()), default=math.inf)
+        if self.state == "allocated" and self.expires_at is not None:
+            timer = min(timer, self.expires_at)
+            if self.refresh_at is not None:
+                timer = min(timer, self.refresh_at)
+        if self.state == "closing":
+            timer = min(timer, self._close_by)
+        return None if timer == math.inf else timer
+
+    def handle_timer(self, now: float) -> None:
+        for transaction_id, request in list(self._pending.items()):
+            if transaction_id not in self._pending:
+                continue  # dropped while handling an earlier one
+            tx = request.transaction
+            if tx.expired(now):
+                del self._pending[transaction_id]
+                self._timed_out(request, now)
+            else:
+                data = tx.retransmit(now)
+                if data is not None:
+                    self._outgoing.append(data)
+        if self.state == "allocated":
+            if self.expires_at is not None and now >= self.expires_at:
+                self._expire()
+            elif self.refresh_at is not None and now >= self.refresh_at:
+                self.refresh_at = None
+                attributes = [(Attr.LIFETIME, stun.u32_value(self.lifetime))]
+                self._send("refresh", Method.REFRESH, attributes, now, self.expires_at or now)
+        elif self.state == "closing" and now >= self._close_by:
+            self._finish_close()
+
+    def handle_message(self, data: bytes, now: float) -> bool:
+        """A STUN message from the server; True if it answered one of our requests.
+
+        A response that fails integrity is dropped as if never received (False), so
+        only the holder of the key can complete, fail or refresh the allocation.
+        """
+        if len(data) < stun.HEADER_SIZE or data[8:20] not in self._pending:
+            return False
+        try:
+            message = stun.parse(data)
+        except stun.StunError:
+            return False
+        request = self._pending.get(message.transaction_id)
+        if request is None or message.method != request.method:
+            return False
+        error: tuple[int, str] | None = None
+        if message.message_class == MessageClass.ERROR:
+            try:
+                error = message.error_code()
+            except stun.StunError:
+                return False
+            if error is None:
+                return False
+        elif message.message_class != MessageClass.SUCCESS:
+            return False
+        challenge = error is not None and error[0] in (401, 438)
+        if request.key is not None and not challenge and not stun.verify_integrity(
+            message, request.key
+        ):
+            return False
+        del self._pending[message.transaction_id]
+        sample = request.transaction.rtt_sample(now)
+        if sample is not None and self.rtt is not None:
+            self.rtt.sample(self.server, sample)
+        if error is None:
+            if self.nonce_cache is not None and self._auth is not None:
+                username = self.credentials.username
+                self.nonce_cache.put(self.server, self._transport, username, self._auth)
+            self._success(request, message, now)
+        elif challenge:
+            self._challenge(request, message, error, now)
+        else:
+            self._error(request, error[0], error[1])
+        return True
+
+    def close(self, now: float) -> None:
+        """Deallocate with a Refresh of LIFETIME 0, sent once; never waits on the server.
+
+        An allocate still in flight is deallocated too when we already hold the key,
+        since the server may have created it.
+        """
+        if self.state in ("closing", "closed", "failed"):
+            return
+        self._pending.clear()
+        if self.state == "new" or (self.state == "allocating" and self._key is None):
+            self.state = "closed"
+            return
+        self.state = "closing"
+        self._close_by = now + CLOSE_TIMEOUT
+        attributes = [(Attr.LIFETIME, stun.u32_value(0))]
+        self._send("close", Method.REFRESH, attributes, now, self._close_by)
+
+    # -- permissions, channels and data --------------------------------------------
+
+    def create_permission(self, peers: Sequence[tuple[str, int]], now: float) -> None:
+        """Install permissions for these peers' IP addresses (ports are ignored by TURN)."""
+        self._require_allocated()
+        if not peers:
+            raise ValueError("no peers")
+        deadline = now + PERMISSION_DEADLINE
+        self._send("permission", Method.CREATE_PERMISSION, [], now, deadline, peers=tuple(peers))
+
+    def channel_bind(self, peer: tuple[str, int], channel: int, now: float) -> None:
+        self._require_allocated()
+        attributes = [(Attr.CHANNEL_NUMBER, stun.channel_number_value(channel))]
+        deadline = now + PERMISSION_DEADLINE
+        self._send("channel", Method.CHANNEL_BIND, attributes, now, deadline, peers=(peer,))
+
+    def wrap_send(self, peer: tuple[str, int], data: bytes) -> bytes:
+        """Data for a peer: ChannelData when a channel is bound, else a Send indication."""
+        channel = self.channels.get(peer)
+        if channel is not None:
+            return stun.encode_channel_data(channel, data, pad=self.reliable)
+        transaction_id = stun.new_transaction_id()
+        attributes = [
+            (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id)),
+            (Attr.DATA, data),
+        ]
+        return stun.encode(Method.SEND, MessageClass.INDICATION, transaction_id, attributes)
+
+    def unwrap(self, data: bytes) -> tuple[tuple[str, int], bytes] | None:
+        """(peer, payload) of a Data indication or ChannelData; None for anything else."""
+        try:
+            if stun.is_channel_data(data):
+                channel, frame = stun.parse_channel_data(data)
+                for peer, bound in self.channels.items():
+                    if bound == channel:
+                        return peer, frame
+                return None
+            message = stun.parse(data)
+            if message.method != Method.DATA or message.message_class != MessageClass.INDICATION:
+                return None
+            source = message.xor_peer_address()
+            payload = message.get(Attr.DATA)
+        except stun.StunError:
+            return None
+        return None if source is None or payload is None else (source, payload)
+
+    # -- internals -----------------------------------------------------------------
+
+    def _allocate_attributes(self) -> list[tuple[int, bytes]]:
+        attributes: list[tuple[int, bytes]] = [
+            (Attr.REQUESTED_TRANSPORT, stun.requested_transport_value(17)),
+            (Attr.LIFETIME, stun.u32_value(self.lifetime)),
+        ]
+        if self.family == socket.AF_INET6:
+            value = stun.requested_address_family_value(stun.FAMILY_IPV6)
+            attributes.append((Attr.REQUESTED_ADDRESS_FAMILY, value))
+        if self.additional_family:
+            value = stun.requested_address_family_value(stun.FAMILY_IPV6)
+            attributes.append((Attr.ADDITIONAL_ADDRESS_FAMILY, value))
+        return attributes
+
+    def _authenticate(self, entry: NonceEntry) -> None:
+        creds = self.credentials
+        self._auth = entry
+        self._key = stun.long_term_key(creds.username, entry.realm, creds.password, entry.algorithm)
+
+    def _send(
+        self,
+        kind: str,
+        method: Method,
+        attributes: Sequence[tuple[int, bytes]],
+        now: float,
+        deadline: float,
+        *,
+        peers: tuple[tuple[str, int], ...] = (),
+        stale_retries: int = 0,
+    ) -> None:
+        transaction_id = stun.new_transaction_id()
+        # XOR-PEER-ADDRESS depends on the transaction id (IPv6), so it is built per send.
+        wire = [*attributes] + [
+            (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id))
+            for peer in peers
+        ]
+        auth, key = self._auth, self._key
+        if auth is None or key is None:
+            data = stun.encode(method, MessageClass.REQUEST, transaction_id, wire)
+        else:
+            wire += [
+                (Attr.USERNAME, self.credentials.username.encode()),
+                (Attr.REALM, auth.realm.encode()),
+                (Attr.NONCE, auth.nonce),
+            ]
+            if auth.algorithms is not None:
+                chosen = stun.password_algorithm_value(auth.algorithm)
+                wire.append((Attr.PASSWORD_ALGORITHMS, auth.algorithms))
+                wire.append((Attr.PASSWORD_ALGORITHM, chosen))
+            data = stun.encode(
+                method, MessageClass.REQUEST, transaction_id, wire,
+                integrity_key=key, integrity_sha256=auth.use_sha256,
+            )  # fmt: skip
+        timing = self.timing
+        rto = timing.initial_rto if self.rtt is None else self.rtt.rto(self.server, timing)
+        tx = StunTransaction(data, now=now, rto=rto, deadline=deadline, reliable=self.reliable)
+        self._pending[transaction_id] = _Request(
+            kind, method, attributes, key, tx, peers, stale_retries
+        )
+        self._outgoing.append(data)
+
+    def _resend(self, request: _Request, now: float, stale_retries: int) -> None:
+        deadline = request.transaction.deadline
+        self._send(
+            request.kind, request.method, request.attributes, now, deadline,
+            peers=request.peers, stale_retries=stale_retries,
+        )  # fmt: skip
+
+    def _success(self, request: _Request, message: stun.Message, now: float) -> None:
+        if request.kind == "allocate":
+            self._allocated(message, now)
+        elif request.kind == "refresh":
+            lifetime = _lifetime(message)
+            if lifetime is None or lifetime == 0:
+                self._expire()
+                return
+            self._schedule(lifetime, now)
+            self._events.append(Refreshed(lifetime))
+        elif request.kind == "close":
+            self._finish_close()
+        elif request.kind == "permission":
+            self.permissions.update(address for address, _ in request.peers)
+        elif request.kind == "channel":
+            channel = _channel(request)
+            self.channels = {p: c for p, c in self.channels.items() if c != channel}
+            self.channels[request.peers[0]] = channel
+            self.permissions.add(request.peers[0][0])
+
+    def _allocated(self, message: stun.Message, now: float) -> None:
+        try:
+            relayed = message.xor_relayed_addresses()
+        except stun.StunError:
+            relayed = []
+        if not relayed:
+            self._fail(700, "TURN allocate response has no valid XOR-RELAYED-ADDRESS.")
+            return
+        try:
+            mapped = message.xor_mapped_address()
+        except stun.StunError:
+            mapped = None
+        try:
+            address_error = message.address_error_code()
+        except stun.StunError:
+            address_error = None
+        lifetime = _lifetime(message) or self.lifetime
+        self.state = "allocated"
+        self.relayed = relayed
+        self.mapped = mapped
+        self._schedule(lifetime, now)
+        self._events.append(Allocated(list(relayed), mapped, lifetime))
+        if address_error is not None and self.additional_family:
+            family, code, reason = address_error
+            af = socket.AF_INET6 if family == stun.FAMILY_IPV6 else socket.AF_INET
+            self._events.append(AddressFamilyError(af, code, self._clean(reason)))
+
+    def _challenge(
+        self, request: _Request, message: stun.Message, error: tuple[int, str], now: float
+    ) -> None:
+        """401 or 438: learn the realm and nonce, then sign the request again, boundedly."""
+        code, reason = error
+        if code == 401:
+            retry = request.kind == "allocate" and not self._challenged
+            self._challenged = True
+            stale_retries = request.stale_retries
+        else:
+            retry = request.stale_retries < _MAX_STALE_RETRIES
+            stale_retries = request.stale_retries + 1
+        entry = _nonce_entry(message, self._auth) if retry else None
+        if entry is None:
+            if code == 401 and request.key is not None and self.nonce_cache is not None:
+                self.nonce_cache.discard(self.server, self._transport, self.credentials.username)
+            self._error(request, code, reason)
+            return
+        self._authenticate(entry)
+        self._resend(request, now, stale_retries)
+
+    def _error(self, request: _Request, code: int, reason: str) -> None:
+        reason = self._clean(reason)
+        if request.kind == "allocate":
+            self._fail(code, f"TURN allocate failed: {code} {reason}".rstrip())
+        elif request.kind == "refresh":
+            self._expire()
+        elif request.kind == "close":
+            self._finish_close()
+        else:
+            self._events.append(RequestFailed(request.method.name, code, reason))
+
+    def _timed_out(self, request: _Request, now: float) -> None:
+        if request.kind == "allocate":
+            self._fail(TIMED_OUT, "TURN allocate request timed out.")
+        elif request.kind == "refresh":
+            self._expire()
+        elif request.kind == "close":
+            self._finish_close()
+        else:
+            self._events.append(RequestFailed(request.method.name, TIMED_OUT, "timed out"))
+
+    def _schedule(self, lifetime: int, now: float) -> None:
+        self.expires_at = now + lifetime
+        margin = _REFRESH_MARGIN if lifetime > 2 * _REFRESH_MARGIN else lifetime / 2
+        self.refresh_at = now + lifetime - margin
+
+    def _fail(self, code: int, reason: str) -> None:
+        self.state = "failed"
+        self._pending.clear()
+        self._events.append(AllocationFailed(code, reason))
+
+    def _expire(self) -> None:
+        self.state = "closed"
+        self._pending.clear()
+        self.expires_at = self.refresh_at = None
+        self._events.append(AllocationExpired())
+
+    def _finish_close(self) -> None:
+        self.state = "closed"
+        self._pending.clear()
+        self.expires_at = self.refresh_at = None
+
+    def _require_allocated(self) -> None:
+        if self.state != "allocated":
+            raise RuntimeError(f"allocation is {self.state}, not allocated")
+
+    def _clean(self, reason: str) -> str:
+        """Server text, bounded and printable, and never echoing the password."""
+        text = "".join(c if c.isprintable() else "?" for c in reason[:200].rstrip("\x00"))
+        password = self.credentials.password
+        return text.replace(password, "***") if password else text
+
+
+def _nonce_entry(message: stun.Message, previous: NonceEntry | None) -> NonceEntry | None:
+    """The realm, nonce and password algorithm a 401/438 offers; None if unusable."""
+    try:
+        realm = message.realm()
+        offered = message.password_algorithms()
+    except stun.StunError:
+        return None
+    nonce = message.nonce()
+    if nonce is None:
+        return None
+    if realm is None:  # a 438 may omit what has not changed
+        if previous is None:
+            return None
+        realm = previous.realm
+    if offered is None:
+        return NonceEntry(realm, nonce)
+    ids = [algorithm for algorithm, _ in offered]
+    for algorithm in (stun.PASSWORD_ALGORITHM_SHA256, stun.PASSWORD_ALGORITHM_MD5):
+        if algorithm in ids:
+            return NonceEntry(realm, nonce, algorithm, message.get(Attr.PASSWORD_ALGORITHMS))
+    return None
+
+
+def _lifetime(message: stun.Message) -> int | None:
+    try:
+        return message.lifetime()
+    except stun.StunError:
+        return None
+
+
+def _channel(request: _Request) -> int:
+    for attr, value in request.attributes:
+        if attr == Attr.CHANNEL_NUMBER:
+            return value[0] << 8 | value[1]
+    raise AssertionError("ChannelBind without CHANNEL-NUMBER")
+

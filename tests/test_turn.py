@@ -1,0 +1,459 @@
+"""The TURN client allocation, driven against a fake TURN server built with ice_engine.stun."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass, field
+
+import aioice.stun
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ice_engine import stun
+from ice_engine.stun import Attr, MessageClass, Method
+from ice_engine.transaction import RttTable, Timing
+from ice_engine.turn import (
+    AddressFamilyError,
+    Allocated,
+    Allocation,
+    AllocationExpired,
+    AllocationFailed,
+    NonceCache,
+    NonceEntry,
+    Refreshed,
+    TurnCredentials,
+    TurnEvent,
+)
+
+SERVER = ("198.51.100.10", 3478)
+REALM = "example.org"
+USER = "alice"
+PASSWORD = "s3cret-wonderland"
+RELAYED = ("198.51.100.10", 50000)
+RELAYED6 = ("2001:db8:b::10", 50002)
+MAPPED = ("198.51.100.1", 40001)
+TIMING = Timing(initial_rto=0.1, max_rto=1.0, server_deadline=2.0)
+
+
+@dataclass
+class FakeTurn:
+    """Just enough of a TURN server: 401 challenge, nonces, integrity, Allocate/Refresh."""
+
+    password: str = PASSWORD
+    nonce: bytes = b"nonce-1"
+    sha256: bool = False  # offer PASSWORD-ALGORITHMS with SHA-256
+    lifetime: int = 600
+    allocate_error: tuple[int, str] | None = None
+    address_error: bool = False
+    stale_next: int = 0  # answer this many authenticated requests with 438
+    requests: list[stun.Message] = field(default_factory=list)
+
+    def handle(self, data: bytes) -> bytes:
+        request = stun.parse(data)
+        self.requests.append(request)
+        tid = request.transaction_id
+        if request.get(Attr.USERNAME) is None:
+            return self.challenge(request, 401)
+        if self.stale_next:
+            self.stale_next -= 1
+            self.nonce += b"x"
+            return self.challenge(request, 438)
+        if request.nonce() != self.nonce:
+            return self.challenge(request, 438)
+        algorithm = stun.PASSWORD_ALGORITHM_MD5
+        if (value := request.get(Attr.PASSWORD_ALGORITHM)) is not None:
+            algorithm = value[0] << 8 | value[1]
+        key = stun.long_term_key(USER, REALM, self.password, algorithm)
+        if not stun.verify_integrity(request, key):
+            return self.challenge(request, 401)
+        sha = request.integrity_sha256_offset >= 0
+        if request.method == Method.ALLOCATE:
+            if self.allocate_error:
+                return self.error(request, *self.allocate_error, key=key, sha=sha)
+            attrs = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED, tid))]
+            if request.get(Attr.ADDITIONAL_ADDRESS_FAMILY) is not None:
+                if self.address_error:
+                    value = bytes((stun.FAMILY_IPV6, 0, 4, 40)) + b"Address Family not Supported"
+                    attrs.append((Attr.ADDRESS_ERROR_CODE, value))
+                else:
+                    attrs.append((Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED6, tid)))
+            attrs += [
+                (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*MAPPED, tid)),
+                (Attr.LIFETIME, stun.u32_value(self.lifetime)),
+            ]
+        elif request.method == Method.REFRESH:
+            requested = request.lifetime()
+            attrs = [(Attr.LIFETIME, stun.u32_value(min(requested or 0, self.lifetime)))]
+        else:
+            attrs = []
+        return stun.encode(
+            request.method, MessageClass.SUCCESS, tid, attrs, integrity_key=key, integrity_sha256=sha
+        )
+
+    def challenge(self, request: stun.Message, code: int) -> bytes:
+        attrs = [
+            (Attr.ERROR_CODE, stun.error_code_value(code, "Unauthorized" if code == 401 else "Stale Nonce")),
+            (Attr.REALM, REALM.encode()),
+            (Attr.NONCE, self.nonce),
+        ]
+        if self.sha256:
+            algorithms = stun.password_algorithm_value(stun.PASSWORD_ALGORITHM_SHA256)
+            algorithms += stun.password_algorithm_value(stun.PASSWORD_ALGORITHM_MD5)
+            attrs.append((Attr.PASSWORD_ALGORITHMS, algorithms))
+        return stun.encode(request.method, MessageClass.ERROR, request.transaction_id, attrs)
+
+    def error(self, request: stun.Message, code: int, reason: str, *, key: bytes, sha: bool) -> bytes:
+        attrs = [(Attr.ERROR_CODE, stun.error_code_value(code, reason))]
+        return stun.encode(
+            request.method, MessageClass.ERROR, request.transaction_id, attrs,
+            integrity_key=key, integrity_sha256=sha,
+        )  # fmt: skip
+
+
+def make(
+    *,
+    password: str = PASSWORD,
+    reliable: bool = False,
+    cache: NonceCache | None = None,
+    family: int = socket.AF_INET,
+    additional_family: bool = False,
+    lifetime: int = 600,
+    deadline: float = 2.0,
+) -> Allocation:
+    return Allocation(
+        SERVER,
+        credentials=TurnCredentials(USER, password),
+        reliable=reliable,
+        timing=TIMING,
+        rtt=RttTable(),
+        nonce_cache=cache,
+        family=family,
+        additional_family=additional_family,
+        lifetime=lifetime,
+        deadline=deadline,
+    )
+
+
+def exchange(allocation: Allocation, server: FakeTurn, now: float) -> int:
+    """Deliver every queued request and its answer; the number of round trips."""
+    rounds = 0
+    while (data := allocation.next_outgoing()) is not None:
+        rounds += 1
+        assert allocation.handle_message(server.handle(data), now)
+    return rounds
+
+
+def events(allocation: Allocation) -> list[TurnEvent]:
+    found = []
+    while (event := allocation.next_event()) is not None:
+        found.append(event)
+    return found
+
+
+def allocate(server: FakeTurn, **kwargs: object) -> Allocation:
+    allocation = make(**kwargs)  # type: ignore[arg-type]
+    allocation.start(0.0)
+    exchange(allocation, server, 0.0)
+    return allocation
+
+
+def test_401_then_authenticated_allocate_succeeds() -> None:
+    server = FakeTurn()
+    cache = NonceCache()
+    allocation = make(cache=cache)
+    allocation.start(0.0)
+    assert allocation.state == "allocating"
+    assert exchange(allocation, server, 0.05) == 2
+    assert events(allocation) == [Allocated([RELAYED], MAPPED, 600)]
+    assert allocation.state == "allocated"
+    assert allocation.relayed == [RELAYED] and allocation.mapped == MAPPED
+    assert allocation.expires_at == 600.05
+    first, second = server.requests
+    assert first.get(Attr.USERNAME) is None and first.integrity_offset < 0
+    assert first.get(Attr.REQUESTED_TRANSPORT) == b"\x11\x00\x00\x00"
+    assert first.lifetime() == 600 and first.get(Attr.REQUESTED_ADDRESS_FAMILY) is None
+    assert second.get(Attr.USERNAME) == USER.encode() and second.nonce() == b"nonce-1"
+    assert second.realm() == REALM and second.get(Attr.FINGERPRINT) is not None
+    assert cache.get(SERVER, "udp", USER) == NonceEntry(REALM, b"nonce-1")
+    assert allocation.get_timer() == 540.05  # refresh a minute before expiry
+
+
+def test_requests_verify_with_aioice_as_an_independent_oracle() -> None:
+    server = FakeTurn()
+    allocation = make()
+    allocation.start(0.0)
+    allocation.handle_message(server.handle(allocation.next_outgoing() or b""), 0.0)
+    data = allocation.next_outgoing()
+    assert data is not None
+    key = stun.long_term_key(USER, REALM, PASSWORD)
+    message = aioice.stun.parse_message(data)
+    assert message.check_message_integrity(key)
+    assert message.attributes["USERNAME"] == USER
+    assert message.attributes["REALM"] == REALM
+
+
+def test_stale_nonce_is_retried_with_the_new_nonce() -> None:
+    server = FakeTurn(stale_next=1)
+    allocation = allocate(server)
+    assert [type(e) for e in events(allocation)] == [Allocated]
+    assert [r.nonce() for r in server.requests] == [None, b"nonce-1", b"nonce-1x"]
+
+
+def test_stale_nonce_forever_fails_with_438() -> None:
+    allocation = allocate(FakeTurn(stale_next=10))
+    [event] = events(allocation)
+    assert isinstance(event, AllocationFailed) and event.code == 438
+    assert allocation.state == "failed"
+
+
+def test_wrong_password_fails_with_401_and_never_leaks_the_password() -> None:
+    server = FakeTurn()
+    cache = NonceCache()
+    allocation = allocate(server, password="hunter2-wrong", cache=cache)
+    [event] = events(allocation)
+    assert isinstance(event, AllocationFailed) and event.code == 401
+    assert "hunter2" not in event.reason and "hunter2" not in repr(event)
+    assert "hunter2" not in repr(allocation) and "hunter2" not in repr(allocation.credentials)
+    assert len(server.requests) == 2  # no loop of retries
+    assert len(cache) == 0
+
+
+def test_server_error_text_containing_the_password_is_redacted() -> None:
+    server = FakeTurn(allocate_error=(486, f"quota for {PASSWORD}"))
+    [event] = events(allocate(server))
+    assert event == AllocationFailed(486, "TURN allocate failed: 486 quota for ***")
+
+
+def test_forged_answers_with_bad_integrity_are_dropped() -> None:
+    server = FakeTurn()
+    allocation = make()
+    allocation.start(0.0)
+    allocation.handle_message(server.handle(allocation.next_outgoing() or b""), 0.0)
+    request = stun.parse(allocation.next_outgoing() or b"")
+    tid = request.transaction_id
+    bad_key = stun.long_term_key(USER, REALM, "guess")
+    hijack = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("192.0.2.66", 666, tid))]
+    for forged in (
+        stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, tid, hijack, integrity_key=bad_key),
+        stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, tid, hijack),  # no integrity at all
+        stun.encode(
+            Method.ALLOCATE,
+            MessageClass.ERROR,
+            tid,
+            [(Attr.ERROR_CODE, stun.error_code_value(486, "quota"))],
+            integrity_key=bad_key,
+        ),
+    ):
+        assert not allocation.handle_message(forged, 0.01)
+    assert events(allocation) == [] and allocation.state == "allocating"
+    assert allocation.handle_message(server.handle(request.raw), 0.02)  # the real one still counts
+    assert events(allocation) == [Allocated([RELAYED], MAPPED, 600)]
+
+
+def test_warm_nonce_cache_authenticates_the_first_allocate() -> None:
+    cache = NonceCache()
+    server = FakeTurn()
+    allocate(server, cache=cache).close(1.0)
+    server.requests.clear()
+    allocation = make(cache=cache)
+    allocation.start(5.0)
+    assert exchange(allocation, server, 5.0) == 1  # one round trip
+    assert [type(e) for e in events(allocation)] == [Allocated]
+    assert server.requests[0].get(Attr.USERNAME) == USER.encode()
+
+
+def test_cached_nonce_rejected_falls_back_cleanly() -> None:
+    cache = NonceCache()
+    cache.put(SERVER, "udp", USER, NonceEntry("old-realm", b"old-nonce"))
+    server = FakeTurn()
+    allocation = make(cache=cache)
+    allocation.start(0.0)
+    assert exchange(allocation, server, 0.0) == 2  # 401 (wrong realm's key), then success
+    assert [type(e) for e in events(allocation)] == [Allocated]
+    assert cache.get(SERVER, "udp", USER) == NonceEntry(REALM, b"nonce-1")
+
+
+def test_sha256_when_password_algorithms_are_offered() -> None:
+    server = FakeTurn(sha256=True)
+    allocation = allocate(server)
+    assert [type(e) for e in events(allocation)] == [Allocated]
+    request = server.requests[1]
+    assert request.integrity_sha256_offset >= 0 and request.integrity_offset < 0
+    assert request.get(Attr.PASSWORD_ALGORITHM) == stun.password_algorithm_value(
+        stun.PASSWORD_ALGORITHM_SHA256
+    )
+    assert request.get(Attr.PASSWORD_ALGORITHMS) is not None  # echoed, against bid-down
+
+
+def test_udp_retransmits_until_the_deadline_then_701() -> None:
+    allocation = make(deadline=2.0)
+    allocation.start(0.0)
+    sent = [allocation.next_outgoing()]
+    while (timer := allocation.get_timer()) is not None:
+        allocation.handle_timer(timer)
+        while (data := allocation.next_outgoing()) is not None:
+            sent.append(data)
+    assert len(sent) == 5 and len(set(sent)) == 1  # 0, .1, .3, .7, 1.5 (RTO doubling)
+    assert events(allocation) == [AllocationFailed(701, "TURN allocate request timed out.")]
+    assert allocation.state == "failed"
+
+
+def test_reliable_transport_never_retransmits() -> None:
+    allocation = make(reliable=True, deadline=2.0)
+    allocation.start(0.0)
+    assert allocation.next_outgoing() is not None
+    assert allocation.get_timer() == 2.0
+    allocation.handle_timer(1.0)
+    assert allocation.next_outgoing() is None
+    allocation.handle_timer(2.0)
+    assert [type(e) for e in events(allocation)] == [AllocationFailed]
+
+
+def test_refresh_is_scheduled_and_handles_a_stale_nonce() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)
+    events(allocation)
+    assert allocation.get_timer() == 540.0
+    allocation.handle_timer(539.0)
+    assert allocation.next_outgoing() is None
+    server.stale_next = 1
+    allocation.handle_timer(540.0)
+    assert exchange(allocation, server, 540.1) == 2
+    refresh, retry = server.requests[-2:]
+    assert refresh.method == retry.method == Method.REFRESH and retry.nonce() == b"nonce-1x"
+    assert retry.lifetime() == 600
+    assert events(allocation) == [Refreshed(600)]
+    assert allocation.expires_at == 1140.1 and allocation.get_timer() == 1080.1
+
+
+def test_short_lifetime_refreshes_at_half() -> None:
+    allocation = allocate(FakeTurn(lifetime=20))
+    assert events(allocation) == [Allocated([RELAYED], MAPPED, 20)]
+    assert allocation.get_timer() == 10.0
+
+
+def test_refresh_without_answer_expires_the_allocation() -> None:
+    allocation = allocate(FakeTurn(lifetime=20))
+    events(allocation)
+    while (timer := allocation.get_timer()) is not None:
+        allocation.handle_timer(timer)
+        while allocation.next_outgoing() is not None:
+            pass
+    assert events(allocation) == [AllocationExpired()]
+    assert allocation.state == "closed" and allocation.expires_at is None
+
+
+def test_refresh_error_expires_the_allocation() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)
+    events(allocation)
+    allocation.handle_timer(540.0)
+    request = stun.parse(allocation.next_outgoing() or b"")
+    key = stun.long_term_key(USER, REALM, PASSWORD)
+    answer = server.error(request, 437, "Allocation Mismatch", key=key, sha=False)
+    assert allocation.handle_message(answer, 540.1)
+    assert events(allocation) == [AllocationExpired()]
+
+
+def test_close_sends_lifetime_zero_once() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)
+    allocation.close(10.0)
+    assert allocation.state == "closing"
+    allocation.close(10.1)
+    assert exchange(allocation, server, 10.2) == 1
+    request = server.requests[-1]
+    assert request.method == Method.REFRESH and request.lifetime() == 0
+    assert request.integrity_offset >= 0
+    assert allocation.state == "closed" and allocation.get_timer() is None
+
+
+def test_close_is_bounded_when_the_server_is_silent() -> None:
+    allocation = allocate(FakeTurn())
+    allocation.close(10.0)
+    assert allocation.next_outgoing() is not None
+    allocation.handle_timer(10.5)
+    assert allocation.state == "closing"
+    allocation.handle_timer(11.0)
+    assert allocation.state == "closed" and allocation.get_timer() is None
+    assert events(allocation) == [Allocated([RELAYED], MAPPED, 600)]
+
+
+def test_close_before_any_answer_sends_nothing() -> None:
+    allocation = make()
+    allocation.start(0.0)
+    allocation.next_outgoing()
+    allocation.close(0.1)
+    assert allocation.state == "closed" and allocation.next_outgoing() is None
+
+
+def test_ipv6_relay_requests_the_family() -> None:
+    server = FakeTurn()
+    allocate(server, family=socket.AF_INET6)
+    assert server.requests[0].get(Attr.REQUESTED_ADDRESS_FAMILY) == b"\x02\x00\x00\x00"
+
+
+def test_dual_allocation_gives_two_relays() -> None:
+    server = FakeTurn()
+    allocation = allocate(server, additional_family=True)
+    assert events(allocation) == [Allocated([RELAYED, RELAYED6], MAPPED, 600)]
+    assert server.requests[0].get(Attr.ADDITIONAL_ADDRESS_FAMILY) == b"\x02\x00\x00\x00"
+
+
+def test_dual_allocation_with_address_error_code() -> None:
+    allocation = allocate(FakeTurn(address_error=True), additional_family=True)
+    assert events(allocation) == [
+        Allocated([RELAYED], MAPPED, 600),
+        AddressFamilyError(socket.AF_INET6, 440, "Address Family not Supported"),
+    ]
+
+
+def test_permission_channel_and_data_framing() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)
+    peer = ("203.0.113.5", 4000)
+    allocation.create_permission([peer], 1.0)
+    exchange(allocation, server, 1.0)
+    assert server.requests[-1].xor_peer_address() == peer
+    assert allocation.permissions == {"203.0.113.5"}
+    send = stun.parse(allocation.wrap_send(peer, b"hello"))
+    assert send.method == Method.SEND and send.get(Attr.DATA) == b"hello"
+    assert send.xor_peer_address() == peer
+    allocation.channel_bind(peer, 0x4001, 2.0)
+    exchange(allocation, server, 2.0)
+    assert allocation.wrap_send(peer, b"hi") == b"\x40\x01\x00\x02hi"
+    assert allocation.unwrap(b"\x40\x01\x00\x02hi") == (peer, b"hi")
+    tid = stun.new_transaction_id()
+    data = stun.encode(
+        Method.DATA, MessageClass.INDICATION, tid,
+        [(Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, tid)), (Attr.DATA, b"yo")],
+    )  # fmt: skip
+    assert allocation.unwrap(data) == (peer, b"yo")
+    assert allocation.unwrap(b"\x40\x02\x00\x00") is None  # unbound channel
+
+
+def test_repr_never_shows_the_password() -> None:
+    allocation = allocate(FakeTurn())
+    text = repr(allocation) + repr(allocation.credentials) + repr(events(allocation))
+    assert PASSWORD not in text
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=120), st.integers(0, 3))
+def test_garbage_never_raises_nor_allocates(junk: bytes, mode: int) -> None:
+    allocation = make()
+    allocation.start(0.0)
+    request = allocation.next_outgoing() or b""
+    tid = request[8:20]
+    if mode == 1:  # our transaction id, a plausible header, junk body
+        junk = request[:2] + len(junk).to_bytes(2) + request[4:20] + junk
+    elif mode == 2:  # a truncated genuine challenge
+        junk = FakeTurn().handle(request)[: len(junk) % 100]
+    elif mode == 3:  # an unsigned success for someone else's transaction
+        other = bytes(b ^ 1 for b in tid)
+        relay = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED, other))]
+        junk = stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, other, relay)
+    allocation.handle_message(junk, 0.01)
+    allocation.handle_timer(0.02)
+    assert not any(isinstance(e, Allocated) for e in events(allocation))
+    assert allocation.state in ("allocating", "failed")
