@@ -1,0 +1,187 @@
+"""DNS resolution of ICE server URLs for the asyncio driver (dnspython).
+
+Every gatherer asks for the same few servers, often at the same moment, so
+answers are cached for their TTL in a shared resolver and identical lookups in
+flight are coalesced into one query.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dns.asyncresolver
+import dns.exception
+import dns.rdata
+import dns.rdatatype
+import dns.resolver
+from dns.rdtypes.IN.A import A
+from dns.rdtypes.IN.AAAA import AAAA
+from dns.rdtypes.IN.SRV import SRV
+
+from .urls import ServerUrl
+
+NEGATIVE_TTL = 10.0
+"""Seconds a name error or an empty answer is remembered."""
+MAX_TTL = 3600.0
+"""Cap on a positive answer's cache life, whatever its TTL says."""
+CACHE_PRUNE_SIZE = 1024
+"""Past this many entries, expired ones are dropped when a new one comes in."""
+
+
+class ResolutionError(Exception):
+    """Nothing could be resolved; the text names the name and why."""
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedAddress:
+    host: str
+    """An IP literal."""
+    port: int
+    family: int
+    """socket.AF_INET or socket.AF_INET6."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    records: tuple[dns.rdata.Rdata, ...]
+    problem: str
+    """Why `records` is empty ("" when it is not)."""
+    ttl: float
+
+
+_Key = tuple[str, dns.rdatatype.RdataType]
+
+
+class Resolver:
+    """Resolves server URLs to addresses: SRV (RFC 5928), then A and AAAA in parallel."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 2.0,
+        resolver: dns.asyncresolver.Resolver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._timeout = timeout
+        self._dns = resolver
+        self._clock = clock
+        self._cache: dict[_Key, tuple[float, _Answer]] = {}
+        self._in_flight: dict[_Key, asyncio.Task[_Answer]] = {}
+
+    async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+        """Addresses to try, in order; ResolutionError only if none was found."""
+        if url.host_is_ip:
+            family = socket.AF_INET6 if ":" in url.host else socket.AF_INET
+            return [ResolvedAddress(url.host, url.port, family)]
+        srv_name = url.srv_name
+        if srv_name is not None:
+            srv = await self._lookup(srv_name, dns.rdatatype.SRV)
+            if srv.records:
+                return await self._resolve_srv(srv_name, srv.records)
+        addresses, problem = await self._addresses(url.host, url.port)
+        if not addresses:
+            raise ResolutionError(problem)
+        return addresses
+
+    async def _resolve_srv(
+        self, srv_name: str, records: tuple[dns.rdata.Rdata, ...]
+    ) -> list[ResolvedAddress]:
+        targets = srv_order(records)
+        if not targets:  # a lone "." target: "decidedly not available" (RFC 2782)
+            raise ResolutionError(f"SRV record of {srv_name!r} says the service is not available")
+        found = await asyncio.gather(
+            *(self._addresses(t.target.to_text(omit_final_dot=True), t.port) for t in targets)
+        )
+        addresses = list(dict.fromkeys(a for group, _ in found for a in group))
+        if not addresses:
+            problems = "; ".join(problem for _, problem in found)
+            raise ResolutionError(f"no SRV target of {srv_name!r} resolved: {problems}")
+        return addresses
+
+    async def _addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
+        """IPv4 then IPv6 addresses of `host`, and why there are none if so."""
+        v4, v6 = await asyncio.gather(
+            self._lookup(host, dns.rdatatype.A), self._lookup(host, dns.rdatatype.AAAA)
+        )
+        addresses = [
+            ResolvedAddress(r.address, port, socket.AF_INET) for r in v4.records if isinstance(r, A)
+        ]
+        addresses += [
+            ResolvedAddress(r.address, port, socket.AF_INET6)
+            for r in v6.records
+            if isinstance(r, AAAA)
+        ]
+        problem = v4.problem if v4.problem == v6.problem else f"A: {v4.problem}; AAAA: {v6.problem}"
+        return addresses, f"could not resolve {host!r}: {problem}"
+
+    async def _lookup(self, name: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
+        key = (name.lower().rstrip("."), rdtype)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] > self._clock():
+            return cached[1]
+        task = self._in_flight.get(key)
+        if task is None or task.get_loop() is not asyncio.get_running_loop():
+            task = asyncio.ensure_future(self._query(key))
+            self._in_flight[key] = task
+        # Shielded: one caller giving up must not cancel the others' lookup.
+        return await asyncio.shield(task)
+
+    async def _query(self, key: _Key) -> _Answer:
+        try:
+            answer = await self._answer(key)
+        finally:
+            if self._in_flight.get(key) is asyncio.current_task():
+                del self._in_flight[key]
+        if answer.ttl > 0:
+            now = self._clock()
+            if len(self._cache) >= CACHE_PRUNE_SIZE:
+                self._cache = {k: v for k, v in self._cache.items() if v[0] > now}
+            self._cache[key] = (now + answer.ttl, answer)
+        return answer
+
+    async def _answer(self, key: _Key) -> _Answer:
+        name, rdtype = key
+        try:
+            if self._dns is None:
+                self._dns = dns.asyncresolver.Resolver()
+            result = await self._dns.resolve(
+                name, rdtype, lifetime=self._timeout, raise_on_no_answer=False, search=False
+            )
+        except dns.resolver.NXDOMAIN:
+            return _Answer((), "NXDOMAIN (no such name)", NEGATIVE_TTL)
+        except dns.exception.Timeout:
+            return _Answer((), f"timed out after {self._timeout:g} s", 0)
+        except dns.resolver.NoNameservers:
+            return _Answer((), "no name server gave an answer (SERVFAIL or REFUSED)", 0)
+        except (dns.exception.DNSException, OSError) as error:
+            return _Answer((), f"{type(error).__name__}: {error}", 0)
+        if result.rrset is None or not result.rrset:
+            ttl = min(result.chaining_result.minimum_ttl, NEGATIVE_TTL)
+            return _Answer((), f"no {rdtype.name} record", ttl)
+        ttl = min(result.chaining_result.minimum_ttl, MAX_TTL)
+        return _Answer(tuple(result.rrset), "", ttl)
+
+
+def srv_order(records: tuple[dns.rdata.Rdata, ...]) -> list[SRV]:
+    """SRV records to try, by priority, then heavier weight first; "." targets dropped.
+
+    RFC 2782 picks among equal priorities at random, weighted; a gatherer tries
+    every target anyway, so a stable order is simpler to reason about.
+    """
+    usable = [r for r in records if isinstance(r, SRV) and len(r.target) > 1]
+    return sorted(usable, key=lambda r: (r.priority, -r.weight))
+
+
+_default: Resolver | None = None
+
+
+def default_resolver() -> Resolver:
+    """The process-wide resolver whose cache every gatherer shares."""
+    global _default
+    if _default is None:
+        _default = Resolver()
+    return _default

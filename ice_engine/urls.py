@@ -1,0 +1,148 @@
+"""ICE server URLs: stun:/stuns: (RFC 7064) and turn:/turns: (RFC 7065).
+
+Parsed strictly, as browsers do, so that a typo fails loudly at configuration
+time instead of as a silent gathering timeout.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+_DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+
+
+class InvalidServerUrl(ValueError):
+    """An ICE server URL that cannot be used; the message quotes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerUrl:
+    url: str
+    """The URL as given."""
+    scheme: str
+    """"stun", "stuns", "turn" or "turns", lower case."""
+    host: str
+    """Lower-case host name, or a normalized IP literal (IPv6 without brackets)."""
+    port: int
+    explicit_port: bool
+    """DNS SRV is consulted only when False and the host is a name (RFC 5928)."""
+    transport: str
+    """"udp" or "tcp": the transport to the server (TLS runs over tcp)."""
+
+    @property
+    def secure(self) -> bool:
+        return self.scheme in ("stuns", "turns")
+
+    @property
+    def is_turn(self) -> bool:
+        return self.scheme in ("turn", "turns")
+
+    @property
+    def host_is_ip(self) -> bool:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            return False
+        return True
+
+    @property
+    def srv_name(self) -> str | None:
+        """The SRV name to query (RFC 5389 §9, RFC 5928), or None when SRV does not apply."""
+        if self.explicit_port or self.host_is_ip:
+            return None
+        return f"_{self.scheme}._{self.transport}.{self.host}"
+
+
+def parse_server_url(url: str) -> ServerUrl:
+    """Parse an ICE server URL, raising InvalidServerUrl that names the problem."""
+    if not isinstance(url, str):
+        raise InvalidServerUrl(f"server URL must be a string, not {type(url).__name__}")
+
+    if not url.isascii():
+        raise _invalid(url, "non-ASCII character (write host names in IDNA form)")
+    if any(c.isspace() for c in url) or not url.isprintable():
+        raise _invalid(url, "whitespace or control character")
+    scheme, colon, rest = url.partition(":")
+    scheme = scheme.lower()
+    if not colon or scheme not in _DEFAULT_PORTS:
+        raise _invalid(url, f"unknown scheme {scheme!r} (expected stun, stuns, turn or turns)")
+    if rest.startswith("//"):
+        raise _invalid(url, "'//' after the scheme (RFC 7064/7065 URLs have no authority part)")
+    rest, question, query = rest.partition("?")
+    transport = _transport(url, scheme, query if question else None)
+    if "@" in rest:
+        raise _invalid(url, "user info (pass credentials as username/credential, not in the URL)")
+    if "/" in rest or "#" in rest:
+        raise _invalid(url, "path or fragment")
+    host, port_text = _split_host_port(url, rest)
+    host = _normalize_host(url, host)
+    if port_text is None:
+        port, explicit = _DEFAULT_PORTS[scheme], False
+    else:
+        if not _PORT.match(port_text) or not 0 < int(port_text) <= 0xFFFF:
+            raise _invalid(url, f"bad port {port_text!r}")
+        port, explicit = int(port_text), True
+    return ServerUrl(url, scheme, host, port, explicit, transport)
+
+
+def _invalid(url: str, problem: str) -> InvalidServerUrl:
+    return InvalidServerUrl(f"{problem} in ICE server URL {url!r}")
+
+
+def _transport(url: str, scheme: str, query: str | None) -> str:
+    default = "udp" if scheme in ("stun", "turn") else "tcp"
+    if query is None:
+        return default
+    if scheme in ("stun", "stuns"):
+        raise _invalid(url, "query (stun: and stuns: URLs take no ?transport=)")
+    if "&" in query or ";" in query:
+        raise _invalid(url, "more than one query parameter")
+    key, equals, value = query.partition("=")
+    if key.lower() != "transport" or not equals:
+        raise _invalid(url, f"unknown query {query!r} (only ?transport=udp|tcp is defined)")
+    value = value.lower()
+    if value not in ("udp", "tcp"):
+        raise _invalid(url, f"unknown transport {value!r} (expected udp or tcp)")
+    if scheme == "turns" and value == "udp":
+        raise _invalid(url, "turns: with transport=udp (TURN over DTLS is not supported)")
+    return value
+
+
+def _split_host_port(url: str, rest: str) -> tuple[str, str | None]:
+    if rest.startswith("["):
+        literal, bracket, after = rest[1:].partition("]")
+        if not bracket:
+            raise _invalid(url, "unclosed '[' in IPv6 literal")
+        if after and not after.startswith(":"):
+            raise _invalid(url, f"unexpected {after!r} after the IPv6 literal")
+        if "%" in literal:
+            raise _invalid(url, "IPv6 zone identifier (not supported)")
+        try:
+            ipaddress.IPv6Address(literal)
+        except ValueError:
+            raise _invalid(url, f"bad IPv6 literal {literal!r}") from None
+        return literal, after[1:] if after else None
+    if rest.count(":") > 1:
+        raise _invalid(url, "IPv6 literal without brackets (write [addr]:port)")
+    host, colon, port = rest.partition(":")
+    return host, port if colon else None
+
+
+def _normalize_host(url: str, host: str) -> str:
+    if not host:
+        raise _invalid(url, "empty host")
+    try:
+        return str(ipaddress.ip_address(host))
+    except ValueError:
+        pass
+    name = host.lower()
+    labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
+    if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+        raise _invalid(url, f"bad host name {host!r}")
+    if labels[-1].isdigit():
+        raise _invalid(url, f"bad IPv4 address {host!r}")
+    return name

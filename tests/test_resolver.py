@@ -1,0 +1,346 @@
+"""Server URL resolution against a real DNS server: a dnsmasq started for the tests.
+
+dnsmasq answers only names under .test, with addresses from the documentation
+ranges, on a loopback address and a high port; its query log tells how many
+queries reached it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dns.asyncresolver
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.resolver
+import pytest
+
+from ice_engine.resolver import (
+    NEGATIVE_TTL,
+    ResolutionError,
+    ResolvedAddress,
+    Resolver,
+    default_resolver,
+    srv_order,
+)
+from ice_engine.urls import parse_server_url
+
+DNSMASQ = "/usr/sbin/dnsmasq"
+TTL = 300
+V4, V6 = socket.AF_INET, socket.AF_INET6
+
+RECORDS = [
+    "--host-record=dual.test,198.51.100.10,2001:db8::10",
+    "--host-record=v4only.test,203.0.113.4",
+    "--host-record=v6only.test,2001:db8::6",
+    "--host-record=target.test,203.0.113.5",
+    "--host-record=first.test,203.0.113.11",
+    "--host-record=first-b.test,203.0.113.12,2001:db8::12",
+    "--host-record=second.test,203.0.113.13",
+    "--host-record=cache.test,198.51.100.20,2001:db8::20",
+    "--host-record=expiry.test,198.51.100.21",
+    "--host-record=coalesce.test,198.51.100.22,2001:db8::22",
+    "--host-record=explicit.test,198.51.100.23",
+    "--srv-host=_turn._udp.srv.test,target.test,3479,0,0",
+    "--srv-host=_stuns._tcp.srv.test,target.test,5350,0,0",
+    "--srv-host=_turn._udp.multi.test,second.test,3481,20,0",
+    "--srv-host=_turn._udp.multi.test,first.test,3480,10,5",
+    "--srv-host=_turn._udp.multi.test,first-b.test,3482,10,50",
+    "--srv-host=_stun._udp.nosvc.test",
+    "--srv-host=_stun._udp.dangling.test,missing.test,3478,0,0",
+    "--srv-host=_stun._udp.explicit.test,target.test,9999,0,0",
+]
+
+
+@dataclass
+class DnsServer:
+    address: str
+    port: int
+    log: Path
+
+    def resolver(self, timeout: float = 2.0, clock: FakeClock | None = None) -> Resolver:
+        stub = dns.asyncresolver.Resolver(configure=False)
+        stub.nameservers = [self.address]
+        stub.port = self.port
+        if clock is None:
+            return Resolver(timeout=timeout, resolver=stub)
+        return Resolver(timeout=timeout, resolver=stub, clock=clock)
+
+    def queries(self, rdtype: str, name: str) -> int:
+        """How many queries of this type for this name dnsmasq has logged."""
+        time.sleep(0.05)  # dnsmasq writes its log between queries
+        pattern = re.compile(rf"query\[{rdtype}\] {re.escape(name)} from ")
+        return len(pattern.findall(self.log.read_text()))
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _free_port(address: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind((address, 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def _answers(address: str, port: int) -> bool:
+    stub = dns.resolver.Resolver(configure=False)
+    stub.nameservers = [address]
+    stub.port = port
+    try:
+        stub.resolve("dual.test", "A", lifetime=0.2)
+    except Exception:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def dnsmasq(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DnsServer]:
+    if not Path(DNSMASQ).exists() and shutil.which("dnsmasq") is None:
+        pytest.skip("dnsmasq is not installed (apt-get install dnsmasq-base)")
+    if os.geteuid() != 0:
+        pytest.skip("dnsmasq tests run as root (dnsmasq drops to --user=root here)")
+    directory = tmp_path_factory.mktemp("dnsmasq")
+    log = directory / "queries.log"
+    for _ in range(5):
+        # A random loopback address and port, so parallel runs do not collide.
+        address = f"127.{random.randint(1, 254)}.{random.randint(0, 255)}.53"
+        port = _free_port(address)
+        log.write_text("")
+        process = subprocess.Popen(
+            [
+                DNSMASQ,
+                "--keep-in-foreground",
+                "--conf-file=/dev/null",
+                "--no-resolv",
+                "--no-hosts",
+                "--no-poll",
+                "--pid-file=",
+                "--user=root",
+                f"--port={port}",
+                f"--listen-address={address}",
+                "--bind-interfaces",
+                "--local=/test/",
+                f"--local-ttl={TTL}",
+                "--log-queries",
+                f"--log-facility={log}",
+                *RECORDS,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 5
+        while process.poll() is None and time.monotonic() < deadline:
+            if _answers(address, port):
+                break
+            time.sleep(0.05)
+        if process.poll() is None and _answers(address, port):
+            break
+        _stop(process)
+    else:
+        pytest.fail(
+            "dnsmasq did not start: " + (process.stderr.read() if process.stderr else b"").decode()
+        )
+    try:
+        yield DnsServer(address, port, log)
+    finally:
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """Stop the dnsmasq this fixture started, by its own PID."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    if process.stderr is not None:
+        process.stderr.close()
+
+
+@pytest.fixture
+def black_hole() -> Iterator[tuple[str, int]]:
+    """A loopback UDP port that receives queries and never answers."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sink:
+        sink.bind(("127.0.0.1", 0))
+        yield sink.getsockname()
+
+
+def silent_resolver(address: tuple[str, int], timeout: float) -> Resolver:
+    stub = dns.asyncresolver.Resolver(configure=False)
+    stub.nameservers = [address[0]]
+    stub.port = address[1]
+    return Resolver(timeout=timeout, resolver=stub)
+
+
+async def test_ip_literals_need_no_dns(black_hole: tuple[str, int]) -> None:
+    resolver = silent_resolver(black_hole, timeout=5)
+    started = time.monotonic()
+    assert await resolver.resolve(parse_server_url("stun:203.0.113.9")) == [
+        ResolvedAddress("203.0.113.9", 3478, V4)
+    ]
+    assert await resolver.resolve(parse_server_url("turns:[2001:db8::9]:443")) == [
+        ResolvedAddress("2001:db8::9", 443, V6)
+    ]
+    assert time.monotonic() - started < 0.1
+
+
+async def test_a_and_aaaa_ipv4_first(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("stun:dual.test:3478"))
+    assert addresses == [
+        ResolvedAddress("198.51.100.10", 3478, V4),
+        ResolvedAddress("2001:db8::10", 3478, V6),
+    ]
+
+
+async def test_one_family_missing_is_fine(dnsmasq: DnsServer) -> None:
+    resolver = dnsmasq.resolver()
+    v4 = await resolver.resolve(parse_server_url("turn:v4only.test:3478"))
+    assert v4 == [ResolvedAddress("203.0.113.4", 3478, V4)]
+    v6 = await resolver.resolve(parse_server_url("turn:v6only.test:3478"))
+    assert v6 == [ResolvedAddress("2001:db8::6", 3478, V6)]
+
+
+async def test_srv_gives_target_and_alternate_port(dnsmasq: DnsServer) -> None:
+    resolver = dnsmasq.resolver()
+    turn = await resolver.resolve(parse_server_url("turn:srv.test"))
+    assert turn == [ResolvedAddress("203.0.113.5", 3479, V4)]
+    stuns = await resolver.resolve(parse_server_url("stuns:srv.test"))
+    assert stuns == [ResolvedAddress("203.0.113.5", 5350, V4)]
+
+
+async def test_srv_targets_in_priority_then_weight_order(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("turn:multi.test"))
+    assert addresses == [
+        ResolvedAddress("203.0.113.12", 3482, V4),
+        ResolvedAddress("2001:db8::12", 3482, V6),
+        ResolvedAddress("203.0.113.11", 3480, V4),
+        ResolvedAddress("203.0.113.13", 3481, V4),
+    ]
+
+
+def test_srv_order_sorts_whatever_order_the_server_used() -> None:
+    def srv(text: str) -> dns.rdata.Rdata:
+        return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV, text)
+
+    records = (srv("20 0 3 c.test."), srv("10 5 1 a.test."), srv("0 0 1 ."), srv("10 50 2 b.test."))
+    assert [r.port for r in srv_order(records)] == [2, 1, 3]
+
+
+async def test_no_srv_falls_back_to_the_default_port(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("stun:dual.test"))
+    assert addresses[0] == ResolvedAddress("198.51.100.10", 3478, V4)
+    assert dnsmasq.queries("SRV", "_stun._udp.dual.test") >= 1
+
+
+async def test_explicit_port_skips_srv(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("stun:explicit.test:4000"))
+    assert addresses == [ResolvedAddress("198.51.100.23", 4000, V4)]
+    assert dnsmasq.queries("SRV", "_stun._udp.explicit.test") == 0
+
+
+async def test_srv_saying_no_service(dnsmasq: DnsServer) -> None:
+    with pytest.raises(ResolutionError, match=r"_stun\._udp\.nosvc\.test.*not available"):
+        await dnsmasq.resolver().resolve(parse_server_url("stun:nosvc.test"))
+
+
+async def test_srv_target_that_does_not_resolve(dnsmasq: DnsServer) -> None:
+    with pytest.raises(ResolutionError, match=r"missing\.test.*NXDOMAIN"):
+        await dnsmasq.resolver().resolve(parse_server_url("stun:dangling.test"))
+
+
+async def test_nxdomain_names_the_name(dnsmasq: DnsServer) -> None:
+    with pytest.raises(ResolutionError, match=r"'nope\.test'.*NXDOMAIN"):
+        await dnsmasq.resolver().resolve(parse_server_url("stun:nope.test:3478"))
+
+
+async def test_timeout(black_hole: tuple[str, int]) -> None:
+    resolver = silent_resolver(black_hole, timeout=0.3)
+    started = time.monotonic()
+    with pytest.raises(ResolutionError, match=r"'silent\.test'.*timed out after 0\.3 s"):
+        await resolver.resolve(parse_server_url("stun:silent.test:3478"))
+    # A and AAAA wait side by side, not one after the other.
+    assert time.monotonic() - started < 0.55
+
+
+async def test_answers_are_cached_for_their_ttl(dnsmasq: DnsServer) -> None:
+    clock = FakeClock()
+    resolver = dnsmasq.resolver(clock=clock)
+    url = parse_server_url("stun:cache.test:3478")
+    first = await resolver.resolve(url)
+    assert await resolver.resolve(url) == first
+    assert (dnsmasq.queries("A", "cache.test"), dnsmasq.queries("AAAA", "cache.test")) == (1, 1)
+    clock.now += TTL - 1
+    await resolver.resolve(url)
+    assert dnsmasq.queries("A", "cache.test") == 1
+    clock.now += 2
+    await resolver.resolve(url)
+    assert (dnsmasq.queries("A", "cache.test"), dnsmasq.queries("AAAA", "cache.test")) == (2, 2)
+
+
+async def test_negative_answers_are_cached_briefly(dnsmasq: DnsServer) -> None:
+    clock = FakeClock()
+    resolver = dnsmasq.resolver(clock=clock)
+    url = parse_server_url("stun:gone.test:3478")
+    for _ in range(3):
+        with pytest.raises(ResolutionError):
+            await resolver.resolve(url)
+    assert dnsmasq.queries("A", "gone.test") == 1
+    clock.now += NEGATIVE_TTL + 1
+    with pytest.raises(ResolutionError):
+        await resolver.resolve(url)
+    assert dnsmasq.queries("A", "gone.test") == 2
+
+
+async def test_cache_is_shared_across_urls_of_one_host(dnsmasq: DnsServer) -> None:
+    resolver = dnsmasq.resolver()
+    await resolver.resolve(parse_server_url("stun:expiry.test:3478"))
+    turn = await resolver.resolve(parse_server_url("turn:EXPIRY.test:3479?transport=tcp"))
+    assert turn == [ResolvedAddress("198.51.100.21", 3479, V4)]
+    assert dnsmasq.queries("A", "expiry.test") == 1
+
+
+async def test_concurrent_lookups_are_coalesced(dnsmasq: DnsServer) -> None:
+    resolver = dnsmasq.resolver()
+    url = parse_server_url("stun:coalesce.test:3478")
+    results = await asyncio.gather(*(resolver.resolve(url) for _ in range(20)))
+    assert all(result == results[0] for result in results)
+    assert len(results[0]) == 2
+    assert dnsmasq.queries("A", "coalesce.test") == 1
+    assert dnsmasq.queries("AAAA", "coalesce.test") == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_others(
+    black_hole: tuple[str, int],
+) -> None:
+    resolver = silent_resolver(black_hole, timeout=0.3)
+    url = parse_server_url("stun:shared.test:3478")
+    impatient = asyncio.ensure_future(resolver.resolve(url))
+    patient = asyncio.ensure_future(resolver.resolve(url))
+    await asyncio.sleep(0.05)
+    impatient.cancel()
+    with pytest.raises(ResolutionError, match="timed out"):
+        await patient
+    assert impatient.cancelled()
+
+
+def test_default_resolver_is_shared() -> None:
+    assert default_resolver() is default_resolver()
