@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from .urls import ServerUrl
 
-__all__ = ["Command", "Resolve", "SendDatagram"]
+__all__ = ["CloseStream", "Command", "OpenStream", "Resolve", "SendDatagram", "StreamSend"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,4 +26,27 @@ class Resolve:
     url: ServerUrl
 
 
-Command = SendDatagram | Resolve
+@dataclass(frozen=True, slots=True)
+class OpenStream:
+    """Connect TCP (TLS when `tls`, verifying `server_name`) from the base's address to
+    `address`; answer with `stream_connected`, `stream_data` and `stream_closed`."""
+
+    stream: int
+    base_key: int
+    address: tuple[str, int]
+    tls: bool
+    server_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSend:
+    stream: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CloseStream:
+    stream: int
+
+
+Command = SendDatagram | Resolve | OpenStream | StreamSend | CloseStream

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
-from collections.abc import AsyncIterator, Sequence
+import ssl
+from collections.abc import AsyncIterator, Coroutine, Sequence
 from types import TracebackType
+from typing import Any
 
-from .commands import Resolve, SendDatagram
+from .commands import CloseStream, OpenStream, Resolve, SendDatagram, StreamSend
 from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
 from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
@@ -23,7 +26,7 @@ from .interfaces import AddressFilter, LocalAddress, local_addresses
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .transaction import RttTable, Timing
-from .turn import NonceCache
+from .turn import Allocation, NonceCache
 
 __all__ = ["Gatherer"]
 
@@ -31,6 +34,40 @@ _POLICIES = ("all", "relay")
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
+
+
+@functools.cache
+def _default_tls_context() -> ssl.SSLContext:
+    """Verifying, from the system store or SSL_CERT_FILE; built once (it costs ms)."""
+    return ssl.create_default_context()
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
+class _StreamProtocol(asyncio.Protocol):
+    """Feeds one TURN-over-TCP/TLS connection to the core."""
+
+    def __init__(self, gatherer: Gatherer, stream: int) -> None:
+        self._gatherer = gatherer
+        self._stream = stream
+
+    def data_received(self, data: bytes) -> None:
+        self._gatherer._on_stream_data(self._stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gatherer._on_stream_closed(self._stream, exc)
 
 
 class Gatherer:
@@ -55,6 +92,7 @@ class Gatherer:
         address_filter: AddressFilter | None = None,
         resolver: Resolver | None = None,
         credentials: Credentials | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -79,6 +117,9 @@ class Gatherer:
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
+        self._ssl_context = ssl_context
+        self._streams: dict[int, asyncio.Transport] = {}
+        self._stream_tasks: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
         self._next_key = 0
@@ -113,6 +154,11 @@ class Gatherer:
     @property
     def candidates(self) -> list[IceCandidate]:
         return self._core.candidates
+
+    @property
+    def allocations(self) -> list[Allocation]:
+        """TURN allocations kept alive (refreshed) until `close()`; see `ice_engine.turn`."""
+        return self._core.allocations
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -186,6 +232,9 @@ class Gatherer:
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+        for transport in self._streams.values():
+            transport.abort()
+        self._streams.clear()
         for key in list(self._sockets):
             self._close_socket(key)
         self._wakeup.set()
@@ -303,15 +352,26 @@ class Gatherer:
                 if entry is not None:
                     with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
                         entry[0].sendto(command.data, command.address)
+            elif isinstance(command, StreamSend):
+                stream = self._streams.get(command.stream)
+                if stream is not None:
+                    stream.write(command.data)
+            elif isinstance(command, OpenStream):
+                self._spawn(self._open_stream(command), command.stream)
+            elif isinstance(command, CloseStream):
+                opening = self._stream_tasks.pop(command.stream, None)
+                if opening is not None:
+                    opening.cancel()
+                stream = self._streams.pop(command.stream, None)
+                if stream is not None:
+                    stream.close()
             elif isinstance(command, Resolve):
                 if command.url.host_is_ip:
                     core.resolved(
                         self._now(), command.request, [(command.url.host, command.url.port)]
                     )
                 else:
-                    task = self._get_loop().create_task(self._resolve(command))
-                    self._tasks.add(task)
-                    task.add_done_callback(self._tasks.discard)
+                    self._spawn(self._resolve(command))
         if not self._sockets:
             return
         timer = core.get_timer()
@@ -321,6 +381,49 @@ class Gatherer:
             self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
             self._timer_at = timer
         self._wakeup.set()
+
+    def _spawn(self, work: Coroutine[Any, Any, None], stream: int | None = None) -> None:
+        task = self._get_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        if stream is not None:
+            self._stream_tasks[stream] = task
+            task.add_done_callback(lambda _: self._stream_tasks.pop(stream, None))
+
+    async def _open_stream(self, command: OpenStream) -> None:
+        entry = self._sockets.get(command.base_key)
+        if entry is None:
+            return
+        local = entry[0].getsockname()[0]
+        context = None
+        if command.tls:
+            context = self._ssl_context or _default_tls_context()
+        try:
+            transport, _protocol = await self._get_loop().create_connection(
+                functools.partial(_StreamProtocol, self, command.stream),
+                host=command.address[0],
+                port=command.address[1],
+                local_addr=(local, 0),
+                ssl=context,
+                server_hostname=command.server_name if command.tls else None,
+            )
+        except (OSError, ssl.SSLError) as error:
+            self._core.stream_closed(self._now(), command.stream, _describe(error))
+            self._service()
+            return
+        self._streams[command.stream] = transport
+        self._core.stream_connected(self._now(), command.stream)
+        self._service()
+
+    def _on_stream_data(self, stream: int, data: bytes) -> None:
+        self._core.stream_data(self._now(), stream, data)
+        self._service()
+
+    def _on_stream_closed(self, stream: int, error: BaseException | None) -> None:
+        if self._streams.pop(stream, None) is None:
+            return  # we closed it
+        self._core.stream_closed(self._now(), stream, None if error is None else _describe(error))
+        self._service()
 
     async def _resolve(self, command: Resolve) -> None:
         resolver = self._resolver or default_resolver()

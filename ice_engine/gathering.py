@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 
 from . import stun
 from .candidate import Candidate, compute_foundation, compute_priority, relay_type_preference
-from .commands import Command, Resolve, SendDatagram
+from .commands import CloseStream, Command, OpenStream, Resolve, SendDatagram, StreamSend
 from .credentials import Credentials
 from .events import (
     Event,
@@ -107,7 +107,17 @@ class _Probe:
 class _Relay:
     """A TURN allocation from one base to one server address (relay, and srflx too)."""
 
-    __slots__ = ("allocation", "base", "done", "generation", "server", "server_address")
+    __slots__ = (
+        "allocation",
+        "backlog",
+        "base",
+        "done",
+        "framer",
+        "generation",
+        "server",
+        "server_address",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -116,6 +126,7 @@ class _Relay:
         server: Server,
         server_address: tuple[str, int],
         allocation: Allocation,
+        stream: int | None = None,
     ) -> None:
         self.generation = generation
         self.base = base
@@ -123,6 +134,9 @@ class _Relay:
         self.server_address = server_address
         self.allocation = allocation
         self.done = False
+        self.stream = stream  # TCP/TLS: the driver's stream; None over UDP
+        self.framer = stun.StreamFramer() if stream is not None else None
+        self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
 
 
 class _Generation:
@@ -169,7 +183,8 @@ class Gathering:
         self.timing = timing or Timing()
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
-        self._relays: dict[tuple[int, tuple[str, int]], _Relay] = {}
+        self._relays: dict[tuple[int, tuple[str, int]] | int, _Relay] = {}
+        self._streams = 0
         self._generation = _Generation(0, credentials, len(self.transports), 0.0)
         self._state = GatheringState.NEW
         self._events: deque[Event] = deque()
@@ -225,6 +240,11 @@ class Gathering:
             if relay_timer is not None:
                 timer = min(timer, relay_timer)
         return None if timer == math.inf else timer
+
+    @property
+    def allocations(self) -> list[Allocation]:
+        """Live TURN allocations, for a connectivity layer (permissions, channels, data)."""
+        return [r.allocation for r in self._relays.values() if r.allocation.state == "allocated"]
 
     @property
     def closing(self) -> bool:
@@ -408,33 +428,80 @@ class Gathering:
         now: float,
     ) -> None:
         generation.pending[base.transport] += 1
-        if server.url.transport != "udp" or server.url.secure:
-            relay_error = "TURN over TCP and TLS is not supported yet."
-            self._error(generation, server, base, UNREACHABLE, relay_error, now)
-            self._done(generation, base.transport, now)
-            return
+        over_stream = server.url.transport == "tcp"
         allocation = Allocation(
             server_address,
             credentials=TurnCredentials(server.username or "", server.credential or ""),
             deadline=generation.deadline,
+            reliable=over_stream,
             timing=self.timing,
             rtt=self.rtt,
             nonce_cache=self.nonces,
             family=base.family,
         )
-        relay = _Relay(generation, base, server, server_address, allocation)
-        previous = self._relays.pop((base.key, server_address), None)
-        if previous is not None:  # the same URL twice: keep one allocation per 5-tuple
-            previous.allocation.close(now)
-        self._relays[(base.key, server_address)] = relay
+        if over_stream:
+            self._streams += 1
+            relay = _Relay(generation, base, server, server_address, allocation, self._streams)
+            self._relays[self._streams] = relay
+            self._commands.append(
+                OpenStream(
+                    self._streams, base.key, server_address, server.url.secure, server.url.host
+                )
+            )
+        else:
+            relay = _Relay(generation, base, server, server_address, allocation)
+            previous = self._relays.pop((base.key, server_address), None)
+            if previous is not None:  # the same URL twice: one allocation per 5-tuple
+                previous.allocation.close(now)
+            self._relays[(base.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)
+
+    def stream_connected(self, now: float, stream: int) -> None:
+        """The TCP (and TLS) connection of a Open Stream command is up."""
+        relay = self._relays.get(stream)
+        if relay is None or relay.backlog is None:
+            return
+        for data in relay.backlog:
+            self._commands.append(StreamSend(stream, data))
+        relay.backlog = None
+        self._flush(relay, now)
+
+    def stream_data(self, now: float, stream: int, data: bytes) -> None:
+        relay = self._relays.get(stream)
+        if relay is None or relay.framer is None:
+            return
+        try:
+            frames = relay.framer.feed(data)
+        except stun.StunError as error:
+            self._commands.append(CloseStream(stream))
+            self.stream_closed(now, stream, f"the server sent garbage: {error}")
+            return
+        for frame in frames:
+            relay.allocation.handle_message(frame, now)
+        self._flush(relay, now)
+
+    def stream_closed(self, now: float, stream: int, reason: str | None) -> None:
+        """The connection failed or ended (refused, reset, TLS failure, EOF)."""
+        relay = self._relays.pop(stream, None)
+        if relay is None:
+            return
+        if not relay.done and relay.generation is self._generation and not self._closed:
+            text = f"TURN connection failed: {reason or 'closed by the server'}"
+            self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+            relay.done = True
+            self._done(relay.generation, relay.base.transport, now)
 
     def _flush(self, relay: _Relay, now: float) -> None:
         """Send what the allocation wants sent, and turn its events into candidates."""
         allocation = relay.allocation
         while (data := allocation.next_outgoing()) is not None:
-            self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
+            if relay.stream is None:
+                self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
+            elif relay.backlog is not None:
+                relay.backlog.append(data)
+            else:
+                self._commands.append(StreamSend(relay.stream, data))
         while (event := allocation.next_event()) is not None:
             if relay.done or self._closed or relay.generation is not self._generation:
                 continue
@@ -448,13 +515,17 @@ class Gathering:
                 continue
             relay.done = True
             self._done(relay.generation, relay.base.transport, now)
-        if allocation.state == "closed":
-            self._relays.pop((relay.base.key, relay.server_address), None)
+        if allocation.state in ("closed", "failed"):
+            if relay.stream is None:
+                self._relays.pop((relay.base.key, relay.server_address), None)
+            elif self._relays.pop(relay.stream, None) is not None:
+                self._commands.append(CloseStream(relay.stream))
 
     def _add_relayed(self, relay: _Relay, event: Allocated, now: float) -> None:
         """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
         generation, base = relay.generation, relay.base
-        if event.mapped is not None and not self.relay_only:
+        if event.mapped is not None and relay.stream is None and not self.relay_only:
+            # Over TCP the mapping is a TCP one: no use as a UDP srflx candidate.
             self._add_candidate(
                 generation,
                 base,
@@ -465,6 +536,8 @@ class Gathering:
                 server=relay.server,
                 server_address=relay.server_address[0],
             )
+        url = relay.server.url
+        leg = "tls" if url.secure else url.transport
         for address, port in event.relayed:
             self._add_candidate(
                 generation,
@@ -474,8 +547,8 @@ class Gathering:
                 port,
                 now,
                 server=relay.server,
-                server_address=relay.server_address[0],
-                type_preference=relay_type_preference("udp"),
+                server_address=f"{relay.server_address[0]}/{leg}",
+                type_preference=relay_type_preference(leg),
                 related=event.mapped,
             )
 

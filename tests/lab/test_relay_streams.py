@@ -1,0 +1,149 @@
+"""TURN over TCP and TLS, refresh and deallocation, against the lab's coturn."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from ice_engine.lab import (
+    CA_CERT_FILE,
+    PASSWORD,
+    SERVER_IPV4,
+    SHORT_MAX_ALLOCATE_LIFETIME_S,
+    SHORT_TURN_PORT,
+    TURN_HOST,
+    USERNAME,
+    Lab,
+)
+from tests.lab.test_srflx import candidates, errors
+
+pytestmark = pytest.mark.lab
+
+CREDENTIALS = ("--username", USERNAME, "--credential", PASSWORD)
+
+
+def gather_with_ca(lab: Lab, *args: str, ca: bool = True) -> list[dict[str, object]]:
+    env = [f"SSL_CERT_FILE={CA_CERT_FILE}"] if ca else []
+    argv = ["env", *env, sys.executable, "-m", "ice_engine", "gather", "--json", *args]
+    result = lab.run(argv, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def priority(candidate: dict[str, object]) -> int:
+    fields = candidate["fields"]
+    assert isinstance(fields, list)
+    return int(fields[3])
+
+
+def test_tcp_relay_ranks_below_udp(lab: Lab) -> None:
+    events = gather_with_ca(
+        lab,
+        "--ice-server",
+        f"turn:{SERVER_IPV4}?transport=tcp",
+        "--ice-server",
+        f"turn:{SERVER_IPV4}",
+        *CREDENTIALS,
+    )
+    assert not errors(events), errors(events)
+    relays = candidates(events, "relay")
+    assert len(relays) == 4  # UDP and TCP from each IPv4 base
+    by_type = sorted(relays, key=priority, reverse=True)
+    assert {priority(r) >> 24 for r in by_type[:2]} == {2}  # UDP
+    assert {priority(r) >> 24 for r in by_type[2:]} == {1}  # TCP
+    assert all(r["fields"][4] == SERVER_IPV4 for r in relays)
+    assert all(r["fields"][2] == "udp" for r in relays)  # the relayed transport is UDP
+    # A TCP mapping is no UDP srflx: only the UDP allocation's mapping is offered.
+    assert len(candidates(events, "srflx")) == 2
+
+
+def test_tls_relay_verified_with_the_lab_ca(lab: Lab) -> None:
+    events = gather_with_ca(lab, "--ice-server", f"turns:{TURN_HOST}", *CREDENTIALS)
+    assert not errors(events), errors(events)
+    relays = candidates(events, "relay")
+    assert len(relays) == 3  # two IPv4 bases, and the IPv6 base to the AAAA address
+    assert {priority(r) >> 24 for r in relays} == {0}  # TLS ranks last
+    assert events[-1]["candidate"] is None
+
+
+def test_tls_without_a_trusted_ca_is_an_error(lab: Lab) -> None:
+    events = gather_with_ca(lab, "--ice-server", f"turns:{SERVER_IPV4}", *CREDENTIALS, ca=False)
+    failures = errors(events)
+    assert len(failures) == 2
+    for failure in failures:
+        assert failure["errorCode"] == 701
+        assert "certificate" in str(failure["errorText"])
+        assert failure["url"] == f"turns:{SERVER_IPV4}"
+    assert candidates(events, "relay") == []
+    assert events[-1]["candidate"] is None
+
+
+REFRESH_SCRIPT = """
+import asyncio, json, time
+from ice_engine import Gatherer, IceServer
+
+async def main():
+    server = IceServer("turn:{server}:{port}", "{user}", "{password}")
+    only_a = lambda interface, address: address == "203.0.113.2"
+    async with Gatherer([server], address_filter=only_a) as gatherer:
+        relays = [e.candidate.candidate async for e in gatherer.gather()
+                  if e.type == "icecandidate" and e.candidate and e.candidate.type == "relay"]
+        [allocation] = gatherer.allocations
+        first_expiry = allocation.expires_at
+        await asyncio.sleep({wait})
+        print(json.dumps({{"relays": relays, "state": allocation.state,
+                          "extended": allocation.expires_at - first_expiry,
+                          "allocations": len(gatherer.allocations)}}))
+
+asyncio.run(main())
+"""
+
+
+def test_allocation_is_refreshed_past_its_lifetime(lab: Lab) -> None:
+    wait = SHORT_MAX_ALLOCATE_LIFETIME_S + 4
+    script = REFRESH_SCRIPT.format(
+        server=SERVER_IPV4, port=SHORT_TURN_PORT, user=USERNAME, password=PASSWORD, wait=wait
+    )
+    result = lab.run_python(script, timeout_s=wait + 20)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert len(outcome["relays"]) == 1
+    assert outcome["state"] == "allocated"
+    assert outcome["allocations"] == 1
+    assert outcome["extended"] > 0  # the server granted at least one refresh
+
+
+def test_close_deallocates_so_the_quota_is_free_again(lab: Lab) -> None:
+    """The short instance allows one allocation per user: after one gathering holds it,
+    three more in a row work only if each close() released its allocation."""
+    script = f"""
+import asyncio, json
+from ice_engine import Gatherer, IceServer
+
+async def once():
+    server = IceServer("turn:{SERVER_IPV4}:{SHORT_TURN_PORT}", "{USERNAME}", "{PASSWORD}")
+    async with Gatherer([server], address_filter=lambda i, a: a == "203.0.113.2") as g:
+        events = [e async for e in g.gather()]
+    return [e.errorCode if e.type == "icecandidateerror" else e.candidate.type
+            for e in events if e.type == "icecandidateerror"
+            or (e.type == "icecandidate" and e.candidate and e.candidate.type == "relay")]
+
+async def main():
+    for _ in range(10):  # an earlier test's allocation may still hold the quota
+        if await once() == ["relay"]:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.5)
+    results = []
+    for _ in range(3):
+        results.append(await once())
+        await asyncio.sleep(1.5)  # coturn frees quota about a second after deallocating
+    print(json.dumps(results))
+
+asyncio.run(main())
+"""
+    result = lab.run_python(script, timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [["relay"], ["relay"], ["relay"]]
