@@ -21,17 +21,44 @@ import sys
 import time
 from typing import Any
 
-SCENARIOS = ("host", "stun", "stun-dns", "dead-server", "restart")
+SCENARIOS = (
+    "host",
+    "stun",
+    "stun-dns",
+    "dead-server",
+    "restart",
+    "turn-udp",
+    "turn-tcp",
+    "turns",
+    "turn-restart",
+)
 
 
 # -- inside the client namespace -------------------------------------------------------
 
 
+def _servers(urls: list[str]) -> list[Any]:
+    from ice_engine import IceServer
+    from ice_engine.lab import PASSWORD, USERNAME
+
+    return [
+        IceServer(u, USERNAME, PASSWORD) if u.startswith("turn") else IceServer(u) for u in urls
+    ]
+
+
+def _only_first_ipv4(interface: str, address: str) -> bool:
+    from ice_engine.lab import CLIENT_IPV4_A
+
+    return address == CLIENT_IPV4_A
+
+
 async def _ours(urls: list[str], restart: bool = False) -> dict[str, float]:
-    from ice_engine import Gatherer, IceCandidateEvent, IceServer
+    from ice_engine import Gatherer, IceCandidateEvent
 
     marks: dict[str, float] = {}
-    async with Gatherer([IceServer(u) for u in urls]) as gatherer:
+    # One base, as aioice's TURN client uses one: the same work on both sides.
+    only = _only_first_ipv4 if any(u.startswith("turn") for u in urls) else None
+    async with Gatherer(_servers(urls), address_filter=only) as gatherer:
         if restart:
             async for _event in gatherer.gather():
                 pass
@@ -51,37 +78,59 @@ async def _ours(urls: list[str], restart: bool = False) -> dict[str, float]:
     return marks
 
 
-async def _aioice(stun_server: tuple[str, int] | None) -> dict[str, float]:
+async def _aioice(
+    stun_server: tuple[str, int] | None, turn: tuple[str, int, str, bool] | None = None
+) -> dict[str, float]:
+    import ssl
+
     import aioice
 
-    connection = aioice.Connection(ice_controlling=True, stun_server=stun_server)
+    from ice_engine.lab import CA_CERT_FILE, PASSWORD, USERNAME
+
+    options: dict[str, Any] = {}
+    if turn is not None:
+        host, port, transport, secure = turn
+        options = {
+            "turn_server": (host, port),
+            "turn_username": USERNAME,
+            "turn_password": PASSWORD,
+            "turn_transport": transport,
+            "turn_ssl": ssl.create_default_context(cafile=str(CA_CERT_FILE)) if secure else False,
+        }
+    connection = aioice.Connection(ice_controlling=True, stun_server=stun_server, **options)
     started = time.perf_counter()
     await connection.gather_candidates()
     elapsed = (time.perf_counter() - started) * 1000
-    await connection.close()
     marks = {"first": elapsed, "host": elapsed, "complete": elapsed}
-    if any(c.type == "srflx" for c in connection.local_candidates):
-        marks["srflx"] = elapsed
+    for kind in ("srflx", "relay"):
+        if any(c.type == kind for c in connection.local_candidates):
+            marks[kind] = elapsed
+    await connection.close()  # it forgets its candidates
     return marks
 
 
 async def _inner(scenario: str, rounds: int) -> dict[str, Any]:
-    from ice_engine.lab import DEAD_IPV4, SERVER_IPV4, STUN_HOST
+    from ice_engine.lab import DEAD_IPV4, SERVER_IPV4, STUN_HOST, TURN_HOST
 
     logging.disable(logging.WARNING)
-    plans = {
-        "host": ([], None, False),
-        "stun": ([f"stun:{SERVER_IPV4}"], (SERVER_IPV4, 3478), False),
-        "stun-dns": ([f"stun:{STUN_HOST}:3478"], None, False),
-        "dead-server": ([f"stun:{SERVER_IPV4}", f"stun:{DEAD_IPV4}"], (DEAD_IPV4, 3478), False),
-        "restart": ([f"stun:{SERVER_IPV4}"], None, True),
+    ip = SERVER_IPV4
+    plans: dict[str, tuple[list[str], Any, Any, bool]] = {
+        "host": ([], None, None, False),
+        "stun": ([f"stun:{ip}"], (ip, 3478), None, False),
+        "stun-dns": ([f"stun:{STUN_HOST}:3478"], None, None, False),
+        "dead-server": ([f"stun:{ip}", f"stun:{DEAD_IPV4}"], (DEAD_IPV4, 3478), None, False),
+        "restart": ([f"stun:{ip}"], None, None, True),
+        "turn-udp": ([f"turn:{ip}"], None, (ip, 3478, "udp", False), False),
+        "turn-tcp": ([f"turn:{ip}?transport=tcp"], None, (ip, 3478, "tcp", False), False),
+        "turns": ([f"turns:{TURN_HOST}"], None, (ip, 5349, "tcp", True), False),
+        "turn-restart": ([f"turn:{ip}"], None, None, True),
     }
-    urls, aioice_server, restart = plans[scenario]
+    urls, aioice_stun, aioice_turn, restart = plans[scenario]
     ours = [await _ours(urls, restart) for _ in range(rounds)]
     theirs: list[dict[str, float]] = []
-    if scenario in ("host", "stun", "dead-server"):
+    if aioice_stun is not None or aioice_turn is not None or scenario == "host":
         aioice_rounds = 1 if scenario == "dead-server" else rounds
-        theirs = [await _aioice(aioice_server) for _ in range(aioice_rounds)]
+        theirs = [await _aioice(aioice_stun, aioice_turn) for _ in range(aioice_rounds)]
     return {"ours": ours, "aioice": theirs}
 
 
@@ -101,6 +150,12 @@ def _bound(scenario: str, rtt: float) -> dict[str, float]:
         return {"srflx": 2 * rtt + 10, "complete": 2 * rtt + 10}
     if scenario == "dead-server":
         return {"srflx": rtt + 10, "complete": 2000 + 10}
+    if scenario in ("turn-udp", "turn-restart"):  # 401 challenge, then the allocation
+        return {"relay": 2 * rtt + 10, "complete": 2 * rtt + 10}
+    if scenario == "turn-tcp":  # TCP handshake, then 2 RTT
+        return {"relay": 3 * rtt + 10, "complete": 3 * rtt + 10}
+    if scenario == "turns":  # TCP, TLS 1.2 (coturn 4.6 has no 1.3: 2 RTT), 2 RTT, DNS
+        return {"relay": 6 * rtt + 10, "complete": 6 * rtt + 10}
     return {"srflx": rtt + 10, "complete": rtt + 10}
 
 
@@ -118,7 +173,7 @@ def main() -> int:
         print(json.dumps(asyncio.run(_inner(args.inner, args.rounds))))
         return 0
 
-    from ice_engine.lab import lab_session, lab_unavailable_reason
+    from ice_engine.lab import CA_CERT_FILE, lab_session, lab_unavailable_reason
 
     reason = lab_unavailable_reason()
     if reason is not None:
@@ -127,10 +182,9 @@ def main() -> int:
     results: dict[str, Any] = {"rtt_ms": args.rtt_ms, "scenarios": {}}
     with lab_session(delay_ms=args.rtt_ms / 2) as lab:
         for scenario in args.scenario or SCENARIOS:
-            run = lab.run(
-                [sys.executable, __file__, "--inner", scenario, "--rounds", str(args.rounds)],
-                timeout_s=120,
-            )
+            trust = f"SSL_CERT_FILE={CA_CERT_FILE}"  # turns: verifies with the lab's CA
+            inner = [sys.executable, __file__, "--inner", scenario, "--rounds", str(args.rounds)]
+            run = lab.run(["env", trust, *inner], timeout_s=120)
             if run.returncode != 0:
                 print(f"bench_latency: {scenario} failed: {run.stderr.strip()}", file=sys.stderr)
                 return 1
@@ -139,7 +193,8 @@ def main() -> int:
             row: dict[str, Any] = {"bound_ms": bound}
             for who in ("ours", "aioice"):
                 row[who] = {
-                    k: _median(data[who], k) for k in ("first", "host", "srflx", "complete")
+                    k: _median(data[who], k)
+                    for k in ("first", "host", "srflx", "relay", "complete")
                 }
             row["within_bound"] = all(
                 row["ours"][k] is not None and row["ours"][k] <= limit for k, limit in bound.items()
@@ -155,7 +210,10 @@ def main() -> int:
     print(
         f"lab RTT {args.rtt_ms:.0f} ms, median of {args.rounds} rounds, times in ms from gather()"
     )
-    print(f"{'scenario':<12} {'who':<10} {'first':>8} {'srflx':>8} {'complete':>9}  bound / ratio")
+    print(
+        f"{'scenario':<12} {'who':<10} {'first':>8} {'srflx':>8} {'relay':>8} {'complete':>9}"
+        "  bound / ratio"
+    )
     for scenario, row in results["scenarios"].items():
         for who in ("ours", "aioice"):
             marks = row[who]
@@ -163,7 +221,7 @@ def main() -> int:
                 continue
             cells = " ".join(
                 f"{marks[k]:8.1f}" if marks[k] is not None else f"{'-':>8}"
-                for k in ("first", "srflx")
+                for k in ("first", "srflx", "relay")
             )
             note = ""
             if who == "ours":
