@@ -11,6 +11,7 @@ import asyncio
 import json
 import math
 import os
+import ssl
 import sys
 import time
 from collections.abc import Sequence
@@ -122,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a server may take before it counts as unreachable (default %(default)s)",
     )
     gather.add_argument(
+        "--ca-file", metavar="PEM", help="trust these CA certificates for turns: (default: system)"
+    )
+    gather.add_argument(
         "--link-local", action="store_true", help="include IPv6 link-local addresses"
     )
     gather.add_argument("--json", action="store_true", help="one JSON object per event and line")
@@ -155,6 +159,12 @@ def _format(event: Event) -> str:
 async def _gather(args: argparse.Namespace, out: TextIO) -> int:
     credential = args.credential or os.environ.get("ICE_ENGINE_CREDENTIAL")
     servers = [IceServer(url, args.username, credential) for url in args.ice_server]
+    context = None
+    if args.ca_file:
+        try:
+            context = ssl.create_default_context(cafile=args.ca_file)
+        except (OSError, ssl.SSLError) as error:
+            raise UsageError(f"--ca-file {args.ca_file}: {error}") from None
     gatherer = Gatherer(
         servers,
         mids=args.mids,
@@ -162,6 +172,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         ice_transport_policy="relay" if args.relay_only else "all",
         timing=Timing(server_deadline=args.timeout),
         link_local=args.link_local,
+        ssl_context=context,
     )
     started = time.monotonic()
     async with gatherer:

@@ -25,7 +25,7 @@ CREDENTIALS = ("--username", USERNAME, "--credential", PASSWORD)
 
 
 def gather_with_ca(lab: Lab, *args: str, ca: bool = True) -> list[dict[str, object]]:
-    env = [f"SSL_CERT_FILE={CA_CERT_FILE}"] if ca else []
+    env = [f"SSL_CERT_FILE={CA_CERT_FILE}"] if ca else []  # also: --ca-file
     argv = ["env", *env, sys.executable, "-m", "ice_engine", "gather", "--json", *args]
     result = lab.run(argv, timeout_s=30)
     assert result.returncode == 0, result.stderr
@@ -66,6 +66,13 @@ def test_tls_relay_verified_with_the_lab_ca(lab: Lab) -> None:
     assert len(relays) == 3  # two IPv4 bases, and the IPv6 base to the AAAA address
     assert {priority(r) >> 24 for r in relays} == {0}  # TLS ranks last
     assert events[-1]["candidate"] is None
+
+
+def test_ca_file_option(lab: Lab) -> None:
+    args = ("--ice-server", f"turns:{SERVER_IPV4}", *CREDENTIALS, "--ca-file", str(CA_CERT_FILE))
+    events = gather_with_ca(lab, *args, ca=False)
+    assert not errors(events), errors(events)
+    assert len(candidates(events, "relay")) == 2
 
 
 def test_tls_without_a_trusted_ca_is_an_error(lab: Lab) -> None:
@@ -147,3 +154,31 @@ asyncio.run(main())
     result = lab.run_python(script, timeout_s=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout) == [["relay"], ["relay"], ["relay"]]
+
+
+def test_a_second_tls_connection_resumes_the_session(lab: Lab) -> None:
+    script = f"""
+import asyncio, json, os
+from ice_engine import Gatherer, IceServer
+from ice_engine import driver
+
+async def relays():
+    server = IceServer("turns:{TURN_HOST}", "{USERNAME}", "{PASSWORD}")
+    async with Gatherer([server], address_filter=lambda i, a: a == "203.0.113.2") as g:
+        return [e.candidate.type async for e in g.gather()
+                if e.type == "icecandidate" and e.candidate and e.candidate.type]
+
+async def main():
+    first = await relays()
+    cached = len(driver._tls_sessions)
+    second = await relays()
+    print(json.dumps([first, cached, second]))
+
+os.environ["SSL_CERT_FILE"] = "{CA_CERT_FILE}"
+asyncio.run(main())
+"""
+    result = lab.run_python(script, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    first, cached, second = json.loads(result.stdout)
+    assert first == second == ["host", "relay"]
+    assert cached == 1
