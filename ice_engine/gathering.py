@@ -305,7 +305,7 @@ class Gathering:
         self._probes.clear()
         self._resolving.clear()
         self._closed = True
-        for relay in self._relays.values():
+        for relay in list(self._relays.values()):  # _flush drops the closed ones
             relay.allocation.close(now)
             self._flush(relay, now)
 

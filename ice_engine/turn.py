@@ -290,9 +290,10 @@ class Allocation:
         elif message.message_class != MessageClass.SUCCESS:
             return False
         challenge = error is not None and error[0] in (401, 438)
-        if request.key is not None and not challenge and not stun.verify_integrity(
-            message, request.key
-        ):
+        if request.key is None:
+            if error is None:
+                return False  # TURN always authenticates: an unsigned success is forged
+        elif not challenge and not stun.verify_integrity(message, request.key):
             return False
         del self._pending[message.transaction_id]
         sample = request.transaction.rtt_sample(now)
