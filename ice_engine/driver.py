@@ -13,6 +13,7 @@ import contextlib
 import functools
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,11 @@ __all__ = ["Gatherer"]
 _POLICIES = ("all", "relay")
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
+# Linux: queue ICMP errors on unconnected UDP sockets, with the destination they concern.
+_RECVERR: dict[int, tuple[int, int]] = {
+    socket.AF_INET: (socket.IPPROTO_IP, 11),
+    socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
+}
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
@@ -388,6 +394,9 @@ class Gatherer:
         sock = socket.socket(address.family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
+            if sys.platform == "linux":
+                level, option = _RECVERR[address.family]
+                sock.setsockopt(level, option, 1)
             if address.family == socket.AF_INET6:
                 sock.bind((address.address, 0, 0, address.scope_id))
             else:
@@ -424,9 +433,20 @@ class Gatherer:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
-                continue  # e.g. ICMP errors surfacing on the socket
+                self._read_errors(key, sock, now)
+                continue
             self._core.receive_datagram(now, key, data, source[:2])
         self._service()
+
+    def _read_errors(self, key: int, sock: socket.socket, now: float) -> None:
+        """Drain ICMP errors (IP_RECVERR): each names the destination it was about."""
+        for _ in range(64):
+            try:
+                _data, _ancillary, _flags, destination = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except OSError:
+                return
+            if destination:
+                self._core.unreachable(now, key, destination[:2])
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -393,6 +393,26 @@ class Gathering:
         self._done(generation, base.transport, now)
         return True
 
+    def unreachable(self, now: float, base_key: int, address: tuple[str, int]) -> None:
+        """ICMP said `address` cannot be reached from this base: fail its work now with a
+        701, rather than at the deadline (an ICMP error can be forged, but at worst it
+        fails a server early: it can never make a candidate)."""
+        address = (_normalize(address[0]), address[1])
+        for transaction_id, probe in list(self._probes.items()):
+            if probe.base.key == base_key and probe.server_address == address:
+                del self._probes[transaction_id]
+                text = "STUN server unreachable (ICMP port unreachable)."
+                self._error(probe.generation, probe.server, probe.base, UNREACHABLE, text, now)
+                self._done(probe.generation, probe.base.transport, now)
+        relay = self._relays.get((base_key, address))
+        if relay is not None and not relay.done:
+            del self._relays[(base_key, address)]
+            relay.done = True
+            if relay.generation is self._generation and not self._closed:
+                text = "TURN server unreachable (ICMP port unreachable)."
+                self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+                self._done(relay.generation, relay.base.transport, now)
+
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, and give up on what has reached its deadline."""
         for transaction_id, probe in list(self._probes.items()):

@@ -429,3 +429,22 @@ def test_event_invariants_under_random_networks(
     assert net.events[-1].t <= Timing().server_deadline + 1e-9
     for c in candidates_of(net.events):
         assert Candidate.parse(c.to_sdp()) == c
+
+
+def test_icmp_unreachable_fails_only_that_server_from_that_base() -> None:
+    core = make_core(("stun:198.51.100.10", "stun:198.51.100.10:3999"))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.now = 0.02
+    closed = ("198.51.100.10", 3999)
+    for base in bases:
+        core.unreachable(net.now, base.key, closed)
+    core.unreachable(net.now, bases[0].key, ("198.51.100.77", 1))  # nothing waits on it
+    net.pump()
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert len(errors) == 2 and {e.t for e in errors} == {pytest.approx(0.02)}
+    assert {e.url for e in errors} == {"stun:198.51.100.10:3999"}
+    assert kinds(net.events).count("srflx") == 2
+    assert net.events[-1].t == pytest.approx(0.05)

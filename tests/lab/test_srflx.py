@@ -13,6 +13,7 @@ from ice_engine.lab import (
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
     CLIENT_IPV6,
+    CLOSED_UDP_PORT,
     DEAD_IPV4,
     ROUTER_PUBLIC_IPV4,
     SERVER_IPV4,
@@ -131,3 +132,16 @@ def test_dead_server_beside_a_live_one(delayed_lab: Lab) -> None:
     assert {e["address"] for e in dead} == {CLIENT_IPV4_A, CLIENT_IPV4_B}
     assert events[-1]["candidate"] is None
     assert 1.9 <= events[-1]["t"] <= 2.2  # by the default 2 s deadline
+
+
+def test_icmp_port_unreachable_fails_fast(delayed_lab: Lab) -> None:
+    """Nothing listens on that port: the kernel's ICMP error gives a 701 in about one RTT,
+    not at the 2 s deadline."""
+    url = f"stun:{SERVER_IPV4}:{CLOSED_UDP_PORT}"
+    events = gather(delayed_lab, "--ice-server", url)
+    failures = errors(events)
+    assert len(failures) == 2  # one per IPv4 base
+    assert {e["errorCode"] for e in failures} == {701}
+    assert all("unreachable" in e["errorText"] for e in failures)
+    assert all(e["t"] < 0.5 for e in failures), failures
+    assert events[-1]["candidate"] is None and events[-1]["t"] < 0.5
