@@ -444,7 +444,7 @@ def test_icmp_unreachable_fails_only_that_server_from_that_base() -> None:
     net.pump()
     net.run()
     errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
-    assert len(errors) == 2 and {e.t for e in errors} == {pytest.approx(0.02)}
+    assert len(errors) == 2 and all(e.t == pytest.approx(0.02) for e in errors)
     assert {e.url for e in errors} == {"stun:198.51.100.10:3999"}
     assert kinds(net.events).count("srflx") == 2
     assert net.events[-1].t == pytest.approx(0.05)
