@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 import ssl
 import sys
@@ -26,6 +25,7 @@ from .gathering import Base, Gathering, Transport
 from .interfaces import AddressFilter, LocalAddress, local_addresses
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
+from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
 from .transaction import RttTable, Timing
 from .turn import Allocation, NonceCache
 
@@ -40,130 +40,6 @@ _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
 }
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
-
-
-@functools.cache
-def _default_tls_context() -> ssl.SSLContext:
-    """Verifying, from the system store or SSL_CERT_FILE; built once (it costs ms)."""
-    return ssl.create_default_context()
-
-
-def _describe(error: BaseException) -> str:
-    if isinstance(error, ssl.SSLCertVerificationError):
-        return f"TLS certificate verification failed: {error.verify_message}"
-    if isinstance(error, ssl.SSLError):
-        return f"TLS failed: {error.reason or error}"
-    if isinstance(error, ConnectionRefusedError):
-        return "connection refused"
-    if isinstance(error, ConnectionResetError):
-        return "connection reset"
-    if isinstance(error, OSError) and error.strerror:
-        return error.strerror.lower()
-    return str(error) or type(error).__name__
-
-
-class _StreamProtocol(asyncio.Protocol):
-    """Feeds one TURN-over-TCP connection to the core."""
-
-    def __init__(self, gatherer: Gatherer, stream: int) -> None:
-        self._gatherer = gatherer
-        self._stream = stream
-        self.transport: asyncio.Transport | None = None
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.ready.set_result(None)
-
-    def write(self, data: bytes) -> None:
-        if self.transport is not None:
-            self.transport.write(data)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-    def data_received(self, data: bytes) -> None:
-        self._gatherer._on_stream_data(self._stream, data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.ready.done():
-            self.ready.set_exception(exc or ConnectionResetError())
-        self._gatherer._on_stream_closed(self._stream, exc)
-
-
-#: TLS sessions per (server address, name): a later connection resumes with an
-#: abbreviated handshake, one round trip instead of two under TLS 1.2.
-_tls_sessions: dict[tuple[tuple[str, int], str], ssl.SSLSession] = {}
-
-
-class _TlsStreamProtocol(_StreamProtocol):
-    """TLS over a TCP transport through memory BIOs, so that sessions can be resumed
-    (asyncio's own TLS cannot be handed a session)."""
-
-    def __init__(
-        self,
-        gatherer: Gatherer,
-        stream: int,
-        context: ssl.SSLContext,
-        server: tuple[str, int],
-        server_name: str,
-    ) -> None:
-        super().__init__(gatherer, stream)
-        self._incoming = ssl.MemoryBIO()
-        self._outgoing = ssl.MemoryBIO()
-        self._key = (server, server_name)
-        self._tls = context.wrap_bio(
-            self._incoming,
-            self._outgoing,
-            server_hostname=server_name,
-            session=_tls_sessions.get(self._key),
-        )
-        self._handshaken = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self._advance()
-
-    def write(self, data: bytes) -> None:
-        self._tls.write(data)
-        self._flush()
-
-    def data_received(self, data: bytes) -> None:
-        self._incoming.write(data)
-        self._advance()
-
-    def _advance(self) -> None:
-        try:
-            if not self._handshaken:
-                self._tls.do_handshake()
-                self._handshaken = True
-                if self._tls.session is not None:
-                    _tls_sessions[self._key] = self._tls.session
-                if len(_tls_sessions) > 1024:
-                    _tls_sessions.clear()
-                self.ready.set_result(None)
-            while True:
-                data = self._tls.read(65536)
-                if not data:
-                    break
-                self._gatherer._on_stream_data(self._stream, data)
-        except ssl.SSLWantReadError:
-            pass
-        except ssl.SSLError as error:
-            _tls_sessions.pop(self._key, None)
-            if not self.ready.done():
-                self.ready.set_exception(error)
-            elif self.transport is not None:
-                self.transport.abort()
-        self._flush()
-
-    def _flush(self) -> None:
-        pending = self._outgoing.read()
-        if pending and self.transport is not None:
-            self.transport.write(pending)
 
 
 class Gatherer:
@@ -214,7 +90,7 @@ class Gatherer:
         self._address_filter = address_filter
         self._resolver = resolver
         self._ssl_context = ssl_context
-        self._streams: dict[int, _StreamProtocol] = {}
+        self._streams: dict[int, StreamProtocol] = {}
         self._stream_tasks: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
@@ -506,14 +382,19 @@ class Gatherer:
         if entry is None:
             return
         local = entry[0].getsockname()[0]
-        protocol: _StreamProtocol
+        protocol: StreamProtocol
         if command.tls:
-            context = self._ssl_context or _default_tls_context()
-            protocol = _TlsStreamProtocol(
-                self, command.stream, context, command.address, command.server_name
+            context = self._ssl_context or default_tls_context()
+            protocol = TlsStreamProtocol(
+                command.stream,
+                self._on_stream_data,
+                self._on_stream_closed,
+                context,
+                command.address,
+                command.server_name,
             )
         else:
-            protocol = _StreamProtocol(self, command.stream)
+            protocol = StreamProtocol(command.stream, self._on_stream_data, self._on_stream_closed)
         try:
             await self._get_loop().create_connection(
                 lambda: protocol,
@@ -524,7 +405,7 @@ class Gatherer:
             await protocol.ready
         except (OSError, ssl.SSLError) as error:
             protocol.close()
-            self._core.stream_closed(self._now(), command.stream, _describe(error))
+            self._core.stream_closed(self._now(), command.stream, describe(error))
             self._service()
             return
         self._streams[command.stream] = protocol
@@ -538,7 +419,7 @@ class Gatherer:
     def _on_stream_closed(self, stream: int, error: BaseException | None) -> None:
         if self._streams.pop(stream, None) is None:
             return  # we closed it
-        self._core.stream_closed(self._now(), stream, None if error is None else _describe(error))
+        self._core.stream_closed(self._now(), stream, None if error is None else describe(error))
         self._service()
 
     async def _resolve(self, command: Resolve) -> None:

@@ -160,7 +160,7 @@ def test_a_second_tls_connection_resumes_the_session(lab: Lab) -> None:
     script = f"""
 import asyncio, json, os
 from ice_engine import Gatherer, IceServer
-from ice_engine import driver
+from ice_engine import streams
 
 async def relays():
     server = IceServer("turns:{TURN_HOST}", "{USERNAME}", "{PASSWORD}")
@@ -170,7 +170,7 @@ async def relays():
 
 async def main():
     first = await relays()
-    cached = len(driver._tls_sessions)
+    cached = len(streams._tls_sessions)
     second = await relays()
     print(json.dumps([first, cached, second]))
 

@@ -1,0 +1,146 @@
+"""TCP and TLS connections to TURN servers, as asyncio protocols feeding the core.
+
+TLS runs over memory BIOs rather than asyncio's own TLS, which cannot be handed a session:
+keeping sessions per server lets a later connection resume in one round trip instead of
+two (coturn speaks TLS 1.2, whose full handshake costs two).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import ssl
+from collections.abc import Callable
+
+__all__ = ["StreamProtocol", "TlsStreamProtocol", "default_tls_context", "describe"]
+
+
+#: Called with (stream, data) for bytes received, and (stream, error or None) at the end.
+DataCallback = Callable[[int, bytes], None]
+ClosedCallback = Callable[[int, BaseException | None], None]
+
+
+@functools.cache
+def default_tls_context() -> ssl.SSLContext:
+    """Verifying, from the system store or SSL_CERT_FILE; built once (it costs ms)."""
+    return ssl.create_default_context()
+
+
+def describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"TLS certificate verification failed: {error.verify_message}"
+    if isinstance(error, ssl.SSLError):
+        return f"TLS failed: {error.reason or error}"
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(error, ConnectionResetError):
+        return "connection reset"
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror.lower()
+    return str(error) or type(error).__name__
+
+
+class StreamProtocol(asyncio.Protocol):
+    """One TURN-over-TCP connection; `ready` resolves once it can carry data."""
+
+    def __init__(self, stream: int, on_data: DataCallback, on_closed: ClosedCallback) -> None:
+        self._stream = stream
+        self._on_data = on_data
+        self._on_closed = on_closed
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.ready.set_result(None)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._on_data(self._stream, data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(exc or ConnectionResetError())
+        self._on_closed(self._stream, exc)
+
+
+#: TLS sessions per (server address, name): a later connection resumes with an
+#: abbreviated handshake, one round trip instead of two under TLS 1.2.
+_tls_sessions: dict[tuple[tuple[str, int], str], ssl.SSLSession] = {}
+
+
+class TlsStreamProtocol(StreamProtocol):
+    """TLS over a TCP transport through memory BIOs, so that sessions can be resumed
+    (asyncio's own TLS cannot be handed a session)."""
+
+    def __init__(
+        self,
+        stream: int,
+        on_data: DataCallback,
+        on_closed: ClosedCallback,
+        context: ssl.SSLContext,
+        server: tuple[str, int],
+        server_name: str,
+    ) -> None:
+        super().__init__(stream, on_data, on_closed)
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._key = (server, server_name)
+        self._tls = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_hostname=server_name,
+            session=_tls_sessions.get(self._key),
+        )
+        self._handshaken = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._advance()
+
+    def write(self, data: bytes) -> None:
+        self._tls.write(data)
+        self._flush()
+
+    def data_received(self, data: bytes) -> None:
+        self._incoming.write(data)
+        self._advance()
+
+    def _advance(self) -> None:
+        try:
+            if not self._handshaken:
+                self._tls.do_handshake()
+                self._handshaken = True
+                if self._tls.session is not None:
+                    _tls_sessions[self._key] = self._tls.session
+                if len(_tls_sessions) > 1024:
+                    _tls_sessions.clear()
+                self.ready.set_result(None)
+            while True:
+                data = self._tls.read(65536)
+                if not data:
+                    break
+                self._on_data(self._stream, data)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLError as error:
+            _tls_sessions.pop(self._key, None)
+            if not self.ready.done():
+                self.ready.set_exception(error)
+            elif self.transport is not None:
+                self.transport.abort()
+        self._flush()
+
+    def _flush(self) -> None:
+        pending = self._outgoing.read()
+        if pending and self.transport is not None:
+            self.transport.write(pending)
