@@ -65,6 +65,7 @@ class Gatherer:
         resolver: Resolver | None = None,
         credentials: Credentials | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        dual_stack_relays: bool = False,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -85,6 +86,7 @@ class Gatherer:
             timing=timing,
             rtt=_shared_rtt,
             nonces=_shared_nonces,
+            dual_stack_relays=dual_stack_relays,
         )
         self._link_local = link_local
         self._address_filter = address_filter

@@ -34,7 +34,14 @@ from .events import (
     IceGatheringStateChangeEvent,
 )
 from .transaction import RttTable, StunTransaction, Timing
-from .turn import Allocated, Allocation, AllocationFailed, NonceCache, TurnCredentials
+from .turn import (
+    AddressFamilyError,
+    Allocated,
+    Allocation,
+    AllocationFailed,
+    NonceCache,
+    TurnCredentials,
+)
 from .urls import ServerUrl
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
@@ -171,6 +178,7 @@ class Gathering:
         timing: Timing | None = None,
         rtt: RttTable | None = None,
         nonces: NonceCache | None = None,
+        dual_stack_relays: bool = False,
     ) -> None:
         if not transports:
             raise ValueError("at least one transport is needed")
@@ -183,6 +191,7 @@ class Gathering:
         self.timing = timing or Timing()
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
+        self.dual_stack_relays = dual_stack_relays
         self._relays: dict[tuple[int, tuple[str, int]] | int, _Relay] = {}
         self._streams = 0
         self._generation = _Generation(0, credentials, len(self.transports), 0.0)
@@ -458,6 +467,8 @@ class Gathering:
             rtt=self.rtt,
             nonce_cache=self.nonces,
             family=base.family,
+            # RFC 8656 §7.1: an IPv6 relay too, from one allocation, where the server can.
+            additional_family=self.dual_stack_relays and base.family == socket.AF_INET,
         )
         if over_stream:
             self._streams += 1
@@ -522,15 +533,22 @@ class Gathering:
                 relay.backlog.append(data)
             else:
                 self._commands.append(StreamSend(relay.stream, data))
+        events = []
         while (event := allocation.next_event()) is not None:
+            events.append(event)
+        # An extra family's failure comes with the success: report it before the job ends.
+        events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
+        for event in events:
             if relay.done or self._closed or relay.generation is not self._generation:
                 continue
             if isinstance(event, Allocated):
                 self._add_relayed(relay, event, now)
-            elif isinstance(event, AllocationFailed):
+            elif isinstance(event, AllocationFailed | AddressFamilyError):
                 self._error(
                     relay.generation, relay.server, relay.base, event.code, event.reason, now
                 )
+                if isinstance(event, AddressFamilyError):
+                    continue  # only the extra family failed: the allocation still relays
             else:
                 continue
             relay.done = True

@@ -1,0 +1,113 @@
+"""The core's TURN path, with a scripted server: challenge, allocation, dual stack."""
+
+from __future__ import annotations
+
+import socket
+
+from ice_engine import stun
+from ice_engine.commands import Resolve, SendDatagram
+from ice_engine.credentials import Credentials
+from ice_engine.events import IceCandidateErrorEvent, IceCandidateEvent
+from ice_engine.gathering import Base, Gathering, Server, Transport
+from ice_engine.stun import Attr, MessageClass, Method
+from ice_engine.turn import NonceCache
+from ice_engine.urls import parse_server_url
+
+TURN = ("198.51.100.10", 3478)
+KEY = stun.long_term_key("alice", "lab.test", "wonderland")
+
+
+def started(dual: bool) -> tuple[Gathering, list[SendDatagram]]:
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[Server(parse_server_url("turn:198.51.100.10"), 0, "alice", "wonderland")],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+        dual_stack_relays=dual,
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    resolve = core.next_command()
+    assert isinstance(resolve, Resolve)
+    core.resolved(0.0, resolve.request, [TURN])
+    return core, drain(core)
+
+
+def drain(core: Gathering) -> list[SendDatagram]:
+    sent = []
+    while (command := core.next_command()) is not None:
+        assert isinstance(command, SendDatagram)
+        sent.append(command)
+    return sent
+
+
+def answer(core: Gathering, request: bytes, now: float, extra: list[tuple[int, bytes]]) -> None:
+    """Challenge an unsigned Allocate; grant a signed one with `extra` attributes."""
+    message = stun.parse(request)
+    txid = message.transaction_id
+    if message.get(Attr.MESSAGE_INTEGRITY) is None:
+        attributes = [
+            (Attr.ERROR_CODE, stun.error_code_value(401, "Unauthorized")),
+            (Attr.REALM, b"lab.test"),
+            (Attr.NONCE, b"0123456789abcdef"),
+        ]
+        reply = stun.encode(Method.ALLOCATE, MessageClass.ERROR, txid, attributes)
+    else:
+        attributes = [
+            (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("198.51.100.10", 50000, txid)),
+            (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
+            (Attr.LIFETIME, stun.u32_value(600)),
+            *extra,
+        ]
+        reply = stun.encode(
+            Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
+        )
+    assert core.receive_datagram(now, 1, reply, TURN)
+
+
+def kinds(core: Gathering) -> list[str]:
+    out = []
+    while (event := core.next_event()) is not None:
+        if isinstance(event, IceCandidateErrorEvent):
+            out.append(f"error{event.errorCode}")
+        elif isinstance(event, IceCandidateEvent):
+            c = event.candidate
+            out.append("null" if c is None else (c.type or "end"))
+        else:
+            out.append(event.state.value)
+    return out
+
+
+def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
+    core, [first] = started(dual=False)
+    assert stun.parse(first.data).get(Attr.ADDITIONAL_ADDRESS_FAMILY) is None
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [])
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
+    relay = [c for c in core.candidates if c.type == "relay"][0]
+    assert (relay.address, relay.port) == ("198.51.100.10", 50000)
+    assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
+    assert len(core.allocations) == 1
+
+
+def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -> None:
+    core, [first] = started(dual=True)
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    family = stun.parse(second.data).get(Attr.ADDITIONAL_ADDRESS_FAMILY)
+    assert family is not None and family[0] == stun.FAMILY_IPV6
+    refusal = (
+        bytes([stun.FAMILY_IPV6, 0])
+        + stun.error_code_value(440, "Address Family not Supported")[2:]
+    )
+    answer(core, second.data, 0.1, [(Attr.ADDRESS_ERROR_CODE, refusal)])
+    assert kinds(core) == [
+        "gathering",
+        "host",
+        "error440",
+        "srflx",
+        "relay",
+        "end",
+        "complete",
+        "null",
+    ]
