@@ -84,7 +84,7 @@ def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     [second] = drain(core)
     answer(core, second.data, 0.1, [])
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
-    relay = [c for c in core.candidates if c.type == "relay"][0]
+    [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.address, relay.port) == ("198.51.100.10", 50000)
     assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
     assert len(core.allocations) == 1
