@@ -16,6 +16,7 @@ from .events import (
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
 )
+from .interfaces import IpHandling
 from .sdp import can_trickle_ice_candidates, candidate_lines
 from .transaction import Timing
 from .urls import InvalidServerUrl, ServerUrl, parse_server_url
@@ -34,6 +35,7 @@ __all__ = [
     "IceGatheringStateChangeEvent",
     "IceServer",
     "InvalidServerUrl",
+    "IpHandling",
     "ServerUrl",
     "Timing",
     "can_trickle_ice_candidates",

@@ -22,7 +22,13 @@ from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
 from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
 from .gathering import Base, Gathering, Transport
-from .interfaces import AddressFilter, LocalAddress, local_addresses
+from .interfaces import (
+    AddressFilter,
+    IpHandling,
+    LocalAddress,
+    default_route_addresses,
+    local_addresses,
+)
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
@@ -59,6 +65,7 @@ class Gatherer:
         mids: Sequence[str] = ("0",),
         components: int = 1,
         ice_transport_policy: str = "all",
+        ip_handling: IpHandling | int = IpHandling.ALL,
         timing: Timing | None = None,
         link_local: bool = False,
         address_filter: AddressFilter | None = None,
@@ -75,6 +82,12 @@ class Gatherer:
             raise ValueError(
                 f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
             )
+        try:
+            ip_handling = IpHandling(ip_handling)
+        except ValueError:
+            raise ValueError(
+                f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}"
+            ) from None
         if not isinstance(components, int) or not 1 <= components <= 256:
             raise ValueError(f"components must be an integer 1-256, not {components!r}")
         self._core = Gathering(
@@ -82,12 +95,14 @@ class Gatherer:
             components=components,
             servers=servers_from_config(ice_servers),
             credentials=credentials or new_credentials(),
-            relay_only=ice_transport_policy == "relay",
+            relay_only=ice_transport_policy == "relay" or ip_handling is IpHandling.RELAY,
+            hide_host=ip_handling is IpHandling.DEFAULT_ROUTE,
             timing=timing,
             rtt=_shared_rtt,
             nonces=_shared_nonces,
             dual_stack_relays=dual_stack_relays,
         )
+        self._ip_handling = ip_handling
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
@@ -251,6 +266,8 @@ class Gatherer:
         addresses = local_addresses(
             link_local=self._link_local, address_filter=self._address_filter
         )
+        if self._ip_handling in (IpHandling.DEFAULT_ROUTE_AND_LOCAL, IpHandling.DEFAULT_ROUTE):
+            addresses = default_route_addresses(addresses)
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):

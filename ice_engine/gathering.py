@@ -175,6 +175,7 @@ class Gathering:
         servers: Sequence[Server] = (),
         credentials: Credentials,
         relay_only: bool = False,
+        hide_host: bool = False,
         timing: Timing | None = None,
         rtt: RttTable | None = None,
         nonces: NonceCache | None = None,
@@ -188,6 +189,7 @@ class Gathering:
         self.components = components
         self.servers = tuple(servers)
         self.relay_only = relay_only
+        self.hide_host = hide_host  # RFC 8828 mode 3: no host candidate, no related address
         self.timing = timing or Timing()
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
@@ -277,7 +279,7 @@ class Gathering:
         generation.bases = list(bases)
         generation.state = [GatheringState.GATHERING] * len(self.transports)
         self._set_state(GatheringState.GATHERING, now)
-        if not self.relay_only:
+        if not (self.relay_only or self.hide_host):
             for base in generation.bases:
                 self._add_candidate(generation, base, "host", base.address, base.port, now)
         for server in self.servers:
@@ -648,7 +650,7 @@ class Gathering:
         has_related = kind != "host"
         if related is None:
             related = (base.address, base.port)
-        if has_related and self.relay_only:
+        if has_related and (self.relay_only or self.hide_host):
             related = ("0.0.0.0" if base.family == socket.AF_INET else "::", 0)
         candidate = Candidate(
             foundation=compute_foundation(kind, base.address, protocol, server_address),

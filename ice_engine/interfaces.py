@@ -8,6 +8,7 @@ while: thousands of sessions starting at once need not each walk the interface l
 
 from __future__ import annotations
 
+import enum
 import functools
 import ipaddress
 import socket
@@ -19,6 +20,9 @@ import ifaddr
 
 __all__ = [
     "AddressFilter",
+    "IpHandling",
+    "default_route_addresses",
+    "default_route_interfaces",
     "LocalAddress",
     "enumerate_addresses",
     "interleave",
@@ -28,6 +32,16 @@ __all__ = [
 
 #: A user's say on each address: called with (interface name, address); False drops it.
 AddressFilter = Callable[[str, str], bool]
+
+
+class IpHandling(enum.IntEnum):
+    """RFC 8828 §5.2 IP address handling modes: how much of the host's addressing to show."""
+
+    ALL = 1  #: every usable address
+    DEFAULT_ROUTE_AND_LOCAL = 2  #: only the default route's address, host candidate included
+    DEFAULT_ROUTE = 3  #: only the default route, and no private (host) address revealed
+    RELAY = 4  #: relay candidates only
+
 
 _IPV4_MAPPED = ipaddress.IPv6Network("::ffff:0:0/96")
 _IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
@@ -82,6 +96,46 @@ def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> lis
             else:
                 found.append(LocalAddress(adapter.nice_name, ip.ip, socket.AF_INET, network_id))
     return found
+
+
+def default_route_interfaces() -> dict[int, str]:
+    """The interface of the default route per family, from the kernel's tables (Linux).
+
+    Read, not probed: no socket is opened and nothing is sent.
+    """
+    found: dict[int, str] = {}
+    try:
+        with open("/proc/net/route") as table:
+            for line in table.readlines()[1:]:
+                fields = line.split()
+                if len(fields) > 7 and fields[1] == "00000000" and fields[7] == "00000000":
+                    found.setdefault(socket.AF_INET, fields[0])
+        with open("/proc/net/ipv6_route") as table:
+            for line in table:
+                fields = line.split()
+                # ::/0 via a real gateway; the kernel's own "unreachable" default has none.
+                if (
+                    len(fields) == 10
+                    and fields[0] == "0" * 32
+                    and fields[1] == "00"
+                    and fields[4] != "0" * 32
+                    and fields[9] != "lo"
+                ):
+                    found.setdefault(socket.AF_INET6, fields[9])
+    except OSError:
+        pass
+    return found
+
+
+def default_route_addresses(addresses: Sequence[LocalAddress]) -> list[LocalAddress]:
+    """RFC 8828 modes 2 and 3: per family, the first address of the default route's
+    interface (the one the kernel would pick as the source)."""
+    routes = default_route_interfaces()
+    chosen: dict[int, LocalAddress] = {}
+    for address in addresses:
+        if routes.get(address.family) == address.interface:
+            chosen.setdefault(address.family, address)
+    return [a for a in addresses if chosen.get(a.family) is a]
 
 
 _cache: tuple[float, list[LocalAddress]] | None = None

@@ -154,6 +154,7 @@ async def test_unreachable_dns_server_does_not_hold_gathering(tmp_path: object) 
         ({"mids": ["0", "0"]}, "distinct"),
         ({"components": 0}, "components"),
         ({"ice_transport_policy": "none"}, "ice_transport_policy"),
+        ({"ip_handling": 5}, "RFC 8828"),
     ],
 )
 def test_bad_configuration_is_refused_up_front(kwargs: dict[str, object], message: str) -> None:
