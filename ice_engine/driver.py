@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import secrets
 import socket
 import ssl
 import sys
@@ -73,6 +75,7 @@ class Gatherer:
         credentials: Credentials | None = None,
         ssl_context: ssl.SSLContext | None = None,
         dual_stack_relays: bool = False,
+        port_range: tuple[int, int] | None = None,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -88,6 +91,10 @@ class Gatherer:
             raise ValueError(
                 f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}"
             ) from None
+        if port_range is not None and not (
+            len(port_range) == 2 and 1 <= port_range[0] <= port_range[1] <= 65535
+        ):
+            raise ValueError(f"port_range must be (low, high) within 1-65535, not {port_range!r}")
         if not isinstance(components, int) or not 1 <= components <= 256:
             raise ValueError(f"components must be an integer 1-256, not {components!r}")
         self._core = Gathering(
@@ -103,6 +110,7 @@ class Gatherer:
             dual_stack_relays=dual_stack_relays,
         )
         self._ip_handling = ip_handling
+        self._port_range = port_range
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
@@ -292,12 +300,9 @@ class Gatherer:
             if sys.platform == "linux":
                 level, option = _RECVERR[address.family]
                 sock.setsockopt(level, option, 1)
-            if address.family == socket.AF_INET6:
-                sock.bind((address.address, 0, 0, address.scope_id))
-            else:
-                sock.bind((address.address, 0))
+            self._bind_port(sock, address)
         except OSError:
-            sock.close()  # e.g. an address that went away since enumeration
+            sock.close()  # an address gone since enumeration, or no free port in the range
             return None
         self._next_key += 1
         key = self._next_key
@@ -313,6 +318,25 @@ class Gatherer:
             rank=rank,
             network_id=address.network_id,
         )
+
+    def _bind_port(self, sock: socket.socket, address: LocalAddress) -> None:
+        """Any port, or the first free one of `port_range` from a random start."""
+        ports: Sequence[int] = [0]
+        if self._port_range is not None:
+            low, high = self._port_range
+            start = secrets.randbelow(high - low + 1)
+            ports = [*range(low + start, high + 1), *range(low, low + start)]
+        for port in ports:
+            try:
+                if address.family == socket.AF_INET6:
+                    sock.bind((address.address, port, 0, address.scope_id))
+                else:
+                    sock.bind((address.address, port))
+                return
+            except OSError as error:
+                if error.errno != errno.EADDRINUSE:
+                    raise
+        raise OSError(errno.EADDRINUSE, f"no free port in {self._port_range}")
 
     def _close_socket(self, key: int) -> None:
         sock, _generation = self._sockets.pop(key)

@@ -170,3 +170,25 @@ def test_credentials_stay_out_of_repr() -> None:
     gatherer = Gatherer([server])
     assert "s3cret" not in repr(gatherer.credentials)
     assert gatherer.credentials.pwd not in repr(gatherer.credentials)
+
+
+async def test_port_range_is_honoured_and_exhaustion_skips_bases() -> None:
+    needs_an_address()
+    async with Gatherer(components=2, port_range=(42000, 42009)) as gatherer:
+        events = await collect(gatherer)
+        ports = [c.port for c in gatherer.candidates]
+        assert ports and all(port is not None and 42000 <= port <= 42009 for port in ports)
+        bound = [(c.address, c.port) for c in gatherer.candidates]
+        assert len(set(bound)) == len(bound)
+    assert events[-1].to_json()["candidate"] is None
+    # A one-port range serves one base; the others are skipped, and gathering completes.
+    async with Gatherer(components=2, port_range=(42010, 42010)) as gatherer:
+        await collect(gatherer)
+        # one per address: IPv4 and IPv6 sockets may share a port number
+        assert {c.port for c in gatherer.candidates} == {42010}
+        assert len(gatherer.candidates) == len(local_addresses())
+
+
+def test_bad_port_range_is_refused() -> None:
+    with pytest.raises(ValueError, match="port_range"):
+        Gatherer(port_range=(5000, 4000))
