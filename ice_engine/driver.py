@@ -210,25 +210,32 @@ class Gatherer:
         self._service()
 
     async def close(self) -> None:
-        """Release every socket, timer and task. Idempotent."""
+        """Release every socket, timer and task, deallocating TURN allocations first
+        (waiting up to a second for the servers). Idempotent; even a cancelled close
+        releases everything."""
         if self._closed:
             return
         self._closed = True
         for task in self._tasks:
             task.cancel()
         self._core.close(self._now())
-        if self._sockets:
-            self._service()  # sends the deallocations
-            give_up = self._now() + _DEALLOCATE_WAIT
-            while self._core.closing and self._now() < give_up:
-                await asyncio.sleep(0.005)
+        try:
+            if self._sockets:
+                self._service()  # sends the deallocations
+                give_up = self._now() + _DEALLOCATE_WAIT
+                while self._core.closing and self._now() < give_up:
+                    await asyncio.sleep(0.005)
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         for task in self._tasks:
             task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
         for stream in self._streams.values():
             if stream.transport is not None:
                 stream.transport.abort()
