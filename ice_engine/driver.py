@@ -76,6 +76,7 @@ class Gatherer:
         ssl_context: ssl.SSLContext | None = None,
         dual_stack_relays: bool = False,
         port_range: tuple[int, int] | None = None,
+        pool_size: int = 0,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -91,6 +92,10 @@ class Gatherer:
             raise ValueError(
                 f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}"
             ) from None
+        if pool_size not in (0, 1):
+            raise ValueError(
+                f"pool_size must be 0 or 1 (one pre-gathered generation), not {pool_size!r}"
+            )
         if port_range is not None and not (
             len(port_range) == 2 and 1 <= port_range[0] <= port_range[1] <= 65535
         ):
@@ -111,6 +116,7 @@ class Gatherer:
         )
         self._ip_handling = ip_handling
         self._port_range = port_range
+        self._pool_size = pool_size
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
@@ -125,6 +131,7 @@ class Gatherer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeup = asyncio.Event()
         self._streaming = False
+        self._streamed = -1  # the last generation whose events gather() delivered in full
         self._closed = False
 
     # -- public API ---------------------------------------------------------------
@@ -179,7 +186,7 @@ class Gatherer:
             target = self._core.generation
             if self._core.transport_state(0) is GatheringState.NEW:
                 self._start()
-            elif self._finished(target):
+            elif target == self._streamed:
                 raise RuntimeError(
                     f"generation {target} is complete and its events were consumed; "
                     "call restart() for a new one"
@@ -198,6 +205,7 @@ class Gatherer:
                     and event.candidate is None
                     and event.generation == target
                 ):
+                    self._streamed = target
                     return
         finally:
             self._streaming = False
@@ -208,6 +216,17 @@ class Gatherer:
             raise RuntimeError("the gatherer is closed")
         self._core.restart(self._now(), new_credentials())
         self._service()
+        if self._pool_size:
+            self._start()  # the pool: the new generation gathers before it is asked for
+
+    async def prepare(self) -> None:
+        """Start gathering now, before `gather()` asks (RTCConfiguration.iceCandidatePool):
+        a later `gather()` then streams what is already there at once. `__aenter__` calls
+        it when `pool_size` is set."""
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        if self._core.transport_state(0) is GatheringState.NEW:
+            self._start()
 
     async def close(self) -> None:
         """Release every socket, timer and task, deallocating TURN allocations first
@@ -245,6 +264,8 @@ class Gatherer:
         self._wakeup.set()
 
     async def __aenter__(self) -> Gatherer:
+        if self._pool_size:
+            await self.prepare()
         return self
 
     async def __aexit__(
@@ -264,12 +285,6 @@ class Gatherer:
         if self._loop is None:
             self._loop = asyncio.get_running_loop()
         return self._loop
-
-    def _finished(self, generation: int) -> bool:
-        return self._core.generation == generation and all(
-            self._core.transport_state(i) is GatheringState.COMPLETE
-            for i in range(len(self._core.transports))
-        )
 
     def _start(self) -> None:
         generation = self._core.generation

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from ice_engine.lab import Lab, lab_session, lab_unavailable_reason
+from ice_engine.lab import Lab, lab_session, lab_unavailable_reason, leases
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +17,20 @@ def lab() -> Iterator[Lab]:
         pytest.skip(reason)
     with lab_session() as running:
         yield running
+
+
+@pytest.fixture
+def delayed_lab(lab: Lab) -> Iterator[Lab]:
+    """The lab with 50 ms RTT between the NAT and the servers, for timing-shaped tests.
+
+    Skipped while another test session shares the lab: changing its delay would upset it.
+    """
+    others = leases.other_sessions()
+    if others:
+        pytest.skip(f"the lab is in use by other test sessions (PIDs {others})")
+    before = lab.delay_ms or 0.0
+    lab.set_delay(25)
+    try:
+        yield lab
+    finally:
+        lab.set_delay(before)

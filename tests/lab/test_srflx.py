@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -106,15 +105,6 @@ def test_an_unknown_name_is_an_error_and_gathering_goes_on(lab: Lab) -> None:
     assert error["address"] is None
     assert len(candidates(events, "srflx")) == 2
     assert events[-1]["candidate"] is None
-
-
-@pytest.fixture
-def delayed_lab(lab: Lab) -> Iterator[Lab]:
-    lab.set_delay(25)  # 50 ms RTT between the router and the server
-    try:
-        yield lab
-    finally:
-        lab.set_delay(0)
 
 
 def test_dead_server_beside_a_live_one(delayed_lab: Lab) -> None:
