@@ -407,8 +407,7 @@ class Allocation:
         transaction_id = stun.new_transaction_id()
         # XOR-PEER-ADDRESS depends on the transaction id (IPv6), so it is built per send.
         wire = [*attributes] + [
-            (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id))
-            for peer in peers
+            (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id)) for peer in peers
         ]
         auth, key = self._auth, self._key
         if auth is None or key is None:
@@ -598,4 +597,3 @@ def _channel(request: _Request) -> int:
         if attr == Attr.CHANNEL_NUMBER:
             return value[0] << 8 | value[1]
     raise AssertionError("ChannelBind without CHANNEL-NUMBER")
-
