@@ -47,6 +47,10 @@ _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET: (socket.IPPROTO_IP, 11),
     socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
 }
+# Linux rtnetlink groups: links and IPv4/IPv6 addresses coming and going.
+_RTMGRP_INTERFACES = 0x1 | 0x10 | 0x100
+_RESCAN_DELAY = 0.05  # coalesce a burst of netlink messages into one re-enumeration
+_POLL_INTERVAL = 2.0  # without netlink, re-enumerate this often
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
@@ -77,6 +81,7 @@ class Gatherer:
         dual_stack_relays: bool = False,
         port_range: tuple[int, int] | None = None,
         pool_size: int = 0,
+        continual: bool = False,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -109,6 +114,7 @@ class Gatherer:
             credentials=credentials or new_credentials(),
             relay_only=ice_transport_policy == "relay" or ip_handling is IpHandling.RELAY,
             hide_host=ip_handling is IpHandling.DEFAULT_ROUTE,
+            continual=continual,
             timing=timing,
             rtt=_shared_rtt,
             nonces=_shared_nonces,
@@ -117,6 +123,9 @@ class Gatherer:
         self._ip_handling = ip_handling
         self._port_range = port_range
         self._pool_size = pool_size
+        self._continual = continual
+        self._watcher: socket.socket | None = None
+        self._watch_timer: asyncio.TimerHandle | None = None
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
@@ -250,6 +259,7 @@ class Gatherer:
             self._release()
 
     def _release(self) -> None:
+        self._stop_watching()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -293,16 +303,29 @@ class Gatherer:
         for key, (_sock, owner) in list(self._sockets.items()):
             if owner < generation - 1:
                 self._close_socket(key)
+        bases = self._bind_all(self._addresses(), 0, generation)
+        self._core.start(self._now(), bases)
+        if self._continual and self._watcher is None and self._watch_timer is None:
+            self._watch_interfaces()
+        self._service()
+
+    def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
         addresses = local_addresses(
-            link_local=self._link_local, address_filter=self._address_filter
+            link_local=self._link_local, address_filter=self._address_filter, max_age=max_age
         )
         if self._ip_handling in (IpHandling.DEFAULT_ROUTE_AND_LOCAL, IpHandling.DEFAULT_ROUTE):
             addresses = default_route_addresses(addresses)
+        return addresses
+
+    def _bind_all(
+        self, addresses: Sequence[LocalAddress], first_rank: int, generation: int
+    ) -> list[Base]:
+        """One socket per (transport, component, address); all or nothing."""
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):
                 for component in range(1, self._core.components + 1):
-                    for rank, address in enumerate(addresses):
+                    for rank, address in enumerate(addresses, start=first_rank):
                         base = self._bind(address, transport, component, rank, generation)
                         if base is not None:
                             bases.append(base)
@@ -310,8 +333,69 @@ class Gatherer:
             for base in bases:
                 self._close_socket(base.key)
             raise
-        self._core.start(self._now(), bases)
+        return bases
+
+    # -- continual gathering -------------------------------------------------------
+
+    def _watch_interfaces(self) -> None:
+        """Learn of address changes from rtnetlink where there is one, else by polling."""
+        loop = self._get_loop()
+        if sys.platform == "linux":
+            try:
+                watcher = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+                watcher.bind((0, _RTMGRP_INTERFACES))
+                watcher.setblocking(False)
+            except OSError:
+                pass
+            else:
+                self._watcher = watcher
+                loop.add_reader(watcher.fileno(), self._on_interface_change)
+                return
+        self._watch_timer = loop.call_later(_POLL_INTERVAL, self._on_poll)
+
+    def _on_interface_change(self) -> None:
+        assert self._watcher is not None
+        with contextlib.suppress(OSError):
+            while self._watcher.recv(65536):  # the content does not matter: re-enumerate
+                pass
+        if self._watch_timer is None:
+            self._watch_timer = self._get_loop().call_later(_RESCAN_DELAY, self._on_poll)
+
+    def _on_poll(self) -> None:
+        self._watch_timer = None
+        if self._watcher is None:  # polling: come back later
+            self._watch_timer = self._get_loop().call_later(_POLL_INTERVAL, self._on_poll)
+        self._rescan()
+
+    def _rescan(self) -> None:
+        """Bring the current generation's bases in line with the addresses now present."""
+        core = self._core
+        if self._closed or core.state is not GatheringState.GATHERING:
+            return
+        now = self._now()
+        present = {a.address: a for a in self._addresses(max_age=0)}
+        bases = core.bases
+        gone = [b.key for b in bases if b.address not in present]
+        if gone:
+            core.remove_bases(now, gone)
+            for key in gone:
+                self._close_socket(key)
+        known = {b.address for b in bases}
+        added = [a for a in present.values() if a.address not in known]
+        if added:
+            ranks = max((b.rank for b in bases), default=-1) + 1
+            core.add_bases(now, self._bind_all(added, ranks, core.generation))
         self._service()
+
+    def _stop_watching(self) -> None:
+        if self._watch_timer is not None:
+            self._watch_timer.cancel()
+            self._watch_timer = None
+        if self._watcher is not None:
+            with contextlib.suppress(Exception):
+                self._get_loop().remove_reader(self._watcher.fileno())
+            self._watcher.close()
+            self._watcher = None
 
     def _bind(
         self, address: LocalAddress, transport: int, component: int, rank: int, generation: int

@@ -26,6 +26,7 @@ from .candidate import Candidate, compute_foundation, compute_priority, relay_ty
 from .commands import CloseStream, Command, OpenStream, Resolve, SendDatagram, StreamSend
 from .credentials import Credentials
 from .events import (
+    CandidateRemovedEvent,
     Event,
     GatheringState,
     IceCandidate,
@@ -160,8 +161,10 @@ class _Generation:
         self.state = [GatheringState.NEW] * transports
         self.candidates: list[IceCandidate] = []
         self.addresses: set[tuple[int, int, int, str, int]] = set()
-        self.unresolved: dict[int, Server] = {}
+        self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
+        self.servers: list[tuple[Server, list[tuple[str, int]]]] = []  # resolved so far
         self.deadline = started
+        self.ending = False  # continual gathering: set once the generation may finish
 
 
 class Gathering:
@@ -176,6 +179,7 @@ class Gathering:
         credentials: Credentials,
         relay_only: bool = False,
         hide_host: bool = False,
+        continual: bool = False,
         timing: Timing | None = None,
         rtt: RttTable | None = None,
         nonces: NonceCache | None = None,
@@ -190,6 +194,9 @@ class Gathering:
         self.servers = tuple(servers)
         self.relay_only = relay_only
         self.hide_host = hide_host  # RFC 8828 mode 3: no host candidate, no related address
+        # Continual gathering: a generation takes in new bases and stays "gathering" until
+        # a restart or close ends it (libwebrtc's GATHER_CONTINUALLY).
+        self.continual = continual
         self.timing = timing or Timing()
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
@@ -331,17 +338,76 @@ class Gathering:
         if generation is not self._generation:
             return
         normalized = [(str(ipaddress.ip_address(host)), port) for host, port in addresses]
+        generation.servers.append((server, normalized))
         for base in generation.bases:
-            family_matches = [
-                a for a in normalized if (":" in a[0]) == (base.family == socket.AF_INET6)
-            ]
-            for server_address in family_matches:
-                if server.url.is_turn:
-                    self._allocate(generation, base, server, server_address, now)
-                else:
-                    self._send_binding(generation, base, server, server_address, now)
+            self._contact(generation, base, server, normalized, now)
         for transport in range(len(self.transports)):
             self._done(generation, transport, now)
+
+    def _contact(
+        self,
+        generation: _Generation,
+        base: Base,
+        server: Server,
+        addresses: Sequence[tuple[str, int]],
+        now: float,
+        deadline: float | None = None,
+    ) -> None:
+        """Ask one server, at each of its addresses of the base's family, from one base."""
+        for server_address in addresses:
+            if (":" in server_address[0]) != (base.family == socket.AF_INET6):
+                continue
+            if server.url.is_turn:
+                self._allocate(generation, base, server, server_address, now, deadline)
+            else:
+                self._send_binding(generation, base, server, server_address, now, deadline)
+
+    def add_bases(self, now: float, bases: Sequence[Base]) -> None:
+        """Continual gathering: new sockets (an address appeared) join the current
+        generation, with their host candidates and every server already resolved."""
+        generation = self._generation
+        if (
+            not self.continual
+            or generation.ending
+            or self._closed
+            or generation.state[0] is not GatheringState.GATHERING
+        ):
+            raise RuntimeError("bases can only be added while gathering continually")
+        generation.bases.extend(bases)
+        for base in bases:
+            if not (self.relay_only or self.hide_host):
+                self._add_candidate(generation, base, "host", base.address, base.port, now)
+            for server, addresses in generation.servers:  # a fresh deadline for new work
+                deadline = now + self.timing.server_deadline
+                self._contact(generation, base, server, addresses, now, deadline)
+
+    def remove_bases(self, now: float, keys: Sequence[int]) -> None:
+        """Sockets whose address went away: their candidates are removed (an event each)
+        and whatever they still waited for is dropped."""
+        generation = self._generation
+        gone = set(keys)
+        generation.bases = [b for b in generation.bases if b.key not in gone]
+        for transaction_id, probe in list(self._probes.items()):
+            if probe.base.key in gone:
+                del self._probes[transaction_id]
+                self._done(probe.generation, probe.base.transport, now)
+        for key, relay in list(self._relays.items()):
+            if relay.base.key in gone:
+                del self._relays[key]
+                if relay.stream is not None:
+                    self._commands.append(CloseStream(relay.stream))
+                if not relay.done:
+                    relay.done = True
+                    self._done(relay.generation, relay.base.transport, now)
+        kept = []
+        for candidate in generation.candidates:
+            if generation.bases_of.get(candidate.candidate) in gone:
+                self._events.append(
+                    CandidateRemovedEvent(candidate, generation.number, now - generation.started)
+                )
+            else:
+                kept.append(candidate)
+        generation.candidates = kept
 
     def resolve_failed(self, now: float, request: int, reason: str) -> None:
         entry = self._resolving.pop(request, None)
@@ -457,13 +523,14 @@ class Gathering:
         server: Server,
         server_address: tuple[str, int],
         now: float,
+        deadline: float | None = None,
     ) -> None:
         generation.pending[base.transport] += 1
         over_stream = server.url.transport == "tcp"
         allocation = Allocation(
             server_address,
             credentials=TurnCredentials(server.username or "", server.credential or ""),
-            deadline=generation.deadline,
+            deadline=deadline or generation.deadline,
             reliable=over_stream,
             timing=self.timing,
             rtt=self.rtt,
@@ -599,11 +666,12 @@ class Gathering:
         server: Server,
         server_address: tuple[str, int],
         now: float,
+        deadline: float | None = None,
     ) -> None:
         transaction_id = stun.new_transaction_id()
         request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
         rto = self.rtt.rto(server_address, self.timing)
-        tx = StunTransaction(request, now=now, rto=rto, deadline=generation.deadline)
+        tx = StunTransaction(request, now=now, rto=rto, deadline=deadline or generation.deadline)
         self._probes[transaction_id] = _Probe(generation, base, server, server_address, tx)
         generation.pending[base.transport] += 1
         self._commands.append(SendDatagram(base.key, request, server_address))
@@ -677,6 +745,7 @@ class Gathering:
             candidate,
         )
         generation.candidates.append(ice_candidate)
+        generation.bases_of[ice_candidate.candidate] = base.key
         self._events.append(
             IceCandidateEvent(ice_candidate, generation.number, now - generation.started)
         )
@@ -709,7 +778,8 @@ class Gathering:
 
     def _maybe_finish(self, generation: _Generation, transport: int, now: float) -> None:
         if (
-            generation.pending[transport] > 0
+            (self.continual and not generation.ending)
+            or generation.pending[transport] > 0
             or generation.state[transport] is not GatheringState.GATHERING
         ):
             return
@@ -730,6 +800,7 @@ class Gathering:
 
     def _abandon(self, generation: _Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
+        generation.ending = True
         for transaction_id in [
             tid for tid, probe in self._probes.items() if probe.generation is generation
         ]:

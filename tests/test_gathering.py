@@ -448,3 +448,35 @@ def test_icmp_unreachable_fails_only_that_server_from_that_base() -> None:
     assert {e.url for e in errors} == {"stun:198.51.100.10:3999"}
     assert kinds(net.events).count("srflx") == 2
     assert net.events[-1].t == pytest.approx(0.05)
+
+
+def test_continual_gathering_takes_new_bases_and_removes_lost_ones() -> None:
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[Server(parse_server_url("stun:198.51.100.10"), 0)],
+        credentials=Credentials("ufrag001", "p" * 24),
+        continual=True,
+    )
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases[:2])
+    net.run()
+    assert kinds(net.events) == ["gathering", "host", "host", "srflx"]  # open: no end yet
+    assert core.state is GatheringState.GATHERING
+    net._bases[bases[2].key] = bases[2]
+    core.add_bases(net.now, [bases[2]])
+    net.pump()
+    net.run(until=net.now + 2.5)
+    assert kinds(net.events)[4:] == ["host", "srflx"]
+    late = net.events[-1]
+    assert late.t > 0.05  # the new base got its own deadline, not the spent one
+    core.remove_bases(net.now, [bases[1].key])
+    net.pump()
+    removed = [e for e in net.events if e.type == "candidateremoved"]
+    assert {e.candidate.address for e in removed} == {V4A, PUBLIC}
+    assert not any(c.address == V4A for c in core.candidates)
+    core.restart(net.now, new_credentials())
+    net.pump()
+    assert kinds(net.events)[-3:] == ["end:0", "complete", "null"]
+    with pytest.raises(RuntimeError):
+        core.add_bases(net.now, [bases[2]])

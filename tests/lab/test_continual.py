@@ -1,0 +1,80 @@
+"""Continual gathering: addresses that come and go while a generation is open."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from ice_engine.lab import CLIENT_NS, SERVER_IPV4, Lab
+
+pytestmark = pytest.mark.lab
+
+EXTRA = "203.0.113.140"
+
+SCRIPT = """
+import asyncio, json, subprocess
+from ice_engine import Gatherer, IceServer
+
+def ip(*args):
+    subprocess.run(["ip", *args], check=True)
+
+async def main():
+    log = []
+    async with Gatherer([IceServer("stun:{server}")], continual=True) as gatherer:
+        async def consume():
+            async for event in gatherer.gather():
+                c = getattr(event, "candidate", None)
+                if event.type == "icegatheringstatechange":
+                    log.append(["state", event.state.value, event.generation])
+                elif c is None:
+                    log.append([event.type, None, event.generation])
+                else:
+                    log.append([event.type, c.type, c.address, event.generation])
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)
+        log.append(["mark", "adding"])
+        ip("addr", "add", "{extra}/25", "dev", "c1")
+        await asyncio.sleep(0.5)
+        log.append(["mark", "removing"])
+        ip("addr", "del", "{extra}/25", "dev", "c1")
+        await asyncio.sleep(0.3)
+        log.append(["mark", "restart"])
+        await gatherer.restart()
+        await task
+        log.append(["state-after", gatherer.gathering_state.value])
+    print(json.dumps(log))
+
+asyncio.run(main())
+"""
+
+
+def test_added_and_removed_addresses_in_the_open_generation(lab: Lab) -> None:
+    script = SCRIPT.format(server=SERVER_IPV4, extra=EXTRA)
+    try:
+        result = lab.run_python(script, timeout_s=30)
+    finally:  # never leave the extra address behind
+        subprocess.run(
+            ["ip", "-n", CLIENT_NS, "addr", "del", f"{EXTRA}/25", "dev", "c1"],
+            capture_output=True,
+            check=False,
+        )
+    assert result.returncode == 0, result.stderr
+    log = json.loads(result.stdout)
+    marks = {entry[1]: i for i, entry in enumerate(log) if entry[0] == "mark"}
+    before = log[: marks["adding"]]
+    assert ["state", "gathering", 0] in before
+    assert not any(e[0] == "icecandidate" and e[1] is None for e in before)  # no null yet
+    assert not any(e[1] == "" for e in before)
+    added = log[marks["adding"] : marks["removing"]]
+    assert ["icecandidate", "host", EXTRA, 0] in added
+    assert any(e[:2] == ["icecandidate", "srflx"] for e in added)  # learnt via STUN too
+    removed = log[marks["removing"] : marks["restart"]]
+    assert ["candidateremoved", "host", EXTRA, 0] in removed
+    assert any(e[:2] == ["candidateremoved", "srflx"] for e in removed)
+    ended = log[marks["restart"] :]
+    assert ["state", "complete", 0] in ended
+    assert ["icecandidate", None, 0] in ended
+    assert ended[-1] == ["state-after", "complete"]
