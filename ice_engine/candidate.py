@@ -6,6 +6,7 @@ tokens: no regular expressions, no `ipaddress` round trips.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from typing import NamedTuple
 
@@ -48,6 +49,7 @@ def compute_priority(type_preference: int, local_preference: int, component: int
     return (type_preference << 24) | (local_preference << 8) | (256 - component)
 
 
+@functools.lru_cache(maxsize=4096)
 def compute_foundation(
     candidate_type: str, base_address: str, protocol: str, server: str | None = None
 ) -> str:
@@ -230,26 +232,27 @@ class Candidate(NamedTuple):
 
         `with_ufrag=False` gives the SDP `a=candidate` form, which browsers send without it.
         """
-        parts = [
+        line = (
             f"candidate:{self.foundation} {self.component} {self.protocol} {self.priority} "
             f"{self.address} {self.port} typ {self.type}"
-        ]
+        )
         if self.related_address is not None:
-            parts.append(f"raddr {self.related_address}")
+            line += f" raddr {self.related_address}"
         if self.related_port is not None:
-            parts.append(f"rport {self.related_port}")
+            line += f" rport {self.related_port}"
         if self.tcptype is not None:
-            parts.append(f"tcptype {self.tcptype}")
+            line += f" tcptype {self.tcptype}"
         if self.generation is not None:
-            parts.append(f"generation {self.generation}")
+            line += f" generation {self.generation}"
         if self.ufrag is not None and with_ufrag:
-            parts.append(f"ufrag {self.ufrag}")
+            line += f" ufrag {self.ufrag}"
         if self.network_id is not None:
-            parts.append(f"network-id {self.network_id}")
+            line += f" network-id {self.network_id}"
         if self.network_cost is not None:
-            parts.append(f"network-cost {self.network_cost}")
-        parts.extend(f"{name} {value}" for name, value in self.extensions)
-        return " ".join(parts)
+            line += f" network-cost {self.network_cost}"
+        for name, value in self.extensions:
+            line += f" {name} {value}"
+        return line
 
     def __str__(self) -> str:
         return self.to_sdp()

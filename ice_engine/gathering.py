@@ -14,6 +14,7 @@ Event order per generation, as browsers fire it:
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import socket
@@ -337,7 +338,7 @@ class Gathering:
         generation, server = entry
         if generation is not self._generation:
             return
-        normalized = [(str(ipaddress.ip_address(host)), port) for host, port in addresses]
+        normalized = [(_canonical(host), port) for host, port in addresses]
         generation.servers.append((server, normalized))
         for base in generation.bases:
             self._contact(generation, base, server, normalized, now)
@@ -821,6 +822,13 @@ class Gathering:
 
 
 _COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical(address: str) -> str:
+    """One spelling per address, so a response's source compares equal (cached: servers
+    are few and every gatherer asks)."""
+    return str(ipaddress.ip_address(address))
 
 
 def _normalize(address: str) -> str:

@@ -6,6 +6,7 @@ time instead of as a silent gathering timeout.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ class ServerUrl:
         return f"_{self.scheme}._{self.transport}.{self.host}"
 
 
+@functools.lru_cache(maxsize=256)
 def parse_server_url(url: str) -> ServerUrl:
     """Parse an ICE server URL, raising InvalidServerUrl that names the problem."""
     if not isinstance(url, str):
