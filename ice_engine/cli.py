@@ -1,6 +1,8 @@
-"""`ice-engine`: gather candidates from a terminal, run the lab, show a demo.
+"""`ice-engine`: gather candidates from a terminal, and run the network lab.
 
-Bad input gets one line on stderr and exit status 2; a failure of the machine (no
+On a terminal `ice-engine gather` shows a live table (the Trickle ICE page of the WebRTC
+samples, in a terminal); piped, it prints plain lines; `--json` prints one JSON object per
+event and line. Bad input gets one line on stderr and exit status 2; a failure of the machine (no
 permission, no such interface) gets one line and status 1. Never a traceback.
 """
 
@@ -15,24 +17,25 @@ import ssl
 import sys
 import time
 from collections.abc import Sequence
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
-from .events import (
-    Event,
-    IceCandidateErrorEvent,
-    IceCandidateEvent,
-    IceGatheringStateChangeEvent,
-)
+from .liveview import LiveView, PlainView
 from .transaction import Timing
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["main"]
 
 EXAMPLES = """\
 examples:
-  ice-engine gather                                  host candidates only
+  ice-engine gather                                  host candidates only, live table
   ice-engine gather --ice-server stun:stun.example.org --json
+  ice-engine gather --ice-server stun:stun.example.org | tee gather.log   plain lines
+  ICE_ENGINE_CREDENTIAL=secret ice-engine gather \\
+      --ice-server turn:turn.example.org --username alice
   ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
                     --username alice --credential secret --relay-only
   ice-engine gather --mids 0,1 --components 2 --generations 2
@@ -128,32 +131,35 @@ def build_parser() -> argparse.ArgumentParser:
     gather.add_argument(
         "--link-local", action="store_true", help="include IPv6 link-local addresses"
     )
-    gather.add_argument("--json", action="store_true", help="one JSON object per event and line")
+    view = gather.add_mutually_exclusive_group()
+    view.add_argument(
+        "--json", action="store_true", help="one JSON object per event and line (for programs)"
+    )
+    view.add_argument(
+        "--plain",
+        action="store_true",
+        help="plain text lines even on a terminal (the default when stdout is not one)",
+    )
     lab = commands.add_parser("lab", help="bring the network lab up or down (needs root)")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="up [--delay-ms N] | down | status")
     return parser
 
 
-def _format(event: Event) -> str:
-    ms = f"{event.t * 1000:9.1f} ms"
-    if isinstance(event, IceGatheringStateChangeEvent):
-        return f"{ms}  state       {event.state.value}"
-    if isinstance(event, IceCandidateErrorEvent):
-        where = f"{event.address}:{event.port}" if event.address else "-"
-        return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {event.errorText}"
-    if isinstance(event, IceCandidateEvent):
-        if event.candidate is None:
-            return f"{ms}  complete    (null candidate)"
-        c = event.candidate
-        if c.parsed is None:
-            return f"{ms}  end-of-candidates  mid {c.sdpMid}"
-        p = c.parsed
-        related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
-        return (
-            f"{ms}  {p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
-            f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
-        )
-    return f"{ms}  {event.type}"
+def _live_console(out: TextIO) -> Console | None:
+    """A rich console when `out` is a terminal that can take a live view, else None."""
+    if not out.isatty() or os.environ.get("TERM") == "dumb":
+        return None
+    try:
+        from rich.console import Console
+    except ImportError:  # pragma: no cover - rich is a dependency
+        return None
+    return Console(file=out, highlight=False)
+
+
+async def _tick(view: LiveView | PlainView) -> None:
+    while True:
+        await asyncio.sleep(0.08)
+        view.tick()
 
 
 async def _gather(args: argparse.Namespace, out: TextIO) -> int:
@@ -175,18 +181,34 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         ssl_context=context,
     )
     started = time.monotonic()
-    async with gatherer:
-        for generation in range(args.generations):
-            if generation:
-                await gatherer.restart()
-            async for event in gatherer.gather():
-                if args.json:
+    if args.json:
+        async with gatherer:
+            for generation in range(args.generations):
+                if generation:
+                    await gatherer.restart()
+                async for event in gatherer.gather():
                     out.write(json.dumps(event.to_json()) + "\n")
-                else:
-                    out.write(_format(event) + "\n")
-                out.flush()
-    if not args.json:
-        out.write(f"done in {(time.monotonic() - started) * 1000:.1f} ms\n")
+                    out.flush()
+        return 0
+    console = None if args.plain else _live_console(out)
+    view: LiveView | PlainView = (
+        PlainView(out, args.ice_server)
+        if console is None
+        else LiveView(console, args.ice_server, deadline=args.timeout)
+    )
+    with view:
+        ticker = asyncio.create_task(_tick(view))
+        try:
+            async with gatherer:
+                for generation in range(args.generations):
+                    if generation:
+                        await gatherer.restart()
+                        view.restart(gatherer.generation, gatherer.credentials.ufrag)
+                    async for event in gatherer.gather():
+                        view.add(event)
+        finally:
+            ticker.cancel()
+        view.finish(time.monotonic() - started)
     return 0
 
 

@@ -1,0 +1,385 @@
+"""What `ice-engine gather` shows: a live Trickle ICE table on a terminal, plain lines elsewhere.
+
+Both views are fed the same events through `add(event)` and close with `finish()`, which
+prints a per-server summary: when each server gave its first candidate, how many it gave,
+and its errors. A candidate is attributed to its server through its priority: the local
+preference's low four bits hold the server's slot (0 for host candidates, 1 + the server's
+index otherwise; see docs/architecture.md).
+
+The live view uses `rich` and is drawn from the asyncio thread only (no refresh thread):
+`tick()` redraws it, so the spinner turns while the gatherer waits for servers.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TextIO
+
+from .events import (
+    Event,
+    IceCandidate,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+)
+
+if TYPE_CHECKING:
+    from rich.console import Console, JustifyMethod, RenderableType
+    from rich.live import Live
+
+__all__ = [
+    "LiveView",
+    "PlainView",
+    "ServerStats",
+    "Summary",
+    "format_event",
+    "server_slot",
+]
+
+_SLOTS = 16  # local preference = 65535 - 16 * rank - slot, slot 0..15
+
+
+def server_slot(candidate: IceCandidate) -> int | None:
+    """Which server a candidate was learnt from: its index in the server list, None for
+    host candidates (or when the priority does not say)."""
+    if candidate.parsed is None or candidate.parsed.type == "host":
+        return None
+    local_preference = (candidate.parsed.priority >> 8) & 0xFFFF
+    slot = (65535 - local_preference) % _SLOTS
+    return slot - 1 if slot else None
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """What one server gave during gathering (all generations)."""
+
+    url: str
+    first_candidate: float | None = None
+    """Seconds from the start of its generation to its first candidate."""
+    candidates: int = 0
+    types: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        if self.candidates:
+            return "ok"
+        if self.errors:
+            return "failed"
+        return "no new candidates"
+
+
+class Summary:
+    """Counts over the event stream: per server, per candidate type, per generation."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        self.servers = [ServerStats(url) for url in urls]
+        self.by_url: dict[str, ServerStats] = {s.url: s for s in self.servers}
+        self.types: dict[str, int] = {}
+        self.candidates = 0
+        self.errors = 0
+        self.generations = 0
+        self.last_t = 0.0
+
+    def add(self, event: Event) -> None:
+        self.last_t = max(self.last_t, event.t)
+        if isinstance(event, IceGatheringStateChangeEvent):
+            if event.state.value == "gathering":
+                self.generations += 1
+        elif isinstance(event, IceCandidateErrorEvent):
+            self.errors += 1
+            stats = self.by_url.get(event.url)
+            if stats is None:
+                stats = self.by_url[event.url] = ServerStats(event.url)
+                self.servers.append(stats)
+            stats.errors.append((event.errorCode, event.errorText))
+        elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+            candidate = event.candidate
+            if candidate.parsed is None:
+                return
+            self.candidates += 1
+            kind = candidate.parsed.type
+            self.types[kind] = self.types.get(kind, 0) + 1
+            slot = server_slot(candidate)
+            if slot is not None and slot < len(self.servers):
+                stats = self.servers[slot]
+                stats.candidates += 1
+                stats.types[kind] = stats.types.get(kind, 0) + 1
+                if stats.first_candidate is None:
+                    stats.first_candidate = event.t
+
+    def heard_from(self) -> int:
+        return sum(1 for s in self.servers if s.candidates or s.errors)
+
+    def type_counts(self) -> str:
+        order = ["host", "srflx", "prflx", "relay"]
+        kinds = sorted(self.types, key=lambda k: order.index(k) if k in order else len(order))
+        return ", ".join(f"{self.types[k]} {k}" for k in kinds) or "none"
+
+    def server_lines(self) -> list[str]:
+        lines = []
+        for stats in self.servers:
+            first = (
+                "-" if stats.first_candidate is None else f"{stats.first_candidate * 1000:.1f} ms"
+            )
+            codes = ", ".join(f"{code} {text}" for code, text in stats.errors[:3])
+            if len(stats.errors) > 3:
+                codes += f", … {len(stats.errors) - 3} more"
+            lines.append(
+                f"server {stats.url}: {stats.status}; first candidate {first}; "
+                f"{stats.candidates} candidates; {len(stats.errors)} errors"
+                + (f" ({codes})" if codes else "")
+            )
+        return lines
+
+
+def format_event(event: Event) -> str:
+    """One plain line per event: what `ice-engine gather` prints without a terminal."""
+    ms = f"{event.t * 1000:9.1f} ms"
+    if isinstance(event, IceGatheringStateChangeEvent):
+        return f"{ms}  state       {event.state.value}"
+    if isinstance(event, IceCandidateErrorEvent):
+        where = f"{event.address}:{event.port}" if event.address else "-"
+        return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {event.errorText}"
+    if isinstance(event, IceCandidateEvent):
+        if event.candidate is None:
+            return f"{ms}  complete    (null candidate)"
+        c = event.candidate
+        if c.parsed is None:
+            return f"{ms}  end-of-candidates  mid {c.sdpMid}"
+        p = c.parsed
+        related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
+        return (
+            f"{ms}  {p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
+            f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
+        )
+    return f"{ms}  {event.type}"
+
+
+class PlainView:
+    """Plain text, one line per event and a summary: for pipes, files and dumb terminals."""
+
+    def __init__(self, out: TextIO, urls: Sequence[str]) -> None:
+        self.out = out
+        self.summary = Summary(urls)
+
+    def __enter__(self) -> PlainView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def restart(self, generation: int, ufrag: str) -> None:
+        self.out.write(f"ICE restart: generation {generation}, ufrag {ufrag}\n")
+
+    def add(self, event: Event) -> None:
+        self.summary.add(event)
+        self.out.write(format_event(event) + "\n")
+        self.out.flush()
+
+    def tick(self) -> None:
+        return None
+
+    def finish(self, elapsed: float) -> None:
+        s = self.summary
+        for line in s.server_lines():
+            self.out.write(line + "\n")
+        self.out.write(
+            f"{s.candidates} candidates ({s.type_counts()}), {s.errors} errors, "
+            f"{s.generations} generation{'s' if s.generations != 1 else ''}\n"
+        )
+        self.out.write(f"done in {elapsed * 1000:.1f} ms\n")
+        self.out.flush()
+
+
+class LiveView:
+    """The terminal Trickle ICE page: a table filled as candidates arrive, errors in red,
+    a spinner while waiting, and a per-server summary once gathering is complete."""
+
+    def __init__(self, console: Console, urls: Sequence[str], *, deadline: float) -> None:
+        from rich.table import Table
+
+        self.console = console
+        self.summary = Summary(urls)
+        self.deadline = deadline
+        self.started = time.monotonic()
+        self.generation_started = self.started
+        self.state = "new"
+        self.table = Table(
+            title="ICE candidates",
+            title_justify="left",
+            expand=False,
+            header_style="bold",
+        )
+        columns: tuple[tuple[str, JustifyMethod], ...] = (
+            ("Time (ms)", "right"),
+            ("Mid", "left"),
+            ("Component", "right"),
+            ("Type", "left"),
+            ("Foundation", "left"),
+            ("Protocol", "left"),
+            ("Address", "left"),
+            ("Port", "right"),
+            ("Priority", "right"),
+            ("Related address", "left"),
+        )
+        for name, justify in columns:
+            # addresses fold on a narrow terminal rather than lose their tail to an ellipsis
+            wide = name in ("Address", "Related address")
+            self.table.add_column(
+                name, justify=justify, no_wrap=not wide, overflow="fold" if wide else "ellipsis"
+            )
+        self.errors = Table(
+            title="Errors (icecandidateerror)",
+            title_justify="left",
+            title_style="bold red",
+            header_style="bold red",
+        )
+        for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
+            self.errors.add_column(
+                name,
+                style="red",
+                no_wrap=name != "Text",
+                justify="right" if name == "Time (ms)" else "left",
+            )
+        self.live: Live | None = None
+
+    def __enter__(self) -> LiveView:
+        from rich.live import Live
+
+        self.live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def restart(self, generation: int, ufrag: str) -> None:
+        self.table.add_section()
+        self.table.add_row(
+            *[""] * 6,
+            f"[bold]ICE restart[/]: generation {generation}, ufrag {ufrag}",
+            style="dim",
+        )
+        self.generation_started = time.monotonic()
+        self.tick()
+
+    def add(self, event: Event) -> None:
+        self.summary.add(event)
+        ms = f"{event.t * 1000:.1f}"
+        if isinstance(event, IceGatheringStateChangeEvent):
+            self.state = event.state.value
+        elif isinstance(event, IceCandidateErrorEvent):
+            where = f"{event.address}:{event.port}" if event.address else "-"
+            self.errors.add_row(ms, event.url, where, str(event.errorCode), event.errorText)
+        elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+            c = event.candidate
+            if c.parsed is None:
+                self.table.add_row(ms, c.sdpMid, *[""] * 4, "(end-of-candidates)", style="dim")
+            else:
+                p = c.parsed
+                related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
+                style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}.get(p.type, "")
+                self.table.add_row(
+                    ms,
+                    c.sdpMid,
+                    str(p.component),
+                    p.type,
+                    p.foundation,
+                    p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
+                    p.address,
+                    str(p.port),
+                    str(p.priority),
+                    related,
+                    style=style,
+                )
+        self.tick()
+
+    def tick(self) -> None:
+        if self.live is not None:
+            self.live.update(self._render(), refresh=True)
+
+    def _status(self) -> RenderableType:
+        from rich.spinner import Spinner
+
+        s = self.summary
+        waited = time.monotonic() - self.generation_started
+        text = f"gathering… {waited * 1000:.0f} ms, {s.candidates} candidates"
+        if s.servers:
+            text += (
+                f", heard from {s.heard_from()}/{len(s.servers)} servers "
+                f"(each has {self.deadline:g} s)"
+            )
+        if s.errors:
+            text += f", [red]{s.errors} errors[/]"
+        return Spinner("dots", text=text, style="green")
+
+    def _render(self, final: bool = False) -> RenderableType:
+        from rich.console import Group
+
+        parts: list[RenderableType] = [self.table]
+        if self.errors.row_count:
+            parts.append(self.errors)
+        if final:
+            parts.append(self._summary_table())
+        else:
+            parts.append(self._status())
+        return Group(*parts)
+
+    def _summary_table(self) -> RenderableType:
+        from rich.console import Group
+        from rich.table import Table
+        from rich.text import Text
+
+        s = self.summary
+        parts: list[RenderableType] = []
+        if s.servers:
+            table = Table(title="Servers", title_justify="left", header_style="bold")
+            summary_columns: tuple[tuple[str, JustifyMethod], ...] = (
+                ("URL", "left"),
+                ("Status", "left"),
+                ("First candidate", "right"),
+                ("Candidates", "right"),
+                ("Errors", "right"),
+            )
+            for name, justify in summary_columns:
+                table.add_column(name, justify=justify)
+            for stats in s.servers:
+                first = (
+                    "-"
+                    if stats.first_candidate is None
+                    else f"{stats.first_candidate * 1000:.1f} ms"
+                )
+                kinds = ", ".join(f"{n} {k}" for k, n in stats.types.items())
+                codes = ", ".join(sorted({str(code) for code, _ in stats.errors}))
+                table.add_row(
+                    stats.url,
+                    stats.status,
+                    first,
+                    f"{stats.candidates}" + (f" ({kinds})" if kinds else ""),
+                    f"{len(stats.errors)}" + (f" ({codes})" if codes else ""),
+                    style="red" if stats.status == "failed" else None,
+                )
+            parts.append(table)
+        parts.append(
+            Text.from_markup(
+                f"[bold green]✓ complete[/]: {s.candidates} candidates ({s.type_counts()}), "
+                + (f"[red]{s.errors} errors[/]" if s.errors else "0 errors")
+                + f", {s.generations} generation{'s' if s.generations != 1 else ''}"
+            )
+        )
+        return Group(*parts)
+
+    def finish(self, elapsed: float) -> None:
+        from rich.console import Group
+        from rich.text import Text
+
+        if self.live is not None:
+            self.live.update(
+                Group(self._render(final=True), Text(f"done in {elapsed * 1000:.1f} ms")),
+                refresh=True,
+            )

@@ -1,0 +1,316 @@
+"""`ice-engine gather`'s two faces: the live table on a terminal, plain lines elsewhere.
+
+The terminal is real: tmux renders the screen and `capture-pane` reads it back, as a person
+would see it; a pty checks the same path without tmux. A UDP socket on loopback that never
+answers stands in for a dead STUN server (so the spinner has something to wait for), and a
+closed loopback port for one that fails at once (ICMP port unreachable: a red error row).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import pty
+import re
+import select
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ice_engine.candidate import Candidate, compute_priority
+from ice_engine.events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
+from ice_engine.gathering import local_preference
+from ice_engine.interfaces import local_addresses
+from ice_engine.liveview import Summary, server_slot
+
+ROOT = Path(__file__).resolve().parent.parent
+ANSI = re.compile(r"\x1b[\[\]()][0-9;?]*[ -/]*[@-~]")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["TERM"] = "xterm-256color"
+    env.pop("NO_COLOR", None)
+    env.pop("COLUMNS", None)
+    env.pop("LINES", None)
+    return env
+
+
+@pytest.fixture
+def ipv4_host() -> str:
+    addresses = [a.address for a in local_addresses() if a.family == socket.AF_INET]
+    if not addresses:
+        pytest.skip("this machine has no non-loopback IPv4 address to gather from")
+    return addresses[0]
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A loopback UDP port that receives STUN requests and never answers."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        yield sock.getsockname()[1]
+    finally:
+        sock.close()
+
+
+def _closed_port() -> int:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port: int = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+# -- the plain view ---------------------------------------------------------------
+
+
+def test_plain_view_without_a_terminal_has_no_ansi_and_a_summary(ipv4_host: str) -> None:
+    closed = _closed_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--ice-server", f"stun:127.0.0.1:{closed}"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=_env(),  # TERM set, yet stdout is a pipe: plain
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "\x1b" not in out
+    assert f" host   mid 0 comp 1 udp {ipv4_host}:" in out
+    assert f"ERROR 701  stun:127.0.0.1:{closed} from {ipv4_host}:" in out
+    assert f"server stun:127.0.0.1:{closed}: failed; first candidate -; 0 candidates; " in out
+    assert re.search(r"^\d+ candidates \(\d+ host\), \d+ errors, 1 generation$", out, re.M)
+    assert out.rstrip().splitlines()[-1].startswith("done in ")
+
+
+def test_json_and_plain_are_exclusive() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--json", "--plain"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1 and "not allowed with" in result.stderr
+
+
+# -- the summary's bookkeeping ----------------------------------------------------
+
+
+def _candidate(kind: str, rank: int, slot: int) -> IceCandidate:
+    parsed = Candidate(
+        "1",
+        1,
+        "udp",
+        compute_priority(100 if kind == "srflx" else 126, local_preference(rank, slot), 1),
+        "198.51.100.1",
+        4000,
+        kind,
+    )
+    return IceCandidate(parsed.to_sdp(), "0", 0, "abcd", parsed)
+
+
+def test_candidates_are_attributed_to_their_server_by_priority() -> None:
+    assert server_slot(_candidate("host", 0, 0)) is None
+    assert server_slot(_candidate("srflx", 0, 1)) == 0
+    assert server_slot(_candidate("srflx", 3, 2)) == 1
+    summary = Summary(["stun:a.example", "stun:b.example"])
+    summary.add(IceCandidateEvent(_candidate("srflx", 1, 2), 0, 0.030))
+    summary.add(IceCandidateEvent(_candidate("srflx", 0, 2), 0, 0.040))
+    summary.add(IceCandidateErrorEvent("stun:a.example", "192.0.2.2", 5, 701, "gone", 0, 2.0))
+    a, b = summary.servers
+    assert (a.status, a.candidates, a.first_candidate, len(a.errors)) == ("failed", 0, None, 1)
+    assert (b.status, b.candidates, b.first_candidate) == ("ok", 2, 0.030)
+    assert summary.heard_from() == 2
+    assert summary.type_counts() == "2 srflx"
+
+
+# -- the live view, on a real terminal ---------------------------------------------
+
+
+class Tmux:
+    """One private tmux server (its own socket name), killed by that name at the end."""
+
+    def __init__(self) -> None:
+        self.name = f"ice-engine-test-{uuid.uuid4().hex[:8]}"
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.name, *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+
+    def screen(self) -> str:
+        return self("capture-pane", "-p", "-J", "-t", "view")
+
+    def wait_for(self, needle: str, timeout: float = 20) -> str:
+        deadline = time.monotonic() + timeout
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if needle in screen:
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} never showed; the screen:\n{screen}")
+
+
+@pytest.fixture
+def tmux() -> Iterator[Tmux]:
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux): no terminal to render in")
+    session = Tmux()
+    try:
+        yield session
+    finally:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):
+            session("kill-server")
+
+
+def _start(tmux: Tmux, args: list[str]) -> None:
+    command = " ".join([sys.executable, "-m", "ice_engine", "gather", *args])
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "view",
+        "-x",
+        "200",
+        "-y",
+        "60",
+        "-e",
+        f"PYTHONPATH={_env()['PYTHONPATH']}",
+        # COLUMNS/LINES from the test's environment would override the terminal's size
+        f"env -u COLUMNS -u LINES {command}; echo EXIT=$?; sleep 120",
+    )
+
+
+def test_live_view_in_tmux_shows_rows_spinner_errors_and_summary(
+    tmux: Tmux, ipv4_host: str, silent_server: int
+) -> None:
+    closed = _closed_port()
+    _start(
+        tmux,
+        [
+            "--ice-server",
+            f"stun:127.0.0.1:{closed}",
+            "--ice-server",
+            f"stun:127.0.0.1:{silent_server}",
+            "--timeout",
+            "1.5",
+        ],
+    )
+    # the silent server keeps it waiting for 1.5 s (the closed port fails at once when the
+    # kernel's ICMP rate limit lets its port unreachable through, else by the deadline)
+    waiting = tmux.wait_for("gathering…")
+    assert "ICE candidates" in waiting
+    assert re.search(r"heard from [01]/2 servers \(each has 1\.5 s\)", waiting), waiting
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] gathering… \d+ ms", waiting), waiting
+    screen = tmux.wait_for("EXIT=")
+    assert "EXIT=0" in screen
+    for header in (
+        "Time (ms)",
+        "Component",
+        "Type",
+        "Foundation",
+        "Protocol",
+        "Address",
+        "Port",
+        "Priority",
+        "Related address",
+    ):
+        assert header in screen, header
+    host_row = re.compile(
+        rf"│\s+\d+\.\d │ 0\s+│\s+1 │ host\s+│ \d+\s+│ udp\s+│ {re.escape(ipv4_host)}\s+│\s+\d+ │\s+\d+ │"
+    )
+    assert host_row.search(screen), screen
+    assert "(end-of-candidates)" in screen
+    assert "Errors (icecandidateerror)" in screen
+    assert re.search(
+        rf"│ stun:127\.0\.0\.1:{closed}\s+│ {re.escape(ipv4_host)}:\d+\s+│ 701", screen
+    )
+    # errors are highlighted: the rows of the error table are drawn in red
+    coloured = tmux("capture-pane", "-p", "-e", "-J", "-t", "view")
+    error_rows = [
+        line for line in coloured.splitlines() if f"{ipv4_host}:" in line and "701" in line
+    ]
+    assert error_rows and all("\x1b[31m" in line for line in error_rows), error_rows
+    # the summary: one row per server, then the totals
+    assert "Servers" in screen and "First candidate" in screen
+    assert re.search(
+        rf"│ stun:127\.0\.0\.1:{closed}\s+│ failed\s+│\s+- │\s+0 │\s+\d+ \(701\) │", screen
+    )
+    assert re.search(rf"│ stun:127\.0\.0\.1:{silent_server}\s+│ failed\s+│", screen)
+    assert re.search(r"✓ complete: \d+ candidates \(\d+ host\), \d+ errors, 1 generation", screen)
+    assert "done in " in screen
+    assert "gathering…" not in screen  # the spinner line gave way to the summary
+
+
+def test_live_view_in_tmux_marks_an_ice_restart(tmux: Tmux, ipv4_host: str) -> None:
+    _start(tmux, ["--generations", "2", "--mids", "0,1"])
+    screen = tmux.wait_for("EXIT=")
+    assert "EXIT=0" in screen
+    assert re.search(r"ICE restart: generation 1, ufrag [A-Za-z0-9+/]{8}", screen), screen
+    assert screen.count("(end-of-candidates)") == 4
+    assert "2 generations" in screen
+
+
+def test_live_view_on_a_pty(ipv4_host: str) -> None:
+    """Without tmux: a pseudo-terminal of 160 columns; the output is ANSI, the text the table."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ice_engine", "gather"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=_env(),
+        close_fds=True,
+    )
+    os.close(slave)
+    chunks = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child closed the terminal
+                    break
+                if not data:
+                    break
+                chunks.append(data)
+            elif process.poll() is not None:
+                break
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+    raw = b"".join(chunks).decode()
+    assert "\x1b[" in raw  # a terminal gets the live view, not plain lines
+    text = ANSI.sub("", raw)
+    assert "ICE candidates" in text
+    assert re.search(rf"│ host\s+│ \d+\s+│ udp\s+│ {re.escape(ipv4_host)}\s+│", text), text
+    assert "✓ complete:" in text and "done in " in text
+    assert " state       gathering" not in text  # none of the plain view's lines
