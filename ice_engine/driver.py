@@ -134,6 +134,7 @@ class Gatherer:
         self._stream_tasks: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
+        self._reading: set[int] = set()  # sockets watched for answers
         self._next_key = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -413,7 +414,6 @@ class Gatherer:
         self._next_key += 1
         key = self._next_key
         self._sockets[key] = (sock, generation)
-        self._get_loop().add_reader(sock.fileno(), self._on_readable, key, sock)
         return Base(
             key=key,
             transport=transport,
@@ -446,8 +446,10 @@ class Gatherer:
 
     def _close_socket(self, key: int) -> None:
         sock, _generation = self._sockets.pop(key)
-        with contextlib.suppress(Exception):
-            self._get_loop().remove_reader(sock.fileno())
+        if key in self._reading:
+            self._reading.discard(key)
+            with contextlib.suppress(Exception):
+                self._get_loop().remove_reader(sock.fileno())
         sock.close()
 
     def _on_readable(self, key: int, sock: socket.socket) -> None:
@@ -486,6 +488,14 @@ class Gatherer:
             if isinstance(command, SendDatagram):
                 entry = self._sockets.get(command.base_key)
                 if entry is not None:
+                    if command.base_key not in self._reading:
+                        # Only answers to what we sent are ever accepted, so a socket is
+                        # watched from its first send on: host-only bases cost no watch.
+                        self._reading.add(command.base_key)
+                        loop = self._get_loop()
+                        loop.add_reader(
+                            entry[0].fileno(), self._on_readable, command.base_key, entry[0]
+                        )
                     with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
                         entry[0].sendto(command.data, command.address)
             elif isinstance(command, StreamSend):

@@ -48,6 +48,7 @@ from .urls import ServerUrl
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
+_DEFAULT_TIMING = Timing()
 UNREACHABLE = 701  # W3C: the server could not be reached (no STUN code applies)
 _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 
@@ -198,7 +199,7 @@ class Gathering:
         # Continual gathering: a generation takes in new bases and stays "gathering" until
         # a restart or close ends it (libwebrtc's GATHER_CONTINUALLY).
         self.continual = continual
-        self.timing = timing or Timing()
+        self.timing = timing or _DEFAULT_TIMING
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
         self.dual_stack_relays = dual_stack_relays
@@ -721,21 +722,22 @@ class Gathering:
             related = (base.address, base.port)
         if has_related and (self.relay_only or self.hide_host):
             related = ("0.0.0.0" if base.family == socket.AF_INET else "::", 0)
-        candidate = Candidate(
-            foundation=compute_foundation(kind, base.address, protocol, server_address),
-            component=base.component,
-            protocol=protocol,
-            priority=compute_priority(
-                type_preference, local_preference(base.rank, slot), base.component
-            ),
-            address=address,
-            port=port,
-            type=kind,
-            related_address=related[0] if has_related else None,
-            related_port=related[1] if has_related else None,
-            generation=generation.number,
-            ufrag=generation.credentials.ufrag,
-            network_id=base.network_id or None,
+        candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
+            compute_foundation(kind, base.address, protocol, server_address),
+            base.component,
+            protocol,
+            compute_priority(type_preference, local_preference(base.rank, slot), base.component),
+            address,
+            port,
+            kind,
+            related[0] if has_related else None,
+            related[1] if has_related else None,
+            None,
+            generation.number,
+            generation.credentials.ufrag,
+            base.network_id or None,
+            None,
+            (),
         )
         transport = self.transports[base.transport]
         ice_candidate = IceCandidate(

@@ -139,6 +139,7 @@ def default_route_addresses(addresses: Sequence[LocalAddress]) -> list[LocalAddr
 
 
 _cache: tuple[float, list[LocalAddress]] | None = None
+_ordered: dict[bool, tuple[LocalAddress, ...]] = {}  # filtered and ordered, per link_local
 
 
 def local_addresses(
@@ -152,10 +153,16 @@ def local_addresses(
     now = time.monotonic()
     if _cache is None or now - _cache[0] > max_age:
         _cache = (now, enumerate_addresses())
+        _ordered.clear()
+    if address_filter is None and link_local in _ordered:
+        return list(_ordered[link_local])  # the common case, shared by every gatherer
     usable = [
         a
         for a in _cache[1]
         if is_usable(a.address, link_local=link_local)
         and (address_filter is None or address_filter(a.interface, a.address))
     ]
-    return interleave(usable)
+    ordered = interleave(usable)
+    if address_filter is None:
+        _ordered[link_local] = tuple(ordered)
+    return ordered
