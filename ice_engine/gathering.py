@@ -512,9 +512,10 @@ class Gathering:
             if relay_timer is not None and relay_timer <= now:
                 relay.allocation.handle_timer(now)
                 self._flush(relay, now)
-        for resolve_id, (generation, _server) in list(self._resolving.items()):
+        for resolve_id, (generation, server) in list(self._resolving.items()):
             if now >= generation.deadline:
-                self.resolve_failed(now, resolve_id, "DNS lookup timed out.")
+                text = f"DNS lookup of {server.url.host!r} timed out."
+                self.resolve_failed(now, resolve_id, text)
 
     # -- internals -----------------------------------------------------------------
 
