@@ -39,6 +39,7 @@ examples:
   ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
                     --username alice --credential secret --relay-only
   ice-engine gather --mids 0,1 --components 2 --generations 2
+  ice-engine demo                                    the lab's NAT, STUN and TURN, live (root)
   ice-engine lab up --delay-ms 25                    the test network (root)
 """
 
@@ -120,6 +121,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gather.add_argument("--relay-only", action="store_true", help='iceTransportPolicy "relay"')
     gather.add_argument(
+        "--ip-handling",
+        type=int,
+        choices=(1, 2, 3, 4),
+        default=1,
+        help="RFC 8828 mode: 1 all addresses, 2 default route and its local address, "
+        "3 default route without local addresses, 4 relay only (default %(default)s)",
+    )
+    gather.add_argument(
         "--timeout",
         type=_seconds,
         default=Timing().server_deadline,
@@ -140,6 +149,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain text lines even on a terminal (the default when stdout is not one)",
     )
+    demo = commands.add_parser(
+        "demo",
+        help="bring up the network lab and gather host, srflx and relay candidates in it (root)",
+    )
+    demo.add_argument("--delay-ms", type=float, default=25.0, help="one-way delay to the servers")
+    demo_output = demo.add_mutually_exclusive_group()
+    demo_output.add_argument("--json", action="store_true", help="one JSON object per event")
+    demo_output.add_argument("--plain", action="store_true", help="plain lines, no live view")
     lab = commands.add_parser("lab", help="bring the network lab up or down (needs root)")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="up [--delay-ms N] | down | status")
     return parser
@@ -179,6 +196,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         timing=Timing(server_deadline=args.timeout),
         link_local=args.link_local,
         ssl_context=context,
+        ip_handling=args.ip_handling,
     )
     started = time.monotonic()
     if args.json:
@@ -222,6 +240,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .lab.cli import main as lab_main
 
             return lab_main(args.lab_args)
+        if args.command == "demo":
+            from .lab.demo import run_demo
+
+            if not (args.delay_ms >= 0 and args.delay_ms <= 1000):
+                raise UsageError("--delay-ms must be between 0 and 1000")
+            return run_demo(
+                args.delay_ms, "json" if args.json else "plain" if args.plain else "view"
+            )
         return asyncio.run(_gather(args, sys.stdout))
     except UsageError as error:
         print(f"ice-engine: {error}", file=sys.stderr)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 
@@ -64,3 +65,17 @@ def test_mode_4_relay_only(lab: Lab) -> None:
     found = gathered(lab, 4)
     assert {c[0] for c in found} == {"relay"}
     assert {c[2] for c in found} == {"0.0.0.0"}
+
+
+def test_cli_flag(lab: Lab) -> None:
+    result = lab.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--json", "--ip-handling", "2"], timeout_s=30
+    )
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    hosts = {
+        e["candidate"]["candidate"].split()[4]
+        for e in lines
+        if e["event"] == "icecandidate" and e["candidate"] and e["candidate"]["candidate"]
+    }
+    assert hosts == {CLIENT_IPV4_A, CLIENT_IPV6}
