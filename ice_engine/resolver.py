@@ -78,11 +78,19 @@ class Resolver:
             family = socket.AF_INET6 if ":" in url.host else socket.AF_INET
             return [ResolvedAddress(url.host, url.port, family)]
         srv_name = url.srv_name
+        direct = asyncio.ensure_future(self._addresses(url.host, url.port))
         if srv_name is not None:
-            srv = await self._lookup(srv_name, dns.rdatatype.SRV)
+            # The host's own A/AAAA are asked at the same time as its SRV record, so that
+            # a name without SRV (most of them) costs one round trip, not two.
+            try:
+                srv = await self._lookup(srv_name, dns.rdatatype.SRV)
+            except BaseException:
+                direct.cancel()
+                raise
             if srv.records:
+                direct.cancel()
                 return await self._resolve_srv(srv_name, srv.records)
-        addresses, problem = await self._addresses(url.host, url.port)
+        addresses, problem = await direct
         if not addresses:
             raise ResolutionError(problem)
         return addresses

@@ -135,3 +135,12 @@ def test_icmp_port_unreachable_fails_fast(delayed_lab: Lab) -> None:
     assert all("unreachable" in e["errorText"] for e in failures)
     assert all(e["t"] < 0.5 for e in failures), failures
     assert events[-1]["candidate"] is None and events[-1]["t"] < 0.5
+
+
+def test_a_name_without_srv_costs_one_dns_round_trip(delayed_lab: Lab) -> None:
+    """No port: SRV is asked, and the host's A/AAAA at the same time, so a name with no
+    SRV record (most) gives its srflx after 2 RTT (DNS, binding), not 3."""
+    events = gather(delayed_lab, "--ice-server", f"stun:{STUN_HOST}")
+    srflx = candidates(events, "srflx")
+    assert len(srflx) == 2
+    assert all(0.1 <= c["t"] < 0.14 for c in srflx), srflx
