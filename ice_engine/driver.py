@@ -15,7 +15,7 @@ import secrets
 import socket
 import ssl
 import sys
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -40,6 +40,9 @@ from .turn import Allocation, NonceCache
 __all__ = ["Gatherer"]
 
 _POLICIES = ("all", "relay")
+#: Called with (allocation, peer address, payload) for data relayed to us by TURN.
+RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
+
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
 # Linux: queue ICMP errors on unconnected UDP sockets, with the destination they concern.
@@ -82,6 +85,7 @@ class Gatherer:
         port_range: tuple[int, int] | None = None,
         pool_size: int = 0,
         continual: bool = False,
+        on_relayed: RelayedHandler | None = None,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -124,6 +128,7 @@ class Gatherer:
         self._port_range = port_range
         self._pool_size = pool_size
         self._continual = continual
+        self._on_relayed = on_relayed
         self._watcher: socket.socket | None = None
         self._watch_timer: asyncio.TimerHandle | None = None
         self._link_local = link_local
@@ -173,6 +178,23 @@ class Gatherer:
     def allocations(self) -> list[Allocation]:
         """TURN allocations kept alive (refreshed) until `close()`; see `ice_engine.turn`."""
         return self._core.allocations
+
+    def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
+        """Install TURN permissions for these peers (refreshing them is the caller's task:
+        permissions last 5 minutes)."""
+        self._core.relay_permit(self._now(), allocation, peers)
+        self._service()
+
+    def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
+        """Bind a channel to a peer: its data then travels as ChannelData."""
+        self._core.relay_bind_channel(self._now(), allocation, peer)
+        self._service()
+
+    def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: bytes) -> None:
+        """Send through an allocation to a permitted peer; what peers send back reaches
+        the `on_relayed` callback given to the constructor."""
+        self._core.relay_send(self._now(), allocation, peer, data)
+        self._service()
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -518,6 +540,9 @@ class Gatherer:
                     )
                 else:
                     self._spawn(self._resolve(command))
+        while (relayed := core.next_relayed()) is not None:
+            if self._on_relayed is not None:
+                self._on_relayed(*relayed)
         if not self._sockets:
             return
         timer = core.get_timer()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import socket
 
+import pytest
+
 from ice_engine import stun
 from ice_engine.commands import Resolve, SendDatagram
 from ice_engine.credentials import Credentials
@@ -111,3 +113,37 @@ def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -
         "complete",
         "null",
     ]
+
+
+def test_relayed_data_and_sends_go_through_the_allocation() -> None:
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [])
+    [allocation] = core.allocations
+    peer = ("198.51.100.11", 40000)
+    core.relay_permit(0.2, allocation, [peer])
+    [permission] = drain(core)
+    assert stun.parse(permission.data).method == Method.CREATE_PERMISSION
+    core.relay_send(0.2, allocation, peer, b"hello")
+    [send] = drain(core)
+    sent = stun.parse(send.data)
+    assert (sent.method, sent.get(Attr.DATA), sent.xor_peer_address()) == (
+        Method.SEND,
+        b"hello",
+        peer,
+    )
+    txid = bytes(12)
+    data = stun.encode(
+        Method.DATA,
+        MessageClass.INDICATION,
+        txid,
+        [(Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, txid)), (Attr.DATA, b"back")],
+    )
+    assert core.receive_datagram(0.3, 1, data, TURN)
+    assert core.next_relayed() == (allocation, peer, b"back")
+    assert not core.receive_datagram(0.3, 1, data, ("198.51.100.66", 3478))  # not our server
+    assert core.next_relayed() is None
+    core.close(0.4)
+    with pytest.raises(ValueError, match="live allocation"):
+        core.relay_send(0.5, allocation, peer, b"late")
