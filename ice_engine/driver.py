@@ -86,6 +86,7 @@ class Gatherer:
         pool_size: int = 0,
         continual: bool = False,
         on_relayed: RelayedHandler | None = None,
+        tcp_candidates: bool = False,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -129,6 +130,7 @@ class Gatherer:
         self._pool_size = pool_size
         self._continual = continual
         self._on_relayed = on_relayed
+        self._tcp_candidates = tcp_candidates
         self._watcher: socket.socket | None = None
         self._watch_timer: asyncio.TimerHandle | None = None
         self._link_local = link_local
@@ -326,8 +328,12 @@ class Gatherer:
         for key, (_sock, owner) in list(self._sockets.items()):
             if owner < generation - 1:
                 self._close_socket(key)
-        bases = self._bind_all(self._addresses(), 0, generation)
-        self._core.start(self._now(), bases)
+        addresses = self._addresses()
+        bases = self._bind_all(addresses, 0, generation)
+        tcp_bases: list[Base] = []
+        if self._tcp_candidates:
+            tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
+        self._core.start(self._now(), bases, tcp_bases)
         if self._continual and self._watcher is None and self._watch_timer is None:
             self._watch_interfaces()
         self._service()
@@ -341,7 +347,11 @@ class Gatherer:
         return addresses
 
     def _bind_all(
-        self, addresses: Sequence[LocalAddress], first_rank: int, generation: int
+        self,
+        addresses: Sequence[LocalAddress],
+        first_rank: int,
+        generation: int,
+        kind: int = socket.SOCK_DGRAM,
     ) -> list[Base]:
         """One socket per (transport, component, address); all or nothing."""
         bases: list[Base] = []
@@ -349,7 +359,7 @@ class Gatherer:
             for transport in range(len(self._core.transports)):
                 for component in range(1, self._core.components + 1):
                     for rank, address in enumerate(addresses, start=first_rank):
-                        base = self._bind(address, transport, component, rank, generation)
+                        base = self._bind(address, transport, component, rank, generation, kind)
                         if base is not None:
                             bases.append(base)
         except BaseException:
@@ -421,15 +431,25 @@ class Gatherer:
             self._watcher = None
 
     def _bind(
-        self, address: LocalAddress, transport: int, component: int, rank: int, generation: int
+        self,
+        address: LocalAddress,
+        transport: int,
+        component: int,
+        rank: int,
+        generation: int,
+        kind: int = socket.SOCK_DGRAM,
     ) -> Base | None:
-        sock = socket.socket(address.family, socket.SOCK_DGRAM)
+        sock = socket.socket(address.family, kind)
         try:
             sock.setblocking(False)
-            if sys.platform == "linux":
-                level, option = _RECVERR[address.family]
-                sock.setsockopt(level, option, 1)
-            self._bind_port(sock, address)
+            if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
+                self._bind_port(sock, address)
+                sock.listen(16)
+            else:
+                if sys.platform == "linux":
+                    level, option = _RECVERR[address.family]
+                    sock.setsockopt(level, option, 1)
+                self._bind_port(sock, address)
         except OSError:
             sock.close()  # an address gone since enumeration, or no free port in the range
             return None

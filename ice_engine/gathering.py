@@ -49,6 +49,10 @@ from .urls import ServerUrl
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
 _DEFAULT_TIMING = Timing()
+#: ICE-TCP host candidates rank below UDP ones, as libwebrtc ranks them (type 90).
+_TCP_HOST_TYPE_PREFERENCE = 90
+#: RFC 6544 §4.2 direction preferences for host candidates.
+_TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
 UNREACHABLE = 701  # W3C: the server could not be reached (no STUN code applies)
 _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 
@@ -312,8 +316,12 @@ class Gathering:
 
     # -- API calls -----------------------------------------------------------------
 
-    def start(self, now: float, bases: Sequence[Base]) -> None:
-        """Begin gathering the current generation from these bound sockets."""
+    def start(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
+        """Begin gathering the current generation from these bound sockets.
+
+        `tcp_bases` are listening TCP sockets (RFC 6544): each gives a passive host
+        candidate on its port and an active one on port 9.
+        """
         generation = self._generation
         if self._closed:
             raise RuntimeError("gathering is closed")
@@ -330,6 +338,19 @@ class Gathering:
         if not (self.relay_only or self.hide_host):
             for base in generation.bases:
                 self._add_candidate(generation, base, "host", base.address, base.port, now)
+            for base in tcp_bases:
+                for tcptype, port in (("active", 9), ("passive", base.port)):
+                    self._add_candidate(
+                        generation,
+                        base,
+                        "host",
+                        base.address,
+                        port,
+                        now,
+                        protocol="tcp",
+                        tcptype=tcptype,
+                        type_preference=_TCP_HOST_TYPE_PREFERENCE,
+                    )
         for server in self.servers:
             self._resolve_ids += 1
             self._resolving[self._resolve_ids] = (generation, server)
@@ -754,6 +775,7 @@ class Gathering:
         type_preference: int | None = None,
         protocol: str = "udp",
         related: tuple[str, int] | None = None,
+        tcptype: str | None = None,
     ) -> None:
         key = (base.transport, base.component, base.key, address, port)
         if key in generation.addresses:
@@ -762,6 +784,9 @@ class Gathering:
         if type_preference is None:
             type_preference = _TYPE_PREFERENCE[kind]
         slot = 0 if server is None else min(server.index + 1, 15)
+        local = local_preference(base.rank, slot)
+        if tcptype is not None:  # RFC 6544 §4.2: direction first, then the address's rank
+            local = (_TCP_DIRECTION_PREFERENCE[tcptype] << 13) | max(8191 - base.rank, 0)
         has_related = kind != "host"
         if related is None:
             related = (base.address, base.port)
@@ -771,13 +796,13 @@ class Gathering:
             compute_foundation(kind, base.address, protocol, server_address),
             base.component,
             protocol,
-            compute_priority(type_preference, local_preference(base.rank, slot), base.component),
+            compute_priority(type_preference, local, base.component),
             address,
             port,
             kind,
             related[0] if has_related else None,
             related[1] if has_related else None,
-            None,
+            tcptype,
             generation.number,
             generation.credentials.ufrag,
             base.network_id or None,

@@ -192,3 +192,4 @@ async def test_port_range_is_honoured_and_exhaustion_skips_bases() -> None:
 def test_bad_port_range_is_refused() -> None:
     with pytest.raises(ValueError, match="port_range"):
         Gatherer(port_range=(5000, 4000))
+
