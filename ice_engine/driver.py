@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import secrets
 import socket
 import ssl
@@ -33,6 +34,7 @@ from .interfaces import (
 )
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
+from .sharedport import SharedSocket, shared_socket
 from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
 from .transaction import RttTable, Timing
 from .turn import Allocation, NonceCache
@@ -87,6 +89,7 @@ class Gatherer:
         continual: bool = False,
         on_relayed: RelayedHandler | None = None,
         tcp_candidates: bool = False,
+        shared_port: int | None = None,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -106,6 +109,15 @@ class Gatherer:
             raise ValueError(
                 f"pool_size must be 0 or 1 (one pre-gathered generation), not {pool_size!r}"
             )
+        if shared_port is not None:
+            if not 1 <= shared_port <= 65535:
+                raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
+            if len(mids) != 1 or components != 1:
+                raise ValueError("shared_port serves one transport with one component")
+            if any(url.startswith(("turn:", "turns:")) for e in ice_servers for url in e.url_list):
+                raise ValueError(
+                    "shared_port cannot carry TURN: an allocation needs its own socket"
+                )
         if port_range is not None and not (
             len(port_range) == 2 and 1 <= port_range[0] <= port_range[1] <= 65535
         ):
@@ -131,6 +143,9 @@ class Gatherer:
         self._continual = continual
         self._on_relayed = on_relayed
         self._tcp_candidates = tcp_candidates
+        self._shared_port = shared_port
+        self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
+        self._expected: set[bytes] = set()  # transaction ids routed to us by shared sockets
         self._watcher: socket.socket | None = None
         self._watch_timer: asyncio.TimerHandle | None = None
         self._link_local = link_local
@@ -285,6 +300,8 @@ class Gatherer:
 
     def _release(self) -> None:
         self._stop_watching()
+        for shared in set(self._shared.values()):
+            shared.forget(self._expected)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -439,6 +456,8 @@ class Gatherer:
         generation: int,
         kind: int = socket.SOCK_DGRAM,
     ) -> Base | None:
+        if self._shared_port is not None and kind == socket.SOCK_DGRAM:
+            return self._bind_shared(address, transport, component, rank, generation)
         sock = socket.socket(address.family, kind)
         try:
             sock.setblocking(False)
@@ -467,6 +486,40 @@ class Gatherer:
             network_id=address.network_id,
         )
 
+    def _bind_shared(
+        self, address: LocalAddress, transport: int, component: int, rank: int, generation: int
+    ) -> Base | None:
+        assert self._shared_port is not None
+        try:
+            shared = shared_socket(
+                self._get_loop(),
+                address.family,
+                address.address,
+                self._shared_port,
+                address.scope_id,
+            )
+        except OSError:
+            return None
+        self._next_key += 1
+        key = self._next_key
+        self._sockets[key] = (shared.sock, generation)
+        self._shared[key] = shared
+        return Base(
+            key,
+            transport,
+            component,
+            address.address,
+            self._shared_port,
+            address.family,
+            rank,
+            address.network_id,
+        )
+
+    def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
+        self._expected.discard(data[8:20])
+        self._core.receive_datagram(self._now(), key, data, source)
+        self._service()
+
     def _bind_port(self, sock: socket.socket, address: LocalAddress) -> None:
         """Any port, or the first free one of `port_range` from a random start."""
         ports: Sequence[int] = [0]
@@ -488,6 +541,10 @@ class Gatherer:
 
     def _close_socket(self, key: int) -> None:
         sock, _generation = self._sockets.pop(key)
+        shared = self._shared.pop(key, None)
+        if shared is not None:
+            shared.release()
+            return
         if key in self._reading:
             self._reading.discard(key)
             with contextlib.suppress(Exception):
@@ -529,17 +586,24 @@ class Gatherer:
         while (command := core.next_command()) is not None:
             if isinstance(command, SendDatagram):
                 entry = self._sockets.get(command.base_key)
-                if entry is not None:
-                    if command.base_key not in self._reading:
-                        # Only answers to what we sent are ever accepted, so a socket is
-                        # watched from its first send on: host-only bases cost no watch.
-                        self._reading.add(command.base_key)
-                        loop = self._get_loop()
-                        loop.add_reader(
-                            entry[0].fileno(), self._on_readable, command.base_key, entry[0]
-                        )
-                    with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
-                        entry[0].sendto(command.data, command.address)
+                shared = self._shared.get(command.base_key)
+                if entry is None:
+                    continue
+                if shared is not None:  # its answer comes back through the shared socket
+                    transaction_id = command.data[8:20]
+                    self._expected.add(transaction_id)
+                    deliver = functools.partial(self._on_shared_datagram, command.base_key)
+                    shared.expect(transaction_id, deliver)
+                elif command.base_key not in self._reading:
+                    # Only answers to what we sent are ever accepted, so a socket is
+                    # watched from its first send on: host-only bases cost no watch.
+                    self._reading.add(command.base_key)
+                    loop = self._get_loop()
+                    loop.add_reader(
+                        entry[0].fileno(), self._on_readable, command.base_key, entry[0]
+                    )
+                with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
+                    entry[0].sendto(command.data, command.address)
             elif isinstance(command, StreamSend):
                 stream = self._streams.get(command.stream)
                 if stream is not None:

@@ -193,3 +193,20 @@ def test_bad_port_range_is_refused() -> None:
     with pytest.raises(ValueError, match="port_range"):
         Gatherer(port_range=(5000, 4000))
 
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"shared_port": 0}, "1-65535"),
+        ({"shared_port": 40000, "mids": ["0", "1"]}, "one transport"),
+        ({"shared_port": 40000, "components": 2}, "one component"),
+        (
+            {"shared_port": 40000, "ice_servers": [IceServer("turn:198.51.100.10", "a", "b")]},
+            "TURN",
+        ),
+        ({"pool_size": 2}, "pool_size"),
+    ],
+)
+def test_shared_port_and_pool_limits_are_explained(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Gatherer(**kwargs)  # type: ignore[arg-type]

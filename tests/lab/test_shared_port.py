@@ -1,0 +1,60 @@
+"""Shared-port mode: many gatherers, one UDP port per address, answers routed by ID."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ice_engine.lab import ROUTER_PUBLIC_IPV4, SERVER_IPV4, Lab
+
+pytestmark = pytest.mark.lab
+
+SCRIPT = """
+import asyncio, json, os
+from ice_engine import Gatherer, IceServer
+
+def fds():
+    return len(os.listdir("/proc/self/fd"))
+
+async def gather_all(shared, n):
+    gatherers = [Gatherer([IceServer("stun:{server}")], shared_port=shared) for _ in range(n)]
+    async def one(g):
+        return [e.candidate.parsed for e in [e async for e in g.gather()]
+                if e.type == "icecandidate" and e.candidate and e.candidate.parsed]
+    before = fds()
+    results = await asyncio.gather(*(one(g) for g in gatherers))
+    during = fds() - before
+    ufrags = {{g.credentials.ufrag for g in gatherers}}
+    for g in gatherers:
+        await g.close()
+    return results, during, len(ufrags), fds() - before
+
+async def main():
+    shared, shared_fds, ufrags, left = await gather_all(40000, 200)
+    private, private_fds, _, private_left = await gather_all(None, 200)
+    print(json.dumps({{
+        "shared": [[[c.type, c.address, c.port] for c in r] for r in shared],
+        "shared_fds": shared_fds, "private_fds": private_fds, "ufrags": ufrags,
+        "left": left, "private_left": private_left,
+        "private_srflx": sum(1 for r in private for c in r if c.type == "srflx"),
+    }}))
+
+asyncio.run(main())
+"""
+
+
+def test_two_hundred_gatherers_on_one_port(lab: Lab) -> None:
+    result = lab.run_python(SCRIPT.format(server=SERVER_IPV4), timeout_s=60)
+    assert result.returncode == 0, result.stderr
+    outcome = json.loads(result.stdout)
+    assert outcome["ufrags"] == 200  # each session keeps its own credentials
+    for found in outcome["shared"]:
+        hosts = [c for c in found if c[0] == "host"]
+        srflx = [c for c in found if c[0] == "srflx"]
+        assert len(hosts) == 3 and {c[2] for c in hosts} == {40000}
+        assert len(srflx) == 2 and {c[1] for c in srflx} == {ROUTER_PUBLIC_IPV4}
+    assert outcome["shared_fds"] == 3  # one socket per address, whatever the sessions
+    assert outcome["private_fds"] == 600
+    assert outcome["private_srflx"] == 400
+    assert outcome["left"] == 0 and outcome["private_left"] == 0
