@@ -39,6 +39,7 @@ examples:
   ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
                     --username alice --credential secret --relay-only
   ice-engine gather --mids 0,1 --components 2 --generations 2
+  ice-engine nat --server stun:stun.example.org      how the NAT maps and filters (RFC 5780)
   ice-engine demo                                    the lab's NAT, STUN and TURN, live (root)
   ice-engine lab up --delay-ms 25                    the test network (root)
 """
@@ -149,6 +150,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="plain text lines even on a terminal (the default when stdout is not one)",
     )
+    nat = commands.add_parser(
+        "nat",
+        help="classify the NAT's mapping and filtering with an RFC 5780 STUN server",
+        description="Run the RFC 5780 tests against a STUN server with a second address "
+        "(OTHER-ADDRESS) and print how the NAT on the way maps and filters UDP.",
+    )
+    nat.add_argument(
+        "--server", required=True, metavar="URL", help="stun:HOST[:PORT] of an RFC 5780 server"
+    )
+    nat.add_argument(
+        "--local-address", metavar="IP", help="probe from this local IP (default: the route's)"
+    )
+    nat.add_argument(
+        "--local-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="probe from this local UDP port (default: any free one)",
+    )
+    nat.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=3.0,
+        metavar="S",
+        help="seconds to wait for each phase of the tests (default %(default)s)",
+    )
+    nat.add_argument("--json", action="store_true", help="print the result as one JSON object")
     demo = commands.add_parser(
         "demo",
         help="bring up the network lab and gather host, srflx and relay candidates in it (root)",
@@ -230,6 +258,57 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _nat(args: argparse.Namespace, out: TextIO) -> int:
+    from .natcheck import discover_nat
+
+    result = await discover_nat(
+        args.server,
+        local_address=args.local_address,
+        local_port=args.local_port,
+        timeout=args.timeout,
+    )
+    if args.json:
+        out.write(json.dumps(result.to_json()) + "\n")
+        return 0
+
+    def text(address: tuple[str, int] | None) -> str:
+        if address is None:
+            return "-"
+        host, port = address
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    other = (
+        f"RFC 5780: yes, other address {text(result.other_address)}"
+        if result.rfc5780
+        else "RFC 5780: no (no OTHER-ADDRESS)"
+    )
+    lines = [
+        f"server     {text(result.server)} ({other})",
+        f"local      {text(result.local)}",
+        f"mapped     {text(result.mapped)}",
+        f"mapping    {result.mapping}",
+        f"filtering  {result.filtering}",
+        "",
+        result.summary(),
+    ]
+    if result.probes:
+        lines += ["", "tests:"]
+        for probe in result.probes:
+            change = {6: " change ip+port", 4: " change ip", 2: " change port"}.get(
+                probe.change_request, ""
+            )
+            if probe.answered:
+                outcome = f"mapped {text(probe.mapped)} (from {text(probe.source)})"
+            elif probe.abandoned:
+                outcome = "not waited for (already classified)"
+            else:
+                outcome = probe.error or "no answer"
+            lines.append(f"  {probe.name:<19} to {text(probe.destination)}{change}: {outcome}")
+    lines += [f"note: {note}" for note in result.notes]
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
@@ -248,6 +327,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(
                 args.delay_ms, "json" if args.json else "plain" if args.plain else "view"
             )
+        if args.command == "nat":
+            from .natcheck import NatCheckError
+
+            try:
+                return asyncio.run(_nat(args, sys.stdout))
+            except NatCheckError as error:
+                print(f"ice-engine: {error}", file=sys.stderr)
+                return 1
         return asyncio.run(_gather(args, sys.stdout))
     except UsageError as error:
         print(f"ice-engine: {error}", file=sys.stderr)

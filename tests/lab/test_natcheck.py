@@ -1,0 +1,182 @@
+"""`ice-engine nat` (RFC 5780) behind the lab's NAT, as a user runs it, against coturn.
+
+The router's MASQUERADE keeps a socket's port for every destination (endpoint-independent
+mapping) and conntrack lets in only answers from where the client sent to
+(address-and-port-dependent filtering). A `MASQUERADE --random-fully` rule for the
+client's second address makes a NAT that maps every destination anew.
+
+The probes bind a port below 1024. The lab may be busy with other sessions, whose
+thousands of masqueraded flows hold ephemeral ports of the router's address; where the
+client's port is already taken towards a server, the NAT picks another port for that
+destination only, and the mapping looks address-dependent. MASQUERADE keeps ports below
+1024 in that range, where nobody else's flows are.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from ice_engine.lab import (
+    CLIENT_IPV4_A,
+    CLIENT_IPV4_B,
+    CLIENT_IPV6,
+    CLIENT_NS,
+    DEAD_IPV4,
+    ROUTER_NS,
+    ROUTER_PUBLIC_IPV4,
+    SERVER_ALT_IPV4,
+    SERVER_IPV4,
+    SERVER_IPV6,
+    STUN_ALT_PORT,
+    STUN_HOST,
+    STUN_PORT,
+    Lab,
+    leases,
+)
+from ice_engine.lab.topology import ROUTER_LINK_DEV
+
+pytestmark = pytest.mark.lab
+
+# Only UDP from the client's second address, so nothing else in the lab is touched.
+RANDOM_FULLY = (
+    "POSTROUTING",
+    "-s",
+    CLIENT_IPV4_B,
+    "-o",
+    ROUTER_LINK_DEV,
+    "-p",
+    "udp",
+    "-j",
+    "MASQUERADE",
+    "--random-fully",
+)
+
+
+def nat(
+    lab: Lab, *args: str, netns: str = CLIENT_NS, timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """`ice-engine nat` from a free port below 1024 (see above), in the client by default."""
+    for _ in range(5):
+        port = str(random.randrange(600, 1000))
+        argv = [sys.executable, "-m", "ice_engine", "nat", "--local-port", port, *args]
+        result = lab.run(argv, netns=netns, timeout_s=timeout)
+        if "in use" not in result.stderr:
+            break
+    return result
+
+
+def nat_json(lab: Lab, *args: str, netns: str = CLIENT_NS) -> dict[str, Any]:
+    result = nat(lab, "--json", "--timeout", "1", *args, netns=netns)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    return report
+
+
+def host(address: str) -> str:
+    return address.rpartition(":")[0].strip("[]")
+
+
+def test_the_lab_nat_maps_independently_and_filters_by_address_and_port(lab: Lab) -> None:
+    report = nat_json(lab, "--server", f"stun:{SERVER_IPV4}")
+    assert report["rfc5780"] is True
+    assert report["otherAddress"] == f"{SERVER_ALT_IPV4}:{STUN_ALT_PORT}"
+    assert report["server"] == f"{SERVER_IPV4}:{STUN_PORT}"
+    assert host(report["local"]) == CLIENT_IPV4_A
+    assert host(report["mapped"]) == ROUTER_PUBLIC_IPV4
+    assert report["mapping"] == "endpoint-independent"
+    assert report["filtering"] == "address-and-port-dependent"
+    assert report["notes"] == []
+    probes = {p["name"]: p for p in report["probes"]}
+    # coturn answers them (see the next test), but the NAT lets nothing in:
+    assert not probes["filtering test II"]["answered"]
+    assert not probes["filtering test III"]["answered"]
+    assert probes["mapping test II"]["mapped"] == report["mapped"]
+    assert probes["mapping test II"]["source"] == f"{SERVER_ALT_IPV4}:{STUN_PORT}"
+
+
+def test_without_the_nat_coturn_answers_every_change_request(lab: Lab) -> None:
+    """From the router's public address nothing translates or filters: what the client
+    sees is the NAT's doing, not coturn ignoring CHANGE-REQUEST."""
+    report = nat_json(lab, "--server", f"stun:{SERVER_IPV4}", netns=ROUTER_NS)
+    assert host(report["local"]) == ROUTER_PUBLIC_IPV4
+    assert report["mapping"] == "no NAT"
+    assert report["filtering"] == "endpoint-independent"
+    probes = {p["name"]: p for p in report["probes"]}
+    assert probes["filtering test II"]["source"] == f"{SERVER_ALT_IPV4}:{STUN_ALT_PORT}"
+
+
+def test_from_the_second_address_and_by_name(lab: Lab) -> None:
+    report = nat_json(lab, "--server", f"stun:{STUN_HOST}", "--local-address", CLIENT_IPV4_B)
+    assert host(report["local"]) == CLIENT_IPV4_B
+    assert host(report["mapped"]) == ROUTER_PUBLIC_IPV4
+    assert report["server"] == f"{SERVER_IPV4}:{STUN_PORT}"
+    assert report["mapping"] == "endpoint-independent"
+    assert report["filtering"] == "address-and-port-dependent"
+
+
+def test_ipv6_is_routed_without_nat(lab: Lab) -> None:
+    report = nat_json(lab, "--server", f"stun:[{SERVER_IPV6}]")
+    assert report["mapping"] == "no NAT"
+    assert host(report["mapped"]) == CLIENT_IPV6
+    assert report["mapped"] == report["local"]
+
+
+def test_the_text_report(lab: Lab) -> None:
+    result = nat(lab, "--server", f"stun:{SERVER_IPV4}", "--timeout", "1")
+    assert result.returncode == 0, result.stderr
+    assert "mapping    endpoint-independent" in result.stdout
+    assert "filtering  address-and-port-dependent" in result.stdout
+    assert f"other address {SERVER_ALT_IPV4}:{STUN_ALT_PORT}" in result.stdout
+
+
+def test_a_dead_server_and_an_unknown_name_are_one_line_errors(lab: Lab) -> None:
+    for server in (f"stun:{DEAD_IPV4}", "stun:nowhere.lab.test"):
+        result = nat(lab, "--server", server, "--timeout", "0.5")
+        assert result.returncode == 1, (server, result.stderr)
+        assert result.stdout == ""
+        assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def _router(lab: Lab, *argv: str) -> subprocess.CompletedProcess[str]:
+    return lab.run(list(argv), netns=ROUTER_NS, timeout_s=20)
+
+
+def _forget_mappings(lab: Lab, local_port: int) -> None:
+    """Drop the conntrack entries of the test's socket, where conntrack is installed."""
+    if shutil.which("conntrack") is None:
+        return  # they expire by themselves; nothing else uses that source port
+    _router(lab, "conntrack", "-D", "-p", "udp", "-s", CLIENT_IPV4_B, "--sport", str(local_port))
+
+
+def test_random_fully_masquerade_maps_each_destination_anew(lab: Lab) -> None:
+    others = leases.other_sessions()
+    if others:
+        pytest.skip(f"the lab is in use by other test sessions (PIDs {others}): no NAT changes")
+    added = _router(
+        lab, "iptables", "-w", "-t", "nat", "-I", *RANDOM_FULLY[:1], "1", *RANDOM_FULLY[1:]
+    )
+    if added.returncode != 0:
+        pytest.skip(f"this iptables or kernel has no MASQUERADE --random-fully: {added.stderr}")
+    report: dict[str, Any] | None = None
+    try:
+        report = nat_json(lab, "--server", f"stun:{SERVER_IPV4}", "--local-address", CLIENT_IPV4_B)
+    finally:
+        removed = _router(lab, "iptables", "-w", "-t", "nat", "-D", *RANDOM_FULLY)
+        if report is not None:
+            _forget_mappings(lab, int(report["local"].rpartition(":")[2]))
+        assert removed.returncode == 0, removed.stderr
+    assert host(report["mapped"]) == ROUTER_PUBLIC_IPV4
+    assert report["mapping"] in ("address-dependent", "address-and-port-dependent"), report
+    mapped = report["mappedAddresses"]
+    assert mapped["mapping test II"] != mapped["test I"]
+    assert report["filtering"] == "address-and-port-dependent"
+    # The rule is gone: the same probe sees the ordinary NAT again.
+    again = nat_json(lab, "--server", f"stun:{SERVER_IPV4}", "--local-address", CLIENT_IPV4_B)
+    assert again["mapping"] == "endpoint-independent"
