@@ -1,0 +1,627 @@
+"""mDNS names for host candidates (draft-ietf-mmusic-mdns-ice-candidates).
+
+A browser hides a host candidate's address behind a random name, ``<UUIDv4>.local``, and
+answers multicast DNS (RFC 6762) queries for it on the local link, so only peers on the
+same link learn the address. This module holds the pieces:
+
+- `new_mdns_name` and `is_mdns_candidate_address`;
+- `MdnsResponder`: answers A/AAAA queries for the names registered with it, on UDP 5353
+  (224.0.0.251 and ff02::fb). One per event loop is enough for every gatherer in the
+  process: `shared_responder`, held with `acquire` / `release`;
+- `resolve_mdns`: a one-shot query (RFC 6762 §5.1) for a remote candidate's name.
+
+Packets are parsed and built with dnspython (docs/mdns.md has the measurements behind
+that choice). The packet logic, `MdnsResponder.handle_query`, does no I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import re
+import secrets
+import socket
+import struct
+import uuid
+import weakref
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import dns.exception
+import dns.flags
+import dns.message
+import dns.name
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+import ifaddr
+
+__all__ = [
+    "LEGACY_TTL_S",
+    "MDNS_GROUP_V4",
+    "MDNS_GROUP_V6",
+    "MDNS_PORT",
+    "RECORD_TTL_S",
+    "MdnsReply",
+    "MdnsResolutionError",
+    "MdnsResponder",
+    "is_mdns_candidate_address",
+    "new_mdns_name",
+    "resolve_mdns",
+    "shared_responder",
+]
+
+log = logging.getLogger(__name__)
+
+MDNS_PORT = 5353
+MDNS_GROUP_V4 = "224.0.0.251"
+MDNS_GROUP_V6 = "ff02::fb"
+RECORD_TTL_S = 120
+"""TTL of the A/AAAA answers (RFC 6762 §10: 120 s for records that name a host)."""
+LEGACY_TTL_S = 10
+"""TTL cap in answers to legacy unicast queries (RFC 6762 §6.7)."""
+
+_TOP_BIT = 0x8000
+"""In a question's class: unicast response wanted (QU). In a record's: cache flush."""
+_IN = dns.rdataclass.IN
+_IN_FLUSH = dns.rdataclass.RdataClass.make(_IN | 0x8000)
+"""Class IN with the top bit: QU in a question, cache flush in a record."""
+_A = dns.rdatatype.A
+_AAAA = dns.rdatatype.AAAA
+_ANY = dns.rdatatype.ANY
+_QR_BIT = 0x8000
+_OPCODE_MASK = 0x7800
+_RESPONSE_FLAGS = dns.flags.QR | dns.flags.AA
+_MAX_DATAGRAM = 9000
+"""RFC 6762 §17: mDNS messages up to 9000 bytes."""
+_RECEIVE_BATCH = 64
+"""Datagrams read per wake-up, so a flood cannot starve the loop."""
+_IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python 3.11 lacks the name
+_IN_PKTINFO = struct.Struct("=i4s4s")
+_IN6_PKTINFO = struct.Struct("=16sI")
+_CMSG_SPACE = socket.CMSG_SPACE(_IN6_PKTINFO.size)
+_RESOLVE_RESENDS_S = (0.0, 0.25, 0.75)
+"""When `resolve_mdns` sends its query, in seconds after the start (within the timeout)."""
+
+_UUID_LABEL = re.compile(
+    rb"\x24([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})", re.IGNORECASE
+)
+"""A UUID label on the wire (length byte 36): the pre-filter's key."""
+_UUID_LOCAL = re.compile(
+    r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.local\.?", re.IGNORECASE
+)
+
+
+class MdnsResolutionError(OSError):
+    """An mDNS name got no answer in time; ``name`` is the name asked for."""
+
+    def __init__(self, name: str, timeout: float) -> None:
+        super().__init__(f"mDNS name {name!r} not resolved within {timeout:g} s")
+        self.name = name
+        self.timeout = timeout
+
+
+def new_mdns_name() -> str:
+    """A fresh name for one local address: a random (version 4) UUID under ``.local``."""
+    return f"{uuid.uuid4()}.local"
+
+
+def is_mdns_candidate_address(address: str) -> bool:
+    """Whether a candidate's connection address is an mDNS name (``<UUID>.local``).
+
+    Browsers use UUIDv4 names; any UUID-shaped label is accepted, in any case, with or
+    without the final dot. IP literals and other host names are not mDNS candidates.
+    """
+    return _UUID_LOCAL.fullmatch(address) is not None
+
+
+def _to_name(name: str) -> dns.name.Name:
+    """A ``.local`` name as dnspython's (case-insensitive) Name; ValueError otherwise."""
+    try:
+        parsed = dns.name.from_text(name)
+    except dns.exception.DNSException as exc:
+        raise ValueError(f"not a DNS name: {name!r}") from exc
+    if len(parsed.labels) < 3 or parsed.labels[-2].lower() != b"local":
+        raise ValueError(f"not an mDNS name (under .local): {name!r}")
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class MdnsReply:
+    """What `MdnsResponder.handle_query` wants sent in answer to one query."""
+
+    payload: bytes
+    unicast: bool
+    """True: to the querier's address and port. False: to the group, port 5353."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    address: str
+    rdtype: dns.rdatatype.RdataType
+    packed: bytes
+
+
+class MdnsResponder:
+    """Answers mDNS A/AAAA queries for registered names (RFC 6762).
+
+    ``register(name, address)`` adds a name; ``await start()`` binds UDP 5353 (IPv4, and
+    IPv6 where the host has it) with SO_REUSEADDR/SO_REUSEPORT, so it coexists with other
+    responders (Avahi, another process), and joins the groups on the interface of every
+    registered address and on ``interfaces`` (local addresses). Queries for other names,
+    responses, and anything unparsable are ignored. ``await close()`` closes the sockets;
+    nothing runs after it.
+
+    Answers: multicast to the group, or unicast to the querier when a question has the QU
+    bit; records carry the cache-flush bit and a TTL of 120 s. A query from a port other
+    than 5353 (a one-shot or legacy querier, RFC 6762 §6.7) gets a unicast answer with its
+    ID and question echoed, a 10 s TTL and no cache-flush bit. For a registered name
+    asked about in the other family, an NSEC record says there is no such address
+    (RFC 6762 §6.1), so the asker need not wait.
+    """
+
+    def __init__(self, *, interfaces: Iterable[str] = (), ipv6: bool = True) -> None:
+        self._records: dict[dns.name.Name, _Record] = {}
+        self._labels: dict[bytes, int] = {}
+        """First labels (lowercase) of registered UUID names, counted: the pre-filter."""
+        self._other_names = 0
+        """Registered names that are not ``<UUID>.local``: while any, no pre-filter."""
+        self._cache: dict[tuple[dns.name.Name, int, bool], bytes] = {}
+        self._interfaces = list(interfaces)
+        self._ipv6 = ipv6
+        self._sockets: dict[int, socket.socket] = {}
+        self._joined: set[tuple[int, str | int]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+        self.queries_answered = 0
+        """Replies sent (or, before `start`, produced by `handle_query`)."""
+
+    # -- names ---------------------------------------------------------------------------
+
+    def register(self, name: str, address: str) -> None:
+        """Answer for ``name`` (``<something>.local``) with the IP literal ``address``.
+
+        Registering a name again replaces its address. Once started, the responder joins
+        the group on the interface that holds ``address``.
+        """
+        key = _to_name(name)
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        rdtype = _A if ip.version == 4 else _AAAA
+        self._forget(key)
+        self._records[key] = _Record(address, rdtype, ip.packed)
+        label = key.labels[0].lower()
+        if len(key.labels) == 3 and _UUID_LABEL.fullmatch(bytes([len(label)]) + label):
+            self._labels[label] = self._labels.get(label, 0) + 1
+        else:
+            self._other_names += 1
+        if self._sockets:
+            self._join_for(address)
+
+    def unregister(self, name: str) -> None:
+        """Stop answering for ``name``; unknown names are ignored."""
+        with contextlib.suppress(ValueError):
+            self._forget(_to_name(name))
+
+    @property
+    def names(self) -> dict[str, str]:
+        """The registered names and their addresses."""
+        return {k.to_text(omit_final_dot=True): r.address for k, r in self._records.items()}
+
+    def _forget(self, key: dns.name.Name) -> None:
+        if self._records.pop(key, None) is None:
+            return
+        label = key.labels[0].lower()
+        if len(key.labels) == 3 and label in self._labels:
+            self._labels[label] -= 1
+            if not self._labels[label]:
+                del self._labels[label]
+        else:
+            self._other_names -= 1
+        for cached in [c for c in self._cache if c[0] == key]:
+            del self._cache[cached]
+
+    # -- the packet logic (no I/O) -------------------------------------------------------
+
+    def handle_query(self, data: bytes, source_port: int = MDNS_PORT) -> MdnsReply | None:
+        """The reply to one received datagram, or None when it calls for none."""
+        if len(data) < 12 or not self._records:
+            return None
+        flags = (data[2] << 8) | data[3]
+        if flags & (_QR_BIT | _OPCODE_MASK) or data[4:6] == b"\x00\x00":
+            return None  # a response, another opcode, or no question
+        if not self._other_names and not any(
+            m.group(1).lower() in self._labels for m in _UUID_LABEL.finditer(data)
+        ):
+            return None  # none of our names' labels is in it: not for us, no need to parse
+        try:
+            query = dns.message.from_wire(data, ignore_trailing=True)
+        except Exception:  # untrusted bytes: whatever dnspython rejects is dropped
+            return None
+        legacy = source_port != MDNS_PORT
+        known = self._known_answers(query)
+        answers: list[tuple[dns.name.Name, int, bool]] = []  # (name, rdtype, positive)
+        questions: list[dns.rrset.RRset] = []
+        unicast = legacy
+        multicast_asked = False
+        for question in query.question:
+            record = self._records.get(question.name)
+            if record is None or question.rdclass & ~_TOP_BIT not in (_IN, dns.rdataclass.ANY):
+                continue
+            if question.rdtype not in (_A, _AAAA, _ANY):
+                continue
+            if question.rdtype in (record.rdtype, _ANY):
+                if (question.name, record.packed) in known:
+                    continue
+                answer = (question.name, record.rdtype, True)
+            else:
+                answer = (question.name, question.rdtype, False)
+            if answer not in answers:
+                answers.append(answer)
+            questions.append(question)
+            if question.rdclass & _TOP_BIT:
+                unicast = True
+            else:
+                multicast_asked = True
+        if not answers:
+            return None
+        if not legacy and multicast_asked:
+            unicast = False
+        self.queries_answered += 1
+        if legacy:
+            return MdnsReply(self._legacy_reply(query, questions, answers), True)
+        if len(answers) == 1:
+            return MdnsReply(self._cached_reply(*answers[0]), unicast)
+        return MdnsReply(self._build_reply(answers), unicast)
+
+    @staticmethod
+    def _known_answers(query: dns.message.Message) -> set[tuple[dns.name.Name, bytes]]:
+        """Answers the querier already holds with at least half our TTL (RFC 6762 §7.1)."""
+        known: set[tuple[dns.name.Name, bytes]] = set()
+        for rrset in query.answer:
+            if rrset.rdtype in (_A, _AAAA) and rrset.ttl >= RECORD_TTL_S // 2:
+                for rdata in rrset:
+                    known.add((rrset.name, _rdata_bytes(rdata)))
+        return known
+
+    def _cached_reply(self, name: dns.name.Name, rdtype: int, positive: bool) -> bytes:
+        key = (name, rdtype, positive)
+        payload = self._cache.get(key)
+        if payload is None:
+            payload = self._cache[key] = self._build_reply([key])
+        return payload
+
+    def _rrset(
+        self,
+        name: dns.name.Name,
+        rdtype: int,
+        positive: bool,
+        rdclass: dns.rdataclass.RdataClass,
+        ttl: int,
+    ) -> dns.rrset.RRset:
+        record = self._records[name]
+        if positive:
+            kind, data = record.rdtype, record.packed
+        else:
+            kind, data = dns.rdatatype.NSEC, _nsec_data(name, record.rdtype)
+        rrset = dns.rrset.RRset(name, rdclass, kind)
+        rrset.add(dns.rdata.GenericRdata(rdclass, kind, data), ttl)
+        return rrset
+
+    def _build_reply(self, answers: list[tuple[dns.name.Name, int, bool]]) -> bytes:
+        reply = dns.message.Message(id=0)
+        reply.flags = _RESPONSE_FLAGS
+        for name, rdtype, positive in answers:
+            reply.answer.append(self._rrset(name, rdtype, positive, _IN_FLUSH, RECORD_TTL_S))
+        return reply.to_wire()
+
+    def _legacy_reply(
+        self,
+        query: dns.message.Message,
+        questions: list[dns.rrset.RRset],
+        answers: list[tuple[dns.name.Name, int, bool]],
+    ) -> bytes:
+        reply = dns.message.Message(id=query.id)
+        reply.flags = _RESPONSE_FLAGS
+        for question in questions:
+            reply.question.append(dns.rrset.RRset(question.name, _IN, question.rdtype))
+        for name, rdtype, positive in answers:
+            reply.answer.append(self._rrset(name, rdtype, positive, _IN, LEGACY_TTL_S))
+        return reply.to_wire()
+
+    # -- sockets -------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return bool(self._sockets)
+
+    async def start(self) -> None:
+        """Bind UDP 5353 and join the groups; idempotent. OSError if IPv4 cannot bind."""
+        if self._sockets:
+            return
+        self._loop = asyncio.get_running_loop()
+        sock = _bind(socket.AF_INET)
+        self._sockets[socket.AF_INET] = sock
+        self._loop.add_reader(sock.fileno(), self._readable, sock)
+        if self._ipv6 and socket.has_ipv6:
+            try:
+                sock6 = _bind(socket.AF_INET6)
+            except OSError as exc:
+                log.debug("mDNS responder: no IPv6 socket: %s", exc)
+            else:
+                self._sockets[socket.AF_INET6] = sock6
+                self._loop.add_reader(sock6.fileno(), self._readable, sock6)
+        for address in [*self._interfaces, *(r.address for r in self._records.values())]:
+            self._join_for(address)
+
+    async def close(self) -> None:
+        """Close the sockets (leaving the groups); names stay registered. Idempotent."""
+        sockets, self._sockets = self._sockets, {}
+        self._joined.clear()
+        for sock in sockets.values():
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        for loop in [loop for loop, shared in _shared.items() if shared is self]:
+            del _shared[loop]  # the next shared_responder() call makes a fresh one
+
+    async def acquire(self) -> MdnsResponder:
+        """Count one more user and start if needed (for a shared responder)."""
+        async with self._lock:
+            await self.start()
+            self._users += 1
+        return self
+
+    async def release(self) -> None:
+        """Count one user less; the last one out closes the responder."""
+        async with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users == 0:
+                await self.close()
+
+    async def __aenter__(self) -> MdnsResponder:
+        return await self.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.release()
+
+    def _join_for(self, address: str) -> None:
+        """Join the group on the interface holding ``address`` (errors are logged)."""
+        host = address.split("%", 1)[0]
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            log.warning("mDNS responder: not an IP address: %r", address)
+            return
+        if ip.version == 4:
+            sock = self._sockets.get(socket.AF_INET)
+            key: tuple[int, str | int] = (4, host)
+            mreq = socket.inet_aton(MDNS_GROUP_V4) + ip.packed
+            level, option = socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP
+        else:
+            sock = self._sockets.get(socket.AF_INET6)
+            index = _interface_index(address)
+            if index is None:
+                log.warning("mDNS responder: no interface holds %s", address)
+                return
+            key = (6, index)
+            mreq = socket.inet_pton(socket.AF_INET6, MDNS_GROUP_V6) + struct.pack("@I", index)
+            level, option = socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP
+        if sock is None or key in self._joined:
+            return
+        try:
+            sock.setsockopt(level, option, mreq)
+        except OSError as exc:
+            if exc.errno != 98:  # EADDRINUSE: already a member there
+                log.warning("mDNS responder: cannot join on %s: %s", address, exc)
+                return
+        self._joined.add(key)
+
+    def _readable(self, sock: socket.socket) -> None:
+        for _ in range(_RECEIVE_BATCH):
+            try:
+                data, ancillary, _flags, source = sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. an ICMP error queued on the socket
+                log.debug("mDNS responder: receive: %s", exc)
+                return
+            reply = self.handle_query(data, source[1])
+            if reply is not None:
+                self._send(sock, reply, source, _arrival_index(ancillary))
+
+    def _send(
+        self, sock: socket.socket, reply: MdnsReply, source: tuple[object, ...], index: int
+    ) -> None:
+        try:
+            if reply.unicast:
+                sock.sendto(reply.payload, source)
+            elif sock.family == socket.AF_INET:
+                info = _IN_PKTINFO.pack(index, bytes(4), bytes(4))
+                sock.sendmsg(
+                    [reply.payload],
+                    [(socket.IPPROTO_IP, _IP_PKTINFO, info)] if index else [],
+                    0,
+                    (MDNS_GROUP_V4, MDNS_PORT),
+                )
+            else:
+                sock.sendto(reply.payload, (MDNS_GROUP_V6, MDNS_PORT, 0, index))
+        except OSError as exc:
+            log.debug("mDNS responder: send to %s: %s", source, exc)
+
+
+def _bind(family: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+            sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            sock.bind(("", MDNS_PORT))
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            sock.bind(("::", MDNS_PORT))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _arrival_index(ancillary: list[tuple[int, int, bytes]]) -> int:
+    """The interface a datagram came in on, from its IP(V6)_PKTINFO; 0 if unknown."""
+    for level, kind, data in ancillary:
+        if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
+            return int(_IN_PKTINFO.unpack_from(data)[0])
+        if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
+            return int(_IN6_PKTINFO.unpack_from(data)[1])
+    return 0
+
+
+def _interface_index(address: str) -> int | None:
+    """The index of the interface holding ``address`` (``%scope`` wins if given)."""
+    host, _, scope = address.partition("%")
+    if scope:
+        with contextlib.suppress(OSError, ValueError):
+            return int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
+    wanted = ipaddress.ip_address(host)
+    for adapter in ifaddr.get_adapters():
+        for ip in adapter.ips:
+            literal = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
+            with contextlib.suppress(ValueError):
+                if ipaddress.ip_address(literal) == wanted and adapter.index is not None:
+                    return int(adapter.index)
+    return None
+
+
+def _nsec_data(name: dns.name.Name, rdtype: int) -> bytes:
+    """An NSEC rdata saying ``name`` has only ``rdtype`` (RFC 6762 §6.1: one window, no
+    name compression)."""
+    bitmap = bytearray((rdtype & 0xFF) // 8 + 1)
+    bitmap[-1] = 0x80 >> (rdtype % 8)
+    return (name.to_wire() or b"") + bytes([rdtype >> 8, len(bitmap)]) + bytes(bitmap)
+
+
+def _rdata_bytes(rdata: dns.rdata.Rdata) -> bytes:
+    """An A/AAAA rdata's address bytes, whichever class dnspython parsed it in."""
+    if isinstance(rdata, dns.rdata.GenericRdata):
+        return bytes(rdata.data)
+    return ipaddress.ip_address(rdata.to_text()).packed
+
+
+_shared: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MdnsResponder] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_responder() -> MdnsResponder:
+    """This event loop's responder, shared by every gatherer on it (not started).
+
+    Use ``async with shared_responder() as responder:`` (or `acquire`/`release`): the
+    first user starts it and the last one out closes it; a closed one is replaced.
+    """
+    loop = asyncio.get_running_loop()
+    responder = _shared.get(loop)
+    if responder is None:
+        responder = _shared[loop] = MdnsResponder()
+    return responder
+
+
+# -- resolving a remote candidate's name ---------------------------------------------------
+
+
+def _query_bytes(name: dns.name.Name, query_id: int) -> bytes:
+    query = dns.message.Message(id=query_id)
+    for rdtype in (_A, _AAAA):
+        query.question.append(dns.rrset.RRset(name, _IN_FLUSH, rdtype))
+    return query.to_wire()
+
+
+def _answer_in(data: bytes, name: dns.name.Name, query_id: int) -> str | None:
+    """The address for ``name`` in a response datagram, or None."""
+    try:
+        response = dns.message.from_wire(data, ignore_trailing=True)
+    except Exception:  # untrusted bytes
+        return None
+    if not response.flags & dns.flags.QR or response.id not in (0, query_id):
+        return None
+    for rrset in [*response.answer, *response.additional]:
+        if rrset.name != name or rrset.rdclass & ~_TOP_BIT != _IN:
+            continue
+        if rrset.rdtype not in (_A, _AAAA):
+            continue
+        for rdata in rrset:
+            packed = _rdata_bytes(rdata)
+            if len(packed) == (4 if rrset.rdtype == _A else 16):
+                return str(ipaddress.ip_address(packed))
+    return None
+
+
+async def resolve_mdns(
+    name: str, *, timeout: float = 1.0, interface_address: str | None = None
+) -> str:
+    """The IP address a peer's mDNS name stands for, by a one-shot multicast query.
+
+    The query (A and AAAA, QU bit set) goes from an ephemeral port to 224.0.0.251, or to
+    ff02::fb when ``interface_address`` is IPv6, out of the interface holding
+    ``interface_address`` if given. It is repeated at 250 ms and 750 ms; the first answer
+    from port 5353 naming ``name`` wins. ValueError for a name outside ``.local``;
+    `MdnsResolutionError` (an OSError) when nothing answers within ``timeout`` seconds.
+    """
+    target = _to_name(name)
+    loop = asyncio.get_running_loop()
+    ipv6 = interface_address is not None and ":" in interface_address
+    family = socket.AF_INET6 if ipv6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.setblocking(False)
+        if ipv6:
+            assert interface_address is not None
+            index = _interface_index(interface_address) or 0
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+            sock.bind((interface_address.split("%", 1)[0], 0, 0, index))
+            group: tuple[object, ...] = (MDNS_GROUP_V6, MDNS_PORT, 0, index)
+        else:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+            if interface_address is not None:
+                sock.setsockopt(
+                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface_address)
+                )
+            sock.bind((interface_address or "", 0))
+            group = (MDNS_GROUP_V4, MDNS_PORT)
+        query_id = secrets.randbelow(0xFFFF) + 1
+        query = _query_bytes(target, query_id)
+        start = loop.time()
+        deadline = start + timeout
+        sends = [start + at for at in _RESOLVE_RESENDS_S if at < timeout]
+        while True:
+            now = loop.time()
+            if now >= deadline:
+                raise MdnsResolutionError(name, timeout)
+            while sends and sends[0] <= now:
+                sends.pop(0)
+                with contextlib.suppress(OSError):
+                    sock.sendto(query, group)
+            wait = min([deadline, *sends[:1]]) - now
+            try:
+                async with asyncio.timeout(wait):
+                    data, source = await loop.sock_recvfrom(sock, _MAX_DATAGRAM)
+            except TimeoutError:
+                continue
+            except OSError:
+                continue  # an ICMP error from an earlier send: keep listening
+            if source[1] != MDNS_PORT:
+                continue  # RFC 6762 §6: responses come from port 5353
+            address = _answer_in(data, target, query_id)
+            if address is not None:
+                return address
+    finally:
+        sock.close()
