@@ -122,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gather.add_argument("--relay-only", action="store_true", help='iceTransportPolicy "relay"')
     gather.add_argument(
+        "--mdns", action="store_true", help="hide host addresses behind mDNS .local names"
+    )
+    gather.add_argument(
         "--ip-handling",
         type=int,
         choices=(1, 2, 3, 4),
@@ -225,6 +228,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         link_local=args.link_local,
         ssl_context=context,
         ip_handling=args.ip_handling,
+        mdns=args.mdns,
     )
     started = time.monotonic()
     if args.json:

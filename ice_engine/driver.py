@@ -32,6 +32,7 @@ from .interfaces import (
     default_route_addresses,
     local_addresses,
 )
+from .mdns import MdnsResponder, new_mdns_name, shared_responder
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .sharedport import SharedSocket, shared_socket
@@ -90,6 +91,7 @@ class Gatherer:
         on_relayed: RelayedHandler | None = None,
         tcp_candidates: bool = False,
         shared_port: int | None = None,
+        mdns: bool = False,
     ) -> None:
         if isinstance(mids, str) or not mids:
             raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
@@ -144,6 +146,9 @@ class Gatherer:
         self._on_relayed = on_relayed
         self._tcp_candidates = tcp_candidates
         self._shared_port = shared_port
+        self._mdns = mdns
+        self._responder: MdnsResponder | None = None
+        self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] = set()  # transaction ids routed to us by shared sockets
         self._watcher: socket.socket | None = None
@@ -234,6 +239,7 @@ class Gatherer:
         try:
             target = self._core.generation
             if self._core.transport_state(0) is GatheringState.NEW:
+                await self._mdns_ready()
                 self._start()
             elif target == self._streamed:
                 raise RuntimeError(
@@ -266,6 +272,7 @@ class Gatherer:
         self._core.restart(self._now(), new_credentials())
         self._service()
         if self._pool_size:
+            await self._mdns_ready()
             self._start()  # the pool: the new generation gathers before it is asked for
 
     async def prepare(self) -> None:
@@ -275,6 +282,7 @@ class Gatherer:
         if self._closed:
             raise RuntimeError("the gatherer is closed")
         if self._core.transport_state(0) is GatheringState.NEW:
+            await self._mdns_ready()
             self._start()
 
     async def close(self) -> None:
@@ -297,6 +305,11 @@ class Gatherer:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
             self._release()
+        if self._responder is not None:
+            for name in self._mdns_names.values():
+                self._responder.unregister(name)
+            responder, self._responder = self._responder, None
+            await responder.release()
 
     def _release(self) -> None:
         self._stop_watching()
@@ -484,7 +497,32 @@ class Gatherer:
             family=address.family,
             rank=rank,
             network_id=address.network_id,
+            name=self._mdns_name(address.address),
         )
+
+    # -- mDNS host candidates --------------------------------------------------------
+
+    async def _mdns_ready(self) -> None:
+        """Join the loop's shared mDNS responder. Should port 5353 be unavailable, host
+        candidates are left out rather than shown with their addresses."""
+        if not self._mdns or self._responder is not None or self._core.hide_host:
+            return
+        responder = shared_responder()
+        try:
+            await responder.acquire()
+        except OSError:
+            self._core.hide_host = True
+            return
+        self._responder = responder
+
+    def _mdns_name(self, address: str) -> str | None:
+        if self._responder is None:
+            return None
+        name = self._mdns_names.get(address)
+        if name is None:
+            name = self._mdns_names[address] = new_mdns_name()
+            self._responder.register(name, address)
+        return name
 
     def _bind_shared(
         self, address: LocalAddress, transport: int, component: int, rank: int, generation: int

@@ -91,6 +91,7 @@ class Base:
     family: int
     rank: int
     network_id: int = 0
+    name: str | None = None  # an mDNS name to show instead of the address
 
 
 def local_preference(rank: int, slot: int) -> int:
@@ -337,14 +338,14 @@ class Gathering:
         self._set_state(GatheringState.GATHERING, now)
         if not (self.relay_only or self.hide_host):
             for base in generation.bases:
-                self._add_candidate(generation, base, "host", base.address, base.port, now)
+                self._add_host(generation, base, now)
             for base in tcp_bases:
                 for tcptype, port in (("active", 9), ("passive", base.port)):
                     self._add_candidate(
                         generation,
                         base,
                         "host",
-                        base.address,
+                        base.name or base.address,
                         port,
                         now,
                         protocol="tcp",
@@ -438,7 +439,7 @@ class Gathering:
         generation.bases.extend(bases)
         for base in bases:
             if not (self.relay_only or self.hide_host):
-                self._add_candidate(generation, base, "host", base.address, base.port, now)
+                self._add_host(generation, base, now)
             for server, addresses in generation.servers:  # a fresh deadline for new work
                 deadline = now + self.timing.server_deadline
                 self._contact(generation, base, server, addresses, now, deadline)
@@ -761,6 +762,10 @@ class Gathering:
             server_address=probe.server_address[0],
         )
 
+    def _add_host(self, generation: _Generation, base: Base, now: float) -> None:
+        """The base itself, named by mDNS where it has a name (the address stays private)."""
+        self._add_candidate(generation, base, "host", base.name or base.address, base.port, now)
+
     def _add_candidate(
         self,
         generation: _Generation,
@@ -790,7 +795,7 @@ class Gathering:
         has_related = kind != "host"
         if related is None:
             related = (base.address, base.port)
-        if has_related and (self.relay_only or self.hide_host):
+        if has_related and (self.relay_only or self.hide_host or (base.name and kind == "srflx")):
             related = ("0.0.0.0" if base.family == socket.AF_INET else "::", 0)
         candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
             compute_foundation(kind, base.address, protocol, server_address),
