@@ -492,8 +492,7 @@ class Gathering:
             relay = self._relays.get((base_key, (_normalize(source[0]), source[1])))
             if relay is None:
                 return False
-            self._from_relay_server(relay, data, now)
-            return True
+            return self._from_relay_server(relay, data, now)
         if probe.base.key != base_key:
             return False
         if probe.server_address != (_normalize(source[0]), source[1]):
@@ -642,13 +641,17 @@ class Gathering:
         for frame in frames:
             self._from_relay_server(relay, frame, now)
 
-    def _from_relay_server(self, relay: _Relay, data: bytes, now: float) -> None:
-        """A response for the allocation, or data a peer relayed to us."""
-        if not relay.allocation.handle_message(data, now):
+    def _from_relay_server(self, relay: _Relay, data: bytes, now: float) -> bool:
+        """A response for the allocation, or data a peer relayed to us; False if neither
+        (a forged or stray datagram, dropped)."""
+        taken = relay.allocation.handle_message(data, now)
+        if not taken:
             relayed = relay.allocation.unwrap(data)
             if relayed is not None:
                 self._relayed.append((relay.allocation, *relayed))
+                taken = True
         self._flush(relay, now)
+        return taken
 
     def stream_closed(self, now: float, stream: int, reason: str | None) -> None:
         """The connection failed or ended (refused, reset, TLS failure, EOF)."""
