@@ -20,11 +20,10 @@ import math
 import socket
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 
 from . import stun
-from .candidate import Candidate, compute_foundation, compute_priority, relay_type_preference
-from .commands import CloseStream, Command, OpenStream, Resolve, SendDatagram, StreamSend
+from .candidate import Candidate, compute_foundation, compute_priority
+from .commands import Command, Resolve, SendDatagram
 from .credentials import Credentials
 from .events import (
     CandidateRemovedEvent,
@@ -35,16 +34,10 @@ from .events import (
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
 )
+from .model import UNREACHABLE, Base, Generation, Server, Transport, local_preference
+from .relaying import Relaying
 from .transaction import RttTable, StunTransaction, Timing
-from .turn import (
-    AddressFamilyError,
-    Allocated,
-    Allocation,
-    AllocationFailed,
-    NonceCache,
-    TurnCredentials,
-)
-from .urls import ServerUrl
+from .turn import NonceCache
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
@@ -53,50 +46,7 @@ _DEFAULT_TIMING = Timing()
 _TCP_HOST_TYPE_PREFERENCE = 90
 #: RFC 6544 §4.2 direction preferences for host candidates.
 _TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
-UNREACHABLE = 701  # W3C: the server could not be reached (no STUN code applies)
 _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
-
-
-@dataclass(frozen=True, slots=True)
-class Transport:
-    """One m-line's ICE transport, as signalling names it."""
-
-    mid: str
-    mline_index: int
-
-
-@dataclass(frozen=True, slots=True)
-class Server:
-    """A STUN/TURN server URL with its credentials; `index` orders priorities."""
-
-    url: ServerUrl
-    index: int
-    username: str | None = None
-    credential: str | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True, slots=True)
-class Base:
-    """A bound local UDP socket: the base of its host candidate and of those learnt through it.
-
-    `key` is the driver's handle for the socket; `rank` is its address's place in the
-    RFC 8421 order (0 is the most preferred).
-    """
-
-    key: int
-    transport: int
-    component: int
-    address: str
-    port: int
-    family: int
-    rank: int
-    network_id: int = 0
-    name: str | None = None  # an mDNS name to show instead of the address
-
-
-def local_preference(rank: int, slot: int) -> int:
-    """Unique per component: the address's rank, then which server (slot 0: none)."""
-    return max(65535 - rank * 16 - slot, 0)
 
 
 class _Probe:
@@ -106,7 +56,7 @@ class _Probe:
 
     def __init__(
         self,
-        generation: _Generation,
+        generation: Generation,
         base: Base,
         server: Server,
         server_address: tuple[str, int],
@@ -119,62 +69,7 @@ class _Probe:
         self.transaction = tx
 
 
-class _Relay:
-    """A TURN allocation from one base to one server address (relay, and srflx too)."""
-
-    __slots__ = (
-        "allocation",
-        "backlog",
-        "base",
-        "done",
-        "framer",
-        "generation",
-        "server",
-        "server_address",
-        "stream",
-    )
-
-    def __init__(
-        self,
-        generation: _Generation,
-        base: Base,
-        server: Server,
-        server_address: tuple[str, int],
-        allocation: Allocation,
-        stream: int | None = None,
-    ) -> None:
-        self.generation = generation
-        self.base = base
-        self.server = server
-        self.server_address = server_address
-        self.allocation = allocation
-        self.done = False
-        self.stream = stream  # TCP/TLS: the driver's stream; None over UDP
-        self.framer = stun.StreamFramer() if stream is not None else None
-        self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
-
-
-class _Generation:
-    """What one generation (ufrag/pwd) has gathered and still waits for."""
-
-    def __init__(
-        self, number: int, credentials: Credentials, transports: int, started: float
-    ) -> None:
-        self.number = number
-        self.credentials = credentials
-        self.started = started
-        self.bases: list[Base] = []
-        self.pending = [0] * transports
-        self.state = [GatheringState.NEW] * transports
-        self.candidates: list[IceCandidate] = []
-        self.addresses: set[tuple[int, int, int, str, int]] = set()
-        self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
-        self.servers: list[tuple[Server, list[tuple[str, int]]]] = []  # resolved so far
-        self.deadline = started
-        self.ending = False  # continual gathering: set once the generation may finish
-
-
-class Gathering:
+class Gathering(Relaying):
     """Gathering for a set of transports × components, across generations (ICE restarts)."""
 
     def __init__(
@@ -208,16 +103,16 @@ class Gathering:
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
         self.dual_stack_relays = dual_stack_relays
-        self._relays: dict[tuple[int, tuple[str, int]] | int, _Relay] = {}
-        self._relayed: deque[tuple[Allocation, tuple[str, int], bytes]] = deque()
+        self._relays = {}
+        self._relayed = deque()
         self._streams = 0
-        self._generation = _Generation(0, credentials, len(self.transports), 0.0)
+        self._generation = Generation(0, credentials, len(self.transports), 0.0)
         self._state = GatheringState.NEW
         self._events: deque[Event] = deque()
         self._commands: deque[Command] = deque()
         self._probes: dict[bytes, _Probe] = {}
         self._resolve_ids = 0
-        self._resolving: dict[int, tuple[_Generation, Server]] = {}
+        self._resolving: dict[int, tuple[Generation, Server]] = {}
         self._closed = False
 
     # -- what the application sees -------------------------------------------------
@@ -261,59 +156,8 @@ class Gathering:
             timer = min(timer, probe.transaction.timer)
         for generation, _server in self._resolving.values():
             timer = min(timer, generation.deadline)
-        for relay in self._relays.values():
-            relay_timer = relay.allocation.get_timer()
-            if relay_timer is not None:
-                timer = min(timer, relay_timer)
+        timer = min(timer, self._relay_timer())
         return None if timer == math.inf else timer
-
-    @property
-    def allocations(self) -> list[Allocation]:
-        """Live TURN allocations, for a connectivity layer (permissions, channels, data)."""
-        return [r.allocation for r in self._relays.values() if r.allocation.state == "allocated"]
-
-    def next_relayed(self) -> tuple[Allocation, tuple[str, int], bytes] | None:
-        """Data a peer sent through one of our allocations: (allocation, peer, payload)."""
-        return self._relayed.popleft() if self._relayed else None
-
-    def relay_permit(
-        self, now: float, allocation: Allocation, peers: Sequence[tuple[str, int]]
-    ) -> None:
-        """Let these peers' addresses send to (and be sent to through) the allocation."""
-        relay = self._relay_of(allocation)
-        allocation.create_permission(peers, now)
-        self._flush(relay, now)
-
-    def relay_bind_channel(self, now: float, allocation: Allocation, peer: tuple[str, int]) -> None:
-        """A channel for one peer: 4 bytes of framing per datagram instead of 36."""
-        relay = self._relay_of(allocation)
-        channel = 0x4000 + len(allocation.channels)
-        if channel > 0x4FFF:
-            raise ValueError("no channel numbers left on this allocation")
-        allocation.channel_bind(peer, channel, now)
-        self._flush(relay, now)
-
-    def relay_send(
-        self, now: float, allocation: Allocation, peer: tuple[str, int], data: bytes
-    ) -> None:
-        """Send `data` to `peer` through the allocation (a permission must be installed)."""
-        relay = self._relay_of(allocation)
-        wire = allocation.wrap_send(peer, data)
-        if relay.stream is None:
-            self._commands.append(SendDatagram(relay.base.key, wire, relay.server_address))
-        else:
-            self._commands.append(StreamSend(relay.stream, wire))
-
-    def _relay_of(self, allocation: Allocation) -> _Relay:
-        for relay in self._relays.values():
-            if relay.allocation is allocation and allocation.state == "allocated":
-                return relay
-        raise ValueError("not a live allocation of this gatherer")
-
-    @property
-    def closing(self) -> bool:
-        """True while TURN allocations are still being released after `close`."""
-        return any(r.allocation.state == "closing" for r in self._relays.values())
 
     # -- API calls -----------------------------------------------------------------
 
@@ -371,11 +215,8 @@ class Gathering:
             raise RuntimeError("gathering is closed")
         old = self._generation
         self._abandon(old, now)
-        self._generation = _Generation(old.number + 1, credentials, len(self.transports), now)
-        for relay in list(self._relays.values()):  # keep the previous generation's relays
-            if relay.generation.number < old.number:
-                relay.allocation.close(now)
-                self._flush(relay, now)
+        self._generation = Generation(old.number + 1, credentials, len(self.transports), now)
+        self._close_relays(now, older_than=old.number)  # the previous generation's stay
 
     def close(self, now: float) -> None:
         """Stop: pending work is dropped, nothing more is emitted, allocations are released.
@@ -386,9 +227,7 @@ class Gathering:
         self._probes.clear()
         self._resolving.clear()
         self._closed = True
-        for relay in list(self._relays.values()):  # _flush drops the closed ones
-            relay.allocation.close(now)
-            self._flush(relay, now)
+        self._close_relays(now)
 
     # -- network input -------------------------------------------------------------
 
@@ -409,7 +248,7 @@ class Gathering:
 
     def _contact(
         self,
-        generation: _Generation,
+        generation: Generation,
         base: Base,
         server: Server,
         addresses: Sequence[tuple[str, int]],
@@ -454,14 +293,7 @@ class Gathering:
             if probe.base.key in gone:
                 del self._probes[transaction_id]
                 self._done(probe.generation, probe.base.transport, now)
-        for key, relay in list(self._relays.items()):
-            if relay.base.key in gone:
-                del self._relays[key]
-                if relay.stream is not None:
-                    self._commands.append(CloseStream(relay.stream))
-                if not relay.done:
-                    relay.done = True
-                    self._done(relay.generation, relay.base.transport, now)
+        self._drop_relays(gone, now)
         kept = []
         for candidate in generation.candidates:
             if generation.bases_of.get(candidate.candidate) in gone:
@@ -489,10 +321,8 @@ class Gathering:
         """A datagram arrived on a base; True if it was ours (a STUN response we await)."""
         probe = self._probes.get(data[8:20]) if data[4:8] == _COOKIE else None
         if probe is None:
-            relay = self._relays.get((base_key, (_normalize(source[0]), source[1])))
-            if relay is None:
-                return False
-            return self._from_relay_server(relay, data, now)
+            server = (_normalize(source[0]), source[1])
+            return self._relay_datagram(now, base_key, data, server)
         if probe.base.key != base_key:
             return False
         if probe.server_address != (_normalize(source[0]), source[1]):
@@ -541,14 +371,7 @@ class Gathering:
                 text = "STUN server unreachable (ICMP port unreachable)."
                 self._error(probe.generation, probe.server, probe.base, UNREACHABLE, text, now)
                 self._done(probe.generation, probe.base.transport, now)
-        relay = self._relays.get((base_key, address))
-        if relay is not None and not relay.done:
-            del self._relays[(base_key, address)]
-            relay.done = True
-            if relay.generation is self._generation and not self._closed:
-                text = "TURN server unreachable (ICMP port unreachable)."
-                self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
-                self._done(relay.generation, relay.base.transport, now)
+        self._relay_unreachable(now, base_key, address)
 
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, and give up on what has reached its deadline."""
@@ -565,11 +388,7 @@ class Gathering:
                     self._commands.append(
                         SendDatagram(probe.base.key, request, probe.server_address)
                     )
-        for relay in list(self._relays.values()):
-            relay_timer = relay.allocation.get_timer()
-            if relay_timer is not None and relay_timer <= now:
-                relay.allocation.handle_timer(now)
-                self._flush(relay, now)
+        self._relays_on_timer(now)
         for resolve_id, (generation, server) in list(self._resolving.items()):
             if now >= generation.deadline:
                 text = f"DNS lookup of {server.url.host!r} timed out."
@@ -577,163 +396,9 @@ class Gathering:
 
     # -- internals -----------------------------------------------------------------
 
-    def _allocate(
-        self,
-        generation: _Generation,
-        base: Base,
-        server: Server,
-        server_address: tuple[str, int],
-        now: float,
-        deadline: float | None = None,
-    ) -> None:
-        generation.pending[base.transport] += 1
-        over_stream = server.url.transport == "tcp"
-        allocation = Allocation(
-            server_address,
-            credentials=TurnCredentials(server.username or "", server.credential or ""),
-            deadline=deadline or generation.deadline,
-            reliable=over_stream,
-            timing=self.timing,
-            rtt=self.rtt,
-            nonce_cache=self.nonces,
-            family=base.family,
-            # RFC 8656 §7.1: an IPv6 relay too, from one allocation, where the server can.
-            additional_family=self.dual_stack_relays and base.family == socket.AF_INET,
-        )
-        if over_stream:
-            self._streams += 1
-            relay = _Relay(generation, base, server, server_address, allocation, self._streams)
-            self._relays[self._streams] = relay
-            self._commands.append(
-                OpenStream(
-                    self._streams, base.key, server_address, server.url.secure, server.url.host
-                )
-            )
-        else:
-            relay = _Relay(generation, base, server, server_address, allocation)
-            previous = self._relays.pop((base.key, server_address), None)
-            if previous is not None:  # the same URL twice: one allocation per 5-tuple
-                previous.allocation.close(now)
-            self._relays[(base.key, server_address)] = relay
-        allocation.start(now)
-        self._flush(relay, now)
-
-    def stream_connected(self, now: float, stream: int) -> None:
-        """The TCP (and TLS) connection of a Open Stream command is up."""
-        relay = self._relays.get(stream)
-        if relay is None or relay.backlog is None:
-            return
-        for data in relay.backlog:
-            self._commands.append(StreamSend(stream, data))
-        relay.backlog = None
-        self._flush(relay, now)
-
-    def stream_data(self, now: float, stream: int, data: bytes) -> None:
-        relay = self._relays.get(stream)
-        if relay is None or relay.framer is None:
-            return
-        try:
-            frames = relay.framer.feed(data)
-        except stun.StunError as error:
-            self._commands.append(CloseStream(stream))
-            self.stream_closed(now, stream, f"the server sent garbage: {error}")
-            return
-        for frame in frames:
-            self._from_relay_server(relay, frame, now)
-
-    def _from_relay_server(self, relay: _Relay, data: bytes, now: float) -> bool:
-        """A response for the allocation, or data a peer relayed to us; False if neither
-        (a forged or stray datagram, dropped)."""
-        taken = relay.allocation.handle_message(data, now)
-        if not taken:
-            relayed = relay.allocation.unwrap(data)
-            if relayed is not None:
-                self._relayed.append((relay.allocation, *relayed))
-                taken = True
-        self._flush(relay, now)
-        return taken
-
-    def stream_closed(self, now: float, stream: int, reason: str | None) -> None:
-        """The connection failed or ended (refused, reset, TLS failure, EOF)."""
-        relay = self._relays.pop(stream, None)
-        if relay is None:
-            return
-        if not relay.done and relay.generation is self._generation and not self._closed:
-            text = f"TURN connection failed: {reason or 'closed by the server'}"
-            self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
-            relay.done = True
-            self._done(relay.generation, relay.base.transport, now)
-
-    def _flush(self, relay: _Relay, now: float) -> None:
-        """Send what the allocation wants sent, and turn its events into candidates."""
-        allocation = relay.allocation
-        while (data := allocation.next_outgoing()) is not None:
-            if relay.stream is None:
-                self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
-            elif relay.backlog is not None:
-                relay.backlog.append(data)
-            else:
-                self._commands.append(StreamSend(relay.stream, data))
-        events = []
-        while (event := allocation.next_event()) is not None:
-            events.append(event)
-        # An extra family's failure comes with the success: report it before the job ends.
-        events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
-        for event in events:
-            if relay.done or self._closed or relay.generation is not self._generation:
-                continue
-            if isinstance(event, Allocated):
-                self._add_relayed(relay, event, now)
-            elif isinstance(event, AllocationFailed | AddressFamilyError):
-                self._error(
-                    relay.generation, relay.server, relay.base, event.code, event.reason, now
-                )
-                if isinstance(event, AddressFamilyError):
-                    continue  # only the extra family failed: the allocation still relays
-            else:
-                continue
-            relay.done = True
-            self._done(relay.generation, relay.base.transport, now)
-        if allocation.state in ("closed", "failed"):
-            if relay.stream is None:
-                self._relays.pop((relay.base.key, relay.server_address), None)
-            elif self._relays.pop(relay.stream, None) is not None:
-                self._commands.append(CloseStream(relay.stream))
-
-    def _add_relayed(self, relay: _Relay, event: Allocated, now: float) -> None:
-        """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
-        generation, base = relay.generation, relay.base
-        if event.mapped is not None and relay.stream is None and not self.relay_only:
-            # Over TCP the mapping is a TCP one: no use as a UDP srflx candidate.
-            self._add_candidate(
-                generation,
-                base,
-                "srflx",
-                event.mapped[0],
-                event.mapped[1],
-                now,
-                server=relay.server,
-                server_address=relay.server_address[0],
-            )
-        url = relay.server.url
-        leg = "tls" if url.secure else url.transport
-        for address, port in event.relayed:
-            self._add_candidate(
-                generation,
-                base,
-                "relay",
-                address,
-                port,
-                now,
-                server=relay.server,
-                server_address=f"{relay.server_address[0]}/{leg}",
-                type_preference=relay_type_preference(leg),
-                related=event.mapped,
-            )
-
     def _send_binding(
         self,
-        generation: _Generation,
+        generation: Generation,
         base: Base,
         server: Server,
         server_address: tuple[str, int],
@@ -749,7 +414,7 @@ class Gathering:
         self._commands.append(SendDatagram(base.key, request, server_address))
 
     def _add_srflx(
-        self, generation: _Generation, probe: _Probe, mapped: tuple[str, int], now: float
+        self, generation: Generation, probe: _Probe, mapped: tuple[str, int], now: float
     ) -> None:
         base = probe.base
         if mapped == (base.address, base.port):
@@ -765,13 +430,13 @@ class Gathering:
             server_address=probe.server_address[0],
         )
 
-    def _add_host(self, generation: _Generation, base: Base, now: float) -> None:
+    def _add_host(self, generation: Generation, base: Base, now: float) -> None:
         """The base itself, named by mDNS where it has a name (the address stays private)."""
         self._add_candidate(generation, base, "host", base.name or base.address, base.port, now)
 
     def _add_candidate(
         self,
-        generation: _Generation,
+        generation: Generation,
         base: Base,
         kind: str,
         address: str,
@@ -833,7 +498,7 @@ class Gathering:
 
     def _error(
         self,
-        generation: _Generation,
+        generation: Generation,
         server: Server,
         base: Base | None,
         code: int,
@@ -852,12 +517,12 @@ class Gathering:
             )
         )
 
-    def _done(self, generation: _Generation, transport: int, now: float) -> None:
+    def _done(self, generation: Generation, transport: int, now: float) -> None:
         """One piece of a transport's work finished."""
         generation.pending[transport] -= 1
         self._maybe_finish(generation, transport, now)
 
-    def _maybe_finish(self, generation: _Generation, transport: int, now: float) -> None:
+    def _maybe_finish(self, generation: Generation, transport: int, now: float) -> None:
         if (
             (self.continual and not generation.ending)
             or generation.pending[transport] > 0
@@ -872,14 +537,14 @@ class Gathering:
                 IceCandidateEvent(None, generation.number, now - generation.started)
             )
 
-    def _emit_end_of_candidates(self, generation: _Generation, transport: int, now: float) -> None:
+    def _emit_end_of_candidates(self, generation: Generation, transport: int, now: float) -> None:
         description = self.transports[transport]
         end = IceCandidate(
             "", description.mid, description.mline_index, generation.credentials.ufrag
         )
         self._events.append(IceCandidateEvent(end, generation.number, now - generation.started))
 
-    def _abandon(self, generation: _Generation, now: float) -> None:
+    def _abandon(self, generation: Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
         generation.ending = True
         for transaction_id in [

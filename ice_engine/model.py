@@ -1,0 +1,79 @@
+"""What the gathering core works on: transports, servers, bases and generations.
+
+Plain data, shared by the state machine (`gathering.py`) and its TURN part
+(`relaying.py`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .credentials import Credentials
+from .events import GatheringState, IceCandidate
+from .urls import ServerUrl
+
+__all__ = ["UNREACHABLE", "Base", "Generation", "Server", "Transport", "local_preference"]
+
+UNREACHABLE = 701  # W3C: the server could not be reached (no STUN code applies)
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """One m-line's ICE transport, as signalling names it."""
+
+    mid: str
+    mline_index: int
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """A STUN/TURN server URL with its credentials; `index` orders priorities."""
+
+    url: ServerUrl
+    index: int
+    username: str | None = None
+    credential: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Base:
+    """A bound local UDP socket: the base of its host candidate and of those learnt through it.
+
+    `key` is the driver's handle for the socket; `rank` is its address's place in the
+    RFC 8421 order (0 is the most preferred).
+    """
+
+    key: int
+    transport: int
+    component: int
+    address: str
+    port: int
+    family: int
+    rank: int
+    network_id: int = 0
+    name: str | None = None  # an mDNS name to show instead of the address
+
+
+def local_preference(rank: int, slot: int) -> int:
+    """Unique per component: the address's rank, then which server (slot 0: none)."""
+    return max(65535 - rank * 16 - slot, 0)
+
+
+class Generation:
+    """What one generation (ufrag/pwd) has gathered and still waits for."""
+
+    def __init__(
+        self, number: int, credentials: Credentials, transports: int, started: float
+    ) -> None:
+        self.number = number
+        self.credentials = credentials
+        self.started = started
+        self.bases: list[Base] = []
+        self.pending = [0] * transports
+        self.state = [GatheringState.NEW] * transports
+        self.candidates: list[IceCandidate] = []
+        self.addresses: set[tuple[int, int, int, str, int]] = set()
+        self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
+        self.servers: list[tuple[Server, list[tuple[str, int]]]] = []  # resolved so far
+        self.deadline = started
+        self.ending = False  # continual gathering: set once the generation may finish

@@ -1,0 +1,364 @@
+"""TURN relays in the gathering core: one allocation per base × TURN server address.
+
+A mixin of `Gathering`: it shares the core's queues and generation bookkeeping, and keeps
+everything TURN-specific (streams for TCP/TLS, the relay and srflx candidates an
+allocation yields, refreshes, deallocation, the data path) out of the state machine.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from collections.abc import Sequence
+
+from . import stun
+from .candidate import relay_type_preference
+from .commands import CloseStream, Command, OpenStream, SendDatagram, StreamSend
+from .model import UNREACHABLE, Base, Generation, Server
+from .transaction import RttTable, Timing
+from .turn import (
+    AddressFamilyError,
+    Allocated,
+    Allocation,
+    AllocationFailed,
+    NonceCache,
+    TurnCredentials,
+)
+
+__all__ = ["Relay", "Relaying"]
+
+
+class Relay:
+    """A TURN allocation from one base to one server address (relay, and srflx too)."""
+
+    __slots__ = (
+        "allocation",
+        "backlog",
+        "base",
+        "done",
+        "framer",
+        "generation",
+        "server",
+        "server_address",
+        "stream",
+    )
+
+    def __init__(
+        self,
+        generation: Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        allocation: Allocation,
+        stream: int | None = None,
+    ) -> None:
+        self.generation = generation
+        self.base = base
+        self.server = server
+        self.server_address = server_address
+        self.allocation = allocation
+        self.done = False
+        self.stream = stream  # TCP/TLS: the driver's stream; None over UDP
+        self.framer = stun.StreamFramer() if stream is not None else None
+        self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
+
+
+class Relaying:
+    """The TURN part of the gathering core (see the module docstring)."""
+
+    # Shared with Gathering, which sets them up.
+    _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
+    _relayed: deque[tuple[Allocation, tuple[str, int], bytes]]
+    _streams: int
+    _commands: deque[Command]
+    _generation: Generation
+    _closed: bool
+    relay_only: bool
+    timing: Timing
+    rtt: RttTable
+    nonces: NonceCache
+    dual_stack_relays: bool
+
+    # Provided by Gathering.
+    def _add_candidate(
+        self,
+        generation: Generation,
+        base: Base,
+        kind: str,
+        address: str,
+        port: int,
+        now: float,
+        *,
+        server: Server | None = None,
+        server_address: str | None = None,
+        type_preference: int | None = None,
+        protocol: str = "udp",
+        related: tuple[str, int] | None = None,
+        tcptype: str | None = None,
+    ) -> None:
+        raise NotImplementedError
+
+    def _error(
+        self,
+        generation: Generation,
+        server: Server,
+        base: Base | None,
+        code: int,
+        text: str,
+        now: float,
+    ) -> None:
+        raise NotImplementedError
+
+    def _done(self, generation: Generation, transport: int, now: float) -> None:
+        raise NotImplementedError
+
+    # -- what the state machine asks of its relays -------------------------------------
+
+    def _relay_timer(self) -> float:
+        timers = [r.allocation.get_timer() for r in self._relays.values()]
+        return min((t for t in timers if t is not None), default=float("inf"))
+
+    def _relays_on_timer(self, now: float) -> None:
+        for relay in list(self._relays.values()):
+            relay_timer = relay.allocation.get_timer()
+            if relay_timer is not None and relay_timer <= now:
+                relay.allocation.handle_timer(now)
+                self._flush(relay, now)
+
+    def _close_relays(self, now: float, older_than: int | None = None) -> None:
+        """Deallocate every relay, or those of generations before `older_than`."""
+        for relay in list(self._relays.values()):  # _flush drops the closed ones
+            if older_than is None or relay.generation.number < older_than:
+                relay.allocation.close(now)
+                self._flush(relay, now)
+
+    def _drop_relays(self, gone: set[int], now: float) -> None:
+        """Bases that went away: their relays go too (their socket is already gone)."""
+        for key, relay in list(self._relays.items()):
+            if relay.base.key in gone:
+                del self._relays[key]
+                if relay.stream is not None:
+                    self._commands.append(CloseStream(relay.stream))
+                if not relay.done:
+                    relay.done = True
+                    self._done(relay.generation, relay.base.transport, now)
+
+    def _relay_datagram(
+        self, now: float, base_key: int, data: bytes, source: tuple[str, int]
+    ) -> bool:
+        relay = self._relays.get((base_key, source))
+        return relay is not None and self._from_relay_server(relay, data, now)
+
+    def _relay_unreachable(self, now: float, base_key: int, address: tuple[str, int]) -> None:
+        relay = self._relays.get((base_key, address))
+        if relay is not None and not relay.done:
+            del self._relays[(base_key, address)]
+            relay.done = True
+            if relay.generation is self._generation and not self._closed:
+                text = "TURN server unreachable (ICMP port unreachable)."
+                self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+                self._done(relay.generation, relay.base.transport, now)
+
+    # -- the relays' own API and work --------------------------------------------------
+
+    @property
+    def allocations(self) -> list[Allocation]:
+        """Live TURN allocations, for a connectivity layer (permissions, channels, data)."""
+        return [r.allocation for r in self._relays.values() if r.allocation.state == "allocated"]
+
+    def next_relayed(self) -> tuple[Allocation, tuple[str, int], bytes] | None:
+        """Data a peer sent through one of our allocations: (allocation, peer, payload)."""
+        return self._relayed.popleft() if self._relayed else None
+
+    def relay_permit(
+        self, now: float, allocation: Allocation, peers: Sequence[tuple[str, int]]
+    ) -> None:
+        """Let these peers' addresses send to (and be sent to through) the allocation."""
+        relay = self._relay_of(allocation)
+        allocation.create_permission(peers, now)
+        self._flush(relay, now)
+
+    def relay_bind_channel(self, now: float, allocation: Allocation, peer: tuple[str, int]) -> None:
+        """A channel for one peer: 4 bytes of framing per datagram instead of 36."""
+        relay = self._relay_of(allocation)
+        channel = 0x4000 + len(allocation.channels)
+        if channel > 0x4FFF:
+            raise ValueError("no channel numbers left on this allocation")
+        allocation.channel_bind(peer, channel, now)
+        self._flush(relay, now)
+
+    def relay_send(
+        self, now: float, allocation: Allocation, peer: tuple[str, int], data: bytes
+    ) -> None:
+        """Send `data` to `peer` through the allocation (a permission must be installed)."""
+        relay = self._relay_of(allocation)
+        wire = allocation.wrap_send(peer, data)
+        if relay.stream is None:
+            self._commands.append(SendDatagram(relay.base.key, wire, relay.server_address))
+        else:
+            self._commands.append(StreamSend(relay.stream, wire))
+
+    def _relay_of(self, allocation: Allocation) -> Relay:
+        for relay in self._relays.values():
+            if relay.allocation is allocation and allocation.state == "allocated":
+                return relay
+        raise ValueError("not a live allocation of this gatherer")
+
+    @property
+    def closing(self) -> bool:
+        """True while TURN allocations are still being released after `close`."""
+        return any(r.allocation.state == "closing" for r in self._relays.values())
+
+    def _allocate(
+        self,
+        generation: Generation,
+        base: Base,
+        server: Server,
+        server_address: tuple[str, int],
+        now: float,
+        deadline: float | None = None,
+    ) -> None:
+        generation.pending[base.transport] += 1
+        over_stream = server.url.transport == "tcp"
+        allocation = Allocation(
+            server_address,
+            credentials=TurnCredentials(server.username or "", server.credential or ""),
+            deadline=deadline or generation.deadline,
+            reliable=over_stream,
+            timing=self.timing,
+            rtt=self.rtt,
+            nonce_cache=self.nonces,
+            family=base.family,
+            # RFC 8656 §7.1: an IPv6 relay too, from one allocation, where the server can.
+            additional_family=self.dual_stack_relays and base.family == socket.AF_INET,
+        )
+        if over_stream:
+            self._streams += 1
+            relay = Relay(generation, base, server, server_address, allocation, self._streams)
+            self._relays[self._streams] = relay
+            self._commands.append(
+                OpenStream(
+                    self._streams, base.key, server_address, server.url.secure, server.url.host
+                )
+            )
+        else:
+            relay = Relay(generation, base, server, server_address, allocation)
+            previous = self._relays.pop((base.key, server_address), None)
+            if previous is not None:  # the same URL twice: one allocation per 5-tuple
+                previous.allocation.close(now)
+            self._relays[(base.key, server_address)] = relay
+        allocation.start(now)
+        self._flush(relay, now)
+
+    def stream_connected(self, now: float, stream: int) -> None:
+        """The TCP (and TLS) connection of a Open Stream command is up."""
+        relay = self._relays.get(stream)
+        if relay is None or relay.backlog is None:
+            return
+        for data in relay.backlog:
+            self._commands.append(StreamSend(stream, data))
+        relay.backlog = None
+        self._flush(relay, now)
+
+    def stream_data(self, now: float, stream: int, data: bytes) -> None:
+        relay = self._relays.get(stream)
+        if relay is None or relay.framer is None:
+            return
+        try:
+            frames = relay.framer.feed(data)
+        except stun.StunError as error:
+            self._commands.append(CloseStream(stream))
+            self.stream_closed(now, stream, f"the server sent garbage: {error}")
+            return
+        for frame in frames:
+            self._from_relay_server(relay, frame, now)
+
+    def _from_relay_server(self, relay: Relay, data: bytes, now: float) -> bool:
+        """A response for the allocation, or data a peer relayed to us; False if neither
+        (a forged or stray datagram, dropped)."""
+        taken = relay.allocation.handle_message(data, now)
+        if not taken:
+            relayed = relay.allocation.unwrap(data)
+            if relayed is not None:
+                self._relayed.append((relay.allocation, *relayed))
+                taken = True
+        self._flush(relay, now)
+        return taken
+
+    def stream_closed(self, now: float, stream: int, reason: str | None) -> None:
+        """The connection failed or ended (refused, reset, TLS failure, EOF)."""
+        relay = self._relays.pop(stream, None)
+        if relay is None:
+            return
+        if not relay.done and relay.generation is self._generation and not self._closed:
+            text = f"TURN connection failed: {reason or 'closed by the server'}"
+            self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+            relay.done = True
+            self._done(relay.generation, relay.base.transport, now)
+
+    def _flush(self, relay: Relay, now: float) -> None:
+        """Send what the allocation wants sent, and turn its events into candidates."""
+        allocation = relay.allocation
+        while (data := allocation.next_outgoing()) is not None:
+            if relay.stream is None:
+                self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
+            elif relay.backlog is not None:
+                relay.backlog.append(data)
+            else:
+                self._commands.append(StreamSend(relay.stream, data))
+        events = []
+        while (event := allocation.next_event()) is not None:
+            events.append(event)
+        # An extra family's failure comes with the success: report it before the job ends.
+        events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
+        for event in events:
+            if relay.done or self._closed or relay.generation is not self._generation:
+                continue
+            if isinstance(event, Allocated):
+                self._add_relayed(relay, event, now)
+            elif isinstance(event, AllocationFailed | AddressFamilyError):
+                self._error(
+                    relay.generation, relay.server, relay.base, event.code, event.reason, now
+                )
+                if isinstance(event, AddressFamilyError):
+                    continue  # only the extra family failed: the allocation still relays
+            else:
+                continue
+            relay.done = True
+            self._done(relay.generation, relay.base.transport, now)
+        if allocation.state in ("closed", "failed"):
+            if relay.stream is None:
+                self._relays.pop((relay.base.key, relay.server_address), None)
+            elif self._relays.pop(relay.stream, None) is not None:
+                self._commands.append(CloseStream(relay.stream))
+
+    def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:
+        """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
+        generation, base = relay.generation, relay.base
+        if event.mapped is not None and relay.stream is None and not self.relay_only:
+            # Over TCP the mapping is a TCP one: no use as a UDP srflx candidate.
+            self._add_candidate(
+                generation,
+                base,
+                "srflx",
+                event.mapped[0],
+                event.mapped[1],
+                now,
+                server=relay.server,
+                server_address=relay.server_address[0],
+            )
+        url = relay.server.url
+        leg = "tls" if url.secure else url.transport
+        for address, port in event.relayed:
+            self._add_candidate(
+                generation,
+                base,
+                "relay",
+                address,
+                port,
+                now,
+                server=relay.server,
+                server_address=f"{relay.server_address[0]}/{leg}",
+                type_preference=relay_type_preference(leg),
+                related=event.mapped,
+            )
