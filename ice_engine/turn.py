@@ -34,6 +34,8 @@ __all__ = [
 TIMED_OUT = 701
 CLOSE_TIMEOUT = 1.0  # deallocation is a courtesy: never hold a shutdown longer than this
 PERMISSION_DEADLINE = 5.0
+PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
+CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
 
@@ -202,6 +204,10 @@ class Allocation:
         self.refresh_at: float | None = None
         self.permissions: set[str] = set()
         self.channels: dict[tuple[str, int], int] = {}
+        # When to renew what the server would otherwise forget (RFC 8656 §9, §12):
+        # permissions after 4 of their 5 minutes, channels after 9 of their 10.
+        self._permission_renewals: dict[tuple[str, int], float] = {}
+        self._channel_renewals: dict[tuple[str, int], float] = {}
         self._transport = "stream" if reliable else "udp"
         self._auth: NonceEntry | None = None
         self._key: bytes | None = None
@@ -238,6 +244,8 @@ class Allocation:
             timer = min(timer, self.expires_at)
             if self.refresh_at is not None:
                 timer = min(timer, self.refresh_at)
+            renewals = (*self._permission_renewals.values(), *self._channel_renewals.values())
+            timer = min(timer, *renewals) if renewals else timer
         if self.state == "closing":
             timer = min(timer, self._close_by)
         return None if timer == math.inf else timer
@@ -261,6 +269,8 @@ class Allocation:
                 self.refresh_at = None
                 attributes = [(Attr.LIFETIME, stun.u32_value(self.lifetime))]
                 self._send("refresh", Method.REFRESH, attributes, now, self.expires_at or now)
+            if self.state == "allocated":
+                self._renew(now)
         elif self.state == "closing" and now >= self._close_by:
             self._finish_close()
 
@@ -455,11 +465,28 @@ class Allocation:
             self._finish_close()
         elif request.kind == "permission":
             self.permissions.update(address for address, _ in request.peers)
+            for peer in request.peers:
+                self._permission_renewals[peer] = now + PERMISSION_RENEW_AFTER
         elif request.kind == "channel":
             channel = _channel(request)
             self.channels = {p: c for p, c in self.channels.items() if c != channel}
             self.channels[request.peers[0]] = channel
             self.permissions.add(request.peers[0][0])
+            self._channel_renewals[request.peers[0]] = now + CHANNEL_RENEW_AFTER
+
+    def _renew(self, now: float) -> None:
+        """Keep permissions and channels alive for as long as the allocation lives."""
+        due = [peer for peer, at in self._permission_renewals.items() if at <= now]
+        for peer in due:
+            del self._permission_renewals[peer]
+        if due:
+            self.create_permission(due, now)
+        for peer, at in list(self._channel_renewals.items()):
+            if at <= now:
+                del self._channel_renewals[peer]
+                channel = self.channels.get(peer)
+                if channel is not None:
+                    self.channel_bind(peer, channel, now)
 
     def _allocated(self, message: stun.Message, now: float) -> None:
         try:

@@ -147,3 +147,36 @@ def test_relayed_data_and_sends_go_through_the_allocation() -> None:
     core.close(0.4)
     with pytest.raises(ValueError, match="live allocation"):
         core.relay_send(0.5, allocation, peer, b"late")
+
+
+def test_permissions_and_channels_are_kept_alive() -> None:
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [])
+    [allocation] = core.allocations
+    peer = ("198.51.100.11", 40000)
+
+    def grant(request: SendDatagram, now: float) -> None:
+        message = stun.parse(request.data)
+        reply = stun.encode(
+            message.method, MessageClass.SUCCESS, message.transaction_id, integrity_key=KEY
+        )
+        assert core.receive_datagram(now, 1, reply, TURN)
+
+    core.relay_permit(1.0, allocation, [peer])
+    [permission] = drain(core)
+    grant(permission, 1.05)
+    core.relay_bind_channel(2.0, allocation, peer)
+    [bind] = drain(core)
+    grant(bind, 2.05)
+    assert allocation.channels == {peer: 0x4000}
+    timer = core.get_timer()
+    assert timer is not None and timer == 1.05 + 240  # the permission, before it lapses at 300
+    core.handle_timer(timer)
+    [renewal] = drain(core)
+    assert stun.parse(renewal.data).method == Method.CREATE_PERMISSION
+    grant(renewal, timer + 0.05)
+    core.handle_timer(2.05 + 540)
+    sent = [stun.parse(c.data).method for c in drain(core)]
+    assert Method.CHANNEL_BIND in sent  # the channel, before it lapses at 600
