@@ -202,8 +202,7 @@ class Gatherer:
         return self._core.allocations
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
-        """Install TURN permissions for these peers (refreshing them is the caller's task:
-        permissions last 5 minutes)."""
+        """Install TURN permissions for these peers; they are renewed until `close()`."""
         self._core.relay_permit(self._now(), allocation, peers)
         self._service()
 
