@@ -25,7 +25,6 @@ import json
 import platform
 import statistics
 import sys
-import timeit
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
@@ -33,6 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _pairs import paired_minimum
 from aioice.candidate import Candidate as AioCandidate
 
 from ice_engine.candidate import Candidate
@@ -105,18 +105,9 @@ def cases() -> list[Case]:
     return found
 
 
-def per_call(function: Callable[[], object], number: int) -> float:
-    return timeit.timeit(function, number=number) / number
-
-
 def measure(case: Case, repeat: int) -> dict[str, object]:
     message, operation, ours, theirs = case
-    number = max(1000, int(0.02 / max(per_call(ours, 200), 1e-9)))
-    ours_times, theirs_times = [], []
-    for _ in range(repeat):
-        ours_times.append(per_call(ours, number))
-        theirs_times.append(per_call(theirs, number))
-    ours_us, theirs_us = min(ours_times) * 1e6, min(theirs_times) * 1e6
+    ours_us, theirs_us = paired_minimum(ours, theirs, repeat)
     return {
         "candidate": message,
         "operation": operation,

@@ -24,7 +24,6 @@ import argparse
 import json
 import platform
 import sys
-import timeit
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
@@ -32,6 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from _pairs import paired_minimum
 from aioice import stun as aio
 
 from ice_engine import stun
@@ -66,14 +66,7 @@ def allocate_success() -> bytes:
     )
 
 
-def ours_build_binding() -> bytes:
-    value = stun.xor_address_value(*MAPPED, TRANSACTION_ID)
-    return stun.encode(
-        stun.Method.BINDING,
-        stun.MessageClass.SUCCESS,
-        TRANSACTION_ID,
-        [(stun.Attr.XOR_MAPPED_ADDRESS, value)],
-    )
+ours_build_binding = binding_success  # building is what binding_success does
 
 
 def aioice_build_binding() -> bytes:
@@ -143,18 +136,9 @@ def cases() -> list[Case]:
     return found
 
 
-def per_call(function: Callable[[], object], number: int) -> float:
-    return timeit.timeit(function, number=number) / number
-
-
 def measure(case: Case, repeat: int) -> dict[str, object]:
     message, operation, ours, theirs = case
-    number = max(1000, int(0.02 / max(per_call(ours, 200), 1e-9)))
-    ours_times, theirs_times = [], []
-    for _ in range(repeat):
-        ours_times.append(per_call(ours, number))
-        theirs_times.append(per_call(theirs, max(200, number // 5)))
-    ours_us, theirs_us = min(ours_times) * 1e6, min(theirs_times) * 1e6
+    ours_us, theirs_us = paired_minimum(ours, theirs, repeat, theirs_share=5)
     return {
         "message": message,
         "operation": operation,
