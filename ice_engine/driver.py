@@ -145,6 +145,7 @@ class Gatherer:
         self._continual = continual
         self._on_relayed = on_relayed
         self._tcp_candidates = tcp_candidates
+        self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
         self._shared_port = shared_port
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
@@ -362,6 +363,7 @@ class Gatherer:
         tcp_bases: list[Base] = []
         if self._tcp_candidates:
             tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
+            self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
         self._core.start(self._now(), bases, tcp_bases)
         if self._continual and self._watcher is None and self._watch_timer is None:
             self._watch_interfaces()
@@ -438,6 +440,9 @@ class Gatherer:
         present = {a.address: a for a in self._addresses(max_age=0)}
         bases = core.bases
         gone = [b.key for b in bases if b.address not in present]
+        gone += [key for key, address in self._tcp_bases.items() if address not in present]
+        for key in gone:
+            self._tcp_bases.pop(key, None)
         if gone:
             core.remove_bases(now, gone)
             for key in gone:
@@ -446,7 +451,12 @@ class Gatherer:
         added = [a for a in present.values() if a.address not in known]
         if added:
             ranks = max((b.rank for b in bases), default=-1) + 1
-            core.add_bases(now, self._bind_all(added, ranks, core.generation))
+            new_bases = self._bind_all(added, ranks, core.generation)
+            tcp_bases: list[Base] = []
+            if self._tcp_candidates:
+                tcp_bases = self._bind_all(added, ranks, core.generation, socket.SOCK_STREAM)
+            self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
+            core.add_bases(now, new_bases, tcp_bases)
         self._service()
 
     def _stop_watching(self) -> None:

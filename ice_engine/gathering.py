@@ -184,18 +184,7 @@ class Gathering(Relaying):
             for base in generation.bases:
                 self._add_host(generation, base, now)
             for base in tcp_bases:
-                for tcptype, port in (("active", 9), ("passive", base.port)):
-                    self._add_candidate(
-                        generation,
-                        base,
-                        "host",
-                        base.name or base.address,
-                        port,
-                        now,
-                        protocol="tcp",
-                        tcptype=tcptype,
-                        type_preference=_TCP_HOST_TYPE_PREFERENCE,
-                    )
+                self._add_tcp_hosts(generation, base, now)
         for server in self.servers:
             self._resolve_ids += 1
             self._resolving[self._resolve_ids] = (generation, server)
@@ -264,7 +253,7 @@ class Gathering(Relaying):
             else:
                 self._send_binding(generation, base, server, server_address, now, deadline)
 
-    def add_bases(self, now: float, bases: Sequence[Base]) -> None:
+    def add_bases(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
         """Continual gathering: new sockets (an address appeared) join the current
         generation, with their host candidates and every server already resolved."""
         generation = self._generation
@@ -282,6 +271,9 @@ class Gathering(Relaying):
             for server, addresses in generation.servers:  # a fresh deadline for new work
                 deadline = now + self.timing.server_deadline
                 self._contact(generation, base, server, addresses, now, deadline)
+        if not (self.relay_only or self.hide_host):
+            for base in tcp_bases:
+                self._add_tcp_hosts(generation, base, now)
 
     def remove_bases(self, now: float, keys: Sequence[int]) -> None:
         """Sockets whose address went away: their candidates are removed (an event each)
@@ -433,6 +425,21 @@ class Gathering(Relaying):
     def _add_host(self, generation: Generation, base: Base, now: float) -> None:
         """The base itself, named by mDNS where it has a name (the address stays private)."""
         self._add_candidate(generation, base, "host", base.name or base.address, base.port, now)
+
+    def _add_tcp_hosts(self, generation: Generation, base: Base, now: float) -> None:
+        """RFC 6544: an active candidate (port 9, it never listens) and a passive one."""
+        for tcptype, port in (("active", 9), ("passive", base.port)):
+            self._add_candidate(
+                generation,
+                base,
+                "host",
+                base.name or base.address,
+                port,
+                now,
+                protocol="tcp",
+                tcptype=tcptype,
+                type_preference=_TCP_HOST_TYPE_PREFERENCE,
+            )
 
     def _add_candidate(
         self,

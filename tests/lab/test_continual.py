@@ -22,7 +22,7 @@ def ip(*args):
 
 async def main():
     log = []
-    async with Gatherer([IceServer("stun:{server}")], continual=True) as gatherer:
+    async with Gatherer([IceServer("stun:{server}")], continual=True, tcp_candidates={tcp}) as gatherer:
         async def consume():
             async for event in gatherer.gather():
                 c = getattr(event, "candidate", None)
@@ -31,7 +31,7 @@ async def main():
                 elif c is None:
                     log.append([event.type, None, event.generation])
                 else:
-                    log.append([event.type, c.type, c.address, event.generation])
+                    log.append([event.type, c.type, c.address, event.generation, c.protocol])
 
         task = asyncio.create_task(consume())
         await asyncio.sleep(0.3)
@@ -51,8 +51,9 @@ asyncio.run(main())
 """
 
 
-def test_added_and_removed_addresses_in_the_open_generation(lab: Lab) -> None:
-    script = SCRIPT.format(server=SERVER_IPV4, extra=EXTRA)
+@pytest.mark.parametrize("tcp", [False, True])
+def test_added_and_removed_addresses_in_the_open_generation(lab: Lab, tcp: bool) -> None:
+    script = SCRIPT.format(server=SERVER_IPV4, extra=EXTRA, tcp=tcp)
     try:
         result = lab.run_python(script, timeout_s=30)
     finally:  # never leave the extra address behind
@@ -69,10 +70,14 @@ def test_added_and_removed_addresses_in_the_open_generation(lab: Lab) -> None:
     assert not any(e[0] == "icecandidate" and e[1] is None for e in before)  # no null yet
     assert not any(e[1] == "" for e in before)
     added = log[marks["adding"] : marks["removing"]]
-    assert ["icecandidate", "host", EXTRA, 0] in added
+    assert ["icecandidate", "host", EXTRA, 0, "udp"] in added
+    tcp_added = [e for e in added if e[1:3] == ["host", EXTRA] and e[-1] == "tcp"]
+    assert len(tcp_added) == (2 if tcp else 0)  # active and passive
     assert any(e[:2] == ["icecandidate", "srflx"] for e in added)  # learnt via STUN too
     removed = log[marks["removing"] : marks["restart"]]
-    assert ["candidateremoved", "host", EXTRA, 0] in removed
+    assert ["candidateremoved", "host", EXTRA, 0, "udp"] in removed
+    tcp_removed = [e for e in removed if e[0] == "candidateremoved" and e[-1] == "tcp"]
+    assert len(tcp_removed) == (2 if tcp else 0)
     assert any(e[:2] == ["candidateremoved", "srflx"] for e in removed)
     ended = log[marks["restart"] :]
     assert ["state", "complete", 0] in ended
