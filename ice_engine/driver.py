@@ -39,6 +39,7 @@ from .sharedport import SharedSocket, shared_socket
 from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
 from .transaction import RttTable, Timing
 from .turn import Allocation, NonceCache
+from .watcher import InterfaceWatcher
 
 __all__ = ["Gatherer"]
 
@@ -53,10 +54,6 @@ _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET: (socket.IPPROTO_IP, 11),
     socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
 }
-# Linux rtnetlink groups: links and IPv4/IPv6 addresses coming and going.
-_RTMGRP_INTERFACES = 0x1 | 0x10 | 0x100
-_RESCAN_DELAY = 0.05  # coalesce a burst of netlink messages into one re-enumeration
-_POLL_INTERVAL = 2.0  # without netlink, re-enumerate this often
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
@@ -152,8 +149,7 @@ class Gatherer:
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] = set()  # transaction ids routed to us by shared sockets
-        self._watcher: socket.socket | None = None
-        self._watch_timer: asyncio.TimerHandle | None = None
+        self._watcher: InterfaceWatcher | None = None
         self._link_local = link_local
         self._address_filter = address_filter
         self._resolver = resolver
@@ -312,7 +308,9 @@ class Gatherer:
             await responder.release()
 
     def _release(self) -> None:
-        self._stop_watching()
+        if self._watcher is not None:
+            self._watcher.close()
+            self._watcher = None
         for shared in set(self._shared.values()):
             shared.forget(self._expected)
         if self._timer is not None:
@@ -365,8 +363,8 @@ class Gatherer:
             tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
             self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
         self._core.start(self._now(), bases, tcp_bases)
-        if self._continual and self._watcher is None and self._watch_timer is None:
-            self._watch_interfaces()
+        if self._continual and self._watcher is None:
+            self._watcher = InterfaceWatcher(self._get_loop(), self._rescan)
         self._service()
 
     def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
@@ -401,36 +399,6 @@ class Gatherer:
 
     # -- continual gathering -------------------------------------------------------
 
-    def _watch_interfaces(self) -> None:
-        """Learn of address changes from rtnetlink where there is one, else by polling."""
-        loop = self._get_loop()
-        if sys.platform == "linux":
-            try:
-                watcher = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-                watcher.bind((0, _RTMGRP_INTERFACES))
-                watcher.setblocking(False)
-            except OSError:
-                pass
-            else:
-                self._watcher = watcher
-                loop.add_reader(watcher.fileno(), self._on_interface_change)
-                return
-        self._watch_timer = loop.call_later(_POLL_INTERVAL, self._on_poll)
-
-    def _on_interface_change(self) -> None:
-        assert self._watcher is not None
-        with contextlib.suppress(OSError):
-            while self._watcher.recv(65536):  # the content does not matter: re-enumerate
-                pass
-        if self._watch_timer is None:
-            self._watch_timer = self._get_loop().call_later(_RESCAN_DELAY, self._on_poll)
-
-    def _on_poll(self) -> None:
-        self._watch_timer = None
-        if self._watcher is None:  # polling: come back later
-            self._watch_timer = self._get_loop().call_later(_POLL_INTERVAL, self._on_poll)
-        self._rescan()
-
     def _rescan(self) -> None:
         """Bring the current generation's bases in line with the addresses now present."""
         core = self._core
@@ -458,16 +426,6 @@ class Gatherer:
             self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
             core.add_bases(now, new_bases, tcp_bases)
         self._service()
-
-    def _stop_watching(self) -> None:
-        if self._watch_timer is not None:
-            self._watch_timer.cancel()
-            self._watch_timer = None
-        if self._watcher is not None:
-            with contextlib.suppress(Exception):
-                self._get_loop().remove_reader(self._watcher.fileno())
-            self._watcher.close()
-            self._watcher = None
 
     def _bind(
         self,
