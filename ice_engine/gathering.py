@@ -5,7 +5,8 @@ gathering state, STUN transactions, candidate priorities, pruning and event orde
 never touches a socket or a clock. Its driver feeds it API calls, datagrams, DNS answers
 and timer ticks, each with `now`, and drains two queues: events for the application
 (`next_event`) and commands for the network (`next_command`). The same object therefore
-runs under asyncio, under a simulated network in tests, or under anything else.
+runs under asyncio, under a simulated network in tests, or under anything else. Its
+TURN part (allocations, streams, the relay data path) lives in `relaying.py`.
 
 Event order per generation, as browsers fire it:
 ``gathering`` → candidates as found → ``""`` per transport when that transport is done →
