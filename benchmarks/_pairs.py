@@ -22,3 +22,21 @@ def paired_minimum(
         ours_times.append(per_call(ours, number))
         theirs_times.append(per_call(theirs, max(200, number // theirs_share)))
     return min(ours_times) * 1e6, min(theirs_times) * 1e6
+
+
+def measure_pair(
+    label: str,
+    case: tuple[str, str, Callable[[], object], Callable[[], object]],
+    repeat: int,
+    theirs_share: int = 1,
+) -> dict[str, object]:
+    """One result row: `label` names what was measured (a message, a candidate)."""
+    name, operation, ours, theirs = case
+    ours_us, theirs_us = paired_minimum(ours, theirs, repeat, theirs_share)
+    return {
+        label: name,
+        "operation": operation,
+        "ice_engine_us": round(ours_us, 3),
+        "aioice_us": round(theirs_us, 3),
+        "ratio": round(theirs_us / ours_us, 2),
+    }

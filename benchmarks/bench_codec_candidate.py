@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pairs import paired_minimum
+from _pairs import measure_pair
 from aioice.candidate import Candidate as AioCandidate
 
 from ice_engine.candidate import Candidate
@@ -106,15 +106,7 @@ def cases() -> list[Case]:
 
 
 def measure(case: Case, repeat: int) -> dict[str, object]:
-    message, operation, ours, theirs = case
-    ours_us, theirs_us = paired_minimum(ours, theirs, repeat)
-    return {
-        "candidate": message,
-        "operation": operation,
-        "ice_engine_us": round(ours_us, 3),
-        "aioice_us": round(theirs_us, 3),
-        "ratio": round(theirs_us / ours_us, 2),
-    }
+    return measure_pair("candidate", case, repeat)
 
 
 def summary(results: list[dict[str, object]]) -> dict[str, float]:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from _pairs import paired_minimum
+from _pairs import measure_pair
 from aioice import stun as aio
 
 from ice_engine import stun
@@ -137,15 +137,7 @@ def cases() -> list[Case]:
 
 
 def measure(case: Case, repeat: int) -> dict[str, object]:
-    message, operation, ours, theirs = case
-    ours_us, theirs_us = paired_minimum(ours, theirs, repeat, theirs_share=5)
-    return {
-        "message": message,
-        "operation": operation,
-        "ice_engine_us": round(ours_us, 3),
-        "aioice_us": round(theirs_us, 3),
-        "ratio": round(theirs_us / ours_us, 2),
-    }
+    return measure_pair("message", case, repeat, theirs_share=5)
 
 
 def main() -> None:
