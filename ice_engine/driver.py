@@ -235,7 +235,8 @@ class Gatherer:
         try:
             target = self._core.generation
             if self._core.transport_state(0) is GatheringState.NEW:
-                await self._mdns_ready()
+                if self._mdns:
+                    await self._mdns_ready()
                 self._start()
             elif target == self._streamed:
                 raise RuntimeError(
@@ -268,7 +269,8 @@ class Gatherer:
         self._core.restart(self._now(), new_credentials())
         self._service()
         if self._pool_size:
-            await self._mdns_ready()
+            if self._mdns:
+                await self._mdns_ready()
             self._start()  # the pool: the new generation gathers before it is asked for
 
     async def prepare(self) -> None:
@@ -278,7 +280,8 @@ class Gatherer:
         if self._closed:
             raise RuntimeError("the gatherer is closed")
         if self._core.transport_state(0) is GatheringState.NEW:
-            await self._mdns_ready()
+            if self._mdns:
+                await self._mdns_ready()
             self._start()
 
     async def close(self) -> None:

@@ -7,6 +7,7 @@ allocation yields, refreshes, deallocation, the data path) out of the state mach
 
 from __future__ import annotations
 
+import math
 import socket
 from collections import deque
 from collections.abc import Sequence
@@ -115,8 +116,12 @@ class Relaying:
     # -- what the state machine asks of its relays -------------------------------------
 
     def _relay_timer(self) -> float:
-        timers = [r.allocation.get_timer() for r in self._relays.values()]
-        return min((t for t in timers if t is not None), default=float("inf"))
+        timer = math.inf  # a plain loop: get_timer runs after every datagram and tick
+        for relay in self._relays.values():
+            relay_timer = relay.allocation.get_timer()
+            if relay_timer is not None and relay_timer < timer:
+                timer = relay_timer
+        return timer
 
     def _relays_on_timer(self, now: float) -> None:
         for relay in list(self._relays.values()):
