@@ -104,10 +104,8 @@ class Gatherer:
             raise ValueError(
                 f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}"
             ) from None
-        if pool_size not in (0, 1):
-            raise ValueError(
-                f"pool_size must be 0 or 1 (one pre-gathered generation), not {pool_size!r}"
-            )
+        if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
+            raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
         if shared_port is not None:
             if not 1 <= shared_port <= 65535:
                 raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
@@ -143,6 +141,7 @@ class Gatherer:
         self._on_relayed = on_relayed
         self._tcp_candidates = tcp_candidates
         self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
+        self._pooled_tcp_bases: dict[int, dict[int, str]] = {}  # the same, per pooled generation
         self._shared_port = shared_port
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
@@ -263,26 +262,39 @@ class Gatherer:
             self._streaming = False
 
     async def restart(self) -> None:
-        """ICE restart: new ufrag/pwd and generation; `gather()` then streams it."""
+        """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.
+
+        With a pool (`pool_size`), the new generation has been gathered already, or starts
+        gathering now, and the pool is topped up behind it."""
         if self._closed:
             raise RuntimeError("the gatherer is closed")
-        self._core.restart(self._now(), new_credentials())
+        pooled = self._core.pooled > 0
+        self._core.restart(self._now(), None if pooled else new_credentials())
         self._service()
+        self._close_old_sockets()
+        if pooled:
+            self._tcp_bases = self._pooled_tcp_bases.pop(self._core.generation, {})
+            if self._continual:
+                self._rescan()  # addresses may have changed while it waited
         if self._pool_size:
-            if self._mdns:
-                await self._mdns_ready()
-            self._start()  # the pool: the new generation gathers before it is asked for
+            await self.prepare()
 
     async def prepare(self) -> None:
-        """Start gathering now, before `gather()` asks (RTCConfiguration.iceCandidatePool):
-        a later `gather()` then streams what is already there at once. `__aenter__` calls
-        it when `pool_size` is set."""
+        """Gather now, before `gather()` or `restart()` ask (RTCConfiguration's
+        iceCandidatePoolSize): the current generation, if not started yet, then pooled ones
+        until `pool_size` generations are ready, each to be taken by a `restart()`.
+        `__aenter__` calls it when `pool_size` is set."""
         if self._closed:
             raise RuntimeError("the gatherer is closed")
+        if self._mdns and (
+            self._core.transport_state(0) is GatheringState.NEW
+            or self._core.pooled < self._pool_size - 1
+        ):
+            await self._mdns_ready()
         if self._core.transport_state(0) is GatheringState.NEW:
-            if self._mdns:
-                await self._mdns_ready()
             self._start()
+        while self._core.pooled < self._pool_size - 1 and not self._closed:
+            self._start_pooled()
 
     async def close(self) -> None:
         """Release every socket, timer and task, deallocating TURN allocations first
@@ -353,22 +365,37 @@ class Gatherer:
         return self._loop
 
     def _start(self) -> None:
+        self._close_old_sockets()
         generation = self._core.generation
-        # Keep the previous generation's sockets (ICE may still be using them until the
-        # restart completes); release anything older.
-        for key, (_sock, owner) in list(self._sockets.items()):
-            if owner < generation - 1:
-                self._close_socket(key)
+        bases, tcp_bases = self._bind_generation(generation)
+        self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
+        self._core.start(self._now(), bases, tcp_bases)
+        if self._continual and self._watcher is None:
+            self._watcher = InterfaceWatcher(self._get_loop(), self._rescan)
+        self._service()
+
+    def _start_pooled(self) -> None:
+        generation = self._core.generation + self._core.pooled + 1
+        bases, tcp_bases = self._bind_generation(generation)
+        self._pooled_tcp_bases[generation] = {b.key: b.address for b in tcp_bases}
+        self._core.prepare(self._now(), new_credentials(), bases, tcp_bases)
+        self._service()
+
+    def _bind_generation(self, generation: int) -> tuple[list[Base], list[Base]]:
         addresses = self._addresses()
         bases = self._bind_all(addresses, 0, generation)
         tcp_bases: list[Base] = []
         if self._tcp_candidates:
             tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
-            self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
-        self._core.start(self._now(), bases, tcp_bases)
-        if self._continual and self._watcher is None:
-            self._watcher = InterfaceWatcher(self._get_loop(), self._rescan)
-        self._service()
+        return bases, tcp_bases
+
+    def _close_old_sockets(self) -> None:
+        """Keep the previous generation's sockets (ICE may still be using them until the
+        restart completes) and pooled ones; release anything older."""
+        generation = self._core.generation
+        for key, (_sock, owner) in list(self._sockets.items()):
+            if owner < generation - 1:
+                self._close_socket(key)
 
     def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
         addresses = local_addresses(

@@ -108,6 +108,7 @@ class Gathering(Relaying):
         self._relayed = deque()
         self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
+        self._pool: deque[Generation] = deque()
         self._state = GatheringState.NEW
         self._events: deque[Event] = deque()
         self._commands: deque[Command] = deque()
@@ -169,18 +170,47 @@ class Gathering(Relaying):
         candidate on its port and an active one on port 9.
         """
         generation = self._generation
-        if self._closed:
-            raise RuntimeError("gathering is closed")
         if generation.state[0] is not GatheringState.NEW:
             raise RuntimeError(f"generation {generation.number} has already been gathered")
-        for base in bases:
+        self._begin(generation, now, bases, tcp_bases)
+
+    def prepare(
+        self,
+        now: float,
+        credentials: Credentials,
+        bases: Sequence[Base],
+        tcp_bases: Sequence[Base] = (),
+    ) -> int:
+        """Gather a pooled generation ahead of need (RTCConfiguration.iceCandidatePoolSize).
+
+        It is numbered after the current and any pooled ones, and returned. Its events are
+        held until a `restart` makes it current, and then released at once.
+        """
+        number = self._generation.number + len(self._pool) + 1
+        generation = Generation(number, credentials, len(self.transports), now)
+        generation.held = []
+        self._begin(generation, now, bases, tcp_bases)
+        self._pool.append(generation)
+        return number
+
+    @property
+    def pooled(self) -> int:
+        """How many generations `prepare` has gathered that no restart has taken yet."""
+        return len(self._pool)
+
+    def _begin(
+        self, generation: Generation, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base]
+    ) -> None:
+        if self._closed:
+            raise RuntimeError("gathering is closed")
+        for base in (*bases, *tcp_bases):
             if not 0 <= base.transport < len(self.transports):
                 raise ValueError(f"base {base.key} names unknown transport {base.transport}")
         generation.started = now
         generation.deadline = now + self.timing.server_deadline
         generation.bases = list(bases)
         generation.state = [GatheringState.GATHERING] * len(self.transports)
-        self._set_state(GatheringState.GATHERING, now)
+        self._set_state(generation, GatheringState.GATHERING, now)
         if not (self.relay_only or self.hide_host):
             for base in generation.bases:
                 self._add_host(generation, base, now)
@@ -195,17 +225,28 @@ class Gathering(Relaying):
         for transport in range(len(self.transports)):
             self._maybe_finish(generation, transport, now)
 
-    def restart(self, now: float, credentials: Credentials) -> None:
-        """ICE restart: a new generation with new credentials; gather it with `start`.
+    def restart(self, now: float, credentials: Credentials | None = None) -> None:
+        """ICE restart: the next generation becomes current.
 
+        A pooled one (see `prepare`) is taken first, and what it has gathered is emitted
+        at once; otherwise a new generation with these `credentials` waits for `start`.
         A generation still gathering is closed out first, with its end-of-candidates,
         ``complete`` and ``null``, so no candidate of it can follow the new one's.
         """
         if self._closed:
             raise RuntimeError("gathering is closed")
+        if not self._pool and credentials is None:
+            raise ValueError("restart needs credentials when no generation is pooled")
         old = self._generation
         self._abandon(old, now)
-        self._generation = Generation(old.number + 1, credentials, len(self.transports), now)
+        if self._pool:
+            self._generation = generation = self._pool.popleft()
+            held, generation.held = generation.held or [], None
+            self._events.extend(held)
+            self._state = generation.aggregate
+        else:
+            assert credentials is not None
+            self._generation = Generation(old.number + 1, credentials, len(self.transports), now)
         self._close_relays(now, older_than=old.number)  # the previous generation's stay
 
     def close(self, now: float) -> None:
@@ -216,6 +257,7 @@ class Gathering(Relaying):
         """
         self._probes.clear()
         self._resolving.clear()
+        self._pool.clear()
         self._closed = True
         self._close_relays(now)
 
@@ -227,7 +269,7 @@ class Gathering(Relaying):
         if entry is None:
             return
         generation, server = entry
-        if generation is not self._generation:
+        if generation.retired:
             return
         normalized = [(_canonical(host), port) for host, port in addresses]
         generation.servers.append((server, normalized))
@@ -260,7 +302,7 @@ class Gathering(Relaying):
         generation = self._generation
         if (
             not self.continual
-            or generation.ending
+            or generation.retired
             or self._closed
             or generation.state[0] is not GatheringState.GATHERING
         ):
@@ -290,9 +332,10 @@ class Gathering(Relaying):
         kept = []
         for candidate in generation.candidates:
             if generation.bases_of.get(candidate.candidate) in gone:
-                self._events.append(
-                    CandidateRemovedEvent(candidate, generation.number, now - generation.started)
+                removed = CandidateRemovedEvent(
+                    candidate, generation.number, now - generation.started
                 )
+                self._emit(generation, removed)
             else:
                 kept.append(candidate)
         generation.candidates = kept
@@ -302,7 +345,7 @@ class Gathering(Relaying):
         if entry is None:
             return
         generation, server = entry
-        if generation is not self._generation:
+        if generation.retired:
             return
         self._error(generation, server, None, UNREACHABLE, reason, now)
         for transport in range(len(self.transports)):
@@ -500,8 +543,9 @@ class Gathering(Relaying):
         )
         generation.candidates.append(ice_candidate)
         generation.bases_of[ice_candidate.candidate] = base.key
-        self._events.append(
-            IceCandidateEvent(ice_candidate, generation.number, now - generation.started)
+        self._emit(
+            generation,
+            IceCandidateEvent(ice_candidate, generation.number, now - generation.started),
         )
 
     def _error(
@@ -513,7 +557,8 @@ class Gathering(Relaying):
         text: str,
         now: float,
     ) -> None:
-        self._events.append(
+        self._emit(
+            generation,
             IceCandidateErrorEvent(
                 url=server.url.url,
                 address=None if base is None else base.address,
@@ -522,7 +567,7 @@ class Gathering(Relaying):
                 errorText=text,
                 generation=generation.number,
                 t=now - generation.started,
-            )
+            ),
         )
 
     def _done(self, generation: Generation, transport: int, now: float) -> None:
@@ -532,7 +577,7 @@ class Gathering(Relaying):
 
     def _maybe_finish(self, generation: Generation, transport: int, now: float) -> None:
         if (
-            (self.continual and not generation.ending)
+            (self.continual and not generation.retired)
             or generation.pending[transport] > 0
             or generation.state[transport] is not GatheringState.GATHERING
         ):
@@ -540,9 +585,9 @@ class Gathering(Relaying):
         generation.state[transport] = GatheringState.COMPLETE
         self._emit_end_of_candidates(generation, transport, now)
         if all(state is GatheringState.COMPLETE for state in generation.state):
-            self._set_state(GatheringState.COMPLETE, now)
-            self._events.append(
-                IceCandidateEvent(None, generation.number, now - generation.started)
+            self._set_state(generation, GatheringState.COMPLETE, now)
+            self._emit(
+                generation, IceCandidateEvent(None, generation.number, now - generation.started)
             )
 
     def _emit_end_of_candidates(self, generation: Generation, transport: int, now: float) -> None:
@@ -550,11 +595,11 @@ class Gathering(Relaying):
         end = IceCandidate(
             "", description.mid, description.mline_index, generation.credentials.ufrag
         )
-        self._events.append(IceCandidateEvent(end, generation.number, now - generation.started))
+        self._emit(generation, IceCandidateEvent(end, generation.number, now - generation.started))
 
     def _abandon(self, generation: Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
-        generation.ending = True
+        generation.retired = True
         for transaction_id in [
             tid for tid, probe in self._probes.items() if probe.generation is generation
         ]:
@@ -565,13 +610,22 @@ class Gathering(Relaying):
             generation.pending[transport] = 0
             self._maybe_finish(generation, transport, now)
 
-    def _set_state(self, state: GatheringState, now: float) -> None:
-        if state is not self._state:
-            self._state = state
-            generation = self._generation
-            self._events.append(
-                IceGatheringStateChangeEvent(state, generation.number, now - generation.started)
+    def _set_state(self, generation: Generation, state: GatheringState, now: float) -> None:
+        if state is not generation.aggregate:
+            generation.aggregate = state
+            if generation.held is None:
+                self._state = state
+            self._emit(
+                generation,
+                IceGatheringStateChangeEvent(state, generation.number, now - generation.started),
             )
+
+    def _emit(self, generation: Generation, event: Event) -> None:
+        """Queue an event for the application, or hold it while its generation is pooled."""
+        if generation.held is None:
+            self._events.append(event)
+        else:
+            generation.held.append(event)
 
 
 _COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .credentials import Credentials
-from .events import GatheringState, IceCandidate
+from .events import Event, GatheringState, IceCandidate
 from .urls import ServerUrl
 
 __all__ = ["UNREACHABLE", "Base", "Generation", "Server", "Transport", "local_preference"]
@@ -60,7 +60,11 @@ def local_preference(rank: int, slot: int) -> int:
 
 
 class Generation:
-    """What one generation (ufrag/pwd) has gathered and still waits for."""
+    """What one generation (ufrag/pwd) has gathered and still waits for.
+
+    A pooled generation gathers before it is current: its events are `held` until a
+    restart makes it current, and `aggregate` is its own gathering state meanwhile.
+    """
 
     def __init__(
         self, number: int, credentials: Credentials, transports: int, started: float
@@ -76,4 +80,6 @@ class Generation:
         self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
         self.servers: list[tuple[Server, list[tuple[str, int]]]] = []  # resolved so far
         self.deadline = started
-        self.ending = False  # continual gathering: set once the generation may finish
+        self.aggregate = GatheringState.NEW
+        self.held: list[Event] | None = None  # a list while pooled
+        self.retired = False  # a restart replaced it: its work is dropped

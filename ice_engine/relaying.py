@@ -159,7 +159,7 @@ class Relaying:
         if relay is not None and not relay.done:
             del self._relays[(base_key, address)]
             relay.done = True
-            if relay.generation is self._generation and not self._closed:
+            if not relay.generation.retired and not self._closed:
                 text = "TURN server unreachable (ICMP port unreachable)."
                 self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
                 self._done(relay.generation, relay.base.transport, now)
@@ -295,7 +295,7 @@ class Relaying:
         relay = self._relays.pop(stream, None)
         if relay is None:
             return
-        if not relay.done and relay.generation is self._generation and not self._closed:
+        if not relay.done and not relay.generation.retired and not self._closed:
             text = f"TURN connection failed: {reason or 'closed by the server'}"
             self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
             relay.done = True
@@ -317,7 +317,7 @@ class Relaying:
         # An extra family's failure comes with the success: report it before the job ends.
         events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
         for event in events:
-            if relay.done or self._closed or relay.generation is not self._generation:
+            if relay.done or self._closed or relay.generation.retired:
                 continue
             if isinstance(event, Allocated):
                 self._add_relayed(relay, event, now)

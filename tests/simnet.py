@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from aioice import stun as aioice_stun
 
 from ice_engine.commands import Resolve, SendDatagram
+from ice_engine.credentials import Credentials
 from ice_engine.events import Event
 from ice_engine.gathering import Base, Gathering
 
@@ -82,6 +83,13 @@ class SimNetwork:
         self._bases.update({base.key: base for base in bases})
         self.core.start(self.now, bases)
         self.pump()
+
+    def prepare(self, bases: list[Base], credentials: Credentials) -> int:
+        """Gather a pooled generation (see `Gathering.prepare`)."""
+        self._bases.update({base.key: base for base in bases})
+        number = self.core.prepare(self.now, credentials, bases)
+        self.pump()
+        return number
 
     def pump(self) -> None:
         """Carry out commands and collect events (what a driver's service step does)."""

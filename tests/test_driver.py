@@ -109,6 +109,29 @@ async def test_restart_gives_a_new_generation_with_new_credentials() -> None:
     assert {c.port for c in old_hosts}.isdisjoint({c.port for c in new_hosts})
 
 
+async def test_a_pool_keeps_generations_ready_for_restarts_and_refills() -> None:
+    needs_an_address()
+    before = open_fds()
+    per_generation = len(local_addresses())
+    async with Gatherer(pool_size=3) as gatherer:
+        assert open_fds() == before + 3 * per_generation  # three generations bound already
+        await collect(gatherer)
+        for generation in (1, 2, 3):
+            await gatherer.restart()
+            # current, previous (ICE may still use it) and the two waiting in the pool
+            assert open_fds() == before + 4 * per_generation
+            events = await collect(gatherer)
+            assert {e.generation for e in events} == {generation}
+            assert gatherer.gathering_state is GatheringState.COMPLETE
+            ufrags = {
+                e.candidate.usernameFragment
+                for e in events
+                if isinstance(e, IceCandidateEvent) and e.candidate
+            }
+            assert ufrags == {gatherer.credentials.ufrag}
+    assert open_fds() == before
+
+
 async def test_breaking_out_early_then_closing_leaks_nothing() -> None:
     needs_an_address()
     before = open_fds()
@@ -204,7 +227,8 @@ def test_bad_port_range_is_refused() -> None:
             {"shared_port": 40000, "ice_servers": [IceServer("turn:198.51.100.10", "a", "b")]},
             "TURN",
         ),
-        ({"pool_size": 2}, "pool_size"),
+        ({"pool_size": 256}, "pool_size"),
+        ({"pool_size": -1}, "pool_size"),
     ],
 )
 def test_shared_port_and_pool_limits_are_explained(kwargs: dict[str, object], message: str) -> None:

@@ -311,6 +311,59 @@ def test_restart_mid_gathering_closes_out_the_old_generation() -> None:
     assert {c.foundation for c in old} <= {c.foundation for c in candidates_of(new)}
 
 
+def test_pooled_generations_gather_ahead_and_are_released_by_restarts() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    pooled = [make_bases(first_port=41000), make_bases(first_port=42000)]
+    nat = {}
+    for group in (bases, *pooled):
+        nat.update(nat_for(group))
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat)})
+    net.start(bases)
+    assert net.prepare(pooled[0], Credentials("pooled01", "q" * 24)) == 1
+    assert net.prepare(pooled[1], Credentials("pooled02", "r" * 24)) == 2
+    net.run()
+    assert {e.generation for e in net.events} == {0}  # the pool is gathered but held
+    assert core.pooled == 2 and core.state is GatheringState.COMPLETE
+    for number, ufrag in ((1, "pooled01"), (2, "pooled02")):
+        net.now += 1.0
+        core.restart(net.now)  # takes the pool: no credentials needed
+        net.pump()  # no network time passes: everything is already there
+        assert core.generation == number and core.credentials.ufrag == ufrag
+        released = [e for e in net.events if e.generation == number]
+        assert kinds(released) == ["gathering"] + ["host"] * 3 + ["srflx"] * 2 + [
+            "end:0",
+            "complete",
+            "null",
+        ]
+        assert all(c.ufrag == ufrag and c.generation == number for c in candidates_of(released))
+        assert core.state is GatheringState.COMPLETE
+    assert core.pooled == 0
+    with pytest.raises(ValueError, match="credentials"):
+        core.restart(net.now)
+
+
+def test_restart_takes_a_pooled_generation_that_is_still_gathering() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    bases, pooled = make_bases(), make_bases(first_port=41000)
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases) | nat_for(pooled))})
+    net.start(bases)
+    net.prepare(pooled, Credentials("pooled01", "q" * 24))
+    core.restart(net.now)  # before any answer: generation 1 goes on gathering as current
+    net.pump()
+    assert kinds([e for e in net.events if e.generation == 1]) == ["gathering"] + ["host"] * 3
+    assert core.state is GatheringState.GATHERING
+    net.run()
+    assert kinds([e for e in net.events if e.generation == 1])[-5:] == [
+        "srflx",
+        "srflx",
+        "end:0",
+        "complete",
+        "null",
+    ]
+    check_invariants(net.events, ["0"])
+
+
 def test_relay_only_gives_no_host_or_srflx() -> None:
     core = make_core(("stun:198.51.100.10",), relay_only=True)
     bases = make_bases()
@@ -390,6 +443,7 @@ junk = st.binary(max_size=120)
         unique=True,
     ),
     restart_at=st.one_of(st.none(), st.floats(0, 2.5)),
+    pooled=st.booleans(),
     garbage=st.booleans(),
 )
 def test_event_invariants_under_random_networks(
@@ -401,6 +455,7 @@ def test_event_invariants_under_random_networks(
     components: int,
     servers: list[str],
     restart_at: float | None,
+    pooled: bool,
     garbage: bool,
 ) -> None:
     core = make_core(tuple(servers), transports=transports, components=components)
@@ -416,13 +471,16 @@ def test_event_invariants_under_random_networks(
         garbage=(lambda rng: rng.randbytes(rng.randrange(0, 100))) if garbage else None,
     )
     net.start(bases)
+    new_bases = make_bases(transports, components, first_port=45000)
+    net.servers[STUN].nat.update(nat_for(new_bases))
+    if pooled:
+        net.prepare(new_bases, new_credentials())
     if restart_at is not None:
         net.run(until=restart_at)
-        core.restart(net.now, new_credentials())
+        core.restart(net.now, None if pooled else new_credentials())
         net.pump()
-        new_bases = make_bases(transports, components, first_port=45000)
-        net.servers[STUN].nat.update(nat_for(new_bases))
-        net.start(new_bases)
+        if not pooled:
+            net.start(new_bases)
     net.run()
     assert core.state is GatheringState.COMPLETE
     check_invariants(net.events, [str(i) for i in range(transports)])

@@ -87,12 +87,20 @@ class FakeTurn:
         else:
             attrs = []
         return stun.encode(
-            request.method, MessageClass.SUCCESS, tid, attrs, integrity_key=key, integrity_sha256=sha
+            request.method,
+            MessageClass.SUCCESS,
+            tid,
+            attrs,
+            integrity_key=key,
+            integrity_sha256=sha,
         )
 
     def challenge(self, request: stun.Message, code: int) -> bytes:
         attrs = [
-            (Attr.ERROR_CODE, stun.error_code_value(code, "Unauthorized" if code == 401 else "Stale Nonce")),
+            (
+                Attr.ERROR_CODE,
+                stun.error_code_value(code, "Unauthorized" if code == 401 else "Stale Nonce"),
+            ),
             (Attr.REALM, REALM.encode()),
             (Attr.NONCE, self.nonce),
         ]
@@ -102,7 +110,9 @@ class FakeTurn:
             attrs.append((Attr.PASSWORD_ALGORITHMS, algorithms))
         return stun.encode(request.method, MessageClass.ERROR, request.transaction_id, attrs)
 
-    def error(self, request: stun.Message, code: int, reason: str, *, key: bytes, sha: bool) -> bytes:
+    def error(
+        self, request: stun.Message, code: int, reason: str, *, key: bytes, sha: bool
+    ) -> bytes:
         attrs = [(Attr.ERROR_CODE, stun.error_code_value(code, reason))]
         return stun.encode(
             request.method, MessageClass.ERROR, request.transaction_id, attrs,

@@ -25,13 +25,21 @@ async def main():
     async with Gatherer(servers, pool_size=1) as gatherer:
         await asyncio.sleep(0.5)                  # the application is busy meanwhile
         first = await timed(gatherer)
-        await gatherer.restart()                  # consumes the pool, which refills
+        await gatherer.restart()                  # the new generation starts gathering now
         await asyncio.sleep(0.5)
         second = await timed(gatherer)
+    async with Gatherer(servers, pool_size=2) as gatherer:
+        await asyncio.sleep(0.5)                  # gathers generations 0 and 1 meanwhile
+        await timed(gatherer)
+        await gatherer.restart()                  # takes generation 1, gathered already
+        third = await timed(gatherer)             # ... so no round trip to wait for
+        await asyncio.sleep(0.5)                  # the pool refills with generation 2
+        await gatherer.restart()
+        fourth = await timed(gatherer)
         generations = gatherer.generation
     async with Gatherer(servers) as cold:
-        third = await timed(cold)
-    print(json.dumps([first, second, generations, third]))
+        cold_run = await timed(cold)
+    print(json.dumps([[first, second, third, fourth], generations, cold_run]))
 
 asyncio.run(main())
 """
@@ -41,11 +49,11 @@ def test_pooled_candidates_arrive_at_once(delayed_lab: Lab) -> None:
     script = SCRIPT.format(server=SERVER_IPV4, user=USERNAME, password=PASSWORD)
     result = delayed_lab.run_python(script, timeout_s=30)
     assert result.returncode == 0, result.stderr
-    first, second, generations, third = json.loads(result.stdout)
-    for kinds, elapsed in (first, second):
+    pooled, generations, cold = json.loads(result.stdout)
+    for kinds, elapsed in pooled:
         assert {"host", "srflx", "relay"} <= set(kinds)
         assert elapsed < 20, elapsed  # already gathered: no round trip to wait for
-    assert generations == 1
-    kinds, elapsed = third
+    assert generations == 2
+    kinds, elapsed = cold
     assert {"host", "srflx", "relay"} <= set(kinds)
     assert elapsed > 90  # without the pool: two RTTs for the relay
