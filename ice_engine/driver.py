@@ -110,10 +110,9 @@ class Gatherer:
             if not 1 <= shared_port <= 65535:
                 raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
             if len(mids) != 1 or components != 1:
-                raise ValueError("shared_port serves one transport with one component")
-            if any(url.startswith(("turn:", "turns:")) for e in ice_servers for url in e.url_list):
                 raise ValueError(
-                    "shared_port cannot carry TURN: an allocation needs its own socket"
+                    "shared_port serves one transport with one component (bundle and "
+                    "rtcp-mux): on one port, further ones would share one transport address"
                 )
         if port_range is not None and not (
             len(port_range) == 2 and 1 <= port_range[0] <= port_range[1] <= 65535
@@ -148,6 +147,8 @@ class Gatherer:
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] = set()  # transaction ids routed to us by shared sockets
+        self._companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
+        self._udp_turn = any(s.url.is_turn and s.url.transport == "udp" for s in self._core.servers)
         self._watcher: InterfaceWatcher | None = None
         self._link_local = link_local
         self._address_filter = address_filter
@@ -466,8 +467,38 @@ class Gatherer:
         generation: int,
         kind: int = socket.SOCK_DGRAM,
     ) -> Base | None:
+        relay_key = None
         if self._shared_port is not None and kind == socket.SOCK_DGRAM:
-            return self._bind_shared(address, transport, component, rank, generation)
+            key = self._join_shared(address, generation)
+            if key is None:
+                return None
+            if self._udp_turn:  # an allocation needs a 5-tuple of its own
+                relay_key = self._open(address, kind, generation)
+                if relay_key is None:
+                    self._close_socket(key)
+                    return None
+                self._companions[key] = relay_key
+            port = self._shared_port
+        else:
+            key = self._open(address, kind, generation)
+            if key is None:
+                return None
+            port = self._sockets[key][0].getsockname()[1]
+        return Base(
+            key=key,
+            transport=transport,
+            component=component,
+            address=address.address,
+            port=port,
+            family=address.family,
+            rank=rank,
+            network_id=address.network_id,
+            name=self._mdns_name(address.address),
+            relay_key=relay_key,
+        )
+
+    def _open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
+        """A socket of our own on the address; its key, or None if it cannot be bound."""
         sock = socket.socket(address.family, kind)
         try:
             sock.setblocking(False)
@@ -483,19 +514,8 @@ class Gatherer:
             sock.close()  # an address gone since enumeration, or no free port in the range
             return None
         self._next_key += 1
-        key = self._next_key
-        self._sockets[key] = (sock, generation)
-        return Base(
-            key=key,
-            transport=transport,
-            component=component,
-            address=address.address,
-            port=sock.getsockname()[1],
-            family=address.family,
-            rank=rank,
-            network_id=address.network_id,
-            name=self._mdns_name(address.address),
-        )
+        self._sockets[self._next_key] = (sock, generation)
+        return self._next_key
 
     # -- mDNS host candidates --------------------------------------------------------
 
@@ -521,9 +541,8 @@ class Gatherer:
             self._responder.register(name, address)
         return name
 
-    def _bind_shared(
-        self, address: LocalAddress, transport: int, component: int, rank: int, generation: int
-    ) -> Base | None:
+    def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
+        """The process's shared socket for the address; its key here, or None."""
         assert self._shared_port is not None
         try:
             shared = shared_socket(
@@ -536,19 +555,9 @@ class Gatherer:
         except OSError:
             return None
         self._next_key += 1
-        key = self._next_key
-        self._sockets[key] = (shared.sock, generation)
-        self._shared[key] = shared
-        return Base(
-            key,
-            transport,
-            component,
-            address.address,
-            self._shared_port,
-            address.family,
-            rank,
-            address.network_id,
-        )
+        self._sockets[self._next_key] = (shared.sock, generation)
+        self._shared[self._next_key] = shared
+        return self._next_key
 
     def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
         self._expected.discard(data[8:20])
@@ -575,7 +584,13 @@ class Gatherer:
         raise OSError(errno.EADDRINUSE, f"no free port in {self._port_range}")
 
     def _close_socket(self, key: int) -> None:
-        sock, _generation = self._sockets.pop(key)
+        companion = self._companions.pop(key, None)
+        if companion is not None:
+            self._close_socket(companion)
+        entry = self._sockets.pop(key, None)
+        if entry is None:
+            return  # a companion, closed with its base
+        sock = entry[0]
         shared = self._shared.pop(key, None)
         if shared is not None:
             shared.release()

@@ -53,7 +53,7 @@ _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 class _Probe:
     """A Binding request from one base to one server address (srflx discovery)."""
 
-    __slots__ = ("base", "generation", "server", "server_address", "transaction")
+    __slots__ = ("base", "generation", "quiet", "server", "server_address", "transaction")
 
     def __init__(
         self,
@@ -62,12 +62,14 @@ class _Probe:
         server: Server,
         server_address: tuple[str, int],
         tx: StunTransaction,
+        quiet: bool,
     ) -> None:
         self.generation = generation
         self.base = base
         self.server = server
         self.server_address = server_address
         self.transaction = tx
+        self.quiet = quiet  # asked of a TURN server beside its allocation: it reports errors
 
 
 class Gathering(Relaying):
@@ -291,10 +293,15 @@ class Gathering(Relaying):
         for server_address in addresses:
             if (":" in server_address[0]) != (base.family == socket.AF_INET6):
                 continue
-            if server.url.is_turn:
-                self._allocate(generation, base, server, server_address, now, deadline)
-            else:
+            if not server.url.is_turn:
                 self._send_binding(generation, base, server, server_address, now, deadline)
+                continue
+            self._allocate(generation, base, server, server_address, now, deadline)
+            if base.relay_key is not None and server.url.transport == "udp":
+                # The allocation's socket is not the base's: ask for the base's own srflx.
+                self._send_binding(
+                    generation, base, server, server_address, now, deadline, quiet=True
+                )
 
     def add_bases(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
         """Continual gathering: new sockets (an address appeared) join the current
@@ -384,15 +391,17 @@ class Gathering(Relaying):
             except stun.StunError:
                 mapped = None
             if mapped is None:
-                self._error(generation, probe.server, base, 700, "no mapped address", now)
-            elif not self.relay_only:
+                self._probe_failed(probe, 700, "no mapped address", now)
+                return True
+            if not self.relay_only:
                 self._add_srflx(generation, probe, mapped, now)
         else:
             try:
                 code, reason = message.error_code() or (600, "error response without a code")
             except stun.StunError:
                 code, reason = 600, "malformed ERROR-CODE"
-            self._error(generation, probe.server, base, code, reason, now)
+            self._probe_failed(probe, code, reason, now)
+            return True
         self._done(generation, base.transport, now)
         return True
 
@@ -405,8 +414,7 @@ class Gathering(Relaying):
             if probe.base.key == base_key and probe.server_address == address:
                 del self._probes[transaction_id]
                 text = "STUN server unreachable (ICMP port unreachable)."
-                self._error(probe.generation, probe.server, probe.base, UNREACHABLE, text, now)
-                self._done(probe.generation, probe.base.transport, now)
+                self._probe_failed(probe, UNREACHABLE, text, now)
         self._relay_unreachable(now, base_key, address)
 
     def handle_timer(self, now: float) -> None:
@@ -416,8 +424,7 @@ class Gathering(Relaying):
             if tx.expired(now):
                 del self._probes[transaction_id]
                 text = f"STUN binding request timed out after {tx.transmissions} tries."
-                self._error(probe.generation, probe.server, probe.base, UNREACHABLE, text, now)
-                self._done(probe.generation, probe.base.transport, now)
+                self._probe_failed(probe, UNREACHABLE, text, now)
             else:
                 request = tx.retransmit(now)
                 if request is not None:
@@ -440,14 +447,20 @@ class Gathering(Relaying):
         server_address: tuple[str, int],
         now: float,
         deadline: float | None = None,
+        quiet: bool = False,
     ) -> None:
         transaction_id = stun.new_transaction_id()
         request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
         rto = self.rtt.rto(server_address, self.timing)
         tx = StunTransaction(request, now=now, rto=rto, deadline=deadline or generation.deadline)
-        self._probes[transaction_id] = _Probe(generation, base, server, server_address, tx)
+        self._probes[transaction_id] = _Probe(generation, base, server, server_address, tx, quiet)
         generation.pending[base.transport] += 1
         self._commands.append(SendDatagram(base.key, request, server_address))
+
+    def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
+        if not probe.quiet:
+            self._error(probe.generation, probe.server, probe.base, code, text, now)
+        self._done(probe.generation, probe.base.transport, now)
 
     def _add_srflx(
         self, generation: Generation, probe: _Probe, mapped: tuple[str, int], now: float

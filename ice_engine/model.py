@@ -52,6 +52,9 @@ class Base:
     rank: int
     network_id: int = 0
     name: str | None = None  # an mDNS name to show instead of the address
+    # A shared port's base: the private socket that TURN over UDP allocates from, since
+    # sessions sharing one socket cannot share an allocation's 5-tuple.
+    relay_key: int | None = None
 
 
 def local_preference(rank: int, slot: int) -> int:

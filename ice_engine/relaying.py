@@ -39,6 +39,7 @@ class Relay:
         "done",
         "framer",
         "generation",
+        "key",
         "server",
         "server_address",
         "stream",
@@ -55,6 +56,8 @@ class Relay:
     ) -> None:
         self.generation = generation
         self.base = base
+        # The socket it talks through: a shared port's base allocates from its own one.
+        self.key = base.key if stream is not None or base.relay_key is None else base.relay_key
         self.server = server
         self.server_address = server_address
         self.allocation = allocation
@@ -140,7 +143,7 @@ class Relaying:
     def _drop_relays(self, gone: set[int], now: float) -> None:
         """Bases that went away: their relays go too (their socket is already gone)."""
         for key, relay in list(self._relays.items()):
-            if relay.base.key in gone:
+            if relay.base.key in gone or relay.key in gone:
                 del self._relays[key]
                 if relay.stream is not None:
                     self._commands.append(CloseStream(relay.stream))
@@ -199,7 +202,7 @@ class Relaying:
         relay = self._relay_of(allocation)
         wire = allocation.wrap_send(peer, data)
         if relay.stream is None:
-            self._commands.append(SendDatagram(relay.base.key, wire, relay.server_address))
+            self._commands.append(SendDatagram(relay.key, wire, relay.server_address))
         else:
             self._commands.append(StreamSend(relay.stream, wire))
 
@@ -248,10 +251,10 @@ class Relaying:
             )
         else:
             relay = Relay(generation, base, server, server_address, allocation)
-            previous = self._relays.pop((base.key, server_address), None)
+            previous = self._relays.pop((relay.key, server_address), None)
             if previous is not None:  # the same URL twice: one allocation per 5-tuple
                 previous.allocation.close(now)
-            self._relays[(base.key, server_address)] = relay
+            self._relays[(relay.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)
 
@@ -306,7 +309,7 @@ class Relaying:
         allocation = relay.allocation
         while (data := allocation.next_outgoing()) is not None:
             if relay.stream is None:
-                self._commands.append(SendDatagram(relay.base.key, data, relay.server_address))
+                self._commands.append(SendDatagram(relay.key, data, relay.server_address))
             elif relay.backlog is not None:
                 relay.backlog.append(data)
             else:
@@ -333,15 +336,17 @@ class Relaying:
             self._done(relay.generation, relay.base.transport, now)
         if allocation.state in ("closed", "failed"):
             if relay.stream is None:
-                self._relays.pop((relay.base.key, relay.server_address), None)
+                self._relays.pop((relay.key, relay.server_address), None)
             elif self._relays.pop(relay.stream, None) is not None:
                 self._commands.append(CloseStream(relay.stream))
 
     def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:
         """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
         generation, base = relay.generation, relay.base
-        if event.mapped is not None and relay.stream is None and not self.relay_only:
-            # Over TCP the mapping is a TCP one: no use as a UDP srflx candidate.
+        own_socket = relay.stream is None and relay.key == base.key
+        if event.mapped is not None and own_socket and not self.relay_only:
+            # Over TCP the mapping is a TCP one, and a shared port's relay socket is not
+            # the base's: neither is a srflx of the base.
             self._add_candidate(
                 generation,
                 base,

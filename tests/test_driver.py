@@ -223,10 +223,6 @@ def test_bad_port_range_is_refused() -> None:
         ({"shared_port": 0}, "1-65535"),
         ({"shared_port": 40000, "mids": ["0", "1"]}, "one transport"),
         ({"shared_port": 40000, "components": 2}, "one component"),
-        (
-            {"shared_port": 40000, "ice_servers": [IceServer("turn:198.51.100.10", "a", "b")]},
-            "TURN",
-        ),
         ({"pool_size": 256}, "pool_size"),
         ({"pool_size": -1}, "pool_size"),
     ],

@@ -29,7 +29,7 @@ async def main():
     received = asyncio.Queue()
     server = IceServer("turn:{server}{query}", "{user}", "{password}")
     only_a = lambda interface, address: address == "203.0.113.2"
-    async with Gatherer([server], address_filter=only_a,
+    async with Gatherer([server], address_filter=only_a{options},
                         on_relayed=lambda a, peer, data: received.put_nowait([list(peer), data.decode()])) as g:
         [relay] = [e.candidate.address + ":" + str(e.candidate.port) async for e in g.gather()
                    if e.type == "icecandidate" and e.candidate and e.candidate.type == "relay"]
@@ -49,8 +49,12 @@ asyncio.run(main())
 """
 
 
-@pytest.mark.parametrize("query", ["", "?transport=tcp"])
-def test_data_through_the_relay_both_ways(lab: Lab, query: str) -> None:
+@pytest.mark.parametrize(
+    ("query", "options"),
+    [("", ""), ("?transport=tcp", ""), ("", ", shared_port=40002")],
+    ids=["udp", "tcp", "udp-from-a-shared-port"],
+)
+def test_data_through_the_relay_both_ways(lab: Lab, query: str, options: str) -> None:
     with lab.socket(socket.AF_INET, socket.SOCK_DGRAM, netns=SERVER_NS) as peer:
         peer.bind((SERVER_ALT_IPV4, 0))
         peer.settimeout(10)
@@ -58,6 +62,7 @@ def test_data_through_the_relay_both_ways(lab: Lab, query: str) -> None:
         script = CLIENT.format(
             server=SERVER_IPV4,
             query=query,
+            options=options,
             user=USERNAME,
             password=PASSWORD,
             peer=SERVER_ALT_IPV4,
