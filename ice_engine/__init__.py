@@ -6,7 +6,7 @@ The sans-I/O core is `ice_engine.gathering.Gathering`; `Gatherer` drives it with
 from .candidate import Candidate, CandidateError
 from .config import IceServer
 from .credentials import Credentials
-from .driver import Gatherer
+from .driver import DatagramHandler, Gatherer, RelayedHandler
 from .events import (
     CandidateRemovedEvent,
     Event,
@@ -26,6 +26,7 @@ __all__ = [
     "CandidateError",
     "CandidateRemovedEvent",
     "Credentials",
+    "DatagramHandler",
     "Event",
     "Gatherer",
     "GatheringState",
@@ -36,6 +37,7 @@ __all__ = [
     "IceServer",
     "InvalidServerUrl",
     "IpHandling",
+    "RelayedHandler",
     "ServerUrl",
     "Timing",
     "can_trickle_ice_candidates",

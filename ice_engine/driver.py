@@ -41,11 +41,13 @@ from .transaction import RttTable, Timing
 from .turn import Allocation, NonceCache
 from .watcher import InterfaceWatcher
 
-__all__ = ["Gatherer"]
+__all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
 
 _POLICIES = ("all", "relay")
 #: Called with (allocation, peer address, payload) for data relayed to us by TURN.
 RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
+#: Called with (local base address, peer address, payload) for what peers send to a base.
+DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
 
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
@@ -86,6 +88,7 @@ class Gatherer:
         pool_size: int = 0,
         continual: bool = False,
         on_relayed: RelayedHandler | None = None,
+        on_datagram: DatagramHandler | None = None,
         tcp_candidates: bool = False,
         shared_port: int | None = None,
         mdns: bool = False,
@@ -138,6 +141,14 @@ class Gatherer:
         self._pool_size = pool_size
         self._continual = continual
         self._on_relayed = on_relayed
+        # The data path for a connectivity layer: what peers send to our bases, and where
+        # `send` finds a candidate's socket.
+        self._on_datagram = on_datagram
+        self._base_addresses: dict[int, tuple[str, int]] = {}  # socket key -> its base
+        self._base_keys: dict[tuple[str, int], int] = {}  # the reverse, newest socket
+        self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
+        self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
+        self._permits_asked: dict[Allocation, set[str]] = {}
         self._tcp_candidates = tcp_candidates
         self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
         self._pooled_tcp_bases: dict[int, dict[int, str]] = {}  # the same, per pooled generation
@@ -213,6 +224,35 @@ class Gatherer:
         the `on_relayed` callback given to the constructor."""
         self._core.relay_send(self._now(), allocation, peer, data)
         self._service()
+
+    def send(self, local: IceCandidate, peer: tuple[str, int], data: bytes) -> None:
+        """Send `data` to `peer` from a local candidate, as a connectivity layer sends its
+        checks and media: from a host or srflx candidate's base socket, or through a relay
+        candidate's allocation (asking for the peer's permission on first use).
+
+        What peers send back reaches the `on_datagram` (bases) and `on_relayed` (relays)
+        callbacks given to the constructor. ValueError if the candidate has no socket
+        here: not ours, ICE-TCP, or its generation has been released.
+        """
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        if local.type == "relay" and local.address is not None and local.port is not None:
+            allocation = self._core.allocation_for((local.address, local.port))
+            if allocation is None:
+                raise ValueError(f"no live allocation for {local.candidate!r}")
+            asked = self._permits_asked.setdefault(allocation, set())
+            if peer[0] not in allocation.permissions and peer[0] not in asked:
+                asked.add(peer[0])
+                self.relay_permit(allocation, [peer])
+            self.relay_send(allocation, peer, data)
+            return
+        key = None if local.base is None else self._base_keys.get(local.base)
+        if key is None:
+            raise ValueError(f"no socket here for {local.candidate!r}")
+        shared = self._shared.get(key)
+        if shared is not None:  # the peer's answers come back to this session
+            shared.latch(peer, self._sessions[shared])
+        self._sockets[key][0].sendto(data, peer)
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -329,6 +369,8 @@ class Gatherer:
             self._watcher = None
         for shared in set(self._shared.values()):
             shared.forget(self._expected)
+        for shared, deliver in self._sessions.items():
+            shared.release_session(deliver, self._ufrags.values())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -368,6 +410,7 @@ class Gatherer:
     def _start(self) -> None:
         self._close_old_sockets()
         generation = self._core.generation
+        self._ufrags[generation] = self._core.credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
         self._core.start(self._now(), bases, tcp_bases)
@@ -377,9 +420,11 @@ class Gatherer:
 
     def _start_pooled(self) -> None:
         generation = self._core.generation + self._core.pooled + 1
+        credentials = new_credentials()
+        self._ufrags[generation] = credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._pooled_tcp_bases[generation] = {b.key: b.address for b in tcp_bases}
-        self._core.prepare(self._now(), new_credentials(), bases, tcp_bases)
+        self._core.prepare(self._now(), credentials, bases, tcp_bases)
         self._service()
 
     def _bind_generation(self, generation: int) -> tuple[list[Base], list[Base]]:
@@ -479,11 +524,19 @@ class Gatherer:
                     return None
                 self._companions[key] = relay_key
             port = self._shared_port
+            if self._on_datagram is not None:
+                self._claim(self._shared[key], (address.address, port), generation)
         else:
             key = self._open(address, kind, generation)
             if key is None:
                 return None
-            port = self._sockets[key][0].getsockname()[1]
+            sock = self._sockets[key][0]
+            port = sock.getsockname()[1]
+            if self._on_datagram is not None and kind == socket.SOCK_DGRAM:
+                self._watch(key, sock)  # peers may send before we do
+        if kind == socket.SOCK_DGRAM:
+            self._base_addresses[key] = (address.address, port)
+            self._base_keys[(address.address, port)] = key
         return Base(
             key=key,
             transport=transport,
@@ -541,6 +594,19 @@ class Gatherer:
             self._responder.register(name, address)
         return name
 
+    def _claim(self, shared: SharedSocket, local: tuple[str, int], generation: int) -> None:
+        """Have the shared socket route peers' checks for our ufrag here."""
+        deliver = self._sessions.get(shared)
+        if deliver is None:
+            deliver = self._sessions[shared] = functools.partial(self._from_peer, local)
+        ufrag = self._ufrags.get(generation)
+        if ufrag is not None:
+            shared.claim(ufrag, deliver)
+
+    def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
+        if self._on_datagram is not None and not self._closed:
+            self._on_datagram(local, source, data)
+
     def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
         """The process's shared socket for the address; its key here, or None."""
         assert self._shared_port is not None
@@ -590,6 +656,9 @@ class Gatherer:
         entry = self._sockets.pop(key, None)
         if entry is None:
             return  # a companion, closed with its base
+        base = self._base_addresses.pop(key, None)
+        if base is not None and self._base_keys.get(base) == key:
+            del self._base_keys[base]
         sock = entry[0]
         shared = self._shared.pop(key, None)
         if shared is not None:
@@ -601,6 +670,10 @@ class Gatherer:
                 self._get_loop().remove_reader(sock.fileno())
         sock.close()
 
+    def _watch(self, key: int, sock: socket.socket) -> None:
+        self._reading.add(key)
+        self._get_loop().add_reader(sock.fileno(), self._on_readable, key, sock)
+
     def _on_readable(self, key: int, sock: socket.socket) -> None:
         now = self._now()
         for _ in range(64):  # drain a burst, but let other sockets have their turn
@@ -611,7 +684,11 @@ class Gatherer:
             except OSError:
                 self._read_errors(key, sock, now)
                 continue
-            self._core.receive_datagram(now, key, data, source[:2])
+            source = source[:2]
+            if not self._core.receive_datagram(now, key, data, source) and self._on_datagram:
+                base = self._base_addresses.get(key)
+                if base is not None:
+                    self._on_datagram(base, source, data)
         self._service()
 
     def _read_errors(self, key: int, sock: socket.socket, now: float) -> None:
@@ -647,11 +724,7 @@ class Gatherer:
                 elif command.base_key not in self._reading:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
-                    self._reading.add(command.base_key)
-                    loop = self._get_loop()
-                    loop.add_reader(
-                        entry[0].fileno(), self._on_readable, command.base_key, entry[0]
-                    )
+                    self._watch(command.base_key, entry[0])
                 with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
                     entry[0].sendto(command.data, command.address)
             elif isinstance(command, StreamSend):

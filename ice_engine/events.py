@@ -7,7 +7,7 @@ that code ported from JavaScript reads the same; `to_json()` is what the CLI pri
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .candidate import Candidate
@@ -31,13 +31,18 @@ class GatheringState(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class IceCandidate:
-    """An RTCIceCandidate: `candidate` is `""` for end-of-candidates (RFC 8838)."""
+    """An RTCIceCandidate: `candidate` is `""` for end-of-candidates (RFC 8838).
+
+    `base` is local knowledge, never signalled: the (address, port) of the UDP socket a
+    host or srflx candidate was gathered from, which `Gatherer.send` sends from.
+    """
 
     candidate: str
     sdpMid: str
     sdpMLineIndex: int
     usernameFragment: str
     parsed: Candidate | None = None
+    base: tuple[str, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_end_of_candidates(self) -> bool:

@@ -553,6 +553,7 @@ class Gathering(Relaying):
             transport.mline_index,
             generation.credentials.ufrag,
             candidate,
+            (base.address, base.port) if kind != "relay" and protocol == "udp" else None,
         )
         generation.candidates.append(ice_candidate)
         generation.bases_of[ice_candidate.candidate] = base.key

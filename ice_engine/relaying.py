@@ -174,6 +174,14 @@ class Relaying:
         """Live TURN allocations, for a connectivity layer (permissions, channels, data)."""
         return [r.allocation for r in self._relays.values() if r.allocation.state == "allocated"]
 
+    def allocation_for(self, relayed: tuple[str, int]) -> Allocation | None:
+        """The live allocation that relays through this address, if any."""
+        for relay in self._relays.values():
+            allocation = relay.allocation
+            if allocation.state == "allocated" and relayed in allocation.relayed:
+                return allocation
+        return None
+
     def next_relayed(self) -> tuple[Allocation, tuple[str, int], bytes] | None:
         """Data a peer sent through one of our allocations: (allocation, peer, payload)."""
         return self._relayed.popleft() if self._relayed else None

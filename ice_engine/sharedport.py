@@ -2,15 +2,25 @@
 
 Every gatherer in shared-port mode gathers through the same socket per local address, so
 a server needs a handful of file descriptors instead of one per session and address, and
-its firewall one open port. Answers are routed to the gatherer whose request they answer,
-by STUN transaction ID (96 random bits, so they cannot collide); anything else is dropped.
+its firewall one open port. What arrives is routed to one session:
+
+1. an answer to a session's gathering request, by STUN transaction ID (96 random bits,
+   so they cannot collide);
+2. a connectivity check from a peer, by the session's ufrag, the first half of its
+   USERNAME (RFC 8445 §7.2.2); its source address is then latched to that session;
+3. anything else (checks without USERNAME, DTLS, media), by a latched source address:
+   one that checked in, or that the session sent to.
+
+Anything unrouted is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+
+from . import stun
 
 __all__ = ["SharedSocket", "shared_socket"]
 
@@ -25,16 +35,40 @@ class SharedSocket:
         self._loop = loop
         self._key = key
         self._routes: dict[bytes, Deliver] = {}
+        self._sessions: dict[bytes, Deliver] = {}  # ufrag -> where its peers' traffic goes
+        self._peers: dict[tuple[str, int], Deliver] = {}  # latched source -> the same
+        self._latched: dict[Deliver, set[tuple[str, int]]] = {}  # the reverse
         self._users = 0
         loop.add_reader(sock.fileno(), self._on_readable)
 
     def acquire(self) -> None:
         self._users += 1
 
-    def forget(self, transaction_ids: set[bytes]) -> None:
+    def forget(self, transaction_ids: Iterable[bytes]) -> None:
         """Answers to these requests are no longer wanted (their gatherer is closing)."""
         for transaction_id in transaction_ids:
             self._routes.pop(transaction_id, None)
+
+    def claim(self, ufrag: str, deliver: Deliver) -> None:
+        """Route peers' checks for this ufrag (and then all their traffic) to `deliver`."""
+        self._sessions[ufrag.encode()] = deliver
+
+    def latch(self, peer: tuple[str, int], deliver: Deliver) -> None:
+        """Route everything from this peer to `deliver`."""
+        previous = self._peers.get(peer)
+        if previous is not deliver:
+            if previous is not None:
+                self._latched[previous].discard(peer)
+            self._peers[peer] = deliver
+            self._latched.setdefault(deliver, set()).add(peer)
+
+    def release_session(self, deliver: Deliver, ufrags: Iterable[str]) -> None:
+        """A session is closing: its ufrags and latched peers route nowhere now."""
+        for ufrag in ufrags:
+            if self._sessions.get(ufrag.encode()) is deliver:
+                del self._sessions[ufrag.encode()]
+        for peer in self._latched.pop(deliver, ()):
+            del self._peers[peer]
 
     def release(self) -> None:
         """One base is done with the socket; the last one closes it."""
@@ -56,9 +90,25 @@ class SharedSocket:
                 return
             except OSError:
                 continue  # an ICMP error: no gatherer can be told which request it was
+            source = source[:2]
             deliver = self._routes.pop(data[8:20], None) if len(data) >= 20 else None
+            if deliver is None:
+                deliver = self._session_of(data, source)
             if deliver is not None:
-                deliver(data, source[:2])
+                deliver(data, source)
+
+    def _session_of(self, data: bytes, source: tuple[str, int]) -> Deliver | None:
+        if self._sessions and stun.is_stun(data):
+            try:
+                username = stun.parse(data).get(stun.Attr.USERNAME)
+            except stun.StunError:
+                username = None
+            if username is not None:
+                deliver = self._sessions.get(username.partition(b":")[0])
+                if deliver is not None:
+                    self.latch(source, deliver)
+                    return deliver
+        return self._peers.get(source)
 
 
 _sockets: dict[object, SharedSocket] = {}

@@ -9,8 +9,10 @@ import socket
 import pytest
 
 from ice_engine import (
+    Candidate,
     Gatherer,
     GatheringState,
+    IceCandidate,
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
     IceServer,
@@ -130,6 +132,20 @@ async def test_a_pool_keeps_generations_ready_for_restarts_and_refills() -> None
             }
             assert ufrags == {gatherer.credentials.ufrag}
     assert open_fds() == before
+
+
+async def test_send_refuses_candidates_it_has_no_socket_for() -> None:
+    line = "candidate:1 1 udp 2122260223 198.51.100.7 40000 typ host"
+    foreign = IceCandidate(line, "0", 0, "abcd", Candidate.parse(line), ("198.51.100.7", 40000))
+    relay_line = "candidate:2 1 udp 41885439 198.51.100.10 50000 typ relay raddr 0.0.0.0 rport 0"
+    relay = IceCandidate(relay_line, "0", 0, "abcd", Candidate.parse(relay_line))
+    async with Gatherer() as gatherer:
+        with pytest.raises(ValueError, match="no socket here"):
+            gatherer.send(foreign, ("198.51.100.8", 9), b"x")
+        with pytest.raises(ValueError, match="no live allocation"):
+            gatherer.send(relay, ("198.51.100.8", 9), b"x")
+    with pytest.raises(RuntimeError, match="closed"):
+        gatherer.send(foreign, ("198.51.100.8", 9), b"x")
 
 
 async def test_breaking_out_early_then_closing_leaks_nothing() -> None:

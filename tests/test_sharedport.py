@@ -1,0 +1,72 @@
+"""The shared socket's routing, on loopback: transaction IDs, ufrags, latched peers."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from ice_engine import stun
+from ice_engine.sharedport import Deliver, shared_socket
+
+Seen = list[tuple[str, bytes, tuple[str, int]]]
+
+
+def check_for(ufrag: str) -> bytes:
+    """A peer's connectivity check: USERNAME is the receiver's ufrag, then the sender's."""
+    username = (stun.Attr.USERNAME, f"{ufrag}:peer".encode())
+    return stun.encode(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, stun.new_transaction_id(), [username]
+    )
+
+
+async def settle(seen: Seen, count: int) -> None:
+    for _ in range(200):
+        if len(seen) >= count:
+            return
+        await asyncio.sleep(0.005)
+
+
+async def test_checks_route_by_ufrag_and_latch_their_peer() -> None:
+    loop = asyncio.get_running_loop()
+    shared = shared_socket(loop, socket.AF_INET, "127.0.0.1", 0)
+    port = shared.sock.getsockname()[1]
+    seen: Seen = []
+
+    def session(name: str) -> Deliver:
+        return lambda data, source: seen.append((name, data, source))
+
+    alice, bob = session("alice"), session("bob")
+    shared.claim("aliceufr", alice)
+    shared.claim("bobufrag", bob)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    stranger = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        peer.bind(("127.0.0.1", 0))
+        stranger.bind(("127.0.0.1", 0))
+        here = ("127.0.0.1", port)
+        stranger.sendto(b"\x17 not for anyone", here)  # no check yet: dropped
+        stranger.sendto(check_for("nobody00"), here)  # nobody's ufrag: dropped
+        peer.sendto(check_for("bobufrag"), here)
+        await settle(seen, 1)
+        peer.sendto(b"\x17 media after the check", here)  # latched: to bob as well
+        await settle(seen, 2)
+        shared.latch(stranger.getsockname(), alice)  # alice sent to it first
+        stranger.sendto(b"\x17 an answer to alice", here)
+        await settle(seen, 3)
+        assert [(name, data[:1]) for name, data, _ in seen] == [
+            ("bob", b"\x00"),
+            ("bob", b"\x17"),
+            ("alice", b"\x17"),
+        ]
+        assert {source for _, _, source in seen[:2]} == {peer.getsockname()}
+        shared.release_session(bob, ["bobufrag"])
+        peer.sendto(b"\x17 after bob left", here)
+        peer.sendto(check_for("bobufrag"), here)
+        stranger.sendto(b"\x17 alice still there", here)
+        await settle(seen, 4)
+        await asyncio.sleep(0.05)
+        assert [name for name, _, _ in seen] == ["bob", "bob", "alice", "alice"]
+    finally:
+        peer.close()
+        stranger.close()
+        shared.release()
