@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
@@ -33,6 +33,17 @@ class ServerUrl:
     """DNS SRV is consulted only when False and the host is a name (RFC 5928)."""
     transport: str
     """"udp" or "tcp": the transport to the server (TLS runs over tcp)."""
+    host_is_ip: bool = field(init=False, repr=False, compare=False)
+    """An IP literal, not a name to resolve (decided once: every gathering asks)."""
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.ip_address(self.host)
+        except ValueError:
+            is_ip = False
+        else:
+            is_ip = True
+        object.__setattr__(self, "host_is_ip", is_ip)
 
     @property
     def secure(self) -> bool:
@@ -41,14 +52,6 @@ class ServerUrl:
     @property
     def is_turn(self) -> bool:
         return self.scheme in ("turn", "turns")
-
-    @property
-    def host_is_ip(self) -> bool:
-        try:
-            ipaddress.ip_address(self.host)
-        except ValueError:
-            return False
-        return True
 
     @property
     def srv_name(self) -> str | None:
