@@ -1,9 +1,10 @@
 """The asyncio driver: sockets, timers, interface enumeration and DNS around `Gathering`.
 
 Everything that decides lives in the core; this module only moves bytes and time. Sockets
-are plain non-blocking sockets watched with `loop.add_reader` (no asyncio transport per
-socket: thousands of gatherers each hold several), and each gatherer keeps one timer
-handle, moved only when the core's next deadline changes.
+are plain non-blocking sockets watched through one epoll per loop (`sockethub.py`), with
+no asyncio transport or reader handle per socket: thousands of gatherers each hold
+several. Each gatherer keeps one timer handle, moved only when the core's next deadline
+changes.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .mdns import MdnsResponder, new_mdns_name, shared_responder
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .sharedport import SharedSocket, shared_socket
+from .sockethub import hub_for
 from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
 from .transaction import RttTable, Timing
 from .turn import Allocation, NonceCache
@@ -666,13 +668,12 @@ class Gatherer:
             return
         if key in self._reading:
             self._reading.discard(key)
-            with contextlib.suppress(Exception):
-                self._get_loop().remove_reader(sock.fileno())
+            hub_for(self._get_loop()).unwatch(sock.fileno())
         sock.close()
 
     def _watch(self, key: int, sock: socket.socket) -> None:
         self._reading.add(key)
-        self._get_loop().add_reader(sock.fileno(), self._on_readable, key, sock)
+        hub_for(self._get_loop()).watch(sock.fileno(), self._on_readable, key, sock)
 
     def _on_readable(self, key: int, sock: socket.socket) -> None:
         now = self._now()

@@ -1,0 +1,41 @@
+"""The socket hub on loopback: callbacks per socket, and no fd left once idle."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from ice_engine.sockethub import hub_for
+
+
+async def test_readiness_reaches_each_socket_and_the_idle_hub_closes() -> None:
+    loop = asyncio.get_running_loop()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    hub = hub_for(loop)
+    got: list[tuple[str, bytes]] = []
+    socks = {name: socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for name in ("a", "b")}
+    try:
+        for name, sock in socks.items():
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+            hub.watch(sock.fileno(), lambda n, s: got.append((n, s.recv(100))), name, sock)
+        assert not hub.idle
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"to a", socks["a"].getsockname())
+            sender.sendto(b"to b", socks["b"].getsockname())
+            for _ in range(100):
+                if len(got) == 2:
+                    break
+                await asyncio.sleep(0.01)
+            assert sorted(got) == [("a", b"to a"), ("b", b"to b")]
+            hub.unwatch(socks["a"].fileno())
+            sender.sendto(b"unwatched", socks["a"].getsockname())
+            await asyncio.sleep(0.05)
+            assert len(got) == 2
+        hub.unwatch(socks["b"].fileno())
+        assert hub.idle
+    finally:
+        for sock in socks.values():
+            sock.close()
+    assert len(os.listdir("/proc/self/fd")) == fds_before
