@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
+from pathlib import Path
+from types import ModuleType
 
 import pytest
 from aioice.candidate import Candidate as AioiceCandidate
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ice_engine import candidate as candidate_module
 from ice_engine.candidate import (
     Candidate,
     CandidateError,
@@ -48,31 +52,31 @@ def test_sdp_form_drops_ufrag() -> None:
     assert c.to_sdp(with_ufrag=False).endswith("generation 0 network-cost 999")
 
 
-@pytest.mark.parametrize(
-    ("line", "field"),
-    [
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ", "line"),
-        ("candidate:f$ 1 udp 1 1.2.3.4 5 typ host", "foundation"),
-        ("candidate:1 0 udp 1 1.2.3.4 5 typ host", "component"),
-        ("candidate:1 257 udp 1 1.2.3.4 5 typ host", "component"),
-        ("candidate:1 1 udp 0 1.2.3.4 5 typ host", "priority"),
-        ("candidate:1 1 udp +1 1.2.3.4 5 typ host", "priority"),
-        ("candidate:1 1 udp 4294967296 1.2.3.4 5 typ host", "priority"),
-        ("candidate:1 1 udp 1 1.2.3.4 65536 typ host", "port"),
-        ("candidate:1 1 udp 1 1.2.3.4 x typ host", "port"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 type host", "typ"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation", "extensions"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation x", "generation"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-cost -1", "network-cost"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-id 1_0", "network-id"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport x", "rport"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport 70000", "rport"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx generation 0 raddr 1.2.3.4 rport 1", "raddr"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host ufrag a ufrag b", "ufrag"),
-        ("candidate:1 1 tcp 1 1.2.3.4 5 typ host tcptype sideways", "tcptype"),
-        ("candidate:1 1 udp 1 1.2.3.4 5 typ host x ٣", "line"),
-    ],
-)
+MALFORMED = [
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ", "line"),
+    ("candidate:f$ 1 udp 1 1.2.3.4 5 typ host", "foundation"),
+    ("candidate:1 0 udp 1 1.2.3.4 5 typ host", "component"),
+    ("candidate:1 257 udp 1 1.2.3.4 5 typ host", "component"),
+    ("candidate:1 1 udp 0 1.2.3.4 5 typ host", "priority"),
+    ("candidate:1 1 udp +1 1.2.3.4 5 typ host", "priority"),
+    ("candidate:1 1 udp 4294967296 1.2.3.4 5 typ host", "priority"),
+    ("candidate:1 1 udp 1 1.2.3.4 65536 typ host", "port"),
+    ("candidate:1 1 udp 1 1.2.3.4 x typ host", "port"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 type host", "typ"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation", "extensions"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation x", "generation"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-cost -1", "network-cost"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-id 1_0", "network-id"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport x", "rport"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport 70000", "rport"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx generation 0 raddr 1.2.3.4 rport 1", "raddr"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host ufrag a ufrag b", "ufrag"),
+    ("candidate:1 1 tcp 1 1.2.3.4 5 typ host tcptype sideways", "tcptype"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host x ٣", "line"),
+]
+
+
+@pytest.mark.parametrize(("line", "field"), MALFORMED)
 def test_malformed_lines_name_the_field(line: str, field: str) -> None:
     with pytest.raises(CandidateError) as info:
         Candidate.parse(line)
@@ -182,3 +186,90 @@ def test_mutated_lines_raise_only_candidate_error(
     words[index] = data.draw(st.text(max_size=8).filter(lambda w: " " not in w))
     with contextlib.suppress(CandidateError):
         Candidate.parse(" ".join(words))
+
+
+# -- the fast paths, compiled and not ------------------------------------------------
+
+
+def _pure_module() -> ModuleType:
+    """candidate.py run as plain Python, even where the package has it compiled."""
+    source = Path(candidate_module.__file__).with_name("candidate.py")
+    spec = importlib.util.spec_from_file_location("ice_engine._candidate_as_python", source)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+PURE = _pure_module()
+#: the module as installed (compiled by mypyc when a compiler was there) and as source.
+MODULES = [candidate_module, PURE]
+ODD_WORDS = st.sampled_from(
+    [
+        *("", "0", "00", "+1", "1_0", "-1", "٣", "256", "257", "65536", "4294967296", "9" * 11),
+        *("typ", "raddr", "rport", "tcptype", "generation", "ufrag", "network-id", "network-cost"),
+        *("so", "a=1", "candidate:1", "x\ty", "\x7f", "a+/b"),
+    ]
+)
+
+
+def outcome(module: ModuleType, line: str) -> object:
+    try:
+        return tuple(module.Candidate.parse(line))
+    except module.CandidateError as error:
+        return error.field
+
+
+def assert_fast_paths_agree(line: str) -> None:
+    for module in MODULES:
+        cls = module.Candidate
+        for fast in (module._scan, module._split):
+            found = fast(cls, line)
+            if found is not None:  # a fast path may decline, but never differ
+                assert found == module._parse_any(cls, line), (fast.__name__, line)
+    assert outcome(candidate_module, line) == outcome(PURE, line)
+
+
+@pytest.mark.parametrize("line", BROWSER)
+def test_fast_paths_take_browser_lines(line: str) -> None:
+    for module in MODULES:
+        expected = module._parse_any(module.Candidate, line)
+        assert module._scan(module.Candidate, line) == expected
+        assert module._scan(module.Candidate, "a=" + line) is None
+    assert_fast_paths_agree(line)
+
+
+@pytest.mark.parametrize(
+    "line", [*(line for line, _ in MALFORMED), "candidate: 1 1 udp 1 1.2.3.4 5 typ host"]
+)
+def test_fast_paths_agree_on_malformed_lines(line: str) -> None:
+    assert_fast_paths_agree(line)
+
+
+@given(candidates(), st.booleans())
+def test_fast_paths_agree_on_candidates(candidate: Candidate, with_ufrag: bool) -> None:
+    line = candidate.to_sdp(with_ufrag=with_ufrag)
+    assert_fast_paths_agree(line)
+    assert_fast_paths_agree(line.removeprefix("candidate:"))
+
+
+@given(candidates(), st.data())
+def test_fast_paths_agree_on_mutated_lines(candidate: Candidate, data: st.DataObject) -> None:
+    words = candidate.to_sdp().split(" ")
+    index = data.draw(st.integers(0, len(words) - 1))
+    words[index] = data.draw(ODD_WORDS | st.text(max_size=8))
+    separator = data.draw(st.sampled_from([" ", " ", " ", "  ", "\t"]))
+    assert_fast_paths_agree(separator.join(words))
+
+
+def test_compiled_module_is_current() -> None:
+    """A compiled candidate.py goes stale when the source changes: reinstall to rebuild."""
+    compiled = Path(candidate_module.__file__)
+    if compiled.suffix == ".py":
+        pytest.skip("ice_engine.candidate runs as plain Python here (not compiled)")
+    assert candidate_module._COMPILED
+    source = compiled.with_name("candidate.py")
+    assert compiled.stat().st_mtime >= source.stat().st_mtime, (
+        f"{source} changed after it was compiled: run pip install -e . again "
+        "(or delete ice_engine/candidate*.so to use the source)"
+    )
