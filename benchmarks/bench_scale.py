@@ -103,6 +103,14 @@ async def _ours_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
         stats["missing"] += 1
 
 
+async def _floor_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
+    lines = await gatherer.gather()
+    stats["completed"] += 1
+    stats["candidates"] += len(lines)
+    if not any(f"typ {want}" in line for line in lines):
+        stats["missing"] += 1
+
+
 async def _aioice_one(connection: Any, stats: dict[str, int], want: str) -> None:
     try:
         await connection.gather_candidates()
@@ -119,7 +127,17 @@ async def _aioice_one(connection: Any, stats: dict[str, int], want: str) -> None
 
 
 def _factory(impl: str, scenario: str, server: str, one_base: bool) -> Any:
-    from ice_engine.lab import CLIENT_IPV4_A, PASSWORD, USERNAME
+    from ice_engine.lab import CLIENT_IPV4_A, CLIENT_IPV4_B, CLIENT_IPV6, PASSWORD, USERNAME
+
+    if impl == "floor":
+        import socket
+
+        from _floor import FloorGatherer
+
+        addresses = [(socket.AF_INET, CLIENT_IPV4_A)]
+        if not one_base:
+            addresses += [(socket.AF_INET, CLIENT_IPV4_B), (socket.AF_INET6, CLIENT_IPV6)]
+        return lambda: FloorGatherer((server, STUN_PORT), addresses)
 
     if impl == "ours":
         from ice_engine import Gatherer, IceServer
@@ -153,7 +171,7 @@ async def _run(
     impl: str, scenario: str, n: int, timeout_s: float, one_base: bool
 ) -> dict[str, Any]:
     make = _factory(impl, scenario, _server(), one_base)
-    one = _ours_one if impl == "ours" else _aioice_one
+    one = {"ours": _ours_one, "aioice": _aioice_one, "floor": _floor_one}[impl]
     want = "srflx" if scenario == "stun" else "relay"
 
     # Warm up: imports, interface cache, the RTT table, code paths.
@@ -338,11 +356,14 @@ def main() -> int:
     parser.add_argument("--stun-n", default="100,1000,6000,10000")
     parser.add_argument("--turn-n", default="1000")
     parser.add_argument("--aioice-max-n", type=int, default=10000)
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor yardstick (_floor.py)"
+    )
     parser.add_argument("--timeout-s", type=float, default=120.0, help="per run")
     parser.add_argument("--profile", type=int, default=0, help="profile one ours/stun run of N")
     parser.add_argument("--profile-out", default="")
     parser.add_argument("--inner", choices=("stun", "turn"), help=argparse.SUPPRESS)
-    parser.add_argument("--impl", choices=("ours", "aioice"), help=argparse.SUPPRESS)
+    parser.add_argument("--impl", choices=("ours", "aioice", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one-base", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -380,7 +401,15 @@ def main() -> int:
                 row["aioice"] = _one(lab, "aioice", scenario, n, args.timeout_s, one_base=one_base)
             else:
                 row["aioice"] = {"n": n, "skipped": f"capped at N <= {args.aioice_max_n}"}
+            if scenario == "stun" and not args.no_floor:
+                row["floor"] = _one(lab, "floor", scenario, n, args.timeout_s, one_base=one_base)
             ours, theirs = row["ice_engine"], row["aioice"]
+            floor = row.get("floor", {})
+            if "cpu_ms_per_gathering" in floor and "cpu_ms_per_gathering" in theirs:
+                # The best ratio any implementation could reach here (see _floor.py).
+                row["cpu_ratio_aioice_over_floor"] = (
+                    theirs["cpu_ms_per_gathering"] / floor["cpu_ms_per_gathering"]
+                )
             if "cpu_ms_per_gathering" in ours and "cpu_ms_per_gathering" in theirs:
                 row["cpu_ratio_aioice_over_ice_engine"] = (
                     theirs["cpu_ms_per_gathering"] / ours["cpu_ms_per_gathering"]
@@ -399,12 +428,19 @@ def main() -> int:
                 print(f"{scenario} N={n}" + (f"  [{row['note']}]" if one_base else ""))
                 print(f"  ice-engine: {_fmt(ours)}")
                 print(f"  aioice    : {_fmt(theirs)}")
+                if floor:
+                    print(f"  floor     : {_fmt(floor)}")
                 if "cpu_ratio_aioice_over_ice_engine" in row:
                     print(
                         f"  aioice/ice-engine CPU = {row['cpu_ratio_aioice_over_ice_engine']:.2f}x"
                         f" (target >= 5x), user CPU = "
                         f"{row['user_cpu_ratio_aioice_over_ice_engine']:.2f}x, "
                         f"wall = {row['wall_ratio_aioice_over_ice_engine']:.2f}x"
+                    )
+                if "cpu_ratio_aioice_over_floor" in row:
+                    print(
+                        f"  aioice/floor CPU = {row['cpu_ratio_aioice_over_floor']:.2f}x "
+                        "(the most any implementation could reach)"
                     )
                 sys.stdout.flush()
         if args.profile:
