@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import secrets
+import os
 from dataclasses import dataclass, field
 
 __all__ = ["Credentials", "new_credentials"]
 
 _ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
 _ICE_CHAR_SET = frozenset(_ICE_CHARS)
-
-
-def _token(length: int) -> str:
-    # 64 ice-chars: each random byte's low 6 bits pick one without bias, in one CSPRNG call.
-    return "".join([_ICE_CHARS[byte & 63] for byte in secrets.token_bytes(length)])
+# Byte -> ice-char by its low 6 bits: 256 is a multiple of 64, so there is no bias.
+_TO_ICE_CHARS = bytes(ord(_ICE_CHARS[byte & 63]) for byte in range(256))
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,4 +34,5 @@ def new_credentials() -> Credentials:
     across the thousands of sessions a shared port may demultiplex; 24 of pwd give 144
     bits (at least 128 asked).
     """
-    return Credentials(_token(8), _token(24))
+    text = os.urandom(32).translate(_TO_ICE_CHARS).decode("ascii")  # one CSPRNG call
+    return Credentials(text[:8], text[8:])

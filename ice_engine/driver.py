@@ -69,7 +69,54 @@ class Gatherer:
         async with Gatherer(ice_servers=[IceServer("stun:stun.example.org")]) as gatherer:
             async for event in gatherer.gather():
                 print(event.to_json())
+
+    Slotted: a server holds thousands, and a plain instance dict grows and resizes as its
+    some forty attributes are set.
     """
+
+    __slots__ = (
+        "_address_filter",
+        "_base_addresses",
+        "_base_keys",
+        "_closed",
+        "_companions",
+        "_continual",
+        "_core",
+        "_expected",
+        "_ip_handling",
+        "_link_local",
+        "_loop",
+        "_mdns",
+        "_mdns_names",
+        "_next_key",
+        "_on_datagram",
+        "_on_relayed",
+        "_permits_asked",
+        "_pool_size",
+        "_pooled_tcp_bases",
+        "_port_range",
+        "_reading",
+        "_resolver",
+        "_responder",
+        "_sessions",
+        "_shared",
+        "_shared_port",
+        "_sockets",
+        "_ssl_context",
+        "_stream_tasks",
+        "_streamed",
+        "_streaming",
+        "_streams",
+        "_tasks",
+        "_tcp_bases",
+        "_tcp_candidates",
+        "_timer",
+        "_timer_at",
+        "_udp_turn",
+        "_ufrags",
+        "_waiter",
+        "_watcher",
+    )
 
     def __init__(
         self,
@@ -176,7 +223,7 @@ class Gatherer:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._wakeup = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None  # gather() waiting for events
         self._streaming = False
         self._streamed = -1  # the last generation whose events gather() delivered in full
         self._closed = False
@@ -290,8 +337,11 @@ class Gatherer:
                 if event is None:
                     if self._closed:
                         return
-                    self._wakeup.clear()
-                    await self._wakeup.wait()
+                    self._waiter = self._get_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
                     continue
                 yield event
                 if (
@@ -384,7 +434,7 @@ class Gatherer:
         self._streams.clear()
         for key in list(self._sockets):
             self._close_socket(key)
-        self._wakeup.set()
+        self._wake()
 
     async def __aenter__(self) -> Gatherer:
         if self._pool_size:
@@ -759,7 +809,13 @@ class Gatherer:
                 self._timer.cancel()
             self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
             self._timer_at = timer
-        self._wakeup.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let a waiting gather() look at the queue again."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _spawn(self, work: Coroutine[Any, Any, None], stream: int | None = None) -> None:
         task = self._get_loop().create_task(work)
