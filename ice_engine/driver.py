@@ -718,7 +718,7 @@ class Gatherer:
             return
         if key in self._reading:
             self._reading.discard(key)
-            hub_for(self._get_loop()).unwatch(sock.fileno())
+            hub_for(self._get_loop()).unwatch(sock.fileno(), closing=True)
         sock.close()
 
     def _watch(self, key: int, sock: socket.socket) -> None:
@@ -727,7 +727,10 @@ class Gatherer:
 
     def _on_readable(self, key: int, sock: socket.socket) -> None:
         now = self._now()
-        for _ in range(64):  # drain a burst, but let other sockets have their turn
+        # Answers to our requests come one at a time: read one, and epoll (level-triggered)
+        # calls again if more is queued, which spares the failing read that ends a drain.
+        # A data path (on_datagram) drains bursts, but lets other sockets have their turn.
+        for _ in range(64 if self._on_datagram else 1):
             try:
                 data, source = sock.recvfrom(2048)
             except (BlockingIOError, InterruptedError):
