@@ -611,9 +611,6 @@ class Gatherer:
                 self._bind_port(sock, address)
                 sock.listen(16)
             else:
-                if sys.platform == "linux":
-                    level, option = _RECVERR[address.family]
-                    sock.setsockopt(level, option, 1)
                 self._bind_port(sock, address)
         except OSError:
             sock.close()  # an address gone since enumeration, or no free port in the range
@@ -722,6 +719,12 @@ class Gatherer:
         sock.close()
 
     def _watch(self, key: int, sock: socket.socket) -> None:
+        """Read what arrives; ICMP errors too (IP_RECVERR), set here and not at bind
+        because most host sockets never send."""
+        if sys.platform == "linux":
+            level, option = _RECVERR[sock.family]
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, option, 1)
         self._reading.add(key)
         hub_for(self._get_loop()).watch(sock.fileno(), self._on_readable, key, sock)
 
