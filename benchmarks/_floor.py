@@ -43,7 +43,10 @@ class FloorGatherer:
             if family == socket.AF_INET:
                 transaction_id = os.urandom(12)
                 waiting[transaction_id] = sock
-                hub.watch(sock.fileno(), self._answer, sock, waiting, lines, done)
+                hub.watch(
+                    sock.fileno(),
+                    lambda _fd, s=sock: self._answer(s, waiting, lines, done),
+                )
                 sock.sendto(_REQUEST.pack(0x0001, 0, _COOKIE) + transaction_id, self.server)
         timer = loop.call_later(2.0, lambda: done.done() or done.set_result(None))
         await done

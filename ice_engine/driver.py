@@ -90,6 +90,7 @@ class Gatherer:
         "_mdns_names",
         "_next_key",
         "_on_datagram",
+        "_on_fd",
         "_on_relayed",
         "_permits_asked",
         "_pool_size",
@@ -218,7 +219,8 @@ class Gatherer:
         self._stream_tasks: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
-        self._reading: set[int] = set()  # sockets watched for answers
+        self._reading: dict[int, int] = {}  # fd -> key of the sockets watched for answers
+        self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._next_key = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -713,8 +715,7 @@ class Gatherer:
         if shared is not None:
             shared.release()
             return
-        if key in self._reading:
-            self._reading.discard(key)
+        if self._reading.pop(sock.fileno(), None) is not None:
             hub_for(self._get_loop()).unwatch(sock.fileno(), closing=True)
         sock.close()
 
@@ -725,10 +726,17 @@ class Gatherer:
             level, option = _RECVERR[sock.family]
             with contextlib.suppress(OSError):
                 sock.setsockopt(level, option, 1)
-        self._reading.add(key)
-        hub_for(self._get_loop()).watch(sock.fileno(), self._on_readable, key, sock)
+        fd = sock.fileno()
+        self._reading[fd] = key
+        if self._on_fd is None:
+            self._on_fd = self._on_readable  # one bound method for all our sockets
+        hub_for(self._get_loop()).watch(fd, self._on_fd)
 
-    def _on_readable(self, key: int, sock: socket.socket) -> None:
+    def _on_readable(self, fd: int) -> None:
+        key = self._reading.get(fd)
+        if key is None:
+            return
+        sock = self._sockets[key][0]
         now = self._now()
         # Answers to our requests come one at a time: read one, and epoll (level-triggered)
         # calls again if more is queued, which spares the failing read that ends a drain.
@@ -778,7 +786,7 @@ class Gatherer:
                     self._expected.add(transaction_id)
                     deliver = functools.partial(self._on_shared_datagram, command.base_key)
                     shared.expect(transaction_id, deliver)
-                elif command.base_key not in self._reading:
+                elif entry[0].fileno() not in self._reading:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
                     self._watch(command.base_key, entry[0])

@@ -18,7 +18,7 @@ from typing import Any
 
 __all__ = ["SocketHub", "hub_for"]
 
-Callback = Callable[..., None]
+Callback = Callable[[int], None]  # called with the readable fd
 _HAS_EPOLL = hasattr(select, "epoll")  # Linux
 
 
@@ -28,18 +28,21 @@ class SocketHub:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._epoll: Any = None  # select.epoll while anything is watched
-        self._callbacks: dict[int, tuple[Callback, tuple[Any, ...]]] = {}
+        self._callbacks: dict[int, Callback] = {}
 
-    def watch(self, fd: int, callback: Callback, *args: Any) -> None:
-        """Call `callback(*args)` whenever `fd` is readable, until `unwatch(fd)`."""
+    def watch(self, fd: int, callback: Callback) -> None:
+        """Call `callback(fd)` whenever `fd` is readable, until `unwatch(fd)`.
+
+        One callback may serve many fds (a gatherer's), so watching costs no object.
+        """
         if not _HAS_EPOLL:
-            self._loop.add_reader(fd, callback, *args)
+            self._loop.add_reader(fd, callback, fd)
             return
         if self._epoll is None:
             self._epoll = select.epoll()
             self._loop.add_reader(self._epoll.fileno(), self._dispatch)
         self._epoll.register(fd, select.EPOLLIN)
-        self._callbacks[fd] = (callback, args)
+        self._callbacks[fd] = callback
 
     def unwatch(self, fd: int, *, closing: bool = False) -> None:
         """Stop watching `fd`, before the socket is closed. With `closing`, the socket is
@@ -69,9 +72,9 @@ class SocketHub:
         # Everything ready, as asyncio's own selector does: a cap here would leave answers
         # waiting for later loop iterations while thousands of gatherers hit deadlines.
         for fd, _events in epoll.poll(0, len(callbacks) or 1):
-            entry = callbacks.get(fd)  # unwatched by an earlier callback of this round
-            if entry is not None:
-                entry[0](*entry[1])
+            callback = callbacks.get(fd)  # unwatched by an earlier callback of this round
+            if callback is not None:
+                callback(fd)
 
 
 _hubs: dict[asyncio.AbstractEventLoop, SocketHub] = {}

@@ -19,7 +19,7 @@ async def test_readiness_reaches_each_socket_and_the_idle_hub_closes() -> None:
         for name, sock in socks.items():
             sock.bind(("127.0.0.1", 0))
             sock.setblocking(False)
-            hub.watch(sock.fileno(), lambda n, s: got.append((n, s.recv(100))), name, sock)
+            hub.watch(sock.fileno(), lambda _fd, n=name, s=sock: got.append((n, s.recv(100))))
         assert not hub.idle
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
             sender.sendto(b"to a", socks["a"].getsockname())
