@@ -24,11 +24,22 @@ class IceServer:
         return [self.urls] if isinstance(self.urls, str) else list(self.urls)
 
 
-def servers_from_config(ice_servers: Sequence[IceServer]) -> list[Server]:
+def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     """Parse every URL up front, so a typo fails at construction rather than mid-gathering.
 
-    TURN URLs need a username and credential, as RTCPeerConnection insists.
+    TURN URLs need a username and credential, as RTCPeerConnection insists. The result is
+    immutable and shared by every gatherer given the same servers: a server process makes
+    thousands with one configuration.
     """
+    key = tuple(ice_servers)
+    try:
+        cached = _parsed.get(key)
+    except TypeError:  # an entry with its URLs in a list: not hashable, parse it anew
+        cached, hashable = None, False
+    else:
+        hashable = True
+    if cached is not None:
+        return cached
     servers: list[Server] = []
     for entry in ice_servers:
         if not isinstance(entry, IceServer):
@@ -41,4 +52,12 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> list[Server]:
             if url.is_turn and (entry.username is None or entry.credential is None):
                 raise InvalidServerUrl(f"{text!r} needs a username and a credential")
             servers.append(Server(url, len(servers), entry.username, entry.credential))
-    return servers
+    parsed = tuple(servers)
+    if hashable:
+        if len(_parsed) >= 256:
+            _parsed.clear()
+        _parsed[key] = parsed
+    return parsed
+
+
+_parsed: dict[tuple[IceServer, ...], tuple[Server, ...]] = {}

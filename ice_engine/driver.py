@@ -61,6 +61,12 @@ _RECVERR: dict[int, tuple[int, int]] = {
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
+@functools.lru_cache(maxsize=256)
+def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
+    """Immutable, so shared by every gatherer with the same m-lines."""
+    return tuple(Transport(mid, index) for index, mid in enumerate(mids))
+
+
 class Gatherer:
     """Gathers ICE candidates and streams them as browser-style events.
 
@@ -92,6 +98,7 @@ class Gatherer:
         "_on_datagram",
         "_on_fd",
         "_on_relayed",
+        "_owners",
         "_permits_asked",
         "_pool_size",
         "_pooled_tcp_bases",
@@ -174,7 +181,7 @@ class Gatherer:
         if not isinstance(components, int) or not 1 <= components <= 256:
             raise ValueError(f"components must be an integer 1-256, not {components!r}")
         self._core = Gathering(
-            transports=[Transport(str(mid), index) for index, mid in enumerate(mids)],
+            transports=_transports(tuple(str(mid) for mid in mids)),
             components=components,
             servers=servers_from_config(ice_servers),
             credentials=credentials or new_credentials(),
@@ -207,7 +214,7 @@ class Gatherer:
         self._responder: MdnsResponder | None = None
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
-        self._expected: set[bytes] = set()  # transaction ids routed to us by shared sockets
+        self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
         self._companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
         self._udp_turn = any(s.url.is_turn and s.url.transport == "udp" for s in self._core.servers)
         self._watcher: InterfaceWatcher | None = None
@@ -218,13 +225,14 @@ class Gatherer:
         self._streams: dict[int, StreamProtocol] = {}
         self._stream_tasks: dict[int, asyncio.Task[None]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sockets: dict[int, tuple[socket.socket, int]] = {}  # key -> (socket, generation)
+        self._sockets: dict[int, socket.socket] = {}  # key -> socket
+        self._owners: dict[int, int] = {}  # key -> the generation it was bound for
         self._reading: dict[int, int] = {}  # fd -> key of the sockets watched for answers
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._next_key = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[None]] | None = None  # DNS and stream tasks, if any
         self._waiter: asyncio.Future[None] | None = None  # gather() waiting for events
         self._streaming = False
         self._streamed = -1  # the last generation whose events gather() delivered in full
@@ -303,7 +311,7 @@ class Gatherer:
         shared = self._shared.get(key)
         if shared is not None:  # the peer's answers come back to this session
             shared.latch(peer, self._sessions[shared])
-        self._sockets[key][0].sendto(data, peer)
+        self._sockets[key].sendto(data, peer)
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -398,7 +406,7 @@ class Gatherer:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
+        for task in self._tasks or ():
             task.cancel()
         self._core.close(self._now())
         try:
@@ -422,13 +430,13 @@ class Gatherer:
             self._watcher.close()
             self._watcher = None
         for shared in set(self._shared.values()):
-            shared.forget(self._expected)
+            shared.forget(self._expected or ())
         for shared, deliver in self._sessions.items():
             shared.release_session(deliver, self._ufrags.values())
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        for task in self._tasks:
+        for task in self._tasks or ():
             task.cancel()
         for stream in self._streams.values():
             if stream.transport is not None:
@@ -493,7 +501,7 @@ class Gatherer:
         """Keep the previous generation's sockets (ICE may still be using them until the
         restart completes) and pooled ones; release anything older."""
         generation = self._core.generation
-        for key, (_sock, owner) in list(self._sockets.items()):
+        for key, owner in list(self._owners.items()):
             if owner < generation - 1:
                 self._close_socket(key)
 
@@ -584,7 +592,7 @@ class Gatherer:
             key = self._open(address, kind, generation)
             if key is None:
                 return None
-            sock = self._sockets[key][0]
+            sock = self._sockets[key]
             port = sock.getsockname()[1]
             if self._on_datagram is not None and kind == socket.SOCK_DGRAM:
                 self._watch(key, sock)  # peers may send before we do
@@ -618,7 +626,8 @@ class Gatherer:
             sock.close()  # an address gone since enumeration, or no free port in the range
             return None
         self._next_key += 1
-        self._sockets[self._next_key] = (sock, generation)
+        self._sockets[self._next_key] = sock
+        self._owners[self._next_key] = generation
         return self._next_key
 
     # -- mDNS host candidates --------------------------------------------------------
@@ -672,12 +681,14 @@ class Gatherer:
         except OSError:
             return None
         self._next_key += 1
-        self._sockets[self._next_key] = (shared.sock, generation)
+        self._sockets[self._next_key] = shared.sock
+        self._owners[self._next_key] = generation
         self._shared[self._next_key] = shared
         return self._next_key
 
     def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
-        self._expected.discard(data[8:20])
+        if self._expected is not None:
+            self._expected.discard(data[8:20])
         self._core.receive_datagram(self._now(), key, data, source)
         self._service()
 
@@ -704,13 +715,13 @@ class Gatherer:
         companion = self._companions.pop(key, None)
         if companion is not None:
             self._close_socket(companion)
-        entry = self._sockets.pop(key, None)
-        if entry is None:
+        sock = self._sockets.pop(key, None)
+        if sock is None:
             return  # a companion, closed with its base
+        del self._owners[key]
         base = self._base_addresses.pop(key, None)
         if base is not None and self._base_keys.get(base) == key:
             del self._base_keys[base]
-        sock = entry[0]
         shared = self._shared.pop(key, None)
         if shared is not None:
             shared.release()
@@ -736,7 +747,7 @@ class Gatherer:
         key = self._reading.get(fd)
         if key is None:
             return
-        sock = self._sockets[key][0]
+        sock = self._sockets[key]
         now = self._now()
         # Answers to our requests come one at a time: read one, and epoll (level-triggered)
         # calls again if more is queued, which spares the failing read that ends a drain.
@@ -777,21 +788,23 @@ class Gatherer:
         core = self._core
         while (command := core.next_command()) is not None:
             if isinstance(command, SendDatagram):
-                entry = self._sockets.get(command.base_key)
-                shared = self._shared.get(command.base_key)
-                if entry is None:
+                sock = self._sockets.get(command.base_key)
+                if sock is None:
                     continue
+                shared = self._shared.get(command.base_key)
                 if shared is not None:  # its answer comes back through the shared socket
                     transaction_id = command.data[8:20]
+                    if self._expected is None:
+                        self._expected = set()
                     self._expected.add(transaction_id)
                     deliver = functools.partial(self._on_shared_datagram, command.base_key)
                     shared.expect(transaction_id, deliver)
-                elif entry[0].fileno() not in self._reading:
+                elif sock.fileno() not in self._reading:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
-                    self._watch(command.base_key, entry[0])
+                    self._watch(command.base_key, sock)
                 with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
-                    entry[0].sendto(command.data, command.address)
+                    sock.sendto(command.data, command.address)
             elif isinstance(command, StreamSend):
                 stream = self._streams.get(command.stream)
                 if stream is not None:
@@ -833,6 +846,8 @@ class Gatherer:
 
     def _spawn(self, work: Coroutine[Any, Any, None], stream: int | None = None) -> None:
         task = self._get_loop().create_task(work)
+        if self._tasks is None:
+            self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         if stream is not None:
@@ -840,10 +855,10 @@ class Gatherer:
             task.add_done_callback(lambda _: self._stream_tasks.pop(stream, None))
 
     async def _open_stream(self, command: OpenStream) -> None:
-        entry = self._sockets.get(command.base_key)
-        if entry is None:
+        sock = self._sockets.get(command.base_key)
+        if sock is None:
             return
-        local = entry[0].getsockname()[0]
+        local = sock.getsockname()[0]
         protocol: StreamProtocol
         if command.tls:
             context = self._ssl_context or default_tls_context()

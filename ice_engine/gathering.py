@@ -107,10 +107,10 @@ class Gathering(Relaying):
         self.nonces = nonces if nonces is not None else NonceCache()
         self.dual_stack_relays = dual_stack_relays
         self._relays = {}
-        self._relayed = deque()
+        self._relayed = None  # created for the first relayed datagram
         self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
-        self._pool: deque[Generation] = deque()
+        self._pool: tuple[Generation, ...] = ()  # usually empty: no container per gatherer
         self._state = GatheringState.NEW
         self._events: deque[Event] = deque()
         self._commands: deque[Command] = deque()
@@ -192,7 +192,7 @@ class Gathering(Relaying):
         generation = Generation(number, credentials, len(self.transports), now)
         generation.held = []
         self._begin(generation, now, bases, tcp_bases)
-        self._pool.append(generation)
+        self._pool += (generation,)
         return number
 
     @property
@@ -242,7 +242,8 @@ class Gathering(Relaying):
         old = self._generation
         self._abandon(old, now)
         if self._pool:
-            self._generation = generation = self._pool.popleft()
+            generation, self._pool = self._pool[0], self._pool[1:]
+            self._generation = generation
             held, generation.held = generation.held or [], None
             self._events.extend(held)
             self._state = generation.aggregate
@@ -259,7 +260,7 @@ class Gathering(Relaying):
         """
         self._probes.clear()
         self._resolving.clear()
-        self._pool.clear()
+        self._pool = ()
         self._closed = True
         self._close_relays(now)
 

@@ -72,7 +72,7 @@ class Relaying:
 
     # Shared with Gathering, which sets them up.
     _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
-    _relayed: deque[tuple[Allocation, tuple[str, int], bytes]]
+    _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
     _streams: int
     _commands: deque[Command]
     _generation: Generation
@@ -296,6 +296,8 @@ class Relaying:
         if not taken:
             relayed = relay.allocation.unwrap(data)
             if relayed is not None:
+                if self._relayed is None:
+                    self._relayed = deque()
                 self._relayed.append((relay.allocation, *relayed))
                 taken = True
         self._flush(relay, now)
