@@ -50,10 +50,13 @@ _TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
 _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 
 
-class _Probe:
-    """A Binding request from one base to one server address (srflx discovery)."""
+class _Probe(StunTransaction):
+    """A Binding request from one base to one server address (srflx discovery).
 
-    __slots__ = ("base", "generation", "quiet", "server", "server_address", "transaction")
+    The transaction itself, with what it is for: one object per request, not two.
+    """
+
+    __slots__ = ("base", "generation", "quiet", "server", "server_address")
 
     def __init__(
         self,
@@ -61,14 +64,18 @@ class _Probe:
         base: Base,
         server: Server,
         server_address: tuple[str, int],
-        tx: StunTransaction,
+        request: bytes,
+        *,
+        now: float,
+        rto: float,
+        deadline: float,
         quiet: bool,
     ) -> None:
+        super().__init__(request, now=now, rto=rto, deadline=deadline)
         self.generation = generation
         self.base = base
         self.server = server
         self.server_address = server_address
-        self.transaction = tx
         self.quiet = quiet  # asked of a TURN server beside its allocation: it reports errors
 
 
@@ -157,7 +164,7 @@ class Gathering(Relaying):
         """When `handle_timer` next wants to run, or None."""
         timer = math.inf
         for probe in self._probes.values():
-            timer = min(timer, probe.transaction.timer)
+            timer = min(timer, probe.timer)
         for generation, _server in self._resolving.values():
             timer = min(timer, generation.deadline)
         timer = min(timer, self._relay_timer())
@@ -275,7 +282,8 @@ class Gathering(Relaying):
         if generation.retired:
             return
         normalized = [(_canonical(host), port) for host, port in addresses]
-        generation.servers.append((server, normalized))
+        if self.continual:  # new bases will need them
+            generation.servers += ((server, normalized),)
         for base in generation.bases:
             self._contact(generation, base, server, normalized, now)
         for transport in range(len(self.transports)):
@@ -381,7 +389,7 @@ class Gathering(Relaying):
         ):
             return False
         del self._probes[message.transaction_id]
-        sample = probe.transaction.rtt_sample(now)
+        sample = probe.rtt_sample(now)
         if sample is not None:
             self.rtt.sample(probe.server_address, sample)
         generation = probe.generation
@@ -421,13 +429,12 @@ class Gathering(Relaying):
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, and give up on what has reached its deadline."""
         for transaction_id, probe in list(self._probes.items()):
-            tx = probe.transaction
-            if tx.expired(now):
+            if probe.expired(now):
                 del self._probes[transaction_id]
-                text = f"STUN binding request timed out after {tx.transmissions} tries."
+                text = f"STUN binding request timed out after {probe.transmissions} tries."
                 self._probe_failed(probe, UNREACHABLE, text, now)
             else:
-                request = tx.retransmit(now)
+                request = probe.retransmit(now)
                 if request is not None:
                     self._commands.append(
                         SendDatagram(probe.base.key, request, probe.server_address)
@@ -453,8 +460,17 @@ class Gathering(Relaying):
         transaction_id = stun.new_transaction_id()
         request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
         rto = self.rtt.rto(server_address, self.timing)
-        tx = StunTransaction(request, now=now, rto=rto, deadline=deadline or generation.deadline)
-        self._probes[transaction_id] = _Probe(generation, base, server, server_address, tx, quiet)
+        self._probes[transaction_id] = _Probe(
+            generation,
+            base,
+            server,
+            server_address,
+            request,
+            now=now,
+            rto=rto,
+            deadline=deadline or generation.deadline,
+            quiet=quiet,
+        )
         generation.pending[base.transport] += 1
         self._commands.append(SendDatagram(base.key, request, server_address))
 

@@ -81,7 +81,8 @@ class Generation:
         self.candidates: list[IceCandidate] = []
         self.addresses: set[tuple[int, int, int, str, int]] = set()
         self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
-        self.servers: list[tuple[Server, list[tuple[str, int]]]] = []  # resolved so far
+        # Resolved so far, kept for continual gathering's new bases (a tuple: usually empty).
+        self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()
         self.deadline = started
         self.aggregate = GatheringState.NEW
         self.held: list[Event] | None = None  # a list while pooled
