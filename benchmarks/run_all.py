@@ -260,23 +260,32 @@ def summarize(results: dict[str, Any]) -> str:
     scale = bench.get("scale", {})
     if scale.get("runs"):
         out += [
-            "| scenario | N | who | bases | CPU ms/gathering | GC share | wall s to all complete "
-            "| completed | errors | peak RSS MB | KB per open gatherer | fds at peak "
-            "| aioice / ours CPU |",
-            "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-            "| ---: |",
+            "| scenario | N | who | bases | CPU ms/gathering (median of runs) | user + sys "
+            "| GC share | wall s to all complete | completed | errors | peak RSS MB "
+            "| KB per open gatherer | fds at peak | aioice / this CPU |",
+            "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: "
+            "| ---: | ---: |",
         ]
+        whos = (("ice_engine", "ice-engine"), ("aioice", "aioice"), ("floor", "floor"))
         for run in scale["runs"]:
-            for who, name in (("ice_engine", "ice-engine"), ("aioice", "aioice")):
+            for who, name in whos:
                 r = run.get(who, {})
+                if who == "floor" and not r:
+                    continue
                 if "cpu_ms_per_gathering" not in r:
                     reason = r.get("skipped") or r.get("failed", "-")
                     out.append(f"| {run['scenario']} | {run['n']} | {name} | {reason} |")
                     continue
-                ratio = run.get("cpu_ratio_aioice_over_ice_engine") if who == "aioice" else None
+                ratio = {
+                    "ice_engine": run.get("cpu_ratio_aioice_over_ice_engine"),
+                    "floor": run.get("cpu_ratio_aioice_over_floor"),
+                }.get(who)
+                runs = ", ".join(_f(c) for c in r.get("cpu_ms_per_gathering_runs", []))
                 out.append(
                     f"| {run['scenario']} | {run['n']} | {name} | {r['bases']} "
-                    f"| {_f(r['cpu_ms_per_gathering'])} | {r['gc_share_of_cpu']:.0%} "
+                    f"| {_f(r['cpu_ms_per_gathering'])} ({runs}) "
+                    f"| {_f(r.get('user_ms_per_gathering'))} + {_f(r.get('sys_ms_per_gathering'))} "
+                    f"| {r['gc_share_of_cpu']:.0%} "
                     f"| {_f(r['wall_s_all_complete'], 2)} | {r['completed']}/{r['n']} "
                     f"| {r['errors']} | {r['peak_rss_mb']:.0f} | {r['kb_per_open_gatherer']:.1f} "
                     f"| {r['fds_open_peak']} | {_f(ratio, 2)}{'x' if ratio else ''} |"
@@ -346,7 +355,7 @@ def main() -> int:
                 quiet = wait_for_quiet_lab(args.lab_wait_s)
                 argv = ["benchmarks/bench_scale.py", "--json"]
                 if args.quick:
-                    argv += ["--stun-n", "100,1000", "--turn-n", "100"]
+                    argv += ["--stun-n", "100,1000", "--turn-n", "100", "--repeat", "1"]
                 else:
                     argv += ["--profile", "6000"]
                     argv += ["--profile-out", str(HERE / "profile_scale.txt")]
