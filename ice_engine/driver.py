@@ -61,6 +61,19 @@ _RECVERR: dict[int, tuple[int, int]] = {
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
+def _peer_address(peer: tuple[str, int]) -> tuple[str, int]:
+    """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError."""
+    try:
+        host, port = peer
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        host = socket.inet_ntop(family, socket.inet_pton(family, host))
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
+    if not isinstance(port, int) or not 0 < port <= 65535:
+        raise ValueError(f"peer port must be 1-65535, not {port!r}")
+    return host, port
+
+
 @functools.lru_cache(maxsize=256)
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
@@ -291,10 +304,14 @@ class Gatherer:
 
         What peers send back reaches the `on_datagram` (bases) and `on_relayed` (relays)
         callbacks given to the constructor. ValueError if the candidate has no socket
-        here: not ours, ICE-TCP, or its generation has been released.
+        here (not ours, ICE-TCP, or its generation has been released) or the peer is not
+        an (IP address, port) pair: names are never resolved on this path.
         """
         if self._closed:
             raise RuntimeError("the gatherer is closed")
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        peer = _peer_address(peer)
         if local.type == "relay" and local.address is not None and local.port is not None:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:

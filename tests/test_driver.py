@@ -142,6 +142,11 @@ async def test_send_refuses_candidates_it_has_no_socket_for() -> None:
     async with Gatherer() as gatherer:
         with pytest.raises(ValueError, match="no socket here"):
             gatherer.send(foreign, ("198.51.100.8", 9), b"x")
+        for peer in (("peer.example", 9), ("198.51.100.8",), ("198.51.100.8", 0), None):
+            with pytest.raises(ValueError, match="peer"):
+                gatherer.send(foreign, peer, b"x")  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="bytes"):
+            gatherer.send(foreign, ("198.51.100.8", 9), "text")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="no live allocation"):
             gatherer.send(relay, ("198.51.100.8", 9), b"x")
     with pytest.raises(RuntimeError, match="closed"):
