@@ -521,6 +521,11 @@ class Gatherer:
         for key, owner in list(self._owners.items()):
             if owner < generation - 1:
                 self._close_socket(key)
+        retired = [number for number in self._ufrags if number < generation - 1]
+        if retired:  # a shared port stops routing their peers' checks to us
+            ufrags = [self._ufrags.pop(number) for number in retired]
+            for shared, deliver in self._sessions.items():
+                shared.unclaim(deliver, ufrags)
 
     def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
         addresses = local_addresses(

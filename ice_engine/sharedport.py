@@ -62,11 +62,15 @@ class SharedSocket:
             self._peers[peer] = deliver
             self._latched.setdefault(deliver, set()).add(peer)
 
-    def release_session(self, deliver: Deliver, ufrags: Iterable[str]) -> None:
-        """A session is closing: its ufrags and latched peers route nowhere now."""
+    def unclaim(self, deliver: Deliver, ufrags: Iterable[str]) -> None:
+        """Checks for these ufrags (a session's retired generations) route nowhere now."""
         for ufrag in ufrags:
             if self._sessions.get(ufrag.encode()) is deliver:
                 del self._sessions[ufrag.encode()]
+
+    def release_session(self, deliver: Deliver, ufrags: Iterable[str]) -> None:
+        """A session is closing: its ufrags and latched peers route nowhere now."""
+        self.unclaim(deliver, ufrags)
         for peer in self._latched.pop(deliver, ()):
             del self._peers[peer]
 

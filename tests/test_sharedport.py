@@ -70,3 +70,30 @@ async def test_checks_route_by_ufrag_and_latch_their_peer() -> None:
         peer.close()
         stranger.close()
         shared.release()
+
+
+async def test_a_retired_generations_ufrag_routes_nowhere() -> None:
+    loop = asyncio.get_running_loop()
+    shared = shared_socket(loop, socket.AF_INET, "127.0.0.1", 0)
+    here = ("127.0.0.1", shared.sock.getsockname()[1])
+    seen: Seen = []
+
+    def session(data: bytes, source: tuple[str, int]) -> None:
+        seen.append(("session", data, source))
+
+    shared.claim("gen0ufrg", session)
+    shared.claim("gen1ufrg", session)
+    shared.unclaim(session, ["gen0ufrg"])  # generation 0's sockets were released
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for peer in peers:
+            peer.bind(("127.0.0.1", 0))
+        peers[0].sendto(check_for("gen0ufrg"), here)
+        peers[1].sendto(check_for("gen1ufrg"), here)
+        await settle(seen, 1)
+        await asyncio.sleep(0.05)
+        assert [source for _, _, source in seen] == [peers[1].getsockname()]
+    finally:
+        for peer in peers:
+            peer.close()
+        shared.release()
