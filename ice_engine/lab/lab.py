@@ -143,6 +143,30 @@ class Lab:
         return self.run([sys.executable, "-c", code], netns, timeout_s, check=check)
 
     @staticmethod
+    @contextlib.contextmanager
+    def process(
+        argv: Sequence[str], netns: str = t.CLIENT_NS, *, stdin: bool = False
+    ) -> Iterator[subprocess.Popen[str]]:
+        """Start ``argv`` in ``netns`` with text pipes, for a test to talk to while it runs.
+
+        On leaving, a process still running is killed, by its PID: only what this started.
+        """
+        process = subprocess.Popen(
+            Lab.exec_args(netns, argv),
+            stdin=subprocess.PIPE if stdin else None,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=Lab.python_env(),
+        )
+        try:
+            yield process
+        finally:
+            if process.poll() is None:
+                process.kill()
+            process.wait(timeout=10)
+
+    @staticmethod
     def socket(
         family: int = _socket.AF_INET, kind: int = _socket.SOCK_DGRAM, netns: str = t.CLIENT_NS
     ) -> _socket.socket:

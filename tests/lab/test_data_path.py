@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 
 import pytest
@@ -13,7 +12,6 @@ import pytest
 from ice_engine.lab import (
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
-    CLIENT_NS,
     PASSWORD,
     SERVER_ALT_IPV4,
     SERVER_IPV4,
@@ -144,21 +142,10 @@ def test_send_from_a_relay_candidate_asks_for_the_permission(lab: Lab) -> None:
             peer=SERVER_ALT_IPV4,
             port=peer.getsockname()[1],
         )
-        client = subprocess.Popen(
-            lab.exec_args(CLIENT_NS, [sys.executable, "-c", script]),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=lab.python_env(),
-        )
-        try:
+        with lab.process([sys.executable, "-c", script]) as client:
             data, relayed_from = peer.recvfrom(2048)
             peer.sendto(b"back through it", relayed_from)
             out, err = client.communicate(timeout=20)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
     assert client.returncode == 0, err
     result = json.loads(out)
     assert data == b"through the relay"

@@ -332,27 +332,18 @@ def test_address_removed_while_gathering(lab: Lab) -> None:
         "--ice-server", f"stun:{DEAD_IPV4}", "--ice-server", f"turn:{DEAD_IPV4}",
         "--ice-server", f"stun:{SERVER_IPV4}", *CREDENTIALS, timeout=timeout,
     )  # fmt: skip
-    proc = subprocess.Popen(
-        Lab.exec_args(CLIENT_NS, argv),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=Lab.python_env(),
-    )
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline()  # gathering has started
-        time.sleep(0.3)
-        subprocess.run(
-            ["ip", "-n", CLIENT_NS, "addr", "del", f"{CLIENT_IPV4_B}/{topo.INSIDE_PREFIX_V4}",
-             "dev", topo.CLIENT_DEV_B],
-            check=True,
-        )  # fmt: skip
-        out, err = proc.communicate(timeout=15)
+        with Lab.process(argv) as proc:
+            assert proc.stdout is not None
+            first = proc.stdout.readline()  # gathering has started
+            time.sleep(0.3)
+            subprocess.run(
+                ["ip", "-n", CLIENT_NS, "addr", "del", f"{CLIENT_IPV4_B}/{topo.INSIDE_PREFIX_V4}",
+                 "dev", topo.CLIENT_DEV_B],
+                check=True,
+            )  # fmt: skip
+            out, err = proc.communicate(timeout=15)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         _restore_client_b()
     assert _client_routing() == before
     events = parse(subprocess.CompletedProcess(argv, proc.returncode, first + out, err))
@@ -464,14 +455,7 @@ def test_forged_responses_on_the_wire_give_no_candidate(lab: Lab) -> None:
     counter = ["-p", "udp", "-s", f"{DEAD_IPV4},{SERVER_IPV4}", "--sport", str(STUN_PORT)]
     raw = socket_in_netns(SERVER_NS, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     with raw, iptables_rule(CLIENT_NS, "INPUT", counter):
-        proc = subprocess.Popen(
-            Lab.exec_args(CLIENT_NS, argv),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=Lab.python_env(),
-        )
-        try:
+        with Lab.process(argv) as proc:
             assert proc.stdout is not None
             lines = []
             while sum(" typ srflx " in line for line in lines) < 2:  # the live server answered
@@ -495,10 +479,6 @@ def test_forged_responses_on_the_wire_give_no_candidate(lab: Lab) -> None:
                         sent += 1
                 time.sleep(0.005)
             out, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
         delivered = rule_packets(CLIENT_NS, "INPUT")
     assert delivered >= sent // 2, (delivered, sent)  # the forgeries did reach the client
     stdout = "".join(lines) + out
@@ -572,39 +552,29 @@ def test_server_killed_mid_allocation_then_restarted(lab: Lab) -> None:
     all."""
     alone_on_the_lab()
     deadline = 1.5
-    proc = subprocess.Popen(
-        Lab.exec_args(CLIENT_NS, [sys.executable, "-c", RESTART_SCRIPT, str(deadline)]),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=Lab.python_env(),
-    )
-    assert proc.stdin is not None and proc.stdout is not None
     try:
-        lab.set_delay(100)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        started = json.loads(proc.stdout.readline())
-        assert started["state"] == "gathering", started
-        time.sleep(0.05)  # the Allocate is on the wire; its answer is 150 ms away
-        pid = processes.running_pid(lab.state_dir, coturn.SHORT)
-        assert pid is not None, "the short coturn is not running"
-        os.kill(pid, signal.SIGKILL)
-        processes.stop(lab.state_dir, coturn.SHORT)  # waits until gone, drops the PID file
-        killed = [started, *_read_until_done(proc)]
-        lab.set_delay(0)
-        _start_short_coturn(lab)
-        proc.stdin.write("go\n")
-        proc.stdin.flush()
-        again = _read_until_done(proc)
-        proc.stdin.close()
-        err = proc.stderr.read() if proc.stderr else ""
-        assert proc.wait(timeout=10) == 0 and err == "", err
+        with Lab.process([sys.executable, "-c", RESTART_SCRIPT, str(deadline)], stdin=True) as proc:
+            assert proc.stdin is not None and proc.stdout is not None
+            lab.set_delay(100)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            started = json.loads(proc.stdout.readline())
+            assert started["state"] == "gathering", started
+            time.sleep(0.05)  # the Allocate is on the wire; its answer is 150 ms away
+            pid = processes.running_pid(lab.state_dir, coturn.SHORT)
+            assert pid is not None, "the short coturn is not running"
+            os.kill(pid, signal.SIGKILL)
+            processes.stop(lab.state_dir, coturn.SHORT)  # waits until gone, drops the PID file
+            killed = [started, *_read_until_done(proc)]
+            lab.set_delay(0)
+            _start_short_coturn(lab)
+            proc.stdin.write("go\n")
+            proc.stdin.flush()
+            again = _read_until_done(proc)
+            proc.stdin.close()
+            err = proc.stderr.read() if proc.stderr else ""
+            assert proc.wait(timeout=10) == 0 and err == "", err
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
         lab.set_delay(0)
         if not _short_coturn_running(lab):
             _start_short_coturn(lab)

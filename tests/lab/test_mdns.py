@@ -154,23 +154,11 @@ def responder(peer: Lab) -> Iterator[tuple[str, str, subprocess.Popen[str]]]:
     """A responder process in ice-client answering for one IPv4 and one IPv6 name."""
     name, name6 = new_mdns_name(), new_mdns_name()
     code = RESPONDER.format(name=name, address=CLIENT_ADDR, name6=name6, address6=CLIENT_ADDR6)
-    process = subprocess.Popen(
-        Lab.exec_args(CLIENT_NS, [sys.executable, "-c", code]),
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=Lab.python_env(),
-    )
-    try:
+    with Lab.process([sys.executable, "-c", code], stdin=True) as process:
         assert process.stdout is not None
         line = process.stdout.readline()
         assert line.strip() == "ready", line + (process.stderr.read() if process.stderr else "")
         yield name, name6, process
-    finally:
-        if process.poll() is None:
-            process.kill()  # only the process this fixture started, by its PID
-        process.wait(timeout=10)
 
 
 def resolve(lab: Lab, cases: list[tuple[str, str | None, float]]) -> list[list[object]]:

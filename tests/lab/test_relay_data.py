@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 
 import pytest
 
 from ice_engine.lab import (
-    CLIENT_NS,
     PASSWORD,
     SERVER_ALT_IPV4,
     SERVER_IPV4,
@@ -68,24 +66,13 @@ def test_data_through_the_relay_both_ways(lab: Lab, query: str, options: str) ->
             peer=SERVER_ALT_IPV4,
             port=port,
         )
-        client = subprocess.Popen(
-            lab.exec_args(CLIENT_NS, [sys.executable, "-c", script]),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=lab.python_env(),
-        )
-        try:
+        with lab.process([sys.executable, "-c", script]) as client:
             seen = []
             for _ in range(2):
                 data, relayed_from = peer.recvfrom(2048)
                 seen.append((data, relayed_from))
                 peer.sendto(b"pong: " + data, relayed_from)
             out, err = client.communicate(timeout=20)
-        finally:
-            if client.poll() is None:
-                client.kill()
-                client.wait()
     assert client.returncode == 0, err
     result = json.loads(out)
     assert [d for d, _ in seen] == [b"ping over a send indication", b"ping over a channel"]
