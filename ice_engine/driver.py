@@ -229,7 +229,10 @@ class Gatherer:
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
         self._companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
-        self._udp_turn = any(s.url.is_turn and s.url.transport == "udp" for s in self._core.servers)
+        # On a shared port, TURN over UDP needs a private socket per base (see _bind).
+        self._udp_turn = shared_port is not None and any(
+            s.url.is_turn and s.url.transport == "udp" for s in self._core.servers
+        )
         self._watcher: InterfaceWatcher | None = None
         self._link_local = link_local
         self._address_filter = address_filter
@@ -487,8 +490,7 @@ class Gatherer:
         return self._loop
 
     def _start(self) -> None:
-        self._close_old_sockets()
-        generation = self._core.generation
+        generation = self._core.generation  # restart() released what is older
         self._ufrags[generation] = self._core.credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
