@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+
+from .entropy import random_bytes
 
 __all__ = ["Credentials", "new_credentials"]
 
@@ -34,5 +35,5 @@ def new_credentials() -> Credentials:
     across the thousands of sessions a shared port may demultiplex; 24 of pwd give 144
     bits (at least 128 asked).
     """
-    text = os.urandom(32).translate(_TO_ICE_CHARS).decode("ascii")  # one CSPRNG call
+    text = random_bytes(32).translate(_TO_ICE_CHARS).decode("ascii")  # one CSPRNG call
     return Credentials(text[:8], text[8:])

@@ -15,13 +15,14 @@ import enum
 import hashlib
 import hmac
 import ipaddress
-import secrets
 import socket
 import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NoReturn
+
+from .entropy import random_id
 
 MAGIC_COOKIE = 0x2112A442
 FINGERPRINT_XOR = 0x5354554E
@@ -147,9 +148,8 @@ def is_stun(data: bytes) -> bool:
     )
 
 
-def new_transaction_id() -> bytes:
-    """96 random bits from the CSPRNG: responses are matched and trusted by this id."""
-    return secrets.token_bytes(12)
+#: 96 random bits from the CSPRNG: responses are matched and trusted by this id.
+new_transaction_id = random_id
 
 
 @dataclass(slots=True)
