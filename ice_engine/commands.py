@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .frozen import fast_init
 from .urls import ServerUrl
 
 __all__ = ["CloseStream", "Command", "OpenStream", "Resolve", "SendDatagram", "StreamSend"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SendDatagram:
     """Send `data` from the socket `base_key` to `address`."""
@@ -18,6 +20,7 @@ class SendDatagram:
     address: tuple[str, int]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Resolve:
     """Resolve a server URL; answer with `Gathering.resolved` or `resolve_failed`."""
@@ -26,6 +29,7 @@ class Resolve:
     url: ServerUrl
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OpenStream:
     """Connect TCP (TLS when `tls`, verifying `server_name`) from the base's address to
@@ -38,12 +42,14 @@ class OpenStream:
     server_name: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StreamSend:
     stream: int
     data: bytes
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CloseStream:
     stream: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .entropy import random_bytes
+from .frozen import fast_init
 
 __all__ = ["Credentials", "new_credentials"]
 
@@ -14,6 +15,7 @@ _ICE_CHAR_SET = frozenset(_ICE_CHARS)
 _TO_ICE_CHARS = bytes(ord(_ICE_CHARS[byte & 63]) for byte in range(256))
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """`pwd` stays out of `repr()`: reprs end up in logs."""

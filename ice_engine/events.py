@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from .candidate import Candidate
+from .frozen import fast_init
 
 __all__ = [
     "CandidateRemovedEvent",
@@ -29,6 +30,7 @@ class GatheringState(enum.StrEnum):
     COMPLETE = "complete"
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IceCandidate:
     """An RTCIceCandidate: `candidate` is `""` for end-of-candidates (RFC 8838).
@@ -98,6 +100,7 @@ class IceCandidate:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IceCandidateEvent:
     """`icecandidate`: a candidate, an end-of-candidates (`""`), or `None` when complete."""
@@ -115,6 +118,7 @@ class IceCandidateEvent:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IceGatheringStateChangeEvent:
     """`icegatheringstatechange`, aggregated over all transports."""
@@ -128,6 +132,7 @@ class IceGatheringStateChangeEvent:
         return {"event": self.type, "state": self.state.value, "t": round(self.t, 6)}
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class IceCandidateErrorEvent:
     """`icecandidateerror`: a STUN/TURN server failed for one local base.
@@ -157,6 +162,7 @@ class IceCandidateErrorEvent:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CandidateRemovedEvent:
     """`candidateremoved`: a candidate's base went away (libwebrtc's CandidatesRemoved)."""

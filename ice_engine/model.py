@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from .credentials import Credentials
 from .events import Event, GatheringState, IceCandidate
+from .frozen import fast_init
 from .urls import ServerUrl
 
 __all__ = ["UNREACHABLE", "Base", "Generation", "Server", "Transport", "local_preference"]
@@ -35,6 +36,7 @@ class Server:
     credential: str | None = field(default=None, repr=False)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Base:
     """A bound local UDP socket: the base of its host candidate and of those learnt through it.
