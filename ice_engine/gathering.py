@@ -82,6 +82,28 @@ class _Probe(StunTransaction):
 class Gathering(Relaying):
     """Gathering for a set of transports × components, across generations (ICE restarts)."""
 
+    __slots__ = (
+        "_closed",
+        "_commands",
+        "_events",
+        "_generation",
+        "_pool",
+        "_probes",
+        "_resolve_ids",
+        "_resolving",
+        "_state",
+        "components",
+        "continual",
+        "dual_stack_relays",
+        "hide_host",
+        "nonces",
+        "relay_only",
+        "rtt",
+        "servers",
+        "timing",
+        "transports",
+    )
+
     def __init__(
         self,
         *,
@@ -531,21 +553,25 @@ class Gathering(Relaying):
         related: tuple[str, int] | None = None,
         tcptype: str | None = None,
     ) -> None:
-        key = (base.transport, base.component, base.key, address, port)
+        key = (base.key, address, port)  # a base belongs to one transport and component
         if key in generation.addresses:
             return  # RFC 8445 §5.1.3: same transport address and base as one we have
-        generation.addresses.add(key)
+        generation.addresses[key] = None
         if type_preference is None:
             type_preference = _TYPE_PREFERENCE[kind]
-        slot = 0 if server is None else min(server.index + 1, 15)
-        local = local_preference(base.rank, slot)
         if tcptype is not None:  # RFC 6544 §4.2: direction first, then the address's rank
             local = (_TCP_DIRECTION_PREFERENCE[tcptype] << 13) | max(8191 - base.rank, 0)
-        has_related = kind != "host"
-        if related is None:
-            related = (base.address, base.port)
-        if has_related and (self.relay_only or self.hide_host or (base.name and kind == "srflx")):
-            related = ("0.0.0.0" if base.family == socket.AF_INET else "::", 0)
+        else:
+            local = local_preference(base.rank, 0 if server is None else min(server.index + 1, 15))
+        if kind == "host":
+            related_address = related_port = None
+        elif self.relay_only or self.hide_host or (base.name and kind == "srflx"):
+            related_address, related_port = "0.0.0.0" if base.family == socket.AF_INET else "::", 0
+        elif related is None:
+            related_address, related_port = base.address, base.port
+        else:
+            related_address, related_port = related
+        ufrag = generation.credentials.ufrag
         candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
             compute_foundation(kind, base.address, protocol, server_address),
             base.component,
@@ -554,30 +580,32 @@ class Gathering(Relaying):
             address,
             port,
             kind,
-            related[0] if has_related else None,
-            related[1] if has_related else None,
+            related_address,
+            related_port,
             tcptype,
             generation.number,
-            generation.credentials.ufrag,
+            ufrag,
             base.network_id or None,
             None,
             (),
         )
         transport = self.transports[base.transport]
+        line = candidate.to_sdp()
         ice_candidate = IceCandidate(
-            candidate.to_sdp(),
+            line,
             transport.mid,
             transport.mline_index,
-            generation.credentials.ufrag,
+            ufrag,
             candidate,
             (base.address, base.port) if kind != "relay" and protocol == "udp" else None,
         )
         generation.candidates.append(ice_candidate)
-        generation.bases_of[ice_candidate.candidate] = base.key
-        self._emit(
-            generation,
-            IceCandidateEvent(ice_candidate, generation.number, now - generation.started),
-        )
+        generation.bases_of[line] = base.key
+        event = IceCandidateEvent(ice_candidate, generation.number, now - generation.started)
+        if generation.held is None:  # _emit, inlined: five times per gathering
+            self._events.append(event)
+        else:
+            generation.held.append(event)
 
     def _error(
         self,

@@ -71,6 +71,23 @@ class Generation:
     restart makes it current, and `aggregate` is its own gathering state meanwhile.
     """
 
+    __slots__ = (
+        "addresses",
+        "aggregate",
+        "bases",
+        "bases_of",
+        "candidates",
+        "credentials",
+        "deadline",
+        "held",
+        "number",
+        "pending",
+        "retired",
+        "servers",
+        "started",
+        "state",
+    )
+
     def __init__(
         self, number: int, credentials: Credentials, transports: int, started: float
     ) -> None:
@@ -81,7 +98,9 @@ class Generation:
         self.pending = [0] * transports
         self.state = [GatheringState.NEW] * transports
         self.candidates: list[IceCandidate] = []
-        self.addresses: set[tuple[int, int, int, str, int]] = set()
+        # (base key, address, port) of each candidate, to drop duplicates: a dict, not a
+        # set, so that the collector stops tracking it (its keys hold no containers).
+        self.addresses: dict[tuple[int, str, int], None] = {}
         self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
         # Resolved so far, kept for continual gathering's new bases (a tuple: usually empty).
         self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()

@@ -71,6 +71,7 @@ class Relaying:
     """The TURN part of the gathering core (see the module docstring)."""
 
     # Shared with Gathering, which sets them up.
+    __slots__ = ("_relayed", "_relays", "_streams")
     _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
     _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
     _streams: int
