@@ -101,6 +101,7 @@ class Gatherer:
         "_companions",
         "_continual",
         "_core",
+        "_deallocated",
         "_expected",
         "_ip_handling",
         "_link_local",
@@ -250,6 +251,7 @@ class Gatherer:
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] | None = None  # DNS and stream tasks, if any
         self._waiter: asyncio.Future[None] | None = None  # gather() waiting for events
+        self._deallocated: asyncio.Future[None] | None = None  # close() waiting for TURN
         self._streaming = False
         self._streamed = -1  # the last generation whose events gather() delivered in full
         self._closed = False
@@ -432,9 +434,10 @@ class Gatherer:
         try:
             if self._sockets:
                 self._service()  # sends the deallocations
-                give_up = self._now() + _DEALLOCATE_WAIT
-                while self._core.closing and self._now() < give_up:
-                    await asyncio.sleep(0.005)
+                if self._core.closing:  # _service wakes us once the servers confirm
+                    self._deallocated = self._get_loop().create_future()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._deallocated, _DEALLOCATE_WAIT)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
@@ -861,6 +864,9 @@ class Gatherer:
             self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
             self._timer_at = timer
         self._wake()
+        deallocated = self._deallocated
+        if deallocated is not None and not deallocated.done() and not self._core.closing:
+            deallocated.set_result(None)
 
     def _wake(self) -> None:
         """Let a waiting gather() look at the queue again."""
