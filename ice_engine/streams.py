@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import ssl
+import weakref
 from collections.abc import Callable
 
 __all__ = ["StreamProtocol", "TlsStreamProtocol", "default_tls_context", "describe"]
@@ -72,9 +73,15 @@ class StreamProtocol(asyncio.Protocol):
         self._on_closed(self._stream, exc)
 
 
-#: TLS sessions per (server address, name): a later connection resumes with an
-#: abbreviated handshake, one round trip instead of two under TLS 1.2.
-_tls_sessions: dict[tuple[tuple[str, int], str], ssl.SSLSession] = {}
+_SessionKey = tuple[tuple[str, int], str]  # (server address, server name)
+
+#: TLS sessions per context, then per server: a later connection resumes with an
+#: abbreviated handshake, one round trip instead of two under TLS 1.2. A session is only
+#: ever resumed through the context that made it: resuming skips the certificate checks,
+#: and those are the context's (ssl refuses another context's session anyway).
+_tls_sessions: weakref.WeakKeyDictionary[ssl.SSLContext, dict[_SessionKey, ssl.SSLSession]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 class TlsStreamProtocol(StreamProtocol):
@@ -94,13 +101,15 @@ class TlsStreamProtocol(StreamProtocol):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._key = (server, server_name)
+        self._sessions = _tls_sessions.setdefault(context, {})
         self._tls = context.wrap_bio(
             self._incoming,
             self._outgoing,
             server_hostname=server_name,
-            session=_tls_sessions.get(self._key),
+            session=self._sessions.get(self._key),
         )
         self._handshaken = False
+        self._ticket_kept = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -128,11 +137,13 @@ class TlsStreamProtocol(StreamProtocol):
                 data = self._tls.read(65536)
                 if not data:
                     break
+                if not self._ticket_kept:  # TLS 1.3 tickets come after the handshake
+                    self._keep_session()
                 self._on_data(self._stream, data)
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLError as error:
-            _tls_sessions.pop(self._key, None)
+            self._sessions.pop(self._key, None)
             if not self.ready.done():
                 self.ready.set_exception(error)
             elif self.transport is not None:
@@ -143,9 +154,10 @@ class TlsStreamProtocol(StreamProtocol):
         """Keep the session, so that the next connection to this server resumes it."""
         session = self._tls.session
         if session is not None:
-            if len(_tls_sessions) >= 1024:
-                _tls_sessions.clear()
-            _tls_sessions[self._key] = session
+            if len(self._sessions) >= 1024:
+                self._sessions.clear()
+            self._sessions[self._key] = session
+            self._ticket_kept = session.has_ticket
 
     def _flush(self) -> None:
         pending = self._outgoing.read()

@@ -170,7 +170,7 @@ async def relays():
 
 async def main():
     first = await relays()
-    cached = len(streams._tls_sessions)
+    cached = sum(len(kept) for kept in streams._tls_sessions.values())
     second = await relays()
     print(json.dumps([first, cached, second]))
 
@@ -182,3 +182,30 @@ asyncio.run(main())
     first, cached, second = json.loads(result.stdout)
     assert first == second == ["host", "relay"]
     assert cached == 1
+
+
+def test_a_session_is_only_resumed_through_the_context_that_made_it(lab: Lab) -> None:
+    """Each gatherer with an SSLContext of its own: the second must not be handed the
+    first one's session (ssl refuses it, and resuming would skip its own checks)."""
+    script = f"""
+import asyncio, json, ssl
+from ice_engine import Gatherer, IceServer
+
+async def kinds():
+    context = ssl.create_default_context(cafile="{CA_CERT_FILE}")
+    server = IceServer("turns:{TURN_HOST}", "{USERNAME}", "{PASSWORD}")
+    only = lambda i, a: a == "203.0.113.2"
+    async with Gatherer([server], address_filter=only, ssl_context=context) as g:
+        return [e.candidate.type if e.type == "icecandidate" else e.errorCode
+                async for e in g.gather() if e.type == "icecandidateerror"
+                or (e.type == "icecandidate" and e.candidate and e.candidate.type)]
+
+async def main():
+    print(json.dumps([await kinds(), await kinds()]))
+
+asyncio.run(main())
+"""
+    result = lab.run_python(script, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert json.loads(result.stdout) == [["host", "relay"], ["host", "relay"]]
