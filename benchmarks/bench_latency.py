@@ -30,8 +30,13 @@ SCENARIOS = (
     "turn-udp",
     "turn-tcp",
     "turns",
+    "turns-tls13",
+    "turn-warm",
     "turn-restart",
 )
+#: Scenarios against the lab's extra servers (see ice_engine/lab/lab.py EXTRAS): skipped,
+#: with the reason, where the lab could not start them.
+NEEDS = {"turns-tls13": "stunnel", "turn-warm": "node-turn"}
 
 
 # -- inside the client namespace -------------------------------------------------------
@@ -110,7 +115,14 @@ async def _aioice(
 
 
 async def _inner(scenario: str, rounds: int) -> dict[str, Any]:
-    from ice_engine.lab import DEAD_IPV4, SERVER_IPV4, STUN_HOST, TURN_HOST
+    from ice_engine.lab import (
+        DEAD_IPV4,
+        NODE_TURN_PORT,
+        SERVER_IPV4,
+        STUN_HOST,
+        TLS13_PORT,
+        TURN_HOST,
+    )
 
     logging.disable(logging.WARNING)
     ip = SERVER_IPV4
@@ -123,9 +135,23 @@ async def _inner(scenario: str, rounds: int) -> dict[str, Any]:
         "turn-udp": ([f"turn:{ip}"], None, (ip, 3478, "udp", False), False),
         "turn-tcp": ([f"turn:{ip}?transport=tcp"], None, (ip, 3478, "tcp", False), False),
         "turns": ([f"turns:{TURN_HOST}"], None, (ip, 5349, "tcp", True), False),
+        "turns-tls13": (
+            [f"turns:{TURN_HOST}:{TLS13_PORT}?transport=tcp"],
+            None,
+            (ip, TLS13_PORT, "tcp", True),
+            False,
+        ),
+        "turn-warm": (
+            [f"turn:{ip}:{NODE_TURN_PORT}"],
+            None,
+            (ip, NODE_TURN_PORT, "udp", False),
+            False,
+        ),
         "turn-restart": ([f"turn:{ip}"], None, None, True),
     }
     urls, aioice_stun, aioice_turn, restart = plans[scenario]
+    if scenario == "turn-warm":  # an earlier gatherer has met the server: its nonce is known
+        await _ours(urls)
     ours = [await _ours(urls, restart) for _ in range(rounds)]
     theirs: list[dict[str, float]] = []
     if aioice_stun is not None or aioice_turn is not None or scenario == "host":
@@ -159,6 +185,11 @@ def _bound(scenario: str, rtt: float) -> dict[str, float]:
         # but from the second connection on the session is resumed in 1 RTT: the median
         # (warm DNS cache, resumed session) is 4 RTT.
         return {"relay": 4 * rtt + 10, "complete": 4 * rtt + 10}
+    if scenario == "turns-tls13":
+        # TCP, TLS 1.3 (1 RTT, resumed or not), then 2 RTT; DNS is warm after round one.
+        return {"relay": 4 * rtt + 10, "complete": 4 * rtt + 10}
+    if scenario == "turn-warm":  # the cached realm and nonce: a signed Allocate at once
+        return {"relay": rtt + 10, "complete": rtt + 10}
     return {"srflx": rtt + 10, "complete": rtt + 10}
 
 
@@ -185,6 +216,10 @@ def main() -> int:
     results: dict[str, Any] = {"rtt_ms": args.rtt_ms, "scenarios": {}}
     with lab_session(delay_ms=args.rtt_ms / 2) as lab:
         for scenario in args.scenario or SCENARIOS:
+            missing = lab.extra_missing(NEEDS[scenario]) if scenario in NEEDS else None
+            if missing is not None:
+                results["scenarios"][scenario] = {"skipped": missing}
+                continue
             trust = f"SSL_CERT_FILE={CA_CERT_FILE}"  # turns: verifies with the lab's CA
             inner = [sys.executable, __file__, "--inner", scenario, "--rounds", str(args.rounds)]
             run = lab.run(["env", trust, *inner], timeout_s=120)
@@ -218,6 +253,9 @@ def main() -> int:
         "  bound / ratio"
     )
     for scenario, row in results["scenarios"].items():
+        if "skipped" in row:
+            print(f"{scenario:<12} skipped: {row['skipped']}")
+            continue
         for who in ("ours", "aioice"):
             marks = row[who]
             if marks["complete"] is None:

@@ -109,7 +109,7 @@ class TlsStreamProtocol(StreamProtocol):
             session=self._sessions.get(self._key),
         )
         self._handshaken = False
-        self._ticket_kept = False
+        self._session_wanted = True  # until this connection's session is kept
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -131,15 +131,15 @@ class TlsStreamProtocol(StreamProtocol):
                 self._handshaken = True
                 self._flush()
                 self.ready.set_result(None)
-                # Reading the session costs ~0.3 ms: after our Finished and first request.
-                asyncio.get_running_loop().call_soon(self._keep_session)
+                if self._tls.version() != "TLSv1.3":  # 1.3 tickets come after the handshake
+                    self._keep_session_soon()
             while True:
                 data = self._tls.read(65536)
                 if not data:
                     break
-                if not self._ticket_kept:  # TLS 1.3 tickets come after the handshake
-                    self._keep_session()
                 self._on_data(self._stream, data)
+                if self._session_wanted:  # the server's tickets came before its answer
+                    self._keep_session_soon()
         except ssl.SSLWantReadError:
             pass
         except ssl.SSLError as error:
@@ -150,6 +150,12 @@ class TlsStreamProtocol(StreamProtocol):
                 self.transport.abort()
         self._flush()
 
+    def _keep_session_soon(self) -> None:
+        """Reading the session costs ~0.3 ms: do it once our Finished and first request,
+        or our reaction to the first answer, are on their way."""
+        self._session_wanted = False
+        asyncio.get_running_loop().call_soon(self._keep_session)
+
     def _keep_session(self) -> None:
         """Keep the session, so that the next connection to this server resumes it."""
         session = self._tls.session
@@ -157,7 +163,6 @@ class TlsStreamProtocol(StreamProtocol):
             if len(self._sessions) >= 1024:
                 self._sessions.clear()
             self._sessions[self._key] = session
-            self._ticket_kept = session.has_ticket
 
     def _flush(self) -> None:
         pending = self._outgoing.read()

@@ -13,8 +13,9 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from ice_engine.lab import coturn, dnsmasq, leases, network, processes, readiness
+from ice_engine.lab import coturn, dnsmasq, leases, network, nodeturn, processes, readiness, stunnel
 from ice_engine.lab import topology as t
 from ice_engine.lab.availability import LabError, LabUnavailableError, lab_unavailable_reason
 from ice_engine.lab.certs import make_tls_files
@@ -26,6 +27,8 @@ from ice_engine.lab.status import LabStatus
 
 DELAYLINK = "delaylink"
 DAEMON_NAMES = (DELAYLINK, coturn.MAIN, coturn.SHORT, dnsmasq.NAME)
+#: Started when their tools are installed; tests that need one skip with the reason.
+EXTRAS = {nodeturn.NAME: nodeturn.unavailable_reason, stunnel.NAME: stunnel.unavailable_reason}
 PACKAGE_ROOT = Path(__file__).absolute().parents[2]  # makes ``ice_engine`` importable
 UP_TIMEOUT_S = 20.0
 
@@ -82,7 +85,7 @@ class Lab:
     def status(self) -> LabStatus:
         return LabStatus(
             namespaces={n: netns_exists(n) for n in t.NAMESPACES},
-            daemons={n: processes.running_pid(self.state_dir, n) for n in DAEMON_NAMES},
+            daemons={n: processes.running_pid(self.state_dir, n) for n in (*DAEMON_NAMES, *EXTRAS)},
             delay_ms=self._current_delay(),
             healthy=not (problems := self._health_problems()),
             problems=tuple(problems),
@@ -101,6 +104,14 @@ class Lab:
     @property
     def delay_ms(self) -> float | None:
         return self._current_delay()
+
+    def extra_missing(self, name: str) -> str | None:
+        """None if the extra server ``name`` (see EXTRAS) runs in this lab, else why not."""
+        if name in self._recorded().get("extras", ()):
+            if processes.running_pid(self.state_dir, name) is not None:
+                return None
+            return f"{name} was started with the lab but is not running"
+        return EXTRAS[name]() or f"{name} was not started with this lab"
 
     # -- running things inside ------------------------------------------------------
 
@@ -210,10 +221,17 @@ class Lab:
         for daemon in [*coturn.daemons(self.state_dir, tls), dnsmasq.daemon(self.state_dir)]:
             processes.start(self.state_dir, daemon)
         self._wait("coturn and dnsmasq", readiness.services_ready)
-        (self.state_dir / "lab.json").write_text(json.dumps({"layout": t.LAYOUT_VERSION}))
+        extras = [name for name, missing in EXTRAS.items() if missing() is None]
+        if nodeturn.NAME in extras:
+            processes.start(self.state_dir, nodeturn.daemon(self.state_dir))
+        if stunnel.NAME in extras:
+            processes.start(self.state_dir, stunnel.daemon(self.state_dir, tls))
+        self._wait(", ".join(extras) or "extras", lambda: readiness.extras_ready(extras))
+        record = {"layout": t.LAYOUT_VERSION, "extras": extras}
+        (self.state_dir / "lab.json").write_text(json.dumps(record))
 
     def _teardown(self, keep_logs: bool = False) -> None:
-        for name in reversed(DAEMON_NAMES):
+        for name in reversed((*DAEMON_NAMES, *EXTRAS)):
             processes.stop(self.state_dir, name)
         network.remove_network()
         if keep_logs:  # a failed build: leave its logs to read, drop only the "built" mark
@@ -256,7 +274,8 @@ class Lab:
             time.sleep(0.02)
 
     def _started(self) -> list[str]:
-        return [n for n in DAEMON_NAMES if processes.pid_file(self.state_dir, n).exists()]
+        names = (*DAEMON_NAMES, *EXTRAS)
+        return [n for n in names if processes.pid_file(self.state_dir, n).exists()]
 
     def _link_ready(self) -> bool:
         return self._current_delay() is not None and network.addresses_settled()
@@ -268,7 +287,7 @@ class Lab:
         problems = [f"namespace {n} is missing" for n in missing]
         problems += [
             f"{n} is not running"
-            for n in DAEMON_NAMES
+            for n in (*DAEMON_NAMES, *self._recorded().get("extras", ()))
             if processes.running_pid(self.state_dir, n) is None
         ]
         if not self._layout_matches():
@@ -278,15 +297,19 @@ class Lab:
         return problems
 
     def _layout_matches(self) -> bool:
+        return bool(self._recorded().get("layout") == t.LAYOUT_VERSION)
+
+    def _recorded(self) -> dict[str, Any]:
+        """What the build recorded in lab.json: its layout and the extras it started."""
         try:
-            recorded = json.loads((self.state_dir / "lab.json").read_text())["layout"]
-            return bool(recorded == t.LAYOUT_VERSION)
-        except (OSError, ValueError, KeyError, TypeError):
-            return False
+            recorded = json.loads((self.state_dir / "lab.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return recorded if isinstance(recorded, dict) else {}
 
     def _log_tails(self, lines: int = 8) -> str:
         tails = []
-        for name in DAEMON_NAMES:
+        for name in (*DAEMON_NAMES, *EXTRAS):
             paths = dict.fromkeys([processes.log_file(self.state_dir, name), self.log_path(name)])
             for path in paths:
                 with contextlib.suppress(OSError):

@@ -60,3 +60,13 @@ def services_ready() -> bool:
         except (OSError, EOFError, TimeoutError):
             return False
     return answers == [t.SERVER_IPV4]
+
+
+def extras_ready(names: list[str]) -> bool:
+    """True once the extra servers started with the lab answer (see ``Lab.EXTRAS``)."""
+    if "node-turn" in names and not stun_answers(t.SERVER_IPV4, t.NODE_TURN_PORT, 0.3):
+        return False
+    if "stunnel" in names:
+        with socket_in_netns(t.CLIENT_NS, socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return probes.tcp_connects(sock, (t.SERVER_IPV4, t.TLS13_PORT))
+    return True

@@ -64,7 +64,16 @@ SHORT_CHANNEL_LIFETIME_S = 20
 SHORT_USER_QUOTA = 1
 SHORT_RELAY_PORT_RANGE = (57344, 65535)
 
-# Long-term credentials shared by both coturn instances.
+# Extra servers, each started when its tool is installed (tests/install-tools.sh):
+# node-turn, an independent TURN server (npm) whose nonces are not bound to the client's
+# 5-tuple, so a nonce cached from one allocation lets the next one skip the 401; and
+# stunnel in front of coturn's TCP port, for TURN over TLS 1.3 (coturn 4.6 stops at 1.2).
+NODE_TURN_PORT = 3482  # UDP only; it relays from SERVER_ALT_IPV4, apart from coturn
+NODE_TURN_PREFIX = Path("/var/lib/ice-engine-lab/npm")  # npm install --prefix
+NODE_TURN_VERSION = "0.0.6"
+TLS13_PORT = 5351  # TLS 1.3 only, forwarded to coturn's TCP STUN_PORT
+
+# Long-term credentials shared by every TURN server of the lab.
 REALM = "lab.test"
 USERNAME = "alice"
 PASSWORD = "wonderland"
@@ -91,4 +100,4 @@ NETNS_ETC = Path("/etc/netns")
 CA_CERT_FILE = STATE_DIR / "ca.pem"
 
 # Bump when the layout changes so a lab left up by older code is rebuilt, not reused.
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2

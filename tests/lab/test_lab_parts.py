@@ -129,3 +129,32 @@ def test_only_live_sessions_hold_leases(tmp_path: Path, monkeypatch: pytest.Monk
     assert not (tmp_path / "session-1").exists()
     leases.release(own)
     assert not own.exists()
+
+
+def test_extra_servers_say_what_is_missing(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from ice_engine.lab import nodeturn, stunnel
+
+    monkeypatch.setattr(shutil, "which", lambda tool: None)
+    assert "Node.js" in (nodeturn.unavailable_reason() or "")
+    assert "stunnel4" in (stunnel.unavailable_reason() or "")
+    monkeypatch.setattr(shutil, "which", lambda tool: f"/usr/bin/{tool}")
+    monkeypatch.setattr(nodeturn, "MODULE", tmp_path / "absent")
+    assert "npm install" in (nodeturn.unavailable_reason() or "")
+
+
+def test_extra_server_configs(tmp_path: Path) -> None:
+    from ice_engine.lab import nodeturn, stunnel
+    from ice_engine.lab import topology as t
+    from ice_engine.lab.certs import TlsFiles
+
+    tls = TlsFiles(tmp_path / "ca.pem", tmp_path / "server.pem", tmp_path / "server.key")
+    stunnel.daemon(tmp_path, tls)
+    conf = (tmp_path / "stunnel.conf").read_text()
+    assert "sslVersionMin = TLSv1.3" in conf
+    assert f"connect = {t.SERVER_IPV4}:{t.STUN_PORT}" in conf
+    assert "r:TCP_NODELAY=1" in conf
+    launcher = nodeturn.daemon(tmp_path)
+    assert launcher.argv == ("node", str(tmp_path / "node-turn.js"))
+    script = (tmp_path / "node-turn.js").read_text()
+    assert f'"listeningPort": {t.NODE_TURN_PORT}' in script
+    assert t.SERVER_ALT_IPV4 in script  # relays apart from coturn's addresses and ports
