@@ -241,6 +241,9 @@ def summarize(results: dict[str, Any]) -> str:
     rows = []
     for rtt, data in sorted(latency.items(), key=lambda kv: float(kv[0])):
         for scenario, row in data.get("scenarios", {}).items() if isinstance(data, dict) else ():
+            if "skipped" in row:
+                rows.append(f"| {rtt} | {scenario} | skipped: {row['skipped']} |")
+                continue
             ours, theirs = row["ours"], row["aioice"]
             bound = ", ".join(f"{k} <= {v:g}" for k, v in row["bound_ms"].items())
             ratio = row.get("completion_ratio_aioice_over_ours")
