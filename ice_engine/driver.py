@@ -845,13 +845,8 @@ class Gatherer:
                 stream = self._streams.pop(command.stream, None)
                 if stream is not None:
                     stream.close()
-            elif isinstance(command, Resolve):
-                if command.url.host_is_ip:
-                    core.resolved(
-                        self._now(), command.request, [(command.url.host, command.url.port)]
-                    )
-                else:
-                    self._spawn(self._resolve(command))
+            elif isinstance(command, Resolve):  # a name: the core contacts IPs at once
+                self._spawn(self._resolve(command))
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._on_relayed(*relayed)

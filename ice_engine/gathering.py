@@ -248,6 +248,10 @@ class Gathering(Relaying):
             for base in tcp_bases:
                 self._add_tcp_hosts(generation, base, now)
         for server in self.servers:
+            url = server.url
+            if url.host_is_ip:  # nothing to look up: contact it now
+                self._use(generation, server, [(url.host, url.port)], now)
+                continue
             self._resolve_ids += 1
             self._resolving[self._resolve_ids] = (generation, server)
             for transport in range(len(self.transports)):
@@ -303,13 +307,23 @@ class Gathering(Relaying):
         generation, server = entry
         if generation.retired:
             return
+        self._use(generation, server, addresses, now)
+        for transport in range(len(self.transports)):
+            self._done(generation, transport, now)
+
+    def _use(
+        self,
+        generation: Generation,
+        server: Server,
+        addresses: Sequence[tuple[str, int]],
+        now: float,
+    ) -> None:
+        """Contact a server at its (resolved) addresses from every base."""
         normalized = [(_canonical(host), port) for host, port in addresses]
         if self.continual:  # new bases will need them
             generation.servers += ((server, normalized),)
         for base in generation.bases:
             self._contact(generation, base, server, normalized, now)
-        for transport in range(len(self.transports)):
-            self._done(generation, transport, now)
 
     def _contact(
         self,

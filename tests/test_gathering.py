@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ice_engine.candidate import Candidate
+from ice_engine.commands import Resolve, SendDatagram
 from ice_engine.credentials import Credentials, new_credentials
 from ice_engine.events import (
     Event,
@@ -225,6 +226,19 @@ def test_dns_failure_is_an_error_and_gathering_goes_on() -> None:
     assert errors[0].errorCode == 701 and "NXDOMAIN" in errors[0].errorText
     assert kinds(net.events).count("srflx") == 2
     assert net.events[-1].t == pytest.approx(0.06)  # DNS, then one RTT
+
+
+def test_only_names_are_looked_up_ip_literals_are_asked_at_once() -> None:
+    core = make_core(("stun:stun.lab.test", "stun:198.51.100.10", "stun:[2001:db8::10]:3478"))
+    core.start(0.0, make_bases())
+    commands = []
+    while (command := core.next_command()) is not None:
+        commands.append(command)
+    assert [type(c).__name__ for c in commands].count("Resolve") == 1
+    resolve = next(c for c in commands if isinstance(c, Resolve))
+    assert resolve.url.host == "stun.lab.test"
+    asked = {c.address for c in commands if isinstance(c, SendDatagram)}
+    assert asked == {("198.51.100.10", 3478), ("2001:db8::10", 3478)}
 
 
 def test_unanswered_dns_is_cut_at_the_deadline() -> None:
