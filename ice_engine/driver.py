@@ -58,6 +58,8 @@ _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET: (socket.IPPROTO_IP, 11),
     socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
 }
+#: Linux creates a socket non-blocking in the same syscall; elsewhere setblocking() follows.
+_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
@@ -641,9 +643,10 @@ class Gatherer:
 
     def _open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
         """A socket of our own on the address; its key, or None if it cannot be bound."""
-        sock = socket.socket(address.family, kind)
+        sock = socket.socket(address.family, kind | _NONBLOCK)
         try:
-            sock.setblocking(False)
+            if not _NONBLOCK:
+                sock.setblocking(False)
             if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
                 self._bind_port(sock, address)
                 sock.listen(16)
