@@ -23,8 +23,13 @@ from .turn import (
     Allocation,
     AllocationFailed,
     NonceCache,
+    Redirected,
     TurnCredentials,
 )
+
+#: 300 Try Alternate redirects followed per allocation: load balancers send one, and a
+#: bound stops two servers sending a client back and forth.
+_MAX_REDIRECTS = 2
 
 __all__ = ["Relay", "Relaying"]
 
@@ -43,6 +48,7 @@ class Relay:
         "server",
         "server_address",
         "stream",
+        "tried",
     )
 
     def __init__(
@@ -65,6 +71,7 @@ class Relay:
         self.stream = stream  # TCP/TLS: the driver's stream; None over UDP
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
+        self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
 
 
 class Relaying:
@@ -234,7 +241,7 @@ class Relaying:
         server_address: tuple[str, int],
         now: float,
         deadline: float | None = None,
-    ) -> None:
+    ) -> Relay:
         generation.pending[base.transport] += 1
         over_stream = server.url.transport == "tcp"
         allocation = Allocation(
@@ -266,6 +273,32 @@ class Relaying:
             self._relays[(relay.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)
+        return relay
+
+    def _redirect(self, relay: Relay, alternate: tuple[str, int], now: float) -> None:
+        """Allocate at the alternate server, with the same base, credentials and deadline;
+        the relay being replaced then counts as done. Or say why not, as an error."""
+        tried = (*relay.tried, relay.server_address)
+        family_ok = (":" in alternate[0]) == (relay.base.family == socket.AF_INET6)
+        if not family_ok:
+            why = "another address family"
+        elif alternate in tried or len(tried) > _MAX_REDIRECTS:
+            why = "a redirect loop"
+        elif relay.stream is None and (relay.key, alternate) in self._relays:
+            why = "an allocation there already"
+        else:
+            successor = self._allocate(
+                relay.generation,
+                relay.base,
+                relay.server,
+                alternate,
+                now,
+                relay.allocation.deadline,
+            )
+            successor.tried = tried
+            return
+        text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
+        self._error(relay.generation, relay.server, relay.base, 300, text, now)
 
     def stream_connected(self, now: float, stream: int) -> None:
         """The TCP (and TLS) connection of a Open Stream command is up."""
@@ -335,6 +368,8 @@ class Relaying:
                 continue
             if isinstance(event, Allocated):
                 self._add_relayed(relay, event, now)
+            elif isinstance(event, Redirected):
+                self._redirect(relay, event.alternate, now)
             elif isinstance(event, AllocationFailed | AddressFamilyError):
                 self._error(
                     relay.generation, relay.server, relay.base, event.code, event.reason, now

@@ -106,6 +106,14 @@ class AllocationFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Redirected:
+    """300 Try Alternate (RFC 8489 §10): allocate at ALTERNATE-SERVER instead. Whether to
+    follow is the caller's choice (it knows where it has been)."""
+
+    alternate: tuple[str, int]
+
+
+@dataclass(frozen=True, slots=True)
 class AllocationExpired:
     """The allocation is gone: a refresh failed or its lifetime ran out."""
 
@@ -134,7 +142,7 @@ class RequestFailed:
 
 
 TurnEvent = (
-    Allocated | AllocationFailed | AllocationExpired | Refreshed | AddressFamilyError
+    Allocated | AllocationFailed | Redirected | AllocationExpired | Refreshed | AddressFamilyError
 ) | RequestFailed
 
 
@@ -316,6 +324,10 @@ class Allocation:
             self._success(request, message, now)
         elif challenge:
             self._challenge(request, message, error, now)
+        elif (alternate := _alternate(request, message, error[0])) is not None:
+            self.state = "failed"  # nothing was allocated here
+            self._pending.clear()
+            self._events.append(Redirected(alternate))
         else:
             self._error(request, error[0], error[1])
         return True
@@ -587,6 +599,17 @@ class Allocation:
         text = "".join(c if c.isprintable() else "?" for c in reason[:200].rstrip("\x00"))
         password = self.credentials.password
         return text.replace(password, "***") if password else text
+
+
+def _alternate(request: _Request, message: stun.Message, code: int) -> tuple[str, int] | None:
+    """Where a 300 to an Allocate sends us. Only an answer to an unsigned request or a
+    verified one gets here, so a forger can redirect no more than it could fail it."""
+    if code != 300 or request.kind != "allocate":
+        return None
+    try:
+        return message.alternate_server()
+    except stun.StunError:
+        return None
 
 
 def _nonce_entry(message: stun.Message, previous: NonceEntry | None) -> NonceEntry | None:

@@ -177,3 +177,81 @@ def test_permissions_and_channels_are_kept_alive() -> None:
     core.handle_timer(2.05 + 540)
     sent = [stun.parse(c.data).method for c in drain(core)]
     assert Method.CHANNEL_BIND in sent  # the channel, before it lapses at 600
+
+
+ALTERNATE = ("198.51.100.11", 3478)
+
+
+def try_alternate(core: Gathering, request: SendDatagram, to: tuple[str, int]) -> bool:
+    """A load balancer's answer to an unsigned Allocate (coturn's --alternate-server)."""
+    txid = stun.parse(request.data).transaction_id
+    attributes = [
+        (Attr.ERROR_CODE, stun.error_code_value(300, "Try Alternate")),
+        (Attr.ALTERNATE_SERVER, stun.address_value(*to)),
+    ]
+    reply = stun.encode(Method.ALLOCATE, MessageClass.ERROR, txid, attributes)
+    return core.receive_datagram(0.05, request.base_key, reply, request.address)
+
+
+def test_try_alternate_allocates_at_the_alternate_server() -> None:
+    core, [first] = started(dual=False)
+    assert try_alternate(core, first, ALTERNATE)
+    [redirected] = drain(core)
+    assert (redirected.base_key, redirected.address) == (1, ALTERNATE)
+    assert stun.parse(redirected.data).method == Method.ALLOCATE
+    # The alternate challenges and allocates as any server does.
+    message = stun.parse(redirected.data)
+    challenge = stun.encode(
+        Method.ALLOCATE,
+        MessageClass.ERROR,
+        message.transaction_id,
+        [
+            (Attr.ERROR_CODE, stun.error_code_value(401, "Unauthorized")),
+            (Attr.REALM, b"lab.test"),
+            (Attr.NONCE, b"0123456789abcdef"),
+        ],
+    )
+    assert core.receive_datagram(0.1, 1, challenge, ALTERNATE)
+    [signed] = drain(core)
+    txid = stun.parse(signed.data).transaction_id
+    success = stun.encode(
+        Method.ALLOCATE,
+        MessageClass.SUCCESS,
+        txid,
+        [
+            (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("198.51.100.11", 50000, txid)),
+            (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
+            (Attr.LIFETIME, stun.u32_value(600)),
+        ],
+        integrity_key=KEY,
+    )
+    assert core.receive_datagram(0.15, 1, success, ALTERNATE)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
+    [relay] = [c for c in core.candidates if c.type == "relay"]
+    assert (relay.address, relay.port) == ("198.51.100.11", 50000)
+
+
+def test_redirects_back_and_forth_end_in_an_error() -> None:
+    core, [first] = started(dual=False)
+    assert try_alternate(core, first, ALTERNATE)
+    [second] = drain(core)
+    assert try_alternate(core, second, TURN)  # back where it started: a loop
+    assert drain(core) == []
+    out = kinds(core)
+    assert out == ["gathering", "host", "error300", "end", "complete", "null"]
+
+
+def test_a_redirect_to_another_family_is_not_followed() -> None:
+    core, [first] = started(dual=False)  # an IPv4 base
+    assert try_alternate(core, first, ("2001:db8::11", 3478))
+    assert drain(core) == []
+    assert "error300" in kinds(core)
+
+
+def test_an_unsigned_redirect_of_a_signed_allocate_is_dropped() -> None:
+    """Once we sign, only the key's holder may send us elsewhere (RFC 8489 §10)."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])  # 401: the next Allocate is signed
+    [signed] = drain(core)
+    assert not try_alternate(core, signed, ALTERNATE)
+    assert drain(core) == []

@@ -2,7 +2,8 @@
 
 Configs are written to the state dir (never /etc) so the lab does not depend on, or
 disturb, a system-wide coturn. ``main`` is the full-featured server; ``short`` has short
-lifetimes and a one-allocation quota for expiry, stale-nonce and 486 tests.
+lifetimes and a one-allocation quota for expiry, stale-nonce and 486 tests; ``redirect``
+sends every Allocate to ``main`` with 300 Try Alternate, as a load balancer does.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from ice_engine.lab.processes import Daemon
 
 MAIN = "turnserver"
 SHORT = "turnserver-short"
+REDIRECT = "turnserver-redirect"
 
 # coturn refuses some peer ranges by default; the lab's peers are all documentation ranges.
 _ALLOWED_PEERS = (
@@ -82,10 +84,28 @@ def short_config(state_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def redirect_config(state_dir: Path) -> str:
+    lines = [
+        f"listening-ip={t.SERVER_IPV4}",
+        f"listening-port={t.REDIRECT_TURN_PORT}",
+        f"alt-listening-port={t.REDIRECT_TURN_PORT + 1}",
+        "no-tls",
+        "no-dtls",
+        f"alternate-server={t.SERVER_IPV4}:{t.STUN_PORT}",
+        *_common(state_dir, REDIRECT, (40000, 40009)),  # it never allocates
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def daemons(state_dir: Path, tls: TlsFiles) -> list[Daemon]:
-    """Write both configs and return the daemons to start in the server namespace."""
+    """Write the configs and return the daemons to start in the server namespace."""
     result = []
-    for name, text in ((MAIN, main_config(state_dir, tls)), (SHORT, short_config(state_dir))):
+    configs = (
+        (MAIN, main_config(state_dir, tls)),
+        (SHORT, short_config(state_dir)),
+        (REDIRECT, redirect_config(state_dir)),
+    )
+    for name, text in configs:
         conf = state_dir / f"{name}.conf"
         conf.write_text(text)
         argv = ("turnserver", "-c", str(conf))

@@ -26,7 +26,7 @@ from ice_engine.lab.processes import Daemon
 from ice_engine.lab.status import LabStatus
 
 DELAYLINK = "delaylink"
-DAEMON_NAMES = (DELAYLINK, coturn.MAIN, coturn.SHORT, dnsmasq.NAME)
+DAEMON_NAMES = (DELAYLINK, coturn.MAIN, coturn.SHORT, coturn.REDIRECT, dnsmasq.NAME)
 #: Started when their tools are installed; tests that need one skip with the reason.
 EXTRAS = {nodeturn.NAME: nodeturn.unavailable_reason, stunnel.NAME: stunnel.unavailable_reason}
 PACKAGE_ROOT = Path(__file__).absolute().parents[2]  # makes ``ice_engine`` importable
@@ -205,7 +205,7 @@ class Lab:
         """Log file of ``turnserver``, ``turnserver-short``, ``dnsmasq`` or ``delaylink``."""
         if daemon == dnsmasq.NAME:
             return dnsmasq.query_log(self.state_dir)
-        if daemon in (coturn.MAIN, coturn.SHORT):
+        if daemon in (coturn.MAIN, coturn.SHORT, coturn.REDIRECT):
             return self.state_dir / f"{daemon}.log"
         return processes.log_file(self.state_dir, daemon)
 

@@ -64,6 +64,10 @@ SHORT_CHANNEL_LIFETIME_S = 20
 SHORT_USER_QUOTA = 1
 SHORT_RELAY_PORT_RANGE = (57344, 65535)
 
+# Third coturn instance: a load balancer that answers every Allocate with 300 Try
+# Alternate, sending the client to the main instance (coturn's alternate-server).
+REDIRECT_TURN_PORT = 3483  # UDP and TCP, IPv4
+
 # Extra servers, each started when its tool is installed (tests/install-tools.sh):
 # node-turn, an independent TURN server (npm) whose nonces are not bound to the client's
 # 5-tuple, so a nonce cached from one allocation lets the next one skip the 401; and
@@ -100,4 +104,4 @@ NETNS_ETC = Path("/etc/netns")
 CA_CERT_FILE = STATE_DIR / "ca.pem"
 
 # Bump when the layout changes so a lab left up by older code is rebuilt, not reused.
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3

@@ -11,6 +11,7 @@ from ice_engine.lab import (
     CLIENT_IPV4_B,
     CLIENT_IPV6,
     PASSWORD,
+    REDIRECT_TURN_PORT,
     ROUTER_PUBLIC_IPV4,
     SERVER_IPV4,
     SERVER_IPV6,
@@ -38,6 +39,19 @@ def test_udp_relay_and_the_srflx_it_reveals(lab: Lab) -> None:
     hosts = candidates(events, "host")
     assert max(int(r["fields"][3]) for r in relays) < min(int(s["fields"][3]) for s in srflx)
     assert max(int(s["fields"][3]) for s in srflx) < min(int(h["fields"][3]) for h in hosts)
+    assert events[-1]["candidate"] is None
+
+
+def test_try_alternate_is_followed_over_udp_and_tcp(lab: Lab) -> None:
+    """A coturn that balances load answers each Allocate with 300 Try Alternate and the
+    main coturn's address: the relays come from there, with no error."""
+    url = f"turn:{SERVER_IPV4}:{REDIRECT_TURN_PORT}"
+    events = gather(lab, "--ice-server", url, "--ice-server", f"{url}?transport=tcp", *CREDENTIALS)
+    assert not errors(events), errors(events)
+    relays = candidates(events, "relay")
+    assert len(relays) == 4  # UDP and TCP, from each IPv4 base
+    assert {r["fields"][4] for r in relays} == {SERVER_IPV4}
+    assert len(candidates(events, "srflx")) == 2  # the UDP allocations' mapped addresses
     assert events[-1]["candidate"] is None
 
 
