@@ -1,7 +1,7 @@
 """Many concurrent gatherers in one process, in the lab, against aioice 0.13.0 (needs root).
 
     python benchmarks/bench_scale.py [--json] [--stun-n 100,1000,10000] [--turn-n 1000]
-                                     [--aioice-max-n 10000] [--timeout-s 120] [--repeat 3]
+                                     [--aioice-max-n 10000] [--timeout-s 120] [--repeat 5]
                                      [--no-floor] [--profile N --profile-out FILE]
 
 Each (library, scenario, N) runs in its own Python process inside the lab's client
@@ -25,7 +25,7 @@ gatherings that completed, error events (ice-engine's icecandidateerror; for aio
 gather_candidates() that raised), and gatherings missing the candidate type the server
 should give (srflx, or relay for turn). Every run has a timeout; everything is closed.
 
-Each (library, N) runs `--repeat` times (3), the libraries interleaved, and the run with
+Each (library, N) runs `--repeat` times (5), the libraries interleaved, and the run with
 the median CPU is reported (all CPU figures are kept beside it). For stun, a third
 "library" runs too: `_floor.py`, the least a host+srflx gathering can cost in CPython,
 whose ratio to aioice bounds what any implementation could reach here.
@@ -376,7 +376,7 @@ def main() -> int:
         "--no-floor", action="store_true", help="skip the floor yardstick (_floor.py)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs per library and N; the median is kept"
+        "--repeat", type=int, default=5, help="runs per library and N; the median is kept"
     )
     parser.add_argument("--timeout-s", type=float, default=120.0, help="per run")
     parser.add_argument("--profile", type=int, default=0, help="profile one ours/stun run of N")

@@ -350,6 +350,9 @@ def responses_for(rng: random.Random, request: Request) -> list[bytes]:
                 + stun.password_algorithm_value(rng.choice((1, 2))),
             )
         )
+    # 300 Try Alternate: back to this server, to another, or to another family.
+    to = rng.choice((TURN_SERVER, STUN_SERVER, ("2001:db8:b::30", 3478), ("198.51.100.30", 1)))
+    alternate = [(Attr.ALTERNATE_SERVER, stun.address_value(*to))]
     method = request.method
     answers = [
         enc(method, error, txid, [(Attr.ERROR_CODE, stun.error_code_value(401, "U")), *challenge]),
@@ -361,6 +364,8 @@ def responses_for(rng: random.Random, request: Request) -> list[bytes]:
         enc(method, success, txid, relay_attrs, integrity_key=WRONG_KEY),
         enc(method, success, txid, relay_attrs),
         enc(method, success, txid, [(Attr.LIFETIME, stun.u32_value(rng.choice((0, 600))))], integrity_key=KEY),
+        enc(method, error, txid, [(Attr.ERROR_CODE, stun.error_code_value(300, "A")), *alternate]),
+        enc(method, error, txid, [(Attr.ERROR_CODE, stun.error_code_value(300, "A")), *alternate], integrity_key=KEY),
     ]  # fmt: skip
     if rng.random() < 0.2:  # the server asked with SHA-256 algorithms
         sha_key = hashlib.sha256(f"{USER}:{REALM}:{PASSWORD}".encode()).digest()
