@@ -341,7 +341,8 @@ def _decode_error(value: bytes, name: str) -> tuple[int, str]:
     number = value[3]
     if not 3 <= error_class <= 6 or number > 99:
         raise StunError(f"{name} has an invalid code (class {error_class}, number {number})")
-    return error_class * 100 + number, value[4:].decode(errors="replace")
+    # coturn counts the padding in the length: its reasons end in NULs, which say nothing.
+    return error_class * 100 + number, value[4:].rstrip(b"\x00").decode(errors="replace")
 
 
 def parse(data: bytes) -> Message:

@@ -765,3 +765,12 @@ def test_stream_framer_rejects_garbage_for_good() -> None:
     broken_cookie = stun.StreamFramer()
     with pytest.raises(StunError, match="bad STUN header"):
         broken_cookie.feed(b"\x00\x01\x00\x00\x00\x00\x00\x00")
+
+
+def test_error_reason_padding_nuls_are_dropped() -> None:
+    """coturn counts ERROR-CODE's padding in its length (seen in the lab: 'Try Alternate\\0\\0\\0')."""
+    value = stun.error_code_value(300, "Try Alternate") + b"\x00\x00\x00"
+    message = stun.parse(
+        stun.encode(Method.ALLOCATE, MessageClass.ERROR, bytes(12), [(Attr.ERROR_CODE, value)])
+    )
+    assert message.error_code() == (300, "Try Alternate")
