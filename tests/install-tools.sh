@@ -31,6 +31,7 @@ version=0.0.6  # ice_engine/lab/topology.py: NODE_TURN_VERSION
 if $root && command -v npm >/dev/null 2>&1 \
     && ! grep -q "\"version\": \"$version\"" "$prefix/node_modules/node-turn/package.json" 2>/dev/null; then
     echo "installing: node-turn@$version (npm) in $prefix" >&2
-    npm install --silent --no-audit --no-fund --prefix "$prefix" "node-turn@$version" >/dev/null \
+    npm install --silent --no-audit --no-fund --fetch-timeout=30000 --fetch-retries=1 \
+        --prefix "$prefix" "node-turn@$version" >/dev/null \
         || echo "node-turn did not install; its lab tests will be skipped" >&2
 fi
