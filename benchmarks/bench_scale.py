@@ -1,6 +1,7 @@
 """Many concurrent gatherers in one process, in the lab, against aioice 0.13.0 (needs root).
 
     python benchmarks/bench_scale.py [--json] [--stun-n 100,1000,10000] [--turn-n 1000]
+                                     [--turn-one-base-n 1000]
                                      [--aioice-max-n 10000] [--timeout-s 120] [--repeat 5]
                                      [--no-floor] [--profile N --profile-out FILE]
 
@@ -15,7 +16,8 @@ Scenarios:
   aioice with `turn_server`, `turn_username`, `turn_password` (and the same STUN server,
   since our TURN allocation also yields the srflx). ice-engine allocates once per IPv4
   host base (2 in the lab); aioice once per component (1): ice-engine does twice the
-  TURN work here.
+  TURN work here. `--turn-one-base-n` runs it again with one IPv4 base per gatherer on
+  both sides: one allocation each, the same work.
 
 Figures per run: CPU ms per gathering (`time.process_time` from creating the first
 gatherer to the last completion, / N; closing is reported apart), wall time to all
@@ -371,6 +373,11 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--stun-n", default="100,1000,6000,10000")
     parser.add_argument("--turn-n", default="1000")
+    parser.add_argument(
+        "--turn-one-base-n",
+        default="1000",
+        help="turn with one IPv4 base per gatherer: one allocation each, as aioice makes",
+    )
     parser.add_argument("--aioice-max-n", type=int, default=10000)
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the floor yardstick (_floor.py)"
@@ -398,19 +405,27 @@ def main() -> int:
         if args.json:
             print(json.dumps({"benchmark": "scale", "skipped": reason}))
         return 0
-    plan = [("stun", n) for n in _ints(args.stun_n)] + [("turn", n) for n in _ints(args.turn_n)]
+    plan = [("stun", n, False) for n in _ints(args.stun_n)]
+    plan += [("turn", n, False) for n in _ints(args.turn_n)]
+    plan += [("turn", n, True) for n in _ints(args.turn_one_base_n)]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     results: dict[str, Any] = {"benchmark": "scale", "runs": [], "rlimit_nofile_hard": hard}
     with lab_session() as lab:
         results["lab_delay_ms"] = lab.delay_ms
-        for scenario, n in plan:
+        for scenario, n, equal_work in plan:
             row: dict[str, Any] = {"scenario": scenario, "n": n}
             # 3 host sockets per gatherer (+1 for aioice's TURN socket) must fit under the
             # hard fd limit, which only CAP_SYS_RESOURCE may raise; else one base each.
             one_base = n * (FDS_PER_GATHERER + (scenario == "turn")) + 512 > hard and (
                 _can_raise_hard() is False
             )
-            if one_base:
+            if equal_work:
+                one_base = True
+                row["note"] = (
+                    "one IPv4 base per gatherer, both libraries: one allocation each, "
+                    "the same TURN work on both sides"
+                )
+            elif one_base:
                 row["note"] = (
                     f"{n} x {FDS_PER_GATHERER} sockets exceed the fd hard limit {hard} "
                     "(no CAP_SYS_RESOURCE): one IPv4 host base per gatherer, both libraries"

@@ -180,7 +180,7 @@ def plot(results: dict[str, Any]) -> list[str]:
                         marker,
                         mfc="none",
                         color=line[0].get_color(),
-                        label=f"{label}, {scenario}, 1 base/gatherer (fd limit)",
+                        label=f"{label}, {scenario}, 1 base/gatherer",
                     )
         ax.set_xscale("log")
         ax.set_xlabel("concurrent gatherers in one process (N)")
@@ -358,7 +358,8 @@ def main() -> int:
                 quiet = wait_for_quiet_lab(args.lab_wait_s)
                 argv = ["benchmarks/bench_scale.py", "--json"]
                 if args.quick:
-                    argv += ["--stun-n", "100,1000", "--turn-n", "100", "--repeat", "1"]
+                    argv += ["--stun-n", "100,1000", "--turn-n", "100", "--turn-one-base-n", "0"]
+                    argv += ["--repeat", "1"]
                 else:
                     argv += ["--profile", "6000"]
                     argv += ["--profile-out", str(HERE / "profile_scale.txt")]
