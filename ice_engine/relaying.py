@@ -282,8 +282,10 @@ class Relaying:
         family_ok = (":" in alternate[0]) == (relay.base.family == socket.AF_INET6)
         if not family_ok:
             why = "another address family"
-        elif alternate in tried or len(tried) > _MAX_REDIRECTS:
+        elif alternate in tried:
             why = "a redirect loop"
+        elif len(tried) > _MAX_REDIRECTS:
+            why = f"more than {_MAX_REDIRECTS} redirects"
         elif relay.stream is None and (relay.key, alternate) in self._relays:
             why = "an allocation there already"
         else:

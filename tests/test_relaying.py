@@ -255,3 +255,18 @@ def test_an_unsigned_redirect_of_a_signed_allocate_is_dropped() -> None:
     [signed] = drain(core)
     assert not try_alternate(core, signed, ALTERNATE)
     assert drain(core) == []
+
+
+def test_redirects_are_followed_twice_at_most() -> None:
+    core, [first] = started(dual=False)
+    hops = [ALTERNATE, ("198.51.100.12", 3478), ("198.51.100.13", 3478)]
+    request = first
+    for hop in hops[:2]:
+        assert try_alternate(core, request, hop)
+        [request] = drain(core)
+        assert request.address == hop
+    assert try_alternate(core, request, hops[2])  # a third redirect is one too many
+    assert drain(core) == []
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.errorCode for e in errors] == [300]
+    assert "more than 2 redirects" in errors[0].errorText
