@@ -647,11 +647,9 @@ class Gatherer:
         try:
             if not _NONBLOCK:
                 sock.setblocking(False)
+            self._bind_port(sock, address)
             if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
-                self._bind_port(sock, address)
                 sock.listen(16)
-            else:
-                self._bind_port(sock, address)
         except OSError:
             sock.close()  # an address gone since enumeration, or no free port in the range
             return None

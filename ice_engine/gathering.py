@@ -615,11 +615,10 @@ class Gathering(Relaying):
         )
         generation.candidates.append(ice_candidate)
         generation.bases_of[line] = base.key
-        event = IceCandidateEvent(ice_candidate, generation.number, now - generation.started)
-        if generation.held is None:  # _emit, inlined: five times per gathering
-            self._events.append(event)
-        else:
-            generation.held.append(event)
+        self._emit(
+            generation,
+            IceCandidateEvent(ice_candidate, generation.number, now - generation.started),
+        )
 
     def _error(
         self,

@@ -285,19 +285,17 @@ class Lab:
         if len(missing) == len(t.NAMESPACES):
             return ["the lab is down"]
         problems = [f"namespace {n} is missing" for n in missing]
+        recorded = self._recorded()
         problems += [
             f"{n} is not running"
-            for n in (*DAEMON_NAMES, *self._recorded().get("extras", ()))
+            for n in (*DAEMON_NAMES, *recorded.get("extras", ()))
             if processes.running_pid(self.state_dir, n) is None
         ]
-        if not self._layout_matches():
+        if recorded.get("layout") != t.LAYOUT_VERSION:
             problems.append("the lab was built by a different lab version")
         if not problems and not readiness.stun_answers(t.SERVER_IPV4, t.STUN_PORT, 1.0):
             problems.append(f"no STUN answer from {t.SERVER_IPV4}:{t.STUN_PORT}")
         return problems
-
-    def _layout_matches(self) -> bool:
-        return bool(self._recorded().get("layout") == t.LAYOUT_VERSION)
 
     def _recorded(self) -> dict[str, Any]:
         """What the build recorded in lab.json: its layout and the extras it started."""

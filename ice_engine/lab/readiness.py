@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 
-from ice_engine.lab import probes
+from ice_engine.lab import nodeturn, probes, stunnel
 from ice_engine.lab import topology as t
 from ice_engine.lab.availability import LabError
 from ice_engine.lab.netns import socket_in_netns
@@ -65,9 +65,9 @@ def services_ready() -> bool:
 
 def extras_ready(names: list[str]) -> bool:
     """True once the extra servers started with the lab answer (see ``Lab.EXTRAS``)."""
-    if "node-turn" in names and not stun_answers(t.SERVER_IPV4, t.NODE_TURN_PORT, 0.3):
+    if nodeturn.NAME in names and not stun_answers(t.SERVER_IPV4, t.NODE_TURN_PORT, 0.3):
         return False
-    if "stunnel" in names:
+    if stunnel.NAME in names:
         with socket_in_netns(t.CLIENT_NS, socket.AF_INET, socket.SOCK_STREAM) as sock:
             return probes.tcp_connects(sock, (t.SERVER_IPV4, t.TLS13_PORT))
     return True
