@@ -16,6 +16,7 @@ from ice_engine.turn import NonceCache
 from ice_engine.urls import parse_server_url
 
 TURN = ("198.51.100.10", 3478)
+ALTERNATE = ("198.51.100.11", 3478)  # where a 300 Try Alternate sends us
 KEY = stun.long_term_key("alice", "lab.test", "wonderland")
 
 
@@ -39,8 +40,15 @@ def drain(core: Gathering) -> list[SendDatagram]:
     return sent
 
 
-def answer(core: Gathering, request: bytes, now: float, extra: list[tuple[int, bytes]]) -> None:
-    """Challenge an unsigned Allocate; grant a signed one with `extra` attributes."""
+def answer(
+    core: Gathering,
+    request: bytes,
+    now: float,
+    extra: list[tuple[int, bytes]],
+    server: tuple[str, int] = TURN,
+) -> None:
+    """As `server`: challenge an unsigned Allocate; grant a signed one with `extra`
+    attributes, relaying from the server's own address."""
     message = stun.parse(request)
     txid = message.transaction_id
     if message.get(Attr.MESSAGE_INTEGRITY) is None:
@@ -52,7 +60,7 @@ def answer(core: Gathering, request: bytes, now: float, extra: list[tuple[int, b
         reply = stun.encode(Method.ALLOCATE, MessageClass.ERROR, txid, attributes)
     else:
         attributes = [
-            (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("198.51.100.10", 50000, txid)),
+            (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(server[0], 50000, txid)),
             (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
             (Attr.LIFETIME, stun.u32_value(600)),
             *extra,
@@ -60,7 +68,14 @@ def answer(core: Gathering, request: bytes, now: float, extra: list[tuple[int, b
         reply = stun.encode(
             Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
         )
-    assert core.receive_datagram(now, 1, reply, TURN)
+    assert core.receive_datagram(now, 1, reply, server)
+
+
+def allocate(core: Gathering, first: SendDatagram) -> None:
+    """The 401 to the first Allocate, then the allocation for the signed one."""
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [])
 
 
 def kinds(core: Gathering) -> list[str]:
@@ -79,9 +94,7 @@ def kinds(core: Gathering) -> list[str]:
 def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     core, [first] = started(dual=False)
     assert stun.parse(first.data).get(Attr.ADDITIONAL_ADDRESS_FAMILY) is None
-    answer(core, first.data, 0.05, [])
-    [second] = drain(core)
-    answer(core, second.data, 0.1, [])
+    allocate(core, first)
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.address, relay.port) == ("198.51.100.10", 50000)
@@ -114,9 +127,7 @@ def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -
 
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
     core, [first] = started(dual=False)
-    answer(core, first.data, 0.05, [])
-    [second] = drain(core)
-    answer(core, second.data, 0.1, [])
+    allocate(core, first)
     [allocation] = core.allocations
     peer = ("198.51.100.11", 40000)
     core.relay_permit(0.2, allocation, [peer])
@@ -148,9 +159,7 @@ def test_relayed_data_and_sends_go_through_the_allocation() -> None:
 
 def test_permissions_and_channels_are_kept_alive() -> None:
     core, [first] = started(dual=False)
-    answer(core, first.data, 0.05, [])
-    [second] = drain(core)
-    answer(core, second.data, 0.1, [])
+    allocate(core, first)
     [allocation] = core.allocations
     peer = ("198.51.100.11", 40000)
 
@@ -179,9 +188,6 @@ def test_permissions_and_channels_are_kept_alive() -> None:
     assert Method.CHANNEL_BIND in sent  # the channel, before it lapses at 600
 
 
-ALTERNATE = ("198.51.100.11", 3478)
-
-
 def try_alternate(core: Gathering, request: SendDatagram, to: tuple[str, int]) -> bool:
     """A load balancer's answer to an unsigned Allocate (coturn's --alternate-server)."""
     txid = stun.parse(request.data).transaction_id
@@ -200,32 +206,10 @@ def test_try_alternate_allocates_at_the_alternate_server() -> None:
     assert (redirected.base_key, redirected.address) == (1, ALTERNATE)
     assert stun.parse(redirected.data).method == Method.ALLOCATE
     # The alternate challenges and allocates as any server does.
-    message = stun.parse(redirected.data)
-    challenge = stun.encode(
-        Method.ALLOCATE,
-        MessageClass.ERROR,
-        message.transaction_id,
-        [
-            (Attr.ERROR_CODE, stun.error_code_value(401, "Unauthorized")),
-            (Attr.REALM, b"lab.test"),
-            (Attr.NONCE, b"0123456789abcdef"),
-        ],
-    )
-    assert core.receive_datagram(0.1, 1, challenge, ALTERNATE)
+    answer(core, redirected.data, 0.1, [], server=ALTERNATE)
     [signed] = drain(core)
-    txid = stun.parse(signed.data).transaction_id
-    success = stun.encode(
-        Method.ALLOCATE,
-        MessageClass.SUCCESS,
-        txid,
-        [
-            (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("198.51.100.11", 50000, txid)),
-            (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
-            (Attr.LIFETIME, stun.u32_value(600)),
-        ],
-        integrity_key=KEY,
-    )
-    assert core.receive_datagram(0.15, 1, success, ALTERNATE)
+    assert signed.address == ALTERNATE
+    answer(core, signed.data, 0.15, [], server=ALTERNATE)
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.address, relay.port) == ("198.51.100.11", 50000)
