@@ -19,6 +19,18 @@ class IceServer:
     username: str | None = None
     credential: str | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        urls = self.urls
+        if not (
+            isinstance(urls, str)
+            or (isinstance(urls, Sequence) and all(isinstance(url, str) for url in urls))
+        ):
+            raise TypeError(f"IceServer urls must be a URL string or a list of them, not {urls!r}")
+        for name in ("username", "credential"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"IceServer {name} must be a string, not {type(value).__name__}")
+
     @property
     def url_list(self) -> list[str]:
         return [self.urls] if isinstance(self.urls, str) else list(self.urls)

@@ -76,6 +76,41 @@ def _peer_address(peer: tuple[str, int]) -> tuple[str, int]:
     return host, port
 
 
+def _peer_list(peers: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """`_peer_address` of each peer; a lone pair (a common slip) is explained."""
+    if isinstance(peers, str) or (isinstance(peers, tuple) and peers and isinstance(peers[0], str)):
+        raise ValueError(f"peers must be a list of (IP address, port) pairs, not {peers!r}")
+    return [_peer_address(peer) for peer in peers]
+
+
+def _check_options(**options: Any) -> None:
+    """TypeError now for an option of the wrong type, rather than a puzzling one later."""
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in _CALLABLE_OPTIONS:
+            if not callable(value):
+                raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+        elif name == "resolver":
+            if not callable(getattr(value, "resolve", None)):
+                raise TypeError(f"resolver must have a resolve(url) coroutine, not {value!r}")
+        elif not isinstance(value, _OPTION_TYPES[name]):
+            expected = _OPTION_TYPES[name].__name__
+            raise TypeError(f"{name} must be of type {expected}, not {type(value).__name__}")
+
+
+_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram")
+_OPTION_TYPES: dict[str, type] = {
+    "timing": Timing,
+    "credentials": Credentials,
+    "ssl_context": ssl.SSLContext,
+}
+
+
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
 @functools.lru_cache(maxsize=256)
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
@@ -182,8 +217,17 @@ class Gatherer:
             ) from None
         if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
             raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
+        _check_options(
+            timing=timing,
+            credentials=credentials,
+            ssl_context=ssl_context,
+            resolver=resolver,
+            address_filter=address_filter,
+            on_relayed=on_relayed,
+            on_datagram=on_datagram,
+        )
         if shared_port is not None:
-            if not 1 <= shared_port <= 65535:
+            if not _is_port(shared_port):
                 raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
             if len(mids) != 1 or components != 1:
                 raise ValueError(
@@ -191,7 +235,10 @@ class Gatherer:
                     "rtcp-mux): on one port, further ones would share one transport address"
                 )
         if port_range is not None and not (
-            len(port_range) == 2 and 1 <= port_range[0] <= port_range[1] <= 65535
+            isinstance(port_range, tuple | list)
+            and len(port_range) == 2
+            and all(_is_port(port) for port in port_range)
+            and port_range[0] <= port_range[1]
         ):
             raise ValueError(f"port_range must be (low, high) within 1-65535, not {port_range!r}")
         if not isinstance(components, int) or not 1 <= components <= 256:
@@ -290,18 +337,18 @@ class Gatherer:
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
         """Install TURN permissions for these peers; they are renewed until `close()`."""
-        self._core.relay_permit(self._now(), allocation, peers)
+        self._core.relay_permit(self._now(), allocation, _peer_list(peers))
         self._service()
 
     def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
         """Bind a channel to a peer: its data then travels as ChannelData."""
-        self._core.relay_bind_channel(self._now(), allocation, peer)
+        self._core.relay_bind_channel(self._now(), allocation, _peer_address(peer))
         self._service()
 
     def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: bytes) -> None:
         """Send through an allocation to a permitted peer; what peers send back reaches
         the `on_relayed` callback given to the constructor."""
-        self._core.relay_send(self._now(), allocation, peer, data)
+        self._core.relay_send(self._now(), allocation, _peer_address(peer), data)
         self._service()
 
     def send(self, local: IceCandidate, peer: tuple[str, int], data: bytes) -> None:
@@ -311,8 +358,10 @@ class Gatherer:
 
         What peers send back reaches the `on_datagram` (bases) and `on_relayed` (relays)
         callbacks given to the constructor. ValueError if the candidate has no socket
-        here (not ours, ICE-TCP, or its generation has been released) or the peer is not
-        an (IP address, port) pair: names are never resolved on this path.
+        here (not ours, ICE-TCP, or its generation has been released), if the peer is not
+        an (IP address, port) pair of the candidate's family (names are never resolved on
+        this path), or if `data` is more than one datagram carries; OSError if the kernel
+        refuses it (no route, for one).
         """
         if self._closed:
             raise RuntimeError("the gatherer is closed")
@@ -329,13 +378,21 @@ class Gatherer:
                 self.relay_permit(allocation, [peer])
             self.relay_send(allocation, peer, data)
             return
-        key = None if local.base is None else self._base_keys.get(local.base)
-        if key is None:
+        base = local.base
+        key = None if base is None else self._base_keys.get(base)
+        if base is None or key is None:
             raise ValueError(f"no socket here for {local.candidate!r}")
+        if (":" in peer[0]) != (":" in base[0]):
+            raise ValueError(f"peer {peer[0]} and base {base[0]} differ in address family")
         shared = self._shared.get(key)
         if shared is not None:  # the peer's answers come back to this session
             shared.latch(peer, self._sessions[shared])
-        self._sockets[key].sendto(data, peer)
+        try:
+            self._sockets[key].sendto(data, peer)
+        except OSError as error:
+            if error.errno == errno.EMSGSIZE:
+                raise ValueError(f"{len(data)} bytes are more than one datagram carries") from None
+            raise
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that

@@ -38,6 +38,8 @@ PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
 CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
+#: What one UDP datagram carries over IPv4 and over IPv6 (65535 less the headers).
+_MAX_DATAGRAM = {False: 65507, True: 65527}
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,26 +358,42 @@ class Allocation:
         self._require_allocated()
         if not peers:
             raise ValueError("no peers")
+        for peer in peers:
+            self._check_family(peer)
         deadline = now + PERMISSION_DEADLINE
         self._send("permission", Method.CREATE_PERMISSION, [], now, deadline, peers=tuple(peers))
 
     def channel_bind(self, peer: tuple[str, int], channel: int, now: float) -> None:
         self._require_allocated()
+        self._check_family(peer)
         attributes = [(Attr.CHANNEL_NUMBER, stun.channel_number_value(channel))]
         deadline = now + PERMISSION_DEADLINE
         self._send("channel", Method.CHANNEL_BIND, attributes, now, deadline, peers=(peer,))
 
     def wrap_send(self, peer: tuple[str, int], data: bytes) -> bytes:
-        """Data for a peer: ChannelData when a channel is bound, else a Send indication."""
+        """Data for a peer: ChannelData when a channel is bound, else a Send indication.
+
+        ValueError when it would not fit in one message (or, over UDP, one datagram).
+        """
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise TypeError(f"data must be bytes, not {type(data).__name__}")
         channel = self.channels.get(peer)
-        if channel is not None:
-            return stun.encode_channel_data(channel, data, pad=self.reliable)
-        transaction_id = stun.new_transaction_id()
-        attributes = [
-            (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id)),
-            (Attr.DATA, data),
-        ]
-        return stun.encode(Method.SEND, MessageClass.INDICATION, transaction_id, attributes)
+        if channel is None:
+            transaction_id = stun.new_transaction_id()
+            attributes = [
+                (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id)),
+                (Attr.DATA, bytes(data)),
+            ]
+        try:
+            if channel is None:
+                wire = stun.encode(Method.SEND, MessageClass.INDICATION, transaction_id, attributes)
+            else:
+                wire = stun.encode_channel_data(channel, data, pad=self.reliable)
+        except ValueError:  # a length field of 16 bits
+            raise ValueError(_too_big(data)) from None
+        if not self.reliable and len(wire) > _MAX_DATAGRAM[":" in self.server[0]]:
+            raise ValueError(_too_big(data))
+        return wire
 
     def unwrap(self, data: bytes) -> tuple[tuple[str, int], bytes] | None:
         """(peer, payload) of a Data indication or ChannelData; None for anything else."""
@@ -590,6 +608,13 @@ class Allocation:
         self._pending.clear()
         self.expires_at = self.refresh_at = None
 
+    def _check_family(self, peer: tuple[str, int]) -> None:
+        """A peer of a family the allocation does not relay would only earn a 443."""
+        ipv6 = ":" in peer[0]
+        if not any((":" in address) == ipv6 for address, _ in self.relayed):
+            family = "IPv6" if ipv6 else "IPv4"
+            raise ValueError(f"peer {peer[0]} is {family}, and this allocation relays no {family}")
+
     def _require_allocated(self) -> None:
         if self.state != "allocated":
             raise RuntimeError(f"allocation is {self.state}, not allocated")
@@ -633,6 +658,10 @@ def _nonce_entry(message: stun.Message, previous: NonceEntry | None) -> NonceEnt
         if algorithm in ids:
             return NonceEntry(realm, nonce, algorithm, message.get(Attr.PASSWORD_ALGORITHMS))
     return None
+
+
+def _too_big(data: bytes | bytearray | memoryview) -> str:
+    return f"{len(data)} bytes of data are more than one relayed datagram carries"
 
 
 def _lifetime(message: stun.Message) -> int | None:

@@ -149,8 +149,32 @@ async def test_send_refuses_candidates_it_has_no_socket_for() -> None:
             gatherer.send(foreign, ("198.51.100.8", 9), "text")  # type: ignore[arg-type]
         with pytest.raises(ValueError, match="no live allocation"):
             gatherer.send(relay, ("198.51.100.8", 9), b"x")
+        with pytest.raises(ValueError, match="list of"):  # one pair, not a list of them
+            gatherer.relay_permit(object(), ("198.51.100.8", 9))  # type: ignore[arg-type]
+        for bad in (("peer.example", 9), ("198.51.100.8",)):
+            with pytest.raises(ValueError, match="peer"):
+                gatherer.relay_permit(object(), [bad])  # type: ignore[arg-type, list-item]
+            with pytest.raises(ValueError, match="peer"):
+                gatherer.relay_bind_channel(object(), bad)  # type: ignore[arg-type]
+            with pytest.raises(ValueError, match="peer"):
+                gatherer.relay_send(object(), bad, b"x")  # type: ignore[arg-type]
     with pytest.raises(RuntimeError, match="closed"):
         gatherer.send(foreign, ("198.51.100.8", 9), b"x")
+
+
+async def test_send_refuses_what_no_datagram_could_carry() -> None:
+    """Both are refused before anything leaves: no traffic to the documentation peers."""
+    needs_an_address()
+    async with Gatherer() as gatherer:
+        await collect(gatherer)
+        host = gatherer.candidates[0]
+        assert host.address is not None
+        peer = ("2001:db8::8", 9) if "." in host.address else ("198.51.100.8", 9)
+        with pytest.raises(ValueError, match="differ in address family"):
+            gatherer.send(host, peer, b"x")
+        same_family = ("198.51.100.8", 9) if "." in host.address else ("2001:db8::8", 9)
+        with pytest.raises(ValueError, match="70000 bytes"):
+            gatherer.send(host, same_family, bytes(70_000))
 
 
 async def test_breaking_out_early_then_closing_leaks_nothing() -> None:
@@ -208,6 +232,41 @@ def test_bad_configuration_is_refused_up_front(kwargs: dict[str, object], messag
         assert isinstance(info.value, InvalidServerUrl)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"timing": "fast"}, "timing must be of type Timing, not str"),
+        ({"credentials": "abcd"}, "credentials must be of type Credentials"),
+        ({"ssl_context": "tls"}, "ssl_context must be of type SSLContext"),
+        ({"resolver": object()}, "resolver must have a resolve"),
+        ({"address_filter": 3}, "address_filter must be callable"),
+        ({"on_relayed": "print"}, "on_relayed must be callable"),
+        ({"on_datagram": 1}, "on_datagram must be callable"),
+    ],
+)
+def test_options_of_the_wrong_type_are_refused_up_front(
+    kwargs: dict[str, object], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        Gatherer(**kwargs)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ((3,), "urls must be a URL string or a list of them, not 3"),
+        (([b"stun:x"],), "urls must be"),
+        (("turn:x", 3, "p"), "username must be a string, not int"),
+        (("turn:x", "u", b"p"), "credential must be a string, not bytes"),
+    ],
+)
+def test_ice_server_fields_of_the_wrong_type_are_refused(
+    args: tuple[object, ...], message: str
+) -> None:
+    with pytest.raises(TypeError, match=message):
+        IceServer(*args)  # type: ignore[arg-type]
+
+
 def test_credentials_stay_out_of_repr() -> None:
     server = IceServer("turn:turn.example.org", "alice", "s3cret-wonderland")
     assert "s3cret" not in repr(server)
@@ -233,15 +292,17 @@ async def test_port_range_is_honoured_and_exhaustion_skips_bases() -> None:
         assert len(gatherer.candidates) == len(local_addresses())
 
 
-def test_bad_port_range_is_refused() -> None:
+@pytest.mark.parametrize("port_range", [(5000, 4000), (0, 10), (1.5, 2.5), "1-2", (1, 2, 3)])
+def test_bad_port_range_is_refused(port_range: object) -> None:
     with pytest.raises(ValueError, match="port_range"):
-        Gatherer(port_range=(5000, 4000))
+        Gatherer(port_range=port_range)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"shared_port": 0}, "1-65535"),
+        ({"shared_port": "3478"}, "1-65535"),
         ({"shared_port": 40000, "mids": ["0", "1"]}, "one transport"),
         ({"shared_port": 40000, "components": 2}, "one component"),
         ({"pool_size": 256}, "pool_size"),

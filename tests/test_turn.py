@@ -6,6 +6,7 @@ import socket
 from dataclasses import dataclass, field
 
 import aioice.stun
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -440,6 +441,24 @@ def test_permission_channel_and_data_framing() -> None:
     )  # fmt: skip
     assert allocation.unwrap(data) == (peer, b"yo")
     assert allocation.unwrap(b"\x40\x02\x00\x00") is None  # unbound channel
+
+
+def test_peers_and_data_a_server_would_refuse_are_refused_here() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)  # relays IPv4 only
+    sent = len(server.requests)
+    with pytest.raises(ValueError, match="relays no IPv6"):
+        allocation.create_permission([("2001:db8::5", 4000)], 1.0)
+    with pytest.raises(ValueError, match="relays no IPv6"):
+        allocation.channel_bind(("2001:db8::5", 4000), 0x4001, 1.0)
+    assert allocation.next_outgoing() is None and len(server.requests) == sent
+    peer = ("203.0.113.5", 4000)
+    with pytest.raises(TypeError, match="bytes"):
+        allocation.wrap_send(peer, "text")  # type: ignore[arg-type]
+    for size in (65_500, 70_000):  # too big for a datagram; too big for a STUN attribute
+        with pytest.raises(ValueError, match=f"{size} bytes"):
+            allocation.wrap_send(peer, bytes(size))
+    assert len(allocation.wrap_send(peer, bytes(65_000))) < 65_507
 
 
 def test_repr_never_shows_the_password() -> None:
