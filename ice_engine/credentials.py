@@ -24,6 +24,8 @@ class Credentials:
     pwd: str = field(repr=False)
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.ufrag, str) and isinstance(self.pwd, str)):
+            raise TypeError("ufrag and pwd must be strings")
         if not 4 <= len(self.ufrag) <= 256 or not _ICE_CHAR_SET.issuperset(self.ufrag):
             raise ValueError(f"ufrag must be 4-256 ice-chars: {self.ufrag!r}")
         if not 22 <= len(self.pwd) <= 256 or not _ICE_CHAR_SET.issuperset(self.pwd):

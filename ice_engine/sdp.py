@@ -29,7 +29,13 @@ def can_trickle_ice_candidates(remote_description: str | None) -> bool | None:
 def candidate_lines(candidates: Iterable[IceCandidate], *, complete: bool) -> list[str]:
     """`a=candidate:` lines as browsers put them in SDP (without `ufrag`), and
     `a=end-of-candidates` once gathering is complete (RFC 8840 §4.1.2)."""
-    lines = ["a=" + c.parsed.to_sdp(with_ufrag=False) for c in candidates if c.parsed is not None]
+    lines = []
+    for candidate in candidates:
+        if not isinstance(candidate, IceCandidate):
+            kind = type(candidate).__name__
+            raise TypeError(f"candidate_lines takes IceCandidate objects, not {kind}")
+        if candidate.parsed is not None:  # not an end-of-candidates
+            lines.append("a=" + candidate.parsed.to_sdp(with_ufrag=False))
     if complete:
         lines.append("a=end-of-candidates")
     return lines

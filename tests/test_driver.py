@@ -10,6 +10,7 @@ import pytest
 
 from ice_engine import (
     Candidate,
+    Credentials,
     Gatherer,
     GatheringState,
     IceCandidate,
@@ -265,6 +266,15 @@ def test_ice_server_fields_of_the_wrong_type_are_refused(
 ) -> None:
     with pytest.raises(TypeError, match=message):
         IceServer(*args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("ufrag", "pwd", "error"),
+    [("ab", "p" * 22, ValueError), ("abcd", "short", ValueError), (1234, "p" * 22, TypeError)],
+)
+def test_bad_credentials_are_refused(ufrag: object, pwd: str, error: type[Exception]) -> None:
+    with pytest.raises(error, match=r"ufrag|pwd"):
+        Credentials(ufrag, pwd)  # type: ignore[arg-type]
 
 
 def test_credentials_stay_out_of_repr() -> None:

@@ -42,3 +42,9 @@ def test_candidate_lines_drop_ufrag_and_end_once_complete() -> None:
         "a=candidate:1 1 udp 2130706431 203.0.113.2 5000 typ host generation 0 network-id 1"
     ]
     assert candidate_lines([candidate], complete=True)[-1] == "a=end-of-candidates"
+
+
+def test_candidate_lines_want_candidate_objects_not_strings() -> None:
+    line = "candidate:1 1 udp 2130706431 203.0.113.2 5000 typ host"
+    with pytest.raises(TypeError, match="IceCandidate objects, not str"):
+        candidate_lines([line], complete=False)  # type: ignore[list-item]
