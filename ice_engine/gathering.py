@@ -6,7 +6,8 @@ never touches a socket or a clock. Its driver feeds it API calls, datagrams, DNS
 and timer ticks, each with `now`, and drains two queues: events for the application
 (`next_event`) and commands for the network (`next_command`). The same object therefore
 runs under asyncio, under a simulated network in tests, or under anything else. Its
-TURN part (allocations, streams, the relay data path) lives in `relaying.py`.
+TURN part (allocations, streams, the relay data path) lives in `relaying.py`, and how
+candidates and events are queued, which both share, in `emitting.py`.
 
 Event order per generation, as browsers fire it:
 ``gathering`` → candidates as found → ``""`` per transport when that transport is done →
@@ -23,7 +24,6 @@ from collections import deque
 from collections.abc import Sequence
 
 from . import stun
-from .candidate import Candidate, compute_foundation, compute_priority
 from .commands import Command, Resolve, SendDatagram
 from .credentials import Credentials
 from .events import (
@@ -31,11 +31,8 @@ from .events import (
     Event,
     GatheringState,
     IceCandidate,
-    IceCandidateErrorEvent,
-    IceCandidateEvent,
-    IceGatheringStateChangeEvent,
 )
-from .model import UNREACHABLE, Base, Generation, Server, Transport, local_preference
+from .model import UNREACHABLE, Base, Generation, Server, Transport
 from .relaying import Relaying
 from .transaction import RttTable, StunTransaction, Timing
 from .turn import NonceCache
@@ -45,9 +42,6 @@ __all__ = ["Base", "Gathering", "Server", "Transport"]
 _DEFAULT_TIMING = Timing()
 #: ICE-TCP host candidates rank below UDP ones, as libwebrtc ranks them (type 90).
 _TCP_HOST_TYPE_PREFERENCE = 90
-#: RFC 6544 §4.2 direction preferences for host candidates.
-_TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
-_TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 
 
 class _Probe(StunTransaction):
@@ -85,13 +79,11 @@ class Gathering(Relaying):
     __slots__ = (
         "_closed",
         "_commands",
-        "_events",
         "_generation",
         "_pool",
         "_probes",
         "_resolve_ids",
         "_resolving",
-        "_state",
         "components",
         "continual",
         "dual_stack_relays",
@@ -551,124 +543,6 @@ class Gathering(Relaying):
                 type_preference=_TCP_HOST_TYPE_PREFERENCE,
             )
 
-    def _add_candidate(
-        self,
-        generation: Generation,
-        base: Base,
-        kind: str,
-        address: str,
-        port: int,
-        now: float,
-        *,
-        server: Server | None = None,
-        server_address: str | None = None,
-        type_preference: int | None = None,
-        protocol: str = "udp",
-        related: tuple[str, int] | None = None,
-        tcptype: str | None = None,
-    ) -> None:
-        key = (base.key, address, port)  # a base belongs to one transport and component
-        if key in generation.addresses:
-            return  # RFC 8445 §5.1.3: same transport address and base as one we have
-        generation.addresses[key] = None
-        if type_preference is None:
-            type_preference = _TYPE_PREFERENCE[kind]
-        if tcptype is not None:  # RFC 6544 §4.2: direction first, then the address's rank
-            local = (_TCP_DIRECTION_PREFERENCE[tcptype] << 13) | max(8191 - base.rank, 0)
-        else:
-            local = local_preference(base.rank, 0 if server is None else min(server.index + 1, 15))
-        if kind == "host":
-            related_address = related_port = None
-        elif self.relay_only or self.hide_host or (base.name and kind == "srflx"):
-            related_address, related_port = "0.0.0.0" if base.family == socket.AF_INET else "::", 0
-        elif related is None:
-            related_address, related_port = base.address, base.port
-        else:
-            related_address, related_port = related
-        ufrag = generation.credentials.ufrag
-        candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
-            compute_foundation(kind, base.address, protocol, server_address),
-            base.component,
-            protocol,
-            compute_priority(type_preference, local, base.component),
-            address,
-            port,
-            kind,
-            related_address,
-            related_port,
-            tcptype,
-            generation.number,
-            ufrag,
-            base.network_id or None,
-            None,
-            (),
-        )
-        transport = self.transports[base.transport]
-        line = candidate.to_sdp()
-        ice_candidate = IceCandidate(
-            line,
-            transport.mid,
-            transport.mline_index,
-            ufrag,
-            candidate,
-            (base.address, base.port) if kind != "relay" and protocol == "udp" else None,
-        )
-        generation.candidates.append(ice_candidate)
-        generation.bases_of[line] = base.key
-        self._emit(
-            generation,
-            IceCandidateEvent(ice_candidate, generation.number, now - generation.started),
-        )
-
-    def _error(
-        self,
-        generation: Generation,
-        server: Server,
-        base: Base | None,
-        code: int,
-        text: str,
-        now: float,
-    ) -> None:
-        self._emit(
-            generation,
-            IceCandidateErrorEvent(
-                url=server.url.url,
-                address=None if base is None else base.address,
-                port=None if base is None else base.port,
-                errorCode=code,
-                errorText=text,
-                generation=generation.number,
-                t=now - generation.started,
-            ),
-        )
-
-    def _done(self, generation: Generation, transport: int, now: float) -> None:
-        """One piece of a transport's work finished."""
-        generation.pending[transport] -= 1
-        self._maybe_finish(generation, transport, now)
-
-    def _maybe_finish(self, generation: Generation, transport: int, now: float) -> None:
-        if (
-            (self.continual and not generation.retired)
-            or generation.pending[transport] > 0
-            or generation.state[transport] is not GatheringState.GATHERING
-        ):
-            return
-        generation.state[transport] = GatheringState.COMPLETE
-        self._emit_end_of_candidates(generation, transport, now)
-        if all(state is GatheringState.COMPLETE for state in generation.state):
-            self._set_state(generation, GatheringState.COMPLETE, now)
-            self._emit(
-                generation, IceCandidateEvent(None, generation.number, now - generation.started)
-            )
-
-    def _emit_end_of_candidates(self, generation: Generation, transport: int, now: float) -> None:
-        description = self.transports[transport]
-        end = IceCandidate(
-            "", description.mid, description.mline_index, generation.credentials.ufrag
-        )
-        self._emit(generation, IceCandidateEvent(end, generation.number, now - generation.started))
-
     def _abandon(self, generation: Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
         generation.retired = True
@@ -681,23 +555,6 @@ class Gathering(Relaying):
         for transport in range(len(self.transports)):
             generation.pending[transport] = 0
             self._maybe_finish(generation, transport, now)
-
-    def _set_state(self, generation: Generation, state: GatheringState, now: float) -> None:
-        if state is not generation.aggregate:
-            generation.aggregate = state
-            if generation.held is None:
-                self._state = state
-            self._emit(
-                generation,
-                IceGatheringStateChangeEvent(state, generation.number, now - generation.started),
-            )
-
-    def _emit(self, generation: Generation, event: Event) -> None:
-        """Queue an event for the application, or hold it while its generation is pooled."""
-        if generation.held is None:
-            self._events.append(event)
-        else:
-            generation.held.append(event)
 
 
 _COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")

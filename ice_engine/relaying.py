@@ -1,8 +1,9 @@
 """TURN relays in the gathering core: one allocation per base × TURN server address.
 
-A mixin of `Gathering`: it shares the core's queues and generation bookkeeping, and keeps
-everything TURN-specific (streams for TCP/TLS, the relay and srflx candidates an
-allocation yields, refreshes, deallocation, the data path) out of the state machine.
+The base class of `Gathering`: it shares the core's queues and generations, emits through
+`Emitting` as the state machine does, and keeps everything TURN-specific (streams for
+TCP/TLS, the relay and srflx candidates an allocation yields, refreshes, deallocation,
+the data path) out of the state machine.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from . import stun
 from .candidate import relay_type_preference
 from .commands import CloseStream, Command, OpenStream, SendDatagram, StreamSend
+from .emitting import Emitting
 from .model import UNREACHABLE, Base, Generation, Server
 from .transaction import RttTable, Timing
 from .turn import (
@@ -74,7 +76,7 @@ class Relay:
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
 
 
-class Relaying:
+class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
 
     # Shared with Gathering, which sets them up.
@@ -85,44 +87,10 @@ class Relaying:
     _commands: deque[Command]
     _generation: Generation
     _closed: bool
-    relay_only: bool
     timing: Timing
     rtt: RttTable
     nonces: NonceCache
     dual_stack_relays: bool
-
-    # Provided by Gathering.
-    def _add_candidate(
-        self,
-        generation: Generation,
-        base: Base,
-        kind: str,
-        address: str,
-        port: int,
-        now: float,
-        *,
-        server: Server | None = None,
-        server_address: str | None = None,
-        type_preference: int | None = None,
-        protocol: str = "udp",
-        related: tuple[str, int] | None = None,
-        tcptype: str | None = None,
-    ) -> None:
-        raise NotImplementedError
-
-    def _error(
-        self,
-        generation: Generation,
-        server: Server,
-        base: Base | None,
-        code: int,
-        text: str,
-        now: float,
-    ) -> None:
-        raise NotImplementedError
-
-    def _done(self, generation: Generation, transport: int, now: float) -> None:
-        raise NotImplementedError
 
     # -- what the state machine asks of its relays -------------------------------------
 

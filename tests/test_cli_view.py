@@ -29,9 +29,9 @@ import pytest
 
 from ice_engine.candidate import Candidate, compute_priority
 from ice_engine.events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
-from ice_engine.gathering import local_preference
 from ice_engine.interfaces import local_addresses
 from ice_engine.liveview import Summary, server_slot
+from ice_engine.model import local_preference
 
 ROOT = Path(__file__).resolve().parent.parent
 ANSI = re.compile(r"\x1b[\[\]()][0-9;?]*[ -/]*[@-~]")
