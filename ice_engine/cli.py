@@ -325,9 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return lab_main(args.lab_args)
         if args.command == "demo":
             from .lab.demo import run_demo
+            from .lab.topology import MAX_DELAY_MS
 
-            if not (args.delay_ms >= 0 and args.delay_ms <= 1000):
-                raise UsageError("--delay-ms must be between 0 and 1000")
+            if not 0 <= args.delay_ms <= MAX_DELAY_MS:  # NaN fails this too
+                raise UsageError(f"--delay-ms must be between 0 and {MAX_DELAY_MS}")
             return run_demo(
                 args.delay_ms, "json" if args.json else "plain" if args.plain else "view"
             )

@@ -7,7 +7,7 @@ import sys
 
 from ice_engine.lab.availability import LabError, lab_unavailable_reason
 from ice_engine.lab.lab import Lab
-from ice_engine.lab.topology import CA_CERT_FILE, CLIENT_NS
+from ice_engine.lab.topology import CA_CERT_FILE, CLIENT_NS, MAX_DELAY_MS
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,8 +34,8 @@ def main(argv: list[str]) -> int:
     lab = Lab()
     try:
         if args.command == "up":
-            if args.delay_ms < 0:
-                print("ice-engine lab: --delay-ms must be >= 0", file=sys.stderr)
+            if not 0 <= args.delay_ms <= MAX_DELAY_MS:  # NaN fails this too
+                print(f"ice-engine lab: --delay-ms must be 0-{MAX_DELAY_MS}", file=sys.stderr)
                 return 2
             built = lab.up(delay_ms=args.delay_ms, pin=True)
             verb = "built" if built else "already up, reused"

@@ -54,6 +54,8 @@ class Lab:
         beyond any test session (``ice-engine lab up``): sessions then leave it up, and
         ``down()`` removes the pin.
         """
+        if delay_ms is not None:
+            _check_delay(delay_ms)  # before anything is torn down
         reason = lab_unavailable_reason()
         if reason is not None:
             raise LabUnavailableError(reason)
@@ -256,8 +258,7 @@ class Lab:
         return read_delay_ms(path, -1.0) if path.exists() else None
 
     def _apply_delay(self, delay_ms: float) -> None:
-        if delay_ms < 0:
-            raise ValueError(f"delay must be >= 0 ms, got {delay_ms}")
+        _check_delay(delay_ms)
         self._delay_file().write_text(f"{delay_ms}\n")
         if not processes.send_signal(self.state_dir, DELAYLINK, signal.SIGHUP):
             raise LabError("the delay link is not running; bring the lab up first")
@@ -315,6 +316,11 @@ class Lab:
                     if text:
                         tails.append(f"\n--- {path.name} ---\n" + "\n".join(text))
         return "".join(tails)
+
+
+def _check_delay(delay_ms: float) -> None:
+    if not 0 <= delay_ms <= t.MAX_DELAY_MS:  # NaN fails this too
+        raise ValueError(f"delay_ms must be 0-{t.MAX_DELAY_MS}, not {delay_ms!r}")
 
 
 @contextlib.contextmanager

@@ -103,5 +103,8 @@ USERS_DIR = Path("/run/ice-engine-lab.users")  # leases of live test sessions, a
 NETNS_ETC = Path("/etc/netns")
 CA_CERT_FILE = STATE_DIR / "ca.pem"
 
+#: The most one-way delay the delay link takes: RTTs past two seconds test nothing more.
+MAX_DELAY_MS = 1000
+
 # Bump when the layout changes so a lab left up by older code is rebuilt, not reused.
 LAYOUT_VERSION = 3

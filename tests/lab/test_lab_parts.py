@@ -13,6 +13,7 @@ from aioice import stun
 
 from ice_engine.lab import availability, cli, leases, probes
 from ice_engine.lab.delaylink import Direction
+from ice_engine.lab.lab import Lab
 
 
 def test_not_root_is_the_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -48,6 +49,19 @@ def test_cli_rejects_unknown_commands(capsys: pytest.CaptureFixture[str]) -> Non
     assert cli.main(["sideways"]) == 2
     assert cli.main([]) == 2
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("delay", ["-5", "1e9", "nan"])
+def test_a_delay_out_of_range_is_refused_before_the_lab_is_touched(
+    delay: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(cli, "lab_unavailable_reason", lambda: None)
+    monkeypatch.setattr(cli.Lab, "up", lambda *args, **kwargs: pytest.fail("lab touched"))
+    assert cli.main(["up", "--delay-ms", delay]) == 2
+    assert capsys.readouterr().err.strip() == "ice-engine lab: --delay-ms must be 0-1000"
+    monkeypatch.undo()
+    with pytest.raises(ValueError, match="delay_ms must be 0-1000"):
+        Lab().up(delay_ms=float(delay))
 
 
 @pytest.fixture
