@@ -168,7 +168,9 @@ def oracle_messages(draw: st.DrawFn) -> dict[str, object]:
     if draw(st.booleans()):
         values["XOR-MAPPED-ADDRESS"] = (draw(ipv4 | ipv6), draw(ports))
     if draw(st.booleans()):
-        values["ERROR-CODE"] = (draw(st.integers(300, 699)), draw(text))
+        # Trailing NULs are padding to us (coturn counts its padding in the length).
+        reason = draw(text.map(lambda reason: reason.rstrip("\x00")))
+        values["ERROR-CODE"] = (draw(st.integers(300, 699)), reason)
     if draw(st.booleans()):
         values["LIFETIME"] = draw(st.integers(0, 2**32 - 1))
     if draw(st.booleans()):
