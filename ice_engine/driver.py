@@ -411,6 +411,7 @@ class Gatherer:
             raise RuntimeError("the gatherer is closed")
         if self._streaming:
             raise RuntimeError("gather() is already being iterated")
+        self._get_loop()
         self._streaming = True
         try:
             target = self._core.generation
@@ -470,6 +471,7 @@ class Gatherer:
         `__aenter__` calls it when `pool_size` is set."""
         if self._closed:
             raise RuntimeError("the gatherer is closed")
+        self._get_loop()
         if self._mdns and (
             self._core.transport_state(0) is GatheringState.NEW
             or self._core.pooled < self._pool_size - 1
@@ -544,11 +546,13 @@ class Gatherer:
     # -- driving the core -----------------------------------------------------------
 
     def _now(self) -> float:
-        return self._get_loop().time()
+        return (self._loop or asyncio.get_running_loop()).time()
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
-            self._loop = asyncio.get_running_loop()
+            loop = asyncio.get_running_loop()
+            hub_for(loop)  # refuses a loop that cannot watch sockets, before any is bound
+            self._loop = loop
         return self._loop
 
     def _start(self) -> None:

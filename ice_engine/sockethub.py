@@ -81,9 +81,17 @@ _hubs: dict[asyncio.AbstractEventLoop, SocketHub] = {}
 
 
 def hub_for(loop: asyncio.AbstractEventLoop) -> SocketHub:
-    """The loop's hub (loops are few: a hub per loop is kept for the process's life)."""
+    """The loop's hub (loops are few: a hub per loop is kept for the process's life).
+
+    RuntimeError for a loop that cannot watch sockets, such as Windows' proactor loop.
+    """
     hub = _hubs.get(loop)
     if hub is None:
+        if type(loop).add_reader is asyncio.AbstractEventLoop.add_reader:
+            raise RuntimeError(
+                f"ice-engine needs an event loop that can watch sockets (add_reader), "
+                f"which {type(loop).__name__} cannot; on Windows, use asyncio.SelectorEventLoop"
+            )
         if len(_hubs) > 64:  # tests make many short-lived loops: forget idle hubs
             for old in [old for old, h in _hubs.items() if h.idle]:
                 del _hubs[old]

@@ -6,6 +6,8 @@ import asyncio
 import os
 import socket
 
+import pytest
+
 from ice_engine.sockethub import hub_for
 
 
@@ -39,3 +41,30 @@ async def test_readiness_reaches_each_socket_and_the_idle_hub_closes() -> None:
         for sock in socks.values():
             sock.close()
     assert len(os.listdir("/proc/self/fd")) == fds_before
+
+
+class _ProactorLike(asyncio.SelectorEventLoop):
+    """A loop that cannot watch sockets, as Windows' default proactor loop cannot."""
+
+    add_reader = asyncio.AbstractEventLoop.add_reader
+
+
+def test_a_loop_that_cannot_watch_sockets_is_named_before_anything_is_bound() -> None:
+    from ice_engine import Gatherer
+
+    async def gather() -> None:
+        gatherer = Gatherer()
+        try:
+            with pytest.raises(RuntimeError, match=r"_ProactorLike cannot.*SelectorEventLoop"):
+                async for _event in gatherer.gather():
+                    pass
+        finally:
+            await gatherer.close()  # and closing it is no trouble
+
+    loop = _ProactorLike()
+    try:
+        before = len(os.listdir("/proc/self/fd"))
+        loop.run_until_complete(gather())
+        assert len(os.listdir("/proc/self/fd")) == before
+    finally:
+        loop.close()
