@@ -92,8 +92,12 @@ def _check_options(**options: Any) -> None:
             if not callable(value):
                 raise TypeError(f"{name} must be callable, not {type(value).__name__}")
         elif name == "resolver":
-            if not callable(getattr(value, "resolve", None)):
-                raise TypeError(f"resolver must have a resolve(url) coroutine, not {value!r}")
+            if not isinstance(value, Resolver):
+                raise TypeError(
+                    f"resolver must be an ice_engine.resolver.Resolver, not "
+                    f"{type(value).__name__} (a dnspython resolver goes inside one: "
+                    f"Resolver(resolver=...))"
+                )
         elif not isinstance(value, _OPTION_TYPES[name]):
             expected = _OPTION_TYPES[name].__name__
             raise TypeError(f"{name} must be of type {expected}, not {type(value).__name__}")
@@ -992,6 +996,9 @@ class Gatherer:
             addresses = await resolver.resolve(command.url)
         except ResolutionError as error:
             self._core.resolve_failed(self._now(), command.request, str(error))
+        except Exception as error:  # a Resolver subclass's own bug: the server fails, not us
+            reason = f"DNS lookup of {command.url.host!r} failed: {error!r}"
+            self._core.resolve_failed(self._now(), command.request, reason)
         else:
             self._core.resolved(self._now(), command.request, [(a.host, a.port) for a in addresses])
         self._service()

@@ -239,7 +239,7 @@ def test_bad_configuration_is_refused_up_front(kwargs: dict[str, object], messag
         ({"timing": "fast"}, "timing must be of type Timing, not str"),
         ({"credentials": "abcd"}, "credentials must be of type Credentials"),
         ({"ssl_context": "tls"}, "ssl_context must be of type SSLContext"),
-        ({"resolver": object()}, "resolver must have a resolve"),
+        ({"resolver": object()}, "resolver must be an ice_engine.resolver.Resolver"),
         ({"address_filter": 3}, "address_filter must be callable"),
         ({"on_relayed": "print"}, "on_relayed must be callable"),
         ({"on_datagram": 1}, "on_datagram must be callable"),
@@ -275,6 +275,23 @@ def test_ice_server_fields_of_the_wrong_type_are_refused(
 def test_bad_credentials_are_refused(ufrag: object, pwd: str, error: type[Exception]) -> None:
     with pytest.raises(error, match=r"ufrag|pwd"):
         Credentials(ufrag, pwd)  # type: ignore[arg-type]
+
+
+async def test_a_resolver_that_raises_fails_its_server_not_the_gathering() -> None:
+    from ice_engine.resolver import ResolvedAddress, Resolver
+    from ice_engine.urls import ServerUrl
+
+    class Broken(Resolver):
+        async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+            raise RuntimeError("boom")
+
+    gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=Broken())
+    async with gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 5)
+    [error] = [e for e in events if e.type == "icecandidateerror"]
+    assert "stun.example.org" in error.errorText and "boom" in error.errorText
+    assert error.t < 1.0  # at once, not at the server deadline
+    assert events[-1].to_json()["candidate"] is None
 
 
 def test_credentials_stay_out_of_repr() -> None:
