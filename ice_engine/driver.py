@@ -758,7 +758,7 @@ class Gatherer:
 
     def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
         if self._on_datagram is not None and not self._closed:
-            self._on_datagram(local, source, data)
+            self._deliver(self._on_datagram, local, source, data)
 
     def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
         """The process's shared socket for the address; its key here, or None."""
@@ -857,7 +857,7 @@ class Gatherer:
             if not self._core.receive_datagram(now, key, data, source) and self._on_datagram:
                 base = self._base_addresses.get(key)
                 if base is not None:
-                    self._on_datagram(base, source, data)
+                    self._deliver(self._on_datagram, base, source, data)
         self._service()
 
     def _read_errors(self, key: int, sock: socket.socket, now: float) -> None:
@@ -915,7 +915,7 @@ class Gatherer:
                 self._spawn(self._resolve(command))
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
-                self._on_relayed(*relayed)
+                self._deliver(self._on_relayed, *relayed)
         if not self._sockets:
             return
         timer = core.get_timer()
@@ -928,6 +928,16 @@ class Gatherer:
         deallocated = self._deallocated
         if deallocated is not None and not deallocated.done() and not self._core.closing:
             deallocated.set_result(None)
+
+    def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
+        """Call the application back; its exception goes to the loop's exception handler
+        (logged, as asyncio does for callbacks) and never stops the gatherer."""
+        try:
+            callback(*args)
+        except Exception as error:
+            self._get_loop().call_exception_handler(
+                {"message": f"ice-engine: {callback!r} raised", "exception": error}
+            )
 
     def _wake(self) -> None:
         """Let a waiting gather() look at the queue again."""
