@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import errno
 import functools
+import math
 import secrets
 import socket
 import ssl
@@ -37,10 +38,10 @@ from .mdns import MdnsResponder, new_mdns_name, shared_responder
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .sharedport import SharedSocket, shared_socket
-from .sockethub import hub_for
+from .sockethub import MAX_DATAGRAM, hub_for
 from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
 from .transaction import RttTable, Timing
-from .turn import Allocation, NonceCache
+from .turn import PERMISSION_DEADLINE, Allocation, NonceCache
 from .watcher import InterfaceWatcher
 
 __all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
@@ -138,12 +139,14 @@ class Gatherer:
         "_address_filter",
         "_base_addresses",
         "_base_keys",
+        "_close_done",
         "_closed",
         "_companions",
         "_continual",
         "_core",
         "_deallocated",
         "_expected",
+        "_gather_calls",
         "_ip_handling",
         "_link_local",
         "_loop",
@@ -272,7 +275,7 @@ class Gatherer:
         self._base_keys: dict[tuple[str, int], int] = {}  # the reverse, newest socket
         self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
         self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
-        self._permits_asked: dict[Allocation, set[str]] = {}
+        self._permits_asked: dict[Allocation, dict[str, float]] = {}  # peer IP -> asked at
         self._tcp_candidates = tcp_candidates
         self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
         self._pooled_tcp_bases: dict[int, dict[int, str]] = {}  # the same, per pooled generation
@@ -305,9 +308,11 @@ class Gatherer:
         self._tasks: set[asyncio.Task[None]] | None = None  # DNS and stream tasks, if any
         self._waiter: asyncio.Future[None] | None = None  # gather() waiting for events
         self._deallocated: asyncio.Future[None] | None = None  # close() waiting for TURN
-        self._streaming = False
+        self._streaming = False  # a gather() is waiting for events
+        self._gather_calls = 0  # the latest gather() call streams; earlier ones end
         self._streamed = -1  # the last generation whose events gather() delivered in full
         self._closed = False
+        self._close_done: asyncio.Future[None] | None = None  # resolved once close() is done
 
     # -- public API ---------------------------------------------------------------
 
@@ -376,10 +381,17 @@ class Gatherer:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:
                 raise ValueError(f"no live allocation for {local.candidate!r}")
-            asked = self._permits_asked.setdefault(allocation, set())
-            if peer[0] not in allocation.permissions and peer[0] not in asked:
-                asked.add(peer[0])
-                self.relay_permit(allocation, [peer])
+            asked = self._permits_asked.get(allocation)
+            if asked is None:  # a new allocation: forget those gone (restarts, expiry)
+                live = self._core.allocations
+                self._permits_asked = {a: p for a, p in self._permits_asked.items() if a in live}
+                asked = self._permits_asked[allocation] = {}
+            if peer[0] not in allocation.permissions:
+                now = self._now()
+                # Asked again once the last request has had its time: it may have failed.
+                if now >= asked.get(peer[0], -math.inf) + PERMISSION_DEADLINE:
+                    asked[peer[0]] = now
+                    self.relay_permit(allocation, [peer])
             self.relay_send(allocation, peer, data)
             return
         base = local.base
@@ -389,8 +401,9 @@ class Gatherer:
         if (":" in peer[0]) != (":" in base[0]):
             raise ValueError(f"peer {peer[0]} and base {base[0]} differ in address family")
         shared = self._shared.get(key)
-        if shared is not None:  # the peer's answers come back to this session
-            shared.latch(peer, self._sessions[shared])
+        session = None if shared is None else self._sessions.get(shared)
+        if shared is not None and session is not None:  # the peer's answers come back here
+            shared.latch(peer, session)
         try:
             self._sockets[key].sendto(data, peer)
         except OSError as error:
@@ -416,39 +429,46 @@ class Gatherer:
         if self._streaming:
             raise RuntimeError("gather() is already being iterated")
         self._get_loop()
-        self._streaming = True
-        try:
-            target = self._core.generation
-            if self._core.transport_state(0) is GatheringState.NEW:
-                if self._mdns:
+        self._gather_calls += 1
+        call = self._gather_calls  # a later gather() supersedes this one (left after a break)
+        if self._core.transport_state(0) is GatheringState.NEW:
+            if self._mdns:
+                self._streaming = True
+                try:
                     await self._mdns_ready()
-                self._start()
-            elif target == self._streamed:
-                raise RuntimeError(
-                    f"generation {target} is complete and its events were consumed; "
-                    "call restart() for a new one"
-                )
-            while True:
-                event = self._core.next_event()
-                if event is None:
-                    if self._closed:
-                        return
-                    self._waiter = self._get_loop().create_future()
-                    try:
-                        await self._waiter
-                    finally:
-                        self._waiter = None
-                    continue
-                yield event
-                if (
-                    isinstance(event, IceCandidateEvent)
-                    and event.candidate is None
-                    and event.generation == target
-                ):
-                    self._streamed = target
+                finally:
+                    self._streaming = False
+                if self._closed:
                     return
-        finally:
-            self._streaming = False
+            if self._core.transport_state(0) is GatheringState.NEW:  # restart() meanwhile?
+                self._start()
+        elif self._core.generation == self._streamed:
+            raise RuntimeError(
+                f"generation {self._streamed} is complete and its events were consumed; "
+                "call restart() for a new one"
+            )
+        target = self._core.generation
+        while call == self._gather_calls:
+            event = self._core.next_event()
+            if event is None:
+                if self._closed:
+                    return
+                self._streaming = True
+                self._waiter = self._get_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+                    self._streaming = False
+                continue
+            yield event
+            if (
+                isinstance(event, IceCandidateEvent)
+                and event.candidate is None
+                and event.generation == target
+            ):
+                self._streamed = target
+                return
 
     async def restart(self) -> None:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.
@@ -481,6 +501,8 @@ class Gatherer:
             or self._core.pooled < self._pool_size - 1
         ):
             await self._mdns_ready()
+            if self._closed:
+                return
         if self._core.transport_state(0) is GatheringState.NEW:
             self._start()
         while self._core.pooled < self._pool_size - 1 and not self._closed:
@@ -491,12 +513,15 @@ class Gatherer:
         (waiting up to a second for the servers). Idempotent; even a cancelled close
         releases everything."""
         if self._closed:
+            if self._close_done is not None:  # another close() is under way: wait for it
+                await asyncio.shield(self._close_done)
             return
         self._closed = True
+        self._close_done = done = asyncio.get_running_loop().create_future()
         for task in self._tasks or ():
             task.cancel()
-        self._core.close(self._now())
         try:
+            self._core.close(self._now())
             if self._sockets:
                 self._service()  # sends the deallocations
                 if self._core.closing:  # _service wakes us once the servers confirm
@@ -506,12 +531,16 @@ class Gatherer:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         finally:
-            self._release()
-        if self._responder is not None:
-            for name in self._mdns_names.values():
-                self._responder.unregister(name)
-            responder, self._responder = self._responder, None
-            await responder.release()
+            try:
+                self._release()
+                responder, self._responder = self._responder, None
+                if responder is not None:
+                    for name in self._mdns_names.values():
+                        responder.unregister(name)
+                    # Shielded: a cancelled close still gives port 5353 and the names back.
+                    await asyncio.shield(responder.release())
+            finally:
+                done.set_result(None)
 
     def _release(self) -> None:
         if self._watcher is not None:
@@ -536,7 +565,11 @@ class Gatherer:
 
     async def __aenter__(self) -> Gatherer:
         if self._pool_size:
-            await self.prepare()
+            try:
+                await self.prepare()
+            except BaseException:  # no __aexit__ follows: release what was bound
+                await self.close()
+                raise
         return self
 
     async def __aexit__(
@@ -736,6 +769,9 @@ class Gatherer:
         except OSError:
             self._core.hide_host = True
             return
+        if self._closed:  # close() ran while we waited: it had no responder to release
+            await responder.release()
+            return
         self._responder = responder
 
     def _mdns_name(self, address: str) -> str | None:
@@ -847,7 +883,7 @@ class Gatherer:
         # A data path (on_datagram) drains bursts, but lets other sockets have their turn.
         for _ in range(64 if self._on_datagram else 1):
             try:
-                data, source = sock.recvfrom(2048)
+                data, source = sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -916,8 +952,8 @@ class Gatherer:
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._deliver(self._on_relayed, *relayed)
-        if not self._sockets:
-            return
+        if self._closed and not self._sockets:
+            return  # released: no timer, no one to wake
         timer = core.get_timer()
         if timer != self._timer_at:
             if self._timer is not None:
@@ -960,20 +996,9 @@ class Gatherer:
         if sock is None:
             return
         local = sock.getsockname()[0]
-        protocol: StreamProtocol
-        if command.tls:
-            context = self._ssl_context or default_tls_context()
-            protocol = TlsStreamProtocol(
-                command.stream,
-                self._on_stream_data,
-                self._on_stream_closed,
-                context,
-                command.address,
-                command.server_name,
-            )
-        else:
-            protocol = StreamProtocol(command.stream, self._on_stream_data, self._on_stream_closed)
+        protocol: StreamProtocol | None = None
         try:
+            protocol = self._stream_protocol(command)
             await self._get_loop().create_connection(
                 lambda: protocol,
                 host=command.address[0],
@@ -981,14 +1006,29 @@ class Gatherer:
                 local_addr=(local, 0),
             )
             await protocol.ready
-        except (OSError, ssl.SSLError) as error:
-            protocol.close()
+        except BaseException as error:
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
+                raise
             self._core.stream_closed(self._now(), command.stream, describe(error))
             self._service()
             return
         self._streams[command.stream] = protocol
         self._core.stream_connected(self._now(), command.stream)
         self._service()
+
+    def _stream_protocol(self, command: OpenStream) -> StreamProtocol:
+        if not command.tls:
+            return StreamProtocol(command.stream, self._on_stream_data, self._on_stream_closed)
+        return TlsStreamProtocol(
+            command.stream,
+            self._on_stream_data,
+            self._on_stream_closed,
+            self._ssl_context or default_tls_context(),
+            command.address,
+            command.server_name,
+        )
 
     def _on_stream_data(self, stream: int, data: bytes) -> None:
         self._core.stream_data(self._now(), stream, data)

@@ -21,6 +21,7 @@ import socket
 from collections.abc import Callable, Iterable
 
 from . import stun
+from .sockethub import MAX_DATAGRAM
 
 __all__ = ["SharedSocket", "shared_socket"]
 
@@ -89,7 +90,7 @@ class SharedSocket:
     def _on_readable(self) -> None:
         for _ in range(256):  # drain a burst, then let others run
             try:
-                data, source = self.sock.recvfrom(2048)
+                data, source = self.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:

@@ -16,7 +16,11 @@ import select
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["SocketHub", "hub_for"]
+__all__ = ["MAX_DATAGRAM", "SocketHub", "hub_for"]
+
+#: What one read takes: any UDP datagram whole (a peer's, on the data path, may be large;
+#: a smaller buffer would cut it short silently). No slower than 2048 for small ones.
+MAX_DATAGRAM = 65535
 
 Callback = Callable[[int], None]  # called with the readable fd
 _HAS_EPOLL = hasattr(select, "epoll")  # Linux

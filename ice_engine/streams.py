@@ -130,7 +130,8 @@ class TlsStreamProtocol(StreamProtocol):
                 self._tls.do_handshake()
                 self._handshaken = True
                 self._flush()
-                self.ready.set_result(None)
+                if not self.ready.done():  # cancelled if the gatherer gave up waiting
+                    self.ready.set_result(None)
                 if self._tls.version() != "TLSv1.3":  # 1.3 tickets come after the handshake
                     self._keep_session_soon()
             while True:

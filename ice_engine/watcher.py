@@ -29,12 +29,14 @@ class InterfaceWatcher:
         self._socket: socket.socket | None = None
         self._timer: asyncio.TimerHandle | None = None
         if sys.platform == "linux":
+            sock = None
             try:
                 sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
                 sock.bind((0, _RTMGRP_INTERFACES))
                 sock.setblocking(False)
             except OSError:
-                pass
+                if sock is not None:
+                    sock.close()
             else:
                 self._socket = sock
                 loop.add_reader(sock.fileno(), self._on_message)

@@ -1,0 +1,295 @@
+"""The driver's life cycle on its rough edges: no address, break, concurrent and failing
+close, a failing pool, mDNS and TLS cut short, large datagrams.
+
+The gatherer sees only 127.0.0.1 here (`local_addresses` is replaced), so nothing leaves
+the machine and no root is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+import ice_engine.driver as driver
+from ice_engine import Candidate, Gatherer, IceCandidate, IceServer
+from ice_engine.events import Event
+from ice_engine.gathering import Gathering
+from ice_engine.interfaces import LocalAddress
+from ice_engine.resolver import ResolvedAddress, Resolver
+from ice_engine.urls import ServerUrl
+
+LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK])
+    yield
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+async def collect(gatherer: Gatherer) -> list[Event]:
+    return [event async for event in gatherer.gather()]
+
+
+class SlowResolver(Resolver):
+    async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+        await asyncio.sleep(0.05)
+        return [ResolvedAddress("127.0.0.1", 9, socket.AF_INET)]
+
+
+async def test_no_address_and_a_named_server_still_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No socket at all, and the name resolves later: gather() was never woken."""
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [])  # offline
+    gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=SlowResolver())
+    async with gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 5)
+    assert [e.to_json()["event"] for e in events][-1] == "icecandidate"
+    assert events[-1].to_json()["candidate"] is None
+
+
+async def test_gather_again_after_a_break_goes_on_where_it_stopped() -> None:
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        iterator = gatherer.gather()
+        first = await anext(iterator)  # then dropped, as a break leaves it
+        rest = await collect(gatherer)  # at once, before the loop closes the old iterator
+        assert first.to_json()["state"] == "gathering"
+        assert rest and first not in rest
+        assert rest[-1].to_json()["candidate"] is None
+        await gatherer.restart()  # the README's pattern: break, restart, gather
+        async for _event in gatherer.gather():
+            break
+        await gatherer.restart()
+        again = await collect(gatherer)
+        # What generation 1 queued after the break comes first (events are never lost),
+        # then generation 2, to its null.
+        generations = [e.generation for e in again]
+        assert generations == sorted(generations) and generations[-1] == 2
+        assert again[-1].to_json()["candidate"] is None
+
+
+class LingeringResolver(Resolver):
+    """Takes a while to stop when cancelled, so that close() waits for it."""
+
+    async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+        try:
+            await asyncio.sleep(10)
+        finally:
+            await asyncio.sleep(0.05)
+        return []
+
+
+async def test_a_second_close_waits_for_the_first() -> None:
+    gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=LingeringResolver())
+    consumer = asyncio.ensure_future(collect(gatherer))
+    await asyncio.sleep(0.01)
+    first = asyncio.ensure_future(gatherer.close())
+    await asyncio.sleep(0)  # the first close() waits for the resolver task
+    assert gatherer._sockets
+    await gatherer.close()
+    assert gatherer._sockets == {}
+    await first
+    await consumer
+
+
+async def test_a_core_failing_in_close_still_releases_everything() -> None:
+    before = open_fds()
+    gatherer = Gatherer()
+    await collect(gatherer)
+
+    class Failing(Gathering):
+        __slots__ = ()
+
+        def close(self, now: float) -> None:
+            raise RuntimeError("a core bug")
+
+    gatherer._core.__class__ = Failing
+    with pytest.raises(RuntimeError, match="a core bug"):
+        await gatherer.close()
+    assert open_fds() == before
+    await gatherer.close()  # and a second close is no trouble
+
+
+async def test_a_pool_failing_in_aenter_releases_what_it_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = open_fds()
+
+    def no_more_fds(self: Gatherer) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(Gatherer, "_start_pooled", no_more_fds)
+    gatherer = Gatherer(pool_size=3)  # held: its sockets are not left to the collector
+    with pytest.raises(OSError, match="Too many"):
+        async with gatherer:
+            pytest.fail("entered")
+    assert open_fds() == before and gatherer._sockets == {}
+
+
+class FakeResponder:
+    """The mDNS responder, slow to start as the real one is (it binds and joins groups)."""
+
+    def __init__(self) -> None:
+        self.users = 0
+
+    async def acquire(self) -> None:
+        await asyncio.sleep(0.05)
+        self.users += 1
+
+    async def release(self) -> None:
+        await asyncio.sleep(0)
+        self.users -= 1
+
+    def register(self, name: str, address: str) -> None:
+        pass
+
+    def unregister(self, name: str) -> None:
+        pass
+
+
+async def test_close_while_gather_waits_for_mdns_leaks_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    responder = FakeResponder()
+    monkeypatch.setattr(driver, "shared_responder", lambda: responder)
+    before = open_fds()
+    gatherer = Gatherer(mdns=True)
+    consumer = asyncio.ensure_future(collect(gatherer))
+    await asyncio.sleep(0.01)  # gather() is waiting for the responder
+    await gatherer.close()
+    assert await asyncio.wait_for(consumer, 5) == []
+    assert open_fds() == before and responder.users == 0
+
+
+async def test_restart_while_gather_waits_for_mdns_streams_the_new_generation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(driver, "shared_responder", FakeResponder)
+    async with Gatherer(mdns=True) as gatherer:
+        consumer = asyncio.ensure_future(collect(gatherer))
+        await asyncio.sleep(0.01)
+        await gatherer.restart()
+        events = await asyncio.wait_for(consumer, 5)
+    assert {e.generation for e in events} == {1}
+    assert events[-1].to_json()["candidate"] is None
+
+
+async def test_a_cancelled_close_still_releases_the_mdns_responder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    responder = FakeResponder()
+    monkeypatch.setattr(driver, "shared_responder", lambda: responder)
+    gatherer = Gatherer(mdns=True)
+    await collect(gatherer)
+    assert responder.users == 1
+    closing = asyncio.ensure_future(gatherer.close())
+    await asyncio.sleep(0)
+    closing.cancel()
+    await asyncio.gather(closing, return_exceptions=True)
+    await gatherer.close()
+    await asyncio.sleep(0.01)
+    assert responder.users == 0
+
+
+async def test_tls_cut_short_mid_handshake_closes_the_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server never finishes the handshake; close() must drop the connection."""
+    loop = asyncio.get_running_loop()
+    servers: list[socket.socket] = []
+    real = loop.create_connection
+
+    async def over_a_socketpair(factory, *args, **kwargs):  # type: ignore[no-untyped-def]
+        ours, theirs = socket.socketpair()
+        servers.append(theirs)
+        return await real(factory, sock=ours)
+
+    monkeypatch.setattr(loop, "create_connection", over_a_socketpair)
+    handler: list[object] = []
+    loop.set_exception_handler(lambda _loop, context: handler.append(context))
+    gatherer = Gatherer([IceServer("turns:127.0.0.1:5349", "user", "pass")])
+    consumer = asyncio.ensure_future(collect(gatherer))
+    await asyncio.sleep(0.1)
+    [server] = servers
+    server.setblocking(False)
+    assert server.recv(65536)  # the ClientHello
+    await gatherer.close()
+    await asyncio.wait_for(consumer, 5)
+    await asyncio.sleep(0.05)
+    assert server.recv(1) == b""  # closed by us
+    server.close()
+    gc.collect()
+    assert handler == []
+
+
+async def test_a_large_datagram_reaches_on_datagram_whole() -> None:
+    got: list[bytes] = []
+    gatherer = Gatherer(on_datagram=lambda _base, _peer, data: got.append(data))
+    async with gatherer:
+        await collect(gatherer)
+        [host] = gatherer.candidates
+        assert host.address is not None and host.port is not None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.sendto(bytes(3000), (host.address, host.port))
+            for _ in range(50):
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+    assert [len(data) for data in got] == [3000]
+
+
+async def test_send_from_a_shared_port_without_on_datagram() -> None:
+    async with Gatherer(shared_port=_free_port()) as gatherer:
+        await collect(gatherer)
+        [host] = gatherer.candidates
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            gatherer.send(host, peer.getsockname(), b"hello")
+            peer.settimeout(2)
+            assert peer.recv(100) == b"hello"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+async def test_send_through_a_relay_asks_again_for_a_permission_never_granted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CreatePermission that failed (403, or lost past its deadline) is asked again."""
+
+    class Allocation:
+        def __init__(self) -> None:
+            self.permissions: set[str] = set()  # never granted
+
+    allocation = Allocation()
+    asked: list[list[tuple[str, int]]] = []
+    monkeypatch.setattr(driver, "PERMISSION_DEADLINE", 0.05)
+    monkeypatch.setattr(Gathering, "allocation_for", lambda self, relayed: allocation)
+    monkeypatch.setattr(Gathering, "allocations", property(lambda self: [allocation]))
+    monkeypatch.setattr(Gatherer, "relay_permit", lambda self, a, peers: asked.append(peers))
+    monkeypatch.setattr(Gatherer, "relay_send", lambda self, a, peer, data: None)
+    line = "candidate:1 1 udp 41885439 198.51.100.10 50000 typ relay raddr 0.0.0.0 rport 0"
+    relay = IceCandidate(line, "0", 0, "abcd", Candidate.parse(line))
+    peer = ("203.0.113.9", 4000)
+    async with Gatherer() as gatherer:
+        gatherer.send(relay, peer, b"one")
+        gatherer.send(relay, peer, b"two")  # the request is still in flight: not again
+        assert asked == [[peer]]
+        await asyncio.sleep(0.1)
+        gatherer.send(relay, peer, b"three")  # it has had its time and no permission came
+        assert asked == [[peer], [peer]]
