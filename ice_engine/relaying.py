@@ -210,8 +210,15 @@ class Relaying(Emitting):
         now: float,
         deadline: float | None = None,
     ) -> Relay:
-        generation.pending[base.transport] += 1
+        """One allocation per 5-tuple: the same server twice (two URLs for one address)
+        shares the first one's allocation and candidates."""
         over_stream = server.url.transport == "tcp"
+        if not over_stream:
+            key = base.key if base.relay_key is None else base.relay_key
+            existing = self._relays.get((key, server_address))
+            if existing is not None:
+                return existing
+        generation.pending[base.transport] += 1
         allocation = Allocation(
             server_address,
             credentials=TurnCredentials(server.username or "", server.credential or ""),
@@ -235,9 +242,6 @@ class Relaying(Emitting):
             )
         else:
             relay = Relay(generation, base, server, server_address, allocation)
-            previous = self._relays.pop((relay.key, server_address), None)
-            if previous is not None:  # the same URL twice: one allocation per 5-tuple
-                previous.allocation.close(now)
             self._relays[(relay.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)

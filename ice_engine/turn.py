@@ -38,6 +38,8 @@ PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
 CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
+#: RFC 8489 §14.9/§14.10: a REALM or NONCE is under 128 characters, at most 763 bytes.
+_MAX_AUTH_VALUE = 763
 #: What one UDP datagram carries over IPv4 and over IPv6 (65535 less the headers).
 _MAX_DATAGRAM = {False: 65507, True: 65527}
 
@@ -651,12 +653,15 @@ def _nonce_entry(message: stun.Message, previous: NonceEntry | None) -> NonceEnt
         if previous is None:
             return None
         realm = previous.realm
+    algorithms = message.get(Attr.PASSWORD_ALGORITHMS)
+    if max(len(realm.encode()), len(nonce), len(algorithms or b"")) > _MAX_AUTH_VALUE:
+        return None  # echoed in every signed request: an oversized one could not be sent
     if offered is None:
         return NonceEntry(realm, nonce)
     ids = [algorithm for algorithm, _ in offered]
     for algorithm in (stun.PASSWORD_ALGORITHM_SHA256, stun.PASSWORD_ALGORITHM_MD5):
         if algorithm in ids:
-            return NonceEntry(realm, nonce, algorithm, message.get(Attr.PASSWORD_ALGORITHMS))
+            return NonceEntry(realm, nonce, algorithm, algorithms)
     return None
 
 

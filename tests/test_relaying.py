@@ -20,10 +20,15 @@ ALTERNATE = ("198.51.100.11", 3478)  # where a 300 Try Alternate sends us
 KEY = stun.long_term_key("alice", "lab.test", "wonderland")
 
 
-def started(dual: bool) -> tuple[Gathering, list[SendDatagram]]:
+def started(
+    dual: bool, urls: tuple[str, ...] = ("turn:198.51.100.10",)
+) -> tuple[Gathering, list[SendDatagram]]:
     core = Gathering(
         transports=[Transport("0", 0)],
-        servers=[Server(parse_server_url("turn:198.51.100.10"), 0, "alice", "wonderland")],
+        servers=[
+            Server(parse_server_url(url), index, "alice", "wonderland")
+            for index, url in enumerate(urls)
+        ],
         credentials=Credentials("ufrag001", "p" * 24),
         nonces=NonceCache(),
         dual_stack_relays=dual,
@@ -99,6 +104,16 @@ def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.address, relay.port) == ("198.51.100.10", 50000)
     assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
+    assert len(core.allocations) == 1
+
+
+def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
+    """The second URL used to replace the first one's allocation and leave its pending
+    work uncounted: the generation stayed "gathering" for good."""
+    urls = ("turn:198.51.100.10", "turn:198.51.100.10?transport=udp")
+    core, [first] = started(dual=False, urls=urls)
+    allocate(core, first)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     assert len(core.allocations) == 1
 
 

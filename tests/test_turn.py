@@ -229,6 +229,16 @@ def test_wrong_password_fails_with_401_and_never_leaks_the_password() -> None:
     assert len(cache) == 0
 
 
+def test_an_oversized_nonce_is_refused_not_echoed() -> None:
+    """A 65 kB NONCE cannot go back in a signed Allocate: encoding it raised from
+    handle_message after the request was dropped, and the allocation hung."""
+    server = FakeTurn(nonce=b"n" * 65_000)
+    allocation = allocate(server)
+    [event] = events(allocation)
+    assert isinstance(event, AllocationFailed) and event.code == 401
+    assert len(server.requests) == 1 and allocation.get_timer() is None
+
+
 def test_server_error_text_containing_the_password_is_redacted() -> None:
     server = FakeTurn(allocate_error=(486, f"quota for {PASSWORD}"))
     [event] = events(allocate(server))
