@@ -69,7 +69,11 @@ class Emitting:
             local = local_preference(base.rank, 0 if server is None else min(server.index + 1, 15))
         if kind == "host":
             related_address = related_port = None
-        elif self.relay_only or self.hide_host or (base.name and kind == "srflx"):
+        elif (
+            self.relay_only
+            or self.hide_host
+            or (base.name and (kind == "srflx" or related is None))  # the private base
+        ):
             related_address, related_port = "0.0.0.0" if base.family == socket.AF_INET else "::", 0
         elif related is None:
             related_address, related_port = base.address, base.port

@@ -511,8 +511,9 @@ class Gathering(Relaying):
         self, generation: Generation, probe: _Probe, mapped: tuple[str, int], now: float
     ) -> None:
         base = probe.base
-        if mapped == (base.address, base.port):
-            return  # RFC 8445 §5.1.3: the same as its base (no NAT), so redundant
+        shown = not (base.name or self.hide_host)  # did a host candidate show this address?
+        if shown and mapped == (base.address, base.port):
+            return  # RFC 8445 §5.1.3: the same as its host candidate (no NAT), so redundant
         self._add_candidate(
             generation,
             base,

@@ -505,6 +505,8 @@ class Allocation:
             self.channels[request.peers[0]] = channel
             self.permissions.add(request.peers[0][0])
             self._channel_renewals[request.peers[0]] = now + CHANNEL_RENEW_AFTER
+            # It installed the peer's permission too, which lasts 300 s, not the channel's 600.
+            self._permission_renewals[request.peers[0]] = now + PERMISSION_RENEW_AFTER
 
     def _renew(self, now: float) -> None:
         """Keep permissions and channels alive for as long as the allocation lives."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import socket
 
 import pytest
@@ -163,7 +164,7 @@ def test_srflx_at_one_rtt_with_related_address() -> None:
         for e in net.events
         if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.type == "srflx"
     ]
-    assert len(srflx) == 2  # the IPv6 one equals its base (no NAT) and is pruned
+    assert len(srflx) == 2  # one per IPv4 base: the server is IPv4 only
     for event in srflx:
         assert event.candidate is not None and event.candidate.parsed is not None
         parsed = event.candidate.parsed
@@ -175,6 +176,33 @@ def test_srflx_at_one_rtt_with_related_address() -> None:
         assert event.t == pytest.approx(0.05)
     assert kinds(net.events)[-3:] == ["end:0", "complete", "null"]
     assert net.events[-1].t == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("hidden_by", ["mdns", "hide_host", None])
+def test_srflx_equal_to_its_base_is_kept_when_no_host_candidate_showed_it(
+    hidden_by: str | None,
+) -> None:
+    """Pruning it as redundant (RFC 8445 §5.1.3) left a public IPv6 host with only a .local
+    name, or with nothing at all in RFC 8828 mode 3."""
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    if hidden_by == "mdns":
+        bases = [dataclasses.replace(b, name=f"host{b.key}.local") for b in bases]
+    elif hidden_by == "hide_host":
+        core.hide_host = True
+    nat = nat_for(bases)
+    [public] = [b for b in bases if b.address == V4A]
+    nat[(V4A, public.port)] = (V4A, public.port)  # this base is public: no NAT
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat)})
+    net.start(bases)
+    net.run()
+    srflx = [c for c in candidates_of(net.events) if c.type == "srflx"]
+    if hidden_by is None:  # the host candidate says it all: redundant
+        assert [c.address for c in srflx] == [PUBLIC]
+        return
+    [own] = [c for c in srflx if c.address == V4A]
+    assert (own.related_address, own.related_port) == ("0.0.0.0", 0)  # the base stays unsaid
+    assert len(srflx) == 2
 
 
 def test_dead_server_beside_live_one() -> None:

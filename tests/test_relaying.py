@@ -21,7 +21,7 @@ KEY = stun.long_term_key("alice", "lab.test", "wonderland")
 
 
 def started(
-    dual: bool, urls: tuple[str, ...] = ("turn:198.51.100.10",)
+    dual: bool, urls: tuple[str, ...] = ("turn:198.51.100.10",), name: str | None = None
 ) -> tuple[Gathering, list[SendDatagram]]:
     core = Gathering(
         transports=[Transport("0", 0)],
@@ -33,7 +33,7 @@ def started(
         nonces=NonceCache(),
         dual_stack_relays=dual,
     )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0, name=name)])
     return core, drain(core)  # an IP literal: no Resolve, the Allocate goes out at once
 
 
@@ -51,6 +51,7 @@ def answer(
     now: float,
     extra: list[tuple[int, bytes]],
     server: tuple[str, int] = TURN,
+    mapped: bool = True,
 ) -> None:
     """As `server`: challenge an unsigned Allocate; grant a signed one with `extra`
     attributes, relaying from the server's own address."""
@@ -70,6 +71,8 @@ def answer(
             (Attr.LIFETIME, stun.u32_value(600)),
             *extra,
         ]
+        if not mapped:  # allowed: XOR-MAPPED-ADDRESS is informational
+            del attributes[1]
         reply = stun.encode(
             Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
         )
@@ -105,6 +108,17 @@ def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     assert (relay.address, relay.port) == ("198.51.100.10", 50000)
     assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
     assert len(core.allocations) == 1
+
+
+def test_a_relay_without_a_mapped_address_keeps_an_mdns_base_unsaid() -> None:
+    """Its related address fell back to the base: the private address mDNS hides."""
+    core, [first] = started(dual=False, name="host.local")
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [], mapped=False)
+    [relay] = [c for c in core.candidates if c.type == "relay"]
+    assert (relay.relatedAddress, relay.relatedPort) == ("0.0.0.0", 0)
+    assert "203.0.113.2" not in relay.candidate
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
@@ -193,7 +207,7 @@ def test_permissions_and_channels_are_kept_alive() -> None:
     grant(bind, 2.05)
     assert allocation.channels == {peer: 0x4000}
     timer = core.get_timer()
-    assert timer is not None and timer == 1.05 + 240  # the permission, before it lapses at 300
+    assert timer is not None and timer == 2.05 + 240  # the permission the ChannelBind refreshed
     core.handle_timer(timer)
     [renewal] = drain(core)
     assert stun.parse(renewal.data).method == Method.CREATE_PERMISSION

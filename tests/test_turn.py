@@ -471,6 +471,21 @@ def test_peers_and_data_a_server_would_refuse_are_refused_here() -> None:
     assert len(allocation.wrap_send(peer, bytes(65_000))) < 65_507
 
 
+def test_a_channel_alone_keeps_its_peer_permission_alive() -> None:
+    """A ChannelBind installs a permission (300 s) as well as the channel (600 s): the
+    permission must be renewed at 240 s, not left until the channel's renewal at 540 s."""
+    server = FakeTurn()
+    allocation = allocate(server)
+    peer = ("203.0.113.5", 4000)
+    allocation.channel_bind(peer, 0x4001, 1.0)
+    exchange(allocation, server, 1.0)
+    timer = allocation.get_timer()
+    assert timer is not None and timer <= 1.0 + 240.0
+    allocation.handle_timer(241.0)
+    renewal = stun.parse(allocation.next_outgoing() or b"")
+    assert renewal.method == Method.CREATE_PERMISSION and renewal.xor_peer_address() == peer
+
+
 def test_repr_never_shows_the_password() -> None:
     allocation = allocate(FakeTurn())
     text = repr(allocation) + repr(allocation.credentials) + repr(events(allocation))
