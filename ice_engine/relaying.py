@@ -173,10 +173,7 @@ class Relaying(Emitting):
     def relay_bind_channel(self, now: float, allocation: Allocation, peer: tuple[str, int]) -> None:
         """A channel for one peer: 4 bytes of framing per datagram instead of 36."""
         relay = self._relay_of(allocation)
-        channel = 0x4000 + len(allocation.channels)
-        if channel > 0x4FFF:
-            raise ValueError("no channel numbers left on this allocation")
-        allocation.channel_bind(peer, channel, now)
+        allocation.channel_bind(peer, allocation.channel_for(peer), now)
         self._flush(relay, now)
 
     def relay_send(

@@ -372,6 +372,21 @@ class Allocation:
         deadline = now + PERMISSION_DEADLINE
         self._send("channel", Method.CHANNEL_BIND, attributes, now, deadline, peers=(peer,))
 
+    def channel_for(self, peer: tuple[str, int]) -> int:
+        """The peer's channel number, bound or being bound, else the lowest free one: a
+        number already in use, or a second one for a bound peer, earns a 400 (RFC 8656 §12)."""
+        numbers = dict(self.channels)
+        for request in self._pending.values():
+            if request.kind == "channel":
+                numbers[request.peers[0]] = _channel(request)
+        if peer in numbers:
+            return numbers[peer]
+        used = set(numbers.values())
+        for channel in range(0x4000, 0x5000):
+            if channel not in used:
+                return channel
+        raise ValueError("no channel numbers left on this allocation")
+
     def wrap_send(self, peer: tuple[str, int], data: bytes) -> bytes:
         """Data for a peer: ChannelData when a channel is bound, else a Send indication.
 

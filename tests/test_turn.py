@@ -486,6 +486,18 @@ def test_a_channel_alone_keeps_its_peer_permission_alive() -> None:
     assert renewal.method == Method.CREATE_PERMISSION and renewal.xor_peer_address() == peer
 
 
+def test_channel_numbers_are_distinct_in_flight_and_kept_for_a_bound_peer() -> None:
+    server = FakeTurn()
+    allocation = allocate(server)
+    first, second = ("203.0.113.5", 4000), ("203.0.113.6", 4000)
+    allocation.channel_bind(first, allocation.channel_for(first), 1.0)
+    assert allocation.channel_for(first) == 0x4000  # in flight: the same number again
+    assert allocation.channel_for(second) == 0x4001  # not the one in flight
+    exchange(allocation, server, 1.0)
+    assert allocation.channels == {first: 0x4000}
+    assert allocation.channel_for(first) == 0x4000  # a bound peer keeps its channel
+
+
 def test_repr_never_shows_the_password() -> None:
     allocation = allocate(FakeTurn())
     text = repr(allocation) + repr(allocation.credentials) + repr(events(allocation))
