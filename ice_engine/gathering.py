@@ -553,6 +553,7 @@ class Gathering(Relaying):
             del self._probes[transaction_id]
         for request in [r for r, (owner, _) in self._resolving.items() if owner is generation]:
             del self._resolving[request]
+        self._abandon_relays(generation, now)
         for transport in range(len(self.transports)):
             generation.pending[transport] = 0
             self._maybe_finish(generation, transport, now)

@@ -116,6 +116,14 @@ class Relaying(Emitting):
                 relay.allocation.close(now)
                 self._flush(relay, now)
 
+    def _abandon_relays(self, generation: Generation, now: float) -> None:
+        """A restart retired the generation: allocations still in flight are released,
+        not kept (and refreshed) for candidates nobody will see."""
+        for relay in list(self._relays.values()):
+            if relay.generation is generation and not relay.done:
+                relay.allocation.close(now)
+                self._flush(relay, now)
+
     def _drop_relays(self, gone: set[int], now: float) -> None:
         """Bases that went away: their relays go too (their socket is already gone)."""
         for key, relay in list(self._relays.items()):

@@ -52,6 +52,7 @@ def answer(
     extra: list[tuple[int, bytes]],
     server: tuple[str, int] = TURN,
     mapped: bool = True,
+    taken: bool = True,
 ) -> None:
     """As `server`: challenge an unsigned Allocate; grant a signed one with `extra`
     attributes, relaying from the server's own address."""
@@ -76,7 +77,7 @@ def answer(
         reply = stun.encode(
             Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
         )
-    assert core.receive_datagram(now, 1, reply, server)
+    assert core.receive_datagram(now, 1, reply, server) is taken
 
 
 def allocate(core: Gathering, first: SendDatagram) -> None:
@@ -119,6 +120,19 @@ def test_a_relay_without_a_mapped_address_keeps_an_mdns_base_unsaid() -> None:
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.relatedAddress, relay.relatedPort) == ("0.0.0.0", 0)
     assert "203.0.113.2" not in relay.candidate
+
+
+def test_a_restart_releases_an_allocation_still_in_flight() -> None:
+    """Kept, it was refreshed for ten minutes with no candidate anyone would see."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)  # in flight when the restart comes
+    core.restart(0.08, Credentials("ufrag002", "q" * 24))
+    [deallocation] = [c for c in drain(core) if c.base_key == 1]
+    refresh = stun.parse(deallocation.data)
+    assert refresh.method == Method.REFRESH and refresh.get(Attr.LIFETIME) == b"\0\0\0\0"
+    answer(core, signed.data, 0.1, [], taken=False)  # granted after all: not ours any more
+    assert core.allocations == []
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
