@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="URL",
-        help="stun:, stuns:, turn: or turns: URL (repeatable)",
+        help="stun:, turn: or turns: URL (repeatable)",
     )
     gather.add_argument("--username", help="username for turn:/turns: servers")
     gather.add_argument(

@@ -241,6 +241,9 @@ class Gathering(Relaying):
                 self._add_tcp_hosts(generation, base, now)
         for server in self.servers:
             url = server.url
+            if url.secure and not url.is_turn:  # told at once, not by a 701 at the deadline
+                self._error(generation, server, None, UNREACHABLE, _NO_STUNS, now)
+                continue
             if url.host_is_ip:  # nothing to look up: contact it now
                 self._use(generation, server, [(url.host, url.port)], now)
                 continue
@@ -559,6 +562,9 @@ class Gathering(Relaying):
             self._maybe_finish(generation, transport, now)
 
 
+#: Browsers do not gather over stuns: either, and its mapping would be a TCP one, of no
+#: use to UDP candidates.
+_NO_STUNS = "STUN over TLS (stuns:) is not supported for gathering; use stun: or turns:"
 _COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
 
 

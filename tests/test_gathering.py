@@ -205,6 +205,17 @@ def test_srflx_equal_to_its_base_is_kept_when_no_host_candidate_showed_it(
     assert len(srflx) == 2
 
 
+def test_stuns_is_an_error_at_once_not_a_timeout() -> None:
+    core = make_core(("stuns:198.51.100.10",))
+    net = SimNetwork(core, {})
+    net.start(make_bases())
+    net.run()
+    expected = ["gathering", "host", "host", "host", "error701", "end:0", "complete", "null"]
+    assert kinds(net.events) == expected
+    [error] = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert "stuns:" in error.errorText and error.t == 0
+
+
 def test_dead_server_beside_live_one() -> None:
     timing = Timing(server_deadline=2.0)
     core = make_core(("stun:198.51.100.10", "stun:198.51.100.20"), timing=timing)
