@@ -79,12 +79,19 @@ class Emitting:
             related_address, related_port = base.address, base.port
         else:
             related_address, related_port = related
+        priority = compute_priority(type_preference, local, base.component)
+        # RFC 8445 §5.1.2.1: unique within a component (the component is its low byte).
+        # Two relays of a dual-stack allocation, or one server's two addresses, share a
+        # local preference: the later one takes the next free one below.
+        while priority in generation.priorities:
+            priority -= 256
+        generation.priorities[priority] = None
         ufrag = generation.credentials.ufrag
         candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
             compute_foundation(kind, base.address, protocol, server_address),
             base.component,
             protocol,
-            compute_priority(type_preference, local, base.component),
+            priority,
             address,
             port,
             kind,

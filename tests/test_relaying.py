@@ -168,6 +168,20 @@ def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -
     ]
 
 
+def test_dual_stack_relays_have_distinct_priorities() -> None:
+    """RFC 8445 §5.1.2.1: the IPv4 and IPv6 relays of one allocation shared a priority."""
+    core, [first] = started(dual=True)
+    answer(core, first.data, 0.05, [])
+    [second] = drain(core)
+    txid = stun.parse(second.data).transaction_id
+    ipv6 = stun.xor_address_value("2001:db8:b::10", 50002, txid)
+    answer(core, second.data, 0.1, [(Attr.XOR_RELAYED_ADDRESS, ipv6)])
+    relays = [c for c in core.candidates if c.type == "relay"]
+    assert {c.address for c in relays} == {"198.51.100.10", "2001:db8:b::10"}
+    priorities = [c.priority for c in core.candidates]
+    assert len(set(priorities)) == len(priorities)
+
+
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
     core, [first] = started(dual=False)
     allocate(core, first)
