@@ -36,6 +36,8 @@ CLOSE_TIMEOUT = 1.0  # deallocation is a courtesy: never hold a shutdown longer 
 PERMISSION_DEADLINE = 5.0
 PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
 CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
+_LIFETIMES = {"permission": 300.0, "channel": 600.0}
+_RENEWAL_RETRY = 15.0  # after a failed renewal, while what it renews still lasts
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
 #: RFC 8489 §14.9/§14.10: a REALM or NONCE is under 128 characters, at most 763 bytes.
@@ -220,6 +222,8 @@ class Allocation:
         # permissions after 4 of their 5 minutes, channels after 9 of their 10.
         self._permission_renewals: dict[tuple[str, int], float] = {}
         self._channel_renewals: dict[tuple[str, int], float] = {}
+        # When each lapses on the server unless renewed: ("permission" | "channel", peer).
+        self._lapses: dict[tuple[str, tuple[str, int]], float] = {}
         self._transport = "stream" if reliable else "udp"
         self._auth: NonceEntry | None = None
         self._key: bytes | None = None
@@ -333,7 +337,7 @@ class Allocation:
             self._pending.clear()
             self._events.append(Redirected(alternate))
         else:
-            self._error(request, error[0], error[1])
+            self._error(request, error[0], error[1], now)
         return True
 
     def close(self, now: float) -> None:
@@ -514,6 +518,7 @@ class Allocation:
             self.permissions.update(address for address, _ in request.peers)
             for peer in request.peers:
                 self._permission_renewals[peer] = now + PERMISSION_RENEW_AFTER
+                self._lapses["permission", peer] = now + _LIFETIMES["permission"]
         elif request.kind == "channel":
             channel = _channel(request)
             self.channels = {p: c for p, c in self.channels.items() if c != channel}
@@ -522,6 +527,8 @@ class Allocation:
             self._channel_renewals[request.peers[0]] = now + CHANNEL_RENEW_AFTER
             # It installed the peer's permission too, which lasts 300 s, not the channel's 600.
             self._permission_renewals[request.peers[0]] = now + PERMISSION_RENEW_AFTER
+            self._lapses["channel", request.peers[0]] = now + _LIFETIMES["channel"]
+            self._lapses["permission", request.peers[0]] = now + _LIFETIMES["permission"]
 
     def _renew(self, now: float) -> None:
         """Keep permissions and channels alive for as long as the allocation lives."""
@@ -580,12 +587,12 @@ class Allocation:
         if entry is None:
             if code == 401 and request.key is not None and self.nonce_cache is not None:
                 self.nonce_cache.discard(self.server, self._transport, self.credentials.username)
-            self._error(request, code, reason)
+            self._error(request, code, reason, now)
             return
         self._authenticate(entry)
         self._resend(request, now, stale_retries)
 
-    def _error(self, request: _Request, code: int, reason: str) -> None:
+    def _error(self, request: _Request, code: int, reason: str, now: float) -> None:
         reason = self._clean(reason)
         if request.kind == "allocate":
             self._fail(code, f"TURN allocate failed: {code} {reason}".rstrip())
@@ -594,6 +601,7 @@ class Allocation:
         elif request.kind == "close":
             self._finish_close()
         else:
+            self._renewal_failed(request, now)
             self._events.append(RequestFailed(request.method.name, code, reason))
 
     def _timed_out(self, request: _Request, now: float) -> None:
@@ -604,7 +612,27 @@ class Allocation:
         elif request.kind == "close":
             self._finish_close()
         else:
+            self._renewal_failed(request, now)
             self._events.append(RequestFailed(request.method.name, TIMED_OUT, "timed out"))
+
+    def _renewal_failed(self, request: _Request, now: float) -> None:
+        """Try a failed renewal again while what it renews lasts on the server; after
+        that, the permission (or channel) is gone, and no longer listed as installed."""
+        renewals = (
+            self._permission_renewals if request.kind == "permission" else self._channel_renewals
+        )
+        for peer in request.peers:
+            lapse = self._lapses.get((request.kind, peer))
+            if lapse is None:
+                continue  # not a renewal: nothing was installed
+            if now + _RENEWAL_RETRY < lapse:
+                renewals[peer] = now + _RENEWAL_RETRY
+                continue
+            del self._lapses[request.kind, peer]
+            if request.kind == "channel":
+                self.channels.pop(peer, None)
+            elif not any(k == "permission" and p[0] == peer[0] for k, p in self._lapses):
+                self.permissions.discard(peer[0])
 
     def _schedule(self, lifetime: int, now: float) -> None:
         self.expires_at = now + lifetime

@@ -498,6 +498,31 @@ def test_channel_numbers_are_distinct_in_flight_and_kept_for_a_bound_peer() -> N
     assert allocation.channel_for(first) == 0x4000  # a bound peer keeps its channel
 
 
+def test_a_failed_permission_renewal_is_retried_until_the_permission_lapses() -> None:
+    """The server unreachable at renewal time: tried again while the 300 s last, then the
+    permission is no longer listed (it was kept for good, renewed never again)."""
+    server = FakeTurn()
+    allocation = allocate(server, deadline=1000.0)
+    peer = ("203.0.113.5", 4000)
+    allocation.create_permission([peer], 1.0)
+    exchange(allocation, server, 1.0)
+    sent_at = []
+    now = 1.0
+    while now < 320.0:  # nothing answers from here on (refreshes are left unanswered too)
+        timer = allocation.get_timer()
+        assert timer is not None
+        now = max(timer, now)
+        allocation.handle_timer(now)
+        while (data := allocation.next_outgoing()) is not None:
+            if stun.parse(data).method == Method.CREATE_PERMISSION:
+                sent_at.append(now)
+        if allocation.state != "allocated":
+            break
+    tries = sorted({round(at) for at in sent_at})
+    assert tries[0] == 241 and any(260 < at < 301 for at in tries)  # tried again
+    assert allocation.permissions == set()
+
+
 def test_repr_never_shows_the_password() -> None:
     allocation = allocate(FakeTurn())
     text = repr(allocation) + repr(allocation.credentials) + repr(events(allocation))
