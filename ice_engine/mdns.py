@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import logging
 import re
@@ -82,6 +83,8 @@ _RECEIVE_BATCH = 64
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python 3.11 lacks the name
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _IN6_PKTINFO = struct.Struct("=16sI")
+_GROUP_V4_PACKED = socket.inet_aton(MDNS_GROUP_V4)
+_GROUP_V6_PACKED = socket.inet_pton(socket.AF_INET6, MDNS_GROUP_V6)
 _CMSG_SPACE = socket.CMSG_SPACE(_IN6_PKTINFO.size)
 _RESOLVE_RESENDS_S = (0.0, 0.25, 0.75)
 """When `resolve_mdns` sends its query, in seconds after the start (within the timeout)."""
@@ -282,9 +285,14 @@ class MdnsResponder:
         """Answers the querier already holds with at least half our TTL (RFC 6762 §7.1)."""
         known: set[tuple[dns.name.Name, bytes]] = set()
         for rrset in query.answer:
-            if rrset.rdtype in (_A, _AAAA) and rrset.ttl >= RECORD_TTL_S // 2:
+            if (
+                rrset.rdtype in (_A, _AAAA)
+                and rrset.rdclass & ~_TOP_BIT == _IN
+                and rrset.ttl >= RECORD_TTL_S // 2
+            ):
                 for rdata in rrset:
-                    known.add((rrset.name, _rdata_bytes(rdata)))
+                    with contextlib.suppress(ValueError):  # untrusted: not an address
+                        known.add((rrset.name, _rdata_bytes(rdata)))
         return known
 
     def _cached_reply(self, name: dns.name.Name, rdtype: int, positive: bool) -> bytes:
@@ -415,7 +423,7 @@ class MdnsResponder:
         try:
             sock.setsockopt(level, option, mreq)
         except OSError as exc:
-            if exc.errno != 98:  # EADDRINUSE: already a member there
+            if exc.errno != errno.EADDRINUSE:  # already a member there
                 log.warning("mDNS responder: cannot join on %s: %s", address, exc)
                 return
         self._joined.add(key)
@@ -429,9 +437,12 @@ class MdnsResponder:
             except OSError as exc:  # e.g. an ICMP error queued on the socket
                 log.debug("mDNS responder: receive: %s", exc)
                 return
+            index, to_group = _arrival(ancillary)
+            if not to_group:
+                continue  # sent to our address, so maybe from off the link: see _arrival
             reply = self.handle_query(data, source[1])
             if reply is not None:
-                self._send(sock, reply, source, _arrival_index(ancillary))
+                self._send(sock, reply, source, index)
 
     def _send(
         self, sock: socket.socket, reply: MdnsReply, source: tuple[object, ...], index: int
@@ -475,14 +486,23 @@ def _bind(family: int) -> socket.socket:
     return sock
 
 
-def _arrival_index(ancillary: list[tuple[int, int, bytes]]) -> int:
-    """The interface a datagram came in on, from its IP(V6)_PKTINFO; 0 if unknown."""
+def _arrival(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, bool]:
+    """The interface a datagram came in on (0 if unknown), and whether it was sent to the
+    mDNS group, from its IP(V6)_PKTINFO.
+
+    Only queries to the group are answered. The group's scope is the link, so those come
+    from the link. A query sent straight to our address on port 5353 may come from
+    anywhere, and a unicast answer would tell an off-link peer the private address a
+    `.local` name hides (RFC 6762 §11).
+    """
     for level, kind, data in ancillary:
         if level == socket.IPPROTO_IP and kind == _IP_PKTINFO and len(data) >= 12:
-            return int(_IN_PKTINFO.unpack_from(data)[0])
+            index, _local, destination = _IN_PKTINFO.unpack_from(data)
+            return int(index), destination == _GROUP_V4_PACKED
         if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO and len(data) >= 20:
-            return int(_IN6_PKTINFO.unpack_from(data)[1])
-    return 0
+            destination, index = _IN6_PKTINFO.unpack_from(data)
+            return int(index), destination == _GROUP_V6_PACKED
+    return 0, True  # no PKTINFO on this platform: cannot tell, answer as before
 
 
 def _interface_index(address: str) -> int | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import socket
 import uuid
 
 import dns.flags
@@ -18,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ice_engine.mdns import (
+    _IN_PKTINFO,
+    _IP_PKTINFO,
     LEGACY_TTL_S,
     MDNS_PORT,
     RECORD_TTL_S,
@@ -416,3 +419,50 @@ def test_shared_responders_differ_between_loops() -> None:
         return responder
 
     assert asyncio.run(get()) is not asyncio.run(get())
+
+
+# -- who gets answered ---------------------------------------------------------------------
+
+
+class _OneDatagram:
+    """A socket that delivers one datagram with the given PKTINFO, and records sends."""
+
+    family = socket.AF_INET
+
+    def __init__(self, data: bytes, destination: str) -> None:
+        info = _IN_PKTINFO.pack(3, socket.inet_aton(IPV4), socket.inet_aton(destination))
+        self._queue = [(data, [(socket.IPPROTO_IP, _IP_PKTINFO, info)], 0, ("198.51.100.7", 40000))]
+        self.sent: list[object] = []
+
+    def recvmsg(
+        self, *_args: object
+    ) -> tuple[bytes, list[tuple[int, int, bytes]], int, tuple[str, int]]:
+        if not self._queue:
+            raise BlockingIOError
+        return self._queue.pop()
+
+    def sendto(self, payload: bytes, address: object) -> None:
+        self.sent.append(address)
+
+    def sendmsg(self, buffers: object, ancillary: object, flags: int, address: object) -> None:
+        self.sent.append(address)
+
+
+@pytest.mark.parametrize(("destination", "answered"), [("224.0.0.251", True), (IPV4, False)])
+def test_only_queries_to_the_group_are_answered(
+    responder: MdnsResponder, destination: str, answered: bool
+) -> None:
+    """A legacy query sent straight to our address may come from off the link: a unicast
+    answer would hand the private address behind a .local name to anyone (RFC 6762 §11)."""
+    name = registered(responder)
+    sock = _OneDatagram(query((name, "A")), destination)
+    responder._readable(sock)  # type: ignore[arg-type]
+    assert sock.sent == ([("198.51.100.7", 40000)] if answered else [])
+
+
+def test_a_known_answer_of_another_class_is_ignored_not_raised(responder: MdnsResponder) -> None:
+    name = registered(responder)
+    message = dns.message.from_wire(query((name, "A")))
+    message.answer.append(dns.rrset.from_text(dns.name.from_text(name), 120, "CH", "A", "x. 1"))
+    reply = responder.handle_query(message.to_wire())
+    assert reply is not None and not reply.unicast
