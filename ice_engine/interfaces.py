@@ -86,7 +86,10 @@ def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> lis
     """Every IPv4/IPv6 address of every interface, unfiltered, in the system's order."""
     found: list[LocalAddress] = []
     listed = list(ifaddr.get_adapters()) if adapters is None else adapters
-    for network_id, adapter in enumerate(listed, start=1):
+    for position, adapter in enumerate(listed, start=1):
+        # The interface index where the system gives one: stable while the interface
+        # lives, where a position in the list shifts as interfaces come and go.
+        network_id = adapter.index or position
         for ip in adapter.ips:
             if isinstance(ip.ip, tuple):
                 address, _flowinfo, scope_id = ip.ip

@@ -293,3 +293,21 @@ async def test_send_through_a_relay_asks_again_for_a_permission_never_granted(
         await asyncio.sleep(0.1)
         gatherer.send(relay, peer, b"three")  # it has had its time and no permission came
         assert asked == [[peer], [peer]]
+
+
+def test_network_ids_stay_with_their_interface_as_others_come_and_go() -> None:
+    """They were positions in the adapter list: an interface appearing shifted the rest."""
+    import ifaddr
+
+    from ice_engine.interfaces import enumerate_addresses
+
+    def adapter(name: str, index: int, address: str) -> ifaddr.Adapter:
+        return ifaddr.Adapter(name, name, [ifaddr.IP(address, 24, name)], index=index)
+
+    wlan = adapter("wlan0", 3, "203.0.113.7")
+    before = {a.interface: a.network_id for a in enumerate_addresses([wlan])}
+    after = {
+        a.interface: a.network_id
+        for a in enumerate_addresses([adapter("tun0", 9, "198.51.100.7"), wlan])
+    }
+    assert before["wlan0"] == after["wlan0"] == 3 and after["tun0"] == 9
