@@ -763,9 +763,8 @@ class Gatherer:
         candidates are left out rather than shown with their addresses."""
         if not self._mdns or self._responder is not None or self._core.hide_host:
             return
-        responder = shared_responder()
         try:
-            await responder.acquire()
+            responder = await shared_responder().acquire()
         except OSError:
             self._core.hide_host = True
             return

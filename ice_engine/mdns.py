@@ -180,6 +180,7 @@ class MdnsResponder:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
         self._lock = asyncio.Lock()
+        self._shared_on: asyncio.AbstractEventLoop | None = None  # set by shared_responder
         self.queries_answered = 0
         """Replies sent (or, before `start`, produced by `handle_query`)."""
 
@@ -377,11 +378,21 @@ class MdnsResponder:
             del _shared[loop]  # the next shared_responder() call makes a fresh one
 
     async def acquire(self) -> MdnsResponder:
-        """Count one more user and start if needed (for a shared responder)."""
+        """Count one more user and start if needed; the responder to use is returned.
+
+        A shared responder that its last user closed while this call waited for the lock
+        is the loop's shared one again, unless another has taken its place: then that
+        one is acquired instead, so that a loop never runs two.
+        """
         async with self._lock:
-            await self.start()
-            self._users += 1
-        return self
+            current = self
+            if self._shared_on is not None:
+                current = _shared.setdefault(self._shared_on, self)
+            if current is self:
+                await self.start()
+                self._users += 1
+                return self
+        return await current.acquire()
 
     async def release(self) -> None:
         """Count one user less; the last one out closes the responder."""
@@ -551,6 +562,7 @@ def shared_responder() -> MdnsResponder:
     responder = _shared.get(loop)
     if responder is None:
         responder = _shared[loop] = MdnsResponder()
+        responder._shared_on = loop
     return responder
 
 

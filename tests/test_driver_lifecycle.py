@@ -142,9 +142,10 @@ class FakeResponder:
     def __init__(self) -> None:
         self.users = 0
 
-    async def acquire(self) -> None:
+    async def acquire(self) -> FakeResponder:
         await asyncio.sleep(0.05)
         self.users += 1
+        return self
 
     async def release(self) -> None:
         await asyncio.sleep(0)

@@ -466,3 +466,27 @@ def test_a_known_answer_of_another_class_is_ignored_not_raised(responder: MdnsRe
     message.answer.append(dns.rrset.from_text(dns.name.from_text(name), 120, "CH", "A", "x. 1"))
     reply = responder.handle_query(message.to_wire())
     assert reply is not None and not reply.unicast
+
+
+async def test_a_loop_never_runs_two_shared_responders(monkeypatch: pytest.MonkeyPatch) -> None:
+    """B acquires while A's release closes the responder; C, asking afterwards, used to get
+    a second one while B restarted the first: two sets of port-5353 sockets."""
+    import ice_engine.mdns as mdns
+
+    def loopback(family: int) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+    monkeypatch.setattr(mdns, "_bind", loopback)
+    a = await shared_responder().acquire()
+    waiting = shared_responder()
+    releasing = asyncio.ensure_future(a.release())
+    b = asyncio.ensure_future(waiting.acquire())
+    await asyncio.gather(releasing, b)
+    c = await shared_responder().acquire()
+    assert c is b.result() and c.running
+    await c.release()
+    await b.result().release()
+    assert not c.running
