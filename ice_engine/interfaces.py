@@ -101,6 +101,9 @@ def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> lis
     return found
 
 
+_RTF_REJECT = 0x0200
+
+
 def default_route_interfaces() -> dict[int, str]:
     """The interface of the default route per family, from the kernel's tables (Linux).
 
@@ -116,12 +119,13 @@ def default_route_interfaces() -> dict[int, str]:
         with open("/proc/net/ipv6_route") as table:
             for line in table:
                 fields = line.split()
-                # ::/0 via a real gateway; the kernel's own "unreachable" default has none.
+                # ::/0, with or without a gateway (PPP and VPN links have none), but not
+                # the kernel's own "unreachable" default (RTF_REJECT, on lo).
                 if (
                     len(fields) == 10
                     and fields[0] == "0" * 32
                     and fields[1] == "00"
-                    and fields[4] != "0" * 32
+                    and not int(fields[8], 16) & _RTF_REJECT
                     and fields[9] != "lo"
                 ):
                     found.setdefault(socket.AF_INET6, fields[9])

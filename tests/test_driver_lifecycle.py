@@ -312,3 +312,24 @@ def test_network_ids_stay_with_their_interface_as_others_come_and_go() -> None:
         for a in enumerate_addresses([adapter("tun0", 9, "198.51.100.7"), wlan])
     }
     assert before["wlan0"] == after["wlan0"] == 3 and after["tun0"] == 9
+
+
+def test_an_ipv6_default_route_without_a_gateway_counts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """PPP and many VPNs route ::/0 to a device with no next hop: modes 2 and 3 lost IPv6.
+    The kernel's own unreachable default (RTF_REJECT, on lo) still does not count."""
+    import io
+
+    from ice_engine import interfaces
+
+    zero = "0" * 32
+    tables = {
+        "/proc/net/route": "Iface Destination Gateway\n",
+        "/proc/net/ipv6_route": (
+            f"{zero} 00 {zero} 00 {zero} ffffffff 00000001 00000000 00200200 lo\n"
+            f"{zero} 00 {zero} 00 {zero} 00000400 00000001 00000000 00000001 ppp0\n"
+        ),
+    }
+    monkeypatch.setattr(interfaces, "open", lambda path: io.StringIO(tables[path]), raising=False)
+    assert interfaces.default_route_interfaces() == {socket.AF_INET6: "ppp0"}
