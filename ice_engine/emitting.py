@@ -80,12 +80,14 @@ class Emitting:
         else:
             related_address, related_port = related
         priority = compute_priority(type_preference, local, base.component)
-        # RFC 8445 §5.1.2.1: unique within a component (the component is its low byte).
-        # Two relays of a dual-stack allocation, or one server's two addresses, share a
-        # local preference: the later one takes the next free one below.
-        while priority in generation.priorities:
+        # RFC 8445 §5.1.2.1: unique within a component of a transport (the component is
+        # its low byte, the transport is keyed above its 32 bits). Two relays of a
+        # dual-stack allocation, or one server's two addresses, share a local preference:
+        # the later one takes the next free one below.
+        taken, transport_key = generation.priorities, base.transport << 32
+        while transport_key | priority in taken:
             priority -= 256
-        generation.priorities[priority] = None
+        taken[transport_key | priority] = None
         ufrag = generation.credentials.ufrag
         candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
             compute_foundation(kind, base.address, protocol, server_address),

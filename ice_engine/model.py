@@ -103,7 +103,7 @@ class Generation:
         # set, so that the collector stops tracking it (its keys hold no containers).
         self.addresses: dict[tuple[int, str, int], None] = {}
         self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
-        self.priorities: dict[int, None] = {}  # those taken (ints: the collector skips it)
+        self.priorities: dict[int, None] = {}  # (transport << 32) | priority, of those taken
         # Resolved so far, kept for continual gathering's new bases (a tuple: usually empty).
         self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()
         self.deadline = started

@@ -144,6 +144,9 @@ def test_priorities_unique_per_component_and_interleaved() -> None:
     assert len(per_component) == 4
     for priorities in per_component.values():
         assert len(priorities) == len(set(priorities)), priorities
+    # Unique per transport, not across them: each transport ranks its candidates alike.
+    for component in (1, 2):
+        assert sorted(per_component["0", component]) == sorted(per_component["1", component])
     hosts = [c for c in candidates_of(events) if c.type == "host" and c.component == 1][:3]
     assert [h.address for h in hosts] == [V6, V4A, V4B]
     assert hosts[0].priority > hosts[1].priority > hosts[2].priority
