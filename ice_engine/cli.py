@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import io
 import json
 import math
 import os
@@ -195,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _live_console(out: TextIO) -> Console | None:
     """A rich console when `out` is a terminal that can take a live view, else None."""
-    if not out.isatty() or os.environ.get("TERM") == "dumb":
-        return None
+    encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
+    if not out.isatty() or os.environ.get("TERM") == "dumb" or encoding != "utf8":
+        return None  # the table's lines and spinner need UTF-8: plain lines then
     try:
         from rich.console import Console
     except ImportError:  # pragma: no cover - rich is a dependency
@@ -314,6 +317,9 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets \u escapes, not a crash
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
     arguments = list(sys.argv[1:] if argv is None else argv)
     if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
         arguments.insert(0, "gather")
@@ -344,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as error:
         print(f"ice-engine: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader left (`| head -1`): end quietly, as other tools do
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ValueError as error:  # bad URLs, bad options: the message names the problem
         print(f"ice-engine: {error}", file=sys.stderr)
         return 2

@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
     from rich.live import Live
 
+def _printable(text: str) -> str:
+    """A server's words, with control characters escaped: they must not drive the terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 __all__ = [
     "LiveView",
     "PlainView",
@@ -94,7 +99,7 @@ class Summary:
             if stats is None:
                 stats = self.by_url[event.url] = ServerStats(event.url)
                 self.servers.append(stats)
-            stats.errors.append((event.errorCode, event.errorText))
+            stats.errors.append((event.errorCode, _printable(event.errorText)))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             candidate = event.candidate
             if candidate.parsed is None:
@@ -142,7 +147,8 @@ def format_event(event: Event) -> str:
         return f"{ms}  state       {event.state.value}"
     if isinstance(event, IceCandidateErrorEvent):
         where = f"{event.address}:{event.port}" if event.address else "-"
-        return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {event.errorText}"
+        text = _printable(event.errorText)
+        return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {text}"
     if isinstance(event, IceCandidateEvent):
         if event.candidate is None:
             return f"{ms}  complete    (null candidate)"
@@ -269,32 +275,38 @@ class LiveView:
         self.tick()
 
     def add(self, event: Event) -> None:
+        from rich.markup import escape
+
         self.summary.add(event)
         ms = f"{event.t * 1000:.1f}"
         if isinstance(event, IceGatheringStateChangeEvent):
             self.state = event.state.value
         elif isinstance(event, IceCandidateErrorEvent):
             where = f"{event.address}:{event.port}" if event.address else "-"
-            self.errors.add_row(ms, event.url, where, str(event.errorCode), event.errorText)
+            # Server text and URLs as text, never as rich markup: "[/x]" must not crash us.
+            cells = (event.url, where, str(event.errorCode), _printable(event.errorText))
+            self.errors.add_row(ms, *(escape(cell) for cell in cells))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             c = event.candidate
             if c.parsed is None:
-                self.table.add_row(ms, c.sdpMid, *[""] * 4, "(end-of-candidates)", style="dim")
+                self.table.add_row(
+                    ms, escape(c.sdpMid), *[""] * 4, "(end-of-candidates)", style="dim"
+                )
             else:
                 p = c.parsed
                 related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
                 style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}.get(p.type, "")
                 self.table.add_row(
                     ms,
-                    c.sdpMid,
+                    escape(c.sdpMid),
                     str(p.component),
                     p.type,
                     p.foundation,
                     p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
-                    p.address,
+                    escape(p.address),
                     str(p.port),
                     str(p.priority),
-                    related,
+                    escape(related),
                     style=style,
                 )
         self.tick()
@@ -332,6 +344,7 @@ class LiveView:
 
     def _summary_table(self) -> RenderableType:
         from rich.console import Group
+        from rich.markup import escape
         from rich.table import Table
         from rich.text import Text
 
@@ -357,7 +370,7 @@ class LiveView:
                 kinds = ", ".join(f"{n} {k}" for k, n in stats.types.items())
                 codes = ", ".join(sorted({str(code) for code, _ in stats.errors}))
                 table.add_row(
-                    stats.url,
+                    escape(stats.url),
                     stats.status,
                     first,
                     f"{stats.candidates}" + (f" ({kinds})" if kinds else ""),

@@ -314,3 +314,44 @@ def test_live_view_on_a_pty(ipv4_host: str) -> None:
     assert re.search(rf"│ host\s+│ \d+\s+│ udp\s+│ {re.escape(ipv4_host)}\s+│", text), text
     assert "✓ complete:" in text and "done in " in text
     assert " state       gathering" not in text  # none of the plain view's lines
+
+
+def test_server_text_is_shown_as_text_never_as_markup_or_terminal_codes() -> None:
+    """A STUN server's reason "[/x]" crashed the live view (rich read it as markup), and
+    escape sequences in it reached the terminal."""
+    import io
+
+    from rich.console import Console
+
+    from ice_engine.liveview import LiveView, format_event
+
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=200, color_system=None), ["stun:[x]"], deadline=1.0)
+    hostile = "Bad [/x] request [red] \x1b[31mRED\x1b]0;title\x07"
+    view.add(IceCandidateErrorEvent("stun:[x]", "198.51.100.2", 5, 400, hostile, 0, 0.01))
+    view.console.print(view._render(final=True))
+    shown = out.getvalue()
+    assert "Bad [/x] request [red]" in shown and "\x1b" not in shown
+    plain = format_event(IceCandidateErrorEvent("stun:x", None, None, 400, hostile, 0, 0.0))
+    assert "\x1b" not in plain and "\x07" not in plain and "\\x1b[31mRED" in plain
+
+
+def test_a_closed_pipe_ends_quietly_and_ascii_output_does_not_fail() -> None:
+    """`| head -1` gave "ice-engine: [Errno 32] Broken pipe" and status 1; an ASCII stdout
+    failed on the first non-ASCII character with status 2."""
+    env = {**os.environ, "PYTHONIOENCODING": "ascii"}
+    command = [sys.executable, "-m", "ice_engine", "gather", "--json", "--mids", "0,1,2,3"]
+    with subprocess.Popen(
+        command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as process:
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.readline()
+        process.stdout.close()  # as head does after its line
+        assert process.wait(timeout=30) == 0
+        assert process.stderr.read() == b""
+    result = subprocess.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--plain", "--mids", "é"],
+        cwd=ROOT, env=env, capture_output=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"\\xe9" in result.stdout
