@@ -539,6 +539,8 @@ async def discover_nat(
             local_ip = ipaddress.ip_address(local_address)
         except ValueError:
             raise ValueError(f"not an IP address: {local_address!r}") from None
+        if local_ip.is_unspecified:  # the mapping is compared with it: it must be one
+            raise ValueError(f"local address must be a specific one, not {local_address}")
         local_address = str(local_ip)
         family = socket.AF_INET6 if local_ip.version == 6 else socket.AF_INET
     try:

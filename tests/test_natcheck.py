@@ -549,6 +549,7 @@ def test_cli_text(server: FakeServer) -> None:
         (("--server", "turn:127.0.0.1"), 2, "stun: URL"),
         (("--server", "stun:127.0.0.1", "--timeout", "0"), 2, "positive"),
         (("--server", "stun:127.0.0.1", "--local-address", "x"), 2, "not an IP address"),
+        (("--server", "stun:127.0.0.1", "--local-address", "0.0.0.0"), 2, "specific one"),
         ((), 2, "--server"),
         (("--server", "stun:127.0.0.1", "--local-port", "70000"), 2, "0..65535"),
         (("--server", "stun:127.0.0.1:9", "--timeout", "0.3"), 1, "no answer"),
