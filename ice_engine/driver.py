@@ -64,6 +64,10 @@ _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 
 
+def _is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
 def _peer_address(peer: tuple[str, int]) -> tuple[str, int]:
     """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError."""
     try:
@@ -72,7 +76,7 @@ def _peer_address(peer: tuple[str, int]) -> tuple[str, int]:
         host = socket.inet_ntop(family, socket.inet_pton(family, host))
     except (TypeError, ValueError, OSError):
         raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
-    if not isinstance(port, int) or not 0 < port <= 65535:
+    if not _is_port(port):
         raise ValueError(f"peer port must be 1-65535, not {port!r}")
     return host, port
 
@@ -110,10 +114,6 @@ _OPTION_TYPES: dict[str, type] = {
     "credentials": Credentials,
     "ssl_context": ssl.SSLContext,
 }
-
-
-def _is_port(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
 
 
 @functools.lru_cache(maxsize=256)
