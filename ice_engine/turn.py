@@ -43,7 +43,7 @@ _REFRESH_MARGIN = 60
 #: RFC 8489 §14.9/§14.10: a REALM or NONCE is under 128 characters, at most 763 bytes.
 _MAX_AUTH_VALUE = 763
 #: What one UDP datagram carries over IPv4 and over IPv6 (65535 less the headers).
-_MAX_DATAGRAM = {False: 65507, True: 65527}
+_MAX_UDP_PAYLOAD = {False: 65507, True: 65527}
 
 
 @dataclass(frozen=True, slots=True)
@@ -412,7 +412,7 @@ class Allocation:
                 wire = stun.encode_channel_data(channel, data, pad=self.reliable)
         except ValueError:  # a length field of 16 bits
             raise ValueError(_too_big(data)) from None
-        if not self.reliable and len(wire) > _MAX_DATAGRAM[":" in self.server[0]]:
+        if not self.reliable and len(wire) > _MAX_UDP_PAYLOAD[":" in self.server[0]]:
             raise ValueError(_too_big(data))
         return wire
 
@@ -517,18 +517,25 @@ class Allocation:
         elif request.kind == "permission":
             self.permissions.update(address for address, _ in request.peers)
             for peer in request.peers:
-                self._permission_renewals[peer] = now + PERMISSION_RENEW_AFTER
-                self._lapses["permission", peer] = now + _LIFETIMES["permission"]
+                self._installed("permission", peer, now)
         elif request.kind == "channel":
             channel = _channel(request)
             self.channels = {p: c for p, c in self.channels.items() if c != channel}
             self.channels[request.peers[0]] = channel
             self.permissions.add(request.peers[0][0])
-            self._channel_renewals[request.peers[0]] = now + CHANNEL_RENEW_AFTER
+            self._installed("channel", request.peers[0], now)
             # It installed the peer's permission too, which lasts 300 s, not the channel's 600.
-            self._permission_renewals[request.peers[0]] = now + PERMISSION_RENEW_AFTER
-            self._lapses["channel", request.peers[0]] = now + _LIFETIMES["channel"]
-            self._lapses["permission", request.peers[0]] = now + _LIFETIMES["permission"]
+            self._installed("permission", request.peers[0], now)
+
+    def _renewals(self, kind: str) -> dict[tuple[str, int], float]:
+        """When each peer's permission, or channel, is to be renewed."""
+        return self._permission_renewals if kind == "permission" else self._channel_renewals
+
+    def _installed(self, kind: str, peer: tuple[str, int], now: float) -> None:
+        """The server holds a permission or channel for `peer`: renew it before it lapses."""
+        renew_after = PERMISSION_RENEW_AFTER if kind == "permission" else CHANNEL_RENEW_AFTER
+        self._renewals(kind)[peer] = now + renew_after
+        self._lapses[kind, peer] = now + _LIFETIMES[kind]
 
     def _renew(self, now: float) -> None:
         """Keep permissions and channels alive for as long as the allocation lives."""
@@ -618,9 +625,7 @@ class Allocation:
     def _renewal_failed(self, request: _Request, now: float) -> None:
         """Try a failed renewal again while what it renews lasts on the server; after
         that, the permission (or channel) is gone, and no longer listed as installed."""
-        renewals = (
-            self._permission_renewals if request.kind == "permission" else self._channel_renewals
-        )
+        renewals = self._renewals(request.kind)
         for peer in request.peers:
             lapse = self._lapses.get((request.kind, peer))
             if lapse is None:
