@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
     from rich.live import Live
 
+
 def _printable(text: str) -> str:
     """A server's words, with control characters escaped: they must not drive the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
