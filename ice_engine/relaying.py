@@ -36,6 +36,11 @@ _MAX_REDIRECTS = 2
 __all__ = ["Relay", "Relaying"]
 
 
+def _udp_key(base: Base) -> int:
+    """The socket an allocation over UDP talks through: a shared port's base has its own."""
+    return base.key if base.relay_key is None else base.relay_key
+
+
 class Relay:
     """A TURN allocation from one base to one server address (relay, and srflx too)."""
 
@@ -65,7 +70,7 @@ class Relay:
         self.generation = generation
         self.base = base
         # The socket it talks through: a shared port's base allocates from its own one.
-        self.key = base.key if stream is not None or base.relay_key is None else base.relay_key
+        self.key = base.key if stream is not None else _udp_key(base)
         self.server = server
         self.server_address = server_address
         self.allocation = allocation
@@ -219,8 +224,7 @@ class Relaying(Emitting):
         shares the first one's allocation and candidates."""
         over_stream = server.url.transport == "tcp"
         if not over_stream:
-            key = base.key if base.relay_key is None else base.relay_key
-            existing = self._relays.get((key, server_address))
+            existing = self._relays.get((_udp_key(base), server_address))
             if existing is not None:
                 return existing
         generation.pending[base.transport] += 1
