@@ -62,6 +62,7 @@ _RECVERR: dict[int, tuple[int, int]] = {
 #: Linux creates a socket non-blocking in the same syscall; elsewhere setblocking() follows.
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
+_ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
 
 
 def _is_port(value: object) -> bool:
@@ -880,9 +881,13 @@ class Gatherer:
         # Answers to our requests come one at a time: read one, and epoll (level-triggered)
         # calls again if more is queued, which spares the failing read that ends a drain.
         # A data path (on_datagram) drains bursts, but lets other sockets have their turn.
+        # Answers to our requests are small, and a 64 KiB buffer per read is measurable
+        # (stun, N=1000, 8 interleaved runs each: 0.140 against 0.156 ms per gathering);
+        # a data path's datagrams, peers' or relayed, may be as large as UDP allows.
+        size = MAX_DATAGRAM if self._on_datagram or self._on_relayed else _ANSWER_SIZE
         for _ in range(64 if self._on_datagram else 1):
             try:
-                data, source = sock.recvfrom(MAX_DATAGRAM)
+                data, source = sock.recvfrom(size)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
