@@ -3,6 +3,9 @@
 The sans-I/O core is `ice_engine.gathering.Gathering`; `Gatherer` drives it with asyncio.
 """
 
+# First: with ICE_ENGINE_PURE_PYTHON set, the core must load from its sources.
+from . import compiled  # noqa: F401, I001
+
 from .candidate import Candidate, CandidateError
 from .config import IceServer
 from .credentials import Credentials

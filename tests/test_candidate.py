@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -13,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ice_engine import candidate as candidate_module
+from ice_engine import compiled
 from ice_engine.candidate import (
     Candidate,
     CandidateError,
@@ -193,7 +193,7 @@ def test_mutated_lines_raise_only_candidate_error(
 
 def _pure_module() -> ModuleType:
     """candidate.py run as plain Python, even where the package has it compiled."""
-    source = Path(candidate_module.__file__).with_name("candidate.py")
+    source = compiled.source_of("candidate")
     spec = importlib.util.spec_from_file_location("ice_engine._candidate_as_python", source)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -260,16 +260,3 @@ def test_fast_paths_agree_on_mutated_lines(candidate: Candidate, data: st.DataOb
     words[index] = data.draw(ODD_WORDS | st.text(max_size=8))
     separator = data.draw(st.sampled_from([" ", " ", " ", "  ", "\t"]))
     assert_fast_paths_agree(separator.join(words))
-
-
-def test_compiled_module_is_current() -> None:
-    """A compiled candidate.py goes stale when the source changes: reinstall to rebuild."""
-    compiled = Path(candidate_module.__file__)
-    if compiled.suffix == ".py":
-        pytest.skip("ice_engine.candidate runs as plain Python here (not compiled)")
-    assert candidate_module._COMPILED
-    source = compiled.with_name("candidate.py")
-    assert compiled.stat().st_mtime >= source.stat().st_mtime, (
-        f"{source} changed after it was compiled: run pip install -e . again "
-        "(or delete ice_engine/candidate*.so to use the source)"
-    )
