@@ -964,7 +964,8 @@ class Gatherer:
                 self._timer.cancel()
             self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
             self._timer_at = timer
-        self._wake()
+        if core.has_events:
+            self._wake()
         deallocated = self._deallocated
         if deallocated is not None and not deallocated.done() and not self._core.closing:
             deallocated.set_result(None)

@@ -171,6 +171,12 @@ class Gathering(Relaying):
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    @property
+    def has_events(self) -> bool:
+        """Whether `next_event` has one: a driver need not wake its consumer otherwise
+        (a 401 or a retransmission changes nothing the application sees)."""
+        return bool(self._events)
+
     def next_command(self) -> Command | None:
         return self._commands.popleft() if self._commands else None
 
