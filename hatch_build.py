@@ -69,14 +69,9 @@ def _is_extension(path: Path) -> bool:
 
 
 def _built_beside(root: Path) -> list[Path]:
-    """Extension files an editable build left next to the modules."""
-    stems = {Path(module).stem for module in compiled_modules(root)}
-    names = stems | {f"{GROUP}__mypyc"} | {f"{stem}__mypyc" for stem in stems}
-    return [
-        path
-        for path in (root / PACKAGE).iterdir()
-        if _is_extension(path) and path.name.split(".")[0] in names
-    ]
+    """Extension files an editable build left next to the sources: all of them, as the
+    package has no others (a module dropped from COMPILED must not leave its old build)."""
+    return [path for path in (root / PACKAGE).iterdir() if _is_extension(path)]
 
 
 class MypycHook(BuildHookInterface):
