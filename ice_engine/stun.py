@@ -151,7 +151,7 @@ def is_stun(data: bytes) -> bool:
 new_transaction_id = random_id
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, init=False)
 class Message:
     """A parsed STUN message whose attributes are decoded only on demand.
 
@@ -165,11 +165,43 @@ class Message:
     message_class: int
     transaction_id: bytes
     attributes: list[tuple[int, bytes]]
-    raw: bytes = b""
-    integrity_offset: int = field(default=-1, repr=False)
+    raw: bytes
+    integrity_offset: int = field(repr=False)
     """Where MESSAGE-INTEGRITY starts in `raw`, or -1."""
-    integrity_sha256_offset: int = field(default=-1, repr=False)
+    integrity_sha256_offset: int = field(repr=False)
     """Where MESSAGE-INTEGRITY-SHA256 starts in `raw`, or -1."""
+
+    # Written out: compiled, this __init__ is native (0.03 µs), where the one the dataclass
+    # would generate stays Python (0.2 µs, a fifth of `parse`).
+    def __init__(
+        self,
+        method: int,
+        message_class: int,
+        transaction_id: bytes,
+        attributes: list[tuple[int, bytes]],
+        raw: bytes = b"",
+        integrity_offset: int = -1,
+        integrity_sha256_offset: int = -1,
+    ) -> None:
+        self.method = method
+        self.message_class = message_class
+        self.transaction_id = transaction_id
+        self.attributes = attributes
+        self.raw = raw
+        self.integrity_offset = integrity_offset
+        self.integrity_sha256_offset = integrity_sha256_offset
+
+    def __reduce__(self) -> tuple[type[Message], tuple[object, ...]]:
+        """Picklable and copyable, compiled or not (a compiled class has no default)."""
+        return Message, (
+            self.method,
+            self.message_class,
+            self.transaction_id,
+            self.attributes,
+            self.raw,
+            self.integrity_offset,
+            self.integrity_sha256_offset,
+        )
 
     def __bytes__(self) -> bytes:
         """The attributes re-encoded as they are: nothing is recomputed.

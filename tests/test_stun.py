@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import hmac
+import pickle
 import random
 import zlib
 from collections.abc import Callable
@@ -563,6 +565,8 @@ def test_parsed_message_has_every_field() -> None:
         getattr(message, field.name)
     assert message.raw == SAMPLE_IPV4_RESPONSE
     assert message == stun.parse(SAMPLE_IPV4_RESPONSE)
+    # compiled by mypyc or not, it pickles and copies
+    assert pickle.loads(pickle.dumps(message)) == message == copy.deepcopy(message)
 
 
 # --- accessors and builders -------------------------------------------------
