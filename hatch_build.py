@@ -1,7 +1,7 @@
 """Build hook: compile the sans-I/O core with mypyc when it can, else leave it Python.
 
 The modules named in `ice_engine/compiled.py` (COMPILED) are compiled into one extension
-group: about 13 % less CPU per gathering, and the candidate parser three times as fast
+group: 13-18 % less CPU per gathering, and the candidate parser three times as fast
 (see docs/benchmarks.md). Compiling needs a C compiler and the Python headers; without
 them, on an interpreter other than CPython, or with `ICE_ENGINE_PURE_PYTHON=1`, the
 package installs as plain Python and behaves the same, only slower (`pip install -v`

@@ -2,7 +2,7 @@
 
 The sans-I/O core is plain, fully typed Python. Installed where a C compiler is there,
 `hatch_build.py` compiles the modules named in `COMPILED` with mypyc, and Python imports
-the compiled files in preference to the sources beside them: about 13 % less CPU per
+the compiled files in preference to the sources beside them: 13-18 % less CPU per
 gathering and a faster STUN codec (docs/benchmarks.md). Nothing else changes.
 
 `ICE_ENGINE_PURE_PYTHON=1` in the environment at import time runs the sources even where
