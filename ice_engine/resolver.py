@@ -2,12 +2,15 @@
 
 Every gatherer asks for the same few servers, often at the same moment, so
 answers are cached for their TTL in a shared resolver and identical lookups in
-flight are coalesced into one query.
+flight are coalesced into one query. A name the hosts file lists is taken from
+there without asking DNS, as the system's resolver (and so a browser) would.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -30,6 +33,7 @@ MAX_TTL = 3600.0
 """Cap on a positive answer's cache life, whatever its TTL says."""
 CACHE_PRUNE_SIZE = 1024
 """Past this many entries, expired ones are dropped when a new one comes in."""
+HOSTS_FILE = "/etc/hosts"
 
 
 class ResolutionError(Exception):
@@ -65,10 +69,13 @@ class Resolver:
         timeout: float = 2.0,
         resolver: dns.asyncresolver.Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
+        hosts: str | os.PathLike[str] | None = HOSTS_FILE,
     ) -> None:
+        """`hosts`: the hosts file to read names from first (None: DNS only)."""
         self._timeout = timeout
         self._dns = resolver
         self._clock = clock
+        self._hosts = HostsFile(hosts)
         self._cache: dict[_Key, tuple[float, _Answer]] = {}
         self._in_flight: dict[_Key, asyncio.Task[_Answer]] = {}
 
@@ -77,6 +84,9 @@ class Resolver:
         if url.host_is_ip:
             family = socket.AF_INET6 if ":" in url.host else socket.AF_INET
             return [ResolvedAddress(url.host, url.port, family)]
+        listed = self._hosts.lookup(url.host)
+        if listed:  # a local name: no SRV either, as getaddrinfo would not ask
+            return [ResolvedAddress(address, url.port, family) for address, family in listed]
         srv_name = url.srv_name
         direct = asyncio.ensure_future(self._addresses(url.host, url.port))
         if srv_name is not None:
@@ -112,6 +122,9 @@ class Resolver:
 
     async def _addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
         """IPv4 then IPv6 addresses of `host`, and why there are none if so."""
+        listed = self._hosts.lookup(host)
+        if listed:
+            return [ResolvedAddress(address, port, family) for address, family in listed], ""
         v4, v6 = await asyncio.gather(
             self._lookup(host, dns.rdatatype.A), self._lookup(host, dns.rdatatype.AAAA)
         )
@@ -172,6 +185,60 @@ class Resolver:
             return _Answer((), f"no {rdtype.name} record", ttl)
         ttl = min(result.chaining_result.minimum_ttl, MAX_TTL)
         return _Answer(tuple(result.rrset), "", ttl)
+
+
+class HostsFile:
+    """The names a hosts file gives (read again whenever it changes), and RFC 6761's
+    `localhost`, which is loopback even where the file does not say so."""
+
+    def __init__(self, path: str | os.PathLike[str] | None) -> None:
+        self._path = path
+        self._stamp: tuple[float, int] | None = None
+        self._names: dict[str, list[tuple[str, int]]] = {}
+
+    def lookup(self, name: str) -> list[tuple[str, int]]:
+        """(address, family) pairs, IPv4 first, in the file's order; [] if not listed."""
+        name = name.lower().rstrip(".")
+        self._refresh()
+        listed = self._names.get(name)
+        if listed is None and (name == "localhost" or name.endswith(".localhost")):
+            return [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+        return listed or []
+
+    def _refresh(self) -> None:
+        if self._path is None:
+            return
+        try:
+            status = os.stat(self._path)
+            stamp = (status.st_mtime, status.st_size)
+            if stamp != self._stamp:
+                with open(self._path, encoding="utf-8", errors="replace") as file:
+                    self._names = parse_hosts(file.read())
+                self._stamp = stamp
+        except OSError:  # no hosts file (or unreadable): DNS alone
+            self._names, self._stamp = {}, None
+
+
+def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:
+    """hosts(5): an address, then its names; `#` starts a comment. Lines that do not
+    parse, and scoped (`%zone`) addresses, are skipped."""
+    names: dict[str, list[tuple[str, int]]] = {}
+    for line in text.splitlines():
+        fields = line.split("#", 1)[0].split()
+        if len(fields) < 2 or "%" in fields[0]:
+            continue
+        try:
+            address = ipaddress.ip_address(fields[0])
+        except ValueError:
+            continue
+        entry = (str(address), socket.AF_INET if address.version == 4 else socket.AF_INET6)
+        for name in fields[1:]:
+            listed = names.setdefault(name.lower().rstrip("."), [])
+            if entry not in listed:
+                listed.append(entry)
+    for listed in names.values():
+        listed.sort(key=lambda entry: entry[1] != socket.AF_INET)  # stable: IPv4 first
+    return names
 
 
 def srv_order(records: tuple[dns.rdata.Rdata, ...]) -> list[SRV]:

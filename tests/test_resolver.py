@@ -344,3 +344,93 @@ async def test_a_cancelled_caller_does_not_cancel_the_others(
 
 def test_default_resolver_is_shared() -> None:
     assert default_resolver() is default_resolver()
+
+
+# -- the hosts file ----------------------------------------------------------------------
+
+
+class _NoDns(dns.asyncresolver.Resolver):
+    """Fails the test if DNS is asked at all."""
+
+    def __init__(self) -> None:
+        super().__init__(configure=False)
+
+    async def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:  # type: ignore[override]
+        raise AssertionError(f"DNS was asked: {args}")
+
+
+HOSTS = """\
+# a comment line
+127.0.0.1   localhost
+198.51.100.30  turn.internal  stun.internal   # trailing comment
+2001:db8::30   turn.internal
+2001:db8::31   v6.internal
+fe80::1%eth0   scoped.internal
+not-an-address bad.internal
+203.0.113.30
+"""
+
+
+def hosts_resolver(tmp_path: Path, text: str = HOSTS) -> tuple[Resolver, Path]:
+    path = tmp_path / "hosts"
+    path.write_text(text)
+    return Resolver(resolver=_NoDns(), hosts=path), path
+
+
+async def test_a_name_in_the_hosts_file_needs_no_dns(tmp_path: Path) -> None:
+    resolver, _ = hosts_resolver(tmp_path)
+    # No port: SRV is not asked either, as getaddrinfo would not ask it.
+    assert await resolver.resolve(parse_server_url("turn:TURN.internal.")) == [
+        ResolvedAddress("198.51.100.30", 3478, V4),
+        ResolvedAddress("2001:db8::30", 3478, V6),
+    ]
+    assert await resolver.resolve(parse_server_url("stun:stun.internal:3479")) == [
+        ResolvedAddress("198.51.100.30", 3479, V4)
+    ]
+    assert await resolver.resolve(parse_server_url("turns:v6.internal")) == [
+        ResolvedAddress("2001:db8::31", 5349, V6)
+    ]
+
+
+async def test_the_hosts_file_is_read_again_when_it_changes(tmp_path: Path) -> None:
+    resolver, path = hosts_resolver(tmp_path)
+    assert (await resolver.resolve(parse_server_url("stun:stun.internal")))[0].host == (
+        "198.51.100.30"
+    )
+    path.write_text("203.0.113.31 stun.internal moved.internal\n")
+    os.utime(path, (time.time() + 5, time.time() + 5))  # a new stamp, however coarse
+    assert await resolver.resolve(parse_server_url("stun:moved.internal")) == [
+        ResolvedAddress("203.0.113.31", 3478, V4)
+    ]
+
+
+async def test_localhost_is_loopback_even_unlisted(tmp_path: Path) -> None:
+    resolver, _ = hosts_resolver(tmp_path, "")
+    assert await resolver.resolve(parse_server_url("stun:localhost:3478")) == [
+        ResolvedAddress("127.0.0.1", 3478, V4),
+        ResolvedAddress("::1", 3478, V6),
+    ]
+    listed, _ = hosts_resolver(tmp_path, HOSTS)  # listed: the file's say
+    assert await listed.resolve(parse_server_url("stun:localhost:3478")) == [
+        ResolvedAddress("127.0.0.1", 3478, V4)
+    ]
+    assert (
+        await Resolver(resolver=_NoDns(), hosts=None).resolve(parse_server_url("stun:a.localhost"))
+    )[0] == ResolvedAddress("127.0.0.1", 3478, V4)
+
+
+async def test_names_not_listed_go_to_dns(tmp_path: Path, black_hole: tuple[str, int]) -> None:
+    stub = dns.asyncresolver.Resolver(configure=False)
+    stub.nameservers = [black_hole[0]]
+    stub.port = black_hole[1]
+    (tmp_path / "hosts").write_text(HOSTS)  # lines it skips: a scoped address, a bad one
+    resolver = Resolver(timeout=0.2, resolver=stub, hosts=tmp_path / "hosts")
+    for name in ("scoped.internal", "bad.internal", "elsewhere.test"):
+        with pytest.raises(ResolutionError, match=f"{name}.*timed out"):
+            await resolver.resolve(parse_server_url(f"stun:{name}:3478"))
+
+
+async def test_without_a_hosts_file_dns_alone(tmp_path: Path) -> None:
+    resolver = Resolver(resolver=_NoDns(), hosts=tmp_path / "absent")
+    with pytest.raises(AssertionError, match="DNS was asked"):
+        await resolver.resolve(parse_server_url("stun:turn.internal:3478"))
