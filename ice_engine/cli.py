@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import signal
 import ssl
 import sys
 import time
@@ -233,6 +234,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         ip_handling=args.ip_handling,
         mdns=args.mdns,
     )
+    _end_on_sigterm()
     started = time.monotonic()
     if args.json:
         async with gatherer:
@@ -259,10 +261,25 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
                         view.restart(gatherer.generation, gatherer.credentials.ufrag)
                     async for event in gatherer.gather():
                         view.add(event)
+        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the gatherer is closed by now
+            view.finish(time.monotonic() - started, interrupted=True)
+            raise
         finally:
             ticker.cancel()
         view.finish(time.monotonic() - started)
     return 0
+
+
+def _end_on_sigterm() -> None:
+    """SIGTERM (kill, timeout(1), a service manager) ends a run as Ctrl-C does: the
+    gatherer closes, releasing its TURN allocations, and the summary of what was gathered
+    is printed, rather than the process dying with allocations held on the servers."""
+    task = asyncio.current_task()
+    if task is None:
+        return
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        # NotImplementedError: Windows' loops; ValueError: not the main thread.
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
 
 
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
@@ -347,6 +364,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"ice-engine: {error}", file=sys.stderr)
                 return 1
         return asyncio.run(_gather(args, sys.stdout))
+    except asyncio.CancelledError:  # SIGTERM (see _end_on_sigterm)
+        return 128 + signal.SIGTERM
     except UsageError as error:
         print(f"ice-engine: {error}", file=sys.stderr)
         return 2

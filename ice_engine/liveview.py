@@ -189,7 +189,7 @@ class PlainView:
     def tick(self) -> None:
         return None
 
-    def finish(self, elapsed: float) -> None:
+    def finish(self, elapsed: float, *, interrupted: bool = False) -> None:
         s = self.summary
         for line in s.server_lines():
             self.out.write(line + "\n")
@@ -197,7 +197,7 @@ class PlainView:
             f"{s.candidates} candidates ({s.type_counts()}), {s.errors} errors, "
             f"{s.generations} generation{'s' if s.generations != 1 else ''}\n"
         )
-        self.out.write(f"done in {elapsed * 1000:.1f} ms\n")
+        self.out.write(f"{_ended(interrupted)} {elapsed * 1000:.1f} ms\n")
         self.out.flush()
 
 
@@ -388,12 +388,18 @@ class LiveView:
         )
         return Group(*parts)
 
-    def finish(self, elapsed: float) -> None:
+    def finish(self, elapsed: float, *, interrupted: bool = False) -> None:
         from rich.console import Group
         from rich.text import Text
 
         if self.live is not None:
             self.live.update(
-                Group(self._render(final=True), Text(f"done in {elapsed * 1000:.1f} ms")),
+                Group(
+                    self._render(final=True), Text(f"{_ended(interrupted)} {elapsed * 1000:.1f} ms")
+                ),
                 refresh=True,
             )
+
+
+def _ended(interrupted: bool) -> str:
+    return "interrupted after" if interrupted else "done in"

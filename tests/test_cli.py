@@ -116,3 +116,33 @@ def test_help_has_examples() -> None:
     result = run("gather", "--help")
     assert result.returncode == 0
     assert "examples:" in result.stdout and "--ice-server" in result.stdout
+
+
+def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
+    """`kill` or `timeout 5 ice-engine ...`: the gatherer is closed (TURN allocations
+    released; tests/lab/test_cli_lab.py checks that on coturn) and the summary of what
+    was gathered is printed, with status 143."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ice_engine", "gather", "--plain"]
+            + ["--ice-server", f"stun:127.0.0.1:{port}", "--timeout", "30"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        first = process.stdout.readline()  # gathering has started: host candidates follow
+        time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert err == ""
+    lines = out.splitlines()
+    assert "gathering" in first and " host)" in lines[-2]  # "2 candidates (2 host), ..."
+    assert lines[-1].startswith("interrupted after")

@@ -590,6 +590,44 @@ def test_server_killed_mid_allocation_then_restarted(lab: Lab) -> None:
     assert completion(again) < 0.5
 
 
+def test_sigterm_releases_the_allocation(lab: Lab) -> None:
+    """`kill` (or `timeout`) on `ice-engine gather` closes the gatherer as Ctrl-C does:
+    its allocation is released at once, so the short server's one-allocation quota is
+    free again within a second or two, not after the 20 s lifetime."""
+    url = f"turn:{SERVER_IPV4}:{SHORT_TURN_PORT}"
+    dead = f"stun:{DEAD_IPV4}"  # never answers: the run is still gathering when killed
+    exclusive = not leases.other_sessions()
+    held = False
+    for _ in range(8):  # another test's allocation may hold the quota for a moment
+        argv = gather_argv("--ice-server", url, "--ice-server", dead, *CREDENTIALS, timeout=30)
+        with Lab.process(argv) as process:
+            assert process.stdout is not None
+            for line in process.stdout:
+                event = json.loads(line)
+                if event["event"] == "icecandidate" and " typ relay " in str(event["candidate"]):
+                    held = True
+                    break
+                if event["event"] == "icecandidateerror" and event["url"] == url:
+                    break  # a 486: the quota is taken, by another test or session
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=10)
+            assert process.returncode == 128 + signal.SIGTERM, err
+        if held:
+            break
+        time.sleep(1.5)
+    if not held:
+        if exclusive and not leases.other_sessions():
+            pytest.fail("the short server's quota never came free")
+        pytest.skip("another session held the short server's quota throughout")
+    started = time.monotonic()
+    while time.monotonic() - started < 6:  # the lifetime is 20 s: only a release frees it
+        events = gather(lab, "--ice-server", url, *CREDENTIALS)
+        if candidates(events, "relay"):
+            return
+        time.sleep(0.5)
+    pytest.fail(f"the allocation was not released: still over quota after 6 s: {events}")
+
+
 # -- 4. stale nonce on a refresh -------------------------------------------------------------
 
 STALE_NONCE_SCRIPT = f"""
