@@ -129,9 +129,10 @@ def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers
         silent.bind(("127.0.0.1", 0))
         port = silent.getsockname()[1]
+        server = f"stun:127.0.0.1:{port}"
+        argv = ["gather", "--plain", "--ice-server", server, "--timeout", "30"]
         process = subprocess.Popen(
-            [sys.executable, "-m", "ice_engine", "gather", "--plain"]
-            + ["--ice-server", f"stun:127.0.0.1:{port}", "--timeout", "30"],
+            [sys.executable, "-m", "ice_engine", *argv],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
