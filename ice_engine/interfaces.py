@@ -28,6 +28,7 @@ __all__ = [
     "interleave",
     "is_usable",
     "local_addresses",
+    "unusable_ipv6",
 ]
 
 #: A user's say on each address: called with (interface name, address); False drops it.
@@ -83,9 +84,11 @@ def interleave(addresses: Iterable[LocalAddress]) -> list[LocalAddress]:
 
 
 def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> list[LocalAddress]:
-    """Every IPv4/IPv6 address of every interface, unfiltered, in the system's order."""
+    """Every IPv4/IPv6 address of every interface in the system's order, but for the IPv6
+    ones the kernel says not to use (`unusable_ipv6`)."""
     found: list[LocalAddress] = []
     listed = list(ifaddr.get_adapters()) if adapters is None else adapters
+    unusable = unusable_ipv6() if adapters is None else set()
     for position, adapter in enumerate(listed, start=1):
         # The interface index where the system gives one: stable while the interface
         # lives, where a position in the list shifts as interfaces come and go.
@@ -93,11 +96,40 @@ def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> lis
         for ip in adapter.ips:
             if isinstance(ip.ip, tuple):
                 address, _flowinfo, scope_id = ip.ip
+                if unusable and str(ipaddress.IPv6Address(address)) in unusable:
+                    continue
                 found.append(
                     LocalAddress(adapter.nice_name, address, socket.AF_INET6, network_id, scope_id)
                 )
             else:
                 found.append(LocalAddress(adapter.nice_name, ip.ip, socket.AF_INET, network_id))
+    return found
+
+
+#: linux/if_addr.h flags of an IPv6 address not to gather from: its duplicate address
+#: detection failed, or has not finished (it cannot be bound yet), or its preferred
+#: lifetime is over (deprecated: the kernel picks it for no new connection, nor do browsers).
+_IFA_F_DADFAILED, _IFA_F_DEPRECATED, _IFA_F_TENTATIVE = 0x08, 0x20, 0x40
+_NOT_TO_USE = _IFA_F_DADFAILED | _IFA_F_DEPRECATED | _IFA_F_TENTATIVE
+
+
+def unusable_ipv6(table: str | None = None) -> set[str]:
+    """IPv6 addresses flagged deprecated, tentative or DAD-failed in `/proc/net/if_inet6`
+    (Linux; `ifaddr` does not tell): address, ifindex, prefix length, scope, flags, name."""
+    if table is None:
+        try:
+            with open("/proc/net/if_inet6") as file:
+                table = file.read()
+        except OSError:  # not Linux, or no IPv6
+            return set()
+    found = set()
+    for line in table.splitlines():
+        fields = line.split()
+        try:
+            if len(fields) >= 6 and int(fields[4], 16) & _NOT_TO_USE:
+                found.add(str(ipaddress.IPv6Address(bytes.fromhex(fields[0]))))
+        except ValueError:
+            continue
     return found
 
 
