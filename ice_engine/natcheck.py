@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import ipaddress
 import math
 import socket
@@ -36,6 +37,7 @@ from typing import Any, Literal, NamedTuple
 
 from . import stun
 from .resolver import ResolutionError, default_resolver
+from .streams import describe
 from .transaction import StunTransaction, Timing
 from .urls import parse_server_url
 
@@ -295,6 +297,16 @@ class NatCheck:
             test.error = f"malformed response: {problem}"
         return self._advance(now)
 
+    def send_failed(self, datagram: Datagram, reason: str, now: float) -> list[Datagram]:
+        """The socket would not send `datagram` (no route to the other address, say): its
+        test ends now with `reason`, the others go on; what to send next, if anything."""
+        test = self._pending.pop(datagram.data[8:20], None)
+        if test is None:
+            return []
+        test.done = True
+        test.error = f"could not be sent: {reason}"
+        return self._advance(now)
+
     def poll(self, now: float) -> list[Datagram]:
         """Retransmissions due by `now`, and the tests whose deadline has passed."""
         out: list[Datagram] = []
@@ -524,7 +536,8 @@ async def discover_nat(
     server uses) and `local_port` the port (default: any); `timeout` bounds each phase
     of the tests, in seconds. Raises ValueError on bad input (the URL, the address),
     NatCheckError when the server's name does not resolve or the server never answers,
-    and OSError when the socket fails (an address that is not local, a port in use).
+    and OSError when the socket cannot be bound (an address that is not local, a port in
+    use). A request the socket refuses to send fails its test only.
     """
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds: {timeout!r}")
@@ -581,7 +594,12 @@ async def _drive(
 
     def send(datagrams: list[Datagram]) -> None:
         for datagram in datagrams:
-            sock.sendto(datagram.data, datagram.address)
+            try:
+                sock.sendto(datagram.data, datagram.address)
+            except OSError as error:
+                if error.errno in (errno.EAGAIN, errno.ENOBUFS, errno.EINTR):
+                    continue  # a full buffer: as if lost, the retransmission goes later
+                send(check.send_failed(datagram, describe(error), loop.time()))
 
     send(check.start(loop.time()))
     while not check.done:

@@ -123,13 +123,24 @@ class World:
         return [(answer(datagram.data, mapped, other=other), source)]
 
 
-def run(check: NatCheck, world: World, *, limit: float = 60.0) -> tuple[NatBehaviour, float]:
-    """Drive the core to the end with a simulated clock; returns the result and the end time."""
+def run(
+    check: NatCheck,
+    world: World,
+    *,
+    limit: float = 60.0,
+    unroutable: Callable[[Address], bool] = lambda address: False,
+) -> tuple[NatBehaviour, float]:
+    """Drive the core to the end with a simulated clock; returns the result and the end time.
+
+    A datagram to an `unroutable` address is refused as the socket refuses it."""
     now = 0.0
     outgoing = check.start(now)
     while True:
         while outgoing:
             datagram, *outgoing = outgoing
+            if unroutable(datagram.address):
+                outgoing += check.send_failed(datagram, "network is unreachable", now)
+                continue
             for data, source in world.send(datagram):
                 outgoing += check.receive(data, source, now)
         if check.done:
@@ -388,8 +399,16 @@ class FakeServer:
     """Answers Binding requests on 127.0.0.1 and 127.0.0.2, each on two ports, honouring
     CHANGE-REQUEST; without `rfc5780` it sends no OTHER-ADDRESS."""
 
-    def __init__(self, *, rfc5780: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        rfc5780: bool = True,
+        advertise: Address | None = None,
+        mapped: Address | None = None,
+    ) -> None:
         self.rfc5780 = rfc5780
+        self.advertise = advertise  # an OTHER-ADDRESS to give in place of the real one
+        self.mapped = mapped  # a mapping to report in place of the client's own address
         self.sockets: dict[Address, socket.socket] = {}
         for _ in range(20):
             try:
@@ -441,8 +460,9 @@ class FakeServer:
                     ip = "127.0.0.2" if ip == "127.0.0.1" else "127.0.0.1"
                 if flags & CHANGE_PORT:
                     port = self.ports[1] if port == self.ports[0] else self.ports[0]
-                other = self.other if self.rfc5780 else None
-                self.sockets[(ip, port)].sendto(answer(data, client, other=other), client)
+                other = (self.advertise or self.other) if self.rfc5780 else None
+                mapped = self.mapped or client
+                self.sockets[(ip, port)].sendto(answer(data, mapped, other=other), client)
         selector.close()
 
     def close(self) -> None:
@@ -563,3 +583,37 @@ def test_cli_errors_are_one_line(args: tuple[str, ...], status: int, text: str) 
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert text in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_other_address_the_socket_cannot_send_to() -> None:
+    """No route to the server's other address: the mapping tests fail at once with the
+    reason, and what was learnt (the mapping, the filtering) is kept."""
+    result, end = run(check_for(), World(), unroutable=lambda address: address[0] == OTHER[0])
+    probes = {p.name: p for p in result.probes}
+    assert result.answered and result.mapped is not None
+    assert result.filtering == "address-and-port-dependent"
+    assert result.mapping == "unknown"
+    assert any("could not be sent: network is unreachable" in note for note in result.notes)
+    assert probes["mapping test II"].error == "could not be sent: network is unreachable"
+    assert probes["mapping test II"].transmissions == 1
+    assert probes["mapping test III"].abandoned  # no longer needed once test II failed
+    _, usual = run(check_for(), World())
+    assert end <= usual  # no waiting on the requests that could not be sent
+
+
+async def test_discover_nat_when_the_other_address_cannot_be_sent_to() -> None:
+    """The socket refuses to send to the server's OTHER-ADDRESS (here the broadcast
+    address, refused without SO_BROADCAST, so nothing reaches the wire): the run still
+    ends with what it learnt, and says why the mapping is unknown, instead of failing
+    with the OSError."""
+    # A mapping unlike the local address (a NAT, as the tests see it) sends the mapping
+    # tests to the other address.
+    odd = FakeServer(advertise=("255.255.255.255", 3479), mapped=("127.0.0.9", 40000))
+    try:
+        result = await discover_nat(url(odd.primary), local_address="127.0.0.1", timeout=1.0)
+    finally:
+        odd.close()
+    assert result.answered and result.mapping == "unknown"
+    mapping = [p for p in result.probes if p.name.startswith("mapping test")]
+    assert mapping[0].error == "could not be sent: permission denied", result.probes
+    assert any("could not be sent" in note for note in result.notes), result.notes
