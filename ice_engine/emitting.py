@@ -120,7 +120,12 @@ class Emitting:
         generation.bases_of[line] = base.key
         self._emit(
             generation,
-            IceCandidateEvent(ice_candidate, generation.number, now - generation.started),
+            IceCandidateEvent(
+                ice_candidate,
+                generation.number,
+                now - generation.started,
+                None if server is None else server.url.url,
+            ),
         )
 
     def _error(

@@ -103,19 +103,27 @@ class IceCandidate:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class IceCandidateEvent:
-    """`icecandidate`: a candidate, an end-of-candidates (`""`), or `None` when complete."""
+    """`icecandidate`: a candidate, an end-of-candidates (`""`), or `None` when complete.
+
+    `url` is the STUN or TURN server a srflx or relay candidate was learnt from, as the
+    browser's RTCPeerConnectionIceEvent.url gives it; None for the others.
+    """
 
     type: ClassVar[str] = "icecandidate"
     candidate: IceCandidate | None
     generation: int
     t: float
+    url: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        event = {
             "event": self.type,
             "candidate": None if self.candidate is None else self.candidate.to_json(),
             "t": round(self.t, 6),
         }
+        if self.url is not None:
+            event["url"] = self.url
+        return event
 
 
 @fast_init

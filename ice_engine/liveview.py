@@ -2,9 +2,7 @@
 
 Both views are fed the same events through `add(event)` and close with `finish()`, which
 prints a per-server summary: when each server gave its first candidate, how many it gave,
-and its errors. A candidate is attributed to its server through its priority: the local
-preference's low four bits hold the server's slot (0 for host candidates, 1 + the server's
-index otherwise; see docs/architecture.md).
+and its errors: a candidate event names the server it came from (`url`), as an error does.
 
 The live view uses `rich` and is drawn from the asyncio thread only (no refresh thread):
 `tick()` redraws it, so the spinner turns while the gatherer waits for servers.
@@ -19,7 +17,6 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .events import (
     Event,
-    IceCandidate,
     IceCandidateErrorEvent,
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
@@ -41,20 +38,7 @@ __all__ = [
     "ServerStats",
     "Summary",
     "format_event",
-    "server_slot",
 ]
-
-_SLOTS = 16  # local preference = 65535 - 16 * rank - slot, slot 0..15
-
-
-def server_slot(candidate: IceCandidate) -> int | None:
-    """Which server a candidate was learnt from: its index in the server list, None for
-    host candidates (or when the priority does not say)."""
-    if candidate.parsed is None or candidate.parsed.type == "host":
-        return None
-    local_preference = (candidate.parsed.priority >> 8) & 0xFFFF
-    slot = (65535 - local_preference) % _SLOTS
-    return slot - 1 if slot else None
 
 
 @dataclass(slots=True)
@@ -96,10 +80,7 @@ class Summary:
                 self.generations += 1
         elif isinstance(event, IceCandidateErrorEvent):
             self.errors += 1
-            stats = self.by_url.get(event.url)
-            if stats is None:
-                stats = self.by_url[event.url] = ServerStats(event.url)
-                self.servers.append(stats)
+            stats = self._server(event.url)
             stats.errors.append((event.errorCode, _printable(event.errorText)))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             candidate = event.candidate
@@ -108,13 +89,19 @@ class Summary:
             self.candidates += 1
             kind = candidate.parsed.type
             self.types[kind] = self.types.get(kind, 0) + 1
-            slot = server_slot(candidate)
-            if slot is not None and slot < len(self.servers):
-                stats = self.servers[slot]
-                stats.candidates += 1
-                stats.types[kind] = stats.types.get(kind, 0) + 1
-                if stats.first_candidate is None:
-                    stats.first_candidate = event.t
+            if event.url is not None:  # learnt from a server (host candidates are not)
+                server = self._server(event.url)
+                server.candidates += 1
+                server.types[kind] = server.types.get(kind, 0) + 1
+                if server.first_candidate is None:
+                    server.first_candidate = event.t
+
+    def _server(self, url: str) -> ServerStats:
+        stats = self.by_url.get(url)
+        if stats is None:  # a URL spelt otherwise than given: its own line
+            stats = self.by_url[url] = ServerStats(url)
+            self.servers.append(stats)
+        return stats
 
     def heard_from(self) -> int:
         return sum(1 for s in self.servers if s.candidates or s.errors)

@@ -30,7 +30,7 @@ import pytest
 from ice_engine.candidate import Candidate, compute_priority
 from ice_engine.events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
 from ice_engine.interfaces import local_addresses
-from ice_engine.liveview import Summary, server_slot
+from ice_engine.liveview import Summary
 from ice_engine.model import local_preference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -126,19 +126,18 @@ def _candidate(kind: str, rank: int, slot: int) -> IceCandidate:
     return IceCandidate(parsed.to_sdp(), "0", 0, "abcd", parsed)
 
 
-def test_candidates_are_attributed_to_their_server_by_priority() -> None:
-    assert server_slot(_candidate("host", 0, 0)) is None
-    assert server_slot(_candidate("srflx", 0, 1)) == 0
-    assert server_slot(_candidate("srflx", 3, 2)) == 1
+def test_candidates_are_attributed_to_the_server_their_event_names() -> None:
     summary = Summary(["stun:a.example", "stun:b.example"])
-    summary.add(IceCandidateEvent(_candidate("srflx", 1, 2), 0, 0.030))
-    summary.add(IceCandidateEvent(_candidate("srflx", 0, 2), 0, 0.040))
+    b_url = "stun:b.example"
+    summary.add(IceCandidateEvent(_candidate("host", 0, 0), 0, 0.001))
+    summary.add(IceCandidateEvent(_candidate("srflx", 1, 2), 0, 0.030, b_url))
+    summary.add(IceCandidateEvent(_candidate("srflx", 0, 1), 0, 0.040, b_url))
     summary.add(IceCandidateErrorEvent("stun:a.example", "192.0.2.2", 5, 701, "gone", 0, 2.0))
     a, b = summary.servers
     assert (a.status, a.candidates, a.first_candidate, len(a.errors)) == ("failed", 0, None, 1)
     assert (b.status, b.candidates, b.first_candidate) == ("ok", 2, 0.030)
     assert summary.heard_from() == 2
-    assert summary.type_counts() == "2 srflx"
+    assert summary.type_counts() == "1 host, 2 srflx"
 
 
 # -- the live view, on a real terminal ---------------------------------------------

@@ -177,8 +177,12 @@ def test_srflx_at_one_rtt_with_related_address() -> None:
             b.port for b in bases if b.address == parsed.related_address
         )
         assert event.t == pytest.approx(0.05)
+        assert event.url == "stun:198.51.100.10"  # RTCPeerConnectionIceEvent.url
     assert kinds(net.events)[-3:] == ["end:0", "complete", "null"]
     assert net.events[-1].t == pytest.approx(0.05)
+    others = [e for e in net.events if isinstance(e, IceCandidateEvent) and e not in srflx]
+    assert others and all(e.url is None for e in others)  # host, end-of-candidates, null
+    assert "url" not in others[0].to_json() and srflx[0].to_json()["url"] == event.url
 
 
 @pytest.mark.parametrize("hidden_by", ["mdns", "hide_host", None])

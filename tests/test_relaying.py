@@ -311,3 +311,20 @@ def test_redirects_are_followed_twice_at_most() -> None:
     errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
     assert [e.errorCode for e in errors] == [300]
     assert "more than 2 redirects" in errors[0].errorText
+
+
+def test_relay_and_srflx_events_name_their_server() -> None:
+    """RTCPeerConnectionIceEvent.url: the TURN server's URL on the relay and srflx events
+    it gave, None on the host candidate's and the end-of-candidates'."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    urls = {}
+    while (event := core.next_event()) is not None:
+        if isinstance(event, IceCandidateEvent) and event.candidate is not None:
+            urls[event.candidate.type or "end"] = event.url
+    assert urls == {
+        "host": None,
+        "srflx": "turn:198.51.100.10",
+        "relay": "turn:198.51.100.10",
+        "end": None,
+    }
