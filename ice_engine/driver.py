@@ -47,6 +47,7 @@ from .watcher import InterfaceWatcher
 __all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
 
 _POLICIES = ("all", "relay")
+_RESCAN_MAX_AGE = 0.25  # seconds: an enumeration this recent is the present
 #: Called with (allocation, peer address, payload) for data relayed to us by TURN.
 RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
 #: Called with (local base address, peer address, payload) for what peers send to a base.
@@ -671,7 +672,8 @@ class Gatherer:
         if self._closed or core.state is not GatheringState.GATHERING:
             return
         now = self._now()
-        present = {a.address: a for a in self._addresses(max_age=0)}
+        # The watcher has just enumerated afresh for every gatherer: its view serves.
+        present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
         bases = core.bases
         gone = [b.key for b in bases if b.address not in present]
         gone += [key for key, address in self._tcp_bases.items() if address not in present]
