@@ -188,6 +188,24 @@ class PlainView:
         self.out.flush()
 
 
+_COLUMNS = (
+    "Time (ms)",
+    "Mid",
+    "Component",
+    "Type",
+    "Foundation",
+    "Protocol",
+    "Address",
+    "Port",
+    "Priority",
+    "Related address",
+)
+_NARROW_COLUMNS = ("Time (ms)", "Mid", "Type", "Protocol", "Address", "Port", "Related address")
+_NARROW_HEADERS = {"Time (ms)": "ms", "Protocol": "Proto"}
+_RIGHT_ALIGNED = frozenset({"Time (ms)", "Component", "Port", "Priority"})
+_FULL_WIDTH = 120  # terminal columns the full candidate table needs to show addresses
+
+
 class LiveView:
     """The terminal Trickle ICE page: a table filled as candidates arrive, errors in red,
     a spinner while waiting, and a per-server summary once gathering is complete."""
@@ -207,23 +225,18 @@ class LiveView:
             expand=False,
             header_style="bold",
         )
-        columns: tuple[tuple[str, JustifyMethod], ...] = (
-            ("Time (ms)", "right"),
-            ("Mid", "left"),
-            ("Component", "right"),
-            ("Type", "left"),
-            ("Foundation", "left"),
-            ("Protocol", "left"),
-            ("Address", "left"),
-            ("Port", "right"),
-            ("Priority", "right"),
-            ("Related address", "left"),
-        )
-        for name, justify in columns:
+        # Below 120 columns the full table would squeeze the addresses out: the columns a
+        # reader needs least (component, foundation, priority) give way.
+        self.columns = _COLUMNS if console.width >= _FULL_WIDTH else _NARROW_COLUMNS
+        for name in self.columns:
             # addresses fold on a narrow terminal rather than lose their tail to an ellipsis
             wide = name in ("Address", "Related address")
             self.table.add_column(
-                name, justify=justify, no_wrap=not wide, overflow="fold" if wide else "ellipsis"
+                _NARROW_HEADERS.get(name, name) if self.columns is _NARROW_COLUMNS else name,
+                justify="right" if name in _RIGHT_ALIGNED else "left",
+                no_wrap=not wide,
+                overflow="fold" if wide else "ellipsis",
+                min_width=15 if name == "Address" else None,
             )
         self.errors = Table(
             title="Errors (icecandidateerror)",
@@ -277,26 +290,25 @@ class LiveView:
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             c = event.candidate
             if c.parsed is None:
-                self.table.add_row(
-                    ms, escape(c.sdpMid), *[""] * 4, "(end-of-candidates)", style="dim"
-                )
+                end = {"Time (ms)": ms, "Mid": escape(c.sdpMid), "Address": "(end-of-candidates)"}
+                self.table.add_row(*(end.get(name, "") for name in self.columns), style="dim")
             else:
                 p = c.parsed
                 related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
+                row = {
+                    "Time (ms)": ms,
+                    "Mid": escape(c.sdpMid),
+                    "Component": str(p.component),
+                    "Type": p.type,
+                    "Foundation": p.foundation,
+                    "Protocol": p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
+                    "Address": escape(p.address),
+                    "Port": str(p.port),
+                    "Priority": str(p.priority),
+                    "Related address": escape(related),
+                }
                 style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}.get(p.type, "")
-                self.table.add_row(
-                    ms,
-                    escape(c.sdpMid),
-                    str(p.component),
-                    p.type,
-                    p.foundation,
-                    p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
-                    escape(p.address),
-                    str(p.port),
-                    str(p.priority),
-                    escape(related),
-                    style=style,
-                )
+                self.table.add_row(*(row[name] for name in self.columns), style=style)
         self.tick()
 
     def tick(self) -> None:

@@ -354,3 +354,28 @@ def test_a_closed_pipe_ends_quietly_and_ascii_output_does_not_fail() -> None:
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert b"\\xe9" in result.stdout
+
+
+@pytest.mark.parametrize("width", [80, 100, 160])
+def test_the_candidate_table_shows_addresses_at_any_width(width: int) -> None:
+    """At 80 columns the full table squeezed the address columns to nothing; below 120
+    it now leaves out component, foundation and priority instead."""
+    import io
+
+    from rich.console import Console
+
+    from ice_engine.liveview import LiveView
+
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=width, color_system=None), ["stun:x"], deadline=1.0)
+    srflx = Candidate.parse(
+        "candidate:842163049 1 udp 1686052607 198.51.100.1 50000 typ srflx"
+        " raddr 203.0.113.2 rport 40000 generation 0"
+    )
+    view.add(IceCandidateEvent(IceCandidate(srflx.to_sdp(), "0", 0, "abcd", srflx), 0, 0.001))
+    view.console.print(view.table)
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= width for line in lines)
+    assert lines[1].endswith("┓") and lines[-1].endswith("┘")  # nothing cropped
+    assert "198.51.100.1" in out.getvalue() and "203.0.113.2:40000" in out.getvalue()
+    assert ("Priority" in lines[2] or "Priority" in lines[3]) == (width >= 120)
