@@ -25,6 +25,7 @@ import re
 import secrets
 import socket
 import struct
+import time
 import uuid
 import weakref
 from collections.abc import Iterable
@@ -80,6 +81,9 @@ _MAX_DATAGRAM = 9000
 """RFC 6762 §17: mDNS messages up to 9000 bytes."""
 _RECEIVE_BATCH = 64
 """Datagrams read per wake-up, so a flood cannot starve the loop."""
+_MULTICAST_INTERVAL = 1.0
+"""RFC 6762 §6: the same answer is multicast at most once a second on an interface, so
+that a flood of queries cannot make us flood the link."""
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python 3.11 lacks the name
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _IN6_PKTINFO = struct.Struct("=16sI")
@@ -182,7 +186,11 @@ class MdnsResponder:
         self._lock = asyncio.Lock()
         self._shared_on: asyncio.AbstractEventLoop | None = None  # set by shared_responder
         self.queries_answered = 0
-        """Replies sent (or, before `start`, produced by `handle_query`)."""
+        """Replies `handle_query` produced (a multicast one may then be held back: see
+        `_MULTICAST_INTERVAL`)."""
+        self._multicast_at: dict[tuple[bytes, int], float] = {}
+        """When each reply was last multicast, per interface index (RFC 6762 §6)."""
+        self._clock = time.monotonic
 
     # -- names ---------------------------------------------------------------------------
 
@@ -458,6 +466,8 @@ class MdnsResponder:
     def _send(
         self, sock: socket.socket, reply: MdnsReply, source: tuple[object, ...], index: int
     ) -> None:
+        if not reply.unicast and self._multicast_recently(reply.payload, index):
+            return
         try:
             if reply.unicast:
                 sock.sendto(reply.payload, source)
@@ -473,6 +483,21 @@ class MdnsResponder:
                 sock.sendto(reply.payload, (MDNS_GROUP_V6, MDNS_PORT, 0, index))
         except OSError as exc:
             log.debug("mDNS responder: send to %s: %s", source, exc)
+
+    def _multicast_recently(self, payload: bytes, index: int) -> bool:
+        """Whether this answer went to the group on this interface under a second ago;
+        if not, it is noted as going now."""
+        now = self._clock()
+        key = (payload, index)
+        last = self._multicast_at.get(key)
+        if last is not None and now - last < _MULTICAST_INTERVAL:
+            return True
+        if len(self._multicast_at) >= 1024:  # names come and go: forget what has lapsed
+            self._multicast_at = {
+                k: at for k, at in self._multicast_at.items() if now - at < _MULTICAST_INTERVAL
+            }
+        self._multicast_at[key] = now
+        return False
 
 
 def _bind(family: int) -> socket.socket:

@@ -429,9 +429,9 @@ class _OneDatagram:
 
     family = socket.AF_INET
 
-    def __init__(self, data: bytes, destination: str) -> None:
-        info = _IN_PKTINFO.pack(3, socket.inet_aton(IPV4), socket.inet_aton(destination))
-        self._queue = [(data, [(socket.IPPROTO_IP, _IP_PKTINFO, info)], 0, ("198.51.100.7", 40000))]
+    def __init__(self, data: bytes, destination: str, port: int = 40000, index: int = 3) -> None:
+        info = _IN_PKTINFO.pack(index, socket.inet_aton(IPV4), socket.inet_aton(destination))
+        self._queue = [(data, [(socket.IPPROTO_IP, _IP_PKTINFO, info)], 0, ("198.51.100.7", port))]
         self.sent: list[object] = []
 
     def recvmsg(
@@ -490,3 +490,25 @@ async def test_a_loop_never_runs_two_shared_responders(monkeypatch: pytest.Monke
     await c.release()
     await b.result().release()
     assert not c.running
+
+
+def test_the_same_answer_is_multicast_at_most_once_a_second_per_interface(
+    responder: MdnsResponder,
+) -> None:
+    """RFC 6762 §6: a flood of queries must not make us flood the link."""
+    name = registered(responder)
+    now = [100.0]
+    responder._clock = lambda: now[0]
+
+    def ask(index: int = 3, qu: bool = False) -> list[object]:
+        sock = _OneDatagram(query((name, "A"), qu=qu), "224.0.0.251", port=5353, index=index)
+        responder._readable(sock)  # type: ignore[arg-type]
+        return sock.sent
+
+    assert ask() == [("224.0.0.251", 5353)]
+    now[0] += 0.5
+    assert ask() == []  # held back: multicast half a second ago on this interface
+    assert ask(index=4) == [("224.0.0.251", 5353)]  # another interface: its own second
+    assert ask(qu=True) == [("198.51.100.7", 5353)]  # a unicast answer is not limited
+    now[0] += 0.6
+    assert ask() == [("224.0.0.251", 5353)]
