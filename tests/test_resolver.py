@@ -355,7 +355,7 @@ class _NoDns(dns.asyncresolver.Resolver):
     def __init__(self) -> None:
         super().__init__(configure=False)
 
-    async def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:  # type: ignore[override]
+    async def resolve(self, *args: object, **kwargs: object) -> dns.resolver.Answer:
         raise AssertionError(f"DNS was asked: {args}")
 
 
