@@ -84,11 +84,11 @@ class Resolver:
         if url.host_is_ip:
             family = socket.AF_INET6 if ":" in url.host else socket.AF_INET
             return [ResolvedAddress(url.host, url.port, family)]
-        listed = self._hosts.lookup(url.host)
+        listed = self._listed(url.host, url.port)
         if listed:  # a local name: no SRV either, as getaddrinfo would not ask
-            return [ResolvedAddress(address, url.port, family) for address, family in listed]
+            return listed
         srv_name = url.srv_name
-        direct = asyncio.ensure_future(self._addresses(url.host, url.port))
+        direct = asyncio.ensure_future(self._dns_addresses(url.host, url.port))
         if srv_name is not None:
             # The host's own A/AAAA are asked at the same time as its SRV record, so that
             # a name without SRV (most of them) costs one round trip, not two.
@@ -120,11 +120,19 @@ class Resolver:
             raise ResolutionError(f"no SRV target of {srv_name!r} resolved: {problems}")
         return addresses
 
+    def _listed(self, host: str, port: int) -> list[ResolvedAddress]:
+        """What the hosts file says of `host`, if anything."""
+        return [ResolvedAddress(a, port, family) for a, family in self._hosts.lookup(host)]
+
     async def _addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
-        """IPv4 then IPv6 addresses of `host`, and why there are none if so."""
-        listed = self._hosts.lookup(host)
+        """An SRV target's addresses: from the hosts file, else from DNS."""
+        listed = self._listed(host, port)
         if listed:
-            return [ResolvedAddress(address, port, family) for address, family in listed], ""
+            return listed, ""
+        return await self._dns_addresses(host, port)
+
+    async def _dns_addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
+        """IPv4 then IPv6 addresses of `host` from DNS, and why there are none if so."""
         v4, v6 = await asyncio.gather(
             self._lookup(host, dns.rdatatype.A), self._lookup(host, dns.rdatatype.AAAA)
         )
