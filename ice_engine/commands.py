@@ -7,7 +7,15 @@ from dataclasses import dataclass
 from .frozen import fast_init
 from .urls import ServerUrl
 
-__all__ = ["CloseStream", "Command", "OpenStream", "Resolve", "SendDatagram", "StreamSend"]
+__all__ = [
+    "CloseStream",
+    "Command",
+    "OpenSocket",
+    "OpenStream",
+    "Resolve",
+    "SendDatagram",
+    "StreamSend",
+]
 
 
 @fast_init
@@ -27,6 +35,17 @@ class Resolve:
 
     request: int
     url: ServerUrl
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class OpenSocket:
+    """Open another UDP socket on the address of the socket `beside` (any port the
+    port range allows), at once; answer with `Gathering.socket_opened` or
+    `socket_failed`. A TURN server holds an allocation for the 5-tuple of `beside` (437)."""
+
+    request: int
+    beside: int
 
 
 @fast_init
@@ -55,4 +74,4 @@ class CloseStream:
     stream: int
 
 
-Command = SendDatagram | Resolve | OpenStream | StreamSend | CloseStream
+Command = SendDatagram | Resolve | OpenSocket | OpenStream | StreamSend | CloseStream

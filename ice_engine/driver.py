@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any
 
-from .commands import CloseStream, OpenStream, Resolve, SendDatagram, StreamSend
+from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
 from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
 from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
@@ -759,6 +759,22 @@ class Gatherer:
         self._owners[self._next_key] = generation
         return self._next_key
 
+    def _open_beside(self, command: OpenSocket) -> None:
+        """Another UDP socket on the address of `command.beside`, for a TURN allocation
+        whose 5-tuple the server found taken (437); it lives as long as that socket."""
+        beside = self._sockets.get(command.beside)
+        key = None
+        if beside is not None:
+            name = beside.getsockname()
+            scope_id = name[3] if beside.family == socket.AF_INET6 else 0
+            address = LocalAddress("", name[0], beside.family, 0, scope_id)
+            key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
+        if key is None:
+            reason = "no other socket could be bound on the base's address"
+            self._core.socket_failed(self._now(), command.request, reason)
+        else:
+            self._core.socket_opened(self._now(), command.request, key)
+
     # -- mDNS host candidates --------------------------------------------------------
 
     async def _mdns_ready(self) -> None:
@@ -955,6 +971,8 @@ class Gatherer:
                     stream.close()
             elif isinstance(command, Resolve):  # a name: the core contacts IPs at once
                 self._spawn(self._resolve(command))
+            elif isinstance(command, OpenSocket):
+                self._open_beside(command)
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._deliver(self._on_relayed, *relayed)

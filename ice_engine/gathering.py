@@ -33,7 +33,7 @@ from .events import (
     IceCandidate,
 )
 from .model import UNREACHABLE, Base, Generation, Server, Transport
-from .relaying import Relaying
+from .relaying import Relay, Relaying
 from .transaction import RttTable, StunTransaction, Timing
 from .turn import NonceCache
 
@@ -128,6 +128,7 @@ class Gathering(Relaying):
         self.nonces = nonces if nonces is not None else NonceCache()
         self.dual_stack_relays = dual_stack_relays
         self._relays = {}
+        self._moving = None  # relays waiting for another socket after a 437
         self._relayed = None  # created for the first relayed datagram
         self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
@@ -510,6 +511,11 @@ class Gathering(Relaying):
         )
         generation.pending[base.transport] += 1
         self._commands.append(SendDatagram(base.key, request, server_address))
+
+    def _ask_srflx(self, relay: Relay, now: float) -> None:
+        deadline = relay.allocation.deadline
+        server, address = relay.server, relay.server_address
+        self._send_binding(relay.generation, relay.base, server, address, now, deadline, True)
 
     def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
         if not probe.quiet:

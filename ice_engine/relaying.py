@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from . import stun
 from .candidate import relay_type_preference
-from .commands import CloseStream, Command, OpenStream, SendDatagram, StreamSend
+from .commands import CloseStream, Command, OpenSocket, OpenStream, SendDatagram, StreamSend
 from .emitting import Emitting
 from .model import UNREACHABLE, Base, Generation, Server
 from .transaction import RttTable, Timing
@@ -32,6 +32,9 @@ from .turn import (
 #: 300 Try Alternate redirects followed per allocation: load balancers send one, and a
 #: bound stops two servers sending a client back and forth.
 _MAX_REDIRECTS = 2
+#: RFC 8656 §7.3: after a 437, try two more client transport addresses, three in all.
+_MAX_MOVES = 2
+_ALLOCATION_MISMATCH = 437
 
 __all__ = ["Relay", "Relaying"]
 
@@ -52,6 +55,7 @@ class Relay:
         "framer",
         "generation",
         "key",
+        "moves",
         "server",
         "server_address",
         "stream",
@@ -66,11 +70,13 @@ class Relay:
         server_address: tuple[str, int],
         allocation: Allocation,
         stream: int | None = None,
+        key: int | None = None,
     ) -> None:
         self.generation = generation
         self.base = base
-        # The socket it talks through: a shared port's base allocates from its own one.
-        self.key = base.key if stream is not None else _udp_key(base)
+        # The socket it talks through: a shared port's base allocates from its own one,
+        # and after a 437 (`moves`) the allocation moves to another socket of the base's.
+        self.key = key if key is not None else base.key if stream is not None else _udp_key(base)
         self.server = server
         self.server_address = server_address
         self.allocation = allocation
@@ -79,14 +85,16 @@ class Relay:
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
+        self.moves = 0
 
 
 class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
 
     # Shared with Gathering, which sets them up.
-    __slots__ = ("_relayed", "_relays", "_streams")
+    __slots__ = ("_moving", "_relayed", "_relays", "_streams")
     _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
+    _moving: dict[int, Relay] | None  # waiting for another socket (OpenSocket), by request
     _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
     _streams: int
     _commands: deque[Command]
@@ -97,6 +105,10 @@ class Relaying(Emitting):
     nonces: NonceCache
     dual_stack_relays: bool
 
+    def _ask_srflx(self, relay: Relay, now: float) -> None:
+        """Gathering's: the base's srflx from a Binding request to the relay's server."""
+        raise NotImplementedError
+
     # -- what the state machine asks of its relays -------------------------------------
 
     def _relay_timer(self) -> float:
@@ -105,6 +117,9 @@ class Relaying(Emitting):
             relay_timer = relay.allocation.get_timer()
             if relay_timer is not None and relay_timer < timer:
                 timer = relay_timer
+        if self._moving:
+            for relay in self._moving.values():
+                timer = min(timer, relay.allocation.deadline)
         return timer
 
     def _relays_on_timer(self, now: float) -> None:
@@ -113,6 +128,10 @@ class Relaying(Emitting):
             if relay_timer is not None and relay_timer <= now:
                 relay.allocation.handle_timer(now)
                 self._flush(relay, now)
+        if self._moving:  # a driver that never answers an OpenSocket holds up nothing
+            for request, relay in list(self._moving.items()):
+                if now >= relay.allocation.deadline:
+                    self.socket_failed(now, request, "no other socket came in time")
 
     def _close_relays(self, now: float, older_than: int | None = None) -> None:
         """Deallocate every relay, or those of generations before `older_than`."""
@@ -219,12 +238,13 @@ class Relaying(Emitting):
         server_address: tuple[str, int],
         now: float,
         deadline: float | None = None,
+        key: int | None = None,
     ) -> Relay:
         """One allocation per 5-tuple: the same server twice (two URLs for one address)
         shares the first one's allocation and candidates."""
         over_stream = server.url.transport == "tcp"
         if not over_stream:
-            existing = self._relays.get((_udp_key(base), server_address))
+            existing = self._relays.get((_udp_key(base) if key is None else key, server_address))
             if existing is not None:
                 return existing
         generation.pending[base.transport] += 1
@@ -250,7 +270,7 @@ class Relaying(Emitting):
                 )
             )
         else:
-            relay = Relay(generation, base, server, server_address, allocation)
+            relay = Relay(generation, base, server, server_address, allocation, key=key)
             self._relays[(relay.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)
@@ -282,6 +302,53 @@ class Relaying(Emitting):
             return
         text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
         self._error(relay.generation, relay.server, relay.base, 300, text, now)
+
+    def _move(self, relay: Relay, code: int, now: float) -> bool:
+        """RFC 8656 §7.3: a 437 says the server holds an allocation for this 5-tuple, a
+        crashed client's behind the same NAT mapping, say, or one of ours on a port freed
+        too recently. Ask for another socket to allocate from, up to three in all; and,
+        since a relay's srflx comes from its own socket, ask for the base's srflx with a
+        Binding request. False if it is not a 437 to move away from."""
+        if code != _ALLOCATION_MISMATCH or relay.stream is not None or relay.moves >= _MAX_MOVES:
+            return False
+        if self._moving is None:
+            self._moving = {}
+        request = max(self._moving, default=0) + 1
+        self._moving[request] = relay
+        self._commands.append(OpenSocket(request, relay.key))
+        if relay.key == relay.base.key and not self.relay_only:
+            self._ask_srflx(relay, now)
+        return True
+
+    def socket_opened(self, now: float, request: int, key: int) -> None:
+        """The socket an `OpenSocket` asked for: allocate from it, as the relay it
+        replaces would have."""
+        relay = self._moving.pop(request, None) if self._moving else None
+        if relay is None or self._closed or relay.generation.retired:
+            return
+        successor = self._allocate(
+            relay.generation,
+            relay.base,
+            relay.server,
+            relay.server_address,
+            now,
+            relay.allocation.deadline,
+            key=key,
+        )
+        successor.tried = relay.tried
+        successor.moves = relay.moves + 1
+        relay.done = True
+        self._done(relay.generation, relay.base.transport, now)
+
+    def socket_failed(self, now: float, request: int, reason: str) -> None:
+        """No other socket could be opened for a relay that got a 437."""
+        relay = self._moving.pop(request, None) if self._moving else None
+        if relay is None or self._closed or relay.generation.retired:
+            return
+        text = f"TURN allocate failed: 437 Allocation Mismatch, and {reason}"
+        self._error(relay.generation, relay.server, relay.base, _ALLOCATION_MISMATCH, text, now)
+        relay.done = True
+        self._done(relay.generation, relay.base.transport, now)
 
     def stream_connected(self, now: float, stream: int) -> None:
         """The TCP (and TLS) connection of a Open Stream command is up."""
@@ -354,6 +421,8 @@ class Relaying(Emitting):
             elif isinstance(event, Redirected):
                 self._redirect(relay, event.alternate, now)
             elif isinstance(event, AllocationFailed | AddressFamilyError):
+                if isinstance(event, AllocationFailed) and self._move(relay, event.code, now):
+                    continue  # done once another socket is open (socket_opened) or not
                 self._error(
                     relay.generation, relay.server, relay.base, event.code, event.reason, now
                 )

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from ice_engine import stun
-from ice_engine.commands import Resolve, SendDatagram
+from ice_engine.commands import OpenSocket, Resolve, SendDatagram
 from ice_engine.credentials import Credentials
 from ice_engine.events import (
     Event,
@@ -456,6 +456,8 @@ class CoreRun:
             elif isinstance(command, Resolve):
                 url = command.url
                 core.resolved(self.now, command.request, [(url.host, url.port)])
+            elif isinstance(command, OpenSocket):  # after a 437: another socket, a new key
+                core.socket_opened(self.now, command.request, 100 + command.request)
         new = []
         while (event := core.next_event()) is not None:
             new.append(event)

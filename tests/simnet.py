@@ -11,11 +11,11 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aioice import stun as aioice_stun
 
-from ice_engine.commands import Resolve, SendDatagram
+from ice_engine.commands import OpenSocket, Resolve, SendDatagram
 from ice_engine.credentials import Credentials
 from ice_engine.events import Event
 from ice_engine.gathering import Base, Gathering
@@ -100,8 +100,18 @@ class SimNetwork:
                 self._send(command)
             elif isinstance(command, Resolve):
                 self._resolve(command)
+            elif isinstance(command, OpenSocket):
+                self._open_beside(command)
         while (event := self.core.next_event()) is not None:
             self.events.append(event)
+
+    def _open_beside(self, command: OpenSocket) -> None:
+        """Another socket on the address of `command.beside`, on the next free port."""
+        beside = self._bases[command.beside]
+        key = max(self._bases) + 1
+        port = max(b.port for b in self._bases.values()) + 1
+        self._bases[key] = replace(beside, key=key, port=port)
+        self.core.socket_opened(self.now, command.request, key)
 
     def _send(self, command: SendDatagram) -> None:
         server = self.servers.get(command.address)

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from ice_engine import stun
-from ice_engine.commands import SendDatagram
+from ice_engine.commands import Command, OpenSocket, SendDatagram
 from ice_engine.credentials import Credentials
 from ice_engine.events import IceCandidateErrorEvent, IceCandidateEvent
 from ice_engine.gathering import Base, Gathering, Server, Transport
@@ -53,6 +53,7 @@ def answer(
     server: tuple[str, int] = TURN,
     mapped: bool = True,
     taken: bool = True,
+    key: int = 1,
 ) -> None:
     """As `server`: challenge an unsigned Allocate; grant a signed one with `extra`
     attributes, relaying from the server's own address."""
@@ -77,7 +78,7 @@ def answer(
         reply = stun.encode(
             Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
         )
-    assert core.receive_datagram(now, 1, reply, server) is taken
+    assert core.receive_datagram(now, key, reply, server) is taken
 
 
 def allocate(core: Gathering, first: SendDatagram) -> None:
@@ -328,3 +329,119 @@ def test_relay_and_srflx_events_name_their_server() -> None:
         "relay": "turn:198.51.100.10",
         "end": None,
     }
+
+
+# -- 437 Allocation Mismatch: the server holds an allocation for our 5-tuple ---------------
+
+
+def commands(core: Gathering) -> list[Command]:
+    out = []
+    while (command := core.next_command()) is not None:
+        out.append(command)
+    return out
+
+
+def mismatch(core: Gathering, request: bytes, now: float, key: int = 1) -> None:
+    """As coturn: to an unsigned Allocate unsigned, to a signed one signed."""
+    message = stun.parse(request)
+    signed = message.get(Attr.MESSAGE_INTEGRITY) is not None
+    value = stun.error_code_value(437, "Mismatched allocation: wrong transaction ID")
+    reply = stun.encode(
+        Method.ALLOCATE, MessageClass.ERROR, message.transaction_id,
+        [(Attr.ERROR_CODE, value)], integrity_key=KEY if signed else None,
+    )  # fmt: skip
+    assert core.receive_datagram(now, key, reply, TURN)
+
+
+def signed_allocate(core: Gathering, first: SendDatagram, now: float, key: int = 1) -> bytes:
+    """Challenge the first Allocate; the signed one that follows."""
+    answer(core, first.data, now, [], key=key)
+    [second] = drain(core)
+    assert second.base_key == key and stun.parse(second.data).get(Attr.MESSAGE_INTEGRITY)
+    return second.data
+
+
+def test_a_437_moves_the_allocation_to_another_socket_and_asks_for_the_srflx() -> None:
+    """RFC 8656 §7.3, as libwebrtc does it: a new 5-tuple. The base's srflx, which the
+    failed allocation would have brought, comes from a Binding request instead."""
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    open_socket, binding = commands(core)
+    assert open_socket == OpenSocket(1, 1)
+    assert isinstance(binding, SendDatagram) and binding.base_key == 1
+    assert binding.address == TURN and stun.parse(binding.data).method == Method.BINDING
+    core.socket_opened(0.1, 1, 7)
+    [unsigned] = drain(core)
+    assert unsigned.base_key == 7 and unsigned.address == TURN
+    txid = stun.parse(binding.data).transaction_id
+    mapped = stun.xor_address_value("198.51.100.1", 40000, txid)
+    reply = stun.encode(
+        Method.BINDING, MessageClass.SUCCESS, txid, [(Attr.XOR_MAPPED_ADDRESS, mapped)]
+    )
+    assert core.receive_datagram(0.15, 1, reply, TURN)
+    answer(core, signed_allocate(core, unsigned, 0.2, key=7), 0.25, [], key=7)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
+    srflx, relay = (c for c in core.candidates if c.type in ("srflx", "relay"))
+    assert (srflx.address, srflx.port) == ("198.51.100.1", 40000)  # the base's, not socket 7's
+    assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
+    assert len(core.allocations) == 1
+    core.close(0.3)
+    [refresh] = drain(core)  # the deallocation goes from the socket that holds it
+    assert refresh.base_key == 7 and stun.parse(refresh.data).method == Method.REFRESH
+
+
+def test_three_437s_in_a_row_end_in_an_error() -> None:
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    ask = commands(core)[0]
+    for move, key in enumerate((7, 8), start=1):
+        assert isinstance(ask, OpenSocket)
+        core.socket_opened(0.1 * move, ask.request, key)
+        [unsigned] = drain(core)
+        mismatch(core, unsigned.data, 0.1 * move + 0.05, key=key)
+        following = commands(core)
+        if key == 7:
+            assert [type(c) for c in following] == [OpenSocket]  # no second Binding
+            ask = following[0]
+    assert following == []
+    assert kinds(core) == ["gathering", "host", "error437"]
+
+
+def test_no_other_socket_ends_the_relay_in_an_error_that_says_so() -> None:
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    commands(core)
+    core.socket_failed(0.1, 1, "no free port in (40000, 40000)")
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorCode == 437 and "no free port in (40000, 40000)" in error.errorText
+
+
+def test_a_socket_opened_after_close_is_ignored() -> None:
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    commands(core)
+    core.close(0.1)
+    core.socket_opened(0.1, 1, 7)
+    core.socket_opened(0.1, 99, 8)  # and one never asked for
+    assert [c for c in commands(core) if isinstance(c, SendDatagram) and c.base_key == 7] == []
+
+
+def test_a_driver_that_never_opens_the_socket_holds_up_nothing() -> None:
+    """The core stays self-sufficient: the relay fails at its deadline, with the reason."""
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    commands(core)  # the OpenSocket, never answered; the Binding is never answered either
+    while (timer := core.get_timer()) is not None and core.state.value != "complete":
+        core.handle_timer(timer)
+        commands(core)
+    assert core.state.value == "complete"
+    texts = []
+    while (event := core.next_event()) is not None:
+        if isinstance(event, IceCandidateErrorEvent):
+            texts.append(event.errorText)
+    assert texts == [
+        "TURN allocate failed: 437 Allocation Mismatch, and no other socket came in time"
+    ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 
 import pytest
@@ -100,3 +101,76 @@ def test_wrong_password_is_a_401_error_with_the_url(lab: Lab) -> None:
     assert {e["url"] for e in failures} == {url}
     assert candidates(events, "relay") == []
     assert events[-1]["candidate"] is None
+
+
+STALE_ALLOCATION = rf"""
+import asyncio, json, secrets, socket, time
+from ice_engine import Gatherer, IceServer
+from ice_engine.turn import Allocation, TurnCredentials
+
+SERVER = ("{SERVER_IPV4}", 3478)
+
+def settle(sock, allocation, until):
+    stop = time.monotonic() + 5
+    while not until() and time.monotonic() < stop:
+        while (data := allocation.next_outgoing()) is not None:
+            sock.sendto(data, SERVER)
+        sock.settimeout(0.05)
+        try:
+            data, source = sock.recvfrom(2048)
+        except TimeoutError:
+            allocation.handle_timer(time.monotonic())
+        else:
+            allocation.handle_message(data, time.monotonic())
+
+# A crashed client's allocation: made from 203.0.113.2:P, its socket gone, still held.
+# (A port whose 5-tuple the server already holds, from another session, fails: 437.)
+for attempt in range(5):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("{CLIENT_IPV4_A}", 0))
+    port = sock.getsockname()[1]
+    stale = Allocation(SERVER, credentials=TurnCredentials("{USERNAME}", "{PASSWORD}"),
+                       deadline=time.monotonic() + 5, lifetime=120)
+    stale.start(time.monotonic())
+    settle(sock, stale, lambda: stale.state != "allocating")
+    sock.close()
+    if stale.state == "allocated":
+        break
+assert stale.state == "allocated", stale
+
+secrets.randbelow = lambda n: 0  # the port range is scanned from its start: the base gets P
+async def main():
+    only = lambda interface, address: address == "{CLIENT_IPV4_A}"
+    server = IceServer("turn:{SERVER_IPV4}", "{USERNAME}", "{PASSWORD}")
+    async with Gatherer([server], address_filter=only, port_range=(port, port + 50)) as g:
+        return [e.to_json() async for e in g.gather()]
+events = asyncio.run(main())
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # release the stale one
+sock.bind(("{CLIENT_IPV4_A}", port))
+stale.close(time.monotonic())
+settle(sock, stale, lambda: stale.state == "closed")
+print(json.dumps({{"port": port, "events": events, "released": stale.state}}))
+"""
+
+
+def test_a_5_tuple_the_server_holds_moves_the_allocation_to_another_socket(lab: Lab) -> None:
+    """RFC 8656 §7.3: coturn answers an Allocate from a 5-tuple it already holds an
+    allocation for (a crashed client behind the same NAT mapping, a port freed too
+    recently) with 437. The relay comes from another socket instead, and the base's
+    srflx from a Binding request, with no error."""
+    run = lab.run_python(STALE_ALLOCATION, timeout_s=30)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    events = [json.loads(e) if isinstance(e, str) else e for e in out["events"]]
+    assert not errors(events), errors(events)
+    [host] = candidates(events, "host")
+    assert int(host["fields"][5]) == out["port"]  # the base is on the stale 5-tuple
+    [srflx] = candidates(events, "srflx")
+    assert related(srflx) == (CLIENT_IPV4_A, out["port"])
+    [relay] = candidates(events, "relay")
+    assert relay["fields"][4] == SERVER_IPV4
+    # Allocated from another 5-tuple: its related address is not the base's mapping.
+    assert related(relay) != (srflx["fields"][4], int(srflx["fields"][5]))
+    assert events[-1]["candidate"] is None
+    assert out["released"] == "closed"

@@ -112,5 +112,8 @@ def test_turn_beside_a_shared_port(lab: Lab) -> None:
     assert len(shared_mappings) == 2  # one NAT mapping per shared socket, for all sessions
     # 3 shared sockets; per session, a private socket per address for TURN over UDP and
     # a connection per IPv4 address for TURN over TCP; the epoll watching the private ones.
-    assert outcome["during"] == 3 + 20 * 3 + 20 * 2 + 1
+    # And a socket more for each 437 (a 5-tuple coturn still holds from a session just
+    # before: the allocation moves to a new socket, twice at most) over UDP.
+    moved = outcome["during"] - (3 + 20 * 3 + 20 * 2 + 1)
+    assert 0 <= moved <= 2 * 40, outcome["during"]
     assert outcome["left"] == 0
