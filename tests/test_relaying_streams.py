@@ -1,0 +1,222 @@
+"""The core's TURN over TCP and TLS, with a scripted server on a byte stream.
+
+The driver's side (sockets, TLS) is tested in the lab; here the core alone: what it asks
+for (OpenStream, StreamSend, CloseStream) and how it takes the server's bytes, split
+anywhere, garbage included, or the connection failing at any step.
+"""
+
+from __future__ import annotations
+
+import socket
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ice_engine import stun
+from ice_engine.commands import (
+    CloseStream,
+    Command,
+    OpenStream,
+    Resolve,
+    SendDatagram,
+    StreamSend,
+)
+from ice_engine.credentials import Credentials
+from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent
+from ice_engine.gathering import Base, Gathering, Server, Transport
+from ice_engine.stun import Attr, Method
+from ice_engine.turn import NonceCache
+from ice_engine.urls import parse_server_url
+
+from .test_relaying import KEY, TURN, kinds
+
+TCP = "turn:198.51.100.10?transport=tcp"
+
+
+def started(url: str = TCP, continual: bool = False) -> tuple[Gathering, list[Command]]:
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[Server(parse_server_url(url), 0, "alice", "wonderland")],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+        continual=continual,
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    return core, drain(core)
+
+
+def drain(core: Gathering) -> list[Command]:
+    out = []
+    while (command := core.next_command()) is not None:
+        out.append(command)
+    return out
+
+
+def sent(commands: list[Command]) -> bytes:
+    [command] = commands
+    assert isinstance(command, StreamSend) and command.stream == 1
+    return command.data
+
+
+def challenge(request: bytes) -> bytes:
+    txid = stun.parse(request).transaction_id
+    attributes = [
+        (Attr.ERROR_CODE, stun.error_code_value(401, "Unauthorized")),
+        (Attr.REALM, b"lab.test"),
+        (Attr.NONCE, b"0123456789abcdef"),
+    ]
+    return stun.encode(Method.ALLOCATE, stun.MessageClass.ERROR, txid, attributes)
+
+
+def grant(request: bytes) -> bytes:
+    message = stun.parse(request)
+    assert message.get(Attr.MESSAGE_INTEGRITY) is not None
+    txid = message.transaction_id
+    attributes = [
+        (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(TURN[0], 50000, txid)),
+        (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
+        (Attr.LIFETIME, stun.u32_value(600)),
+    ]
+    return stun.encode(
+        Method.ALLOCATE, stun.MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
+    )
+
+
+def connected(core: Gathering) -> bytes:
+    """The stream is up: the backlogged Allocate goes out on it."""
+    core.stream_connected(0.01, 1)
+    return sent(drain(core))
+
+
+def test_nothing_is_sent_until_the_stream_is_up_then_two_round_trips_give_the_relay() -> None:
+    core, commands = started()
+    assert commands == [OpenStream(1, 1, TURN, False, "198.51.100.10")]
+    first = connected(core)
+    assert stun.parse(first).method == Method.ALLOCATE
+    core.stream_data(0.02, 1, challenge(first))
+    core.stream_data(0.03, 1, grant(sent(drain(core))))
+    # No srflx: the mapping the server saw is a TCP one, not the UDP base's.
+    assert kinds(core) == ["gathering", "host", "relay", "end", "complete", "null"]
+    [relay] = [c for c in core.candidates if c.type == "relay"]
+    assert (relay.address, relay.port) == (TURN[0], 50000)
+    # Browsers' relay type preferences: 2 over UDP, 1 over TCP, 0 over TLS.
+    assert relay.priority is not None and relay.priority >> 24 == 1
+
+
+def test_turns_asks_for_tls_verifying_the_url_s_name_not_the_address() -> None:
+    core, [resolve] = started("turns:turn.example.org:5349?transport=tcp")
+    assert isinstance(resolve, Resolve)
+    core.resolved(0.01, resolve.request, [("198.51.100.10", 5349)])
+    assert drain(core) == [OpenStream(1, 1, ("198.51.100.10", 5349), True, "turn.example.org")]
+    first = connected(core)
+    core.stream_data(0.02, 1, challenge(first))
+    core.stream_data(0.03, 1, grant(sent(drain(core))))
+    [relay] = [c for c in core.candidates if c.type == "relay"]
+    assert relay.priority is not None and relay.priority >> 24 == 0  # over TLS: the lowest
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_server_s_bytes_may_arrive_split_anywhere_or_together(data: st.DataObject) -> None:
+    """TCP keeps no message boundaries: any split gives the same relay."""
+    core, _ = started()
+    first = connected(core)
+
+    def feed(reply: bytes, now: float) -> None:
+        cuts = sorted(data.draw(st.sets(st.integers(1, len(reply) - 1), max_size=6)))
+        for start, end in zip([0, *cuts], [*cuts, len(reply)], strict=True):
+            core.stream_data(now, 1, reply[start:end])
+
+    feed(challenge(first), 0.02)
+    feed(grant(sent(drain(core))), 0.03)
+    assert kinds(core) == ["gathering", "host", "relay", "end", "complete", "null"]
+
+
+def test_garbage_on_the_stream_closes_it_with_an_error_and_gathering_completes() -> None:
+    core, _ = started()
+    connected(core)
+    core.stream_data(0.02, 1, b"\xff" * 24)
+    assert drain(core) == [CloseStream(1)]
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorCode == 701 and "garbage" in error.errorText
+    assert core.state.value == "complete"
+    core.stream_data(0.03, 1, b"\x00" * 20)  # late bytes for a closed stream: ignored
+    assert drain(core) == []
+
+
+def test_a_connection_refused_or_closed_midway_is_an_error_naming_why() -> None:
+    refused, _ = started()
+    refused.stream_closed(0.01, 1, "connection refused")
+    assert kinds(refused) == ["gathering", "host", "error701", "end", "complete", "null"]
+
+    hung_up, _ = started()
+    hung_up.stream_data(0.02, 1, challenge(connected(hung_up)))
+    drain(hung_up)
+    hung_up.stream_closed(0.03, 1, None)
+    errors = []
+    while (event := hung_up.next_event()) is not None:
+        if isinstance(event, IceCandidateErrorEvent):
+            errors.append(event.errorText)
+    assert errors == ["TURN connection failed: closed by the server"]
+    assert hung_up.state.value == "complete"
+
+
+def test_close_deallocates_over_the_stream_then_closes_it() -> None:
+    core, _ = started()
+    first = connected(core)
+    core.stream_data(0.02, 1, challenge(first))
+    core.stream_data(0.03, 1, grant(sent(drain(core))))
+    core.close(1.0)
+    refresh = stun.parse(sent(drain(core)))
+    assert refresh.method == Method.REFRESH
+    assert core.closing
+    reply = stun.encode(
+        Method.REFRESH,
+        stun.MessageClass.SUCCESS,
+        refresh.transaction_id,
+        [(Attr.LIFETIME, stun.u32_value(0))],
+        integrity_key=KEY,
+    )
+    core.stream_data(1.01, 1, reply)
+    assert drain(core) == [CloseStream(1)]
+    assert not core.closing
+
+
+def test_a_base_that_goes_away_takes_its_stream_and_relay_with_it() -> None:
+    core, _ = started(continual=True)
+    connected(core)
+    core.remove_bases(0.02, [1])
+    assert drain(core) == [CloseStream(1)]
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    assert any(isinstance(e, CandidateRemovedEvent) for e in events)  # the host candidate
+
+
+def test_icmp_unreachable_fails_a_udp_relay_at_once() -> None:
+    core, [first] = started("turn:198.51.100.10")
+    assert isinstance(first, SendDatagram)
+    core.unreachable(0.01, 1, TURN)
+    assert kinds(core) == ["gathering", "host", "error701", "end", "complete", "null"]
+    core.unreachable(0.02, 1, TURN)  # once more: nothing left to fail
+    assert core.next_event() is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=6), st.booleans())
+def test_any_bytes_from_the_server_raise_nothing_and_gathering_still_completes(
+    chunks: list[bytes], challenged: bool
+) -> None:
+    core, _ = started()
+    first = connected(core)
+    if challenged:  # garbage after a real 401: a signed Allocate is in flight
+        core.stream_data(0.02, 1, challenge(first))
+    for chunk in chunks:
+        core.stream_data(0.03, 1, chunk)
+    core.handle_timer(60.0)  # past every deadline
+    drain(core)
+    assert core.state.value == "complete"
+    assert not any(c.type == "relay" for c in core.candidates)
