@@ -9,7 +9,8 @@ refreshing, closing, restarted), then delivers a few datagrams made by mutating
 valid-looking responses (bit flips, truncation, wrong lengths, inserted, dropped and
 duplicated attributes, swapped transaction ids, re-signed with the right key or the
 wrong one, fingerprints recomputed) from the right or a wrong source, on the right or a
-wrong socket. After every delivery it checks:
+wrong socket; the `core-tcp` target does the same with TURN over TCP, the answers
+delivered on the stream cut at random points. After every delivery it checks:
 
 - no exception escapes (`stun.parse` may raise `StunError` only);
 - srflx only from a Binding success answering an outstanding request of that socket to
@@ -43,7 +44,15 @@ from pathlib import Path
 from typing import Any
 
 from ice_engine import stun
-from ice_engine.commands import OpenSocket, Resolve, SendDatagram
+from ice_engine.commands import (
+    CloseStream,
+    Command,
+    OpenSocket,
+    OpenStream,
+    Resolve,
+    SendDatagram,
+    StreamSend,
+)
 from ice_engine.credentials import Credentials
 from ice_engine.events import (
     Event,
@@ -422,17 +431,20 @@ def _bases(first_key: int, first_port: int) -> list[Base]:
 class CoreRun:
     """One fresh Gathering driven to a random stage, then fed datagrams under the oracle."""
 
+    TURN_TRANSPORT = "udp"
+
     def __init__(self, seed: int, cold: bool) -> None:
         self.rng = random.Random(seed)
         TXIDS.rng = random.Random(seed ^ 0x5EED)
         nonces = NonceCache()
         if not cold:
-            nonces.put(TURN_SERVER, "udp", USER, NonceEntry(REALM, b"nonce-0"))
+            nonces.put(TURN_SERVER, self.TURN_TRANSPORT, USER, NonceEntry(REALM, b"nonce-0"))
+        turn_url = f"turn:198.51.100.11?transport={self.TURN_TRANSPORT}"
         self.core = Gathering(
             transports=[Transport("0", 0)],
             servers=[
                 Server(parse_server_url("stun:198.51.100.10"), 0),
-                Server(parse_server_url("turn:198.51.100.11"), 1, USER, PASSWORD),
+                Server(parse_server_url(turn_url), 1, USER, PASSWORD),
             ],
             credentials=Credentials("ufrag001", "p" * 24),
             timing=Timing(),
@@ -450,14 +462,7 @@ class CoreRun:
     def pump(self) -> list[Event]:
         core = self.core
         while (command := core.next_command()) is not None:
-            if isinstance(command, SendDatagram):
-                request = Request(command.base_key, command.address, command.data)
-                self.requests[request.txid] = request
-            elif isinstance(command, Resolve):
-                url = command.url
-                core.resolved(self.now, command.request, [(url.host, url.port)])
-            elif isinstance(command, OpenSocket):  # after a 437: another socket, a new key
-                core.socket_opened(self.now, command.request, 100 + command.request)
+            self.carry_out(command)
         new = []
         while (event := core.next_event()) is not None:
             new.append(event)
@@ -465,6 +470,18 @@ class CoreRun:
             raise Violation("event-after-close", repr(new[0]))
         self.events.extend(new)
         return new
+
+    def carry_out(self, command: Command) -> None:
+        """As a driver would, at once."""
+        core = self.core
+        if isinstance(command, SendDatagram):
+            request = Request(command.base_key, command.address, command.data)
+            self.requests[request.txid] = request
+        elif isinstance(command, Resolve):
+            url = command.url
+            core.resolved(self.now, command.request, [(url.host, url.port)])
+        elif isinstance(command, OpenSocket):  # after a 437: another socket, a new key
+            core.socket_opened(self.now, command.request, 100 + command.request)
 
     def outstanding(self) -> list[Request]:
         return [r for t, r in self.requests.items() if t not in self.answered]
@@ -623,9 +640,9 @@ CURRENT: list[str] = []
 """The log of the input being run: the deliveries a reproducer needs."""
 
 
-def run_core(seed: int, cold: bool, datagrams: int = 3) -> CoreRun:
+def run_core(seed: int, cold: bool, datagrams: int = 3, kind: type[CoreRun] = CoreRun) -> CoreRun:
     """One input; raises Violation (or any escaped exception) on failure."""
-    run = CoreRun(seed, cold)
+    run = kind(seed, cold)
     CURRENT[:] = []
     run.log = CURRENT
     TXIDS.install()
@@ -636,6 +653,81 @@ def run_core(seed: int, cold: bool, datagrams: int = 3) -> CoreRun:
     finally:
         TXIDS.uninstall()
     return run
+
+
+STREAM_KEY = 1000
+"""`Request.base_key` for what went out on stream s: STREAM_KEY + s."""
+
+
+class StreamCoreRun(CoreRun):
+    """The same with TURN over TCP: what is delivered to a stream's key goes onto that
+    stream's bytes, cut anywhere. The core cannot say what it took from a stream, so
+    the oracle here works from the frames the bytes complete (an independent framer):
+    a relay only from one of them that answers a signed Allocate with valid integrity,
+    and no srflx from TURN over TCP (its mapping is a TCP one)."""
+
+    TURN_TRANSPORT = "tcp"
+
+    def __init__(self, seed: int, cold: bool) -> None:
+        super().__init__(seed, cold)
+        self.framers: dict[int, stun.StreamFramer] = {}
+
+    def carry_out(self, command: Command) -> None:
+        core = self.core
+        if isinstance(command, OpenStream):
+            self.framers[command.stream] = stun.StreamFramer()
+            if self.rng.random() < 0.05:
+                core.stream_closed(self.now, command.stream, "connection refused")
+            else:
+                core.stream_connected(self.now, command.stream)
+        elif isinstance(command, StreamSend):
+            request = Request(STREAM_KEY + command.stream, TURN_SERVER, command.data)
+            self.requests[request.txid] = request
+        elif not isinstance(command, CloseStream):
+            super().carry_out(command)
+
+    def deliver(self, base_key: int, data: bytes, source: tuple[str, int]) -> None:
+        if base_key < STREAM_KEY:
+            super().deliver(base_key, data, source)
+            return
+        stream = base_key - STREAM_KEY
+        self.log.append(f"stream t={self.now:.3f} stream={stream} {data.hex()}")
+        cuts = sorted(self.rng.sample(range(1, len(data)), min(2, max(len(data) - 1, 0))))
+        new: list[Event] = []
+        for start, end in zip([0, *cuts], [*cuts, len(data)], strict=True):
+            self.core.stream_data(self.now, stream, data[start:end])
+            new += self.pump()
+        framer = self.framers[stream]
+        frames = framer.feed(data) if framer.error is None else []
+        found = [
+            e.candidate.parsed
+            for e in new
+            if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.parsed
+        ]
+        for candidate in found:
+            if candidate.type != "relay":
+                raise Violation("unexpected-candidate-from-stream", str(candidate))
+            if not any(self.justifies(frame, stream) for frame in frames):
+                raise Violation("relay-without-a-valid-answer-on-the-stream", data.hex())
+
+    def justifies(self, frame: bytes, stream: int) -> bool:
+        """An Allocate success answering a request of this stream, under its key."""
+        request = self.requests.get(frame[8:20])
+        if request is None or request.base_key != STREAM_KEY + stream:
+            return False
+        try:
+            message = stun.parse(frame)
+        except stun.StunError:
+            return False
+        if request.method != Method.ALLOCATE or message.message_class != MessageClass.SUCCESS:
+            return False
+        key = request_key(request.data)
+        return independent_integrity(frame, KEY if key is None else key)
+
+
+def run_core_stream(seed: int, cold: bool, datagrams: int = 3) -> CoreRun:
+    """One input with TURN over TCP; raises Violation (or what escaped) on failure."""
+    return run_core(seed, cold, datagrams, StreamCoreRun)
 
 
 # -- the TURN client alone -------------------------------------------------------------
@@ -823,7 +915,7 @@ def run_codec(seed: int) -> str:
 
 # -- the long run ----------------------------------------------------------------------
 
-TARGETS = ("codec", "turn", "turn-cold", "core", "core-cold")
+TARGETS = ("codec", "turn", "turn-cold", "core", "core-cold", "core-tcp")
 
 
 def one(target: str, seed: int) -> tuple[str, list[str]]:
@@ -834,6 +926,8 @@ def one(target: str, seed: int) -> tuple[str, list[str]]:
     if target.startswith("turn"):
         allocation_run = run_allocation(seed, cold=target == "turn-cold")
         return "ok", allocation_run.log
+    if target == "core-tcp":
+        return "ok", run_core_stream(seed, cold=seed % 2 == 0).log
     core_run = run_core(seed, cold=target == "core-cold")
     return "ok", core_run.log
 
@@ -850,7 +944,7 @@ def main() -> int:
     args = parser.parse_args()
     targets = TARGETS if args.target == "all" else (args.target,)
     _check_invariants()
-    per_input = {"codec": 1, "turn": 3, "turn-cold": 3, "core": 3, "core-cold": 3}
+    per_input = {"codec": 1, "turn": 3, "turn-cold": 3, "core": 3, "core-cold": 3, "core-tcp": 3}
     counts: Counter[str] = Counter()
     violations: Counter[str] = Counter()
     first: dict[str, str] = {}

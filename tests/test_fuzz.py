@@ -35,6 +35,7 @@ from tests.fuzz_long import (
     run_allocation,
     run_codec,
     run_core,
+    run_core_stream,
 )
 
 FAST = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -155,6 +156,12 @@ def test_core_fuzz_cold() -> None:
 def test_core_fuzz_hypothesis_seeds(seed: int) -> None:
     run_core(seed, cold=False)
     _core_cold(seed)
+
+
+def test_core_fuzz_turn_over_tcp() -> None:
+    """The same answers on a TCP stream, cut anywhere: relays only from valid ones."""
+    for seed in range(3000):
+        run_core_stream(seed, cold=seed % 2 == 0)
 
 
 # -- the forged responses the issue names, one by one --------------------------------------
