@@ -364,14 +364,12 @@ class Relaying(Emitting):
         relay = self._relays.get(stream)
         if relay is None or relay.framer is None:
             return
-        try:
-            frames = relay.framer.feed(data)
-        except stun.StunError as error:
-            self._commands.append(CloseStream(stream))
-            self.stream_closed(now, stream, f"the server sent garbage: {error}")
-            return
-        for frame in frames:
+        framer = relay.framer
+        for frame in framer.feed(data):  # those before any garbage, however TCP cut it
             self._from_relay_server(relay, frame, now)
+        if framer.error is not None and self._relays.get(stream) is relay:
+            self._commands.append(CloseStream(stream))
+            self.stream_closed(now, stream, f"the server sent garbage: {framer.error}")
 
     def _from_relay_server(self, relay: Relay, data: bytes, now: float) -> bool:
         """A response for the allocation, or data a peer relayed to us; False if neither

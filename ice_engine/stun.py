@@ -698,46 +698,51 @@ class StreamFramer:
     """Split a TCP/TLS byte stream into whole STUN messages and ChannelData frames.
 
     STUN messages are delimited by their length field, ChannelData by its
-    length padded to 4 bytes. A stream cannot resynchronize, so after the
-    first StunError every later `feed` fails too. After an RFC 6062
+    length padded to 4 bytes. Bytes that start neither end the stream, which
+    cannot resynchronize: `feed` still returns the frames before them, so what
+    comes out does not depend on how TCP cut the stream, and `error` says why
+    it ended; every later `feed` raises StunError. After an RFC 6062
     ConnectionBind the stream carries raw data and is no longer framed here.
     """
 
-    __slots__ = ("_buffer", "_failed")
+    __slots__ = ("_buffer", "error")
 
     def __init__(self) -> None:
         self._buffer = bytearray()
-        self._failed: str | None = None
+        self.error: str | None = None  # set once the stream has gone bad
 
     def feed(self, data: bytes) -> list[bytes]:
-        if self._failed is not None:
-            raise StunError(f"stream already failed: {self._failed}")
+        """The frames `data` completes, in order (check `error` afterwards)."""
+        if self.error is not None:
+            raise StunError(f"stream already failed: {self.error}")
         buffer = self._buffer
         buffer += data
         frames: list[bytes] = []
         pos = 0
         available = len(buffer)
-        while available - pos >= 4:
+        while pos < available:
             first = buffer[pos]
+            if first >= 0x80:  # known at the first byte
+                self.error = f"byte 0x{first:02x} starts neither STUN nor ChannelData"
+                break
+            if available - pos < 4:
+                break
             length = buffer[pos + 2] << 8 | buffer[pos + 3]
             if first < 0x40:
                 if available - pos < 8:
                     break
                 if buffer[pos + 4 : pos + 8] != _COOKIE_BYTES or length & 3:
-                    self._fail("bad STUN header in stream")
+                    self.error = "bad STUN header in stream"
+                    break
                 total = HEADER_SIZE + length
-            elif first < 0x80:
-                total = 4 + length + (-length & 3)
             else:
-                self._fail(f"byte 0x{first:02x} starts neither STUN nor ChannelData")
+                total = 4 + length + (-length & 3)
             if available - pos < total:
                 break
             frames.append(bytes(buffer[pos : pos + total]))
             pos += total
-        del buffer[:pos]
+        if self.error is not None:
+            buffer.clear()
+        else:
+            del buffer[:pos]
         return frames
-
-    def _fail(self, reason: str) -> NoReturn:
-        self._failed = reason
-        self._buffer.clear()
-        raise StunError(reason)

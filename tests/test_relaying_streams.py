@@ -220,3 +220,13 @@ def test_any_bytes_from_the_server_raise_nothing_and_gathering_still_completes(
     drain(core)
     assert core.state.value == "complete"
     assert not any(c.type == "relay" for c in core.candidates)
+
+
+def test_an_answer_and_garbage_in_one_read_give_the_relay_then_close_the_stream() -> None:
+    """The same bytes cut elsewhere gave the relay; now one read does too (fuzz_long)."""
+    core, _ = started()
+    first = connected(core)
+    core.stream_data(0.02, 1, challenge(first))
+    core.stream_data(0.03, 1, grant(sent(drain(core))) + b"\xf6" * 9)
+    assert drain(core) == [CloseStream(1)]
+    assert kinds(core) == ["gathering", "host", "relay", "end", "complete", "null"]

@@ -749,28 +749,34 @@ frames = st.lists(
 
 
 @PROPERTY
-@given(frames, st.data())
-def test_stream_framer_reassembles_any_split(messages: list[bytes], data: st.DataObject) -> None:
-    stream = b"".join(messages)
+@given(frames, st.binary(max_size=8), st.data())
+def test_stream_framer_reassembles_any_split_and_keeps_what_precedes_garbage(
+    messages: list[bytes], tail: bytes, data: st.DataObject
+) -> None:
+    garbage = b"\xff" + tail if tail else b""  # 0xff starts neither STUN nor ChannelData
+    stream = b"".join(messages) + garbage
     cuts = sorted(data.draw(st.lists(st.integers(0, len(stream)), max_size=12)))
     framer = stun.StreamFramer()
     received: list[bytes] = []
     for start, end in zip([0, *cuts], [*cuts, len(stream)], strict=True):
-        received += framer.feed(stream[start:end])
-    assert received == messages
+        if framer.error is None:
+            received += framer.feed(stream[start:end])
+    assert received == messages  # however TCP cut it
+    assert (framer.error is not None) == bool(garbage)
 
 
-def test_stream_framer_rejects_garbage_for_good() -> None:
+def test_stream_framer_fails_for_good_after_garbage() -> None:
     framer = stun.StreamFramer()
     assert framer.feed(SAMPLE_REQUEST[:7]) == []
-    assert framer.feed(SAMPLE_REQUEST[7:]) == [SAMPLE_REQUEST]
-    with pytest.raises(StunError, match="0xff"):
-        framer.feed(b"\xff\x00\x00\x00")
+    assert framer.error is None
+    chunk = SAMPLE_REQUEST[7:] + SAMPLE_REQUEST + b"\xff\x00\x00\x00" + SAMPLE_REQUEST
+    assert framer.feed(chunk) == [SAMPLE_REQUEST, SAMPLE_REQUEST]
+    assert framer.error is not None and "0xff" in framer.error
     with pytest.raises(StunError, match="already failed"):
         framer.feed(SAMPLE_REQUEST)
     broken_cookie = stun.StreamFramer()
-    with pytest.raises(StunError, match="bad STUN header"):
-        broken_cookie.feed(b"\x00\x01\x00\x00\x00\x00\x00\x00")
+    assert broken_cookie.feed(b"\x00\x01\x00\x00\x00\x00\x00\x00") == []
+    assert broken_cookie.error == "bad STUN header in stream"
 
 
 def test_error_reason_padding_nuls_are_dropped() -> None:
