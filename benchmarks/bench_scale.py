@@ -37,7 +37,9 @@ The ratio to read is aioice CPU / ice-engine CPU, both measured in the same run.
 the figures) and writes the top functions to `--profile-out` (and the raw stats to
 `--profile-out`.prof). cProfile charges garbage-collection pauses to whatever function is
 running when they strike, so each run also reports `gc_share_of_cpu`; with the variable
-`BENCH_SCALE_NO_GC=1` the measured phase runs with the collector off.
+`BENCH_SCALE_NO_GC=1` the measured phase runs with the collector off, and with
+`BENCH_SCALE_GC_THRESHOLD=50000,20,100` every run (both libraries) sets those thresholds
+(`gc.set_threshold`), as a server tuned for thousands of sessions might.
 """
 
 from __future__ import annotations
@@ -204,6 +206,9 @@ async def _run(
     gc.callbacks.append(on_gc)
     if os.environ.get("BENCH_SCALE_NO_GC"):  # to profile without GC pauses blurring it
         gc.disable()
+    threshold = os.environ.get("BENCH_SCALE_GC_THRESHOLD")
+    if threshold:
+        gc.set_threshold(*(int(x) for x in threshold.split(",")))
     rss_before = _rss_bytes()
     fds_before = _open_fds()
     cpu0 = time.process_time()
