@@ -129,6 +129,7 @@ class Gathering(Relaying):
         self.dual_stack_relays = dual_stack_relays
         self._relays = {}
         self._moving = None  # relays waiting for another socket after a 437
+        self._socket_requests = 0
         self._relayed = None  # created for the first relayed datagram
         self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)

@@ -92,9 +92,10 @@ class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
 
     # Shared with Gathering, which sets them up.
-    __slots__ = ("_moving", "_relayed", "_relays", "_streams")
+    __slots__ = ("_moving", "_relayed", "_relays", "_socket_requests", "_streams")
     _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
     _moving: dict[int, Relay] | None  # waiting for another socket (OpenSocket), by request
+    _socket_requests: int  # OpenSocket requests made: the last one's number
     _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
     _streams: int
     _commands: deque[Command]
@@ -313,7 +314,10 @@ class Relaying(Emitting):
             return False
         if self._moving is None:
             self._moving = {}
-        request = max(self._moving, default=0) + 1
+        # Never a number used before: an answer that comes after its request gave up
+        # (socket_failed at the deadline) must not be taken for a newer one's.
+        self._socket_requests += 1
+        request = self._socket_requests
         self._moving[request] = relay
         self._commands.append(OpenSocket(request, relay.key))
         if relay.key == relay.base.key and not self.relay_only:

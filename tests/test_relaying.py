@@ -445,3 +445,26 @@ def test_a_driver_that_never_opens_the_socket_holds_up_nothing() -> None:
     assert texts == [
         "TURN allocate failed: 437 Allocation Mismatch, and no other socket came in time"
     ]
+
+
+def test_a_late_answer_to_a_request_that_gave_up_is_not_taken_for_a_newer_one() -> None:
+    """Request numbers are never reused: the driver's late socket for the first 437 must
+    not become the second relay's."""
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    [late] = [c for c in commands(core) if isinstance(c, OpenSocket)]
+    while (timer := core.get_timer()) is not None and core.state.value != "complete":
+        core.handle_timer(timer)  # the relay gives up on its socket at the deadline
+        commands(core)
+    core.restart(3.0, Credentials("ufrag002", "q" * 24))
+    commands(core)
+    core.start(3.0, [Base(2, 0, 1, "203.0.113.2", 40002, socket.AF_INET, 0)])
+    [again] = [c for c in commands(core) if isinstance(c, SendDatagram)]
+    mismatch(core, signed_allocate(core, again, 3.05, key=2), 3.1, key=2)
+    [ask] = [c for c in commands(core) if isinstance(c, OpenSocket)]
+    assert ask.request != late.request
+    core.socket_opened(3.2, late.request, 9)  # the first request's socket, too late
+    assert [c for c in commands(core) if isinstance(c, SendDatagram) and c.base_key == 9] == []
+    core.socket_opened(3.2, ask.request, 10)
+    [unsigned] = [c for c in commands(core) if isinstance(c, SendDatagram)]
+    assert unsigned.base_key == 10
