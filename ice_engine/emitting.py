@@ -14,6 +14,7 @@ from collections import deque
 
 from .candidate import Candidate, compute_foundation, compute_priority
 from .events import (
+    CandidateRemovedEvent,
     Event,
     GatheringState,
     IceCandidate,
@@ -127,6 +128,24 @@ class Emitting:
                 None if server is None else server.url.url,
             ),
         )
+
+    def _remove_candidates(
+        self, generation: Generation, gone: list[IceCandidate], now: float, announce: bool
+    ) -> None:
+        """Candidates that can no longer be used leave the generation; with `announce`,
+        each with a `candidateremoved` (after completion the stream has ended: no event)."""
+        doomed = {id(candidate) for candidate in gone}
+        generation.candidates = [c for c in generation.candidates if id(c) not in doomed]
+        for candidate in gone:
+            key = generation.bases_of.pop(candidate.candidate, None)
+            described = candidate.parsed
+            if key is not None and described is not None:
+                generation.addresses.pop((key, described.address, described.port), None)
+            if announce:
+                removed = CandidateRemovedEvent(
+                    candidate, generation.number, now - generation.started
+                )
+                self._emit(generation, removed)
 
     def _error(
         self,

@@ -27,7 +27,6 @@ from . import stun
 from .commands import Command, Resolve, SendDatagram
 from .credentials import Credentials
 from .events import (
-    CandidateRemovedEvent,
     Event,
     GatheringState,
     IceCandidate,
@@ -384,16 +383,8 @@ class Gathering(Relaying):
                 del self._probes[transaction_id]
                 self._done(probe.generation, probe.base.transport, now)
         self._drop_relays(gone, now)
-        kept = []
-        for candidate in generation.candidates:
-            if generation.bases_of.get(candidate.candidate) in gone:
-                removed = CandidateRemovedEvent(
-                    candidate, generation.number, now - generation.started
-                )
-                self._emit(generation, removed)
-            else:
-                kept.append(candidate)
-        generation.candidates = kept
+        lost = [c for c in generation.candidates if generation.bases_of.get(c.candidate) in gone]
+        self._remove_candidates(generation, lost, now, announce=True)
 
     def resolve_failed(self, now: float, request: int, reason: str) -> None:
         entry = self._resolving.pop(request, None)

@@ -17,12 +17,14 @@ from . import stun
 from .candidate import relay_type_preference
 from .commands import CloseStream, Command, OpenSocket, OpenStream, SendDatagram, StreamSend
 from .emitting import Emitting
+from .events import GatheringState
 from .model import UNREACHABLE, Base, Generation, Server
 from .transaction import RttTable, Timing
 from .turn import (
     AddressFamilyError,
     Allocated,
     Allocation,
+    AllocationExpired,
     AllocationFailed,
     NonceCache,
     Redirected,
@@ -399,6 +401,27 @@ class Relaying(Emitting):
             self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
             relay.done = True
             self._done(relay.generation, relay.base.transport, now)
+        elif relay.done:  # the server deletes a TCP allocation with its connection
+            self._relay_lost(relay, now)
+
+    def _relay_lost(self, relay: Relay, now: float) -> None:
+        """An allocation that had relayed is gone (a refresh failed, it lapsed, or its
+        connection closed): its relay candidates go with it, announced while the
+        transport still gathers (always, gathering continually). The srflx stays: it
+        belongs to the base's socket, not to the allocation."""
+        generation = relay.generation
+        if self._closed or generation.retired:
+            return
+        relayed = relay.allocation.relayed
+        lost = [
+            c
+            for c in generation.candidates
+            if c.type == "relay"
+            and generation.bases_of.get(c.candidate) == relay.base.key
+            and (c.address, c.port) in relayed
+        ]
+        gathering = generation.state[relay.base.transport] is GatheringState.GATHERING
+        self._remove_candidates(generation, lost, now, announce=gathering)
 
     def _flush(self, relay: Relay, now: float) -> None:
         """Send what the allocation wants sent, and turn its events into candidates."""
@@ -416,6 +439,9 @@ class Relaying(Emitting):
         # An extra family's failure comes with the success: report it before the job ends.
         events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
         for event in events:
+            if isinstance(event, AllocationExpired):
+                self._relay_lost(relay, now)
+                continue
             if relay.done or self._closed or relay.generation.retired:
                 continue
             if isinstance(event, Allocated):

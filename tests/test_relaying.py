@@ -9,10 +9,10 @@ import pytest
 from ice_engine import stun
 from ice_engine.commands import Command, OpenSocket, SendDatagram
 from ice_engine.credentials import Credentials
-from ice_engine.events import IceCandidateErrorEvent, IceCandidateEvent
+from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, IceCandidateEvent
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, MessageClass, Method
-from ice_engine.turn import NonceCache
+from ice_engine.turn import Allocation, NonceCache
 from ice_engine.urls import parse_server_url
 
 TURN = ("198.51.100.10", 3478)
@@ -21,7 +21,10 @@ KEY = stun.long_term_key("alice", "lab.test", "wonderland")
 
 
 def started(
-    dual: bool, urls: tuple[str, ...] = ("turn:198.51.100.10",), name: str | None = None
+    dual: bool,
+    urls: tuple[str, ...] = ("turn:198.51.100.10",),
+    name: str | None = None,
+    continual: bool = False,
 ) -> tuple[Gathering, list[SendDatagram]]:
     core = Gathering(
         transports=[Transport("0", 0)],
@@ -32,6 +35,7 @@ def started(
         credentials=Credentials("ufrag001", "p" * 24),
         nonces=NonceCache(),
         dual_stack_relays=dual,
+        continual=continual,
     )
     core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0, name=name)])
     return core, drain(core)  # an IP literal: no Resolve, the Allocate goes out at once
@@ -96,6 +100,8 @@ def kinds(core: Gathering) -> list[str]:
         elif isinstance(event, IceCandidateEvent):
             c = event.candidate
             out.append("null" if c is None else (c.type or "end"))
+        elif isinstance(event, CandidateRemovedEvent):
+            out.append(f"removed {event.candidate.type}")
         else:
             out.append(event.state.value)
     return out
@@ -468,3 +474,58 @@ def test_a_late_answer_to_a_request_that_gave_up_is_not_taken_for_a_newer_one() 
     core.socket_opened(3.2, ask.request, 10)
     [unsigned] = [c for c in commands(core) if isinstance(c, SendDatagram)]
     assert unsigned.base_key == 10
+
+
+def refresh_refused(core: Gathering, allocation: Allocation) -> None:
+    """The allocation's refresh comes due and the server no longer knows it (437)."""
+    due = allocation.refresh_at
+    assert due is not None
+    core.handle_timer(due)
+    [refresh] = drain(core)
+    message = stun.parse(refresh.data)
+    assert message.method == Method.REFRESH
+    reply = stun.encode(
+        Method.REFRESH,
+        MessageClass.ERROR,
+        message.transaction_id,
+        [(Attr.ERROR_CODE, stun.error_code_value(437, "Allocation Mismatch"))],
+        integrity_key=KEY,
+    )
+    assert core.receive_datagram(due + 0.05, 1, reply, TURN)
+
+
+def test_a_lost_allocation_s_relay_is_removed_and_announced_while_gathering_continually() -> None:
+    core, [first] = started(dual=False, continual=True)
+    allocate(core, first)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay"]  # continual: still open
+    [allocation] = core.allocations
+    refresh_refused(core, allocation)
+    assert kinds(core) == ["removed relay"]
+    assert [c.type for c in core.candidates] == ["host", "srflx"]  # the srflx is the base's
+    assert core.allocations == [] and core.allocation_for(allocation.relayed[0]) is None
+
+
+def test_a_relay_lost_after_completion_leaves_the_candidates_without_an_event() -> None:
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    kinds(core)  # through null: the stream has ended
+    [allocation] = core.allocations
+    due = allocation.refresh_at
+    assert due is not None
+    now = due
+    while now < due + 120 and core.allocations:  # unanswered until the lifetime ends
+        core.handle_timer(now)
+        drain(core)
+        now = core.get_timer() or now + 1
+    assert core.allocations == []
+    assert kinds(core) == []
+    assert [c.type for c in core.candidates] == ["host", "srflx"]
+
+
+def test_close_is_no_loss_of_a_relay() -> None:
+    core, [first] = started(dual=False, continual=True)
+    allocate(core, first)
+    kinds(core)
+    core.close(1.0)
+    drain(core)
+    assert "removed relay" not in kinds(core)

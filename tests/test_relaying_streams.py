@@ -196,6 +196,20 @@ def test_a_base_that_goes_away_takes_its_stream_and_relay_with_it() -> None:
     assert any(isinstance(e, CandidateRemovedEvent) for e in events)  # the host candidate
 
 
+def test_a_relay_whose_connection_ends_after_allocating_is_lost_with_it() -> None:
+    """The server deletes a TCP allocation with its connection (RFC 6062 §4)."""
+    for continual, expected in ((True, ["removed relay"]), (False, [])):
+        core, _ = started(continual=continual)
+        first = connected(core)
+        core.stream_data(0.02, 1, challenge(first))
+        core.stream_data(0.03, 1, grant(sent(drain(core))))
+        kinds(core)
+        core.stream_closed(5.0, 1, None)
+        assert kinds(core) == expected
+        assert [c.type for c in core.candidates] == ["host"]
+        assert core.allocations == []
+
+
 def test_icmp_unreachable_fails_a_udp_relay_at_once() -> None:
     core, [first] = started("turn:198.51.100.10")
     assert isinstance(first, SendDatagram)

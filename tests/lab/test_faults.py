@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -588,6 +590,87 @@ def test_server_killed_mid_allocation_then_restarted(lab: Lab) -> None:
     [relay] = candidates(again, "relay")
     assert relay["fields"][4] == SERVER_IPV4
     assert completion(again) < 0.5
+
+
+LOST_SCRIPT = f"""
+import asyncio, json
+from ice_engine import Gatherer, IceServer
+
+SHORT = IceServer(
+    "turn:{SERVER_IPV4}:{SHORT_TURN_PORT}?transport=tcp", "{USERNAME}", "{PASSWORD}"
+)
+
+async def main():
+    only_a = lambda interface, address: address == "{CLIENT_IPV4_A}"
+    for _ in range(30):  # a 486 while an earlier test's allocation holds the quota (20 s)
+        async with Gatherer([SHORT], address_filter=only_a, continual=True) as gatherer:
+            async for event in gatherer.gather():
+                if event.type == "icecandidateerror" and event.errorCode == 486:
+                    break
+                print(json.dumps(event.to_json()), flush=True)
+                if event.type == "candidateremoved":
+                    left = [c.type for c in gatherer.candidates]
+                    print(json.dumps({{"left": left, "allocations": len(gatherer.allocations)}}))
+                    return
+        await asyncio.sleep(1)
+
+asyncio.run(main())
+"""
+
+
+class _Lines:
+    """A process's output lines, each waited for with a deadline rather than forever."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self._queue: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
+
+    def _pump(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            self._queue.put(line)
+        self._queue.put("")  # the end
+
+    def next_event(self, by: float) -> dict[str, Any]:
+        """The next JSON line, failing at `by` (time.monotonic)."""
+        try:
+            line = self._queue.get(timeout=max(by - time.monotonic(), 0))
+        except queue.Empty:
+            raise AssertionError("no event in time") from None
+        assert line, "the gathering process ended early"
+        event: dict[str, Any] = json.loads(line)
+        return event
+
+
+def test_a_relay_whose_server_dies_is_removed_while_gathering_continually(lab: Lab) -> None:
+    """A continual gatherer's TURN/TCP relay to the short coturn: SIGKILL the server, and
+    its connection ends, so does the allocation (RFC 6062), and the relay candidate goes
+    with a `candidateremoved`; the host candidate stays."""
+    alone_on_the_lab()
+    try:
+        with Lab.process([sys.executable, "-c", LOST_SCRIPT]) as proc:
+            lines = _Lines(proc)
+            by = time.monotonic() + 40
+            before = []
+            while not candidates(before, "relay"):
+                before.append(lines.next_event(by))
+            pid = processes.running_pid(lab.state_dir, coturn.SHORT)
+            assert pid is not None, "the short coturn is not running"
+            killed = time.monotonic()
+            os.kill(pid, signal.SIGKILL)
+            removed = lines.next_event(killed + 5)
+            noticed = time.monotonic() - killed
+            summary = lines.next_event(killed + 5)
+            processes.stop(lab.state_dir, coturn.SHORT)  # drops the PID file
+            assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else ""
+    finally:
+        if not _short_coturn_running(lab):
+            _start_short_coturn(lab)
+    [relay] = candidates(before, "relay")
+    assert removed["event"] == "candidateremoved", removed
+    assert removed["candidate"]["candidate"] == relay["candidate"]
+    assert noticed < 1.0, noticed  # the kernel closes the dead server's connection at once
+    assert summary == {"left": ["host"], "allocations": 0}, summary
 
 
 def test_sigterm_releases_the_allocation(lab: Lab) -> None:
