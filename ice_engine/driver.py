@@ -36,6 +36,7 @@ from .interfaces import (
     local_addresses,
 )
 from .mdns import MdnsResponder, new_mdns_name, shared_responder
+from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
 from .sharedport import SharedSocket, shared_socket
@@ -47,7 +48,6 @@ from .watcher import InterfaceWatcher
 
 __all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
 
-_POLICIES = ("all", "relay")
 _RESCAN_MAX_AGE = 0.25  # seconds: an enumeration this recent is the present
 #: Called with (allocation, peer address, payload) for data relayed to us by TURN.
 RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
@@ -65,58 +65,6 @@ _RECVERR: dict[int, tuple[int, int]] = {
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
-
-
-def _is_port(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
-
-
-def _peer_address(peer: tuple[str, int]) -> tuple[str, int]:
-    """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError."""
-    try:
-        host, port = peer
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        host = socket.inet_ntop(family, socket.inet_pton(family, host))
-    except (TypeError, ValueError, OSError):
-        raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
-    if not _is_port(port):
-        raise ValueError(f"peer port must be 1-65535, not {port!r}")
-    return host, port
-
-
-def _peer_list(peers: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
-    """`_peer_address` of each peer; a lone pair (a common slip) is explained."""
-    if isinstance(peers, str) or (isinstance(peers, tuple) and peers and isinstance(peers[0], str)):
-        raise ValueError(f"peers must be a list of (IP address, port) pairs, not {peers!r}")
-    return [_peer_address(peer) for peer in peers]
-
-
-def _check_options(**options: Any) -> None:
-    """TypeError now for an option of the wrong type, rather than a puzzling one later."""
-    for name, value in options.items():
-        if value is None:
-            continue
-        if name in _CALLABLE_OPTIONS:
-            if not callable(value):
-                raise TypeError(f"{name} must be callable, not {type(value).__name__}")
-        elif name == "resolver":
-            if not isinstance(value, Resolver):
-                raise TypeError(
-                    f"resolver must be an ice_engine.resolver.Resolver, not "
-                    f"{type(value).__name__} (a dnspython resolver goes inside one: "
-                    f"Resolver(resolver=...))"
-                )
-        elif not isinstance(value, _OPTION_TYPES[name]):
-            expected = _OPTION_TYPES[name].__name__
-            raise TypeError(f"{name} must be of type {expected}, not {type(value).__name__}")
-
-
-_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram")
-_OPTION_TYPES: dict[str, type] = {
-    "timing": Timing,
-    "credentials": Credentials,
-    "ssl_context": ssl.SSLContext,
-}
 
 
 @functools.lru_cache(maxsize=256)
@@ -211,23 +159,14 @@ class Gatherer:
         shared_port: int | None = None,
         mdns: bool = False,
     ) -> None:
-        if isinstance(mids, str) or not mids:
-            raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
-        if len(set(mids)) != len(mids):
-            raise ValueError(f"mids must be distinct: {list(mids)}")
-        if ice_transport_policy not in _POLICIES:
-            raise ValueError(
-                f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
-            )
-        try:
-            ip_handling = IpHandling(ip_handling)
-        except ValueError:
-            raise ValueError(
-                f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}"
-            ) from None
-        if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
-            raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
-        _check_options(
+        ip_handling = check_gatherer_options(
+            mids=mids,
+            components=components,
+            ice_transport_policy=ice_transport_policy,
+            ip_handling=ip_handling,
+            pool_size=pool_size,
+            shared_port=shared_port,
+            port_range=port_range,
             timing=timing,
             credentials=credentials,
             ssl_context=ssl_context,
@@ -236,23 +175,6 @@ class Gatherer:
             on_relayed=on_relayed,
             on_datagram=on_datagram,
         )
-        if shared_port is not None:
-            if not _is_port(shared_port):
-                raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
-            if len(mids) != 1 or components != 1:
-                raise ValueError(
-                    "shared_port serves one transport with one component (bundle and "
-                    "rtcp-mux): on one port, further ones would share one transport address"
-                )
-        if port_range is not None and not (
-            isinstance(port_range, tuple | list)
-            and len(port_range) == 2
-            and all(_is_port(port) for port in port_range)
-            and port_range[0] <= port_range[1]
-        ):
-            raise ValueError(f"port_range must be (low, high) within 1-65535, not {port_range!r}")
-        if not isinstance(components, int) or not 1 <= components <= 256:
-            raise ValueError(f"components must be an integer 1-256, not {components!r}")
         self._core = Gathering(
             transports=_transports(tuple(str(mid) for mid in mids)),
             components=components,
@@ -349,18 +271,18 @@ class Gatherer:
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
         """Install TURN permissions for these peers; they are renewed until `close()`."""
-        self._core.relay_permit(self._now(), allocation, _peer_list(peers))
+        self._core.relay_permit(self._now(), allocation, peer_list(peers))
         self._service()
 
     def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
         """Bind a channel to a peer: its data then travels as ChannelData."""
-        self._core.relay_bind_channel(self._now(), allocation, _peer_address(peer))
+        self._core.relay_bind_channel(self._now(), allocation, peer_address(peer))
         self._service()
 
     def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: bytes) -> None:
         """Send through an allocation to a permitted peer; what peers send back reaches
         the `on_relayed` callback given to the constructor."""
-        self._core.relay_send(self._now(), allocation, _peer_address(peer), data)
+        self._core.relay_send(self._now(), allocation, peer_address(peer), data)
         self._service()
 
     def send(self, local: IceCandidate, peer: tuple[str, int], data: bytes) -> None:
@@ -379,7 +301,7 @@ class Gatherer:
             raise RuntimeError("the gatherer is closed")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
-        peer = _peer_address(peer)
+        peer = peer_address(peer)
         if local.type == "relay" and local.address is not None and local.port is not None:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:

@@ -1,0 +1,118 @@
+"""What a `Gatherer` accepts, checked when it is given.
+
+A wrong option fails at the call with an error that names it (ValueError for a bad value,
+TypeError for a wrong type) rather than later, deep in gathering, as a puzzle.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Sequence
+from typing import Any
+
+from .credentials import Credentials
+from .interfaces import IpHandling
+from .resolver import Resolver
+from .transaction import Timing
+
+__all__ = ["check_gatherer_options", "is_port", "peer_address", "peer_list"]
+
+_POLICIES = ("all", "relay")
+_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram")
+_OPTION_TYPES: dict[str, type] = {
+    "timing": Timing,
+    "credentials": Credentials,
+    "ssl_context": ssl.SSLContext,
+}
+
+
+def is_port(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+
+
+def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
+    """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError."""
+    try:
+        host, port = peer
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        host = socket.inet_ntop(family, socket.inet_pton(family, host))
+    except (TypeError, ValueError, OSError):
+        raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
+    if not is_port(port):
+        raise ValueError(f"peer port must be 1-65535, not {port!r}")
+    return host, port
+
+
+def peer_list(peers: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
+    """`peer_address` of each peer; a lone pair (a common slip) is explained."""
+    if isinstance(peers, str) or (isinstance(peers, tuple) and peers and isinstance(peers[0], str)):
+        raise ValueError(f"peers must be a list of (IP address, port) pairs, not {peers!r}")
+    return [peer_address(peer) for peer in peers]
+
+
+def check_gatherer_options(
+    *,
+    mids: Sequence[str],
+    components: int,
+    ice_transport_policy: str,
+    ip_handling: IpHandling | int,
+    pool_size: int,
+    shared_port: int | None,
+    port_range: tuple[int, int] | None,
+    **typed: Any,
+) -> IpHandling:
+    """Check the constructor's options (`typed` by type only); the RFC 8828 mode."""
+    if isinstance(mids, str) or not mids:
+        raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
+    if len(set(mids)) != len(mids):
+        raise ValueError(f"mids must be distinct: {list(mids)}")
+    if ice_transport_policy not in _POLICIES:
+        raise ValueError(
+            f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
+        )
+    try:
+        mode = IpHandling(ip_handling)
+    except ValueError:
+        raise ValueError(f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}") from None
+    if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
+        raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
+    _check_types(typed)
+    if shared_port is not None:
+        if not is_port(shared_port):
+            raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
+        if len(mids) != 1 or components != 1:
+            raise ValueError(
+                "shared_port serves one transport with one component (bundle and "
+                "rtcp-mux): on one port, further ones would share one transport address"
+            )
+    if port_range is not None and not (
+        isinstance(port_range, tuple | list)
+        and len(port_range) == 2
+        and all(is_port(port) for port in port_range)
+        and port_range[0] <= port_range[1]
+    ):
+        raise ValueError(f"port_range must be (low, high) within 1-65535, not {port_range!r}")
+    if not isinstance(components, int) or not 1 <= components <= 256:
+        raise ValueError(f"components must be an integer 1-256, not {components!r}")
+    return mode
+
+
+def _check_types(options: dict[str, Any]) -> None:
+    """TypeError now for an option of the wrong type, rather than a puzzling one later."""
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in _CALLABLE_OPTIONS:
+            if not callable(value):
+                raise TypeError(f"{name} must be callable, not {type(value).__name__}")
+        elif name == "resolver":
+            if not isinstance(value, Resolver):
+                raise TypeError(
+                    f"resolver must be an ice_engine.resolver.Resolver, not "
+                    f"{type(value).__name__} (a dnspython resolver goes inside one: "
+                    f"Resolver(resolver=...))"
+                )
+        elif not isinstance(value, _OPTION_TYPES[name]):
+            expected = _OPTION_TYPES[name].__name__
+            raise TypeError(f"{name} must be of type {expected}, not {type(value).__name__}")
