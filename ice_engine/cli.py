@@ -42,6 +42,7 @@ examples:
   ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
                     --username alice --credential secret --relay-only
   ice-engine gather --mids 0,1 --components 2 --generations 2
+  ice-engine gather --watch ...                      until Ctrl-C: new addresses, lost relays
   ice-engine nat --server stun:stun.example.org      how the NAT maps and filters (RFC 5780)
   ice-engine demo                                    the lab's NAT, STUN and TURN, live (root)
   ice-engine lab up --delay-ms 25                    the test network (root)
@@ -122,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=1,
         help="gather N generations, with an ICE restart after each completes",
+    )
+    gather.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep gathering until Ctrl-C (continual gathering): addresses that come or go, "
+        "and relays whose allocation is lost, show as they happen; allocations are refreshed",
     )
     gather.add_argument("--relay-only", action="store_true", help='iceTransportPolicy "relay"')
     gather.add_argument(
@@ -223,6 +230,8 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
             context = ssl.create_default_context(cafile=args.ca_file)
         except (OSError, ssl.SSLError) as error:
             raise UsageError(f"--ca-file {args.ca_file}: {error}") from None
+    if args.watch and args.generations > 1:
+        raise UsageError("--watch gathers one generation until stopped: drop --generations")
     gatherer = Gatherer(
         servers,
         mids=args.mids,
@@ -233,6 +242,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         ssl_context=context,
         ip_handling=args.ip_handling,
         mdns=args.mdns,
+        continual=args.watch,
     )
     _end_on_sigterm()
     started = time.monotonic()
@@ -249,7 +259,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
     view: LiveView | PlainView = (
         PlainView(out, args.ice_server)
         if console is None
-        else LiveView(console, args.ice_server, deadline=args.timeout)
+        else LiveView(console, args.ice_server, deadline=args.timeout, watching=args.watch)
     )
     with view:
         ticker = asyncio.create_task(_tick(view))

@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .events import (
+    CandidateRemovedEvent,
     Event,
+    IceCandidate,
     IceCandidateErrorEvent,
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
@@ -69,6 +71,7 @@ class Summary:
         self.by_url: dict[str, ServerStats] = {s.url: s for s in self.servers}
         self.types: dict[str, int] = {}
         self.candidates = 0
+        self.removed = 0  # candidates gathered, then gone (continual gathering)
         self.errors = 0
         self.generations = 0
         self.last_t = 0.0
@@ -78,6 +81,8 @@ class Summary:
         if isinstance(event, IceGatheringStateChangeEvent):
             if event.state.value == "gathering":
                 self.generations += 1
+        elif isinstance(event, CandidateRemovedEvent):
+            self.removed += 1
         elif isinstance(event, IceCandidateErrorEvent):
             self.errors += 1
             stats = self._server(event.url)
@@ -109,7 +114,8 @@ class Summary:
     def type_counts(self) -> str:
         order = ["host", "srflx", "prflx", "relay"]
         kinds = sorted(self.types, key=lambda k: order.index(k) if k in order else len(order))
-        return ", ".join(f"{self.types[k]} {k}" for k in kinds) or "none"
+        counts = ", ".join(f"{self.types[k]} {k}" for k in kinds) or "none"
+        return counts + (f"; {self.removed} removed since" if self.removed else "")
 
     def server_lines(self) -> list[str]:
         lines = []
@@ -140,16 +146,22 @@ def format_event(event: Event) -> str:
     if isinstance(event, IceCandidateEvent):
         if event.candidate is None:
             return f"{ms}  complete    (null candidate)"
-        c = event.candidate
-        if c.parsed is None:
-            return f"{ms}  end-of-candidates  mid {c.sdpMid}"
-        p = c.parsed
-        related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
-        return (
-            f"{ms}  {p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
-            f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
-        )
+        if event.candidate.parsed is None:
+            return f"{ms}  end-of-candidates  mid {event.candidate.sdpMid}"
+        return f"{ms}  {_describe(event.candidate)}"
+    if isinstance(event, CandidateRemovedEvent):
+        return f"{ms}  REMOVED {_describe(event.candidate)}"
     return f"{ms}  {event.type}"
+
+
+def _describe(c: IceCandidate) -> str:
+    p = c.parsed
+    assert p is not None
+    related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
+    return (
+        f"{p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
+        f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
+    )
 
 
 class PlainView:
@@ -210,12 +222,15 @@ class LiveView:
     """The terminal Trickle ICE page: a table filled as candidates arrive, errors in red,
     a spinner while waiting, and a per-server summary once gathering is complete."""
 
-    def __init__(self, console: Console, urls: Sequence[str], *, deadline: float) -> None:
+    def __init__(
+        self, console: Console, urls: Sequence[str], *, deadline: float, watching: bool = False
+    ) -> None:
         from rich.table import Table
 
         self.console = console
         self.summary = Summary(urls)
         self.deadline = deadline
+        self.watching = watching
         self.started = time.monotonic()
         self.generation_started = self.started
         self.state = "new"
@@ -293,23 +308,31 @@ class LiveView:
                 end = {"Time (ms)": ms, "Mid": escape(c.sdpMid), "Address": "(end-of-candidates)"}
                 self.table.add_row(*(end.get(name, "") for name in self.columns), style="dim")
             else:
-                p = c.parsed
-                related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
-                row = {
-                    "Time (ms)": ms,
-                    "Mid": escape(c.sdpMid),
-                    "Component": str(p.component),
-                    "Type": p.type,
-                    "Foundation": p.foundation,
-                    "Protocol": p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
-                    "Address": escape(p.address),
-                    "Port": str(p.port),
-                    "Priority": str(p.priority),
-                    "Related address": escape(related),
-                }
-                style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}.get(p.type, "")
-                self.table.add_row(*(row[name] for name in self.columns), style=style)
+                style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}
+                self._add_row(ms, c, style.get(c.parsed.type, ""))
+        elif isinstance(event, CandidateRemovedEvent):
+            self._add_row(ms, event.candidate, "dim strike", removed=True)
         self.tick()
+
+    def _add_row(self, ms: str, c: IceCandidate, style: str, removed: bool = False) -> None:
+        from rich.markup import escape
+
+        p = c.parsed
+        assert p is not None
+        related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
+        row = {
+            "Time (ms)": ms,
+            "Mid": escape(c.sdpMid),
+            "Component": str(p.component),
+            "Type": f"{p.type} removed" if removed else p.type,
+            "Foundation": p.foundation,
+            "Protocol": p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
+            "Address": escape(p.address),
+            "Port": str(p.port),
+            "Priority": str(p.priority),
+            "Related address": escape(related),
+        }
+        self.table.add_row(*(row[name] for name in self.columns), style=style)
 
     def tick(self) -> None:
         if self.live is not None:
@@ -320,8 +343,13 @@ class LiveView:
 
         s = self.summary
         waited = time.monotonic() - self.generation_started
-        text = f"gathering… {waited * 1000:.0f} ms, {s.candidates} candidates"
-        if s.servers:
+        if self.watching:
+            text = f"watching… {waited:.0f} s, {s.candidates} candidates, Ctrl-C to stop"
+            if s.removed:
+                text += f", {s.removed} removed"
+        else:
+            text = f"gathering… {waited * 1000:.0f} ms, {s.candidates} candidates"
+        if s.servers and not self.watching:
             text += (
                 f", heard from {s.heard_from()}/{len(s.servers)} servers "
                 f"(each has {self.deadline:g} s)"
@@ -380,7 +408,8 @@ class LiveView:
             parts.append(table)
         parts.append(
             Text.from_markup(
-                f"[bold green]✓ complete[/]: {s.candidates} candidates ({s.type_counts()}), "
+                ("[bold green]✓ complete[/]" if self.state == "complete" else "[bold]stopped[/]")
+                + f": {s.candidates} candidates ({s.type_counts()}), "
                 + (f"[red]{s.errors} errors[/]" if s.errors else "0 errors")
                 + f", {s.generations} generation{'s' if s.generations != 1 else ''}"
             )

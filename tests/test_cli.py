@@ -98,6 +98,7 @@ def test_readable_view_by_default() -> None:
         (["gather", "--mids", "0,,1"], "mid"),
         (["gather", "--timeout", "-1"], "timeout"),
         (["gather", "--bogus"], "unrecognized"),
+        (["gather", "--watch", "--generations", "2"], "--watch"),
         (["frobnicate"], "invalid choice"),
     ],
 )
@@ -147,3 +148,26 @@ def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
     lines = out.splitlines()
     assert "gathering" in first and " host)" in lines[-2]  # "2 candidates (2 host), ..."
     assert lines[-1].startswith("interrupted after")
+
+
+def test_watch_keeps_the_generation_open_until_stopped() -> None:
+    """`--watch` gathers continually: the host candidates come, and no end-of-candidates
+    or null follows however long it runs; SIGTERM ends it as usual."""
+    import signal
+    import time
+
+    argv = [sys.executable, "-m", "ice_engine", "gather", "--watch", "--json"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    first = json.loads(process.stdout.readline())
+    time.sleep(0.5)  # a host-only gathering completes within a millisecond
+    process.send_signal(signal.SIGTERM)
+    out = process.stdout.read()  # what readline() buffered, too (communicate() would lose it)
+    assert process.stderr is not None
+    err = process.stderr.read()
+    assert process.wait(timeout=10) == 128 + signal.SIGTERM and err == "", err
+    events = [first, *events_of(out)]
+    assert events[0] == {**events[0], "event": "icegatheringstatechange", "state": "gathering"}
+    assert any(e["event"] == "icecandidate" and e["candidate"] for e in events)
+    assert all(e["event"] != "icecandidate" or e["candidate"] for e in events)  # no null
+    assert all(e.get("state") != "complete" for e in events)

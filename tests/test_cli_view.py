@@ -28,9 +28,14 @@ from pathlib import Path
 import pytest
 
 from ice_engine.candidate import Candidate, compute_priority
-from ice_engine.events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
+from ice_engine.events import (
+    CandidateRemovedEvent,
+    IceCandidate,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+)
 from ice_engine.interfaces import local_addresses
-from ice_engine.liveview import Summary
+from ice_engine.liveview import Summary, format_event
 from ice_engine.model import local_preference
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -379,3 +384,16 @@ def test_the_candidate_table_shows_addresses_at_any_width(width: int) -> None:
     assert lines[1].endswith("┓") and lines[-1].endswith("┘")  # nothing cropped
     assert "198.51.100.1" in out.getvalue() and "203.0.113.2:40000" in out.getvalue()
     assert ("Priority" in lines[2] or "Priority" in lines[3]) == (width >= 120)
+
+
+def test_a_removed_candidate_is_a_line_of_its_own_and_counted() -> None:
+    summary = Summary(["stun:a.example"])
+    host = _candidate("host", 0, 0)
+    summary.add(IceCandidateEvent(host, 0, 0.001))
+    removed = CandidateRemovedEvent(host, 0, 12.5)
+    summary.add(removed)
+    assert (
+        format_event(removed)
+        == f"  12500.0 ms  REMOVED host   mid 0 comp 1 udp 198.51.100.1:4000  prio {host.priority}  foundation 1"
+    )
+    assert summary.type_counts() == "1 host; 1 removed since"

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 
 import pytest
 
 from ice_engine.lab import CLIENT_NS, SERVER_IPV4, Lab
+from tests.lab.lines import Lines
 
 pytestmark = pytest.mark.lab
 
@@ -83,3 +87,36 @@ def test_added_and_removed_addresses_in_the_open_generation(lab: Lab, tcp: bool)
     assert ["state", "complete", 0] in ended
     assert ["icecandidate", None, 0] in ended
     assert ended[-1] == ["state-after", "complete"]
+
+
+def test_the_cli_watches_addresses_come_and_go_until_stopped(lab: Lab) -> None:
+    """`ice-engine gather --watch`: past the first pass, an address added shows as new
+    candidates and its removal as REMOVED lines; SIGTERM ends it with the summary."""
+    argv = [sys.executable, "-m", "ice_engine", "gather", "--watch", "--plain"]
+    try:
+        with Lab.process([*argv, "--ice-server", f"stun:{SERVER_IPV4}"]) as proc:
+            lines = Lines(proc)
+            by = time.monotonic() + 20
+            first = lines.until("srflx", by)
+            ip("addr", "add", f"{EXTRA}/25", "dev", "c1")
+            added = lines.until(f"host   mid 0 comp 1 udp {EXTRA}:", by)
+            ip("addr", "del", f"{EXTRA}/25", "dev", "c1")
+            removed = lines.until("REMOVED", by)
+            proc.send_signal(signal.SIGTERM)
+            summary = lines.until("interrupted after", by)
+            proc.wait(timeout=10)
+            err = proc.stderr.read() if proc.stderr else ""
+    finally:
+        subprocess.run(
+            ["ip", "-n", CLIENT_NS, "addr", "del", f"{EXTRA}/25", "dev", "c1"],
+            capture_output=True,
+            check=False,
+        )
+    assert proc.returncode == 128 + signal.SIGTERM and err == "", err
+    assert not any("complete" in line for line in first + added + removed)  # still open
+    assert f"REMOVED host   mid 0 comp 1 udp {EXTRA}:" in removed[-1]
+    assert "removed since" in summary[-2], summary
+
+
+def ip(*args: str) -> None:
+    subprocess.run(["ip", "-n", CLIENT_NS, *args], check=True, capture_output=True)

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import socket
 import struct
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -58,6 +56,7 @@ from ice_engine.lab import (
 from ice_engine.lab import topology as topo
 from ice_engine.lab.netns import socket_in_netns
 from ice_engine.lab.processes import Daemon
+from tests.lab.lines import Lines
 from tests.lab.test_srflx import candidates, errors, related
 
 pytestmark = pytest.mark.lab
@@ -618,30 +617,6 @@ asyncio.run(main())
 """
 
 
-class _Lines:
-    """A process's output lines, each waited for with a deadline rather than forever."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self._queue: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, args=(proc,), daemon=True).start()
-
-    def _pump(self, proc: subprocess.Popen[str]) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            self._queue.put(line)
-        self._queue.put("")  # the end
-
-    def next_event(self, by: float) -> dict[str, Any]:
-        """The next JSON line, failing at `by` (time.monotonic)."""
-        try:
-            line = self._queue.get(timeout=max(by - time.monotonic(), 0))
-        except queue.Empty:
-            raise AssertionError("no event in time") from None
-        assert line, "the gathering process ended early"
-        event: dict[str, Any] = json.loads(line)
-        return event
-
-
 def test_a_relay_whose_server_dies_is_removed_while_gathering_continually(lab: Lab) -> None:
     """A continual gatherer's TURN/TCP relay to the short coturn: SIGKILL the server, and
     its connection ends, so does the allocation (RFC 6062), and the relay candidate goes
@@ -649,18 +624,18 @@ def test_a_relay_whose_server_dies_is_removed_while_gathering_continually(lab: L
     alone_on_the_lab()
     try:
         with Lab.process([sys.executable, "-c", LOST_SCRIPT]) as proc:
-            lines = _Lines(proc)
+            lines = Lines(proc)
             by = time.monotonic() + 40
             before = []
             while not candidates(before, "relay"):
-                before.append(lines.next_event(by))
+                before.append(lines.next_json(by))
             pid = processes.running_pid(lab.state_dir, coturn.SHORT)
             assert pid is not None, "the short coturn is not running"
             killed = time.monotonic()
             os.kill(pid, signal.SIGKILL)
-            removed = lines.next_event(killed + 5)
+            removed = lines.next_json(killed + 5)
             noticed = time.monotonic() - killed
-            summary = lines.next_event(killed + 5)
+            summary = lines.next_json(killed + 5)
             processes.stop(lab.state_dir, coturn.SHORT)  # drops the PID file
             assert proc.wait(timeout=10) == 0, proc.stderr.read() if proc.stderr else ""
     finally:
