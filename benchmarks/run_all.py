@@ -41,23 +41,50 @@ IMG = ROOT / "docs" / "img"
 
 
 def machine() -> dict[str, Any]:
-    model = "unknown"
+    """What the host is, and how fast it runs Python and system calls today: ratios
+    between libraries move between hosts (a Zen 3 host slowed ice-engine's
+    interpreted-and-compiled mix more than aioice's), so each run says where it ran."""
+    cpu: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
+            key, _, value = line.partition(":")
+            cpu.setdefault(key.strip(), value.strip())
+            if not line.strip():
+                break  # the first CPU is enough
     except OSError:
         pass
     from importlib.metadata import version
 
     return {
         "nproc": os.cpu_count(),
-        "cpu_model": model,
+        "cpu_model": cpu.get("model name", "unknown"),
+        "cpu_family_model": f"{cpu.get('cpu family', '?')}/{cpu.get('model', '?')}",
+        "cpu_mhz": cpu.get("cpu MHz"),
+        "avx512": "avx512f" in cpu.get("flags", "").split(),
+        **calibration(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "aioice": version("aioice"),
         "ice_engine": version("ice-engine"),
+    }
+
+
+def calibration() -> dict[str, float]:
+    """Two reference costs (best of 5, µs): a Python loop, and a UDP socket's life."""
+    import timeit
+
+    def best(statement: str, setup: str, number: int) -> float:
+        runs = timeit.repeat(statement, setup, number=number, repeat=5)
+        return round(min(runs) / number * 1e6, 2)
+
+    return {
+        "python_sum_range_1000_us": best("sum(range(1000))", "", 2000),
+        "udp_socket_bind_close_us": best(
+            "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); "
+            "s.bind(('127.0.0.1', 0)); s.close()",
+            "import socket",
+            2000,
+        ),
     }
 
 
@@ -208,6 +235,15 @@ def summarize(results: dict[str, Any]) -> str:
     """The figures as Markdown tables (what docs/benchmarks.md shows)."""
     bench = results["benchmarks"]
     out: list[str] = []
+    where = results.get("machine", {})
+    if "python_sum_range_1000_us" in where:
+        out += [
+            f"Machine: {where['cpu_model']} (family/model {where['cpu_family_model']}, "
+            f"{where['cpu_mhz']} MHz, AVX-512 {'yes' if where['avx512'] else 'no'}); "
+            f"`sum(range(1000))` {where['python_sum_range_1000_us']} µs, a UDP socket "
+            f"created, bound and closed {where['udp_socket_bind_close_us']} µs.",
+            "",
+        ]
     host = bench.get("host", {})
     if "cpu_ms_per_gathering_ice_engine" in host:
         out += [
