@@ -133,9 +133,17 @@ class Emitting:
         self, generation: Generation, gone: list[IceCandidate], now: float, announce: bool
     ) -> None:
         """Candidates that can no longer be used leave the generation; with `announce`,
-        each with a `candidateremoved` (after completion the stream has ended: no event)."""
+        each with a `candidateremoved` (after completion the stream has ended: no event).
+        A pooled generation's events are not out yet: there they are withdrawn instead."""
         doomed = {id(candidate) for candidate in gone}
         generation.candidates = [c for c in generation.candidates if id(c) not in doomed]
+        if generation.held is not None:
+            generation.held = [
+                e
+                for e in generation.held
+                if not (isinstance(e, IceCandidateEvent) and id(e.candidate) in doomed)
+            ]
+            announce = False
         for candidate in gone:
             key = generation.bases_of.pop(candidate.candidate, None)
             described = candidate.parsed

@@ -529,3 +529,36 @@ def test_close_is_no_loss_of_a_relay() -> None:
     core.close(1.0)
     drain(core)
     assert "removed relay" not in kinds(core)
+
+
+def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
+    """Its events wait for the restart that takes the pool: the relay's is withdrawn."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    kinds(core)
+    pooled = Base(2, 0, 1, "203.0.113.2", 40002, socket.AF_INET, 0)
+    core.prepare(1.0, Credentials("pooled01", "q" * 24), [pooled])
+    [request] = drain(core)
+    assert stun.parse(request.data).get(Attr.MESSAGE_INTEGRITY) is not None  # a warm nonce
+    answer(core, request.data, 1.05, [], key=2)
+    assert drain(core) == []
+    assert kinds(core) == []  # held for the restart
+    current, pool = core.allocations
+    assert pool.refresh_at is not None
+    due = pool.refresh_at
+    core.handle_timer(due)
+    refresh = [c for c in drain(core) if c.base_key == 2]
+    assert len(refresh) == 1
+    message = stun.parse(refresh[0].data)
+    reply = stun.encode(
+        Method.REFRESH,
+        MessageClass.ERROR,
+        message.transaction_id,
+        [(Attr.ERROR_CODE, stun.error_code_value(437, "Allocation Mismatch"))],
+        integrity_key=KEY,
+    )
+    assert core.receive_datagram(due + 0.05, 2, reply, TURN)
+    assert core.allocations == [current]
+    core.restart(due + 1.0, None)
+    assert kinds(core) == ["gathering", "host", "srflx", "end", "complete", "null"]
+    assert [c.type for c in core.candidates] == ["host", "srflx"]
