@@ -476,12 +476,12 @@ def test_a_late_answer_to_a_request_that_gave_up_is_not_taken_for_a_newer_one() 
     assert unsigned.base_key == 10
 
 
-def refresh_refused(core: Gathering, allocation: Allocation) -> None:
-    """The allocation's refresh comes due and the server no longer knows it (437)."""
+def refresh_refused(core: Gathering, allocation: Allocation, key: int = 1) -> float:
+    """The allocation's refresh comes due and the server no longer knows it (437); when."""
     due = allocation.refresh_at
     assert due is not None
     core.handle_timer(due)
-    [refresh] = drain(core)
+    [refresh] = [c for c in drain(core) if c.base_key == key]
     message = stun.parse(refresh.data)
     assert message.method == Method.REFRESH
     reply = stun.encode(
@@ -491,7 +491,8 @@ def refresh_refused(core: Gathering, allocation: Allocation) -> None:
         [(Attr.ERROR_CODE, stun.error_code_value(437, "Allocation Mismatch"))],
         integrity_key=KEY,
     )
-    assert core.receive_datagram(due + 0.05, 1, reply, TURN)
+    assert core.receive_datagram(due + 0.05, key, reply, TURN)
+    return due
 
 
 def test_a_lost_allocation_s_relay_is_removed_and_announced_while_gathering_continually() -> None:
@@ -544,20 +545,7 @@ def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
     assert drain(core) == []
     assert kinds(core) == []  # held for the restart
     current, pool = core.allocations
-    assert pool.refresh_at is not None
-    due = pool.refresh_at
-    core.handle_timer(due)
-    refresh = [c for c in drain(core) if c.base_key == 2]
-    assert len(refresh) == 1
-    message = stun.parse(refresh[0].data)
-    reply = stun.encode(
-        Method.REFRESH,
-        MessageClass.ERROR,
-        message.transaction_id,
-        [(Attr.ERROR_CODE, stun.error_code_value(437, "Allocation Mismatch"))],
-        integrity_key=KEY,
-    )
-    assert core.receive_datagram(due + 0.05, 2, reply, TURN)
+    due = refresh_refused(core, pool, key=2)
     assert core.allocations == [current]
     core.restart(due + 1.0, None)
     assert kinds(core) == ["gathering", "host", "srflx", "end", "complete", "null"]
