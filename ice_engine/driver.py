@@ -262,6 +262,8 @@ class Gatherer:
 
     @property
     def candidates(self) -> list[IceCandidate]:
+        """The current generation's candidates so far, less those gone since (an address
+        removed, a relay whose allocation was lost)."""
         return self._core.candidates
 
     @property
