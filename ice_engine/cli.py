@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import select
 import signal
 import ssl
 import sys
@@ -245,6 +246,42 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         continual=args.watch,
     )
     _end_on_sigterm()
+    if not args.watch:
+        return await _stream(args, out, gatherer)
+    reader = _watch_the_reader(out)
+    try:
+        return await _stream(args, out, gatherer)
+    except asyncio.CancelledError:
+        if reader is not None and reader.done():
+            raise BrokenPipeError from None  # ends quietly with status 0, as `| head` expects
+        raise
+    finally:
+        if reader is not None:
+            reader.cancel()
+
+
+def _watch_the_reader(out: TextIO) -> asyncio.Task[None] | None:
+    """`--watch` may print nothing for hours, and a reader that left (`| head -3`) would
+    only be noticed at the next line: poll for it, and end the run as a closed pipe does."""
+    main = asyncio.current_task()
+    try:
+        fd = out.fileno()
+    except (OSError, ValueError):  # not a file (a test's StringIO)
+        return None
+    if main is None or not hasattr(select, "poll"):
+        return None
+    poller = select.poll()
+    poller.register(fd, 0)  # reports only POLLERR and POLLHUP: the reader is gone
+
+    async def watch() -> None:
+        while not poller.poll(0):
+            await asyncio.sleep(0.25)
+        main.cancel()
+
+    return asyncio.create_task(watch())
+
+
+async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> int:
     started = time.monotonic()
     if args.json:
         async with gatherer:

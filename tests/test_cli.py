@@ -171,3 +171,15 @@ def test_watch_keeps_the_generation_open_until_stopped() -> None:
     assert any(e["event"] == "icecandidate" and e["candidate"] for e in events)
     assert all(e["event"] != "icecandidate" or e["candidate"] for e in events)  # no null
     assert all(e.get("state") != "complete" for e in events)
+
+
+def test_watch_ends_quietly_once_its_reader_has_left() -> None:
+    """`ice-engine gather --watch | head -1`: head leaves at once, and the watch may
+    have nothing more to print for hours; it notices anyway and ends with status 0."""
+    argv = [sys.executable, "-m", "ice_engine", "gather", "--watch", "--json"]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None and process.stderr is not None
+    assert json.loads(process.stdout.readline())["state"] == "gathering"
+    process.stdout.close()  # as head does
+    assert process.wait(timeout=10) == 0
+    assert process.stderr.read() == ""
