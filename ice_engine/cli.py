@@ -246,9 +246,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         continual=args.watch,
     )
     _end_on_sigterm()
-    if not args.watch:
-        return await _stream(args, out, gatherer)
-    reader = _watch_the_reader(out)
+    reader = _watch_the_reader(out) if args.watch else None
     try:
         return await _stream(args, out, gatherer)
     except asyncio.CancelledError:

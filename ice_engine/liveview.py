@@ -349,11 +349,11 @@ class LiveView:
                 text += f", {s.removed} removed"
         else:
             text = f"gathering… {waited * 1000:.0f} ms, {s.candidates} candidates"
-        if s.servers and not self.watching:
-            text += (
-                f", heard from {s.heard_from()}/{len(s.servers)} servers "
-                f"(each has {self.deadline:g} s)"
-            )
+            if s.servers:
+                text += (
+                    f", heard from {s.heard_from()}/{len(s.servers)} servers "
+                    f"(each has {self.deadline:g} s)"
+                )
         if s.errors:
             text += f", [red]{s.errors} errors[/]"
         return Spinner("dots", text=text, style="green")
