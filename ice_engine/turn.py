@@ -450,9 +450,16 @@ class Allocation:
         return attributes
 
     def _authenticate(self, entry: NonceEntry) -> None:
-        creds = self.credentials
-        self._auth = entry
-        self._key = stun.long_term_key(creds.username, entry.realm, creds.password, entry.algorithm)
+        previous, self._auth = self._auth, entry
+        if (
+            self._key is None
+            or previous is None
+            or (previous.realm, previous.algorithm) != (entry.realm, entry.algorithm)
+        ):  # a new nonce alone (438) keeps the key
+            creds = self.credentials
+            self._key = stun.long_term_key(
+                creds.username, entry.realm, creds.password, entry.algorithm
+            )
 
     def _send(
         self,

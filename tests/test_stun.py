@@ -477,6 +477,27 @@ def test_truncated_sha256_integrity_is_accepted() -> None:
     assert not stun.verify_integrity(message, b"other")
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    key=st.binary(max_size=130),  # past the 64-byte block, where the key is hashed first
+    data=st.binary(max_size=300),
+    digest=st.sampled_from(["sha1", "sha256"]),
+)
+def test_keyed_mac_is_hmac(key: bytes, data: bytes, digest: str) -> None:
+    assert stun.keyed_mac(key, data, digest) == hmac.digest(key, data, digest)
+    assert stun.keyed_mac(key, data, digest) == hmac.digest(key, data, digest)  # cached
+
+
+def test_keyed_mac_cache_stays_bounded_and_right() -> None:
+    keys = [bytes([n]) * 16 for n in range(200)]
+    for key in keys:
+        assert stun.keyed_mac(key, b"m", "sha1") == hmac.digest(key, b"m", "sha1")
+    assert len(stun._PADDED) <= stun._PADDED_MAX
+    assert stun.keyed_mac(keys[0], b"m", "sha1") == hmac.digest(keys[0], b"m", "sha1")
+    with pytest.raises(ValueError, match="unsupported HMAC digest 'md5'"):
+        stun.keyed_mac(b"k", b"m", "md5")
+
+
 # --- parse rules ------------------------------------------------------------
 
 

@@ -294,6 +294,19 @@ def test_cached_nonce_rejected_falls_back_cleanly() -> None:
     assert cache.get(SERVER, "udp", USER) == NonceEntry(REALM, b"nonce-1")
 
 
+def test_a_new_nonce_keeps_the_key_and_a_new_algorithm_derives_another() -> None:
+    """A 438's new nonce alone keeps the key (test_refresh_..._stale_nonce); a new
+    password algorithm derives another."""
+    cache = NonceCache()
+    cache.put(SERVER, "udp", USER, NonceEntry(REALM, b"old-nonce"))  # MD5, a stale nonce
+    server = FakeTurn(sha256=True)  # its 438 offers SHA-256
+    allocation = make(cache=cache)
+    allocation.start(0.0)
+    assert exchange(allocation, server, 0.0) == 2  # 438, then signed with a SHA-256 key
+    assert [type(e) for e in events(allocation)] == [Allocated]
+    assert server.requests[1].get(Attr.PASSWORD_ALGORITHM) is not None
+
+
 def test_sha256_when_password_algorithms_are_offered() -> None:
     server = FakeTurn(sha256=True)
     allocation = allocate(server)
