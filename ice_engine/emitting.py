@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
+from typing import Final
 
 from .candidate import Candidate, compute_foundation, compute_priority
 from .events import (
@@ -29,6 +30,7 @@ __all__ = ["Emitting"]
 #: RFC 6544 §4.2 direction preferences for host candidates.
 _TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
 _TYPE_PREFERENCE = {"host": 126, "srflx": 100}
+_new: Final = tuple.__new__
 
 
 class Emitting:
@@ -90,22 +92,25 @@ class Emitting:
             priority -= 256
         taken[transport_key | priority] = None
         ufrag = generation.credentials.ufrag
-        candidate = Candidate(  # positional: twice as fast as keywords on a NamedTuple
-            compute_foundation(kind, base.address, protocol, server_address),
-            base.component,
-            protocol,
-            priority,
-            address,
-            port,
-            kind,
-            related_address,
-            related_port,
-            tcptype,
-            generation.number,
-            ufrag,
-            base.network_id or None,
-            None,
-            (),
+        candidate = _new(  # Candidate's own __new__ is interpreted: twice as slow
+            Candidate,
+            (
+                compute_foundation(kind, base.address, protocol, server_address),
+                base.component,
+                protocol,
+                priority,
+                address,
+                port,
+                kind,
+                related_address,
+                related_port,
+                tcptype,
+                generation.number,
+                ufrag,
+                base.network_id or None,
+                None,
+                (),
+            ),
         )
         transport = self.transports[base.transport]
         line = candidate.to_sdp()

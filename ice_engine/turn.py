@@ -255,13 +255,20 @@ class Allocation:
         return self._events.pop(0) if self._events else None
 
     def get_timer(self) -> float | None:
-        timer = min((r.transaction.timer for r in self._pending.values()), default=math.inf)
+        # Plain loops: this runs after every datagram and tick, and compiled, a generator
+        # or a min() with a default costs more than the comparisons themselves.
+        timer = math.inf
+        for request in self._pending.values():
+            if request.transaction.timer < timer:
+                timer = request.transaction.timer
         if self.state == "allocated" and self.expires_at is not None:
             timer = min(timer, self.expires_at)
             if self.refresh_at is not None:
                 timer = min(timer, self.refresh_at)
-            renewals = (*self._permission_renewals.values(), *self._channel_renewals.values())
-            timer = min(timer, *renewals) if renewals else timer
+            for renewal in self._permission_renewals.values():
+                timer = min(timer, renewal)
+            for renewal in self._channel_renewals.values():
+                timer = min(timer, renewal)
         if self.state == "closing":
             timer = min(timer, self._close_by)
         return None if timer == math.inf else timer
