@@ -810,8 +810,10 @@ class Gatherer:
         because most host sockets never send."""
         if sys.platform == "linux":
             level, option = _RECVERR[sock.family]
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - suppress() costs 0.4 µs, once per watched socket
                 sock.setsockopt(level, option, 1)
+            except OSError:
+                pass
         fd = sock.fileno()
         self._reading[fd] = key
         if self._on_fd is None:
@@ -882,8 +884,10 @@ class Gatherer:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
                     self._watch(command.base_key, sock)
-                with contextlib.suppress(OSError):  # lost like any datagram; RTO retries
+                try:  # noqa: SIM105 - suppress() costs 0.4 µs, at every send
                     sock.sendto(command.data, command.address)
+                except OSError:
+                    pass  # lost like any datagram; RTO retries
             elif isinstance(command, StreamSend):
                 stream = self._streams.get(command.stream)
                 if stream is not None:
