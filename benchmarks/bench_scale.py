@@ -176,8 +176,15 @@ def _factory(impl: str, scenario: str, server: str, one_base: bool) -> Any:
     )
 
 
+def _perf(control: str, command: str) -> None:
+    """Start or stop `perf record --control fifo:...` sampling (profile_layers.py)."""
+    if control:
+        with open(control, "w") as fifo:
+            fifo.write(command + "\n")
+
+
 async def _run(
-    impl: str, scenario: str, n: int, timeout_s: float, one_base: bool
+    impl: str, scenario: str, n: int, timeout_s: float, one_base: bool, perf_control: str = ""
 ) -> dict[str, Any]:
     make = _factory(impl, scenario, _server(), one_base)
     one = {"ours": _ours_one, "aioice": _aioice_one, "floor": _floor_one}[impl]
@@ -214,9 +221,11 @@ async def _run(
     cpu0 = time.process_time()
     usage0 = resource.getrusage(resource.RUSAGE_SELF)
     wall0 = time.perf_counter()
+    _perf(perf_control, "enable")
     objs = [make() for _ in range(n)]
     tasks = [asyncio.ensure_future(one(o, stats, want)) for o in objs]
     done, pending = await asyncio.wait(tasks, timeout=timeout_s)
+    _perf(perf_control, "disable")
     wall1 = time.perf_counter()
     cpu1 = time.process_time()
     usage1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -291,7 +300,9 @@ def _inner(args: argparse.Namespace) -> int:
             stats.sort_stats("cumulative").print_stats(35)
             stats.sort_stats("tottime").print_callers(12)
     else:
-        result = asyncio.run(_run(args.impl, args.inner, args.n, args.timeout_s, args.one_base))
+        result = asyncio.run(
+            _run(args.impl, args.inner, args.n, args.timeout_s, args.one_base, args.perf_control)
+        )
     result["rlimit_nofile"] = limit
     print(json.dumps(result))
     return 0
@@ -397,6 +408,7 @@ def main() -> int:
     parser.add_argument("--impl", choices=("ours", "aioice", "floor"), help=argparse.SUPPRESS)
     parser.add_argument("--n", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--one-base", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--perf-control", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
         return _inner(args)

@@ -10,6 +10,8 @@ Runs, each as its own process with a timeout:
 - bench_latency.py --json --rtt-ms R for each R in --rtts (lab)
 - bench_scale.py --json --profile 6000 (lab; the profile goes to
   benchmarks/profile_scale.txt)
+- profile_layers.py --json, stun and turn (lab; needs `perf`): where the CPU of a
+  gathering goes, by layer
 
 and writes `benchmarks/results.json` plus `docs/img/completion_vs_rtt.png` and
 `docs/img/cpu_vs_n.png` (matplotlib, a benchmark-only dependency). Lab benchmarks are
@@ -231,6 +233,12 @@ def _f(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _runs(figures: dict[str, Any], who: str) -> str:
+    """(0.1, 0.2, ...): every block's CPU figure, where the benchmark kept them."""
+    runs = figures.get(f"cpu_ms_per_gathering_{who}_runs")
+    return f" ({', '.join(_f(r) for r in sorted(runs))})" if runs else ""
+
+
 def summarize(results: dict[str, Any]) -> str:
     """The figures as Markdown tables (what docs/benchmarks.md shows)."""
     bench = results["benchmarks"]
@@ -249,8 +257,9 @@ def summarize(results: dict[str, Any]) -> str:
         out += [
             "| host-only gathering | ice-engine | aioice | aioice / ice-engine |",
             "| --- | ---: | ---: | ---: |",
-            f"| CPU per gathering (ms) | {_f(host['cpu_ms_per_gathering_ice_engine'])} "
-            f"| {_f(host['cpu_ms_per_gathering_aioice'])} "
+            f"| CPU per gathering (ms), median of blocks | "
+            f"{_f(host['cpu_ms_per_gathering_ice_engine'])}{_runs(host, 'ice_engine')} "
+            f"| {_f(host['cpu_ms_per_gathering_aioice'])}{_runs(host, 'aioice')} "
             f"| {_f(host['cpu_ratio_aioice_over_ice_engine'], 2)}x |",
             f"| first candidate, median / p95 (ms) | {_f(host['first_candidate_ms_median'])} / "
             f"{_f(host['first_candidate_ms_p95'])} | | |",
@@ -330,7 +339,31 @@ def summarize(results: dict[str, Any]) -> str:
                     f"| {r['fds_open_peak']} | {_f(ratio, 2)}{'x' if ratio else ''} |"
                 )
         out.append("")
+    out += _layers(bench.get("layers", {}))
     return "\n".join(out)
+
+
+def _layers(layers: dict[str, Any]) -> list[str]:
+    """profile_layers.py's shares, a column per scenario."""
+    runs = {k: v for k, v in layers.items() if isinstance(v, dict) and "layers" in v}
+    if not runs:
+        return []
+    out = [
+        "| share of a gathering's CPU (perf) | "
+        + " | ".join(f"{r['scenario']}, N={r['n']}, {r['bases']}" for r in runs.values())
+        + " |",
+        "| --- |" + " ---: |" * len(runs),
+    ]
+    for layer in next(iter(runs.values()))["layers"]:
+        shares = " | ".join(f"{r['layers'][layer]:.0%}" for r in runs.values())
+        out.append(f"| {layer} | {shares} |")
+    for name, run in runs.items():
+        top = ", ".join(
+            f"`{f}` {share:.1%}" for f, share in list(run["core_functions"].items())[:6]
+        )
+        out.append(f"\nInnermost core functions, {name}: {top}.")
+    out.append("")
+    return out
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -401,6 +434,12 @@ def main() -> int:
                     argv += ["--profile-out", str(HERE / "profile_scale.txt")]
                 bench["scale"] = run_json("scale", argv, 3600)
                 bench["scale"]["_lab"] = quiet
+                if not args.quick:
+                    layers: dict[str, Any] = {}
+                    for scenario, extra in (("stun", []), ("turn", ["--one-base"])):
+                        argv = ["benchmarks/profile_layers.py", "--json", "--scenario", scenario]
+                        layers[scenario] = run_json(f"layers {scenario}", argv + extra, 900)
+                    bench["layers"] = layers
             finally:
                 lab.set_delay(0)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
