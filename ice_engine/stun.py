@@ -576,7 +576,8 @@ def keyed_mac(key: bytes, data: bytes, digest: str) -> bytes:
     in a process busy with a thousand TURN gatherings (measured). A key's padded
     inner and outer states are made once and copied per message instead. Keys are
     few (one per TURN server and credential, one per ICE password), so the cache is
-    small, and cleared whole when it fills.
+    small, and cleared whole when it fills. Like the keys themselves, the states can
+    sign for their credentials: the process keeps those of its last 64 keys.
     """
     states = _PADDED.get((key, digest))
     if states is None:
