@@ -35,6 +35,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parent.parent))
@@ -75,25 +76,8 @@ def classify(script: str) -> tuple[collections.Counter[str], collections.Counter
     return layers, core, total
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--scenario", choices=("stun", "turn"), default="turn")
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--one-base", action="store_true")
-    parser.add_argument("--top", type=int, default=15, help="core functions to list")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args()
-
-    from ice_engine.lab import lab_unavailable_reason
-
-    reason = lab_unavailable_reason() or (
-        None if shutil.which("perf") else "perf is not installed (Debian: linux-perf)"
-    )
-    if reason:
-        print(json.dumps({"skipped": reason}) if args.json else f"skipped: {reason}")
-        return 0
+def _sample(args: argparse.Namespace) -> tuple[dict[str, Any], str] | None:
+    """One bench_scale run under perf, sampled while it gathers: its result and samples."""
     with tempfile.TemporaryDirectory(prefix="ice-engine-perf-") as scratch:
         control, data = os.path.join(scratch, "control"), os.path.join(scratch, "perf.data")
         os.mkfifo(control)
@@ -110,7 +94,7 @@ def main() -> int:
         )
         if run.returncode != 0:
             print(f"profile_layers: the run failed: {run.stderr.strip()[-300:]}", file=sys.stderr)
-            return 1
+            return None
         result = json.loads(run.stdout.strip().splitlines()[-1])
         script = subprocess.run(
             ["perf", "script", "-i", data, "-F", "ip,sym,dso"],
@@ -118,6 +102,34 @@ def main() -> int:
             text=True,
             timeout=600,
         ).stdout
+    return result, script
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=("stun", "turn"), default="turn")
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--one-base", action="store_true")
+    parser.add_argument("--top", type=int, default=15, help="core functions to list")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    from ice_engine.lab import lab_session, lab_unavailable_reason
+
+    reason = lab_unavailable_reason() or (
+        None if shutil.which("perf") else "perf is not installed (Debian: linux-perf)"
+    )
+    if reason:
+        print(json.dumps({"skipped": reason}) if args.json else f"skipped: {reason}")
+        return 0
+    with lab_session() as lab:
+        delay_ms = lab.delay_ms
+        sampled = _sample(args)
+    if sampled is None:
+        return 1
+    result, script = sampled
     layers, core, total = classify(script)
     if not total:
         print("profile_layers: perf took no samples", file=sys.stderr)
@@ -126,6 +138,7 @@ def main() -> int:
         "scenario": args.scenario,
         "n": args.n,
         "bases": result["bases"],
+        "lab_delay_ms": delay_ms,
         "cpu_ms_per_gathering": result["cpu_ms_per_gathering"],
         "samples": total,
         "layers": {layer: layers[layer] / total for layer in LAYERS},
@@ -136,7 +149,8 @@ def main() -> int:
         return 0
     print(
         f"{args.scenario}, N={args.n}, {result['bases']}: "
-        f"{result['cpu_ms_per_gathering']:.3f} ms CPU per gathering, {total} samples"
+        f"{result['cpu_ms_per_gathering']:.3f} ms CPU per gathering, {total} samples, "
+        f"lab delay {delay_ms:g} ms"
     )
     for layer in LAYERS:
         print(f"  {layers[layer] / total:6.1%}  {layer}")
