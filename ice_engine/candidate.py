@@ -398,11 +398,9 @@ def _digits_end(line: str, i: int, n: int) -> tuple[int, int]:
 
 
 def _at(line: str, i: int, word: str) -> bool:
-    """`line.startswith(word, i)`, as a loop mypyc compiles to a few comparisons."""
-    size = len(word)
-    if i + size > len(line):
-        return False
-    return all(ord(line[i + k]) == ord(word[k]) for k in range(size))
+    """`line.startswith(word, i)`, compiled: a slice and a compare cost a third of a loop
+    over characters (a str each) and half of `startswith`, a generic call with `i`."""
+    return line[i : i + len(word)] == word
 
 
 def _scan(cls: type[Candidate], line: str) -> Candidate | None:
