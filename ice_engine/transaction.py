@@ -80,7 +80,8 @@ class RttTable:
 
 
 class StunTransaction:
-    """One request: sent, retransmitted with doubling RTO (not over streams), until its deadline."""
+    """One request: sent, retransmitted with doubling RTO (not over streams), until its
+    deadline; a request that a late loop never resent is resent once past it."""
 
     __slots__ = ("deadline", "next_send", "request", "rto", "sent_at", "transmissions")
 
@@ -99,12 +100,23 @@ class StunTransaction:
         return min(self.next_send, self.deadline)
 
     def expired(self, now: float) -> bool:
-        return now >= self.deadline
+        return now >= self.deadline and not self._resend_owed()
+
+    def _resend_owed(self) -> bool:
+        """A resend fell due before the deadline and was never made: the caller's loop ran
+        late (thousands of gatherers starting at once), and one lost datagram would
+        otherwise fail its server without a second try."""
+        return self.transmissions == 1 and self.next_send < self.deadline
 
     def retransmit(self, now: float) -> bytes | None:
-        """The request again if its RTO has run out, else None."""
-        if now < self.next_send or now >= self.deadline:
+        """The request again if its RTO has run out, else None. Past the deadline, only an
+        owed resend goes, and the deadline moves one RTO on to wait for its answer."""
+        if now < self.next_send:
             return None
+        if now >= self.deadline:
+            if not self._resend_owed():
+                return None
+            self.deadline = now + self.rto
         self.rto *= 2
         self.next_send = now + self.rto
         self.transmissions += 1

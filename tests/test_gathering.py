@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ice_engine import stun
 from ice_engine.candidate import Candidate
 from ice_engine.commands import Resolve, SendDatagram
 from ice_engine.credentials import Credentials, new_credentials
@@ -20,7 +21,7 @@ from ice_engine.events import (
     IceGatheringStateChangeEvent,
 )
 from ice_engine.gathering import Base, Gathering, Server, Transport
-from ice_engine.transaction import RttTable, Timing
+from ice_engine.transaction import RttTable, StunTransaction, Timing
 from ice_engine.urls import parse_server_url
 from tests.simnet import SimNetwork, StunServer
 
@@ -598,3 +599,55 @@ def test_continual_gathering_takes_new_bases_and_removes_lost_ones() -> None:
     assert kinds(net.events)[-3:] == ["end:0", "complete", "null"]
     with pytest.raises(RuntimeError):
         core.add_bases(net.now, [bases[2]])
+
+
+def test_transaction_owed_a_resend_by_a_late_loop_gets_one() -> None:
+    on_time = StunTransaction(b"req", now=0.0, rto=0.25, deadline=2.0)
+    for now in (0.25, 0.75, 1.75):
+        assert on_time.retransmit(now) == b"req"
+    assert on_time.expired(2.0) and on_time.retransmit(2.0) is None  # 4 tries: done
+    late = StunTransaction(b"req", now=0.0, rto=0.25, deadline=2.0)
+    assert not late.expired(2.7)  # first timer at 2.7: the resend due at 0.25 never went
+    assert late.retransmit(2.7) == b"req" and late.deadline == pytest.approx(2.95)
+    assert late.timer == pytest.approx(2.95) and late.retransmit(2.8) is None
+    assert late.expired(2.95) and late.retransmit(2.95) is None  # one resend, not more
+    stream = StunTransaction(b"req", now=0.0, rto=0.25, deadline=2.0, reliable=True)
+    assert stream.expired(2.7)  # nothing is resent over a stream
+    short = StunTransaction(b"req", now=0.0, rto=0.5, deadline=0.3)
+    assert short.expired(0.4)  # no resend was due before the deadline
+
+
+def test_a_late_first_timer_resends_before_failing_the_server() -> None:
+    """Thousands of gatherers starting in one loop iteration can hold every timer back
+    past the deadline; a Binding request lost meanwhile is tried once more, not failed
+    with one transmission."""
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()[:2]  # IPv6 and one IPv4 base
+    core.start(0.0, bases)
+    [first] = [c for c in iter(core.next_command, None) if isinstance(c, SendDatagram)]
+    core.handle_timer(2.5)  # the first timer, 2.25 s late; the request was lost
+    [again] = [c for c in iter(core.next_command, None) if isinstance(c, SendDatagram)]
+    assert again.data == first.data and core.get_timer() == pytest.approx(2.75)
+    assert not [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    txid = again.data[8:20]
+    mapped = stun.xor_address_value(PUBLIC, 50001, txid)
+    answer = stun.encode(
+        stun.Method.BINDING,
+        stun.MessageClass.SUCCESS,
+        txid,
+        [(stun.Attr.XOR_MAPPED_ADDRESS, mapped)],
+    )
+    assert core.receive_datagram(2.55, first.base_key, answer, STUN)
+    assert [c.type for c in candidates_of(list(iter(core.next_event, None)))] == ["srflx"]
+    assert core.state is GatheringState.COMPLETE
+
+
+def test_a_late_resend_unanswered_fails_one_rto_later() -> None:
+    core = make_core(("stun:198.51.100.10",))
+    core.start(0.0, make_bases()[:2])
+    list(iter(core.next_command, None))
+    core.handle_timer(2.5)
+    core.handle_timer(2.75)
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.errorCode, e.t) for e in errors] == [(701, pytest.approx(2.75))]
+    assert "after 2 tries" in errors[0].errorText
