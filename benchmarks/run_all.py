@@ -233,9 +233,8 @@ def _f(value: Any, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def _runs(figures: dict[str, Any], who: str) -> str:
-    """(0.1, 0.2, ...): every block's CPU figure, where the benchmark kept them."""
-    runs = figures.get(f"cpu_ms_per_gathering_{who}_runs")
+def _runs(runs: list[float] | None) -> str:
+    """(0.1, 0.2, ...): every run's or block's CPU figure, where the benchmark kept them."""
     return f" ({', '.join(_f(r) for r in sorted(runs))})" if runs else ""
 
 
@@ -258,8 +257,8 @@ def summarize(results: dict[str, Any]) -> str:
             "| host-only gathering | ice-engine | aioice | aioice / ice-engine |",
             "| --- | ---: | ---: | ---: |",
             f"| CPU per gathering (ms), median of blocks | "
-            f"{_f(host['cpu_ms_per_gathering_ice_engine'])}{_runs(host, 'ice_engine')} "
-            f"| {_f(host['cpu_ms_per_gathering_aioice'])}{_runs(host, 'aioice')} "
+            f"{_f(host['cpu_ms_per_gathering_ice_engine'])}{_runs(host.get('cpu_ms_per_gathering_ice_engine_runs'))} "
+            f"| {_f(host['cpu_ms_per_gathering_aioice'])}{_runs(host.get('cpu_ms_per_gathering_aioice_runs'))} "
             f"| {_f(host['cpu_ratio_aioice_over_ice_engine'], 2)}x |",
             f"| first candidate, median / p95 (ms) | {_f(host['first_candidate_ms_median'])} / "
             f"{_f(host['first_candidate_ms_p95'])} | | |",
@@ -328,10 +327,9 @@ def summarize(results: dict[str, Any]) -> str:
                     "ice_engine": run.get("cpu_ratio_aioice_over_ice_engine"),
                     "floor": run.get("cpu_ratio_aioice_over_floor"),
                 }.get(who)
-                runs = ", ".join(_f(c) for c in r.get("cpu_ms_per_gathering_runs", []))
                 out.append(
                     f"| {run['scenario']} | {run['n']} | {name} | {r['bases']} "
-                    f"| {_f(r['cpu_ms_per_gathering'])} ({runs}) "
+                    f"| {_f(r['cpu_ms_per_gathering'])}{_runs(r.get('cpu_ms_per_gathering_runs'))} "
                     f"| {_f(r.get('user_ms_per_gathering'))} + {_f(r.get('sys_ms_per_gathering'))} "
                     f"| {r['gc_share_of_cpu']:.0%} "
                     f"| {_f(r['wall_s_all_complete'], 2)} | {r['completed']}/{r['n']} "
