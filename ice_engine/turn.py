@@ -259,8 +259,7 @@ class Allocation:
         # or a min() with a default costs more than the comparisons themselves.
         timer = math.inf
         for request in self._pending.values():
-            if request.transaction.timer < timer:
-                timer = request.transaction.timer
+            timer = min(timer, request.transaction.timer)
         if self.state == "allocated" and self.expires_at is not None:
             timer = min(timer, self.expires_at)
             if self.refresh_at is not None:
@@ -459,14 +458,13 @@ class Allocation:
     def _authenticate(self, entry: NonceEntry) -> None:
         previous, self._auth = self._auth, entry
         if (
-            self._key is None
-            or previous is None
-            or (previous.realm, previous.algorithm) != (entry.realm, entry.algorithm)
-        ):  # a new nonce alone (438) keeps the key
-            creds = self.credentials
-            self._key = stun.long_term_key(
-                creds.username, entry.realm, creds.password, entry.algorithm
-            )
+            previous is not None
+            and previous.realm == entry.realm
+            and previous.algorithm == entry.algorithm
+        ):
+            return  # a new nonce alone (438) keeps the key
+        creds = self.credentials
+        self._key = stun.long_term_key(creds.username, entry.realm, creds.password, entry.algorithm)
 
     def _send(
         self,
