@@ -28,9 +28,10 @@ gather_candidates() that raised), and gatherings missing the candidate type the 
 should give (srflx, or relay for turn). Every run has a timeout; everything is closed.
 
 Each (library, N) runs `--repeat` times (5), the libraries interleaved, and the run with
-the median CPU is reported (all CPU figures are kept beside it). For stun, a third
-"library" runs too: `_floor.py`, the least a host+srflx gathering can cost in CPython,
-whose ratio to aioice bounds what any implementation could reach here.
+the median CPU is reported (all CPU figures are kept beside it). A third "library" runs
+too: `_floor.py`, the least a host+srflx (or, for turn, host+srflx+relay, one allocation
+as aioice makes) gathering can cost in CPython, whose ratio to aioice bounds what any
+implementation could reach here.
 
 The ratio to read is aioice CPU / ice-engine CPU, both measured in the same run.
 `--profile N` adds one ice-engine stun run of N gatherers under cProfile (not counted in
@@ -141,11 +142,13 @@ def _factory(impl: str, scenario: str, server: str, one_base: bool) -> Any:
     if impl == "floor":
         import socket
 
-        from _floor import FloorGatherer
+        from _floor import FloorGatherer, FloorTurnGatherer
 
         addresses = [(socket.AF_INET, CLIENT_IPV4_A)]
         if not one_base:
             addresses += [(socket.AF_INET, CLIENT_IPV4_B), (socket.AF_INET6, CLIENT_IPV6)]
+        if scenario == "turn":
+            return lambda: FloorTurnGatherer((server, STUN_PORT), addresses, USERNAME, PASSWORD)
         return lambda: FloorGatherer((server, STUN_PORT), addresses)
 
     if impl == "ours":
@@ -452,7 +455,7 @@ def main() -> int:
                 impls["aioice"] = "aioice"
             else:
                 row["aioice"] = {"n": n, "skipped": f"capped at N <= {args.aioice_max_n}"}
-            if scenario == "stun" and not args.no_floor:
+            if not args.no_floor:
                 impls["floor"] = "floor"
             # Interleaved repeats, and each side's median run: one run on a shared machine
             # can be 30 % off, and interleaving spreads the drift over both sides.
