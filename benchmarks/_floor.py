@@ -29,6 +29,7 @@ _ALLOCATE, _REFRESH, _ALLOCATE_ERROR = 0x0003, 0x0004, 0x0113
 _USERNAME, _INTEGRITY, _LIFETIME, _REALM, _NONCE = 0x0006, 0x0008, 0x000D, 0x0014, 0x0015
 _RELAYED, _TRANSPORT, _MAPPED = 0x0016, 0x0019, 0x0020
 _UDP = b"\x11\x00\x00\x00"  # REQUESTED-TRANSPORT: UDP
+_ERROR_CODE = 0x0009
 _KEYS: dict[str, bytes] = {}  # realm -> long-term key, as a client would keep it
 
 
@@ -134,6 +135,7 @@ class FloorTurnGatherer:
         self.turn_socket: socket.socket | None = None
         self.auth = b""  # USERNAME, REALM and NONCE, once the 401 gave them
         self.key = b""
+        self.error: int | None = None  # the Allocate's error code, if it failed
 
     async def gather(self) -> list[str]:
         loop = asyncio.get_running_loop()
@@ -163,7 +165,14 @@ class FloorTurnGatherer:
         assert self.turn_socket is not None
         data = self.turn_socket.recv(2048)
         found = _attributes(data)
-        if _REQUEST.unpack_from(data)[0] == _ALLOCATE_ERROR:  # 401: sign and ask again
+        if _REQUEST.unpack_from(data)[0] == _ALLOCATE_ERROR:
+            code = found.get(_ERROR_CODE, b"\x00\x00\x00\x00")
+            if self.key or code[2:4] != b"\x04\x01":  # not the first 401: no relay
+                self.error = code[2] * 100 + code[3]  # coturn: 437 on a reused 5-tuple
+                hub_for(asyncio.get_running_loop()).unwatch(self.turn_socket.fileno())
+                if not done.done():
+                    done.set_result(None)
+                return
             realm, nonce = found[_REALM], found[_NONCE]
             key = _KEYS.get(realm.decode())
             if key is None:

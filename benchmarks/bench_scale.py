@@ -116,6 +116,10 @@ async def _ours_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
 async def _floor_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
     lines = await gatherer.gather()
     stats["completed"] += 1
+    error = getattr(gatherer, "error", None)  # the turn floor's Allocate, if it failed
+    if error is not None:
+        stats["errors"] += 1
+        stats[f"error_{error}"] = stats.get(f"error_{error}", 0) + 1
     stats["candidates"] += len(lines)
     if not any(f"typ {want}" in line for line in lines):
         stats["missing"] += 1

@@ -3,8 +3,10 @@ yardstick must send messages a server accepts and read what servers answer."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import importlib.util
+import socket
 import sys
 from pathlib import Path
 
@@ -77,3 +79,47 @@ def test_reads_attributes_and_addresses_from_an_aioice_answer() -> None:
     assert floor._xor_address(found[floor._RELAYED]) == ("198.51.100.10", 50000)
     assert floor._xor_address(found[floor._MAPPED]) == ("198.51.100.1", 40000)
     assert found[0x8022] == b"odd length"  # SOFTWARE, unpadded
+
+
+def _allocate_error(code: int, reason: str) -> bytes:
+    answer = aioice_stun.Message(
+        message_method=aioice_stun.Method.ALLOCATE,
+        message_class=aioice_stun.Class.ERROR,
+        transaction_id=b"t" * 12,
+    )
+    answer.attributes["ERROR-CODE"] = (code, reason)
+    answer.attributes["REALM"] = "lab.test"
+    answer.attributes["NONCE"] = b"n0nce"
+    return bytes(answer)
+
+
+class _Answering(_Socket):
+    def __init__(self, answer: bytes, real: socket.socket) -> None:
+        super().__init__()
+        self.answer = answer
+        self.real = real
+
+    def recv(self, size: int) -> bytes:
+        return self.answer
+
+    def fileno(self) -> int:
+        return self.real.fileno()  # never watched: unwatching it does nothing
+
+
+async def test_a_first_401_is_answered_signed_and_another_error_ends_without_relay() -> None:
+    loop = asyncio.get_running_loop()
+    gatherer, _ = _turn()
+    real = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    gatherer.turn_socket = sock = _Answering(_allocate_error(401, "Unauthorized"), real)
+    lines: list[str] = []
+    done = loop.create_future()
+    gatherer._answer(lines, done)
+    assert not done.done() and gatherer.error is None
+    signed = aioice_stun.parse_message(sock.sent[0])
+    assert signed.attributes["NONCE"] == b"n0nce"
+    assert signed.check_message_integrity(KEY)
+
+    sock.answer = _allocate_error(437, "Allocation Mismatch")
+    gatherer._answer(lines, done)
+    assert done.done() and gatherer.error == 437 and lines == []
+    real.close()
