@@ -30,7 +30,7 @@ _USERNAME, _INTEGRITY, _LIFETIME, _REALM, _NONCE = 0x0006, 0x0008, 0x000D, 0x001
 _RELAYED, _TRANSPORT, _MAPPED = 0x0016, 0x0019, 0x0020
 _UDP = b"\x11\x00\x00\x00"  # REQUESTED-TRANSPORT: UDP
 _ERROR_CODE = 0x0009
-_KEYS: dict[str, bytes] = {}  # realm -> long-term key, as a client would keep it
+_KEYS: dict[str, bytes] = {}  # "user:realm:password" -> long-term key, kept as a client would
 
 
 def _host(family: int, address: str, lines: list[str]) -> socket.socket:
@@ -120,6 +120,8 @@ class FloorGatherer:
 
 
 class FloorTurnGatherer:
+    """Host candidates, and one allocation for the srflx and the relay (see above)."""
+
     def __init__(
         self,
         server: tuple[str, int],
@@ -174,10 +176,10 @@ class FloorTurnGatherer:
                     done.set_result(None)
                 return
             realm, nonce = found[_REALM], found[_NONCE]
-            key = _KEYS.get(realm.decode())
+            secret = f"{self.username.decode()}:{realm.decode()}:{self.password}"
+            key = _KEYS.get(secret)
             if key is None:
-                secret = f"{self.username.decode()}:{realm.decode()}:{self.password}"
-                key = _KEYS[realm.decode()] = hashlib.md5(secret.encode()).digest()
+                key = _KEYS[secret] = hashlib.md5(secret.encode()).digest()
             self.key = key
             self.auth = (
                 _attribute(_USERNAME, self.username)
