@@ -57,10 +57,10 @@ def _attributes(data: bytes) -> dict[int, bytes]:
     return found
 
 
-def _xor_address(value: bytes) -> tuple[str, int]:
-    """An IPv4 XOR-*-ADDRESS."""
-    port = struct.unpack_from("!H", value, 2)[0] ^ (_COOKIE >> 16)
-    address = struct.unpack_from("!I", value, 4)[0] ^ _COOKIE
+def _xor_address(value: bytes, at: int = 0) -> tuple[str, int]:
+    """An IPv4 XOR-*-ADDRESS whose value starts at `at`."""
+    port = struct.unpack_from("!H", value, at + 2)[0] ^ (_COOKIE >> 16)
+    address = struct.unpack_from("!I", value, at + 4)[0] ^ _COOKIE
     return socket.inet_ntoa(address.to_bytes(4, "big")), port
 
 
@@ -69,6 +69,7 @@ class FloorGatherer:
         self.server = server
         self.addresses = addresses
         self.sockets: list[socket.socket] = []
+        self.error: int | None = None  # never set: a Binding error is just no srflx
 
     async def gather(self) -> list[str]:
         loop = asyncio.get_running_loop()
@@ -104,10 +105,7 @@ class FloorGatherer:
         if waiting.pop(data[8:20], None) is None:
             return
         # The first attribute is XOR-MAPPED-ADDRESS (IPv4) in coturn's answers.
-        port = struct.unpack_from("!H", data, 26)[0] ^ (_COOKIE >> 16)
-        address = socket.inet_ntoa(
-            (struct.unpack_from("!I", data, 28)[0] ^ _COOKIE).to_bytes(4, "big")
-        )
+        address, port = _xor_address(data, 24)
         lines.append(f"candidate:2 1 udp 1694498815 {address} {port} typ srflx")
         if not waiting and not done.done():
             done.set_result(None)

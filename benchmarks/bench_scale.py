@@ -116,7 +116,7 @@ async def _ours_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
 async def _floor_one(gatherer: Any, stats: dict[str, int], want: str) -> None:
     lines = await gatherer.gather()
     stats["completed"] += 1
-    error = getattr(gatherer, "error", None)  # the turn floor's Allocate, if it failed
+    error = gatherer.error  # the turn floor's Allocate, if it failed
     if error is not None:
         stats["errors"] += 1
         stats[f"error_{error}"] = stats.get(f"error_{error}", 0) + 1
