@@ -5,13 +5,14 @@ prints a per-server summary: when each server gave its first candidate, how many
 and its errors: a candidate event names the server it came from (`url`), as an error does.
 
 The live view uses `rich` and is drawn from the asyncio thread only (no refresh thread):
-`tick()` redraws it, so the spinner turns while the gatherer waits for servers.
+`tick()` redraws it, so the spinner turns while the gatherer waits for servers, but no more
+often than `_REDRAW_EVERY`: a redraw costs in proportion to the rows and holds the event loop.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -27,6 +28,7 @@ from .events import (
 if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
     from rich.live import Live
+    from rich.table import Table
 
 
 def _printable(text: str) -> str:
@@ -216,6 +218,8 @@ _NARROW_COLUMNS = ("Time (ms)", "Mid", "Type", "Protocol", "Address", "Port", "R
 _NARROW_HEADERS = {"Time (ms)": "ms", "Protocol": "Proto"}
 _RIGHT_ALIGNED = frozenset({"Time (ms)", "Component", "Port", "Priority"})
 _FULL_WIDTH = 120  # terminal columns the full candidate table needs to show addresses
+_Row = tuple[tuple[str, ...], str, bool]  # cells, style, end of section
+_REDRAW_EVERY = 0.075  # seconds between redraws at least (the spinner turns every 80 ms)
 
 
 class LiveView:
@@ -223,49 +227,29 @@ class LiveView:
     a spinner while waiting, and a per-server summary once gathering is complete."""
 
     def __init__(
-        self, console: Console, urls: Sequence[str], *, deadline: float, watching: bool = False
+        self,
+        console: Console,
+        urls: Sequence[str],
+        *,
+        deadline: float,
+        watching: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        from rich.table import Table
-
         self.console = console
         self.summary = Summary(urls)
         self.deadline = deadline
         self.watching = watching
-        self.started = time.monotonic()
-        self.generation_started = self.started
+        self.clock = clock
+        self.generation_started = clock()
+        self.next_draw = 0.0
         self.state = "new"
-        self.table = Table(
-            title="ICE candidates",
-            title_justify="left",
-            expand=False,
-            header_style="bold",
-        )
         # Below 120 columns the full table would squeeze the addresses out: the columns a
         # reader needs least (component, foundation, priority) give way.
         self.columns = _COLUMNS if console.width >= _FULL_WIDTH else _NARROW_COLUMNS
-        for name in self.columns:
-            # addresses fold on a narrow terminal rather than lose their tail to an ellipsis
-            wide = name in ("Address", "Related address")
-            self.table.add_column(
-                _NARROW_HEADERS.get(name, name) if self.columns is _NARROW_COLUMNS else name,
-                justify="right" if name in _RIGHT_ALIGNED else "left",
-                no_wrap=not wide,
-                overflow="fold" if wide else "ellipsis",
-                min_width=15 if name == "Address" else None,
-            )
-        self.errors = Table(
-            title="Errors (icecandidateerror)",
-            title_justify="left",
-            title_style="bold red",
-            header_style="bold red",
-        )
-        for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
-            self.errors.add_column(
-                name,
-                style="red",
-                no_wrap=name != "Text",
-                justify="right" if name == "Time (ms)" else "left",
-            )
+        # Rows are kept, and the tables built when drawn: a frame draws only the last rows
+        # (the screen shows no more), so its cost does not grow with the rows gathered.
+        self.rows: list[_Row] = []
+        self.error_rows: list[_Row] = []
         self.live: Live | None = None
 
     def __enter__(self) -> LiveView:
@@ -280,14 +264,62 @@ class LiveView:
             self.live.__exit__(*exc)
             self.live = None
 
-    def restart(self, generation: int, ufrag: str) -> None:
-        self.table.add_section()
-        self.table.add_row(
-            *[""] * 6,
-            f"[bold]ICE restart[/]: generation {generation}, ufrag {ufrag}",
-            style="dim",
+    @property
+    def table(self) -> Table:
+        """The candidate table, all of it."""
+        return self._candidates(self.rows)
+
+    def _candidates(self, rows: Sequence[_Row]) -> Table:
+        from rich.table import Table
+
+        hidden = len(self.rows) - len(rows)
+        table = Table(
+            title="ICE candidates" + (f" (the last {len(rows)}, {hidden} above)" if hidden else ""),
+            title_justify="left",
+            expand=False,
+            header_style="bold",
         )
-        self.generation_started = time.monotonic()
+        for name in self.columns:
+            # addresses fold on a narrow terminal rather than lose their tail to an ellipsis
+            wide = name in ("Address", "Related address")
+            table.add_column(
+                _NARROW_HEADERS.get(name, name) if self.columns is _NARROW_COLUMNS else name,
+                justify="right" if name in _RIGHT_ALIGNED else "left",
+                no_wrap=not wide,
+                overflow="fold" if wide else "ellipsis",
+                min_width=15 if name == "Address" else None,
+            )
+        for cells, style, end_section in rows:
+            table.add_row(*cells, style=style, end_section=end_section)
+        return table
+
+    def _errors(self, rows: Sequence[_Row]) -> Table:
+        from rich.table import Table
+
+        hidden = len(self.error_rows) - len(rows)
+        table = Table(
+            title="Errors (icecandidateerror)" + (f" (the last {len(rows)})" if hidden else ""),
+            title_justify="left",
+            title_style="bold red",
+            header_style="bold red",
+        )
+        for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
+            table.add_column(
+                name,
+                style="red",
+                no_wrap=name != "Text",
+                justify="right" if name == "Time (ms)" else "left",
+            )
+        for cells, style, end_section in rows:
+            table.add_row(*cells, style=style, end_section=end_section)
+        return table
+
+    def restart(self, generation: int, ufrag: str) -> None:
+        if self.rows:
+            self.rows[-1] = (*self.rows[-1][:2], True)  # a line under the last generation
+        restart = f"[bold]ICE restart[/]: generation {generation}, ufrag {ufrag}"
+        self.rows.append(((*[""] * 6, restart), "dim", False))
+        self.generation_started = self.clock()
         self.tick()
 
     def add(self, event: Event) -> None:
@@ -301,12 +333,12 @@ class LiveView:
             where = f"{event.address}:{event.port}" if event.address else "-"
             # Server text and URLs as text, never as rich markup: "[/x]" must not crash us.
             cells = (event.url, where, str(event.errorCode), _printable(event.errorText))
-            self.errors.add_row(ms, *(escape(cell) for cell in cells))
+            self.error_rows.append(((ms, *(escape(cell) for cell in cells)), "", False))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             c = event.candidate
             if c.parsed is None:
                 end = {"Time (ms)": ms, "Mid": escape(c.sdpMid), "Address": "(end-of-candidates)"}
-                self.table.add_row(*(end.get(name, "") for name in self.columns), style="dim")
+                self.rows.append((tuple(end.get(name, "") for name in self.columns), "dim", False))
             else:
                 style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}
                 self._add_row(ms, c, style.get(c.parsed.type, ""))
@@ -332,17 +364,24 @@ class LiveView:
             "Priority": str(p.priority),
             "Related address": escape(related),
         }
-        self.table.add_row(*(row[name] for name in self.columns), style=style)
+        self.rows.append((tuple(row[name] for name in self.columns), style, False))
 
     def tick(self) -> None:
-        if self.live is not None:
-            self.live.update(self._render(), refresh=True)
+        """Redraw, unless the last redraw was under `_REDRAW_EVERY` ago (or under 5 times its
+        own cost ago): one redraw per event held the loop so long that servers timed out.
+        What is left undrawn waits for the ticker's next call, or for `finish`."""
+        now = self.clock()
+        if self.live is None or now < self.next_draw:
+            return
+        self.live.update(self._render(), refresh=True)
+        spent = self.clock() - now
+        self.next_draw = now + max(_REDRAW_EVERY, 5 * spent)
 
     def _status(self) -> RenderableType:
         from rich.spinner import Spinner
 
         s = self.summary
-        waited = time.monotonic() - self.generation_started
+        waited = self.clock() - self.generation_started
         if self.watching:
             text = f"watching… {waited:.0f} s, {s.candidates} candidates, Ctrl-C to stop"
             if s.removed:
@@ -361,9 +400,12 @@ class LiveView:
     def _render(self, final: bool = False) -> RenderableType:
         from rich.console import Group
 
-        parts: list[RenderableType] = [self.table]
-        if self.errors.row_count:
-            parts.append(self.errors)
+        errors = self.error_rows if final else self.error_rows[-5:]
+        # what fits under the errors, above the spinner, borders and titles; all at the end
+        fit = max(5, self.console.height - 12 - (len(errors) + 5 if errors else 0))
+        parts: list[RenderableType] = [self._candidates(self.rows if final else self.rows[-fit:])]
+        if errors:
+            parts.append(self._errors(errors))
         if final:
             parts.append(self._summary_table())
         else:
@@ -425,7 +467,7 @@ class LiveView:
                 Group(
                     self._render(final=True), Text(f"{_ended(interrupted)} {elapsed * 1000:.1f} ms")
                 ),
-                refresh=True,
+                refresh=False,  # leaving the view draws it, once, in full
             )
 
 
