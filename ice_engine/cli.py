@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
-from .liveview import LiveView, PlainView
+from .liveview import LiveView, PlainView, hostport
 from .transaction import Timing
 
 if TYPE_CHECKING:
@@ -341,10 +341,7 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
         return 0
 
     def text(address: tuple[str, int] | None) -> str:
-        if address is None:
-            return "-"
-        host, port = address
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        return "-" if address is None else hostport(*address)
 
     other = (
         f"RFC 5780: yes, other address {text(result.other_address)}"

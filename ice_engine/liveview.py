@@ -36,12 +36,18 @@ def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
+def hostport(address: str, port: int | None) -> str:
+    """`address:port`, with an IPv6 address in brackets (RFC 3986) so the port stands apart."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 __all__ = [
     "LiveView",
     "PlainView",
     "ServerStats",
     "Summary",
     "format_event",
+    "hostport",
 ]
 
 
@@ -142,7 +148,7 @@ def format_event(event: Event) -> str:
     if isinstance(event, IceGatheringStateChangeEvent):
         return f"{ms}  state       {event.state.value}"
     if isinstance(event, IceCandidateErrorEvent):
-        where = f"{event.address}:{event.port}" if event.address else "-"
+        where = hostport(event.address, event.port) if event.address else "-"
         text = _printable(event.errorText)
         return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {text}"
     if isinstance(event, IceCandidateEvent):
@@ -159,10 +165,10 @@ def format_event(event: Event) -> str:
 def _describe(c: IceCandidate) -> str:
     p = c.parsed
     assert p is not None
-    related = f"  raddr {p.related_address}:{p.related_port}" if p.related_address else ""
+    related = f"  raddr {hostport(p.related_address, p.related_port)}" if p.related_address else ""
     return (
         f"{p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
-        f"{p.address}:{p.port}  prio {p.priority}  foundation {p.foundation}{related}"
+        f"{hostport(p.address, p.port)}  prio {p.priority}  foundation {p.foundation}{related}"
     )
 
 
@@ -330,7 +336,7 @@ class LiveView:
         if isinstance(event, IceGatheringStateChangeEvent):
             self.state = event.state.value
         elif isinstance(event, IceCandidateErrorEvent):
-            where = f"{event.address}:{event.port}" if event.address else "-"
+            where = hostport(event.address, event.port) if event.address else "-"
             # Server text and URLs as text, never as rich markup: "[/x]" must not crash us.
             cells = (event.url, where, str(event.errorCode), _printable(event.errorText))
             self.error_rows.append(((ms, *(escape(cell) for cell in cells)), "", False))
@@ -351,7 +357,7 @@ class LiveView:
 
         p = c.parsed
         assert p is not None
-        related = f"{p.related_address}:{p.related_port}" if p.related_address else ""
+        related = hostport(p.related_address, p.related_port) if p.related_address else ""
         row = {
             "Time (ms)": ms,
             "Mid": escape(c.sdpMid),

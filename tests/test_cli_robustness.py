@@ -60,3 +60,28 @@ def test_the_live_view_redraws_a_bounded_number_of_times(monkeypatch: pytest.Mon
     assert refreshes <= 1.5 * now[0] / 0.075 + 3  # the first, ~13 a second, the last two
     final = ANSI.sub("", out.getvalue()).split("✓ complete")[0].rsplit("ICE candidates", 1)[1]
     assert all(f" {10000 + n} " in final for n in range(600))
+
+
+def test_ipv6_addresses_are_bracketed_in_human_output() -> None:
+    """`udp ::1:40022` and `from fe80::1:55622` read as one address: `[::1]:40022`."""
+    from rich.console import Console
+
+    from ice_engine.events import IceCandidateErrorEvent
+    from ice_engine.liveview import LiveView, format_event
+
+    relay = Candidate.parse(
+        "candidate:1 1 udp 16777215 ::1 40022 typ relay raddr fd00::2 rport 52636 generation 0"
+    )
+    event = IceCandidateEvent(IceCandidate(relay.to_sdp(), "0", 0, "abcd", relay), 0, 0.001)
+    line = format_event(event)
+    assert " udp [::1]:40022 " in line and line.endswith("raddr [fd00::2]:52636")
+    error = IceCandidateErrorEvent("turn:[::1]:23478", "fe80::1", 55622, 701, "x", 0, 0.5)
+    assert "turn:[::1]:23478 from [fe80::1]:55622: x" in format_event(error)
+    assert "udp 198.51.100.1:10000 " in format_event(_host(0))  # IPv4 as it was
+
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=200, color_system=None), [], deadline=1.0)
+    view.add(event)
+    view.add(error)
+    view.console.print(view._render(final=True))
+    assert "[fd00::2]:52636" in out.getvalue() and "[fe80::1]:55622" in out.getvalue()
