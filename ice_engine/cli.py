@@ -292,7 +292,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
         return 0
     console = None if args.plain else _live_console(out)
     view: LiveView | PlainView = (
-        PlainView(out, args.ice_server)
+        PlainView(out, args.ice_server, deadline=args.timeout)
         if console is None
         else LiveView(console, args.ice_server, deadline=args.timeout, watching=args.watch)
     )

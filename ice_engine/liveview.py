@@ -61,6 +61,8 @@ class ServerStats:
     candidates: int = 0
     types: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
+    pending: bool = False
+    """Stopped before its deadline: a server that gave nothing may not have answered yet."""
 
     @property
     def status(self) -> str:
@@ -68,14 +70,14 @@ class ServerStats:
             return "ok"
         if self.errors:
             return "failed"
-        return "no new candidates"
+        return "no answer yet" if self.pending else "no new candidates"
 
 
 class Summary:
     """Counts over the event stream: per server, per candidate type, per generation."""
 
     def __init__(self, urls: Sequence[str]) -> None:
-        self.servers = [ServerStats(url) for url in urls]
+        self.servers = [ServerStats(url) for url in dict.fromkeys(urls)]  # a URL given twice
         self.by_url: dict[str, ServerStats] = {s.url: s for s in self.servers}
         self.types: dict[str, int] = {}
         self.candidates = 0
@@ -83,10 +85,12 @@ class Summary:
         self.errors = 0
         self.generations = 0
         self.last_t = 0.0
+        self.complete = False
 
     def add(self, event: Event) -> None:
         self.last_t = max(self.last_t, event.t)
         if isinstance(event, IceGatheringStateChangeEvent):
+            self.complete = event.state.value == "complete"
             if event.state.value == "gathering":
                 self.generations += 1
         elif isinstance(event, CandidateRemovedEvent):
@@ -108,6 +112,14 @@ class Summary:
                 server.types[kind] = server.types.get(kind, 0) + 1
                 if server.first_candidate is None:
                     server.first_candidate = event.t
+
+    def stop(self, waited: float, deadline: float) -> None:
+        """Interrupted `waited` seconds into a generation. Before it completed and before the
+        servers' deadline, a server that gave nothing may still have been waited for: one
+        that answered with nothing new gives no event either, so both are possible."""
+        if not self.complete and waited < deadline:
+            for stats in self.servers:
+                stats.pending = True
 
     def _server(self, url: str) -> ServerStats:
         stats = self.by_url.get(url)
@@ -175,9 +187,19 @@ def _describe(c: IceCandidate) -> str:
 class PlainView:
     """Plain text, one line per event and a summary: for pipes, files and dumb terminals."""
 
-    def __init__(self, out: TextIO, urls: Sequence[str]) -> None:
+    def __init__(
+        self,
+        out: TextIO,
+        urls: Sequence[str],
+        *,
+        deadline: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.out = out
         self.summary = Summary(urls)
+        self.deadline = deadline
+        self.clock = clock
+        self.generation_started = clock()
 
     def __enter__(self) -> PlainView:
         return self
@@ -186,6 +208,7 @@ class PlainView:
         return None
 
     def restart(self, generation: int, ufrag: str) -> None:
+        self.generation_started = self.clock()
         self.out.write(f"ICE restart: generation {generation}, ufrag {ufrag}\n")
 
     def add(self, event: Event) -> None:
@@ -198,6 +221,8 @@ class PlainView:
 
     def finish(self, elapsed: float, *, interrupted: bool = False) -> None:
         s = self.summary
+        if interrupted:
+            s.stop(self.clock() - self.generation_started, self.deadline)
         for line in s.server_lines():
             self.out.write(line + "\n")
         self.out.write(
@@ -468,6 +493,8 @@ class LiveView:
         from rich.console import Group
         from rich.text import Text
 
+        if interrupted:
+            self.summary.stop(self.clock() - self.generation_started, self.deadline)
         if self.live is not None:
             self.live.update(
                 Group(

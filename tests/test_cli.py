@@ -146,6 +146,7 @@ def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
     assert process.returncode == 128 + signal.SIGTERM, err
     assert err == ""
     lines = out.splitlines()
+    assert f"server {server}: no answer yet; " in out  # not "no new candidates": it never answered
     assert "gathering" in first and " host)" in lines[-2]  # "2 candidates (2 host), ..."
     assert lines[-1].startswith("interrupted after")
 

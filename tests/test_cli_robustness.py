@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,37 @@ def test_ipv6_addresses_are_bracketed_in_human_output() -> None:
     view.add(error)
     view.console.print(view._render(final=True))
     assert "[fd00::2]:52636" in out.getvalue() and "[fe80::1]:55622" in out.getvalue()
+
+
+def _summary_lines(urls: list[str], events: list[Any], *, interrupted: bool, waited: float) -> str:
+    from ice_engine.liveview import PlainView
+
+    out = io.StringIO()
+    now = [100.0]
+    view = PlainView(out, urls, deadline=2.0, clock=lambda: now[0])
+    for event in events:
+        view.add(event)
+    now[0] += waited
+    view.finish(waited, interrupted=interrupted)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.startswith("server "))
+
+
+def test_the_summary_tells_a_server_not_heard_from_yet_from_one_with_nothing_new() -> None:
+    """Interrupted while a request was pending, the summary said `no new candidates`, which
+    means the server answered; and a URL given twice had a second, false line."""
+    gathering = IceGatheringStateChangeEvent(GatheringState.GATHERING, 0, 0.0)
+    complete = IceGatheringStateChangeEvent(GatheringState.COMPLETE, 0, 0.001)
+    urls = ["stun:127.0.0.1:3478", "stun:127.0.0.1:3478"]
+    early = _summary_lines(urls, [gathering], interrupted=True, waited=0.5)
+    assert (
+        early
+        == "server stun:127.0.0.1:3478: no answer yet; first candidate -; 0 candidates; 0 errors"
+    )
+    done = _summary_lines(urls, [gathering, complete], interrupted=False, waited=0.5)
+    assert (
+        done
+        == "server stun:127.0.0.1:3478: no new candidates; first candidate -; 0 candidates; 0 errors"
+    )
+    # past its deadline a server has answered or failed: nothing from it means nothing new
+    late = _summary_lines(urls, [gathering], interrupted=True, waited=2.5)
+    assert ": no new candidates;" in late
