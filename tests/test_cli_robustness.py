@@ -4,7 +4,10 @@ signals and the messages a user sees when something is wrong."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -120,3 +123,25 @@ def test_the_summary_tells_a_server_not_heard_from_yet_from_one_with_nothing_new
     # past its deadline a server has answered or failed: nothing from it means nothing new
     late = _summary_lines(urls, [gathering], interrupted=True, waited=2.5)
     assert ": no new candidates;" in late
+
+
+def _run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    kwargs = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **kwargs}
+    argv = [sys.executable, "-m", "ice_engine", *args]
+    return subprocess.run(argv, text=True, timeout=30, check=False, **kwargs)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gather"],
+        ["gather", "--json"],
+        ["nat", "--server", "stun:127.0.0.1:9", "--timeout", "0.1"],
+        ["--help"],
+    ],
+)
+def test_a_closed_stdout_is_one_line_on_stderr(args: list[str]) -> None:
+    """`ice-engine gather >&-` gave a traceback ('NoneType' object has no attribute 'isatty')."""
+    result = _run(*args, stdout=None, preexec_fn=lambda: os.close(1))
+    assert result.returncode == 1
+    assert result.stderr == "ice-engine: standard output is closed\n"
