@@ -83,6 +83,23 @@ def _mids(text: str) -> list[str]:
     return mids
 
 
+class _Version(argparse.Action):
+    """`--version`, looked up only when asked: reading package metadata takes ~50 ms."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            number = version("ice-engine")
+        except PackageNotFoundError:  # run from a source tree
+            from . import __version__ as number
+        print(f"ice-engine {number}")
+        parser.exit()
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
@@ -95,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     gather = commands.add_parser(
         "gather",
@@ -383,7 +401,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("ice-engine: standard output is closed", file=sys.stderr)
         return 1
     arguments = list(sys.argv[1:] if argv is None else argv)
-    if not arguments or (arguments[0].startswith("-") and arguments[0] not in ("-h", "--help")):
+    if not arguments or (
+        arguments[0].startswith("-") and arguments[0] not in ("-h", "--help", "--version")
+    ):
         arguments.insert(0, "gather")
     try:
         args = build_parser().parse_args(arguments)

@@ -145,3 +145,23 @@ def test_a_closed_stdout_is_one_line_on_stderr(args: list[str]) -> None:
     result = _run(*args, stdout=None, preexec_fn=lambda: os.close(1))
     assert result.returncode == 1
     assert result.stderr == "ice-engine: standard output is closed\n"
+
+
+def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.metadata
+
+    import ice_engine
+    from ice_engine.cli import main
+
+    result = _run("--version")
+    assert (result.returncode, result.stderr) == (0, "")
+    assert re.fullmatch(r"ice-engine \d+\.\d+\S*\n", result.stdout)
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "version", missing)  # a source tree, not installed
+    with pytest.raises(SystemExit) as exit:
+        main(["--version"])
+    assert exit.value.code == 0
+    assert capsys.readouterr().out == f"ice-engine {ice_engine.__version__}\n"
