@@ -99,6 +99,7 @@ def test_readable_view_by_default() -> None:
         (["gather", "--timeout", "-1"], "timeout"),
         (["gather", "--bogus"], "unrecognized"),
         (["gather", "--watch", "--generations", "2"], "--watch"),
+        (["gather", "--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem"),
         (["frobnicate"], "invalid choice"),
     ],
 )
