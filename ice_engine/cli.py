@@ -348,12 +348,22 @@ def _end_on_sigterm() -> None:
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
     from .natcheck import discover_nat
 
-    result = await discover_nat(
-        args.server,
-        local_address=args.local_address,
-        local_port=args.local_port,
-        timeout=args.timeout,
-    )
+    try:
+        result = await discover_nat(
+            args.server,
+            local_address=args.local_address,
+            local_port=args.local_port,
+            timeout=args.timeout,
+        )
+    except OSError as error:  # its socket's: binding it, or finding the route's address
+        what = (
+            f"cannot bind {hostport(args.local_address, args.local_port)}"
+            if args.local_address
+            else f"cannot bind port {args.local_port}"
+            if args.local_port
+            else f"cannot reach {args.server}"
+        )
+        raise OSError(f"{what}: {error.strerror or error}") from None
     if args.json:
         out.write(json.dumps(result.to_json()) + "\n")
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -165,3 +166,19 @@ def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[
         main(["--version"])
     assert exit.value.code == 0
     assert capsys.readouterr().out == f"ice-engine {ice_engine.__version__}\n"
+
+
+def test_a_socket_that_cannot_be_bound_is_named() -> None:
+    """`nat --local-address 203.0.113.5` said only `[Errno 99] Cannot assign requested address`."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:  # never answers either
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        server = ["nat", "--server", f"stun:127.0.0.1:{port}", "--timeout", "0.2"]
+        foreign = _run(*server, "--local-address", "203.0.113.5")
+        in_use = _run(*server, "--local-port", str(port))
+    assert foreign.returncode == 1 and foreign.stderr == (
+        "ice-engine: cannot bind 203.0.113.5:0: Cannot assign requested address\n"
+    )
+    assert in_use.returncode == 1 and in_use.stderr == (
+        f"ice-engine: cannot bind port {port}: Address already in use\n"
+    )
