@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import re
 import select
 import signal
 import ssl
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
-from .liveview import LiveView, PlainView, hostport
+from .liveview import LiveView, PlainView, hostport, printable
 from .transaction import Timing
 
 if TYPE_CHECKING:
@@ -403,6 +404,14 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _fail(error: object, status: int) -> int:
+    """One line on stderr, with what it echoes of the input cut short and control characters
+    escaped: a 5000-digit port is not worth a 5 kB line, nor a newline a second one."""
+    text = re.sub(r"\S{81,}", lambda m: m[0][:79] + "…", printable(str(error)))
+    print(f"ice-engine: {text if len(text) <= 240 else text[:239] + '…'}", file=sys.stderr)
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets \u escapes, not a crash
         if isinstance(stream, io.TextIOWrapper):
@@ -436,23 +445,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 return asyncio.run(_nat(args, sys.stdout))
             except NatCheckError as error:
-                print(f"ice-engine: {error}", file=sys.stderr)
-                return 1
+                return _fail(error, 1)
         return asyncio.run(_gather(args, sys.stdout))
     except asyncio.CancelledError:  # SIGTERM (see _end_on_sigterm)
         return 128 + signal.SIGTERM
     except UsageError as error:
-        print(f"ice-engine: {error}", file=sys.stderr)
-        return 2
+        return _fail(error, 2)
     except BrokenPipeError:  # the reader left (`| head -1`): end quietly, as other tools do
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except ValueError as error:  # bad URLs, bad options: the message names the problem
-        print(f"ice-engine: {error}", file=sys.stderr)
-        return 2
+        return _fail(error, 2)
     except OSError as error:
-        print(f"ice-engine: {error}", file=sys.stderr)
-        return 1
+        return _fail(error, 1)
     except KeyboardInterrupt:
         return 130

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
-def _printable(text: str) -> str:
+def printable(text: str) -> str:
     """A server's words, with control characters escaped: they must not drive the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
@@ -48,6 +48,7 @@ __all__ = [
     "Summary",
     "format_event",
     "hostport",
+    "printable",
 ]
 
 
@@ -98,7 +99,7 @@ class Summary:
         elif isinstance(event, IceCandidateErrorEvent):
             self.errors += 1
             stats = self._server(event.url)
-            stats.errors.append((event.errorCode, _printable(event.errorText)))
+            stats.errors.append((event.errorCode, printable(event.errorText)))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             candidate = event.candidate
             if candidate.parsed is None:
@@ -161,7 +162,7 @@ def format_event(event: Event) -> str:
         return f"{ms}  state       {event.state.value}"
     if isinstance(event, IceCandidateErrorEvent):
         where = hostport(event.address, event.port) if event.address else "-"
-        text = _printable(event.errorText)
+        text = printable(event.errorText)
         return f"{ms}  ERROR {event.errorCode}  {event.url} from {where}: {text}"
     if isinstance(event, IceCandidateEvent):
         if event.candidate is None:
@@ -363,7 +364,7 @@ class LiveView:
         elif isinstance(event, IceCandidateErrorEvent):
             where = hostport(event.address, event.port) if event.address else "-"
             # Server text and URLs as text, never as rich markup: "[/x]" must not crash us.
-            cells = (event.url, where, str(event.errorCode), _printable(event.errorText))
+            cells = (event.url, where, str(event.errorCode), printable(event.errorText))
             self.error_rows.append(((ms, *(escape(cell) for cell in cells)), "", False))
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             c = event.candidate

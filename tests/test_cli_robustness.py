@@ -182,3 +182,21 @@ def test_a_socket_that_cannot_be_bound_is_named() -> None:
     assert in_use.returncode == 1 and in_use.stderr == (
         f"ice-engine: cannot bind port {port}: Address already in use\n"
     )
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["gather", "--components", "1" * 5000],
+        ["gather", "--ice-server", "stun:127.0.0.1:" + "9" * 5000],
+        ["nat", "--server", "stun:127.0.0.1", "--local-port", "9" * 5000],
+        ["gather", "--mids", "x" * 5000 + "\n" + ",,"],
+        ["gather", *["--bogus"] * 2000],
+    ],
+)
+def test_echoed_input_is_cut_short(args: list[str]) -> None:
+    """A 5000-digit port was echoed in full: a 5 kB error line."""
+    result = _run(*args)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith("ice-engine: ") and result.stderr.count("\n") == 1
+    assert len(result.stderr) < 300 and "…" in result.stderr, result.stderr
