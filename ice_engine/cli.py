@@ -264,6 +264,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         mdns=args.mdns,
         continual=args.watch,
     )
+    _warn_about_idle_options(args)
     _end_on_sigterm()
     reader = _watch_the_reader(out) if args.watch else None
     try:
@@ -275,6 +276,22 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
     finally:
         if reader is not None:
             reader.cancel()
+
+
+def _warn_about_idle_options(args: argparse.Namespace) -> None:
+    """Options that cannot act without a TURN server: likely a slip, so a line on stderr,
+    but not an error (a script may pass them whatever its servers)."""
+    if any(url.lower().startswith(("turn:", "turns:")) for url in args.ice_server):
+        return
+    if args.relay_only or args.ip_handling == 4:
+        option = "--relay-only" if args.relay_only else "--ip-handling 4"
+        _warn(f"{option} without a turn: or turns: server gathers nothing")
+    if args.username is not None or args.credential is not None:
+        _warn("--username and --credential are for turn: and turns: servers only")
+
+
+def _warn(text: str) -> None:
+    print(f"ice-engine: warning: {text}", file=sys.stderr)
 
 
 def _watch_the_reader(out: TextIO) -> asyncio.Task[None] | None:

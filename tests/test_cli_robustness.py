@@ -200,3 +200,31 @@ def test_echoed_input_is_cut_short(args: list[str]) -> None:
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith("ice-engine: ") and result.stderr.count("\n") == 1
     assert len(result.stderr) < 300 and "…" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "warning"),
+    [
+        (["--relay-only"], "--relay-only without a turn: or turns: server gathers nothing"),
+        (
+            ["--ip-handling", "4"],
+            "--ip-handling 4 without a turn: or turns: server gathers nothing",
+        ),
+        (
+            ["--username", "alice"],
+            "--username and --credential are for turn: and turns: servers only",
+        ),
+        (["--credential", "x", "--ice-server", "stun:127.0.0.1:9"], "--username and --credential"),
+    ],
+)
+def test_options_that_can_do_nothing_are_warned_about(args: list[str], warning: str) -> None:
+    """They were silently accepted; they are not errors (a script may pass them always)."""
+    result = _run("gather", "--plain", "--timeout", "0.2", *args)
+    assert result.returncode == 0
+    assert result.stderr.startswith(f"ice-engine: warning: {warning}")
+    assert result.stderr.count("\n") == 1
+
+
+def test_no_warning_when_the_options_apply() -> None:
+    result = _run("gather", "--plain", "--mids", "0,1")
+    assert (result.returncode, result.stderr) == (0, "")
