@@ -1,7 +1,8 @@
 """Events, named and shaped as a browser's RTCPeerConnection fires them.
 
 Attribute names follow the W3C objects (`sdpMid`, `usernameFragment`, `errorCode`) so
-that code ported from JavaScript reads the same; `to_json()` is what the CLI prints.
+that code ported from JavaScript reads the same; `to_json()` is what the CLI prints, with
+`generation` and `t` beside the browser's fields, so a program can tell generations apart.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ class IceCandidateEvent:
         event = {
             "event": self.type,
             "candidate": None if self.candidate is None else self.candidate.to_json(),
+            "generation": self.generation,
             "t": round(self.t, 6),
         }
         if self.url is not None:
@@ -137,7 +139,12 @@ class IceGatheringStateChangeEvent:
     t: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"event": self.type, "state": self.state.value, "t": round(self.t, 6)}
+        return {
+            "event": self.type,
+            "state": self.state.value,
+            "generation": self.generation,
+            "t": round(self.t, 6),
+        }
 
 
 @fast_init
@@ -166,6 +173,7 @@ class IceCandidateErrorEvent:
             "port": self.port,
             "errorCode": self.errorCode,
             "errorText": self.errorText,
+            "generation": self.generation,
             "t": round(self.t, 6),
         }
 
@@ -181,7 +189,12 @@ class CandidateRemovedEvent:
     t: float
 
     def to_json(self) -> dict[str, Any]:
-        return {"event": self.type, "candidate": self.candidate.to_json(), "t": round(self.t, 6)}
+        return {
+            "event": self.type,
+            "candidate": self.candidate.to_json(),
+            "generation": self.generation,
+            "t": round(self.t, 6),
+        }
 
 
 Event = (

@@ -38,6 +38,7 @@ def test_json_lines_follow_the_browser_order() -> None:
     assert events[0] == {
         "event": "icegatheringstatechange",
         "state": "gathering",
+        "generation": 0,
         "t": events[0]["t"],
     }
     candidates = [e["candidate"] for e in events if e["event"] == "icecandidate" and e["candidate"]]
@@ -55,7 +56,12 @@ def test_json_lines_follow_the_browser_order() -> None:
         "usernameFragment": hosts[0]["usernameFragment"],  # type: ignore[index]
     }
     assert events[-2]["event"] == "icegatheringstatechange" and events[-2]["state"] == "complete"
-    assert events[-1] == {"event": "icecandidate", "candidate": None, "t": events[-1]["t"]}
+    assert events[-1] == {
+        "event": "icecandidate",
+        "candidate": None,
+        "generation": 0,
+        "t": events[-1]["t"],
+    }
     assert all(isinstance(e["t"], float) for e in events)
 
 
@@ -79,6 +85,9 @@ def test_generations_mids_and_components() -> None:
         assert components == {"1", "2"}
     states = [e["state"] for e in events if e["event"] == "icegatheringstatechange"]
     assert states == ["gathering", "complete", "gathering", "complete"]
+    # every event says its generation, the null and the state changes too
+    for generation, chunk in enumerate((events[: nulls[0] + 1], events[nulls[0] + 1 :])):
+        assert {e["generation"] for e in chunk} == {generation}
 
 
 def test_readable_view_by_default() -> None:

@@ -228,3 +228,19 @@ def test_options_that_can_do_nothing_are_warned_about(args: list[str], warning: 
 def test_no_warning_when_the_options_apply() -> None:
     result = _run("gather", "--plain", "--mids", "0,1")
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_every_json_event_names_its_generation() -> None:
+    """`--json --generations N`: the state changes, nulls and errors had no generation."""
+    from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent
+
+    host = _host(0).candidate
+    assert host is not None
+    events = [
+        IceGatheringStateChangeEvent(GatheringState.GATHERING, 3, 0.0),
+        IceCandidateEvent(host, 3, 0.001),
+        IceCandidateErrorEvent("stun:127.0.0.1", "198.51.100.1", 5, 701, "x", 3, 0.002),
+        CandidateRemovedEvent(host, 3, 0.003),
+        IceCandidateEvent(None, 3, 0.004),
+    ]
+    assert [event.to_json()["generation"] for event in events] == [3] * 5

@@ -68,7 +68,12 @@ def test_srflx_is_the_nats_public_address(lab: Lab) -> None:
         assert related(candidate) in host_ports
     assert {related(c)[0] for c in srflx} == {CLIENT_IPV4_A, CLIENT_IPV4_B}
     assert not errors(events)
-    assert events[-1] == {"event": "icecandidate", "candidate": None, "t": events[-1]["t"]}
+    assert events[-1] == {
+        "event": "icecandidate",
+        "candidate": None,
+        "generation": 0,
+        "t": events[-1]["t"],
+    }
 
 
 def test_ipv6_srflx_is_pruned_where_there_is_no_nat(lab: Lab) -> None:
