@@ -241,7 +241,7 @@ async def _tick(view: LiveView | PlainView) -> None:
         view.tick()
 
 
-async def _gather(args: argparse.Namespace, out: TextIO) -> int:
+async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
     credential = args.credential or os.environ.get("ICE_ENGINE_CREDENTIAL")
     servers = [IceServer(url, args.username, credential) for url in args.ice_server]
     context = None
@@ -265,7 +265,7 @@ async def _gather(args: argparse.Namespace, out: TextIO) -> int:
         continual=args.watch,
     )
     _warn_about_idle_options(args)
-    _end_on_sigterm()
+    _end_on_signals(stopped_by)
     reader = _watch_the_reader(out) if args.watch else None
     try:
         return await _stream(args, out, gatherer)
@@ -342,7 +342,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
                         view.restart(gatherer.generation, gatherer.credentials.ufrag)
                     async for event in gatherer.gather():
                         view.add(event)
-        except asyncio.CancelledError:  # Ctrl-C or SIGTERM: the gatherer is closed by now
+        except asyncio.CancelledError:  # Ctrl-C, SIGTERM or SIGHUP: the gatherer is closed by now
             view.finish(time.monotonic() - started, interrupted=True)
             raise
         finally:
@@ -351,16 +351,25 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
     return 0
 
 
-def _end_on_sigterm() -> None:
-    """SIGTERM (kill, timeout(1), a service manager) ends a run as Ctrl-C does: the
-    gatherer closes, releasing its TURN allocations, and the summary of what was gathered
-    is printed, rather than the process dying with allocations held on the servers."""
+def _end_on_signals(stopped_by: list[int]) -> None:
+    """SIGTERM (kill, timeout(1), a service manager) and SIGHUP (the terminal closed) end a
+    run as Ctrl-C does: the gatherer closes, releasing its TURN allocations, and the summary
+    of what was gathered is printed, rather than the process dying with allocations held on
+    the servers. The signal is noted in `stopped_by` for the exit status (128 + it)."""
     task = asyncio.current_task()
     if task is None:
         return
+
+    def stop(number: int) -> None:
+        stopped_by.append(number)
+        task.cancel()
+
     with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        # NotImplementedError: Windows' loops; ValueError: not the main thread.
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        # NotImplementedError: Windows' loops (before SIGHUP, which Windows lacks, is looked
+        # up); ValueError: not the main thread.
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
+        loop.add_signal_handler(signal.SIGHUP, stop, signal.SIGHUP)
 
 
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
@@ -429,6 +438,12 @@ def _fail(error: object, status: int) -> int:
     return status
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null: what it still buffers cannot fail the exit (status 120)."""
+    with contextlib.suppress(OSError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets \u escapes, not a crash
         if isinstance(stream, io.TextIOWrapper):
@@ -441,6 +456,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         arguments[0].startswith("-") and arguments[0] not in ("-h", "--help", "--version")
     ):
         arguments.insert(0, "gather")
+    stopped_by: list[int] = []  # the signal that ended a gathering, if one did
     try:
         args = build_parser().parse_args(arguments)
         if args.command == "lab":
@@ -463,18 +479,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_nat(args, sys.stdout))
             except NatCheckError as error:
                 return _fail(error, 1)
-        return asyncio.run(_gather(args, sys.stdout))
-    except asyncio.CancelledError:  # SIGTERM (see _end_on_sigterm)
-        return 128 + signal.SIGTERM
+        return asyncio.run(_gather(args, sys.stdout, stopped_by))
+    except asyncio.CancelledError:  # SIGTERM or SIGHUP (see _end_on_signals)
+        return 128 + (stopped_by[-1] if stopped_by else signal.SIGTERM)
     except UsageError as error:
         return _fail(error, 2)
     except BrokenPipeError:  # the reader left (`| head -1`): end quietly, as other tools do
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _drop_stdout()
         return 0
     except ValueError as error:  # bad URLs, bad options: the message names the problem
         return _fail(error, 2)
     except OSError as error:
+        if stopped_by:  # the terminal hung up (EIO): the summary had nowhere to go
+            _drop_stdout()
+            return 128 + stopped_by[-1]
         return _fail(error, 1)
     except KeyboardInterrupt:
         return 130

@@ -3,12 +3,19 @@ signals and the messages a user sees when something is wrong."""
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
+import pty
 import re
+import select
+import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
+import time
 from typing import Any
 
 import pytest
@@ -244,3 +251,76 @@ def test_every_json_event_names_its_generation() -> None:
         IceCandidateEvent(None, 3, 0.004),
     ]
     assert [event.to_json()["generation"] for event in events] == [3] * 5
+
+
+def _silent_server() -> socket.socket:
+    """A loopback UDP port that never answers: gathering waits on it until stopped."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    return silent
+
+
+def test_sighup_ends_the_run_as_sigterm_does() -> None:
+    """SIGHUP killed the process at once: no summary, TURN allocations left held."""
+    with _silent_server() as silent:
+        server = f"stun:127.0.0.1:{silent.getsockname()[1]}"
+        argv = ["gather", "--plain", "--ice-server", server, "--timeout", "30"]
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ice_engine", *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        assert process.stdout is not None
+        assert "gathering" in process.stdout.readline()
+        time.sleep(0.3)  # the handlers are in place once gathering has begun
+        process.send_signal(signal.SIGHUP)
+        out, err = process.communicate(timeout=10)
+    assert (process.returncode, err) == (128 + signal.SIGHUP, "")
+    assert f"server {server}: no answer yet;" in out
+    assert out.splitlines()[-1].startswith("interrupted after")
+
+
+def test_a_terminal_that_closes_ends_the_live_view_with_129() -> None:
+    """The terminal goes away (SIGHUP, then every write fails with EIO): the gatherer is
+    closed as for SIGTERM and the run ends with 129, not a traceback or status 1 or 120."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+
+    def controlling_terminal() -> None:
+        os.setsid()
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    with _silent_server() as silent:
+        server = f"stun:127.0.0.1:{silent.getsockname()[1]}"
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ice_engine",
+                "gather",
+                "--ice-server",
+                server,
+                "--timeout",
+                "30",
+            ],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env={**os.environ, "TERM": "xterm-256color"},
+            preexec_fn=controlling_terminal,
+        )
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 20
+        while b"gathering" not in seen and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.5)[0]:
+                seen += os.read(master, 65536)
+        time.sleep(0.3)
+        os.close(master)  # the terminal closes: the kernel hangs up the session
+        try:
+            assert process.wait(timeout=10) == 128 + signal.SIGHUP
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
