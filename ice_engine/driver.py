@@ -401,7 +401,12 @@ class Gatherer:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.
 
         With a pool (`pool_size`), the new generation has been gathered already, or starts
-        gathering now, and the pool is topped up behind it."""
+        gathering now, and the pool is topped up behind it.
+
+        It first lets the event loop run once: host-only events are all ready at once, so
+        a loop of restarts and gather()s would otherwise never give other tasks, or the
+        loop's signal handlers (Ctrl-C, SIGTERM), a turn."""
+        await asyncio.sleep(0)
         if self._closed:
             raise RuntimeError("the gatherer is closed")
         pooled = self._core.pooled > 0
