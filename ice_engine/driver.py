@@ -246,10 +246,11 @@ class Gatherer:
         return self._core.state
 
     def transport_state(self, mid: str) -> GatheringState:
+        """The gathering state of one m-line; ValueError for a mid not given in `mids`."""
         for index, transport in enumerate(self._core.transports):
             if transport.mid == mid:
                 return self._core.transport_state(index)
-        raise KeyError(f"no transport with mid {mid!r}")
+        raise ValueError(f"no transport with mid {mid!r}")
 
     @property
     def generation(self) -> int:
@@ -297,14 +298,18 @@ class Gatherer:
         here (not ours, ICE-TCP, or its generation has been released), if the peer is not
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path), or if `data` is more than one datagram carries; OSError if the kernel
-        refuses it (no route, for one).
+        refuses it (no route, for one); TypeError if `local` is not an IceCandidate.
         """
         if self._closed:
             raise RuntimeError("the gatherer is closed")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         peer = peer_address(peer)
-        if local.type == "relay" and local.address is not None and local.port is not None:
+        try:  # not isinstance: this runs at every send
+            relay = local.type == "relay"
+        except AttributeError:
+            raise TypeError(f"local must be an IceCandidate, not {type(local).__name__}") from None
+        if relay and local.address is not None and local.port is not None:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:
                 raise ValueError(f"no live allocation for {local.candidate!r}")

@@ -1,5 +1,5 @@
 """The driver on edges a user audit found: a restart loop that never let the event loop
-run.
+run, and arguments of the wrong kind.
 
 The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
 server is a stub on loopback.
@@ -65,3 +65,22 @@ async def test_a_restart_loop_lets_other_tasks_and_signal_handlers_run() -> None
         loop.remove_signal_handler(signal.SIGUSR1)
     assert seen_ticks > 0
     assert seen_signal
+
+
+# -- 5. arguments of the wrong kind --------------------------------------------------
+
+
+async def test_an_unknown_mid_is_a_value_error_naming_it() -> None:
+    async with Gatherer(mids=["audio"]) as gatherer:
+        await collect(gatherer)
+        with pytest.raises(ValueError, match="'nope'"):
+            gatherer.transport_state("nope")
+        with pytest.raises(ValueError, match="'nope'"):
+            gatherer.sdp_candidates("nope")
+
+
+async def test_send_from_something_not_a_candidate_is_a_type_error() -> None:
+    async with Gatherer() as gatherer:
+        await collect(gatherer)
+        with pytest.raises(TypeError, match="local"):
+            gatherer.send(None, ("127.0.0.1", 9), b"x")  # type: ignore[arg-type]
