@@ -65,12 +65,20 @@ _RECVERR: dict[int, tuple[int, int]] = {
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
+#: bind() errors of an address gone since it was enumerated (removed, its interface down,
+#: or an IPv6 address still tentative): that address is skipped; any other error is raised.
+_GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO})
 
 
 @functools.lru_cache(maxsize=256)
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
     return tuple(Transport(mid, index) for index, mid in enumerate(mids))
+
+
+def _bind_error(address: LocalAddress, ports: str, error: OSError) -> OSError:
+    """The error of a base that cannot be bound, naming its address and ports."""
+    return OSError(error.errno, f"cannot bind to {address.address}, {ports}: {error.strerror}")
 
 
 class Gatherer:
@@ -548,12 +556,25 @@ class Gatherer:
         self._core.prepare(self._now(), credentials, bases, tcp_bases)
         self._service()
 
-    def _bind_generation(self, generation: int) -> tuple[list[Base], list[Base]]:
-        addresses = self._addresses()
-        bases = self._bind_all(addresses, 0, generation)
+    def _bind_generation(
+        self,
+        generation: int,
+        addresses: Sequence[LocalAddress] | None = None,
+        first_rank: int = 0,
+    ) -> tuple[list[Base], list[Base]]:
+        """UDP bases and ICE-TCP listeners on the addresses (by default every present
+        one); all or nothing."""
+        if addresses is None:
+            addresses = self._addresses()
+        bases = self._bind_all(addresses, first_rank, generation)
         tcp_bases: list[Base] = []
         if self._tcp_candidates:
-            tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
+            try:
+                tcp_bases = self._bind_all(addresses, first_rank, generation, socket.SOCK_STREAM)
+            except BaseException:
+                for base in bases:
+                    self._close_socket(base.key)
+                raise
         return bases, tcp_bases
 
     def _close_old_sockets(self) -> None:
@@ -584,7 +605,8 @@ class Gatherer:
         generation: int,
         kind: int = socket.SOCK_DGRAM,
     ) -> list[Base]:
-        """One socket per (transport, component, address); all or nothing."""
+        """One socket per (transport, component, address); all or nothing: OSError (see
+        `_open`) leaves nothing bound."""
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):
@@ -620,12 +642,17 @@ class Gatherer:
                 self._close_socket(key)
         known = {b.address for b in bases}
         added = [a for a in present.values() if a.address not in known]
-        if added:
-            ranks = max((b.rank for b in bases), default=-1) + 1
-            new_bases = self._bind_all(added, ranks, core.generation)
-            tcp_bases: list[Base] = []
-            if self._tcp_candidates:
-                tcp_bases = self._bind_all(added, ranks, core.generation, socket.SOCK_STREAM)
+        new_bases: list[Base] = []
+        tcp_bases: list[Base] = []
+        first_rank = max((b.rank for b in bases), default=-1) + 1
+        for rank, address in enumerate(added, start=first_rank):
+            try:
+                udp, tcp = self._bind_generation(core.generation, [address], rank)
+            except OSError:
+                continue  # no port for it now: tried again at the next change
+            new_bases += udp
+            tcp_bases += tcp
+        if new_bases or tcp_bases:
             self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
             core.add_bases(now, new_bases, tcp_bases)
         self._service()
@@ -645,7 +672,11 @@ class Gatherer:
             if key is None:
                 return None
             if self._udp_turn:  # an allocation needs a 5-tuple of its own
-                relay_key = self._open(address, kind, generation)
+                try:
+                    relay_key = self._open(address, kind, generation)
+                except OSError:
+                    self._close_socket(key)
+                    raise
                 if relay_key is None:
                     self._close_socket(key)
                     return None
@@ -678,7 +709,10 @@ class Gatherer:
         )
 
     def _open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
-        """A socket of our own on the address; its key, or None if it cannot be bound."""
+        """A socket of our own on the address; its key, or None if the address has gone
+        since it was enumerated. Any other failure (no free port in `port_range`, for
+        one) is an OSError naming the address and the ports: a base left out silently
+        would leave a transport without candidates and nobody told why."""
         # The C type itself: `socket.socket` adds a Python __init__ and close(), turns
         # `family` into an enum at every read and is tracked by the garbage collector;
         # ~1.3 µs a socket for nothing we use.
@@ -689,9 +723,12 @@ class Gatherer:
             self._bind_port(sock, address)
             if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
                 sock.listen(16)
-        except OSError:
-            sock.close()  # an address gone since enumeration, or no free port in the range
-            return None
+        except OSError as error:
+            sock.close()
+            if error.errno in _GONE:
+                return None
+            ports = "any port" if self._port_range is None else f"port_range {self._port_range}"
+            raise _bind_error(address, ports, error) from error
         self._next_key += 1
         self._sockets[self._next_key] = sock
         self._owners[self._next_key] = generation
@@ -702,13 +739,16 @@ class Gatherer:
         whose 5-tuple the server found taken (437); it lives as long as that socket."""
         beside = self._sockets.get(command.beside)
         key = None
+        reason = "no other socket could be bound on the base's address"
         if beside is not None:
             name = beside.getsockname()
             scope_id = name[3] if beside.family == socket.AF_INET6 else 0
             address = LocalAddress("", name[0], beside.family, 0, scope_id)
-            key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
+            try:
+                key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
+            except OSError as error:  # the relay fails; the gathering goes on
+                reason += f" ({error.strerror})"
         if key is None:
-            reason = "no other socket could be bound on the base's address"
             self._core.socket_failed(self._now(), command.request, reason)
         else:
             self._core.socket_opened(self._now(), command.request, key)
@@ -753,7 +793,8 @@ class Gatherer:
             self._deliver(self._on_datagram, local, source, data)
 
     def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
-        """The process's shared socket for the address; its key here, or None."""
+        """The process's shared socket for the address; its key here, or None if the
+        address has gone (other failures: OSError, as in `_open`)."""
         assert self._shared_port is not None
         try:
             shared = shared_socket(
@@ -763,8 +804,10 @@ class Gatherer:
                 self._shared_port,
                 address.scope_id,
             )
-        except OSError:
-            return None
+        except OSError as error:
+            if error.errno in _GONE:
+                return None
+            raise _bind_error(address, f"shared_port {self._shared_port}", error) from error
         self._next_key += 1
         self._sockets[self._next_key] = shared.sock
         self._owners[self._next_key] = generation
@@ -794,7 +837,7 @@ class Gatherer:
             except OSError as error:
                 if error.errno != errno.EADDRINUSE:
                     raise
-        raise OSError(errno.EADDRINUSE, f"no free port in {self._port_range}")
+        raise OSError(errno.EADDRINUSE, "no free port")
 
     def _close_socket(self, key: int) -> None:
         companion = self._companions.pop(key, None)

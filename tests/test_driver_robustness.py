@@ -1,5 +1,5 @@
 """The driver on edges a user audit found: a restart loop that never let the event loop
-run, and arguments of the wrong kind.
+run, sockets that could not be bound, and arguments of the wrong kind.
 
 The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
 server is a stub on loopback.
@@ -8,6 +8,7 @@ server is a stub on loopback.
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import signal
 import socket
@@ -16,8 +17,9 @@ from collections.abc import Iterator
 import pytest
 
 import ice_engine.driver as driver
-from ice_engine import Gatherer
-from ice_engine.events import Event
+from ice_engine import Gatherer, IceServer
+from ice_engine.commands import OpenSocket
+from ice_engine.events import Event, GatheringState
 from ice_engine.interfaces import LocalAddress
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
@@ -31,6 +33,12 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 async def collect(gatherer: Gatherer) -> list[Event]:
     return [event async for event in gatherer.gather()]
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
 
 
 # -- 1. a restart loop lets the event loop run ----------------------------------------
@@ -65,6 +73,94 @@ async def test_a_restart_loop_lets_other_tasks_and_signal_handlers_run() -> None
         loop.remove_signal_handler(signal.SIGUSR1)
     assert seen_ticks > 0
     assert seen_signal
+
+
+# -- 2. a socket that cannot be bound is an error, not a missing candidate -----------
+
+
+async def test_a_port_range_in_use_is_an_error_naming_the_address_and_range() -> None:
+    """Even with a TURN server, which would have had no base to allocate from."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        turn = IceServer("turn:127.0.0.1:9", "user", "pass")
+        async with Gatherer([turn], port_range=(port, port)) as gatherer:
+            with pytest.raises(OSError, match=rf"127\.0\.0\.1, port_range \({port}, {port}\)"):
+                await collect(gatherer)
+            assert not gatherer._sockets  # all or nothing
+
+
+@pytest.mark.parametrize("kwargs", [{"mids": ["0", "1"]}, {"components": 2}])
+async def test_a_range_too_small_for_every_base_is_an_error(kwargs: dict[str, object]) -> None:
+    """The first transport (or component) used to get the port, the other nothing but
+    its end-of-candidates."""
+    port = free_port()
+    async with Gatherer(port_range=(port, port), **kwargs) as gatherer:  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="no free port") as caught:
+            await collect(gatherer)
+        assert caught.value.errno == errno.EADDRINUSE
+        assert not gatherer._sockets
+        await gatherer.restart()
+        with pytest.raises(OSError, match="no free port"):
+            await collect(gatherer)  # and so is the next generation's
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+async def test_an_ice_tcp_or_shared_port_taken_is_an_error_too(kind: int) -> None:
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        if kind == socket.SOCK_STREAM:  # UDP binds, then the ICE-TCP listener cannot
+            gatherer = Gatherer(port_range=(port, port), tcp_candidates=True)
+            where = rf"port_range \({port}, {port}\)"
+        else:
+            gatherer = Gatherer(shared_port=port)
+            where = f"shared_port {port}"
+        async with gatherer:
+            with pytest.raises(OSError, match=rf"cannot bind to 127\.0\.0\.1, {where}"):
+                await collect(gatherer)
+            assert not gatherer._sockets  # the UDP base bound first is released
+
+
+async def test_an_address_gone_since_enumeration_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gone = LocalAddress("gone", "192.0.2.1", socket.AF_INET, 2, 0)  # on no interface here
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK, gone])
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        events = await collect(gatherer)
+    assert events[-1].to_json()["candidate"] is None
+    assert {(c.sdpMid, c.address) for c in gatherer.candidates} == {
+        ("0", "127.0.0.1"),
+        ("1", "127.0.0.1"),
+    }
+
+
+async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An address that appears while its port is taken must not stop the watcher: it is
+    left out, and tried again at the next change."""
+    addresses = [LOOPBACK]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    port = free_port("127.0.0.2")
+    async with Gatherer(continual=True, port_range=(port, port)) as gatherer:
+        events = gatherer.gather()
+        while not gatherer.candidates:
+            await anext(events)
+        addresses.append(LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.2", port))
+            gatherer._rescan()
+            assert {c.address for c in gatherer.candidates} == {"127.0.0.1"}
+        gatherer._rescan()
+        assert {c.address for c in gatherer.candidates} == {"127.0.0.1", "127.0.0.2"}
+        assert gatherer.gathering_state is GatheringState.GATHERING
+        # A TURN 437's second socket that cannot be bound fails that relay, not the driver.
+        key = next(iter(gatherer._sockets))
+        gatherer._open_beside(OpenSocket(request=1, beside=key))
+        assert len(gatherer._sockets) == 2
+        await events.aclose()
 
 
 # -- 5. arguments of the wrong kind --------------------------------------------------
