@@ -68,6 +68,10 @@ _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers 
 #: bind() errors of an address gone since it was enumerated (removed, its interface down,
 #: or an IPv6 address still tentative): that address is skipped; any other error is raised.
 _GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO})
+_OTHER_LOOP = (
+    "this Gatherer runs on another event loop, the one it first gathered on "
+    "(its sockets and timer live there): make a Gatherer per loop"
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -368,7 +372,10 @@ class Gatherer:
             raise RuntimeError("the gatherer is closed")
         if self._streaming:
             raise RuntimeError("gather() is already being iterated")
-        self._get_loop()
+        if self._loop is None:
+            self._get_loop()
+        elif self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(_OTHER_LOOP)
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
         if self._core.transport_state(0) is GatheringState.NEW:
@@ -420,8 +427,7 @@ class Gatherer:
         a loop of restarts and gather()s would otherwise never give other tasks, or the
         loop's signal handlers (Ctrl-C, SIGTERM), a turn."""
         await asyncio.sleep(0)
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_usable()
         pooled = self._core.pooled > 0
         self._core.restart(self._now(), None if pooled else new_credentials())
         self._service()
@@ -438,8 +444,7 @@ class Gatherer:
         iceCandidatePoolSize): the current generation, if not started yet, then pooled ones
         until `pool_size` generations are ready, each to be taken by a `restart()`.
         `__aenter__` calls it when `pool_size` is set."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_usable()
         self._get_loop()
         if self._mdns and (
             self._core.transport_state(0) is GatheringState.NEW
@@ -456,16 +461,28 @@ class Gatherer:
     async def close(self) -> None:
         """Release every socket, timer and task, deallocating TURN allocations first
         (waiting up to a second for the servers). Idempotent; even a cancelled close
-        releases everything."""
+        releases everything.
+
+        On another event loop than the one it gathered on (which has stopped or closed,
+        as after `asyncio.run`), it releases everything too, but without that loop it
+        cannot wait for the servers: the deallocations over UDP are sent once, not
+        confirmed nor retried, and TCP/TLS connections are dropped without them."""
         if self._closed:
             if self._close_done is not None:  # another close() is under way: wait for it
                 await asyncio.shield(self._close_done)
             return
         self._closed = True
-        self._close_done = done = asyncio.get_running_loop().create_future()
-        for task in self._tasks or ():
-            task.cancel()
+        loop = asyncio.get_running_loop()
+        self._close_done = done = loop.create_future()
         try:
+            if self._loop is not None and self._loop is not loop:
+                self._core.close(self._now())
+                self._send_unattended()
+                if self._loop.is_closed():
+                    self._waiter = None  # no gather() there to wake
+                return  # to the finally: release
+            for task in self._tasks or ():
+                task.cancel()
             self._core.close(self._now())
             if self._sockets:
                 self._service()  # sends the deallocations
@@ -487,6 +504,14 @@ class Gatherer:
             finally:
                 done.set_result(None)
 
+    def _send_unattended(self) -> None:
+        """What closing queued (TURN deallocations), sent without the gatherer's loop:
+        datagrams only, once, answers unheard."""
+        while (command := self._core.next_command()) is not None:
+            if isinstance(command, SendDatagram) and command.base_key in self._sockets:
+                with contextlib.suppress(OSError):
+                    self._sockets[command.base_key].sendto(command.data, command.address)
+
     def _release(self) -> None:
         if self._watcher is not None:
             self._watcher.close()
@@ -499,10 +524,14 @@ class Gatherer:
             self._timer.cancel()
             self._timer = None
         for task in self._tasks or ():
-            task.cancel()
+            with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
+                task.cancel()
         for stream in self._streams.values():
             if stream.transport is not None:
-                stream.transport.abort()
+                # A closed loop cannot finish the abort: its transport closes the socket
+                # when collected.
+                with contextlib.suppress(RuntimeError):
+                    stream.transport.abort()
         self._streams.clear()
         for key in list(self._sockets):
             self._close_socket(key)
@@ -529,6 +558,12 @@ class Gatherer:
 
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
+
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(_OTHER_LOOP)
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -1,5 +1,6 @@
 """The driver on edges a user audit found: a restart loop that never let the event loop
-run, sockets that could not be bound, and arguments of the wrong kind.
+run, sockets that could not be bound, a gatherer moved to another event loop, and
+arguments of the wrong kind.
 
 The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
 server is a stub on loopback.
@@ -12,15 +13,18 @@ import errno
 import os
 import signal
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 import ice_engine.driver as driver
-from ice_engine import Gatherer, IceServer
+from ice_engine import Gatherer, IceServer, stun
 from ice_engine.commands import OpenSocket
 from ice_engine.events import Event, GatheringState
 from ice_engine.interfaces import LocalAddress
+from ice_engine.stun import Attr, MessageClass, Method
+from tests.test_turn import PASSWORD, USER, FakeTurn
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
 
@@ -33,6 +37,50 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 async def collect(gatherer: Gatherer) -> list[Event]:
     return [event async for event in gatherer.gather()]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class TurnStub:
+    """`FakeTurn` on a loopback UDP socket, answering from a thread so that it outlives
+    any one event loop; Binding requests get their source as the mapped address."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.server = FakeTurn()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            request = stun.parse(data)
+            if request.method == Method.BINDING:
+                tid = request.transaction_id
+                mapped = [(Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*source, tid))]
+                answer = stun.encode(Method.BINDING, MessageClass.SUCCESS, tid, mapped)
+            else:
+                answer = self.server.handle(data)
+            self.sock.sendto(answer, source)
+
+    def deallocated(self) -> bool:
+        return any(
+            r.method == Method.REFRESH and r.lifetime() == 0 for r in list(self.server.requests)
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
 
 
 def free_port(address: str = "127.0.0.1") -> int:
@@ -161,6 +209,46 @@ async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
         gatherer._open_beside(OpenSocket(request=1, beside=key))
         assert len(gatherer._sockets) == 2
         await events.aclose()
+
+
+# -- 3. one event loop per gatherer ---------------------------------------------------
+
+
+def test_gather_restart_or_prepare_on_another_loop_is_a_clear_error() -> None:
+    gatherer = Gatherer(mids=["0", "1"])
+
+    async def first_event() -> None:
+        async for _event in gatherer.gather():
+            break  # the rest of the generation is queued
+
+    asyncio.run(first_event())
+    for call in (lambda: collect(gatherer), gatherer.restart, gatherer.prepare):
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(call())  # type: ignore[arg-type]
+    asyncio.run(gatherer.close())
+    assert not gatherer._sockets
+
+
+def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -> None:
+    """asyncio.run(gather) then asyncio.run(close): close() used to raise 'Event loop is
+    closed', leaking the sockets and the allocation."""
+    before = open_fds()
+    stub = TurnStub()
+    try:
+        gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)])
+        asyncio.run(collect(gatherer))
+        assert [c.type for c in gatherer.candidates].count("relay") == 1
+        asyncio.run(gatherer.close())
+        assert not gatherer._sockets
+        asyncio.run(gatherer.close())  # idempotent there too
+        for _ in range(200):  # the deallocation was sent, unconfirmed: wait for the stub
+            if stub.deallocated():
+                break
+            threading.Event().wait(0.01)
+        assert stub.deallocated()
+    finally:
+        stub.close()
+    assert open_fds() == before
 
 
 # -- 5. arguments of the wrong kind --------------------------------------------------
