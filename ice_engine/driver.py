@@ -68,6 +68,9 @@ _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers 
 #: bind() errors of an address gone since it was enumerated (removed, its interface down,
 #: or an IPv6 address still tentative): that address is skipped; any other error is raised.
 _GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO})
+#: sendto() errors that lose one datagram, as a network may: retransmission covers them.
+#: Any other (no route, a destination refused or invalid) fails the server at once.
+_TRANSIENT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS, errno.ENOMEM})
 _OTHER_LOOP = (
     "this Gatherer runs on another event loop, the one it first gathered on "
     "(its sockets and timer live there): make a Gatherer per loop"
@@ -348,12 +351,19 @@ class Gatherer:
         session = None if shared is None else self._sessions.get(shared)
         if shared is not None and session is not None:  # the peer's answers come back here
             shared.latch(peer, session)
+        sock = self._sockets[key]
         try:
-            self._sockets[key].sendto(data, peer)
+            sock.sendto(data, peer)
         except OSError as error:
-            if error.errno == errno.EMSGSIZE:
+            failure: OSError | None = error
+            if error.errno not in _TRANSIENT:
+                failure = self._send_again(key, sock, data, peer)
+                self._service()  # the ICMP errors read meanwhile fail their servers
+            if failure is None:
+                return
+            if failure.errno == errno.EMSGSIZE:
                 raise ValueError(f"{len(data)} bytes are more than one datagram carries") from None
-            raise
+            raise failure from None
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -946,6 +956,33 @@ class Gatherer:
             if destination:
                 self._core.unreachable(now, key, destination[:2])
 
+    def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:
+        """A datagram the kernel refused. A transient refusal loses it like the network
+        may (retransmission follows); a hard one (no route, a destination refused or
+        invalid) fails its server now with the reason, as an ICMP error does, rather
+        than at the deadline."""
+        if error.errno in _TRANSIENT:
+            return
+        failure = self._send_again(command.base_key, sock, command.data, command.address)
+        if failure is not None and failure.errno not in _TRANSIENT:
+            cause = f"sending failed: {failure.strerror or failure}"
+            self._core.unreachable(self._now(), command.base_key, command.address, cause)
+
+    def _send_again(
+        self, key: int, sock: _socket.socket, data: bytes, address: tuple[str, int]
+    ) -> OSError | None:
+        """After a refused sendto: None if the datagram goes out at a second try, or the
+        error that stands. Linux reports at a sendto an ICMP error that came since the
+        socket was last read, about any destination, and leaves it queued (epoll would
+        then call us back forever): those are read first, failing their own servers."""
+        if sys.platform == "linux" and key not in self._shared:  # no IP_RECVERR on those
+            self._read_errors(key, sock, self._now())
+        try:
+            sock.sendto(data, address)
+        except OSError as error:
+            return error
+        return None
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
@@ -972,10 +1009,10 @@ class Gatherer:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
                     self._watch(command.base_key, sock)
-                try:  # noqa: SIM105 - suppress() costs 0.4 µs, at every send
+                try:
                     sock.sendto(command.data, command.address)
-                except OSError:
-                    pass  # lost like any datagram; RTO retries
+                except OSError as error:
+                    self._send_failed(command, sock, error)
             elif isinstance(command, StreamSend):
                 stream = self._streams.get(command.stream)
                 if stream is not None:

@@ -168,13 +168,15 @@ class Relaying(Emitting):
         relay = self._relays.get((base_key, source))
         return relay is not None and self._from_relay_server(relay, data, now)
 
-    def _relay_unreachable(self, now: float, base_key: int, address: tuple[str, int]) -> None:
+    def _relay_unreachable(
+        self, now: float, base_key: int, address: tuple[str, int], cause: str
+    ) -> None:
         relay = self._relays.get((base_key, address))
         if relay is not None and not relay.done:
             del self._relays[(base_key, address)]
             relay.done = True
             if not relay.generation.retired and not self._closed:
-                text = "TURN server unreachable (ICMP port unreachable)."
+                text = f"TURN server unreachable ({cause})."
                 self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
                 self._done(relay.generation, relay.base.transport, now)
 

@@ -1,6 +1,6 @@
 """The driver on edges a user audit found: a restart loop that never let the event loop
-run, sockets that could not be bound, a gatherer moved to another event loop, and
-arguments of the wrong kind.
+run, sockets that could not be bound, a gatherer moved to another event loop, send
+errors taken for losses, and arguments of the wrong kind.
 
 The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
 server is a stub on loopback.
@@ -21,12 +21,13 @@ import pytest
 import ice_engine.driver as driver
 from ice_engine import Gatherer, IceServer, stun
 from ice_engine.commands import OpenSocket
-from ice_engine.events import Event, GatheringState
+from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
 from tests.test_turn import PASSWORD, USER, FakeTurn
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
+LOOPBACK6 = LocalAddress("lo", "::1", socket.AF_INET6, 1, 0)
 
 
 @pytest.fixture(autouse=True)
@@ -249,6 +250,56 @@ def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -
     finally:
         stub.close()
     assert open_fds() == before
+
+
+# -- 4. a datagram the kernel refuses fails its server at once -------------------------
+
+
+@pytest.mark.parametrize("scheme", ["stun", "turn"])
+async def test_a_server_the_kernel_will_not_send_to_fails_at_once_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    """From ::1, an IPv4-mapped address has no route (ENETUNREACH): that used to be taken
+    for a lost datagram, and reported as a 701 'timed out' 2 s later."""
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK6])
+    url = f"{scheme}:[::ffff:127.0.0.1]:23478"
+    server = IceServer(url, USER, PASSWORD) if scheme == "turn" else IceServer(url)
+    async with Gatherer([server]) as gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 10)
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.url, e.errorCode) for e in errors] == [(url, 701)]
+    assert "sending failed: Network is unreachable" in errors[0].errorText
+    assert "timed out" not in errors[0].errorText
+
+
+async def test_an_earlier_icmp_error_reported_by_a_send_fails_only_its_own_server() -> None:
+    """Linux reports an ICMP error at the socket's next sendto, whatever its destination:
+    here the port unreachable of the first server surfaces at the send to the second."""
+    stub = TurnStub()  # answers Binding requests
+    try:
+        closed = IceServer(f"stun:127.0.0.1:{free_port()}")  # nothing listens there
+        answering = IceServer(f"stun:127.0.0.1:{stub.port}")
+        async with Gatherer([closed, answering]) as gatherer:
+            events = await asyncio.wait_for(collect(gatherer), 10)
+    finally:
+        stub.close()
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.url for e in errors] == [closed.urls]
+    assert "ICMP port unreachable" in errors[0].errorText
+
+
+async def test_send_is_not_refused_for_an_icmp_error_about_another_peer() -> None:
+    """The data path: an ICMP error about one peer used to make the next send() to
+    another raise ConnectionRefusedError, and stay queued on the socket."""
+    async with Gatherer(on_datagram=lambda *_: None) as gatherer:
+        await collect(gatherer)
+        [host] = gatherer.candidates
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(5)
+            gatherer.send(host, ("127.0.0.1", free_port()), b"to nobody")
+            gatherer.send(host, peer.getsockname(), b"to the peer")
+            assert peer.recvfrom(100)[0] == b"to the peer"
 
 
 # -- 5. arguments of the wrong kind --------------------------------------------------
