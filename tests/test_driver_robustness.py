@@ -1,6 +1,7 @@
 """The driver on edges a user audit found: a restart loop that never let the event loop
 run, sockets that could not be bound, a gatherer moved to another event loop, send
-errors taken for losses, and arguments of the wrong kind.
+errors taken for losses, arguments of the wrong kind, and a TURN connection that never
+comes up reported as a timed-out request.
 
 The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
 server is a stub on loopback.
@@ -24,6 +25,7 @@ from ice_engine.commands import OpenSocket
 from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
+from ice_engine.transaction import Timing
 from tests.test_turn import PASSWORD, USER, FakeTurn
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
@@ -319,3 +321,38 @@ async def test_send_from_something_not_a_candidate_is_a_type_error() -> None:
         await collect(gatherer)
         with pytest.raises(TypeError, match="local"):
             gatherer.send(None, ("127.0.0.1", 9), b"x")  # type: ignore[arg-type]
+
+
+# -- 6. a TURN connection that never comes up ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "what"),
+    [("turns", "TCP connection or TLS handshake"), ("turn", "TCP connection")],
+)
+async def test_a_turn_connection_that_never_comes_up_says_so(scheme: str, what: str) -> None:
+    """Not 'TURN allocate request timed out': that request was never sent. A listener
+    that never accepts completes TCP handshakes until its queue is full (then they hang),
+    and never answers a TLS ClientHello."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        if scheme == "turn":  # fill the accept queue: the gatherer's SYNs go unanswered
+            for _ in range(4):
+                filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+        try:
+            url = f"{scheme}:127.0.0.1:{port}?transport=tcp"
+            timing = Timing(server_deadline=0.3)
+            async with Gatherer([IceServer(url, USER, PASSWORD)], timing=timing) as gatherer:
+                events = await asyncio.wait_for(collect(gatherer), 10)
+        finally:
+            for filler in fillers:
+                filler.close()
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.url, e.errorCode) for e in errors] == [(url, 701)]
+    assert f"the {what} did not complete" in errors[0].errorText
