@@ -65,12 +65,27 @@ _RECVERR: dict[int, tuple[int, int]] = {
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
+#: bind() errors of an address gone since it was enumerated (removed, its interface down,
+#: or an IPv6 address still tentative): that address is skipped; any other error is raised.
+_GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO})
+#: sendto() errors that lose one datagram, as a network may: retransmission covers them.
+#: Any other (no route, a destination refused or invalid) fails the server at once.
+_TRANSIENT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS, errno.ENOMEM})
+_OTHER_LOOP = (
+    "this Gatherer runs on another event loop, the one it first gathered on "
+    "(its sockets and timer live there): make a Gatherer per loop"
+)
 
 
 @functools.lru_cache(maxsize=256)
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
     return tuple(Transport(mid, index) for index, mid in enumerate(mids))
+
+
+def _bind_error(address: LocalAddress, ports: str, error: OSError) -> OSError:
+    """The error of a base that cannot be bound, naming its address and ports."""
+    return OSError(error.errno, f"cannot bind to {address.address}, {ports}: {error.strerror}")
 
 
 class Gatherer:
@@ -246,10 +261,11 @@ class Gatherer:
         return self._core.state
 
     def transport_state(self, mid: str) -> GatheringState:
+        """The gathering state of one m-line; ValueError for a mid not given in `mids`."""
         for index, transport in enumerate(self._core.transports):
             if transport.mid == mid:
                 return self._core.transport_state(index)
-        raise KeyError(f"no transport with mid {mid!r}")
+        raise ValueError(f"no transport with mid {mid!r}")
 
     @property
     def generation(self) -> int:
@@ -297,14 +313,18 @@ class Gatherer:
         here (not ours, ICE-TCP, or its generation has been released), if the peer is not
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path), or if `data` is more than one datagram carries; OSError if the kernel
-        refuses it (no route, for one).
+        refuses it (no route, for one); TypeError if `local` is not an IceCandidate.
         """
         if self._closed:
             raise RuntimeError("the gatherer is closed")
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         peer = peer_address(peer)
-        if local.type == "relay" and local.address is not None and local.port is not None:
+        try:  # not isinstance: this runs at every send
+            relay = local.type == "relay"
+        except AttributeError:
+            raise TypeError(f"local must be an IceCandidate, not {type(local).__name__}") from None
+        if relay and local.address is not None and local.port is not None:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:
                 raise ValueError(f"no live allocation for {local.candidate!r}")
@@ -331,12 +351,19 @@ class Gatherer:
         session = None if shared is None else self._sessions.get(shared)
         if shared is not None and session is not None:  # the peer's answers come back here
             shared.latch(peer, session)
+        sock = self._sockets[key]
         try:
-            self._sockets[key].sendto(data, peer)
+            sock.sendto(data, peer)
         except OSError as error:
-            if error.errno == errno.EMSGSIZE:
+            failure: OSError | None = error
+            if error.errno not in _TRANSIENT:
+                failure = self._send_again(key, sock, data, peer)
+                self._service()  # the ICMP errors read meanwhile fail their servers
+            if failure is None:
+                return
+            if failure.errno == errno.EMSGSIZE:
                 raise ValueError(f"{len(data)} bytes are more than one datagram carries") from None
-            raise
+            raise failure from None
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
@@ -355,7 +382,10 @@ class Gatherer:
             raise RuntimeError("the gatherer is closed")
         if self._streaming:
             raise RuntimeError("gather() is already being iterated")
-        self._get_loop()
+        if self._loop is None:
+            self._get_loop()
+        elif self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(_OTHER_LOOP)
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
         if self._core.transport_state(0) is GatheringState.NEW:
@@ -401,9 +431,13 @@ class Gatherer:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.
 
         With a pool (`pool_size`), the new generation has been gathered already, or starts
-        gathering now, and the pool is topped up behind it."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        gathering now, and the pool is topped up behind it.
+
+        It first lets the event loop run once: host-only events are all ready at once, so
+        a loop of restarts and gather()s would otherwise never give other tasks, or the
+        loop's signal handlers (Ctrl-C, SIGTERM), a turn."""
+        await asyncio.sleep(0)
+        self._check_usable()
         pooled = self._core.pooled > 0
         self._core.restart(self._now(), None if pooled else new_credentials())
         self._service()
@@ -420,8 +454,7 @@ class Gatherer:
         iceCandidatePoolSize): the current generation, if not started yet, then pooled ones
         until `pool_size` generations are ready, each to be taken by a `restart()`.
         `__aenter__` calls it when `pool_size` is set."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_usable()
         self._get_loop()
         if self._mdns and (
             self._core.transport_state(0) is GatheringState.NEW
@@ -438,16 +471,28 @@ class Gatherer:
     async def close(self) -> None:
         """Release every socket, timer and task, deallocating TURN allocations first
         (waiting up to a second for the servers). Idempotent; even a cancelled close
-        releases everything."""
+        releases everything.
+
+        On another event loop than the one it gathered on (which has stopped or closed,
+        as after `asyncio.run`), it releases everything too, but without that loop it
+        cannot wait for the servers: the deallocations over UDP are sent once, not
+        confirmed nor retried, and TCP/TLS connections are dropped without them."""
         if self._closed:
             if self._close_done is not None:  # another close() is under way: wait for it
                 await asyncio.shield(self._close_done)
             return
         self._closed = True
-        self._close_done = done = asyncio.get_running_loop().create_future()
-        for task in self._tasks or ():
-            task.cancel()
+        loop = asyncio.get_running_loop()
+        self._close_done = done = loop.create_future()
         try:
+            if self._loop is not None and self._loop is not loop:
+                self._core.close(self._now())
+                self._send_unattended()
+                if self._loop.is_closed():
+                    self._waiter = None  # no gather() there to wake
+                return  # to the finally: release
+            for task in self._tasks or ():
+                task.cancel()
             self._core.close(self._now())
             if self._sockets:
                 self._service()  # sends the deallocations
@@ -469,6 +514,14 @@ class Gatherer:
             finally:
                 done.set_result(None)
 
+    def _send_unattended(self) -> None:
+        """What closing queued (TURN deallocations), sent without the gatherer's loop:
+        datagrams only, once, answers unheard."""
+        while (command := self._core.next_command()) is not None:
+            if isinstance(command, SendDatagram) and command.base_key in self._sockets:
+                with contextlib.suppress(OSError):
+                    self._sockets[command.base_key].sendto(command.data, command.address)
+
     def _release(self) -> None:
         if self._watcher is not None:
             self._watcher.close()
@@ -481,10 +534,14 @@ class Gatherer:
             self._timer.cancel()
             self._timer = None
         for task in self._tasks or ():
-            task.cancel()
+            with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
+                task.cancel()
         for stream in self._streams.values():
             if stream.transport is not None:
-                stream.transport.abort()
+                # A closed loop cannot finish the abort: its transport closes the socket
+                # when collected.
+                with contextlib.suppress(RuntimeError):
+                    stream.transport.abort()
         self._streams.clear()
         for key in list(self._sockets):
             self._close_socket(key)
@@ -512,6 +569,12 @@ class Gatherer:
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
 
+    def _check_usable(self) -> None:
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
+        if self._loop is not None and self._loop is not asyncio.get_running_loop():
+            raise RuntimeError(_OTHER_LOOP)
+
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.get_running_loop()
@@ -538,12 +601,25 @@ class Gatherer:
         self._core.prepare(self._now(), credentials, bases, tcp_bases)
         self._service()
 
-    def _bind_generation(self, generation: int) -> tuple[list[Base], list[Base]]:
-        addresses = self._addresses()
-        bases = self._bind_all(addresses, 0, generation)
+    def _bind_generation(
+        self,
+        generation: int,
+        addresses: Sequence[LocalAddress] | None = None,
+        first_rank: int = 0,
+    ) -> tuple[list[Base], list[Base]]:
+        """UDP bases and ICE-TCP listeners on the addresses (by default every present
+        one); all or nothing."""
+        if addresses is None:
+            addresses = self._addresses()
+        bases = self._bind_all(addresses, first_rank, generation)
         tcp_bases: list[Base] = []
         if self._tcp_candidates:
-            tcp_bases = self._bind_all(addresses, 0, generation, socket.SOCK_STREAM)
+            try:
+                tcp_bases = self._bind_all(addresses, first_rank, generation, socket.SOCK_STREAM)
+            except BaseException:
+                for base in bases:
+                    self._close_socket(base.key)
+                raise
         return bases, tcp_bases
 
     def _close_old_sockets(self) -> None:
@@ -574,7 +650,8 @@ class Gatherer:
         generation: int,
         kind: int = socket.SOCK_DGRAM,
     ) -> list[Base]:
-        """One socket per (transport, component, address); all or nothing."""
+        """One socket per (transport, component, address); all or nothing: OSError (see
+        `_open`) leaves nothing bound."""
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):
@@ -610,12 +687,17 @@ class Gatherer:
                 self._close_socket(key)
         known = {b.address for b in bases}
         added = [a for a in present.values() if a.address not in known]
-        if added:
-            ranks = max((b.rank for b in bases), default=-1) + 1
-            new_bases = self._bind_all(added, ranks, core.generation)
-            tcp_bases: list[Base] = []
-            if self._tcp_candidates:
-                tcp_bases = self._bind_all(added, ranks, core.generation, socket.SOCK_STREAM)
+        new_bases: list[Base] = []
+        tcp_bases: list[Base] = []
+        first_rank = max((b.rank for b in bases), default=-1) + 1
+        for rank, address in enumerate(added, start=first_rank):
+            try:
+                udp, tcp = self._bind_generation(core.generation, [address], rank)
+            except OSError:
+                continue  # no port for it now: tried again at the next change
+            new_bases += udp
+            tcp_bases += tcp
+        if new_bases or tcp_bases:
             self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
             core.add_bases(now, new_bases, tcp_bases)
         self._service()
@@ -635,7 +717,11 @@ class Gatherer:
             if key is None:
                 return None
             if self._udp_turn:  # an allocation needs a 5-tuple of its own
-                relay_key = self._open(address, kind, generation)
+                try:
+                    relay_key = self._open(address, kind, generation)
+                except OSError:
+                    self._close_socket(key)
+                    raise
                 if relay_key is None:
                     self._close_socket(key)
                     return None
@@ -668,7 +754,10 @@ class Gatherer:
         )
 
     def _open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
-        """A socket of our own on the address; its key, or None if it cannot be bound."""
+        """A socket of our own on the address; its key, or None if the address has gone
+        since it was enumerated. Any other failure (no free port in `port_range`, for
+        one) is an OSError naming the address and the ports: a base left out silently
+        would leave a transport without candidates and nobody told why."""
         # The C type itself: `socket.socket` adds a Python __init__ and close(), turns
         # `family` into an enum at every read and is tracked by the garbage collector;
         # ~1.3 µs a socket for nothing we use.
@@ -679,9 +768,12 @@ class Gatherer:
             self._bind_port(sock, address)
             if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
                 sock.listen(16)
-        except OSError:
-            sock.close()  # an address gone since enumeration, or no free port in the range
-            return None
+        except OSError as error:
+            sock.close()
+            if error.errno in _GONE:
+                return None
+            ports = "any port" if self._port_range is None else f"port_range {self._port_range}"
+            raise _bind_error(address, ports, error) from error
         self._next_key += 1
         self._sockets[self._next_key] = sock
         self._owners[self._next_key] = generation
@@ -692,13 +784,16 @@ class Gatherer:
         whose 5-tuple the server found taken (437); it lives as long as that socket."""
         beside = self._sockets.get(command.beside)
         key = None
+        reason = "no other socket could be bound on the base's address"
         if beside is not None:
             name = beside.getsockname()
             scope_id = name[3] if beside.family == socket.AF_INET6 else 0
             address = LocalAddress("", name[0], beside.family, 0, scope_id)
-            key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
+            try:
+                key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
+            except OSError as error:  # the relay fails; the gathering goes on
+                reason += f" ({error.strerror})"
         if key is None:
-            reason = "no other socket could be bound on the base's address"
             self._core.socket_failed(self._now(), command.request, reason)
         else:
             self._core.socket_opened(self._now(), command.request, key)
@@ -743,7 +838,8 @@ class Gatherer:
             self._deliver(self._on_datagram, local, source, data)
 
     def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
-        """The process's shared socket for the address; its key here, or None."""
+        """The process's shared socket for the address; its key here, or None if the
+        address has gone (other failures: OSError, as in `_open`)."""
         assert self._shared_port is not None
         try:
             shared = shared_socket(
@@ -753,8 +849,10 @@ class Gatherer:
                 self._shared_port,
                 address.scope_id,
             )
-        except OSError:
-            return None
+        except OSError as error:
+            if error.errno in _GONE:
+                return None
+            raise _bind_error(address, f"shared_port {self._shared_port}", error) from error
         self._next_key += 1
         self._sockets[self._next_key] = shared.sock
         self._owners[self._next_key] = generation
@@ -784,7 +882,7 @@ class Gatherer:
             except OSError as error:
                 if error.errno != errno.EADDRINUSE:
                     raise
-        raise OSError(errno.EADDRINUSE, f"no free port in {self._port_range}")
+        raise OSError(errno.EADDRINUSE, "no free port")
 
     def _close_socket(self, key: int) -> None:
         companion = self._companions.pop(key, None)
@@ -858,6 +956,33 @@ class Gatherer:
             if destination:
                 self._core.unreachable(now, key, destination[:2])
 
+    def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:
+        """A datagram the kernel refused. A transient refusal loses it like the network
+        may (retransmission follows); a hard one (no route, a destination refused or
+        invalid) fails its server now with the reason, as an ICMP error does, rather
+        than at the deadline."""
+        if error.errno in _TRANSIENT:
+            return
+        failure = self._send_again(command.base_key, sock, command.data, command.address)
+        if failure is not None and failure.errno not in _TRANSIENT:
+            cause = f"sending failed: {failure.strerror or failure}"
+            self._core.unreachable(self._now(), command.base_key, command.address, cause)
+
+    def _send_again(
+        self, key: int, sock: _socket.socket, data: bytes, address: tuple[str, int]
+    ) -> OSError | None:
+        """After a refused sendto: None if the datagram goes out at a second try, or the
+        error that stands. Linux reports at a sendto an ICMP error that came since the
+        socket was last read, about any destination, and leaves it queued (epoll would
+        then call us back forever): those are read first, failing their own servers."""
+        if sys.platform == "linux" and key not in self._shared:  # no IP_RECVERR on those
+            self._read_errors(key, sock, self._now())
+        try:
+            sock.sendto(data, address)
+        except OSError as error:
+            return error
+        return None
+
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
@@ -884,10 +1009,10 @@ class Gatherer:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
                     self._watch(command.base_key, sock)
-                try:  # noqa: SIM105 - suppress() costs 0.4 µs, at every send
+                try:
                     sock.sendto(command.data, command.address)
-                except OSError:
-                    pass  # lost like any datagram; RTO retries
+                except OSError as error:
+                    self._send_failed(command, sock, error)
             elif isinstance(command, StreamSend):
                 stream = self._streams.get(command.stream)
                 if stream is not None:

@@ -444,17 +444,24 @@ class Gathering(Relaying):
         self._done(generation, base.transport, now)
         return True
 
-    def unreachable(self, now: float, base_key: int, address: tuple[str, int]) -> None:
-        """ICMP said `address` cannot be reached from this base: fail its work now with a
-        701, rather than at the deadline (an ICMP error can be forged, but at worst it
-        fails a server early: it can never make a candidate)."""
+    def unreachable(
+        self,
+        now: float,
+        base_key: int,
+        address: tuple[str, int],
+        cause: str = "ICMP port unreachable",
+    ) -> None:
+        """ICMP said `address` cannot be reached from this base, or the kernel refused to
+        send there (`cause` says which): fail its work now with a 701, rather than at the
+        deadline (an ICMP error can be forged, but at worst it fails a server early: it
+        can never make a candidate)."""
         address = (_normalize(address[0]), address[1])
         for transaction_id, probe in list(self._probes.items()):
             if probe.base.key == base_key and probe.server_address == address:
                 del self._probes[transaction_id]
-                text = "STUN server unreachable (ICMP port unreachable)."
+                text = f"STUN server unreachable ({cause})."
                 self._probe_failed(probe, UNREACHABLE, text, now)
-        self._relay_unreachable(now, base_key, address)
+        self._relay_unreachable(now, base_key, address, cause)
 
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, and give up on what has reached its deadline."""

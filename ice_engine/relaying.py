@@ -168,13 +168,15 @@ class Relaying(Emitting):
         relay = self._relays.get((base_key, source))
         return relay is not None and self._from_relay_server(relay, data, now)
 
-    def _relay_unreachable(self, now: float, base_key: int, address: tuple[str, int]) -> None:
+    def _relay_unreachable(
+        self, now: float, base_key: int, address: tuple[str, int], cause: str
+    ) -> None:
         relay = self._relays.get((base_key, address))
         if relay is not None and not relay.done:
             del self._relays[(base_key, address)]
             relay.done = True
             if not relay.generation.retired and not self._closed:
-                text = "TURN server unreachable (ICMP port unreachable)."
+                text = f"TURN server unreachable ({cause})."
                 self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
                 self._done(relay.generation, relay.base.transport, now)
 
@@ -451,9 +453,10 @@ class Relaying(Emitting):
             elif isinstance(event, AllocationFailed | AddressFamilyError):
                 if isinstance(event, AllocationFailed) and self._move(relay, event.code, now):
                     continue  # done once another socket is open (socket_opened) or not
-                self._error(
-                    relay.generation, relay.server, relay.base, event.code, event.reason, now
-                )
+                reason = event.reason
+                if relay.backlog is not None:  # the deadline came before the connection
+                    reason = _unconnected(relay)
+                self._error(relay.generation, relay.server, relay.base, event.code, reason, now)
                 if isinstance(event, AddressFamilyError):
                     continue  # only the extra family failed: the allocation still relays
             else:
@@ -498,3 +501,11 @@ class Relaying(Emitting):
                 type_preference=relay_type_preference(leg),
                 related=event.mapped,
             )
+
+
+def _unconnected(relay: Relay) -> str:
+    """A TCP/TLS relay's failure while its connection was still being made: the
+    allocate request never left, so it did not time out."""
+    if relay.server.url.secure:
+        return "TURN connection failed: the TCP connection or TLS handshake did not complete."
+    return "TURN connection failed: the TCP connection did not complete."

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 class InvalidServerUrl(ValueError):
@@ -141,9 +142,14 @@ def _normalize_host(url: str, host: str) -> str:
     if not host:
         raise _invalid(url, "empty host")
     try:
-        return str(ipaddress.ip_address(host))
+        ip = ipaddress.ip_address(host)
     except ValueError:
         pass
+    else:
+        kind = _not_unicast(ip)
+        if kind is not None:
+            raise _invalid(url, f"{kind} address {host} (a server needs a unicast one)")
+        return str(ip)
     name = host.lower()
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
@@ -151,3 +157,16 @@ def _normalize_host(url: str, host: str) -> str:
     if labels[-1].isdigit():
         raise _invalid(url, f"bad IPv4 address {host!r}")
     return name
+
+
+def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """What a datagram to `ip` could never reach one server at, and why."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_multicast:
+        return "multicast"
+    if ip == _BROADCAST:
+        return "broadcast"
+    return None

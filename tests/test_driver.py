@@ -302,7 +302,7 @@ def test_credentials_stay_out_of_repr() -> None:
     assert gatherer.credentials.pwd not in repr(gatherer.credentials)
 
 
-async def test_port_range_is_honoured_and_exhaustion_skips_bases() -> None:
+async def test_port_range_is_honoured_and_exhaustion_is_an_error() -> None:
     needs_an_address()
     async with Gatherer(components=2, port_range=(42000, 42009)) as gatherer:
         events = await collect(gatherer)
@@ -311,10 +311,14 @@ async def test_port_range_is_honoured_and_exhaustion_skips_bases() -> None:
         bound = [(c.address, c.port) for c in gatherer.candidates]
         assert len(set(bound)) == len(bound)
     assert events[-1].to_json()["candidate"] is None
-    # A one-port range serves one base; the others are skipped, and gathering completes.
+    # A one-port range serves one base per address (IPv4 and IPv6 sockets may share a
+    # port number): a second component has none, which is an error, not a missing base.
     async with Gatherer(components=2, port_range=(42010, 42010)) as gatherer:
+        with pytest.raises(OSError, match=r"port_range \(42010, 42010\): no free port"):
+            await collect(gatherer)
+        assert not gatherer.candidates
+    async with Gatherer(port_range=(42010, 42010)) as gatherer:
         await collect(gatherer)
-        # one per address: IPv4 and IPv6 sockets may share a port number
         assert {c.port for c in gatherer.candidates} == {42010}
         assert len(gatherer.candidates) == len(local_addresses())
 

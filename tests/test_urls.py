@@ -99,6 +99,14 @@ def test_properties_and_srv_names() -> None:
         ("stun:" + "a" * 64 + ".test", "bad host name"),
         ("stun:198.51.100.256", "bad IPv4 address"),
         ("stun:1.2.3", "bad IPv4 address"),
+        ("stun:0.0.0.0", "unspecified address 0.0.0.0"),
+        ("turn:[::]:3478", "unspecified address ::"),
+        ("stun:[::ffff:0.0.0.0]", "unspecified address"),
+        ("stun:224.0.0.1", "multicast address 224.0.0.1"),
+        ("turns:239.255.255.250", "multicast"),
+        ("stun:[ff02::1]", "multicast address ff02::1"),
+        ("turn:[FF0E::101]?transport=tcp", "multicast"),
+        ("stun:255.255.255.255:3478", "broadcast address 255.255.255.255"),
     ],
 )
 def test_invalid_urls(url: str, problem: str) -> None:
@@ -123,11 +131,14 @@ names = (
     .map(".".join)
     .filter(lambda name: not name.split(".")[-1].isdigit())
 )
-hosts = st.one_of(
-    names,
-    st.ip_addresses(v=4).map(str),
-    st.ip_addresses(v=6).map(lambda a: str(a)),
-)
+
+
+def is_unicast(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    address = getattr(address, "ipv4_mapped", None) or address
+    return not (address.is_unspecified or address.is_multicast or str(address) == "255.255.255.255")
+
+
+hosts = st.one_of(names, st.ip_addresses().filter(is_unicast).map(str))
 
 
 @settings(max_examples=300, deadline=None)

@@ -1,0 +1,364 @@
+"""The driver on edges a user audit found: a restart loop that never let the event loop
+run, sockets that could not be bound, a gatherer moved to another event loop, send
+errors taken for losses, arguments of the wrong kind, and a TURN connection that never
+comes up reported as a timed-out request.
+
+The gatherer sees only loopback addresses (`local_addresses` is replaced), and every
+server is a stub on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import signal
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import ice_engine.driver as driver
+from ice_engine import Gatherer, IceServer, stun
+from ice_engine.commands import OpenSocket
+from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
+from ice_engine.interfaces import LocalAddress
+from ice_engine.stun import Attr, MessageClass, Method
+from ice_engine.transaction import Timing
+
+from .test_turn import PASSWORD, USER, FakeTurn
+
+LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
+LOOPBACK6 = LocalAddress("lo", "::1", socket.AF_INET6, 1, 0)
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK])
+    yield
+
+
+async def collect(gatherer: Gatherer) -> list[Event]:
+    return [event async for event in gatherer.gather()]
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+class TurnStub:
+    """`FakeTurn` on a loopback UDP socket, answering from a thread so that it outlives
+    any one event loop; Binding requests get their source as the mapped address."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.05)
+        self.port = self.sock.getsockname()[1]
+        self.server = FakeTurn()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            request = stun.parse(data)
+            if request.method == Method.BINDING:
+                tid = request.transaction_id
+                mapped = [(Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*source, tid))]
+                answer = stun.encode(Method.BINDING, MessageClass.SUCCESS, tid, mapped)
+            else:
+                answer = self.server.handle(data)
+            self.sock.sendto(answer, source)
+
+    def deallocated(self) -> bool:
+        return any(
+            r.method == Method.REFRESH and r.lifetime() == 0 for r in list(self.server.requests)
+        )
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
+
+
+def free_port(address: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind((address, 0))
+        return int(sock.getsockname()[1])
+
+
+# -- 1. a restart loop lets the event loop run ----------------------------------------
+
+
+async def test_a_restart_loop_lets_other_tasks_and_signal_handlers_run() -> None:
+    """Host-only events are all ready at once, so gather() never waits: without a yield in
+    restart(), a loop of generations starved every other task and signal handler."""
+    loop = asyncio.get_running_loop()
+    signalled = asyncio.Event()
+    loop.add_signal_handler(signal.SIGUSR1, signalled.set)
+    ticks = 0
+
+    async def other() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other())
+    try:
+        os.kill(os.getpid(), signal.SIGUSR1)
+        async with Gatherer() as gatherer:
+            for generation in range(50):
+                if generation:
+                    await gatherer.restart()
+                events = await collect(gatherer)
+                assert events[-1].to_json()["candidate"] is None
+            seen_ticks, seen_signal = ticks, signalled.is_set()
+    finally:
+        task.cancel()
+        loop.remove_signal_handler(signal.SIGUSR1)
+    assert seen_ticks > 0
+    assert seen_signal
+
+
+# -- 2. a socket that cannot be bound is an error, not a missing candidate -----------
+
+
+async def test_a_port_range_in_use_is_an_error_naming_the_address_and_range() -> None:
+    """Even with a TURN server, which would have had no base to allocate from."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        turn = IceServer("turn:127.0.0.1:9", "user", "pass")
+        async with Gatherer([turn], port_range=(port, port)) as gatherer:
+            with pytest.raises(OSError, match=rf"127\.0\.0\.1, port_range \({port}, {port}\)"):
+                await collect(gatherer)
+            assert not gatherer._sockets  # all or nothing
+
+
+@pytest.mark.parametrize("kwargs", [{"mids": ["0", "1"]}, {"components": 2}])
+async def test_a_range_too_small_for_every_base_is_an_error(kwargs: dict[str, object]) -> None:
+    """The first transport (or component) used to get the port, the other nothing but
+    its end-of-candidates."""
+    port = free_port()
+    async with Gatherer(port_range=(port, port), **kwargs) as gatherer:  # type: ignore[arg-type]
+        with pytest.raises(OSError, match="no free port") as caught:
+            await collect(gatherer)
+        assert caught.value.errno == errno.EADDRINUSE
+        assert not gatherer._sockets
+        await gatherer.restart()
+        with pytest.raises(OSError, match="no free port"):
+            await collect(gatherer)  # and so is the next generation's
+
+
+@pytest.mark.parametrize("kind", [socket.SOCK_STREAM, socket.SOCK_DGRAM])
+async def test_an_ice_tcp_or_shared_port_taken_is_an_error_too(kind: int) -> None:
+    with socket.socket(socket.AF_INET, kind) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        if kind == socket.SOCK_STREAM:  # UDP binds, then the ICE-TCP listener cannot
+            gatherer = Gatherer(port_range=(port, port), tcp_candidates=True)
+            where = rf"port_range \({port}, {port}\)"
+        else:
+            gatherer = Gatherer(shared_port=port)
+            where = f"shared_port {port}"
+        async with gatherer:
+            with pytest.raises(OSError, match=rf"cannot bind to 127\.0\.0\.1, {where}"):
+                await collect(gatherer)
+            assert not gatherer._sockets  # the UDP base bound first is released
+
+
+async def test_an_address_gone_since_enumeration_is_skipped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gone = LocalAddress("gone", "192.0.2.1", socket.AF_INET, 2, 0)  # on no interface here
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK, gone])
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        events = await collect(gatherer)
+    assert events[-1].to_json()["candidate"] is None
+    assert {(c.sdpMid, c.address) for c in gatherer.candidates} == {
+        ("0", "127.0.0.1"),
+        ("1", "127.0.0.1"),
+    }
+
+
+async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An address that appears while its port is taken must not stop the watcher: it is
+    left out, and tried again at the next change."""
+    addresses = [LOOPBACK]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    port = free_port("127.0.0.2")
+    async with Gatherer(continual=True, port_range=(port, port)) as gatherer:
+        events = gatherer.gather()
+        while not gatherer.candidates:
+            await anext(events)
+        addresses.append(LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+            taken.bind(("127.0.0.2", port))
+            gatherer._rescan()
+            assert {c.address for c in gatherer.candidates} == {"127.0.0.1"}
+        gatherer._rescan()
+        assert {c.address for c in gatherer.candidates} == {"127.0.0.1", "127.0.0.2"}
+        assert gatherer.gathering_state is GatheringState.GATHERING
+        # A TURN 437's second socket that cannot be bound fails that relay, not the driver.
+        key = next(iter(gatherer._sockets))
+        gatherer._open_beside(OpenSocket(request=1, beside=key))
+        assert len(gatherer._sockets) == 2
+        await events.aclose()
+
+
+# -- 3. one event loop per gatherer ---------------------------------------------------
+
+
+def test_gather_restart_or_prepare_on_another_loop_is_a_clear_error() -> None:
+    gatherer = Gatherer(mids=["0", "1"])
+
+    async def first_event() -> None:
+        async for _event in gatherer.gather():
+            break  # the rest of the generation is queued
+
+    asyncio.run(first_event())
+    for call in (lambda: collect(gatherer), gatherer.restart, gatherer.prepare):
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(call())  # type: ignore[arg-type]
+    asyncio.run(gatherer.close())
+    assert not gatherer._sockets
+
+
+def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -> None:
+    """asyncio.run(gather) then asyncio.run(close): close() used to raise 'Event loop is
+    closed', leaking the sockets and the allocation."""
+    before = open_fds()
+    stub = TurnStub()
+    try:
+        gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)])
+        asyncio.run(collect(gatherer))
+        assert [c.type for c in gatherer.candidates].count("relay") == 1
+        asyncio.run(gatherer.close())
+        assert not gatherer._sockets
+        asyncio.run(gatherer.close())  # idempotent there too
+        for _ in range(200):  # the deallocation was sent, unconfirmed: wait for the stub
+            if stub.deallocated():
+                break
+            threading.Event().wait(0.01)
+        assert stub.deallocated()
+    finally:
+        stub.close()
+    assert open_fds() == before
+
+
+# -- 4. a datagram the kernel refuses fails its server at once -------------------------
+
+
+@pytest.mark.parametrize("scheme", ["stun", "turn"])
+async def test_a_server_the_kernel_will_not_send_to_fails_at_once_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch, scheme: str
+) -> None:
+    """From ::1, an IPv4-mapped address has no route (ENETUNREACH): that used to be taken
+    for a lost datagram, and reported as a 701 'timed out' 2 s later."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as sock:
+            sock.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 here")
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK6])
+    url = f"{scheme}:[::ffff:127.0.0.1]:23478"
+    server = IceServer(url, USER, PASSWORD) if scheme == "turn" else IceServer(url)
+    async with Gatherer([server]) as gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 10)
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.url, e.errorCode) for e in errors] == [(url, 701)]
+    assert "sending failed: Network is unreachable" in errors[0].errorText
+    assert "timed out" not in errors[0].errorText
+
+
+async def test_an_earlier_icmp_error_reported_by_a_send_fails_only_its_own_server() -> None:
+    """Linux reports an ICMP error at the socket's next sendto, whatever its destination:
+    here the port unreachable of the first server surfaces at the send to the second."""
+    stub = TurnStub()  # answers Binding requests
+    try:
+        closed = IceServer(f"stun:127.0.0.1:{free_port()}")  # nothing listens there
+        answering = IceServer(f"stun:127.0.0.1:{stub.port}")
+        async with Gatherer([closed, answering]) as gatherer:
+            events = await asyncio.wait_for(collect(gatherer), 10)
+    finally:
+        stub.close()
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.url for e in errors] == [closed.urls]
+    assert "ICMP port unreachable" in errors[0].errorText
+
+
+async def test_send_is_not_refused_for_an_icmp_error_about_another_peer() -> None:
+    """The data path: an ICMP error about one peer used to make the next send() to
+    another raise ConnectionRefusedError, and stay queued on the socket."""
+    async with Gatherer(on_datagram=lambda *_: None) as gatherer:
+        await collect(gatherer)
+        [host] = gatherer.candidates
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(5)
+            gatherer.send(host, ("127.0.0.1", free_port()), b"to nobody")
+            gatherer.send(host, peer.getsockname(), b"to the peer")
+            assert peer.recvfrom(100)[0] == b"to the peer"
+
+
+# -- 5. arguments of the wrong kind --------------------------------------------------
+
+
+async def test_an_unknown_mid_is_a_value_error_naming_it() -> None:
+    async with Gatherer(mids=["audio"]) as gatherer:
+        await collect(gatherer)
+        with pytest.raises(ValueError, match="'nope'"):
+            gatherer.transport_state("nope")
+        with pytest.raises(ValueError, match="'nope'"):
+            gatherer.sdp_candidates("nope")
+
+
+async def test_send_from_something_not_a_candidate_is_a_type_error() -> None:
+    async with Gatherer() as gatherer:
+        await collect(gatherer)
+        with pytest.raises(TypeError, match="local"):
+            gatherer.send(None, ("127.0.0.1", 9), b"x")  # type: ignore[arg-type]
+
+
+# -- 6. a TURN connection that never comes up ----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("scheme", "what"),
+    [("turns", "TCP connection or TLS handshake"), ("turn", "TCP connection")],
+)
+async def test_a_turn_connection_that_never_comes_up_says_so(scheme: str, what: str) -> None:
+    """Not 'TURN allocate request timed out': that request was never sent. A listener
+    that never accepts completes TCP handshakes until its queue is full (then they hang),
+    and never answers a TLS ClientHello."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        if scheme == "turn":  # fill the accept queue: the gatherer's SYNs go unanswered
+            for _ in range(4):
+                filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                filler.setblocking(False)
+                filler.connect_ex(("127.0.0.1", port))
+                fillers.append(filler)
+        try:
+            url = f"{scheme}:127.0.0.1:{port}?transport=tcp"
+            timing = Timing(server_deadline=0.3)
+            async with Gatherer([IceServer(url, USER, PASSWORD)], timing=timing) as gatherer:
+                events = await asyncio.wait_for(collect(gatherer), 10)
+        finally:
+            for filler in fillers:
+                filler.close()
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.url, e.errorCode) for e in errors] == [(url, 701)]
+    assert f"the {what} did not complete" in errors[0].errorText
