@@ -9,7 +9,6 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Sequence
-from typing import Any
 
 from .credentials import Credentials
 from .interfaces import IpHandling
@@ -60,13 +59,62 @@ def check_gatherer_options(
     pool_size: int,
     shared_port: int | None,
     port_range: tuple[int, int] | None,
-    **typed: Any,
+    timing: Timing | None = None,
+    credentials: Credentials | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    resolver: Resolver | None = None,
+    address_filter: object = None,
+    on_relayed: object = None,
+    on_datagram: object = None,
+    link_local: bool = False,
+    dual_stack_relays: bool = False,
+    continual: bool = False,
+    tcp_candidates: bool = False,
+    mdns: bool = False,
 ) -> IpHandling:
-    """Check the constructor's options (`typed` by type only); the RFC 8828 mode."""
+    """Check the constructor's options; the RFC 8828 mode.
+
+    Flags must be bools: pure Python would take a truthy string as True, and the compiled
+    core would refuse it with a message that names no option. Every option is a named
+    parameter, checked in one expression: a `**kwargs` (CPython matches each keyword in it
+    against every name by string comparison) and a loop over it took twice as long.
+    """
     if isinstance(mids, str) or not mids:
         raise ValueError("mids must be a non-empty sequence of strings, e.g. ['0', '1']")
     if len(set(mids)) != len(mids):
         raise ValueError(f"mids must be distinct: {list(mids)}")
+    if not (
+        isinstance(link_local, bool)
+        and isinstance(dual_stack_relays, bool)
+        and isinstance(continual, bool)
+        and isinstance(tcp_candidates, bool)
+        and isinstance(mdns, bool)
+    ):
+        _check_flags(
+            link_local=link_local,
+            dual_stack_relays=dual_stack_relays,
+            continual=continual,
+            tcp_candidates=tcp_candidates,
+            mdns=mdns,
+        )
+    if not (
+        (timing is None or isinstance(timing, Timing))
+        and (credentials is None or isinstance(credentials, Credentials))
+        and (ssl_context is None or isinstance(ssl_context, ssl.SSLContext))
+        and (resolver is None or isinstance(resolver, Resolver))
+        and (address_filter is None or callable(address_filter))
+        and (on_relayed is None or callable(on_relayed))
+        and (on_datagram is None or callable(on_datagram))
+    ):
+        _check_types(
+            timing=timing,
+            credentials=credentials,
+            ssl_context=ssl_context,
+            resolver=resolver,
+            address_filter=address_filter,
+            on_relayed=on_relayed,
+            on_datagram=on_datagram,
+        )
     if ice_transport_policy not in _POLICIES:
         raise ValueError(
             f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
@@ -77,7 +125,6 @@ def check_gatherer_options(
         raise ValueError(f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}") from None
     if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
         raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
-    _check_types(typed)
     if shared_port is not None:
         if not is_port(shared_port):
             raise ValueError(f"shared_port must be 1-65535, not {shared_port!r}")
@@ -98,7 +145,13 @@ def check_gatherer_options(
     return mode
 
 
-def _check_types(options: dict[str, Any]) -> None:
+def _check_flags(**flags: object) -> None:
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, not {type(value).__name__}")
+
+
+def _check_types(**options: object) -> None:
     """TypeError now for an option of the wrong type, rather than a puzzling one later."""
     for name, value in options.items():
         if value is None:
