@@ -3,6 +3,7 @@ the same in the compiled build as in pure Python (mypyc's own checks name nothin
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -40,3 +41,33 @@ def test_flags_must_be_bools(flag: str, value: object) -> None:
 def test_the_gatherer_refuses_a_flag_that_is_not_a_bool(flag: str) -> None:
     with pytest.raises(TypeError, match=f"^{flag} must be a bool, not str$"):
         Gatherer(**{flag: "yes"})
+
+
+@pytest.mark.parametrize("mid", ["", " ", "a b", "a\nb", "a\tb", "\x00", "a/b", "a:b", "é"])
+def test_a_mid_that_is_not_an_sdp_token_is_refused(mid: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(f"mid {mid!r} is not an SDP token")):
+        Gatherer(mids=["0", mid])
+
+
+def test_every_token_character_is_a_mid() -> None:
+    Gatherer(mids=["0", "audio", "a.b-c_d~!#$%&'*+^`{|}", "Video2"])
+
+
+def test_a_repeated_mid_is_named() -> None:
+    with pytest.raises(ValueError, match=r"^mids must be distinct: 'a' is given twice$"):
+        Gatherer(mids=["a", "b", "a"])
+
+
+@pytest.mark.parametrize(
+    ("mids", "message"),
+    [
+        ([0, 1], r"mids must hold strings, not int \(0\)"),
+        (["0", b"1"], r"mids must hold strings, not bytes \(b'1'\)"),
+        (None, "mids must be a sequence of strings, not NoneType"),
+        ("0", "mids must be a sequence of strings, not str"),
+        ({"0"}, "mids must be a sequence of strings, not set"),
+    ],
+)
+def test_mids_of_the_wrong_type_are_refused(mids: object, message: str) -> None:
+    with pytest.raises(TypeError, match=f"^{message}$"):
+        Gatherer(mids=mids)  # type: ignore[arg-type]
