@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from ice_engine import Gatherer
+from ice_engine import Gatherer, IceServer, InvalidServerUrl
+from ice_engine.config import servers_from_config
 from ice_engine.interfaces import IpHandling
 from ice_engine.options import check_gatherer_options
 
@@ -71,3 +72,29 @@ def test_a_repeated_mid_is_named() -> None:
 def test_mids_of_the_wrong_type_are_refused(mids: object, message: str) -> None:
     with pytest.raises(TypeError, match=f"^{message}$"):
         Gatherer(mids=mids)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("ice_servers", [None, IceServer("stun:127.0.0.1"), "stun:127.0.0.1", 3])
+def test_ice_servers_must_be_a_sequence(ice_servers: object) -> None:
+    name = type(ice_servers).__name__
+    with pytest.raises(
+        TypeError, match=f"^ice_servers must be a sequence of IceServer, not {name}$"
+    ):
+        Gatherer(ice_servers)  # type: ignore[arg-type]
+
+
+def test_ice_servers_must_hold_ice_servers() -> None:
+    with pytest.raises(TypeError, match=r"^ice_servers must hold IceServer objects, not str$"):
+        Gatherer([IceServer("stun:127.0.0.1"), "stun:127.0.0.2"])  # type: ignore[list-item]
+
+
+def test_ice_servers_from_an_iterator_are_all_used() -> None:
+    servers = iter([IceServer("stun:127.0.0.1"), IceServer("stun:127.0.0.2")])
+    assert len(servers_from_config(servers)) == 2  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("url", ["turn:127.0.0.1", "turns:127.0.0.1"])
+@pytest.mark.parametrize(("username", "credential"), [("", ""), ("", "secret"), ("alice", "")])
+def test_turn_refuses_empty_credentials(url: str, username: str, credential: str) -> None:
+    with pytest.raises(InvalidServerUrl, match=f"^'{url}' needs a non-empty username"):
+        Gatherer([IceServer(url, username, credential)])
