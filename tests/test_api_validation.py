@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ice_engine import Gatherer, IceServer, InvalidServerUrl
+from ice_engine import Candidate, CandidateError, Gatherer, IceServer, InvalidServerUrl
 from ice_engine.config import servers_from_config
 from ice_engine.interfaces import IpHandling
 from ice_engine.options import check_gatherer_options
@@ -98,3 +98,15 @@ def test_ice_servers_from_an_iterator_are_all_used() -> None:
 def test_turn_refuses_empty_credentials(url: str, username: str, credential: str) -> None:
     with pytest.raises(InvalidServerUrl, match=f"^'{url}' needs a non-empty username"):
         Gatherer([IceServer(url, username, credential)])
+
+
+@pytest.mark.parametrize("line", [None, b"candidate:1 1 udp 1 127.0.0.1 9 typ host", 5])
+def test_candidate_parse_refuses_a_non_str(line: object) -> None:
+    name = type(line).__name__
+    with pytest.raises(TypeError, match=f"^Candidate.parse line must be a str, not {name}$"):
+        Candidate.parse(line)
+
+
+def test_candidate_parse_still_raises_candidate_error_for_a_bad_line() -> None:
+    with pytest.raises(CandidateError, match="invalid candidate line"):
+        Candidate.parse("candidate:1 1 udp")
