@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from ice_engine import Candidate, CandidateError, Gatherer, IceServer, InvalidServerUrl
+from ice_engine import Candidate, CandidateError, Gatherer, IceServer, InvalidServerUrl, Timing
 from ice_engine.config import servers_from_config
 from ice_engine.interfaces import IpHandling
 from ice_engine.options import check_gatherer_options
@@ -110,3 +110,22 @@ def test_candidate_parse_refuses_a_non_str(line: object) -> None:
 def test_candidate_parse_still_raises_candidate_error_for_a_bad_line() -> None:
     with pytest.raises(CandidateError, match="invalid candidate line"):
         Candidate.parse("candidate:1 1 udp")
+
+
+@pytest.mark.parametrize("field", ["initial_rto", "min_rto", "max_rto", "server_deadline"])
+@pytest.mark.parametrize("value", ["2", True, None])
+def test_timing_refuses_a_non_number(field: str, value: object) -> None:
+    name = type(value).__name__
+    with pytest.raises(TypeError, match=f"^Timing.{field} must be a number, not {name}$"):
+        Timing(**{field: value})
+
+
+@pytest.mark.parametrize("field", ["initial_rto", "min_rto", "max_rto", "server_deadline"])
+@pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf")])
+def test_timing_refuses_a_value_out_of_range(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=f"^Timing.{field} must be a positive number"):
+        Timing(**{field: value})
+
+
+def test_timing_takes_ints_as_seconds() -> None:
+    assert Timing(initial_rto=1, min_rto=1, max_rto=2, server_deadline=3).server_deadline == 3
