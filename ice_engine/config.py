@@ -13,7 +13,11 @@ __all__ = ["IceServer", "servers_from_config"]
 
 @dataclass(frozen=True, slots=True)
 class IceServer:
-    """RTCIceServer: one or more URLs sharing credentials. `credential` never shows in repr."""
+    """RTCIceServer: one or more URLs sharing credentials. `credential` never shows in repr.
+
+    A turn: or turns: URL needs a non-empty `username` and `credential`; a `Gatherer`
+    given one without refuses it with `InvalidServerUrl`.
+    """
 
     urls: str | Sequence[str]
     username: str | None = None
