@@ -147,12 +147,16 @@ class Candidate(NamedTuple):
     extensions: tuple[tuple[str, str], ...] = ()
 
     @classmethod
-    def parse(cls, line: str) -> Candidate:
+    def parse(cls, line: object) -> Candidate:
         """Parse `candidate:…`, `a=candidate:…` or the bare attribute value.
 
         Lines in the usual order take a fast path (`_scan` when compiled, `_split` when
-        not); the rest, and every malformed line, goes to `_parse_any`.
+        not); the rest, and every malformed line, goes to `_parse_any`. `line` is typed
+        `object` so that a non-str gets this TypeError in both builds (compiled, a `str`
+        parameter would be refused by mypyc's own check, naming no parameter).
         """
+        if not isinstance(line, str):
+            raise TypeError(f"Candidate.parse line must be a str, not {type(line).__name__}")
         found = _scan(cls, line) if _COMPILED else _split(cls, line)
         return found if found is not None else _parse_any(cls, line)
 

@@ -13,7 +13,11 @@ __all__ = ["IceServer", "servers_from_config"]
 
 @dataclass(frozen=True, slots=True)
 class IceServer:
-    """RTCIceServer: one or more URLs sharing credentials. `credential` never shows in repr."""
+    """RTCIceServer: one or more URLs sharing credentials. `credential` never shows in repr.
+
+    A turn: or turns: URL needs a non-empty `username` and `credential`; a `Gatherer`
+    given one without refuses it with `InvalidServerUrl`.
+    """
 
     urls: str | Sequence[str]
     username: str | None = None
@@ -39,11 +43,15 @@ class IceServer:
 def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     """Parse every URL up front, so a typo fails at construction rather than mid-gathering.
 
-    TURN URLs need a username and credential, as RTCPeerConnection insists. The result is
+    TURN URLs need a username and credential, as RTCPeerConnection insists, and non-empty
+    ones (as the CLI): an empty string would only fail later, at the server. The result is
     immutable and shared by every gatherer given the same servers: a server process makes
     thousands with one configuration.
     """
-    key = tuple(ice_servers)
+    try:
+        key = tuple(ice_servers)
+    except TypeError:  # None, or a lone IceServer not in a list
+        raise _not_a_sequence(ice_servers) from None
     try:
         cached = _parsed.get(key)
     except TypeError:  # an entry with its URLs in a list: not hashable, parse it anew
@@ -53,16 +61,18 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     if cached is not None:
         return cached
     servers: list[Server] = []
-    for entry in ice_servers:
+    for entry in key:  # not ice_servers: an iterator is spent
         if not isinstance(entry, IceServer):
+            if isinstance(ice_servers, str):  # a URL not in an IceServer
+                raise _not_a_sequence(ice_servers)
             raise TypeError(f"ice_servers must hold IceServer objects, not {type(entry).__name__}")
         urls = entry.url_list
         if not urls:
             raise InvalidServerUrl("an IceServer has no URLs")
         for text in urls:
             url = parse_server_url(text)
-            if url.is_turn and (entry.username is None or entry.credential is None):
-                raise InvalidServerUrl(f"{text!r} needs a username and a credential")
+            if url.is_turn and not (entry.username and entry.credential):
+                raise InvalidServerUrl(f"{text!r} needs a non-empty username and credential")
             servers.append(Server(url, len(servers), entry.username, entry.credential))
     parsed = tuple(servers)
     if hashable:
@@ -70,6 +80,12 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
             _parsed.clear()
         _parsed[key] = parsed
     return parsed
+
+
+def _not_a_sequence(ice_servers: object) -> TypeError:
+    return TypeError(
+        f"ice_servers must be a sequence of IceServer, not {type(ice_servers).__name__}"
+    )
 
 
 _parsed: dict[tuple[IceServer, ...], tuple[Server, ...]] = {}

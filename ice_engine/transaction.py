@@ -11,15 +11,22 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from .frozen import fast_init
+
 __all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Timing:
     """The gathering schedule; every number is in seconds.
 
     `server_deadline` bounds each server from the start of gathering: by then it has given
     its candidates or an error, so gathering completes by then however dead a server is.
+
+    `fast_init` also keeps it out of mypyc's native classes, whose typed fields refuse a
+    wrong type before `__post_init__` with a message naming no field: compiled, a string
+    gave "float object expected; got str"; now both builds raise the TypeError below.
     """
 
     initial_rto: float = 0.25
@@ -30,7 +37,9 @@ class Timing:
     def __post_init__(self) -> None:
         for name in ("initial_rto", "min_rto", "max_rto", "server_deadline"):
             value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+            if not isinstance(value, int | float) or isinstance(value, bool):
+                raise TypeError(f"Timing.{name} must be a number, not {type(value).__name__}")
+            if not (math.isfinite(value) and value > 0):
                 raise ValueError(f"Timing.{name} must be a positive number of seconds: {value!r}")
         if self.min_rto > self.max_rto:
             raise ValueError("Timing.min_rto must not exceed Timing.max_rto")

@@ -357,8 +357,9 @@ def test_a_closed_pipe_ends_quietly_and_ascii_output_does_not_fail() -> None:
         [sys.executable, "-m", "ice_engine", "gather", "--plain", "--mids", "é"],
         cwd=ROOT, env=env, capture_output=True, timeout=30,
     )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert b"\\xe9" in result.stdout
+    # A mid must be an SDP token: refused, and the message that quotes it is escaped.
+    assert result.returncode == 2, result.stderr
+    assert b"\\xe9" in result.stderr and b"Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize("width", [80, 100, 160])

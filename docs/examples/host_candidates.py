@@ -1,4 +1,4 @@
-"""Gather host candidates and print each as it arrives, then the SDP lines.
+"""Gather host candidates and print each as it arrives, then the ufrag and the count.
 
 python docs/examples/host_candidates.py
 """
