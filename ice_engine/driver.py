@@ -95,7 +95,7 @@ class Gatherer:
 
         async with Gatherer(ice_servers=[IceServer("stun:stun.example.org")]) as gatherer:
             async for event in gatherer.gather():
-                print(event.to_json())
+                print(json.dumps(event.to_json()))
 
     Slotted: a server holds thousands, and a plain instance dict grows and resizes as its
     some forty attributes are set.
@@ -189,9 +189,14 @@ class Gatherer:
             address_filter=address_filter,
             on_relayed=on_relayed,
             on_datagram=on_datagram,
+            link_local=link_local,
+            dual_stack_relays=dual_stack_relays,
+            continual=continual,
+            tcp_candidates=tcp_candidates,
+            mdns=mdns,
         )
         self._core = Gathering(
-            transports=_transports(tuple(str(mid) for mid in mids)),
+            transports=_transports(tuple(mids)),
             components=components,
             servers=servers_from_config(ice_servers),
             credentials=credentials or new_credentials(),

@@ -37,7 +37,6 @@ def test_flags_must_be_bools(flag: str, value: object) -> None:
     check(**{flag: True})
 
 
-@pytest.mark.xfail(strict=True, reason="until driver.py passes the flags to check_gatherer_options")
 @pytest.mark.parametrize("flag", FLAGS)
 def test_the_gatherer_refuses_a_flag_that_is_not_a_bool(flag: str) -> None:
     with pytest.raises(TypeError, match=f"^{flag} must be a bool, not str$"):
