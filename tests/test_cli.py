@@ -129,13 +129,16 @@ def test_help_has_examples() -> None:
     assert "examples:" in result.stdout and "--ice-server" in result.stdout
 
 
-def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
-    """`kill` or `timeout 5 ice-engine ...`: the gatherer is closed (TURN allocations
-    released; tests/lab/test_cli_lab.py checks that on coturn) and the summary of what
-    was gathered is printed, with status 143."""
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_ends_the_run_as_ctrl_c_does(signal_name: str) -> None:
+    """`kill` or `timeout 5 ice-engine ...`, or the terminal closing (SIGHUP): the gatherer
+    is closed (TURN allocations released; tests/lab/test_cli_lab.py checks that on coturn)
+    and the summary of what was gathered is printed, with status 128 + the signal."""
     import signal
     import socket
     import time
+
+    number = getattr(signal, signal_name)
 
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers
         silent.bind(("127.0.0.1", 0))
@@ -151,9 +154,9 @@ def test_sigterm_ends_the_run_as_ctrl_c_does() -> None:
         assert process.stdout is not None
         first = process.stdout.readline()  # gathering has started: host candidates follow
         time.sleep(0.3)
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(number)
         out, err = process.communicate(timeout=10)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    assert process.returncode == 128 + number, err
     assert err == ""
     lines = out.splitlines()
     assert f"server {server}: no answer yet; " in out  # not "no new candidates": it never answered
