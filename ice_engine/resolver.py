@@ -25,7 +25,7 @@ from dns.rdtypes.IN.A import A
 from dns.rdtypes.IN.AAAA import AAAA
 from dns.rdtypes.IN.SRV import SRV
 
-from .urls import ServerUrl
+from .urls import ServerUrl, not_unicast
 
 NEGATIVE_TTL = 10.0
 """Seconds a name error or an empty answer is remembered."""
@@ -86,7 +86,10 @@ class Resolver:
             return [ResolvedAddress(url.host, url.port, family)]
         listed = self._listed(url.host, url.port)
         if listed:  # a local name: no SRV either, as getaddrinfo would not ask
-            return listed
+            addresses, problem = _unicast(listed, url.host, "the hosts file")
+            if not addresses:
+                raise ResolutionError(problem)
+            return addresses
         srv_name = url.srv_name
         direct = asyncio.ensure_future(self._dns_addresses(url.host, url.port))
         if srv_name is not None:
@@ -128,7 +131,7 @@ class Resolver:
         """An SRV target's addresses: from the hosts file, else from DNS."""
         listed = self._listed(host, port)
         if listed:
-            return listed, ""
+            return _unicast(listed, host, "the hosts file")
         return await self._dns_addresses(host, port)
 
     async def _dns_addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
@@ -144,6 +147,8 @@ class Resolver:
             for r in v6.records
             if isinstance(r, AAAA)
         ]
+        if addresses:
+            return _unicast(addresses, host, "DNS")
         problem = v4.problem if v4.problem == v6.problem else f"A: {v4.problem}; AAAA: {v6.problem}"
         return addresses, f"could not resolve {host!r}: {problem}"
 
@@ -225,6 +230,19 @@ class HostsFile:
                 self._stamp = stamp
         except OSError:  # no hosts file (or unreadable): DNS alone
             self._names, self._stamp = {}, None
+
+
+def _unicast(
+    addresses: list[ResolvedAddress], host: str, source: str
+) -> tuple[list[ResolvedAddress], str]:
+    """The addresses a server can be reached at, and why there are none if so: a name
+    that resolves to 0.0.0.0 (a hosts file blocking it, say) or to a multicast address
+    must not send a request there, as an IP literal like it is refused in the URL."""
+    usable = [a for a in addresses if not_unicast(ipaddress.ip_address(a.host)) is None]
+    if usable:
+        return usable, ""
+    found = ", ".join(a.host for a in addresses)
+    return [], f"{host!r} resolves only to addresses that are not unicast ({found}, from {source})"
 
 
 def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:

@@ -146,7 +146,7 @@ def _normalize_host(url: str, host: str) -> str:
     except ValueError:
         pass
     else:
-        kind = _not_unicast(ip)
+        kind = not_unicast(ip)
         if kind is not None:
             raise _invalid(url, f"{kind} address {host} (a server needs a unicast one)")
         return str(ip)
@@ -159,8 +159,9 @@ def _normalize_host(url: str, host: str) -> str:
     return name
 
 
-def _not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
-    """What a datagram to `ip` could never reach one server at, and why."""
+def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    """Why a datagram to `ip` could never reach one server ("unspecified", "multicast",
+    "broadcast"), or None for a unicast address. The resolver filters answers with it too."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     if ip.is_unspecified:

@@ -52,6 +52,7 @@ RECORDS = [
     "--host-record=expiry.test,198.51.100.21",
     "--host-record=coalesce.test,198.51.100.22,2001:db8::22",
     "--host-record=explicit.test,198.51.100.23",
+    "--host-record=multicast.test,239.255.0.1",
     "--srv-host=_turn._udp.srv.test,target.test,3479,0,0",
     "--srv-host=_stuns._tcp.srv.test,target.test,5350,0,0",
     "--srv-host=_turn._udp.multi.test,second.test,3481,20,0",
@@ -257,6 +258,12 @@ async def test_explicit_port_skips_srv(dnsmasq: DnsServer) -> None:
     assert dnsmasq.queries("SRV", "_stun._udp.explicit.test") == 0
 
 
+async def test_an_answer_that_is_not_unicast_is_no_server(dnsmasq: DnsServer) -> None:
+    """A request must not go to a multicast group, as with a multicast IP in the URL."""
+    with pytest.raises(ResolutionError, match=r"'multicast.test' resolves only to .*239.255.0.1"):
+        await dnsmasq.resolver().resolve(parse_server_url("stun:multicast.test:3478"))
+
+
 async def test_srv_saying_no_service(dnsmasq: DnsServer) -> None:
     with pytest.raises(ResolutionError, match=r"_stun\._udp\.nosvc\.test.*not available"):
         await dnsmasq.resolver().resolve(parse_server_url("stun:nosvc.test"))
@@ -389,6 +396,18 @@ async def test_a_name_in_the_hosts_file_needs_no_dns(tmp_path: Path) -> None:
     ]
     assert await resolver.resolve(parse_server_url("turns:v6.internal")) == [
         ResolvedAddress("2001:db8::31", 5349, V6)
+    ]
+
+
+async def test_a_name_the_hosts_file_blocks_is_no_server(tmp_path: Path) -> None:
+    """`0.0.0.0 name` is how hosts files block a name: not a server, nor a reason to ask
+    DNS instead; of a name also listed with a unicast address, that one is kept."""
+    text = "0.0.0.0 blocked.internal mixed.internal\n198.51.100.40 mixed.internal\n"
+    resolver, _ = hosts_resolver(tmp_path, text)
+    with pytest.raises(ResolutionError, match=r"'blocked.internal' resolves only to .*0\.0\.0\.0"):
+        await resolver.resolve(parse_server_url("stun:blocked.internal"))
+    assert await resolver.resolve(parse_server_url("stun:mixed.internal")) == [
+        ResolvedAddress("198.51.100.40", 3478, V4)
     ]
 
 
