@@ -328,22 +328,27 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
         return 0
     console = None if args.plain else _live_console(out)
     view: LiveView | PlainView = (
-        PlainView(out, args.ice_server, deadline=args.timeout)
+        PlainView(out, args.ice_server)
         if console is None
         else LiveView(console, args.ice_server, deadline=args.timeout, watching=args.watch)
     )
     with view:
         ticker = asyncio.create_task(_tick(view))
+        waiting: list[str] = []  # the servers still waited on when interrupted
         try:
             async with gatherer:
-                for generation in range(args.generations):
-                    if generation:
-                        await gatherer.restart()
-                        view.restart(gatherer.generation, gatherer.credentials.ufrag)
-                    async for event in gatherer.gather():
-                        view.add(event)
+                try:
+                    for generation in range(args.generations):
+                        if generation:
+                            await gatherer.restart()
+                            view.restart(gatherer.generation, gatherer.credentials.ufrag)
+                        async for event in gatherer.gather():
+                            view.add(event)
+                except asyncio.CancelledError:
+                    waiting = gatherer.waiting_for  # before closing forgets them
+                    raise
         except asyncio.CancelledError:  # Ctrl-C, SIGTERM or SIGHUP: the gatherer is closed by now
-            view.finish(time.monotonic() - started, interrupted=True)
+            view.finish(time.monotonic() - started, interrupted=True, waiting=waiting)
             raise
         finally:
             ticker.cancel()

@@ -282,6 +282,14 @@ class Gatherer:
         return self._core.credentials
 
     @property
+    def waiting_for(self) -> list[str]:
+        """The URLs of the servers this generation still waits on (a request unanswered,
+        a name being resolved, an allocation under way), in configuration order. A server
+        that answered with nothing new gives no event: this tells it from one that has
+        not answered yet (the CLI's summary asks it when interrupted)."""
+        return self._core.waiting_for
+
+    @property
     def candidates(self) -> list[IceCandidate]:
         """The current generation's candidates so far, less those gone since (an address
         removed, a relay whose allocation was lost)."""

@@ -169,6 +169,25 @@ class Gathering(Relaying):
     def bases(self) -> list[Base]:
         return list(self._generation.bases)
 
+    @property
+    def waiting_for(self) -> list[str]:
+        """The URLs of the servers the current generation still waits on (a request
+        unanswered, a name being resolved, an allocation under way), in configuration
+        order: a server that answered with nothing new gives no event, and only this
+        tells it apart from one that has not answered yet."""
+        generation = self._generation
+        waiting: dict[int, str] = {}
+        for probe in self._probes.values():
+            if probe.generation is generation:
+                waiting[probe.server.index] = probe.server.url.url
+        for owner, server in self._resolving.values():
+            if owner is generation:
+                waiting[server.index] = server.url.url
+        for relay in [*self._relays.values(), *(self._moving or {}).values()]:
+            if relay.generation is generation and not relay.done:
+                waiting[relay.server.index] = relay.server.url.url
+        return [waiting[index] for index in sorted(waiting)]
+
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 

@@ -63,7 +63,7 @@ class ServerStats:
     types: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[int, str]] = field(default_factory=list)
     pending: bool = False
-    """Stopped before its deadline: a server that gave nothing may not have answered yet."""
+    """Interrupted while the gatherer still waited on it (`Gatherer.waiting_for`)."""
 
     @property
     def status(self) -> str:
@@ -86,12 +86,10 @@ class Summary:
         self.errors = 0
         self.generations = 0
         self.last_t = 0.0
-        self.complete = False
 
     def add(self, event: Event) -> None:
         self.last_t = max(self.last_t, event.t)
         if isinstance(event, IceGatheringStateChangeEvent):
-            self.complete = event.state.value == "complete"
             if event.state.value == "gathering":
                 self.generations += 1
         elif isinstance(event, CandidateRemovedEvent):
@@ -114,13 +112,11 @@ class Summary:
                 if server.first_candidate is None:
                     server.first_candidate = event.t
 
-    def stop(self, waited: float, deadline: float) -> None:
-        """Interrupted `waited` seconds into a generation. Before it completed and before the
-        servers' deadline, a server that gave nothing may still have been waited for: one
-        that answered with nothing new gives no event either, so both are possible."""
-        if not self.complete and waited < deadline:
-            for stats in self.servers:
-                stats.pending = True
+    def stop(self, waiting: Sequence[str]) -> None:
+        """Interrupted while the gatherer still waited on the servers in `waiting`: they
+        have not answered yet, where the others answered (or failed) with what they show."""
+        for url in waiting:
+            self._server(url).pending = True
 
     def _server(self, url: str) -> ServerStats:
         stats = self.by_url.get(url)
@@ -188,19 +184,9 @@ def _describe(c: IceCandidate) -> str:
 class PlainView:
     """Plain text, one line per event and a summary: for pipes, files and dumb terminals."""
 
-    def __init__(
-        self,
-        out: TextIO,
-        urls: Sequence[str],
-        *,
-        deadline: float,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
+    def __init__(self, out: TextIO, urls: Sequence[str]) -> None:
         self.out = out
         self.summary = Summary(urls)
-        self.deadline = deadline
-        self.clock = clock
-        self.generation_started = clock()
 
     def __enter__(self) -> PlainView:
         return self
@@ -209,7 +195,6 @@ class PlainView:
         return None
 
     def restart(self, generation: int, ufrag: str) -> None:
-        self.generation_started = self.clock()
         self.out.write(f"ICE restart: generation {generation}, ufrag {ufrag}\n")
 
     def add(self, event: Event) -> None:
@@ -220,10 +205,12 @@ class PlainView:
     def tick(self) -> None:
         return None
 
-    def finish(self, elapsed: float, *, interrupted: bool = False) -> None:
+    def finish(
+        self, elapsed: float, *, interrupted: bool = False, waiting: Sequence[str] = ()
+    ) -> None:
         s = self.summary
         if interrupted:
-            s.stop(self.clock() - self.generation_started, self.deadline)
+            s.stop(waiting)
         for line in s.server_lines():
             self.out.write(line + "\n")
         self.out.write(
@@ -490,12 +477,14 @@ class LiveView:
         )
         return Group(*parts)
 
-    def finish(self, elapsed: float, *, interrupted: bool = False) -> None:
+    def finish(
+        self, elapsed: float, *, interrupted: bool = False, waiting: Sequence[str] = ()
+    ) -> None:
         from rich.console import Group
         from rich.text import Text
 
         if interrupted:
-            self.summary.stop(self.clock() - self.generation_started, self.deadline)
+            self.summary.stop(waiting)
         if self.live is not None:
             self.live.update(
                 Group(

@@ -288,6 +288,20 @@ def test_only_names_are_looked_up_ip_literals_are_asked_at_once() -> None:
     assert asked == {("198.51.100.10", 3478), ("2001:db8::10", 3478)}
 
 
+def test_waiting_for_names_the_servers_still_unheard_from() -> None:
+    """What an interrupted caller asks: a live server answers in one RTT, a dead one and
+    a name still being resolved are waited on until the deadline, in configuration order."""
+    urls = ("stun:198.51.100.20", "stun:slow.lab.test", "stun:198.51.100.10")
+    core = make_core(urls, timing=Timing(server_deadline=1.5))
+    net = SimNetwork(core, {STUN: StunServer(STUN)}, dns={"slow.lab.test": [STUN]}, dns_delay=30.0)
+    net.start(make_bases())
+    assert core.waiting_for == list(urls)
+    net.run(until=0.2)
+    assert core.waiting_for == ["stun:198.51.100.20", "stun:slow.lab.test"]
+    net.run(until=5.0)
+    assert core.waiting_for == [] and kinds(net.events)[-1] == "null"
+
+
 def test_unanswered_dns_is_cut_at_the_deadline() -> None:
     core = make_core(("stun:slow.lab.test",), timing=Timing(server_deadline=1.5))
     net = SimNetwork(core, dns={"slow.lab.test": [STUN]}, dns_delay=30.0)

@@ -118,6 +118,16 @@ def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     assert len(core.allocations) == 1
 
 
+def test_an_allocation_is_waited_for_through_its_challenge_until_it_relays() -> None:
+    core, [first] = started(dual=False)
+    assert core.waiting_for == ["turn:198.51.100.10"]
+    answer(core, first.data, 0.05, [])  # the 401: not an answer to wait no more for
+    assert core.waiting_for == ["turn:198.51.100.10"]
+    [second] = drain(core)
+    answer(core, second.data, 0.1, [])
+    assert core.waiting_for == []
+
+
 def test_a_relay_without_a_mapped_address_keeps_an_mdns_base_unsaid() -> None:
     """Its related address fell back to the base: the private address mDNS hides."""
     core, [first] = started(dual=False, name="host.local")
