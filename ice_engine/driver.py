@@ -431,14 +431,17 @@ class Gatherer:
                     self._waiter = None
                     self._streaming = False
                 continue
-            yield event
             if (
                 isinstance(event, IceCandidateEvent)
                 and event.candidate is None
                 and event.generation == target
             ):
+                # Marked before the yield: a consumer that breaks at the null has read
+                # the generation whole, and a later gather() must say so, not wait.
                 self._streamed = target
+                yield event
                 return
+            yield event
 
     async def restart(self) -> None:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.

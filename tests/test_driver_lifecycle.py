@@ -78,6 +78,17 @@ async def test_gather_again_after_a_break_goes_on_where_it_stopped() -> None:
         assert again[-1].to_json()["candidate"] is None
 
 
+async def test_gather_after_breaking_at_the_null_says_the_generation_was_read() -> None:
+    """A consumer that stops at the null has read the generation: gather() again used to
+    wait forever, since the generation was marked read only after the null's yield."""
+    async with Gatherer() as gatherer:
+        async for event in gatherer.gather():
+            if event.to_json().get("candidate", "") is None:
+                break
+        with pytest.raises(RuntimeError, match="generation 0 is complete"):
+            await asyncio.wait_for(anext(gatherer.gather()), 5)
+
+
 class LingeringResolver(Resolver):
     """Takes a while to stop when cancelled, so that close() waits for it."""
 
