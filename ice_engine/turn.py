@@ -230,6 +230,8 @@ class Allocation:
         self._challenged = False
         self._close_by = math.inf
         self._pending: dict[bytes, _Request] = {}
+        # Allocates in flight when closing began: heard, never resent (see `close`).
+        self._late: dict[bytes, _Request] | None = None
         self._outgoing: list[bytes] = []
         self._events: list[TurnEvent] = []
 
@@ -294,6 +296,7 @@ class Allocation:
             if self.state == "allocated":
                 self._renew(now)
         elif self.state == "closing" and now >= self._close_by:
+            self._late = None
             self._finish_close()
 
     def handle_message(self, data: bytes, now: float) -> bool:
@@ -302,8 +305,10 @@ class Allocation:
         A response that fails integrity is dropped as if never received (False), so
         only the holder of the key can complete, fail or refresh the allocation.
         """
-        if len(data) < stun.HEADER_SIZE or data[8:20] not in self._pending:
+        if len(data) < stun.HEADER_SIZE:
             return False
+        if data[8:20] not in self._pending:
+            return self._late is not None and self._late_answer(data, now)
         try:
             message = stun.parse(data)
         except stun.StunError:
@@ -350,10 +355,14 @@ class Allocation:
         """Deallocate with a Refresh of LIFETIME 0, sent once; never waits on the server.
 
         An allocate still in flight is deallocated too when we already hold the key,
-        since the server may have created it.
+        since the server may have created it. The server may also get our Refresh first
+        (coturn answers it 437, then creates the allocation): so the Allocate's answer is
+        still heard until `CLOSE_TIMEOUT`, and a success is deallocated in turn.
         """
         if self.state in ("closing", "closed", "failed"):
             return
+        if self.state == "allocating" and self._key is not None:
+            self._late = {t: r for t, r in self._pending.items() if r.kind == "allocate"}
         self._pending.clear()
         if self.state == "new" or (self.state == "allocating" and self._key is None):
             self.state = "closed"
@@ -667,7 +676,37 @@ class Allocation:
         self.expires_at = self.refresh_at = None
         self._events.append(AllocationExpired())
 
+    def _late_answer(self, data: bytes, now: float) -> bool:
+        """An answer to an Allocate that was in flight when closing began (see `close`)."""
+        assert self._late is not None
+        try:
+            message = stun.parse(data)
+        except stun.StunError:
+            return False
+        request = self._late.get(message.transaction_id)
+        if request is None or request.key is None or message.method != Method.ALLOCATE:
+            return False
+        if message.message_class == MessageClass.SUCCESS:
+            if not stun.verify_integrity(message, request.key):
+                return False
+            del self._late[message.transaction_id]
+            if self.state == "closing":  # our Refresh may have come before it: once more
+                self._pending.clear()
+                attributes = [(Attr.LIFETIME, stun.u32_value(0))]
+                self._send("close", Method.REFRESH, attributes, now, self._close_by)
+        elif message.message_class == MessageClass.ERROR:
+            del self._late[message.transaction_id]  # nothing was created
+        else:
+            return False
+        if not self._late and not self._pending and self.state == "closing":
+            self._finish_close()
+        return True
+
     def _finish_close(self) -> None:
+        if self._late:  # an Allocate in flight may yet create it: wait for its answer
+            self._pending.clear()
+            return
+        self._late = None
         self.state = "closed"
         self._pending.clear()
         self.expires_at = self.refresh_at = None

@@ -148,7 +148,11 @@ def test_a_restart_releases_an_allocation_still_in_flight() -> None:
     [deallocation] = [c for c in drain(core) if c.base_key == 1]
     refresh = stun.parse(deallocation.data)
     assert refresh.method == Method.REFRESH and refresh.get(Attr.LIFETIME) == b"\0\0\0\0"
-    answer(core, signed.data, 0.1, [], taken=False)  # granted after all: not ours any more
+    # Granted after all (the server had it before our Refresh): not ours any more, so
+    # deallocated in turn rather than left held on the server.
+    answer(core, signed.data, 0.1, [])
+    [again] = [c for c in drain(core) if c.base_key == 1]
+    assert stun.parse(again.data).get(Attr.LIFETIME) == b"\0\0\0\0"
     assert core.allocations == []
 
 

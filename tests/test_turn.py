@@ -413,6 +413,42 @@ def test_close_is_bounded_when_the_server_is_silent() -> None:
     assert events(allocation) == [Allocated([RELAYED], MAPPED, 600)]
 
 
+def test_an_allocate_that_the_deallocation_overtook_is_deallocated_when_it_succeeds() -> None:
+    """coturn may get the Refresh of LIFETIME 0 before the signed Allocate it overtook:
+    437 to the Refresh, then the allocation is made. Its success must be deallocated, or
+    the relay and the quota stay held on the server for the allocation's lifetime."""
+    server = FakeTurn()
+    allocation = make()
+    allocation.start(0.0)
+    assert allocation.handle_message(server.handle(allocation.next_outgoing() or b""), 0.05)
+    signed = allocation.next_outgoing() or b""  # in flight...
+    allocation.close(0.06)
+    refresh = stun.parse(allocation.next_outgoing() or b"")
+    key = stun.long_term_key(USER, REALM, PASSWORD)
+    mismatch = server.error(refresh, 437, "Allocation Mismatch", key=key, sha=False)
+    assert allocation.handle_message(mismatch, 0.07)  # ...when the Refresh gets there first
+    assert allocation.state == "closing"  # not done: the Allocate may still create it
+    assert allocation.handle_message(server.handle(signed), 0.08)
+    again = stun.parse(allocation.next_outgoing() or b"")
+    assert again.method == Method.REFRESH and again.lifetime() == 0
+    assert allocation.handle_message(server.handle(again.raw), 0.09)
+    assert allocation.state == "closed" and allocation.get_timer() is None
+
+
+def test_an_allocate_in_flight_that_fails_after_closing_ends_it() -> None:
+    server = FakeTurn(allocate_error=(486, "Allocation Quota Reached"))
+    allocation = make()
+    allocation.start(0.0)
+    assert allocation.handle_message(server.handle(allocation.next_outgoing() or b""), 0.05)
+    signed = allocation.next_outgoing() or b""
+    allocation.close(0.06)
+    refresh = stun.parse(allocation.next_outgoing() or b"")
+    key = stun.long_term_key(USER, REALM, PASSWORD)
+    assert allocation.handle_message(server.error(refresh, 437, "x", key=key, sha=False), 0.07)
+    assert allocation.handle_message(server.handle(signed), 0.08)
+    assert allocation.state == "closed" and allocation.next_outgoing() is None
+
+
 def test_close_before_any_answer_sends_nothing() -> None:
     allocation = make()
     allocation.start(0.0)
