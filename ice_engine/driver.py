@@ -380,10 +380,19 @@ class Gatherer:
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
-        cannot trickle. With `mid`, only that transport's."""
-        state = self._core.state if mid is None else self.transport_state(mid)
-        chosen = [c for c in self._core.candidates if mid is None or c.sdpMid == mid]
-        return candidate_lines(chosen, complete=state is GatheringState.COMPLETE)
+        cannot trickle. With `mid`, only that transport's.
+
+        Of the current generation: complete means its transports are, not the aggregate
+        state, which a restart leaves `complete` until the new generation starts (as a
+        browser's does) while it has no candidate yet."""
+        core = self._core
+        if mid is None:
+            count = len(core.transports)
+            complete = all(core.transport_state(i) is GatheringState.COMPLETE for i in range(count))
+        else:
+            complete = self.transport_state(mid) is GatheringState.COMPLETE
+        chosen = [c for c in core.candidates if mid is None or c.sdpMid == mid]
+        return candidate_lines(chosen, complete=complete)
 
     async def gather(self) -> AsyncIterator[Event]:
         """Stream this generation's events, starting its gathering if need be.

@@ -89,6 +89,18 @@ async def test_gather_after_breaking_at_the_null_says_the_generation_was_read() 
             await asyncio.wait_for(anext(gatherer.gather()), 5)
 
 
+async def test_a_restart_not_yet_gathered_offers_no_end_of_candidates() -> None:
+    """A non-trickle peer waiting for `a=end-of-candidates` got it with no candidate at all:
+    the aggregate state stays complete after a restart until the new generation starts."""
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        await collect(gatherer)
+        assert gatherer.sdp_candidates()[-1] == "a=end-of-candidates"
+        await gatherer.restart()
+        assert gatherer.sdp_candidates() == [] and gatherer.sdp_candidates("1") == []
+        await collect(gatherer)
+        assert gatherer.sdp_candidates()[-1] == "a=end-of-candidates"
+
+
 class LingeringResolver(Resolver):
     """Takes a while to stop when cancelled, so that close() waits for it."""
 
