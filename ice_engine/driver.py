@@ -325,7 +325,8 @@ class Gatherer:
         callbacks given to the constructor. ValueError if the candidate has no socket
         here (not ours, ICE-TCP, or its generation has been released), if the peer is not
         an (IP address, port) pair of the candidate's family (names are never resolved on
-        this path), or if `data` is more than one datagram carries; OSError if the kernel
+        this path) or not a unicast address, or if `data` is more than one datagram
+        carries; OSError if the kernel
         refuses it (no route, for one); TypeError if `local` is not an IceCandidate.
         """
         if self._closed:

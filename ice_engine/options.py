@@ -36,15 +36,22 @@ def is_port(value: object) -> bool:
 
 
 def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
-    """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError."""
+    """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError.
+
+    A peer is one host: an unspecified, multicast or (IPv4) class E or broadcast address
+    is refused, as it is in a server URL. Checked on the packed bytes: this runs at every
+    send of a data path."""
     try:
         host, port = peer
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        host = socket.inet_ntop(family, socket.inet_pton(family, host))
+        packed = socket.inet_pton(family, host)
+        host = socket.inet_ntop(family, packed)
     except (TypeError, ValueError, OSError):
         raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
     if not is_port(port):
         raise ValueError(f"peer port must be 1-65535, not {port!r}")
+    if packed[0] >= (0xFF if family == socket.AF_INET6 else 224) or not any(packed):
+        raise ValueError(f"peer {host} is not a unicast address")
     return host, port
 
 

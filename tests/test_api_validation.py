@@ -128,3 +128,16 @@ def test_timing_refuses_a_value_out_of_range(field: str, value: float) -> None:
 
 def test_timing_takes_ints_as_seconds() -> None:
     assert Timing(initial_rto=1, min_rto=1, max_rto=2, server_deadline=3).server_deadline == 3
+
+
+@pytest.mark.parametrize(
+    "host", ["0.0.0.0", "224.0.0.1", "239.255.255.250", "255.255.255.255", "::", "ff02::1"]
+)
+def test_a_peer_that_is_not_one_host_is_refused(host: str) -> None:
+    """send() to a multicast group went out, where a server URL with one is refused."""
+    from ice_engine.options import peer_address
+
+    with pytest.raises(ValueError, match=f"peer {re.escape(host)} is not a unicast address"):
+        peer_address((host, 9))
+    assert peer_address(("198.51.100.9", 9)) == ("198.51.100.9", 9)
+    assert peer_address(("2001:DB8::9", 9)) == ("2001:db8::9", 9)
