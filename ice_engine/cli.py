@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
-from .liveview import LiveView, PlainView, hostport, printable
+from .liveview import LiveView, PlainView, printable
 from .transaction import Timing
+from .urls import hostport
 
 if TYPE_CHECKING:
     from rich.console import Console

@@ -24,6 +24,7 @@ from .events import (
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
 )
+from .urls import hostport
 
 if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
@@ -36,18 +37,12 @@ def printable(text: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
-def hostport(address: str, port: int | None) -> str:
-    """`address:port`, with an IPv6 address in brackets (RFC 3986) so the port stands apart."""
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
-
-
 __all__ = [
     "LiveView",
     "PlainView",
     "ServerStats",
     "Summary",
     "format_event",
-    "hostport",
     "printable",
 ]
 

@@ -39,7 +39,7 @@ from . import stun
 from .resolver import ResolutionError, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
-from .urls import parse_server_url
+from .urls import hostport, parse_server_url
 
 __all__ = [
     "CHANGE_IP",
@@ -511,8 +511,7 @@ def _family(host: str) -> int:
 def _address_text(address: Address | None) -> str | None:
     if address is None:
         return None
-    host, port = address
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return hostport(*address)
 
 
 def _change_text(flags: int) -> str:

@@ -159,6 +159,11 @@ def _normalize_host(url: str, host: str) -> str:
     return name
 
 
+def hostport(address: str, port: int | None) -> str:
+    """`address:port`, with an IPv6 address in brackets (RFC 3986) so the port stands apart."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a datagram to `ip` could never reach one server ("unspecified", "multicast",
     "broadcast"), or None for a unicast address. The resolver filters answers with it too."""
