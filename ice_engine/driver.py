@@ -326,8 +326,8 @@ class Gatherer:
         here (not ours, ICE-TCP, or its generation has been released), if the peer is not
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path) or not a unicast address, or if `data` is more than one datagram
-        carries; OSError if the kernel
-        refuses it (no route, for one); TypeError if `local` is not an IceCandidate.
+        carries; OSError if the kernel refuses it (no route, for one); TypeError if
+        `local` is not an IceCandidate.
         """
         if self._closed:
             raise RuntimeError("the gatherer is closed")
@@ -401,14 +401,10 @@ class Gatherer:
         Ends after the ``null`` candidate event that completes the generation, or when the
         gatherer is closed.
         """
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_usable()
         if self._streaming:
             raise RuntimeError("gather() is already being iterated")
-        if self._loop is None:
-            self._get_loop()
-        elif self._loop is not asyncio.get_running_loop():
-            raise RuntimeError(_OTHER_LOOP)
+        self._get_loop()
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
         if self._core.transport_state(0) is GatheringState.NEW:
