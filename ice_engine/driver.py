@@ -263,6 +263,8 @@ class Gatherer:
 
     @property
     def gathering_state(self) -> GatheringState:
+        """RTCPeerConnection.iceGatheringState, as the events released so far tell it:
+        what `prepare()` or a pool gathers ahead shows only once `gather()` asks."""
         return self._core.state
 
     def transport_state(self, mid: str) -> GatheringState:
@@ -407,7 +409,7 @@ class Gatherer:
         self._get_loop()
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
-        if self._core.transport_state(0) is GatheringState.NEW:
+        if not self._core.started:
             if self._mdns:
                 self._streaming = True
                 try:
@@ -416,13 +418,14 @@ class Gatherer:
                     self._streaming = False
                 if self._closed:
                     return
-            if self._core.transport_state(0) is GatheringState.NEW:  # restart() meanwhile?
+            if not self._core.started:  # restart() meanwhile?
                 self._start()
         elif self._core.generation == self._streamed:
             raise RuntimeError(
                 f"generation {self._streamed} is complete and its events were consumed; "
                 "call restart() for a new one"
             )
+        self._core.release()  # what prepare() or the pool gathered ahead
         target = self._core.generation
         while call == self._gather_calls:
             event = self._core.next_event()
@@ -453,7 +456,9 @@ class Gatherer:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.
 
         With a pool (`pool_size`), the new generation has been gathered already, or starts
-        gathering now, and the pool is topped up behind it.
+        gathering now, and the pool is topped up behind it; its events wait for `gather()`,
+        so a second restart before it drops that generation unseen (a browser's two
+        restartIce() before setLocalDescription make one new generation).
 
         It first lets the event loop run once: host-only events are all ready at once, so
         a loop of restarts and gather()s would otherwise never give other tasks, or the
@@ -475,18 +480,18 @@ class Gatherer:
         """Gather now, before `gather()` or `restart()` ask (RTCConfiguration's
         iceCandidatePoolSize): the current generation, if not started yet, then pooled ones
         until `pool_size` generations are ready, each to be taken by a `restart()`.
-        `__aenter__` calls it when `pool_size` is set."""
+        `__aenter__` calls it when `pool_size` is set.
+
+        As with a browser's pool, nothing shows until `gather()`: its events, the
+        `gathering_state`, `candidates` and `sdp_candidates()` then tell it all at once."""
         self._check_usable()
         self._get_loop()
-        if self._mdns and (
-            self._core.transport_state(0) is GatheringState.NEW
-            or self._core.pooled < self._pool_size - 1
-        ):
+        if self._mdns and (not self._core.started or self._core.pooled < self._pool_size - 1):
             await self._mdns_ready()
             if self._closed:
                 return
-        if self._core.transport_state(0) is GatheringState.NEW:
-            self._start()
+        if not self._core.started:
+            self._start(hold=True)
         while self._core.pooled < self._pool_size - 1 and not self._closed:
             self._start_pooled()
 
@@ -604,12 +609,12 @@ class Gatherer:
             self._loop = loop
         return self._loop
 
-    def _start(self) -> None:
+    def _start(self, hold: bool = False) -> None:
         generation = self._core.generation  # restart() released what is older
         self._ufrags[generation] = self._core.credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
-        self._core.start(self._now(), bases, tcp_bases)
+        self._core.start(self._now(), bases, tcp_bases, hold=hold)
         if self._continual and self._watcher is None:
             self._watcher = InterfaceWatcher(self._get_loop(), self._rescan)
         self._service()
@@ -645,13 +650,14 @@ class Gatherer:
         return bases, tcp_bases
 
     def _close_old_sockets(self) -> None:
-        """Keep the previous generation's sockets (ICE may still be using them until the
-        restart completes) and pooled ones; release anything older."""
-        generation = self._core.generation
+        """Keep the sockets of the last generation the application saw (ICE may still be
+        using them until the restart completes), the current and pooled ones; release
+        the others, older or never seen."""
+        generation, seen = self._core.generation, self._core.released
         for key, owner in list(self._owners.items()):
-            if owner < generation - 1:
+            if owner < generation and owner != seen:
                 self._close_socket(key)
-        retired = [number for number in self._ufrags if number < generation - 1]
+        retired = [number for number in self._ufrags if number < generation and number != seen]
         if retired:  # a shared port stops routing their peers' checks to us
             ufrags = [self._ufrags.pop(number) for number in retired]
             for shared, deliver in self._sessions.items():
@@ -693,7 +699,7 @@ class Gatherer:
     def _rescan(self) -> None:
         """Bring the current generation's bases in line with the addresses now present."""
         core = self._core
-        if self._closed or core.state is not GatheringState.GATHERING:
+        if self._closed or not core.started:  # continual: started means gathering
             return
         now = self._now()
         # The watcher has just enumerated afresh for every gatherer: its view serves.

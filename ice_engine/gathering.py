@@ -81,6 +81,7 @@ class Gathering(Relaying):
         "_generation",
         "_pool",
         "_probes",
+        "_released",
         "_resolve_ids",
         "_resolving",
         "components",
@@ -134,6 +135,7 @@ class Gathering(Relaying):
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
         self._pool: tuple[Generation, ...] = ()  # usually empty: no container per gatherer
         self._state = GatheringState.NEW
+        self._released = -1  # the last generation whose events went to the application
         self._events: deque[Event] = deque()
         self._commands: deque[Command] = deque()
         self._probes: dict[bytes, _Probe] = {}
@@ -149,8 +151,26 @@ class Gathering(Relaying):
         return self._state
 
     def transport_state(self, transport: int) -> GatheringState:
-        """RTCIceTransport.gatheringState of one transport, in the current generation."""
-        return self._generation.state[transport]
+        """RTCIceTransport.gatheringState of one transport, in the current generation.
+
+        While that generation is held (see `start`), the application has seen none of it:
+        `new`, as for one that has not started."""
+        generation = self._generation
+        if generation.held is not None:
+            return GatheringState.NEW
+        return generation.state[transport]
+
+    @property
+    def started(self) -> bool:
+        """Whether the current generation has begun gathering (`start`, or a pool)."""
+        return self._generation.state[0] is not GatheringState.NEW
+
+    @property
+    def released(self) -> int:
+        """The last generation whose events went to the application (-1: none yet).
+        After a restart the application's ICE agent may still use it, so its relays stay
+        until a later generation is released; a driver keeps its sockets likewise."""
+        return self._released
 
     @property
     def generation(self) -> int:
@@ -162,8 +182,10 @@ class Gathering(Relaying):
 
     @property
     def candidates(self) -> list[IceCandidate]:
-        """The current generation's candidates so far, in the order they were emitted."""
-        return list(self._generation.candidates)
+        """The current generation's candidates so far, in the order they were emitted;
+        none while it is held."""
+        generation = self._generation
+        return [] if generation.held is not None else list(generation.candidates)
 
     @property
     def bases(self) -> list[Base]:
@@ -212,16 +234,38 @@ class Gathering(Relaying):
 
     # -- API calls -----------------------------------------------------------------
 
-    def start(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
+    def start(
+        self,
+        now: float,
+        bases: Sequence[Base],
+        tcp_bases: Sequence[Base] = (),
+        *,
+        hold: bool = False,
+    ) -> None:
         """Begin gathering the current generation from these bound sockets.
 
         `tcp_bases` are listening TCP sockets (RFC 6544): each gives a passive host
-        candidate on its port and an active one on port 9.
+        candidate on its port and an active one on port 9. With `hold`, its events wait
+        for `release` (a browser's candidate pool gathers before setLocalDescription, and
+        shows nothing, not even its state, until then).
         """
         generation = self._generation
         if generation.state[0] is not GatheringState.NEW:
             raise RuntimeError(f"generation {generation.number} has already been gathered")
+        if hold:
+            generation.held = []
         self._begin(generation, now, bases, tcp_bases)
+
+    def release(self) -> None:
+        """Hand the current generation's held events to the application (a no-op when
+        nothing is held): what `start(hold=True)` or a pooled generation gathered."""
+        generation = self._generation
+        if generation.held is None:
+            return
+        held, generation.held = generation.held, None
+        self._events.extend(held)
+        self._state = generation.aggregate
+        self._released = generation.number
 
     def prepare(
         self,
@@ -233,7 +277,7 @@ class Gathering(Relaying):
         """Gather a pooled generation ahead of need (RTCConfiguration.iceCandidatePoolSize).
 
         It is numbered after the current and any pooled ones, and returned. Its events are
-        held until a `restart` makes it current, and then released at once.
+        held until a `restart` has made it current and `release` is called.
         """
         number = self._generation.number + len(self._pool) + 1
         generation = Generation(number, credentials, len(self.transports), now)
@@ -259,6 +303,8 @@ class Gathering(Relaying):
         generation.deadline = now + self.timing.server_deadline
         generation.bases = list(bases)
         generation.state = [GatheringState.GATHERING] * len(self.transports)
+        if generation.held is None:
+            self._released = generation.number
         self._set_state(generation, GatheringState.GATHERING, now)
         if not (self.relay_only or self.hide_host):
             for base in generation.bases:
@@ -284,10 +330,15 @@ class Gathering(Relaying):
     def restart(self, now: float, credentials: Credentials | None = None) -> None:
         """ICE restart: the next generation becomes current.
 
-        A pooled one (see `prepare`) is taken first, and what it has gathered is emitted
-        at once; otherwise a new generation with these `credentials` waits for `start`.
-        A generation still gathering is closed out first, with its end-of-candidates,
-        ``complete`` and ``null``, so no candidate of it can follow the new one's.
+        A pooled one (see `prepare`) is taken first, its events held until `release`;
+        otherwise a new generation with these `credentials` waits for `start`. A
+        generation still gathering is closed out first, with its end-of-candidates,
+        ``complete`` and ``null``, so no candidate of it can follow the new one's; one
+        still held is dropped unseen, as a browser's second restartIce() before
+        setLocalDescription makes one new generation, not two.
+
+        The relays of the last generation the application saw stay (its ICE agent may
+        use them until the restart completes); older ones, and unseen ones, are released.
         """
         if self._closed:
             raise RuntimeError("gathering is closed")
@@ -298,13 +349,10 @@ class Gathering(Relaying):
         if self._pool:
             generation, self._pool = self._pool[0], self._pool[1:]
             self._generation = generation
-            held, generation.held = generation.held or [], None
-            self._events.extend(held)
-            self._state = generation.aggregate
         else:
             assert credentials is not None
             self._generation = Generation(old.number + 1, credentials, len(self.transports), now)
-        self._close_relays(now, older_than=old.number)  # the previous generation's stay
+        self._close_relays(now, older_than=self._generation.number, keep=self._released)
 
     def close(self, now: float) -> None:
         """Stop: pending work is dropped, nothing more is emitted, allocations are released.

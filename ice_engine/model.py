@@ -67,8 +67,9 @@ def local_preference(rank: int, slot: int) -> int:
 class Generation:
     """What one generation (ufrag/pwd) has gathered and still waits for.
 
-    A pooled generation gathers before it is current: its events are `held` until a
-    restart makes it current, and `aggregate` is its own gathering state meanwhile.
+    A pooled generation gathers before it is current, and one started for a pool before
+    the application asks: their events are `held` until released to it, and `aggregate`
+    is the generation's own gathering state meanwhile.
     """
 
     __slots__ = (
@@ -108,5 +109,5 @@ class Generation:
         self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()
         self.deadline = started
         self.aggregate = GatheringState.NEW
-        self.held: list[Event] | None = None  # a list while pooled
+        self.held: list[Event] | None = None  # a list while held back
         self.retired = False  # a restart replaced it: its work is dropped

@@ -136,10 +136,11 @@ class Relaying(Emitting):
                 if now >= relay.allocation.deadline:
                     self.socket_failed(now, request, "no other socket came in time")
 
-    def _close_relays(self, now: float, older_than: int | None = None) -> None:
-        """Deallocate every relay, or those of generations before `older_than`."""
+    def _close_relays(self, now: float, older_than: int | None = None, keep: int = -1) -> None:
+        """Deallocate every relay, or those of generations before `older_than` but `keep`."""
         for relay in list(self._relays.values()):  # _flush drops the closed ones
-            if older_than is None or relay.generation.number < older_than:
+            number = relay.generation.number
+            if older_than is None or (number < older_than and number != keep):
                 relay.allocation.close(now)
                 self._flush(relay, now)
 

@@ -79,9 +79,9 @@ class SimNetwork:
         self._order += 1
         heapq.heappush(self._queue, (when, self._order, action))
 
-    def start(self, bases: list[Base]) -> None:
+    def start(self, bases: list[Base], hold: bool = False) -> None:
         self._bases.update({base.key: base for base in bases})
-        self.core.start(self.now, bases)
+        self.core.start(self.now, bases, hold=hold)
         self.pump()
 
     def prepare(self, bases: list[Base], credentials: Credentials) -> int:

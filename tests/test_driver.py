@@ -135,6 +135,43 @@ async def test_a_pool_keeps_generations_ready_for_restarts_and_refills() -> None
     assert open_fds() == before
 
 
+async def test_a_pool_shows_nothing_until_gather_asks() -> None:
+    """As a browser's pool before setLocalDescription: gathered, but the state stays
+    `new` and no candidate shows until gather() releases them all at once."""
+    needs_an_address()
+    async with Gatherer(pool_size=1) as gatherer:
+        await asyncio.sleep(0.05)  # host candidates are long gathered by now
+        assert gatherer.gathering_state is GatheringState.NEW
+        assert gatherer.transport_state("0") is GatheringState.NEW
+        assert gatherer.candidates == [] and gatherer.sdp_candidates() == []
+        events = await collect(gatherer)
+        assert gatherer.gathering_state is GatheringState.COMPLETE
+        assert len(gatherer.sdp_candidates()) == len(local_addresses()) + 1
+    states = [e.state for e in events if isinstance(e, IceGatheringStateChangeEvent)]
+    assert states == [GatheringState.GATHERING, GatheringState.COMPLETE]
+
+
+async def test_two_restarts_before_gather_stream_one_generation() -> None:
+    """The pooled generation the first restart took and nobody saw is dropped, with its
+    sockets; the last one streamed keeps its sockets for ICE until the next restart."""
+    needs_an_address()
+    before = open_fds()
+    per_generation = len(local_addresses())
+    async with Gatherer(pool_size=2) as gatherer:
+        await collect(gatherer)
+        await gatherer.restart()
+        await gatherer.restart()
+        # generation 0 (streamed), 2 (current) and 3 (pooled): 1 was never seen
+        assert open_fds() == before + 3 * per_generation
+        assert gatherer.gathering_state is GatheringState.COMPLETE  # as generation 0 left it
+        assert gatherer.sdp_candidates() == []  # generation 2's are not out yet
+        events = await collect(gatherer)
+        assert {e.generation for e in events} == {2}
+        await gatherer.restart()
+        assert open_fds() == before + 3 * per_generation  # 0 goes, 2 stays, 4 pooled
+    assert open_fds() == before
+
+
 async def test_send_refuses_candidates_it_has_no_socket_for() -> None:
     line = "candidate:1 1 udp 2122260223 198.51.100.7 40000 typ host"
     foreign = IceCandidate(line, "0", 0, "abcd", Candidate.parse(line), ("198.51.100.7", 40000))

@@ -403,8 +403,12 @@ def test_pooled_generations_gather_ahead_and_are_released_by_restarts() -> None:
     for number, ufrag in ((1, "pooled01"), (2, "pooled02")):
         net.now += 1.0
         core.restart(net.now)  # takes the pool: no credentials needed
-        net.pump()  # no network time passes: everything is already there
+        net.pump()
         assert core.generation == number and core.credentials.ufrag == ufrag
+        assert [e for e in net.events if e.generation == number] == []  # until release
+        assert core.candidates == [] and core.transport_state(0) is GatheringState.NEW
+        core.release()
+        net.pump()  # no network time passes: everything is already there
         released = [e for e in net.events if e.generation == number]
         assert kinds(released) == ["gathering"] + ["host"] * 3 + ["srflx"] * 2 + [
             "end:0",
@@ -425,6 +429,7 @@ def test_restart_takes_a_pooled_generation_that_is_still_gathering() -> None:
     net.start(bases)
     net.prepare(pooled, Credentials("pooled01", "q" * 24))
     core.restart(net.now)  # before any answer: generation 1 goes on gathering as current
+    core.release()
     net.pump()
     assert kinds([e for e in net.events if e.generation == 1]) == ["gathering"] + ["host"] * 3
     assert core.state is GatheringState.GATHERING
@@ -437,6 +442,55 @@ def test_restart_takes_a_pooled_generation_that_is_still_gathering() -> None:
         "null",
     ]
     check_invariants(net.events, ["0"])
+
+
+def test_a_held_start_shows_nothing_until_released() -> None:
+    """A browser's pool gathers before setLocalDescription and shows nothing, not even
+    its gathering state, until then."""
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases, hold=True)
+    net.run()
+    assert net.events == [] and core.started
+    assert core.state is GatheringState.NEW and core.transport_state(0) is GatheringState.NEW
+    assert core.candidates == [] and core.released == -1
+    core.release()
+    net.pump()
+    assert kinds(net.events) == ["gathering"] + ["host"] * 3 + ["srflx"] * 2 + [
+        "end:0",
+        "complete",
+        "null",
+    ]
+    assert core.state is GatheringState.COMPLETE and len(core.candidates) == 5
+    assert core.released == 0
+    count = len(net.events)
+    core.release()  # nothing more held: a no-op
+    net.pump()
+    assert len(net.events) == count
+
+
+def test_a_second_restart_drops_the_unseen_pooled_generation() -> None:
+    """Two restartIce() before setLocalDescription make one new generation: the one
+    taken by the first restart and never released is dropped, not streamed."""
+    core = make_core(("stun:198.51.100.10",))
+    groups = [make_bases(first_port=port) for port in (40000, 41000, 42000)]
+    nat = {}
+    for group in groups:
+        nat.update(nat_for(group))
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat)})
+    net.start(groups[0])
+    net.prepare(groups[1], Credentials("pooled01", "q" * 24))
+    net.prepare(groups[2], Credentials("pooled02", "r" * 24))
+    net.run()
+    core.restart(net.now)
+    core.restart(net.now)
+    core.release()
+    net.pump()
+    assert core.generation == 2 and core.released == 2
+    assert {e.generation for e in net.events} == {0, 2}
+    assert kinds([e for e in net.events if e.generation == 2])[-3:] == ["end:0", "complete", "null"]
+    check_invariants([e for e in net.events if e.generation == 2], ["0"])
 
 
 def test_relay_only_gives_no_host_or_srflx() -> None:

@@ -562,5 +562,30 @@ def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
     due = refresh_refused(core, pool, key=2)
     assert core.allocations == [current]
     core.restart(due + 1.0, None)
+    assert kinds(core) == []  # still held: gather() releases it
+    core.release()
     assert kinds(core) == ["gathering", "host", "srflx", "end", "complete", "null"]
     assert [c.type for c in core.candidates] == ["host", "srflx"]
+
+
+def test_a_second_restart_keeps_the_seen_relay_and_releases_the_unseen_one() -> None:
+    """ICE may use the last generation the application saw until its restart completes:
+    its relay stays. The pooled one that a first restart took, nobody saw: it goes."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    kinds(core)
+    pooled = Base(2, 0, 1, "203.0.113.2", 40002, socket.AF_INET, 0)
+    core.prepare(1.0, Credentials("pooled01", "q" * 24), [pooled])
+    [request] = drain(core)
+    answer(core, request.data, 1.05, [], key=2)
+    seen, _unseen = core.allocations
+    core.restart(2.0, None)  # takes the pooled generation, not released yet
+    core.restart(2.0, Credentials("ufrag003", "r" * 24))
+    assert core.allocations == [seen]
+    [deallocate] = drain(core)
+    assert deallocate.base_key == 2 and stun.parse(deallocate.data).get(Attr.LIFETIME) == bytes(4)
+    assert kinds(core) == []  # generation 1 is dropped unseen
+    core.start(2.0, [Base(3, 0, 1, "203.0.113.2", 40003, socket.AF_INET, 0)])
+    core.restart(3.0, Credentials("ufrag004", "s" * 24))  # generation 2 was seen
+    assert core.allocations == []
+    assert [d.base_key for d in drain(core) if d.base_key == 1]  # 0's goes now
