@@ -546,8 +546,9 @@ def test_close_is_no_loss_of_a_relay() -> None:
     assert "removed relay" not in kinds(core)
 
 
-def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
-    """Its events wait for the restart that takes the pool: the relay's is withdrawn."""
+def relayed_with_a_pooled_relay() -> Gathering:
+    """Generation 0 relayed (its events read), and generation 1 pooled with its relay
+    from socket 2."""
     core, [first] = started(dual=False)
     allocate(core, first)
     kinds(core)
@@ -557,6 +558,12 @@ def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
     assert stun.parse(request.data).get(Attr.MESSAGE_INTEGRITY) is not None  # a warm nonce
     answer(core, request.data, 1.05, [], key=2)
     assert drain(core) == []
+    return core
+
+
+def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
+    """Its events wait for the restart that takes the pool: the relay's is withdrawn."""
+    core = relayed_with_a_pooled_relay()
     assert kinds(core) == []  # held for the restart
     current, pool = core.allocations
     due = refresh_refused(core, pool, key=2)
@@ -571,13 +578,7 @@ def test_a_pooled_generation_s_lost_relay_is_never_shown() -> None:
 def test_a_second_restart_keeps_the_seen_relay_and_releases_the_unseen_one() -> None:
     """ICE may use the last generation the application saw until its restart completes:
     its relay stays. The pooled one that a first restart took, nobody saw: it goes."""
-    core, [first] = started(dual=False)
-    allocate(core, first)
-    kinds(core)
-    pooled = Base(2, 0, 1, "203.0.113.2", 40002, socket.AF_INET, 0)
-    core.prepare(1.0, Credentials("pooled01", "q" * 24), [pooled])
-    [request] = drain(core)
-    answer(core, request.data, 1.05, [], key=2)
+    core = relayed_with_a_pooled_relay()
     seen, _unseen = core.allocations
     core.restart(2.0, None)  # takes the pooled generation, not released yet
     core.restart(2.0, Credentials("ufrag003", "r" * 24))
