@@ -51,7 +51,8 @@ _SITE_LOCAL = ipaddress.IPv6Network("fec0::/10")
 
 @dataclass(frozen=True, slots=True)
 class LocalAddress:
-    """One address of one interface. `network_id` is stable per interface for a process."""
+    """One address of one interface. `network_id` names its network (interface, family
+    and prefix), stable for the process: see `network_id`."""
 
     interface: str
     address: str
@@ -89,21 +90,35 @@ def enumerate_addresses(adapters: Sequence[ifaddr.Adapter] | None = None) -> lis
     found: list[LocalAddress] = []
     listed = list(ifaddr.get_adapters()) if adapters is None else adapters
     unusable = unusable_ipv6() if adapters is None else set()
-    for position, adapter in enumerate(listed, start=1):
+    for adapter in listed:
         # The interface index where the system gives one: stable while the interface
         # lives, where a position in the list shifts as interfaces come and go.
-        network_id = adapter.index or position
+        interface = adapter.index or adapter.name
         for ip in adapter.ips:
             if isinstance(ip.ip, tuple):
                 address, _flowinfo, scope_id = ip.ip
                 if unusable and str(ipaddress.IPv6Address(address)) in unusable:
                     continue
+                network = network_id(interface, address, ip.network_prefix)
                 found.append(
-                    LocalAddress(adapter.nice_name, address, socket.AF_INET6, network_id, scope_id)
+                    LocalAddress(adapter.nice_name, address, socket.AF_INET6, network, scope_id)
                 )
             else:
-                found.append(LocalAddress(adapter.nice_name, ip.ip, socket.AF_INET, network_id))
+                network = network_id(interface, ip.ip, ip.network_prefix)
+                found.append(LocalAddress(adapter.nice_name, ip.ip, socket.AF_INET, network))
     return found
+
+
+_networks: dict[tuple[int | str, str], int] = {}
+
+
+def network_id(interface: int | str, address: str, prefix: int) -> int:
+    """The candidate attribute `network-id` of an address: one per network, as libwebrtc
+    numbers its networks (an interface's IPv4 and IPv6 prefixes are two, and a temporary
+    IPv6 address shares its prefix's), from 1 in order of discovery, the same for the
+    whole process. ICE agents tell by it which candidates share a path."""
+    network = ipaddress.ip_network(f"{address.split('%', 1)[0]}/{prefix}", strict=False)
+    return _networks.setdefault((interface, str(network)), len(_networks) + 1)
 
 
 #: linux/if_addr.h flags of an IPv6 address not to gather from: its duplicate address

@@ -334,7 +334,27 @@ def test_network_ids_stay_with_their_interface_as_others_come_and_go() -> None:
         a.interface: a.network_id
         for a in enumerate_addresses([adapter("tun0", 9, "198.51.100.7"), wlan])
     }
-    assert before["wlan0"] == after["wlan0"] == 3 and after["tun0"] == 9
+    assert before["wlan0"] == after["wlan0"] and after["tun0"] not in (after["wlan0"], 0)
+
+
+def test_each_network_of_an_interface_has_its_own_id() -> None:
+    """libwebrtc's networks are (interface, prefix): IPv4 and IPv6 are two, and the
+    temporary IPv6 address of a prefix shares that prefix's."""
+    import ifaddr
+
+    from ice_engine.interfaces import enumerate_addresses
+
+    ips = [
+        ifaddr.IP("198.51.100.7", 24, "eth7"),
+        ifaddr.IP(("2001:db8:7::7", 0, 0), 64, "eth7"),
+        ifaddr.IP(("2001:db8:7::9a3f", 0, 0), 64, "eth7"),
+        ifaddr.IP("203.0.113.7", 24, "eth7"),
+    ]
+    found = enumerate_addresses([ifaddr.Adapter("eth7", "eth7", ips, index=77)])
+    ids = [a.network_id for a in found]
+    assert ids[1] == ids[2] and len({ids[0], ids[1], ids[3]}) == 3 and min(ids) >= 1
+    again = enumerate_addresses([ifaddr.Adapter("eth7", "eth7", ips, index=77)])
+    assert [a.network_id for a in again] == ids
 
 
 def test_an_ipv6_default_route_without_a_gateway_counts(
