@@ -824,7 +824,8 @@ class Gatherer:
         if key is None:
             self._core.socket_failed(self._now(), command.request, reason)
         else:
-            self._core.socket_opened(self._now(), command.request, key)
+            port = self._sockets[key].getsockname()[1]
+            self._core.socket_opened(self._now(), command.request, key, port)
 
     # -- mDNS host candidates --------------------------------------------------------
 
@@ -1125,7 +1126,9 @@ class Gatherer:
             self._service()
             return
         self._streams[command.stream] = protocol
-        self._core.stream_connected(self._now(), command.stream)
+        sockname = protocol.transport.get_extra_info("sockname") if protocol.transport else None
+        port = sockname[1] if sockname else None
+        self._core.stream_connected(self._now(), command.stream, port)
         self._service()
 
     def _stream_protocol(self, command: OpenStream) -> StreamProtocol:

@@ -164,17 +164,18 @@ class Emitting:
         self,
         generation: Generation,
         server: Server,
-        base: Base | None,
+        local: tuple[str, int | None] | None,
         code: int,
         text: str,
         now: float,
     ) -> None:
+        """An icecandidateerror; `local` is the (address, port) the server was asked from."""
         self._emit(
             generation,
             IceCandidateErrorEvent(
                 url=server.url.url,
-                address=None if base is None else base.address,
-                port=None if base is None else base.port,
+                address=None if local is None else local[0],
+                port=None if local is None else local[1],
                 errorCode=code,
                 errorText=text,
                 generation=generation.number,

@@ -585,7 +585,8 @@ class Gathering(Relaying):
 
     def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
         if not probe.quiet:
-            self._error(probe.generation, probe.server, probe.base, code, text, now)
+            local = probe.base.address, probe.base.port
+            self._error(probe.generation, probe.server, local, code, text, now)
         self._done(probe.generation, probe.base.transport, now)
 
     def _add_srflx(

@@ -58,6 +58,7 @@ class Relay:
         "generation",
         "key",
         "moves",
+        "port",
         "server",
         "server_address",
         "stream",
@@ -73,6 +74,7 @@ class Relay:
         allocation: Allocation,
         stream: int | None = None,
         key: int | None = None,
+        port: int | None = None,
     ) -> None:
         self.generation = generation
         self.base = base
@@ -88,6 +90,17 @@ class Relay:
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
         self.moves = 0
+        # The local port it talks to the server from, named in its errors: the base's,
+        # another socket's after a 437, a TCP connection's once it is up; None where the
+        # core is not told (before the connection, a shared port's private socket).
+        self.port = port
+        if key is None and stream is None and base.relay_key is None:
+            self.port = base.port
+
+    @property
+    def local(self) -> tuple[str, int | None]:
+        """Where it talks to the server from: (address, port)."""
+        return self.base.address, self.port
 
 
 class Relaying(Emitting):
@@ -178,7 +191,7 @@ class Relaying(Emitting):
             relay.done = True
             if not relay.generation.retired and not self._closed:
                 text = f"TURN server unreachable ({cause})."
-                self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
                 self._done(relay.generation, relay.base.transport, now)
 
     # -- the relays' own API and work --------------------------------------------------
@@ -245,6 +258,7 @@ class Relaying(Emitting):
         now: float,
         deadline: float | None = None,
         key: int | None = None,
+        port: int | None = None,
     ) -> Relay:
         """One allocation per 5-tuple: the same server twice (two URLs for one address)
         shares the first one's allocation and candidates."""
@@ -276,7 +290,7 @@ class Relaying(Emitting):
                 )
             )
         else:
-            relay = Relay(generation, base, server, server_address, allocation, key=key)
+            relay = Relay(generation, base, server, server_address, allocation, key=key, port=port)
             self._relays[(relay.key, server_address)] = relay
         allocation.start(now)
         self._flush(relay, now)
@@ -307,7 +321,7 @@ class Relaying(Emitting):
             successor.tried = tried
             return
         text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
-        self._error(relay.generation, relay.server, relay.base, 300, text, now)
+        self._error(relay.generation, relay.server, relay.local, 300, text, now)
 
     def _move(self, relay: Relay, code: int, now: float) -> bool:
         """RFC 8656 §7.3: a 437 says the server holds an allocation for this 5-tuple, a
@@ -329,9 +343,9 @@ class Relaying(Emitting):
             self._ask_srflx(relay, now)
         return True
 
-    def socket_opened(self, now: float, request: int, key: int) -> None:
-        """The socket an `OpenSocket` asked for: allocate from it, as the relay it
-        replaces would have."""
+    def socket_opened(self, now: float, request: int, key: int, port: int | None = None) -> None:
+        """The socket an `OpenSocket` asked for, and its local port: allocate from it, as
+        the relay it replaces would have."""
         relay = self._moving.pop(request, None) if self._moving else None
         if relay is None or self._closed or relay.generation.retired:
             return
@@ -343,6 +357,7 @@ class Relaying(Emitting):
             now,
             relay.allocation.deadline,
             key=key,
+            port=port,
         )
         successor.tried = relay.tried
         successor.moves = relay.moves + 1
@@ -355,15 +370,17 @@ class Relaying(Emitting):
         if relay is None or self._closed or relay.generation.retired:
             return
         text = f"TURN allocate failed: 437 Allocation Mismatch, and {reason}"
-        self._error(relay.generation, relay.server, relay.base, _ALLOCATION_MISMATCH, text, now)
+        self._error(relay.generation, relay.server, relay.local, _ALLOCATION_MISMATCH, text, now)
         relay.done = True
         self._done(relay.generation, relay.base.transport, now)
 
-    def stream_connected(self, now: float, stream: int) -> None:
-        """The TCP (and TLS) connection of a Open Stream command is up."""
+    def stream_connected(self, now: float, stream: int, port: int | None = None) -> None:
+        """The TCP (and TLS) connection of an OpenStream command is up, from this local
+        port."""
         relay = self._relays.get(stream)
         if relay is None or relay.backlog is None:
             return
+        relay.port = port
         for data in relay.backlog:
             self._commands.append(StreamSend(stream, data))
         relay.backlog = None
@@ -401,7 +418,7 @@ class Relaying(Emitting):
             return
         if not relay.done and not relay.generation.retired and not self._closed:
             text = f"TURN connection failed: {reason or 'closed by the server'}"
-            self._error(relay.generation, relay.server, relay.base, UNREACHABLE, text, now)
+            self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
             relay.done = True
             self._done(relay.generation, relay.base.transport, now)
         elif relay.done:  # the server deletes a TCP allocation with its connection
@@ -457,7 +474,7 @@ class Relaying(Emitting):
                 reason = event.reason
                 if relay.backlog is not None:  # the deadline came before the connection
                     reason = _unconnected(relay)
-                self._error(relay.generation, relay.server, relay.base, event.code, reason, now)
+                self._error(relay.generation, relay.server, relay.local, event.code, reason, now)
                 if isinstance(event, AddressFamilyError):
                     continue  # only the extra family failed: the allocation still relays
             else:

@@ -160,7 +160,10 @@ def _normalize_host(url: str, host: str) -> str:
 
 
 def hostport(address: str, port: int | None) -> str:
-    """`address:port`, with an IPv6 address in brackets (RFC 3986) so the port stands apart."""
+    """`address:port`, with an IPv6 address in brackets (RFC 3986) so the port stands
+    apart; the address alone where no port is known (a TCP connection that never came up)."""
+    if port is None:
+        return address
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 

@@ -416,7 +416,7 @@ def test_three_437s_in_a_row_end_in_an_error() -> None:
     ask = commands(core)[0]
     for move, key in enumerate((7, 8), start=1):
         assert isinstance(ask, OpenSocket)
-        core.socket_opened(0.1 * move, ask.request, key)
+        core.socket_opened(0.1 * move, ask.request, key, 47000 + key)
         [unsigned] = drain(core)
         mismatch(core, unsigned.data, 0.1 * move + 0.05, key=key)
         following = commands(core)
@@ -424,7 +424,12 @@ def test_three_437s_in_a_row_end_in_an_error() -> None:
             assert [type(c) for c in following] == [OpenSocket]  # no second Binding
             ask = following[0]
     assert following == []
-    assert kinds(core) == ["gathering", "host", "error437"]
+    events = []
+    while (event := core.next_event()) is not None:
+        events.append(event)
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorCode == 437
+    assert (error.address, error.port) == ("203.0.113.2", 47008)  # where it last asked from
 
 
 def test_no_other_socket_ends_the_relay_in_an_error_that_says_so() -> None:

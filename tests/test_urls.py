@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ice_engine.urls import InvalidServerUrl, ServerUrl, parse_server_url
+from ice_engine.urls import InvalidServerUrl, ServerUrl, hostport, parse_server_url
 
 
 @pytest.mark.parametrize(
@@ -207,3 +207,9 @@ def test_arbitrary_text_after_a_scheme_raises_only_invalid_server_url(
     scheme: str, rest: str
 ) -> None:
     check_any_text(scheme + rest)
+
+
+def test_hostport_brackets_ipv6_and_leaves_out_an_unknown_port() -> None:
+    assert hostport("203.0.113.2", 40000) == "203.0.113.2:40000"
+    assert hostport("2001:db8::2", 40000) == "[2001:db8::2]:40000"
+    assert hostport("203.0.113.2", None) == "203.0.113.2"  # a connection never up

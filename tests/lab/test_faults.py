@@ -256,6 +256,13 @@ def test_tcp_reset_is_a_701_naming_the_reset(lab: Lab, match: list[str], reason:
     assert per_base(failures) == {(url, CLIENT_IPV4_A), (url, CLIENT_IPV4_B)}
     assert {e["errorCode"] for e in failures} == {701}
     assert all(reason in e["errorText"] for e in failures), failures
+    # The port is the connection's own (none where it never came up), not a UDP base's.
+    udp_ports = {int(c["fields"][5]) for c in candidates(events, "host")}
+    for failure in failures:
+        if reason == "refused":
+            assert failure["port"] is None, failure
+        else:
+            assert isinstance(failure["port"], int) and failure["port"] not in udp_ports
     assert candidates(events, "relay") == []
     assert len(candidates(events, "srflx")) == 2  # the UDP STUN server is unaffected
     assert completion(events) < 0.5  # a reset is final: no waiting for the deadline
