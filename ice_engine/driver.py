@@ -21,7 +21,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
 from .config import IceServer, servers_from_config
@@ -35,7 +35,6 @@ from .interfaces import (
     default_route_addresses,
     local_addresses,
 )
-from .mdns import MdnsResponder, new_mdns_name, shared_responder
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver
 from .sdp import candidate_lines
@@ -45,6 +44,9 @@ from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, des
 from .transaction import RttTable, Timing
 from .turn import PERMISSION_DEADLINE, Allocation, NonceCache
 from .watcher import InterfaceWatcher
+
+if TYPE_CHECKING:
+    from .mdns import MdnsResponder  # imported at first use, with dnspython: see _mdns_ready
 
 __all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
 
@@ -834,6 +836,8 @@ class Gatherer:
         candidates are left out rather than shown with their addresses."""
         if not self._mdns or self._responder is not None or self._core.hide_host:
             return
+        from .mdns import shared_responder  # dnspython: ~0.1 s that most never need
+
         try:
             responder = await shared_responder().acquire()
         except OSError:
@@ -849,6 +853,8 @@ class Gatherer:
             return None
         name = self._mdns_names.get(address)
         if name is None:
+            from .mdns import new_mdns_name  # loaded by _mdns_ready already
+
             name = self._mdns_names[address] = new_mdns_name()
             self._responder.register(name, address)
         return name

@@ -4,6 +4,9 @@ Every gatherer asks for the same few servers, often at the same moment, so
 answers are cached for their TTL in a shared resolver and identical lookups in
 flight are coalesced into one query. A name the hosts file lists is taken from
 there without asking DNS, as the system's resolver (and so a browser) would.
+
+dnspython is imported at the first query, not with this module: it takes about a
+tenth of a second, which servers given by IP address (and the CLI's start) never need.
 """
 
 from __future__ import annotations
@@ -15,17 +18,14 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import dns.asyncresolver
-import dns.exception
-import dns.rdata
-import dns.rdatatype
-import dns.resolver
-from dns.rdtypes.IN.A import A
-from dns.rdtypes.IN.AAAA import AAAA
-from dns.rdtypes.IN.SRV import SRV
+from typing import TYPE_CHECKING, Literal
 
 from .urls import ServerUrl, not_unicast
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.rdata
+    from dns.rdtypes.IN.SRV import SRV
 
 NEGATIVE_TTL = 10.0
 """Seconds a name error or an empty answer is remembered."""
@@ -57,7 +57,8 @@ class _Answer:
     ttl: float
 
 
-_Key = tuple[str, dns.rdatatype.RdataType]
+_RecordType = Literal["A", "AAAA", "SRV"]
+_Key = tuple[str, _RecordType]
 
 
 class Resolver:
@@ -96,7 +97,7 @@ class Resolver:
             # The host's own A/AAAA are asked at the same time as its SRV record, so that
             # a name without SRV (most of them) costs one round trip, not two.
             try:
-                srv = await self._lookup(srv_name, dns.rdatatype.SRV)
+                srv = await self._lookup(srv_name, "SRV")
             except BaseException:
                 direct.cancel()
                 raise
@@ -136,9 +137,10 @@ class Resolver:
 
     async def _dns_addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
         """IPv4 then IPv6 addresses of `host` from DNS, and why there are none if so."""
-        v4, v6 = await asyncio.gather(
-            self._lookup(host, dns.rdatatype.A), self._lookup(host, dns.rdatatype.AAAA)
-        )
+        from dns.rdtypes.IN.A import A
+        from dns.rdtypes.IN.AAAA import AAAA
+
+        v4, v6 = await asyncio.gather(self._lookup(host, "A"), self._lookup(host, "AAAA"))
         addresses = [
             ResolvedAddress(r.address, port, socket.AF_INET) for r in v4.records if isinstance(r, A)
         ]
@@ -152,7 +154,7 @@ class Resolver:
         problem = v4.problem if v4.problem == v6.problem else f"A: {v4.problem}; AAAA: {v6.problem}"
         return addresses, f"could not resolve {host!r}: {problem}"
 
-    async def _lookup(self, name: str, rdtype: dns.rdatatype.RdataType) -> _Answer:
+    async def _lookup(self, name: str, rdtype: _RecordType) -> _Answer:
         key = (name.lower().rstrip("."), rdtype)
         cached = self._cache.get(key)
         if cached is not None and cached[0] > self._clock():
@@ -178,6 +180,10 @@ class Resolver:
         return answer
 
     async def _answer(self, key: _Key) -> _Answer:
+        import dns.asyncresolver
+        import dns.exception
+        import dns.resolver
+
         name, rdtype = key
         try:
             if self._dns is None:
@@ -195,7 +201,7 @@ class Resolver:
             return _Answer((), f"{type(error).__name__}: {error}", 0)
         if result.rrset is None or not result.rrset:
             ttl = min(result.chaining_result.minimum_ttl, NEGATIVE_TTL)
-            return _Answer((), f"no {rdtype.name} record", ttl)
+            return _Answer((), f"no {rdtype} record", ttl)
         ttl = min(result.chaining_result.minimum_ttl, MAX_TTL)
         return _Answer(tuple(result.rrset), "", ttl)
 
@@ -273,6 +279,8 @@ def srv_order(records: tuple[dns.rdata.Rdata, ...]) -> list[SRV]:
     RFC 2782 picks among equal priorities at random, weighted; a gatherer tries
     every target anyway, so a stable order is simpler to reason about.
     """
+    from dns.rdtypes.IN.SRV import SRV
+
     usable = [r for r in records if isinstance(r, SRV) and len(r.target) > 1]
     return sorted(usable, key=lambda r: (r.priority, -r.weight))
 
