@@ -470,11 +470,19 @@ def test_a_held_start_shows_nothing_until_released() -> None:
     assert len(net.events) == count
 
 
+def generation_bases(number: int) -> list[Base]:
+    """Bases of a generation's own: keys and ports apart from every other's."""
+    return [
+        dataclasses.replace(base, key=base.key + 100 * number)
+        for base in make_bases(first_port=40000 + 1000 * number)
+    ]
+
+
 def test_a_second_restart_drops_the_unseen_pooled_generation() -> None:
     """Two restartIce() before setLocalDescription make one new generation: the one
     taken by the first restart and never released is dropped, not streamed."""
     core = make_core(("stun:198.51.100.10",))
-    groups = [make_bases(first_port=port) for port in (40000, 41000, 42000)]
+    groups = [generation_bases(n) for n in range(3)]
     nat = {}
     for group in groups:
         nat.update(nat_for(group))
@@ -607,6 +615,7 @@ def test_event_invariants_under_random_networks(
     if restart_at is not None:
         net.run(until=restart_at)
         core.restart(net.now, None if pooled else new_credentials())
+        core.release()  # gather() asks for it
         net.pump()
         if not pooled:
             net.start(new_bases)
@@ -616,6 +625,60 @@ def test_event_invariants_under_random_networks(
     assert net.events[-1].t <= Timing().server_deadline + 1e-9
     for c in candidates_of(net.events):
         assert Candidate.parse(c.to_sdp()) == c
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    hold=st.booleans(),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["run", "prepare", "restart", "release"]), st.floats(0, 0.3)),
+        max_size=10,
+    ),
+)
+def test_held_and_pooled_generations_in_any_order(
+    seed: int, hold: bool, steps: list[tuple[str, float]]
+) -> None:
+    """Whatever the order of prepare, restart and release (gather()), the application
+    sees exactly the generations released to it, each whole and in order, and nothing
+    of one a second restart dropped unseen."""
+    core = make_core(("stun:198.51.100.10",))
+    net = SimNetwork(core, {STUN: StunServer(STUN, {})}, loss=0.2, seed=seed)
+    made = 0
+
+    def bases() -> list[Base]:
+        nonlocal made
+        group = generation_bases(made)
+        made += 1
+        net.servers[STUN].nat.update(nat_for(group))
+        return group
+
+    net.start(bases(), hold=hold)
+    released = set() if hold else {0}
+    for step, delay in steps:
+        net.run(until=net.now + delay)
+        if step == "prepare":
+            net.prepare(bases(), new_credentials())
+        elif step == "restart":
+            pooled = core.pooled > 0
+            core.restart(net.now, None if pooled else new_credentials())
+            if not pooled:
+                net.start(bases(), hold=hold)
+                if not hold:
+                    released.add(core.generation)
+        else:
+            core.release()
+            released.add(core.generation)
+        net.pump()
+        assert core.released == max(released, default=-1)
+    core.release()
+    released.add(core.generation)
+    net.pump()
+    net.run()
+    shown = {e.generation for e in net.events}
+    assert shown <= released and core.generation in shown
+    check_invariants(net.events, ["0"])
+    assert core.state is GatheringState.COMPLETE
 
 
 def test_icmp_unreachable_fails_only_that_server_from_that_base() -> None:
