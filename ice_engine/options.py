@@ -14,6 +14,7 @@ from .credentials import Credentials
 from .interfaces import IpHandling
 from .resolver import Resolver
 from .transaction import Timing
+from .urls import packed_not_unicast
 
 __all__ = ["check_gatherer_options", "is_port", "peer_address", "peer_list"]
 
@@ -38,9 +39,9 @@ def is_port(value: object) -> bool:
 def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
     """(IP literal, port), the IP in the form the kernel reports sources in; else ValueError.
 
-    A peer is one host: an unspecified, multicast or (IPv4) class E or broadcast address
-    is refused, as it is in a server URL. Checked on the packed bytes: this runs at every
-    send of a data path."""
+    A peer is one host: an unspecified, multicast or broadcast address is refused, by
+    the same rule as a server URL (`packed_not_unicast`, on the packed bytes: this runs at
+    every send of a data path)."""
     try:
         host, port = peer
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -50,7 +51,7 @@ def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
         raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
     if not is_port(port):
         raise ValueError(f"peer port must be 1-65535, not {port!r}")
-    if packed[0] >= (0xFF if family == socket.AF_INET6 else 224) or not any(packed):
+    if packed_not_unicast(packed) is not None:
         raise ValueError(f"peer {host} is not a unicast address")
     return host, port
 

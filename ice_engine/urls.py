@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 
 
 class InvalidServerUrl(ValueError):
@@ -170,12 +169,23 @@ def hostport(address: str, port: int | None) -> str:
 def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
     """Why a datagram to `ip` could never reach one server ("unspecified", "multicast",
     "broadcast"), or None for a unicast address. The resolver filters answers with it too."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    if ip.is_unspecified:
+    return packed_not_unicast(ip.packed)
+
+
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6
+_BROADCAST_PACKED = b"\xff\xff\xff\xff"
+
+
+def packed_not_unicast(packed: bytes) -> str | None:
+    """`not_unicast` of a packed address (4 or 16 bytes, as `inet_pton` gives): the one
+    rule for server URLs, DNS answers and peers, cheap enough for every send of a data
+    path. An IPv4-mapped IPv6 address is judged as the IPv4 address it carries."""
+    if len(packed) == 16 and packed[:12] == _MAPPED_PREFIX:
+        packed = packed[12:]
+    if not any(packed):
         return "unspecified"
-    if ip.is_multicast:
-        return "multicast"
-    if ip == _BROADCAST:
-        return "broadcast"
-    return None
+    if len(packed) == 4:
+        if packed == _BROADCAST_PACKED:
+            return "broadcast"
+        return "multicast" if 224 <= packed[0] < 240 else None
+    return "multicast" if packed[0] == 0xFF else None

@@ -3,15 +3,19 @@ the same in the compiled build as in pure Python (mypyc's own checks name nothin
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ice_engine import Candidate, CandidateError, Gatherer, IceServer, InvalidServerUrl, Timing
 from ice_engine.config import servers_from_config
 from ice_engine.interfaces import IpHandling
 from ice_engine.options import check_gatherer_options
+from ice_engine.urls import parse_server_url
 
 FLAGS = ("link_local", "dual_stack_relays", "continual", "tcp_candidates", "mdns")
 
@@ -131,7 +135,17 @@ def test_timing_takes_ints_as_seconds() -> None:
 
 
 @pytest.mark.parametrize(
-    "host", ["0.0.0.0", "224.0.0.1", "239.255.255.250", "255.255.255.255", "::", "ff02::1"]
+    "host",
+    [
+        "0.0.0.0",
+        "224.0.0.1",
+        "239.255.255.250",
+        "255.255.255.255",
+        "::",
+        "ff02::1",
+        "::ffff:224.0.0.1",
+        "::ffff:0.0.0.0",
+    ],
 )
 def test_a_peer_that_is_not_one_host_is_refused(host: str) -> None:
     """send() to a multicast group went out, where a server URL with one is refused."""
@@ -141,3 +155,27 @@ def test_a_peer_that_is_not_one_host_is_refused(host: str) -> None:
         peer_address((host, 9))
     assert peer_address(("198.51.100.9", 9)) == ("198.51.100.9", 9)
     assert peer_address(("2001:DB8::9", 9)) == ("2001:db8::9", 9)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.ip_addresses())
+def test_peers_and_server_urls_follow_one_rule(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> None:
+    """A peer is refused exactly where a server URL with that address would be."""
+    from ice_engine.options import peer_address
+    from ice_engine.urls import not_unicast
+
+    host = str(ip)
+    url = f"stun:[{host}]" if ip.version == 6 else f"stun:{host}"
+    try:
+        parse_server_url(url)
+        url_ok = True
+    except InvalidServerUrl:
+        url_ok = False
+    try:
+        peer_address((host, 9))
+        peer_ok = True
+    except ValueError:
+        peer_ok = False
+    assert url_ok == peer_ok == (not_unicast(ip) is None)
