@@ -36,7 +36,7 @@ from .interfaces import (
     local_addresses,
 )
 from .options import check_gatherer_options, peer_address, peer_list
-from .resolver import ResolutionError, Resolver, default_resolver
+from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
 from .sharedport import SharedSocket, shared_socket
 from .sockethub import MAX_DATAGRAM, hub_for
@@ -210,6 +210,8 @@ class Gatherer:
             nonces=_shared_nonces,
             dual_stack_relays=dual_stack_relays,
         )
+        if any(not server.url.host_is_ip for server in self._core.servers):
+            load_dnspython()  # now, rather than in the first lookup, delaying its candidates
         self._ip_handling = ip_handling
         self._port_range = port_range
         self._pool_size = pool_size

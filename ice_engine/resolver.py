@@ -5,13 +5,14 @@ answers are cached for their TTL in a shared resolver and identical lookups in
 flight are coalesced into one query. A name the hosts file lists is taken from
 there without asking DNS, as the system's resolver (and so a browser) would.
 
-dnspython is imported at the first query, not with this module: it takes about a
-tenth of a second, which servers given by IP address (and the CLI's start) never need.
+dnspython is imported by `load_dnspython`, not with this module: it takes about a
+tenth of a second, which servers given by IP address never need.
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib
 import ipaddress
 import os
 import socket
@@ -34,6 +35,32 @@ MAX_TTL = 3600.0
 CACHE_PRUNE_SIZE = 1024
 """Past this many entries, expired ones are dropped when a new one comes in."""
 HOSTS_FILE = "/etc/hosts"
+
+
+_dnspython_loaded = False
+
+
+def load_dnspython() -> None:
+    """Import dnspython, once: a `Gatherer` given a server by name calls it when it is
+    made, so that the first lookup, which times the server's candidates, does not pay
+    for the import. (The lookups import what they use too, should a resolver be used
+    alone.)"""
+    global _dnspython_loaded
+    if not _dnspython_loaded:
+        for module in _DNSPYTHON_MODULES:
+            importlib.import_module(module)
+        _dnspython_loaded = True
+
+
+#: What the lookups import: the resolver, its exceptions and the record types read.
+_DNSPYTHON_MODULES = (
+    "dns.asyncresolver",
+    "dns.exception",
+    "dns.resolver",
+    "dns.rdtypes.IN.A",
+    "dns.rdtypes.IN.AAAA",
+    "dns.rdtypes.IN.SRV",
+)
 
 
 class ResolutionError(Exception):

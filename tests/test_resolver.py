@@ -465,3 +465,15 @@ def test_dnspython_is_imported_only_when_a_name_is_looked_up() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+    # A gatherer given a server by name imports it when made, not in its first lookup.
+    probe = (
+        "import sys\n"
+        "from ice_engine import Gatherer, IceServer\n"
+        "Gatherer([IceServer('stun:198.51.100.10')])\n"
+        "print('dns.asyncresolver' in sys.modules)\n"
+        "Gatherer([IceServer('stun:stun.lab.test')])\n"
+        "print('dns.asyncresolver' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
