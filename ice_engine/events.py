@@ -152,8 +152,10 @@ class IceGatheringStateChangeEvent:
 class IceCandidateErrorEvent:
     """`icecandidateerror`: a STUN/TURN server failed for one local base.
 
-    `address`/`port` are the local base's (None when no base was involved, as for a DNS
-    failure); `errorCode` is the STUN error code, or 701 when the server was not reached.
+    `address`/`port` are the local end the server was asked from: the base, the socket a
+    437 moved an allocation to, a TURN TCP/TLS connection's own port (port None if it
+    never came up); both None when no base was involved, as for a DNS failure.
+    `errorCode` is the STUN error code, or 701 when the server was not reached.
     """
 
     type: ClassVar[str] = "icecandidateerror"
@@ -181,7 +183,9 @@ class IceCandidateErrorEvent:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class CandidateRemovedEvent:
-    """`candidateremoved`: a candidate's base went away (libwebrtc's CandidatesRemoved)."""
+    """`candidateremoved` (libwebrtc's CandidatesRemoved), while its transport still
+    gathers: a candidate whose base went away (continual gathering), or a relay whose
+    allocation was lost."""
 
     type: ClassVar[str] = "candidateremoved"
     candidate: IceCandidate

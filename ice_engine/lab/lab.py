@@ -204,7 +204,8 @@ class Lab:
         )
 
     def log_path(self, daemon: str) -> Path:
-        """Log file of ``turnserver``, ``turnserver-short``, ``dnsmasq`` or ``delaylink``."""
+        """Log file of ``turnserver``, ``turnserver-short``, ``turnserver-redirect``,
+        ``dnsmasq`` or ``delaylink``."""
         if daemon == dnsmasq.NAME:
             return dnsmasq.query_log(self.state_dir)
         if daemon in (coturn.MAIN, coturn.SHORT, coturn.REDIRECT):
