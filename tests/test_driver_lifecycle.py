@@ -16,6 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 import ice_engine.driver as driver
+import ice_engine.mdns as mdns
 from ice_engine import Candidate, Gatherer, IceCandidate, IceServer
 from ice_engine.events import Event
 from ice_engine.gathering import Gathering
@@ -185,7 +186,7 @@ async def test_close_while_gather_waits_for_mdns_leaks_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     responder = FakeResponder()
-    monkeypatch.setattr(driver, "shared_responder", lambda: responder)
+    monkeypatch.setattr(mdns, "shared_responder", lambda: responder)
     before = open_fds()
     gatherer = Gatherer(mdns=True)
     consumer = asyncio.ensure_future(collect(gatherer))
@@ -198,7 +199,7 @@ async def test_close_while_gather_waits_for_mdns_leaks_nothing(
 async def test_restart_while_gather_waits_for_mdns_streams_the_new_generation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(driver, "shared_responder", FakeResponder)
+    monkeypatch.setattr(mdns, "shared_responder", FakeResponder)
     async with Gatherer(mdns=True) as gatherer:
         consumer = asyncio.ensure_future(collect(gatherer))
         await asyncio.sleep(0.01)
@@ -212,7 +213,7 @@ async def test_a_cancelled_close_still_releases_the_mdns_responder(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     responder = FakeResponder()
-    monkeypatch.setattr(driver, "shared_responder", lambda: responder)
+    monkeypatch.setattr(mdns, "shared_responder", lambda: responder)
     gatherer = Gatherer(mdns=True)
     await collect(gatherer)
     assert responder.users == 1
