@@ -116,6 +116,7 @@ class Gatherer:
         "_expected",
         "_gather_calls",
         "_ip_handling",
+        "_lingering",
         "_link_local",
         "_loop",
         "_mdns",
@@ -235,6 +236,7 @@ class Gatherer:
         self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
         self._companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
+        self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
         self._udp_turn = shared_port is not None and any(
             s.url.is_turn and s.url.transport == "udp" for s in self._core.servers
@@ -660,12 +662,22 @@ class Gatherer:
         generation, seen = self._core.generation, self._core.released
         for key, owner in list(self._owners.items()):
             if owner < generation and owner != seen:
-                self._close_socket(key)
+                self._lingering.add(key)
+        self._close_lingering()
         retired = [number for number in self._ufrags if number < generation and number != seen]
         if retired:  # a shared port stops routing their peers' checks to us
             ufrags = [self._ufrags.pop(number) for number in retired]
             for shared, deliver in self._sessions.items():
                 shared.unclaim(deliver, ufrags)
+
+    def _close_lingering(self) -> None:
+        """Close the old sockets whose allocations are released by now; the others wait
+        for the server's answer (or the close timeout), at a later service."""
+        busy = self._core.closing_keys
+        for key in list(self._lingering):
+            if key not in busy and self._companions.get(key) not in busy:
+                self._lingering.discard(key)
+                self._close_socket(key)
 
     def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
         addresses = local_addresses(
@@ -922,6 +934,8 @@ class Gatherer:
         raise OSError(errno.EADDRINUSE, "no free port")
 
     def _close_socket(self, key: int) -> None:
+        if self._lingering:
+            self._lingering.discard(key)
         companion = self._companions.pop(key, None)
         if companion is not None:
             self._close_socket(companion)
@@ -1080,6 +1094,8 @@ class Gatherer:
             self._timer_at = timer
         if core.has_events:
             self._wake()
+        if self._lingering:
+            self._close_lingering()
         deallocated = self._deallocated
         if deallocated is not None and not deallocated.done() and not self._core.closing:
             deallocated.set_result(None)

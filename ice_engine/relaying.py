@@ -249,6 +249,13 @@ class Relaying(Emitting):
         """True while TURN allocations are still being released after `close`."""
         return any(r.allocation.state == "closing" for r in self._relays.values())
 
+    @property
+    def closing_keys(self) -> set[int]:
+        """The sockets of allocations still being released (a restart's old generations):
+        a driver closes them only once they are not, or the server's answer, or a late
+        Allocate's success to deallocate in turn, could not be heard."""
+        return {r.key for r in self._relays.values() if r.allocation.state == "closing"}
+
     def _allocate(
         self,
         generation: Generation,

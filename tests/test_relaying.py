@@ -589,7 +589,18 @@ def test_a_second_restart_keeps_the_seen_relay_and_releases_the_unseen_one() -> 
     core.restart(2.0, Credentials("ufrag003", "r" * 24))
     assert core.allocations == [seen]
     [deallocate] = drain(core)
-    assert deallocate.base_key == 2 and stun.parse(deallocate.data).get(Attr.LIFETIME) == bytes(4)
+    refresh = stun.parse(deallocate.data)
+    assert deallocate.base_key == 2 and refresh.get(Attr.LIFETIME) == bytes(4)
+    assert core.closing_keys == {2}  # a driver keeps socket 2 open for the answer
+    done = stun.encode(
+        Method.REFRESH,
+        MessageClass.SUCCESS,
+        refresh.transaction_id,
+        [(Attr.LIFETIME, stun.u32_value(0))],
+        integrity_key=KEY,
+    )
+    assert core.receive_datagram(2.01, 2, done, TURN)
+    assert core.closing_keys == set()
     assert kinds(core) == []  # generation 1 is dropped unseen
     core.start(2.0, [Base(3, 0, 1, "203.0.113.2", 40003, socket.AF_INET, 0)])
     core.restart(3.0, Credentials("ufrag004", "s" * 24))  # generation 2 was seen

@@ -57,3 +57,43 @@ def test_pooled_candidates_arrive_at_once(delayed_lab: Lab) -> None:
     kinds, elapsed = cold
     assert {"host", "srflx", "relay"} <= set(kinds)
     assert elapsed > 90  # without the pool: two RTTs for the relay
+
+
+RESTARTS = """
+import asyncio, json
+from ice_engine import Gatherer, IceServer
+
+async def main():
+    server = IceServer("turn:{server}", "{user}", "{password}")
+    only_a = lambda interface, address: address == "203.0.113.2"
+    async with Gatherer([server], pool_size=2, address_filter=only_a) as gatherer:
+        [e async for e in gatherer.gather()]
+        await asyncio.sleep(0.3)                  # generation 1 allocates in the pool
+        seen, unseen = gatherer.allocations
+        await gatherer.restart()                  # takes generation 1, not streamed yet
+        await gatherer.restart()                  # takes 2: 1 is dropped unseen
+        await asyncio.sleep(0.3)                  # well under the 1 s close timeout
+        states = [seen.state, unseen.state]
+        generations = sorted({{e.generation async for e in gatherer.gather()}})
+        relays = len([a for a in gatherer.allocations if a.state == "allocated"])
+        await gatherer.restart()                  # 2 was seen: now 0 goes
+        await asyncio.sleep(0.3)
+        states.append(seen.state)
+    print(json.dumps([states, generations, relays]))
+
+asyncio.run(main())
+"""
+
+
+def test_a_generation_dropped_unseen_is_deallocated_and_the_seen_one_kept(lab: Lab) -> None:
+    """Two restarts before gather(): coturn confirms the dropped generation's
+    deallocation (its state is closed long before the close timeout: the socket stays
+    open for the answer), and the relay the application has seen stays allocated for its
+    ICE agent until a later generation is seen and restarted in turn."""
+    script = RESTARTS.format(server=SERVER_IPV4, user=USERNAME, password=PASSWORD)
+    result = lab.run_python(script, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    states, generations, relays = json.loads(result.stdout)
+    assert states == ["allocated", "closed", "closed"]
+    assert generations == [2]
+    assert relays == 3  # generation 0's, 2's and the pooled 3's
