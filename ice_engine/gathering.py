@@ -252,15 +252,18 @@ class Gathering(Relaying):
         generation = self._generation
         if generation.state[0] is not GatheringState.NEW:
             raise RuntimeError(f"generation {generation.number} has already been gathered")
-        if hold:
-            generation.held = []
-        self._begin(generation, now, bases, tcp_bases)
+        generation.held = [] if hold else None
+        try:
+            self._begin(generation, now, bases, tcp_bases)
+        except BaseException:  # refused before anything began: as if never called
+            generation.held = None
+            raise
 
     def release(self) -> None:
         """Hand the current generation's held events to the application (a no-op when
         nothing is held): what `start(hold=True)` or a pooled generation gathered."""
         generation = self._generation
-        if generation.held is None:
+        if generation.held is None or self._closed:  # closed: nothing more is emitted
             return
         held, generation.held = generation.held, None
         self._events.extend(held)
@@ -451,7 +454,20 @@ class Gathering(Relaying):
                 self._done(probe.generation, probe.base.transport, now)
         self._drop_relays(gone, now)
         lost = [c for c in generation.candidates if generation.bases_of.get(c.candidate) in gone]
-        self._remove_candidates(generation, lost, now, announce=True)
+        # Announced while their transport gathers: after its "" (or a close) it has ended.
+        gathering = (
+            set()
+            if self._closed
+            else {
+                t.mid
+                for t, state in zip(self.transports, generation.state, strict=True)
+                if state is GatheringState.GATHERING
+            }
+        )
+        announced = [c for c in lost if c.sdpMid in gathering]
+        self._remove_candidates(generation, announced, now, announce=True)
+        quiet = [c for c in lost if c.sdpMid not in gathering]
+        self._remove_candidates(generation, quiet, now, announce=False)
 
     def resolve_failed(self, now: float, request: int, reason: str) -> None:
         entry = self._resolving.pop(request, None)

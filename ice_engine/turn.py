@@ -281,7 +281,7 @@ class Allocation:
             tx = request.transaction
             if tx.expired(now):
                 del self._pending[transaction_id]
-                self._timed_out(request, now)
+                self._timed_out(transaction_id, request, now)
             else:
                 data = tx.retransmit(now)
                 if data is not None:
@@ -577,8 +577,9 @@ class Allocation:
             relayed = message.xor_relayed_addresses()
         except stun.StunError:
             relayed = []
-        if not relayed:
-            self._fail(700, "TURN allocate response has no valid XOR-RELAYED-ADDRESS.")
+        if not relayed:  # granted all the same: the server holds it until released
+            reason = "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
+            self._fail_granted(700, reason, now, {})
             return
         try:
             mapped = message.xor_mapped_address()
@@ -632,9 +633,13 @@ class Allocation:
             self._renewal_failed(request, now)
             self._events.append(RequestFailed(request.method.name, code, reason))
 
-    def _timed_out(self, request: _Request, now: float) -> None:
+    def _timed_out(self, transaction_id: bytes, request: _Request, now: float) -> None:
         if request.kind == "allocate":
-            self._fail(TIMED_OUT, "TURN allocate request timed out.")
+            reason = "TURN allocate request timed out."
+            if request.key is None:
+                self._fail(TIMED_OUT, reason)
+            else:  # a signed one may yet be granted, only late (a long RTT, a lost answer)
+                self._fail_granted(TIMED_OUT, reason, now, {transaction_id: request})
         elif request.kind == "refresh":
             self._expire()
         elif request.kind == "close":
@@ -669,6 +674,23 @@ class Allocation:
         self.state = "failed"
         self._pending.clear()
         self._events.append(AllocationFailed(code, reason))
+
+    def _fail_granted(
+        self, code: int, reason: str, now: float, late: dict[bytes, _Request]
+    ) -> None:
+        """Fail, where the server has or may have allocated all the same (a success we
+        cannot use; a signed Allocate whose answer was lost or is late): release it, as
+        `close` does one in flight. The Allocate `late` in answering is still heard until
+        `CLOSE_TIMEOUT`, and its success released in turn. Unreleased, the server would
+        hold the allocation, and the user's quota, for its whole lifetime."""
+        self._events.append(AllocationFailed(code, reason))
+        self._pending.clear()
+        self.state = "closing"
+        self._close_by = now + CLOSE_TIMEOUT
+        if late:
+            self._late = late
+        attributes = [(Attr.LIFETIME, stun.u32_value(0))]
+        self._send("close", Method.REFRESH, attributes, now, self._close_by)
 
     def _expire(self) -> None:
         self.state = "closed"

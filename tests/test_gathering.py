@@ -14,6 +14,7 @@ from ice_engine.candidate import Candidate
 from ice_engine.commands import Resolve, SendDatagram
 from ice_engine.credentials import Credentials, new_credentials
 from ice_engine.events import (
+    CandidateRemovedEvent,
     Event,
     GatheringState,
     IceCandidateErrorEvent,
@@ -476,6 +477,41 @@ def generation_bases(number: int) -> list[Base]:
         dataclasses.replace(base, key=base.key + 100 * number)
         for base in make_bases(first_port=40000 + 1000 * number)
     ]
+
+
+def test_a_refused_held_start_leaves_nothing_held() -> None:
+    core = make_core()
+    stray = dataclasses.replace(make_bases()[0], transport=7)
+    with pytest.raises(ValueError, match="unknown transport 7"):
+        core.start(0.0, [stray], hold=True)
+    net = SimNetwork(core, {})
+    net.start(make_bases())
+    assert kinds(net.events)[-2:] == ["complete", "null"] and core.released == 0
+
+
+def test_nothing_is_released_after_close() -> None:
+    """close(): nothing more is emitted, held events included."""
+    core = make_core()
+    net = SimNetwork(core, {})
+    net.start(make_bases(), hold=True)
+    core.close(0.1)
+    core.release()
+    net.pump()
+    assert net.events == [] and core.state is GatheringState.NEW
+
+
+def test_removed_bases_are_announced_only_while_their_transport_gathers() -> None:
+    """After a transport's "" (and its null), or after close, its stream has ended."""
+    core = make_core(transports=2)
+    bases = make_bases(transports=2)
+    net = SimNetwork(core, {})
+    net.start(bases)
+    net.run()
+    count = len(core.candidates)
+    core.remove_bases(1.0, [bases[0].key])
+    net.pump()
+    assert not any(isinstance(e, CandidateRemovedEvent) for e in net.events)
+    assert len(core.candidates) == count - 1  # gone all the same
 
 
 def test_a_second_restart_drops_the_unseen_pooled_generation() -> None:

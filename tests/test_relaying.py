@@ -12,6 +12,7 @@ from ice_engine.credentials import Credentials
 from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, IceCandidateEvent
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, MessageClass, Method
+from ice_engine.transaction import Timing
 from ice_engine.turn import Allocation, NonceCache
 from ice_engine.urls import parse_server_url
 
@@ -154,6 +155,51 @@ def test_a_restart_releases_an_allocation_still_in_flight() -> None:
     [again] = [c for c in drain(core) if c.base_key == 1]
     assert stun.parse(again.data).get(Attr.LIFETIME) == b"\0\0\0\0"
     assert core.allocations == []
+
+
+def test_a_signed_allocate_that_times_out_is_released_all_the_same() -> None:
+    """Its answer may have been lost, or be late (a long RTT): the server may hold the
+    allocation, and the user's quota, for its lifetime. So the 701 comes with a Refresh
+    of lifetime 0, the socket is kept for the answers, and a late success is released
+    in turn."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    events: list[str] = []
+    sent: list[SendDatagram] = []
+    while "error701" not in events and (timer := core.get_timer()) is not None:
+        core.handle_timer(timer)
+        sent = drain(core)
+        events += kinds(core)
+    assert events[-4:] == ["error701", "end", "complete", "null"]
+    assert [stun.parse(c.data).get(Attr.LIFETIME) for c in sent] == [bytes(4)]
+    assert core.closing_keys == {1} and core.closing  # a driver keeps the socket
+    # The signed Allocate's success, late: released too, not taken for a relay.
+    now = Timing().server_deadline + 0.3
+    answer(core, signed.data, now, [])
+    [again] = drain(core)
+    assert stun.parse(again.data).get(Attr.LIFETIME) == bytes(4)
+    assert core.allocations == [] and kinds(core) == []
+    while (timer := core.get_timer()) is not None:  # nobody answers the Refresh
+        core.handle_timer(timer)
+        drain(core)
+    assert core.closing_keys == set() and not core.closing
+
+
+def test_a_success_without_a_relayed_address_is_released() -> None:
+    """Granted, so held by the server, but of no use to us: a 700, and a Refresh of
+    lifetime 0 at once."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    txid = stun.parse(signed.data).transaction_id
+    attributes = [(Attr.LIFETIME, stun.u32_value(600))]
+    reply = stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY)
+    assert core.receive_datagram(0.1, 1, reply, TURN)
+    assert "error700" in kinds(core)
+    [release] = drain(core)
+    assert stun.parse(release.data).get(Attr.LIFETIME) == bytes(4)
+    assert core.closing_keys == {1}
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
