@@ -818,3 +818,18 @@ def test_a_late_resend_unanswered_fails_one_rto_later() -> None:
     errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
     assert [(e.errorCode, e.t) for e in errors] == [(701, pytest.approx(2.75))]
     assert "after 2 tries" in errors[0].errorText
+
+
+def test_a_server_no_base_can_reach_is_an_error_not_silence() -> None:
+    """An IPv6-only server and IPv4-only bases: nothing could be sent, and the user is
+    told why rather than left with no candidate and no error from it."""
+    core = make_core(("stun:[2001:db8::10]", "stun:198.51.100.10"))
+    bases = [b for b in make_bases() if b.family == socket.AF_INET]
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))})
+    net.start(bases)
+    net.run()
+    [error] = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.url == "stun:[2001:db8::10]" and error.errorCode == 701
+    assert error.address is None and error.t == 0.0
+    assert "only IPv6 addresses" in error.errorText
+    assert kinds(net.events).count("srflx") == 2  # the other server is unaffected
