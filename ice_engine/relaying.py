@@ -246,14 +246,15 @@ class Relaying(Emitting):
 
     @property
     def closing(self) -> bool:
-        """True while TURN allocations are still being released after `close`."""
+        """True while TURN allocations are still being released (after `close`, a
+        restart, or a failure the server may not have seen); `close` waits on it."""
         return any(r.allocation.state == "closing" for r in self._relays.values())
 
     @property
     def closing_keys(self) -> set[int]:
-        """The sockets of allocations still being released (a restart's old generations):
-        a driver closes them only once they are not, or the server's answer, or a late
-        Allocate's success to deallocate in turn, could not be heard."""
+        """The sockets of allocations still being released (see `closing`): a driver
+        closes them only once they are not, or the server's answer, or a late Allocate's
+        success to deallocate in turn, could not be heard."""
         return {r.key for r in self._relays.values() if r.allocation.state == "closing"}
 
     def _allocate(
