@@ -398,7 +398,7 @@ class Gathering(Relaying):
             self._contact(generation, base, server, normalized, now)
         ipv6 = {":" in host for host, _ in normalized}
         bases = generation.bases
-        if bases and not any((base.family == socket.AF_INET6) in ipv6 for base in bases):
+        if ipv6 and bases and not any((base.family == socket.AF_INET6) in ipv6 for base in bases):
             family = "IPv6" if True in ipv6 else "IPv4"  # no base can reach it: say so
             text = f"{server.url.host} has only {family} addresses and no local address is {family}"
             self._error(generation, server, None, UNREACHABLE, text, now)
