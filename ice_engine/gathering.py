@@ -461,15 +461,11 @@ class Gathering(Relaying):
         self._drop_relays(gone, now)
         lost = [c for c in generation.candidates if generation.bases_of.get(c.candidate) in gone]
         # Announced while their transport gathers: after its "" (or a close) it has ended.
-        gathering = (
-            set()
-            if self._closed
-            else {
-                t.mid
-                for t, state in zip(self.transports, generation.state, strict=True)
-                if state is GatheringState.GATHERING
-            }
-        )
+        gathering = {
+            t.mid
+            for t, state in zip(self.transports, generation.state, strict=True)
+            if state is GatheringState.GATHERING and not self._closed
+        }
         announced = [c for c in lost if c.sdpMid in gathering]
         self._remove_candidates(generation, announced, now, announce=True)
         quiet = [c for c in lost if c.sdpMid not in gathering]

@@ -352,7 +352,8 @@ class Allocation:
         return True
 
     def close(self, now: float) -> None:
-        """Deallocate with a Refresh of LIFETIME 0, sent once; never waits on the server.
+        """Deallocate with a Refresh of LIFETIME 0 (resent over UDP until `CLOSE_TIMEOUT`);
+        never blocks on the server.
 
         An allocate still in flight is deallocated too when we already hold the key,
         since the server may have created it. The server may also get our Refresh first
@@ -369,8 +370,7 @@ class Allocation:
             return
         self.state = "closing"
         self._close_by = now + CLOSE_TIMEOUT
-        attributes = [(Attr.LIFETIME, stun.u32_value(0))]
-        self._send("close", Method.REFRESH, attributes, now, self._close_by)
+        self._send_release(now)
 
     # -- permissions, channels and data --------------------------------------------
 
@@ -689,6 +689,10 @@ class Allocation:
         self._close_by = now + CLOSE_TIMEOUT
         if late:
             self._late = late
+        self._send_release(now)
+
+    def _send_release(self, now: float) -> None:
+        """The deallocation: a Refresh of lifetime 0, resent over UDP until `_close_by`."""
         attributes = [(Attr.LIFETIME, stun.u32_value(0))]
         self._send("close", Method.REFRESH, attributes, now, self._close_by)
 
@@ -714,8 +718,7 @@ class Allocation:
             del self._late[message.transaction_id]
             if self.state == "closing":  # our Refresh may have come before it: once more
                 self._pending.clear()
-                attributes = [(Attr.LIFETIME, stun.u32_value(0))]
-                self._send("close", Method.REFRESH, attributes, now, self._close_by)
+                self._send_release(now)
         elif message.message_class == MessageClass.ERROR:
             del self._late[message.transaction_id]  # nothing was created
         else:
