@@ -186,13 +186,23 @@ class Relaying(Emitting):
         self, now: float, base_key: int, address: tuple[str, int], cause: str
     ) -> None:
         relay = self._relays.get((base_key, address))
-        if relay is not None and not relay.done:
-            del self._relays[(base_key, address)]
-            relay.done = True
-            if not relay.generation.retired and not self._closed:
-                text = f"TURN server unreachable ({cause})."
-                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
-                self._done(relay.generation, relay.base.transport, now)
+        if relay is None:
+            return
+        if relay.done:
+            if relay.allocation.state == "closing":
+                # Its deallocation bounced too: the port is closed, nothing is held there.
+                relay.allocation.abandon()
+                self._flush(relay, now)
+            return
+        relay.done = True
+        if not relay.generation.retired and not self._closed:
+            text = f"TURN server unreachable ({cause})."
+            self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
+            self._done(relay.generation, relay.base.transport, now)
+        # An ICMP error may be forged or transient, and a signed Allocate in flight may
+        # have been granted: released as close() releases it (an unsigned one is dropped).
+        relay.allocation.close(now)
+        self._flush(relay, now)
 
     # -- the relays' own API and work --------------------------------------------------
 

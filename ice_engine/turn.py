@@ -372,6 +372,13 @@ class Allocation:
         self._close_by = now + CLOSE_TIMEOUT
         self._send_release(now)
 
+    def abandon(self) -> None:
+        """Stop releasing: the server's port bounced the deallocation (ICMP), so there
+        is no server there to hold the allocation, and nothing to wait for."""
+        if self.state == "closing":
+            self._late = None
+            self._finish_close()
+
     # -- permissions, channels and data --------------------------------------------
 
     def create_permission(self, peers: Sequence[tuple[str, int]], now: float) -> None:

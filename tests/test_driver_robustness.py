@@ -26,6 +26,7 @@ from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
+from ice_engine.turn import NonceCache, NonceEntry
 
 from .test_turn import PASSWORD, USER, FakeTurn
 
@@ -294,6 +295,31 @@ async def test_an_earlier_icmp_error_reported_by_a_send_fails_only_its_own_serve
     errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
     assert [e.url for e in errors] == [closed.urls]
     assert "ICMP port unreachable" in errors[0].errorText
+
+
+async def test_a_turn_server_whose_port_is_closed_fails_and_holds_nothing_up(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With a warm nonce the first Allocate is signed, so the ICMP error that fails the
+    relay comes with a deallocation (the server might have granted it); that one bounces
+    too, which ends the release: close() has nothing left to wait for."""
+    port = free_port()
+    nonces = NonceCache()
+    nonces.put(("127.0.0.1", port), "udp", USER, NonceEntry("lab.test", b"n" * 16))
+    monkeypatch.setattr(driver, "_shared_nonces", nonces)
+    gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{port}", USER, PASSWORD)])
+    try:
+        events = await asyncio.wait_for(collect(gatherer), 10)
+        errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+        assert [e.errorCode for e in errors] == [701]
+        assert "ICMP port unreachable" in errors[0].errorText
+        loop = asyncio.get_running_loop()
+        until = loop.time() + 0.9  # the release would otherwise last CLOSE_TIMEOUT, 1 s
+        while gatherer._core.closing and loop.time() < until:
+            await asyncio.sleep(0.01)
+        assert not gatherer._core.closing
+    finally:
+        await gatherer.close()
 
 
 async def test_send_is_not_refused_for_an_icmp_error_about_another_peer() -> None:

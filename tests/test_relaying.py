@@ -202,6 +202,48 @@ def test_a_success_without_a_relayed_address_is_released() -> None:
     assert core.closing_keys == {1}
 
 
+def test_an_icmp_error_during_the_signed_allocate_fails_the_relay_and_releases_it() -> None:
+    """The ICMP error may be forged or transient while the server granted the Allocate:
+    released as close() releases one in flight. A second one, the deallocation bounced
+    too, means a closed port that holds nothing: the release ends there."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    core.unreachable(0.06, 1, TURN)
+    assert kinds(core)[-4:] == ["error701", "end", "complete", "null"]
+    [release] = drain(core)
+    assert stun.parse(release.data).get(Attr.LIFETIME) == bytes(4)
+    assert core.closing_keys == {1}
+    answer(core, signed.data, 0.1, [])  # granted after all: released in turn
+    [again] = drain(core)
+    assert stun.parse(again.data).get(Attr.LIFETIME) == bytes(4)
+    assert core.allocations == [] and kinds(core) == []
+    core.unreachable(0.11, 1, TURN)
+    assert core.closing_keys == set() and not core.closing
+    assert drain(core) == [] and kinds(core) == [] and core.get_timer() is None
+
+
+def test_an_icmp_error_during_the_unsigned_allocate_leaves_nothing_to_release() -> None:
+    core, [_unsigned] = started(dual=False)
+    core.unreachable(0.01, 1, TURN)
+    assert kinds(core)[-4:] == ["error701", "end", "complete", "null"]
+    assert drain(core) == [] and core.closing_keys == set() and core.get_timer() is None
+
+
+def test_a_deallocation_bounced_by_icmp_ends_the_release_at_once() -> None:
+    """The server went away: close() need not wait out the release."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    core.unreachable(0.2, 1, TURN)  # after success: the allocation is still ours
+    assert len(core.allocations) == 1
+    core.close(0.3)
+    [release] = drain(core)
+    assert stun.parse(release.data).get(Attr.LIFETIME) == bytes(4)
+    assert core.closing
+    core.unreachable(0.31, 1, TURN)
+    assert not core.closing and core.closing_keys == set() and core.get_timer() is None
+
+
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
     """The second URL used to replace the first one's allocation and leave its pending
     work uncounted: the generation stayed "gathering" for good."""
