@@ -40,7 +40,7 @@ from .sdp import candidate_lines
 from .sharedport import SharedSocket
 from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
-from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
+from .streams import StreamSet
 from .transaction import RttTable, Timing
 from .turn import PERMISSION_DEADLINE, Allocation, NonceCache
 from .watcher import InterfaceWatcher
@@ -114,7 +114,6 @@ class Gatherer:
         "_sessions",
         "_shared_port",
         "_ssl_context",
-        "_stream_tasks",
         "_streamed",
         "_streaming",
         "_streams",
@@ -219,8 +218,7 @@ class Gatherer:
         self._address_filter = address_filter
         self._resolver = resolver
         self._ssl_context = ssl_context
-        self._streams: dict[int, StreamProtocol] = {}
-        self._stream_tasks: dict[int, asyncio.Task[None]] = {}
+        self._streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._timer: asyncio.TimerHandle | None = None
@@ -540,13 +538,8 @@ class Gatherer:
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
                 task.cancel()
-        for stream in self._streams.values():
-            if stream.transport is not None:
-                # A closed loop cannot finish the abort: its transport closes the socket
-                # when collected.
-                with contextlib.suppress(RuntimeError):
-                    stream.transport.abort()
-        self._streams.clear()
+        if self._streams is not None:
+            self._streams.abort()
         for key in list(self._table.sockets):
             self._close_socket(key)
         self._wake()
@@ -934,18 +927,13 @@ class Gatherer:
                 except OSError as error:
                     self._send_failed(command, sock, error)
             elif isinstance(command, StreamSend):
-                stream = self._streams.get(command.stream)
-                if stream is not None:
-                    stream.write(command.data)
+                if self._streams is not None:
+                    self._streams.send(command.stream, command.data)
             elif isinstance(command, OpenStream):
-                self._spawn(self._open_stream(command), command.stream)
+                self._stream_set().open(command)
             elif isinstance(command, CloseStream):
-                opening = self._stream_tasks.pop(command.stream, None)
-                if opening is not None:
-                    opening.cancel()
-                stream = self._streams.pop(command.stream, None)
-                if stream is not None:
-                    stream.close()
+                if self._streams is not None:
+                    self._streams.close(command.stream)
             elif isinstance(command, Resolve):  # a name: the core contacts IPs at once
                 self._spawn(self._resolve(command))
             elif isinstance(command, OpenSocket):
@@ -985,65 +973,38 @@ class Gatherer:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], stream: int | None = None) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that close() cancels and waits for."""
         task = self._get_loop().create_task(work)
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if stream is not None:
-            self._stream_tasks[stream] = task
-            task.add_done_callback(lambda _: self._stream_tasks.pop(stream, None))
+        return task
 
-    async def _open_stream(self, command: OpenStream) -> None:
-        sock = self._table.sockets.get(command.base_key)
-        if sock is None:
-            return
-        local = sock.getsockname()[0]
-        protocol: StreamProtocol | None = None
-        try:
-            protocol = self._stream_protocol(command)
-            await self._get_loop().create_connection(
-                lambda: protocol,
-                host=command.address[0],
-                port=command.address[1],
-                local_addr=(local, 0),
+    def _stream_set(self) -> StreamSet:
+        """Made at the first connection: most gatherers never open one."""
+        if self._streams is None:
+            self._streams = StreamSet(
+                self._table.sockets,
+                self._ssl_context,
+                self._spawn,
+                self._stream_connected,
+                self._stream_data,
+                self._stream_closed,
             )
-            await protocol.ready
-        except BaseException as error:
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
-            if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
-                raise
-            self._core.stream_closed(self._now(), command.stream, describe(error))
-            self._service()
-            return
-        self._streams[command.stream] = protocol
-        sockname = protocol.transport.get_extra_info("sockname") if protocol.transport else None
-        port = sockname[1] if sockname else None
-        self._core.stream_connected(self._now(), command.stream, port)
+        return self._streams
+
+    def _stream_connected(self, stream: int, port: int | None) -> None:
+        self._core.stream_connected(self._now(), stream, port)
         self._service()
 
-    def _stream_protocol(self, command: OpenStream) -> StreamProtocol:
-        if not command.tls:
-            return StreamProtocol(command.stream, self._on_stream_data, self._on_stream_closed)
-        return TlsStreamProtocol(
-            command.stream,
-            self._on_stream_data,
-            self._on_stream_closed,
-            self._ssl_context or default_tls_context(),
-            command.address,
-            command.server_name,
-        )
-
-    def _on_stream_data(self, stream: int, data: bytes) -> None:
+    def _stream_data(self, stream: int, data: bytes) -> None:
         self._core.stream_data(self._now(), stream, data)
         self._service()
 
-    def _on_stream_closed(self, stream: int, error: BaseException | None) -> None:
-        if self._streams.pop(stream, None) is None:
-            return  # we closed it
-        self._core.stream_closed(self._now(), stream, None if error is None else describe(error))
+    def _stream_closed(self, stream: int, reason: str | None) -> None:
+        self._core.stream_closed(self._now(), stream, reason)
         self._service()
 
     async def _resolve(self, command: Resolve) -> None:
