@@ -4,7 +4,8 @@ Everything that decides lives in the core; this module only moves bytes and time
 are plain non-blocking sockets watched through one epoll per loop (`sockethub.py`), with
 no asyncio transport or reader handle per socket: thousands of gatherers each hold
 several. Each gatherer keeps one timer handle, moved only when the core's next deadline
-changes.
+changes. Its sockets by key are a `SocketTable` (`sockettable.py`) and its TURN
+connections a `StreamSet` (`streams.py`), neither of which knows the core.
 """
 
 from __future__ import annotations
@@ -660,7 +661,7 @@ class Gatherer:
         kind: int = socket.SOCK_DGRAM,
     ) -> list[Base]:
         """One socket per (transport, component, address); all or nothing: OSError (see
-        `_open`) leaves nothing bound."""
+        `SocketTable.open`) leaves nothing bound."""
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):
