@@ -4,7 +4,8 @@ Everything that decides lives in the core; this module only moves bytes and time
 are plain non-blocking sockets watched through one epoll per loop (`sockethub.py`), with
 no asyncio transport or reader handle per socket: thousands of gatherers each hold
 several. Each gatherer keeps one timer handle, moved only when the core's next deadline
-changes.
+changes. Its sockets by key are a `SocketTable` (`sockettable.py`) and its TURN
+connections a `StreamSet` (`streams.py`), neither of which knows the core.
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import contextlib
 import errno
 import functools
 import math
-import secrets
 import socket
 import ssl
 import sys
@@ -38,9 +38,10 @@ from .interfaces import (
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
-from .sharedport import SharedSocket, shared_socket
+from .sharedport import SharedSocket
 from .sockethub import MAX_DATAGRAM, hub_for
-from .streams import StreamProtocol, TlsStreamProtocol, default_tls_context, describe
+from .sockettable import SocketTable
+from .streams import StreamSet
 from .transaction import RttTable, Timing
 from .turn import PERMISSION_DEADLINE, Allocation, NonceCache
 from .watcher import InterfaceWatcher
@@ -58,18 +59,8 @@ DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
 
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
-# Linux: queue ICMP errors on unconnected UDP sockets, with the destination they concern.
-_RECVERR: dict[int, tuple[int, int]] = {
-    socket.AF_INET: (socket.IPPROTO_IP, 11),
-    socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
-}
-#: Linux creates a socket non-blocking in the same syscall; elsewhere setblocking() follows.
-_NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 _DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
-#: bind() errors of an address gone since it was enumerated (removed, its interface down,
-#: or an IPv6 address still tentative): that address is skipped; any other error is raised.
-_GONE = frozenset({errno.EADDRNOTAVAIL, errno.ENODEV, errno.ENXIO})
 #: sendto() errors that lose one datagram, as a network may: retransmission covers them.
 #: Any other (no route, a destination refused or invalid) fails the server at once.
 _TRANSIENT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS, errno.ENOMEM})
@@ -83,11 +74,6 @@ _OTHER_LOOP = (
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
     return tuple(Transport(mid, index) for index, mid in enumerate(mids))
-
-
-def _bind_error(address: LocalAddress, ports: str, error: OSError) -> OSError:
-    """The error of a base that cannot be bound, naming its address and ports."""
-    return OSError(error.errno, f"cannot bind to {address.address}, {ports}: {error.strerror}")
 
 
 class Gatherer:
@@ -105,11 +91,8 @@ class Gatherer:
 
     __slots__ = (
         "_address_filter",
-        "_base_addresses",
-        "_base_keys",
         "_close_done",
         "_closed",
-        "_companions",
         "_continual",
         "_core",
         "_deallocated",
@@ -121,27 +104,21 @@ class Gatherer:
         "_loop",
         "_mdns",
         "_mdns_names",
-        "_next_key",
         "_on_datagram",
         "_on_fd",
         "_on_relayed",
-        "_owners",
         "_permits_asked",
         "_pool_size",
         "_pooled_tcp_bases",
-        "_port_range",
-        "_reading",
         "_resolver",
         "_responder",
         "_sessions",
-        "_shared",
         "_shared_port",
-        "_sockets",
         "_ssl_context",
-        "_stream_tasks",
         "_streamed",
         "_streaming",
         "_streams",
+        "_table",
         "_tasks",
         "_tcp_bases",
         "_tcp_candidates",
@@ -214,15 +191,13 @@ class Gatherer:
         if any(not server.url.host_is_ip for server in self._core.servers):
             load_dnspython()  # now, rather than in the first lookup, delaying its candidates
         self._ip_handling = ip_handling
-        self._port_range = port_range
+        self._table = SocketTable(port_range)  # what we bound: sockets by key
         self._pool_size = pool_size
         self._continual = continual
         self._on_relayed = on_relayed
         # The data path for a connectivity layer: what peers send to our bases, and where
         # `send` finds a candidate's socket.
         self._on_datagram = on_datagram
-        self._base_addresses: dict[int, tuple[str, int]] = {}  # socket key -> its base
-        self._base_keys: dict[tuple[str, int], int] = {}  # the reverse, newest socket
         self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
         self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
         self._permits_asked: dict[Allocation, dict[str, float]] = {}  # peer IP -> asked at
@@ -233,9 +208,7 @@ class Gatherer:
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
-        self._shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
-        self._companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
         self._udp_turn = shared_port is not None and any(
@@ -246,14 +219,9 @@ class Gatherer:
         self._address_filter = address_filter
         self._resolver = resolver
         self._ssl_context = ssl_context
-        self._streams: dict[int, StreamProtocol] = {}
-        self._stream_tasks: dict[int, asyncio.Task[None]] = {}
+        self._streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._sockets: dict[int, _socket.socket] = {}  # key -> socket
-        self._owners: dict[int, int] = {}  # key -> the generation it was bound for
-        self._reading: dict[int, int] = {}  # fd -> key of the sockets watched for answers
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
-        self._next_key = 0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._tasks: set[asyncio.Task[None]] | None = None  # DNS and stream tasks, if any
@@ -364,16 +332,17 @@ class Gatherer:
             self.relay_send(allocation, peer, data)
             return
         base = local.base
-        key = None if base is None else self._base_keys.get(base)
+        table = self._table
+        key = None if base is None else table.base_keys.get(base)
         if base is None or key is None:
             raise ValueError(f"no socket here for {local.candidate!r}")
         if (":" in peer[0]) != (":" in base[0]):
             raise ValueError(f"peer {peer[0]} and base {base[0]} differ in address family")
-        shared = self._shared.get(key)
+        shared = table.shared.get(key)
         session = None if shared is None else self._sessions.get(shared)
         if shared is not None and session is not None:  # the peer's answers come back here
             shared.latch(peer, session)
-        sock = self._sockets[key]
+        sock = table.sockets[key]
         try:
             sock.sendto(data, peer)
         except OSError as error:
@@ -527,7 +496,7 @@ class Gatherer:
             for task in self._tasks or ():
                 task.cancel()
             self._core.close(self._now())
-            if self._sockets:
+            if self._table.sockets:
                 self._service()  # sends the deallocations
                 if self._core.closing:  # _service wakes us once the servers confirm
                     self._deallocated = self._get_loop().create_future()
@@ -550,16 +519,17 @@ class Gatherer:
     def _send_unattended(self) -> None:
         """What closing queued (TURN deallocations), sent without the gatherer's loop:
         datagrams only, once, answers unheard."""
+        sockets = self._table.sockets
         while (command := self._core.next_command()) is not None:
-            if isinstance(command, SendDatagram) and command.base_key in self._sockets:
+            if isinstance(command, SendDatagram) and command.base_key in sockets:
                 with contextlib.suppress(OSError):
-                    self._sockets[command.base_key].sendto(command.data, command.address)
+                    sockets[command.base_key].sendto(command.data, command.address)
 
     def _release(self) -> None:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
-        for shared in set(self._shared.values()):
+        for shared in set(self._table.shared.values()):
             shared.forget(self._expected or ())
         for shared, deliver in self._sessions.items():
             shared.release_session(deliver, self._ufrags.values())
@@ -569,14 +539,9 @@ class Gatherer:
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
                 task.cancel()
-        for stream in self._streams.values():
-            if stream.transport is not None:
-                # A closed loop cannot finish the abort: its transport closes the socket
-                # when collected.
-                with contextlib.suppress(RuntimeError):
-                    stream.transport.abort()
-        self._streams.clear()
-        for key in list(self._sockets):
+        if self._streams is not None:
+            self._streams.abort()
+        for key in list(self._table.sockets):
             self._close_socket(key)
         self._wake()
 
@@ -660,7 +625,7 @@ class Gatherer:
         using them until the restart completes), the current and pooled ones; release
         the others, older or never seen."""
         generation, seen = self._core.generation, self._core.released
-        for key, owner in list(self._owners.items()):
+        for key, owner in list(self._table.owners.items()):
             if owner < generation and owner != seen:
                 self._lingering.add(key)
         self._close_lingering()
@@ -674,8 +639,9 @@ class Gatherer:
         """Close the old sockets whose allocations are released by now; the others wait
         for the server's answer (or the close timeout), at a later service."""
         busy = self._core.closing_keys
+        companions = self._table.companions
         for key in list(self._lingering):
-            if key not in busy and self._companions.get(key) not in busy:
+            if key not in busy and companions.get(key) not in busy:
                 self._lingering.discard(key)
                 self._close_socket(key)
 
@@ -695,7 +661,7 @@ class Gatherer:
         kind: int = socket.SOCK_DGRAM,
     ) -> list[Base]:
         """One socket per (transport, component, address); all or nothing: OSError (see
-        `_open`) leaves nothing bound."""
+        `SocketTable.open`) leaves nothing bound."""
         bases: list[Base] = []
         try:
             for transport in range(len(self._core.transports)):
@@ -755,35 +721,27 @@ class Gatherer:
         generation: int,
         kind: int = socket.SOCK_DGRAM,
     ) -> Base | None:
-        relay_key = None
+        table = self._table
         if self._shared_port is not None and kind == socket.SOCK_DGRAM:
-            key = self._join_shared(address, generation)
-            if key is None:
-                return None
-            if self._udp_turn:  # an allocation needs a 5-tuple of its own
-                try:
-                    relay_key = self._open(address, kind, generation)
-                except OSError:
-                    self._close_socket(key)
-                    raise
-                if relay_key is None:
-                    self._close_socket(key)
-                    return None
-                self._companions[key] = relay_key
             port = self._shared_port
-            if self._on_datagram is not None:
-                self._claim(self._shared[key], (address.address, port), generation)
-        else:
-            key = self._open(address, kind, generation)
+            # With TURN over UDP, an allocation needs a 5-tuple of its own: a companion.
+            key = table.join_shared(self._get_loop(), address, port, generation, self._udp_turn)
             if key is None:
                 return None
-            sock = self._sockets[key]
+            relay_key = table.companions.get(key)
+            if self._on_datagram is not None:
+                self._claim(table.shared[key], (address.address, port), generation)
+        else:
+            relay_key = None
+            key = table.open(address, kind, generation)
+            if key is None:
+                return None
+            sock = table.sockets[key]
             port = sock.getsockname()[1]
             if self._on_datagram is not None and kind == socket.SOCK_DGRAM:
                 self._watch(key, sock)  # peers may send before we do
         if kind == socket.SOCK_DGRAM:
-            self._base_addresses[key] = (address.address, port)
-            self._base_keys[(address.address, port)] = key
+            table.add_base(key, (address.address, port))
         return Base(
             key=key,
             transport=transport,
@@ -797,50 +755,19 @@ class Gatherer:
             relay_key=relay_key,
         )
 
-    def _open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
-        """A socket of our own on the address; its key, or None if the address has gone
-        since it was enumerated. Any other failure (no free port in `port_range`, for
-        one) is an OSError naming the address and the ports: a base left out silently
-        would leave a transport without candidates and nobody told why."""
-        # The C type itself: `socket.socket` adds a Python __init__ and close(), turns
-        # `family` into an enum at every read and is tracked by the garbage collector;
-        # ~1.3 µs a socket for nothing we use.
-        sock = _socket.socket(address.family, kind | _NONBLOCK)
-        try:
-            if not _NONBLOCK:
-                sock.setblocking(False)
-            self._bind_port(sock, address)
-            if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
-                sock.listen(16)
-        except OSError as error:
-            sock.close()
-            if error.errno in _GONE:
-                return None
-            ports = "any port" if self._port_range is None else f"port_range {self._port_range}"
-            raise _bind_error(address, ports, error) from error
-        self._next_key += 1
-        self._sockets[self._next_key] = sock
-        self._owners[self._next_key] = generation
-        return self._next_key
-
     def _open_beside(self, command: OpenSocket) -> None:
         """Another UDP socket on the address of `command.beside`, for a TURN allocation
         whose 5-tuple the server found taken (437); it lives as long as that socket."""
-        beside = self._sockets.get(command.beside)
-        key = None
         reason = "no other socket could be bound on the base's address"
-        if beside is not None:
-            name = beside.getsockname()
-            scope_id = name[3] if beside.family == socket.AF_INET6 else 0
-            address = LocalAddress("", name[0], beside.family, 0, scope_id)
-            try:
-                key = self._open(address, socket.SOCK_DGRAM, self._owners[command.beside])
-            except OSError as error:  # the relay fails; the gathering goes on
-                reason += f" ({error.strerror})"
+        try:
+            key = self._table.open_beside(command.beside)
+        except OSError as error:  # the relay fails; the gathering goes on
+            key = None
+            reason += f" ({error.strerror})"
         if key is None:
             self._core.socket_failed(self._now(), command.request, reason)
         else:
-            port = self._sockets[key].getsockname()[1]
+            port = self._table.sockets[key].getsockname()[1]
             self._core.socket_opened(self._now(), command.request, key, port)
 
     # -- mDNS host candidates --------------------------------------------------------
@@ -886,94 +813,34 @@ class Gatherer:
         if self._on_datagram is not None and not self._closed:
             self._deliver(self._on_datagram, local, source, data)
 
-    def _join_shared(self, address: LocalAddress, generation: int) -> int | None:
-        """The process's shared socket for the address; its key here, or None if the
-        address has gone (other failures: OSError, as in `_open`)."""
-        assert self._shared_port is not None
-        try:
-            shared = shared_socket(
-                self._get_loop(),
-                address.family,
-                address.address,
-                self._shared_port,
-                address.scope_id,
-            )
-        except OSError as error:
-            if error.errno in _GONE:
-                return None
-            raise _bind_error(address, f"shared_port {self._shared_port}", error) from error
-        self._next_key += 1
-        self._sockets[self._next_key] = shared.sock
-        self._owners[self._next_key] = generation
-        self._shared[self._next_key] = shared
-        return self._next_key
-
     def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
         if self._expected is not None:
             self._expected.discard(data[8:20])
         self._core.receive_datagram(self._now(), key, data, source)
         self._service()
 
-    def _bind_port(self, sock: _socket.socket, address: LocalAddress) -> None:
-        """Any port, or the first free one of `port_range` from a random start."""
-        ports: Sequence[int] = [0]
-        if self._port_range is not None:
-            low, high = self._port_range
-            start = secrets.randbelow(high - low + 1)
-            ports = [*range(low + start, high + 1), *range(low, low + start)]
-        for port in ports:
-            try:
-                if address.family == socket.AF_INET6:
-                    sock.bind((address.address, port, 0, address.scope_id))
-                else:
-                    sock.bind((address.address, port))
-                return
-            except OSError as error:
-                if error.errno != errno.EADDRINUSE:
-                    raise
-        raise OSError(errno.EADDRINUSE, "no free port")
-
     def _close_socket(self, key: int) -> None:
-        if self._lingering:
-            self._lingering.discard(key)
-        companion = self._companions.pop(key, None)
-        if companion is not None:
-            self._close_socket(companion)
-        sock = self._sockets.pop(key, None)
-        if sock is None:
-            return  # a companion, closed with its base
-        del self._owners[key]
-        base = self._base_addresses.pop(key, None)
-        if base is not None and self._base_keys.get(base) == key:
-            del self._base_keys[base]
-        shared = self._shared.pop(key, None)
-        if shared is not None:
-            shared.release()
-            return
-        if self._reading.pop(sock.fileno(), None) is not None:
-            hub_for(self._get_loop()).unwatch(sock.fileno(), closing=True)
-        sock.close()
+        """Close the socket (and its companion), lingering or not."""
+        lingering = self._lingering
+        if lingering:
+            lingering.discard(key)
+            companion = self._table.companions.get(key)
+            if companion is not None:  # closed with its base
+                lingering.discard(companion)
+        self._table.close(key, self._loop)
 
     def _watch(self, key: int, sock: _socket.socket) -> None:
-        """Read what arrives; ICMP errors too (IP_RECVERR), set here and not at bind
-        because most host sockets never send."""
-        if sys.platform == "linux":
-            level, option = _RECVERR[sock.family]
-            try:  # noqa: SIM105 - suppress() costs 0.4 µs, once per watched socket
-                sock.setsockopt(level, option, 1)
-            except OSError:
-                pass
-        fd = sock.fileno()
-        self._reading[fd] = key
+        """Read what arrives on the socket: `_on_readable`."""
         if self._on_fd is None:
             self._on_fd = self._on_readable  # one bound method for all our sockets
-        hub_for(self._get_loop()).watch(fd, self._on_fd)
+        self._table.watch(key, sock, self._on_fd, self._get_loop())
 
     def _on_readable(self, fd: int) -> None:
-        key = self._reading.get(fd)
+        table = self._table
+        key = table.reading.get(fd)
         if key is None:
             return
-        sock = self._sockets[key]
+        sock = table.sockets[key]
         now = self._now()
         # Answers to our requests come one at a time: read one, and epoll (level-triggered)
         # calls again if more is queued, which spares the failing read that ends a drain.
@@ -992,20 +859,15 @@ class Gatherer:
                 continue
             source = source[:2]
             if not self._core.receive_datagram(now, key, data, source) and self._on_datagram:
-                base = self._base_addresses.get(key)
+                base = table.base_addresses.get(key)
                 if base is not None:
                     self._deliver(self._on_datagram, base, source, data)
         self._service()
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
-        """Drain ICMP errors (IP_RECVERR): each names the destination it was about."""
-        for _ in range(64):
-            try:
-                _data, _ancillary, _flags, destination = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-            except OSError:
-                return
-            if destination:
-                self._core.unreachable(now, key, destination[:2])
+        """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""
+        for destination in self._table.read_errors(sock):
+            self._core.unreachable(now, key, destination)
 
     def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:
         """A datagram the kernel refused. A transient refusal loses it like the network
@@ -1026,7 +888,7 @@ class Gatherer:
         error that stands. Linux reports at a sendto an ICMP error that came since the
         socket was last read, about any destination, and leaves it queued (epoll would
         then call us back forever): those are read first, failing their own servers."""
-        if sys.platform == "linux" and key not in self._shared:  # no IP_RECVERR on those
+        if sys.platform == "linux" and key not in self._table.shared:  # no IP_RECVERR on those
             self._read_errors(key, sock, self._now())
         try:
             sock.sendto(data, address)
@@ -1043,12 +905,13 @@ class Gatherer:
     def _service(self) -> None:
         """Carry out the core's commands, rearm the timer and wake the consumer."""
         core = self._core
+        table = self._table
         while (command := core.next_command()) is not None:
             if isinstance(command, SendDatagram):
-                sock = self._sockets.get(command.base_key)
+                sock = table.sockets.get(command.base_key)
                 if sock is None:
                     continue
-                shared = self._shared.get(command.base_key)
+                shared = table.shared.get(command.base_key)
                 if shared is not None:  # its answer comes back through the shared socket
                     transaction_id = command.data[8:20]
                     if self._expected is None:
@@ -1056,7 +919,7 @@ class Gatherer:
                     self._expected.add(transaction_id)
                     deliver = functools.partial(self._on_shared_datagram, command.base_key)
                     shared.expect(transaction_id, deliver)
-                elif sock.fileno() not in self._reading:
+                elif sock.fileno() not in table.reading:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.
                     self._watch(command.base_key, sock)
@@ -1065,18 +928,13 @@ class Gatherer:
                 except OSError as error:
                     self._send_failed(command, sock, error)
             elif isinstance(command, StreamSend):
-                stream = self._streams.get(command.stream)
-                if stream is not None:
-                    stream.write(command.data)
+                if self._streams is not None:
+                    self._streams.send(command.stream, command.data)
             elif isinstance(command, OpenStream):
-                self._spawn(self._open_stream(command), command.stream)
+                self._stream_set().open(command)
             elif isinstance(command, CloseStream):
-                opening = self._stream_tasks.pop(command.stream, None)
-                if opening is not None:
-                    opening.cancel()
-                stream = self._streams.pop(command.stream, None)
-                if stream is not None:
-                    stream.close()
+                if self._streams is not None:
+                    self._streams.close(command.stream)
             elif isinstance(command, Resolve):  # a name: the core contacts IPs at once
                 self._spawn(self._resolve(command))
             elif isinstance(command, OpenSocket):
@@ -1084,7 +942,7 @@ class Gatherer:
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._deliver(self._on_relayed, *relayed)
-        if self._closed and not self._sockets:
+        if self._closed and not table.sockets:
             return  # released: no timer, no one to wake
         timer = core.get_timer()
         if timer != self._timer_at:
@@ -1116,65 +974,38 @@ class Gatherer:
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _spawn(self, work: Coroutine[Any, Any, None], stream: int | None = None) -> None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that close() cancels and waits for."""
         task = self._get_loop().create_task(work)
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        if stream is not None:
-            self._stream_tasks[stream] = task
-            task.add_done_callback(lambda _: self._stream_tasks.pop(stream, None))
+        return task
 
-    async def _open_stream(self, command: OpenStream) -> None:
-        sock = self._sockets.get(command.base_key)
-        if sock is None:
-            return
-        local = sock.getsockname()[0]
-        protocol: StreamProtocol | None = None
-        try:
-            protocol = self._stream_protocol(command)
-            await self._get_loop().create_connection(
-                lambda: protocol,
-                host=command.address[0],
-                port=command.address[1],
-                local_addr=(local, 0),
+    def _stream_set(self) -> StreamSet:
+        """Made at the first connection: most gatherers never open one."""
+        if self._streams is None:
+            self._streams = StreamSet(
+                self._table.sockets,
+                self._ssl_context,
+                self._spawn,
+                self._stream_connected,
+                self._stream_data,
+                self._stream_closed,
             )
-            await protocol.ready
-        except BaseException as error:
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
-            if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
-                raise
-            self._core.stream_closed(self._now(), command.stream, describe(error))
-            self._service()
-            return
-        self._streams[command.stream] = protocol
-        sockname = protocol.transport.get_extra_info("sockname") if protocol.transport else None
-        port = sockname[1] if sockname else None
-        self._core.stream_connected(self._now(), command.stream, port)
+        return self._streams
+
+    def _stream_connected(self, stream: int, port: int | None) -> None:
+        self._core.stream_connected(self._now(), stream, port)
         self._service()
 
-    def _stream_protocol(self, command: OpenStream) -> StreamProtocol:
-        if not command.tls:
-            return StreamProtocol(command.stream, self._on_stream_data, self._on_stream_closed)
-        return TlsStreamProtocol(
-            command.stream,
-            self._on_stream_data,
-            self._on_stream_closed,
-            self._ssl_context or default_tls_context(),
-            command.address,
-            command.server_name,
-        )
-
-    def _on_stream_data(self, stream: int, data: bytes) -> None:
+    def _stream_data(self, stream: int, data: bytes) -> None:
         self._core.stream_data(self._now(), stream, data)
         self._service()
 
-    def _on_stream_closed(self, stream: int, error: BaseException | None) -> None:
-        if self._streams.pop(stream, None) is None:
-            return  # we closed it
-        self._core.stream_closed(self._now(), stream, None if error is None else describe(error))
+    def _stream_closed(self, stream: int, reason: str | None) -> None:
+        self._core.stream_closed(self._now(), stream, reason)
         self._service()
 
     async def _resolve(self, command: Resolve) -> None:

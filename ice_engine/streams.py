@@ -3,22 +3,37 @@
 TLS runs over memory BIOs rather than asyncio's own TLS, which cannot be handed a session:
 keeping sessions per server lets a later connection resume in one round trip instead of
 two (coturn speaks TLS 1.2, whose full handshake costs two).
+
+`StreamSet` keeps one gatherer's connections and the tasks that open them, apart from the
+driver's other work; it tells what the core must hear through callables it is given, and
+knows nothing of the core.
 """
 
 from __future__ import annotations
 
+import _socket
 import asyncio
+import contextlib
 import functools
 import ssl
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any
 
-__all__ = ["StreamProtocol", "TlsStreamProtocol", "default_tls_context", "describe"]
+from .commands import OpenStream
+
+__all__ = ["StreamProtocol", "StreamSet", "TlsStreamProtocol", "default_tls_context", "describe"]
 
 
 #: Called with (stream, data) for bytes received, and (stream, error or None) at the end.
 DataCallback = Callable[[int, bytes], None]
 ClosedCallback = Callable[[int, BaseException | None], None]
+#: Called with (stream, its local port if known) once connected, and with (stream, the
+#: reason or None) when it ends other than by `StreamSet.close`.
+ConnectedCallback = Callable[[int, int | None], None]
+EndedCallback = Callable[[int, str | None], None]
+#: Runs a coroutine as a task the gatherer cancels and awaits at close().
+Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
 
 @functools.cache
@@ -169,3 +184,111 @@ class TlsStreamProtocol(StreamProtocol):
         pending = self._outgoing.read()
         if pending and self.transport is not None:
             self.transport.write(pending)
+
+
+class StreamSet:
+    """One gatherer's TCP and TLS connections to TURN servers, by the core's stream number.
+
+    A connection is opened from its base socket's address (`sockets`, the gatherer's, by
+    key) in a task from `spawn`; `close` cancels it if it is still connecting."""
+
+    __slots__ = (
+        "_on_closed",
+        "_on_connected",
+        "_on_data",
+        "_opening",
+        "_sockets",
+        "_spawn",
+        "_ssl_context",
+        "_streams",
+    )
+
+    def __init__(
+        self,
+        sockets: Mapping[int, _socket.socket],
+        ssl_context: ssl.SSLContext | None,
+        spawn: Spawn,
+        on_connected: ConnectedCallback,
+        on_data: DataCallback,
+        on_closed: EndedCallback,
+    ) -> None:
+        self._sockets = sockets
+        self._ssl_context = ssl_context
+        self._spawn = spawn
+        self._on_connected = on_connected
+        self._on_data = on_data
+        self._on_closed = on_closed
+        self._streams: dict[int, StreamProtocol] = {}  # connected
+        self._opening: dict[int, asyncio.Task[None]] = {}
+
+    def open(self, command: OpenStream) -> None:
+        stream = command.stream
+        task = self._spawn(self._connect(command))
+        self._opening[stream] = task
+        task.add_done_callback(lambda _: self._opening.pop(stream, None))
+
+    def send(self, stream: int, data: bytes) -> None:
+        protocol = self._streams.get(stream)
+        if protocol is not None:
+            protocol.write(data)
+
+    def close(self, stream: int) -> None:
+        opening = self._opening.pop(stream, None)
+        if opening is not None:
+            opening.cancel()
+        protocol = self._streams.pop(stream, None)
+        if protocol is not None:
+            protocol.close()
+
+    def abort(self) -> None:
+        """Drop every connection now (the gatherer is releasing everything)."""
+        for protocol in self._streams.values():
+            if protocol.transport is not None:
+                # A closed loop cannot finish the abort: its transport closes the socket
+                # when collected.
+                with contextlib.suppress(RuntimeError):
+                    protocol.transport.abort()
+        self._streams.clear()
+
+    async def _connect(self, command: OpenStream) -> None:
+        sock = self._sockets.get(command.base_key)
+        if sock is None:
+            return
+        local = sock.getsockname()[0]
+        protocol: StreamProtocol | None = None
+        try:
+            protocol = self._protocol(command)
+            await asyncio.get_running_loop().create_connection(
+                lambda: protocol,
+                host=command.address[0],
+                port=command.address[1],
+                local_addr=(local, 0),
+            )
+            await protocol.ready
+        except BaseException as error:
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
+                raise
+            self._on_closed(command.stream, describe(error))
+            return
+        self._streams[command.stream] = protocol
+        sockname = protocol.transport.get_extra_info("sockname") if protocol.transport else None
+        self._on_connected(command.stream, sockname[1] if sockname else None)
+
+    def _protocol(self, command: OpenStream) -> StreamProtocol:
+        if not command.tls:
+            return StreamProtocol(command.stream, self._on_data, self._ended)
+        return TlsStreamProtocol(
+            command.stream,
+            self._on_data,
+            self._ended,
+            self._ssl_context or default_tls_context(),
+            command.address,
+            command.server_name,
+        )
+
+    def _ended(self, stream: int, error: BaseException | None) -> None:
+        if self._streams.pop(stream, None) is None:
+            return  # we closed it
+        self._on_closed(stream, None if error is None else describe(error))

@@ -119,9 +119,9 @@ async def test_a_second_close_waits_for_the_first() -> None:
     await asyncio.sleep(0.01)
     first = asyncio.ensure_future(gatherer.close())
     await asyncio.sleep(0)  # the first close() waits for the resolver task
-    assert gatherer._sockets
+    assert gatherer._table.sockets
     await gatherer.close()
-    assert gatherer._sockets == {}
+    assert gatherer._table.sockets == {}
     await first
     await consumer
 
@@ -157,7 +157,7 @@ async def test_a_pool_failing_in_aenter_releases_what_it_bound(
     with pytest.raises(OSError, match="Too many"):
         async with gatherer:
             pytest.fail("entered")
-    assert open_fds() == before and gatherer._sockets == {}
+    assert open_fds() == before and gatherer._table.sockets == {}
 
 
 class FakeResponder:

@@ -140,7 +140,7 @@ async def test_a_port_range_in_use_is_an_error_naming_the_address_and_range() ->
         async with Gatherer([turn], port_range=(port, port)) as gatherer:
             with pytest.raises(OSError, match=rf"127\.0\.0\.1, port_range \({port}, {port}\)"):
                 await collect(gatherer)
-            assert not gatherer._sockets  # all or nothing
+            assert not gatherer._table.sockets  # all or nothing
 
 
 @pytest.mark.parametrize("kwargs", [{"mids": ["0", "1"]}, {"components": 2}])
@@ -152,7 +152,7 @@ async def test_a_range_too_small_for_every_base_is_an_error(kwargs: dict[str, ob
         with pytest.raises(OSError, match="no free port") as caught:
             await collect(gatherer)
         assert caught.value.errno == errno.EADDRINUSE
-        assert not gatherer._sockets
+        assert not gatherer._table.sockets
         await gatherer.restart()
         with pytest.raises(OSError, match="no free port"):
             await collect(gatherer)  # and so is the next generation's
@@ -172,7 +172,7 @@ async def test_an_ice_tcp_or_shared_port_taken_is_an_error_too(kind: int) -> Non
         async with gatherer:
             with pytest.raises(OSError, match=rf"cannot bind to 127\.0\.0\.1, {where}"):
                 await collect(gatherer)
-            assert not gatherer._sockets  # the UDP base bound first is released
+            assert not gatherer._table.sockets  # the UDP base bound first is released
 
 
 async def test_an_address_gone_since_enumeration_is_skipped(
@@ -210,9 +210,9 @@ async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
         assert {c.address for c in gatherer.candidates} == {"127.0.0.1", "127.0.0.2"}
         assert gatherer.gathering_state is GatheringState.GATHERING
         # A TURN 437's second socket that cannot be bound fails that relay, not the driver.
-        key = next(iter(gatherer._sockets))
+        key = next(iter(gatherer._table.sockets))
         gatherer._open_beside(OpenSocket(request=1, beside=key))
-        assert len(gatherer._sockets) == 2
+        assert len(gatherer._table.sockets) == 2
         await events.aclose()
 
 
@@ -231,7 +231,7 @@ def test_gather_restart_or_prepare_on_another_loop_is_a_clear_error() -> None:
         with pytest.raises(RuntimeError, match="another event loop"):
             asyncio.run(call())  # type: ignore[arg-type]
     asyncio.run(gatherer.close())
-    assert not gatherer._sockets
+    assert not gatherer._table.sockets
 
 
 def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -> None:
@@ -244,7 +244,7 @@ def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -
         asyncio.run(collect(gatherer))
         assert [c.type for c in gatherer.candidates].count("relay") == 1
         asyncio.run(gatherer.close())
-        assert not gatherer._sockets
+        assert not gatherer._table.sockets
         asyncio.run(gatherer.close())  # idempotent there too
         for _ in range(200):  # the deallocation was sent, unconfirmed: wait for the stub
             if stub.deallocated():
