@@ -135,15 +135,35 @@ class Summary:
             first = (
                 "-" if stats.first_candidate is None else f"{stats.first_candidate * 1000:.1f} ms"
             )
-            codes = ", ".join(f"{code} {text}" for code, text in stats.errors[:3])
-            if len(stats.errors) > 3:
-                codes += f", … {len(stats.errors) - 3} more"
             lines.append(
                 f"server {stats.url}: {stats.status}; first candidate {first}; "
-                f"{stats.candidates} candidates; {len(stats.errors)} errors"
-                + (f" ({codes})" if codes else "")
+                f"{_count(stats.candidates, 'candidate')}; {_count(len(stats.errors), 'error')}"
+                + _error_list(stats.errors)
             )
         return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")
+
+
+def _error_list(errors: Sequence[tuple[int, str]], shown: int = 3) -> str:
+    """The errors, each text once with how often it came (one per base, often), the
+    first `shown` of them."""
+    counts: dict[tuple[int, str], int] = {}
+    for error in errors:
+        counts[error] = counts.get(error, 0) + 1
+    if not counts:
+        return ""
+    kinds = list(counts.items())
+    parts = [
+        f"{code} {text.rstrip('.')}" + (f" ×{times}" if times > 1 else "")
+        for (code, text), times in kinds[:shown]
+    ]
+    rest = sum(times for _, times in kinds[shown:])
+    if rest:
+        parts.append(f"… {rest} more")
+    return f" ({', '.join(parts)})"
 
 
 def format_event(event: Event) -> str:
@@ -209,8 +229,8 @@ class PlainView:
         for line in s.server_lines():
             self.out.write(line + "\n")
         self.out.write(
-            f"{s.candidates} candidates ({s.type_counts()}), {s.errors} errors, "
-            f"{s.generations} generation{'s' if s.generations != 1 else ''}\n"
+            f"{_count(s.candidates, 'candidate')} ({s.type_counts()}), "
+            f"{_count(s.errors, 'error')}, {_count(s.generations, 'generation')}\n"
         )
         self.out.write(f"{_ended(interrupted)} {elapsed * 1000:.1f} ms\n")
         self.out.flush()
@@ -397,18 +417,18 @@ class LiveView:
         s = self.summary
         waited = self.clock() - self.generation_started
         if self.watching:
-            text = f"watching… {waited:.0f} s, {s.candidates} candidates, Ctrl-C to stop"
+            text = f"watching… {waited:.0f} s, {_count(s.candidates, 'candidate')}, Ctrl-C to stop"
             if s.removed:
                 text += f", {s.removed} removed"
         else:
-            text = f"gathering… {waited * 1000:.0f} ms, {s.candidates} candidates"
+            text = f"gathering… {waited * 1000:.0f} ms, {_count(s.candidates, 'candidate')}"
             if s.servers:
                 text += (
                     f", heard from {s.heard_from()}/{len(s.servers)} servers "
                     f"(each has {self.deadline:g} s)"
                 )
         if s.errors:
-            text += f", [red]{s.errors} errors[/]"
+            text += f", [red]{_count(s.errors, 'error')}[/]"
         return Spinner("dots", text=text, style="green")
 
     def _render(self, final: bool = False) -> RenderableType:
@@ -465,9 +485,9 @@ class LiveView:
         parts.append(
             Text.from_markup(
                 ("[bold green]✓ complete[/]" if self.state == "complete" else "[bold]stopped[/]")
-                + f": {s.candidates} candidates ({s.type_counts()}), "
-                + (f"[red]{s.errors} errors[/]" if s.errors else "0 errors")
-                + f", {s.generations} generation{'s' if s.generations != 1 else ''}"
+                + f": {_count(s.candidates, 'candidate')} ({s.type_counts()}), "
+                + (f"[red]{_count(s.errors, 'error')}[/]" if s.errors else "0 errors")
+                + f", {_count(s.generations, 'generation')}"
             )
         )
         return Group(*parts)

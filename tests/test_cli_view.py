@@ -98,7 +98,7 @@ def test_plain_view_without_a_terminal_has_no_ansi_and_a_summary(ipv4_host: str)
     assert f" host   mid 0 comp 1 udp {ipv4_host}:" in out
     assert f"ERROR 701  stun:127.0.0.1:{closed} from {ipv4_host}:" in out
     assert f"server stun:127.0.0.1:{closed}: failed; first candidate -; 0 candidates; " in out
-    assert re.search(r"^\d+ candidates \(\d+ host\), \d+ errors, 1 generation$", out, re.M)
+    assert re.search(r"^\d+ candidates? \(\d+ host\), \d+ errors?, 1 generation$", out, re.M)
     assert out.rstrip().splitlines()[-1].startswith("done in ")
 
 
@@ -144,6 +144,23 @@ def test_candidates_are_attributed_to_the_server_their_event_names() -> None:
     assert summary.heard_from() == 2
     assert summary.type_counts() == "1 host, 2 srflx"
 
+
+
+def test_a_server_s_errors_are_each_told_once_with_how_often_they_came() -> None:
+    """One per base, often: the same text twice made the summary line twice as long."""
+    url = "turn:a.example"
+    summary = Summary([url])
+    unreachable = "TURN server unreachable (ICMP port unreachable)."
+    for base, code, text in [(2, 701, unreachable), (3, 701, unreachable), (4, 486, "quota")]:
+        summary.add(IceCandidateErrorEvent(url, f"203.0.113.{base}", 5, code, text, 0, 0.1))
+    summary.add(IceCandidateEvent(_candidate("relay", 0, 1), 0, 0.2, url))
+    assert summary.server_lines() == [
+        f"server {url}: ok; first candidate 200.0 ms; 1 candidate; 3 errors "
+        "(701 TURN server unreachable (ICMP port unreachable) ×2, 486 quota)"
+    ]
+    for n in range(4):  # beyond three kinds, how many more errors
+        summary.add(IceCandidateErrorEvent(url, "203.0.113.2", 5, 700 + n, "x", 0, 0.3))
+    assert summary.server_lines()[0].endswith(", 700 x, … 3 more)")
 
 # -- the live view, on a real terminal ---------------------------------------------
 
@@ -263,7 +280,7 @@ def test_live_view_in_tmux_shows_rows_spinner_errors_and_summary(
         rf"│ stun:127\.0\.0\.1:{closed}\s+│ failed\s+│\s+- │\s+0 │\s+\d+ \(701\) │", screen
     )
     assert re.search(rf"│ stun:127\.0\.0\.1:{silent_server}\s+│ failed\s+│", screen)
-    assert re.search(r"✓ complete: \d+ candidates \(\d+ host\), \d+ errors, 1 generation", screen)
+    assert re.search(r"✓ complete: \d+ candidates? \(\d+ host\), \d+ errors?, 1 generation", screen)
     assert "done in " in screen
     assert "gathering…" not in screen  # the spinner line gave way to the summary
 
