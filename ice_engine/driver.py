@@ -233,7 +233,7 @@ class Gatherer:
         self._closed = False
         self._close_done: asyncio.Future[None] | None = None  # resolved once close() is done
 
-    # -- public API ---------------------------------------------------------------
+    # -- public API --------------------------------------------------------------------
 
     @property
     def gathering_state(self) -> GatheringState:
@@ -562,7 +562,7 @@ class Gatherer:
     ) -> None:
         await self.close()
 
-    # -- driving the core -----------------------------------------------------------
+    # -- driving the core --------------------------------------------------------------
 
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
@@ -676,42 +676,6 @@ class Gatherer:
             raise
         return bases
 
-    # -- continual gathering -------------------------------------------------------
-
-    def _rescan(self) -> None:
-        """Bring the current generation's bases in line with the addresses now present."""
-        core = self._core
-        if self._closed or not core.started:  # continual: started means gathering
-            return
-        now = self._now()
-        # The watcher has just enumerated afresh for every gatherer: its view serves.
-        present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
-        bases = core.bases
-        gone = [b.key for b in bases if b.address not in present]
-        gone += [key for key, address in self._tcp_bases.items() if address not in present]
-        for key in gone:
-            self._tcp_bases.pop(key, None)
-        if gone:
-            core.remove_bases(now, gone)
-            for key in gone:
-                self._close_socket(key)
-        known = {b.address for b in bases}
-        added = [a for a in present.values() if a.address not in known]
-        new_bases: list[Base] = []
-        tcp_bases: list[Base] = []
-        first_rank = max((b.rank for b in bases), default=-1) + 1
-        for rank, address in enumerate(added, start=first_rank):
-            try:
-                udp, tcp = self._bind_generation(core.generation, [address], rank)
-            except OSError:
-                continue  # no port for it now: tried again at the next change
-            new_bases += udp
-            tcp_bases += tcp
-        if new_bases or tcp_bases:
-            self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
-            core.add_bases(now, new_bases, tcp_bases)
-        self._service()
-
     def _bind(
         self,
         address: LocalAddress,
@@ -770,7 +734,43 @@ class Gatherer:
             port = self._table.sockets[key].getsockname()[1]
             self._core.socket_opened(self._now(), command.request, key, port)
 
-    # -- mDNS host candidates --------------------------------------------------------
+    # -- continual gathering -----------------------------------------------------------
+
+    def _rescan(self) -> None:
+        """Bring the current generation's bases in line with the addresses now present."""
+        core = self._core
+        if self._closed or not core.started:  # continual: started means gathering
+            return
+        now = self._now()
+        # The watcher has just enumerated afresh for every gatherer: its view serves.
+        present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
+        bases = core.bases
+        gone = [b.key for b in bases if b.address not in present]
+        gone += [key for key, address in self._tcp_bases.items() if address not in present]
+        for key in gone:
+            self._tcp_bases.pop(key, None)
+        if gone:
+            core.remove_bases(now, gone)
+            for key in gone:
+                self._close_socket(key)
+        known = {b.address for b in bases}
+        added = [a for a in present.values() if a.address not in known]
+        new_bases: list[Base] = []
+        tcp_bases: list[Base] = []
+        first_rank = max((b.rank for b in bases), default=-1) + 1
+        for rank, address in enumerate(added, start=first_rank):
+            try:
+                udp, tcp = self._bind_generation(core.generation, [address], rank)
+            except OSError:
+                continue  # no port for it now: tried again at the next change
+            new_bases += udp
+            tcp_bases += tcp
+        if new_bases or tcp_bases:
+            self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
+            core.add_bases(now, new_bases, tcp_bases)
+        self._service()
+
+    # -- mDNS host candidates ----------------------------------------------------------
 
     async def _mdns_ready(self) -> None:
         """Join the loop's shared mDNS responder. Should port 5353 be unavailable, host
@@ -800,6 +800,8 @@ class Gatherer:
             self._responder.register(name, address)
         return name
 
+    # -- a shared port -----------------------------------------------------------------
+
     def _claim(self, shared: SharedSocket, local: tuple[str, int], generation: int) -> None:
         """Have the shared socket route peers' checks for our ufrag here."""
         deliver = self._sessions.get(shared)
@@ -818,6 +820,8 @@ class Gatherer:
             self._expected.discard(data[8:20])
         self._core.receive_datagram(self._now(), key, data, source)
         self._service()
+
+    # -- sockets, the timer and the core's commands ------------------------------------
 
     def _close_socket(self, key: int) -> None:
         """Close the socket (and its companion), lingering or not."""
