@@ -85,6 +85,38 @@ class Gatherer:
             async for event in gatherer.gather():
                 print(json.dumps(event.to_json()))
 
+    Every option is checked when given: a bad one raises ValueError or TypeError naming it.
+
+    Args:
+        ice_servers: RTCConfiguration.iceServers: `stun:`, `turn:` and `turns:` URLs
+            with their credentials. Every server is asked at once.
+        mids: one transport (m-line) per mid, each an SDP token.
+        components: components per transport (1 with rtcp-mux, 2 for RTP and RTCP).
+        ice_transport_policy: "all", or "relay" for relay candidates only.
+        ip_handling: the RFC 8828 mode (`IpHandling`, 1-4): every address, the default
+            route's with or without its host candidate, or relay candidates only.
+        timing: retransmission and the per-server deadline (by default 2 s a server).
+        link_local: include IPv6 link-local addresses.
+        address_filter: `(interface, address) -> bool`; the addresses it refuses are
+            not used.
+        resolver: looks up server names (by default the hosts file, then DNS).
+        credentials: the first generation's ufrag and pwd (new ones by default).
+        ssl_context: for `turns:` (by default the system's CAs).
+        dual_stack_relays: ask each TURN allocation from IPv4 for an IPv6 relay too
+            (RFC 8656 ADDITIONAL-ADDRESS-FAMILY).
+        port_range: `(low, high)`: host sockets take a free port in it.
+        pool_size: RTCConfiguration.iceCandidatePoolSize (0-255): generations gathered
+            ahead by `prepare()`, each taken at once by a `restart()`.
+        continual: keep the generation open: addresses that come and go join or leave
+            it, and a relay whose allocation is lost leaves it (`candidateremoved`).
+        on_relayed: called with (allocation, peer, data) for what peers send through a
+            TURN allocation.
+        on_datagram: called with (local base, peer, data) for what peers send to a base.
+        tcp_candidates: ICE-TCP host candidates too (RFC 6544).
+        shared_port: one UDP port per address for every gatherer of the process given
+            the same one (one transport, one component); peers are routed by ufrag.
+        mdns: hide host addresses behind mDNS `.local` names.
+
     Slotted: a server holds thousands, and a plain instance dict grows and resizes as its
     some forty attributes are set.
     """
