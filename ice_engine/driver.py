@@ -282,6 +282,7 @@ class Gatherer:
 
     @property
     def generation(self) -> int:
+        """The current generation's number: 0, then one more at each `restart()`."""
         return self._core.generation
 
     @property
