@@ -207,7 +207,8 @@ class Gathering(Relaying):
                 waiting[server.index] = server.url.url
         for relay in [*self._relays.values(), *(self._moving or {}).values()]:
             if relay.generation is generation and not relay.done:
-                waiting[relay.server.index] = relay.server.url.url
+                for server in [relay.server, *(relay.also or ())]:
+                    waiting[server.index] = server.url.url
         return [waiting[index] for index in sorted(waiting)]
 
     def next_event(self) -> Event | None:

@@ -51,6 +51,7 @@ class Relay:
 
     __slots__ = (
         "allocation",
+        "also",
         "backlog",
         "base",
         "done",
@@ -89,6 +90,7 @@ class Relay:
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
+        self.also: list[Server] | None = None  # other URLs for the same server, sharing it
         self.moves = 0
         # The local port it talks to the server from, named in its errors: the base's,
         # another socket's after a 437, a TCP connection's once it is up; None where the
@@ -284,6 +286,8 @@ class Relaying(Emitting):
         if not over_stream:
             existing = self._relays.get((_udp_key(base) if key is None else key, server_address))
             if existing is not None:
+                if existing.server is not server:  # it waits on this allocation too
+                    existing.also = [*(existing.also or ()), server]
                 return existing
         generation.pending[base.transport] += 1
         allocation = Allocation(
@@ -337,6 +341,7 @@ class Relaying(Emitting):
                 relay.allocation.deadline,
             )
             successor.tried = tried
+            successor.also = relay.also
             return
         text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
         self._error(relay.generation, relay.server, relay.local, 300, text, now)
@@ -378,6 +383,7 @@ class Relaying(Emitting):
             port=port,
         )
         successor.tried = relay.tried
+        successor.also = relay.also
         successor.moves = relay.moves + 1
         relay.done = True
         self._done(relay.generation, relay.base.transport, now)

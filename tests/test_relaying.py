@@ -249,7 +249,9 @@ def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None
     work uncounted: the generation stayed "gathering" for good."""
     urls = ("turn:198.51.100.10", "turn:198.51.100.10?transport=udp")
     core, [first] = started(dual=False, urls=urls)
+    assert core.waiting_for == list(urls)  # the second waits on the shared allocation
     allocate(core, first)
+    assert core.waiting_for == []
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     assert len(core.allocations) == 1
 
