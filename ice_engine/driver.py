@@ -506,7 +506,10 @@ class Gatherer:
     async def close(self) -> None:
         """Release every socket, timer and task, deallocating TURN allocations first
         (waiting up to a second for the servers). Idempotent; even a cancelled close
-        releases everything.
+        releases everything: at once, but for the sockets of deallocations under way,
+        which stay until the server answers (at most a second), so that an Allocate it
+        grants after our Refresh (coturn may) is released too. A second close() waits
+        for them.
 
         On another event loop than the one it gathered on (which has stopped or closed,
         as after `asyncio.run`), it releases everything too, but without that loop it
@@ -519,6 +522,7 @@ class Gatherer:
         self._closed = True
         loop = asyncio.get_running_loop()
         self._close_done = done = loop.create_future()
+        cancelled = False
         try:
             if self._loop is not None and self._loop is not loop:
                 self._core.close(self._now())
@@ -537,9 +541,12 @@ class Gatherer:
                         await asyncio.wait_for(self._deallocated, _DEALLOCATE_WAIT)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
         finally:
             try:
-                self._release()
+                self._release(keep_closing=cancelled)
                 responder, self._responder = self._responder, None
                 if responder is not None:
                     for name in self._mdns_names.values():
@@ -547,7 +554,8 @@ class Gatherer:
                     # Shielded: a cancelled close still gives port 5353 and the names back.
                     await asyncio.shield(responder.release())
             finally:
-                done.set_result(None)
+                if not self._lingering and not done.done():
+                    done.set_result(None)  # else once they close (_close_lingering)
 
     def _send_unattended(self) -> None:
         """What closing queued (TURN deallocations), sent without the gatherer's loop:
@@ -558,7 +566,9 @@ class Gatherer:
                 with contextlib.suppress(OSError):
                     sockets[command.base_key].sendto(command.data, command.address)
 
-    def _release(self) -> None:
+    def _release(self, keep_closing: bool = False) -> None:
+        """Release everything; with `keep_closing`, the sockets of deallocations under
+        way linger until they end."""
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
@@ -574,8 +584,15 @@ class Gatherer:
                 task.cancel()
         if self._streams is not None:
             self._streams.abort()
+        keep = self._core.closing_keys if keep_closing else set()
+        companions = self._table.companions
         for key in list(self._table.sockets):
-            self._close_socket(key)
+            if key in keep or companions.get(key) in keep:
+                self._lingering.add(key)
+            else:
+                self._close_socket(key)
+        if self._lingering:
+            self._service()  # the timer that ends the deallocations
         self._wake()
 
     async def __aenter__(self) -> Gatherer:
@@ -669,14 +686,22 @@ class Gatherer:
                 shared.unclaim(deliver, ufrags)
 
     def _close_lingering(self) -> None:
-        """Close the old sockets whose allocations are released by now; the others wait
-        for the server's answer (or the close timeout), at a later service."""
+        """Close the lingering sockets (an old generation's, or all after a cancelled
+        close) whose allocations are released by now; the others wait for the server's
+        answer (or the close timeout), at a later service. The last one after a cancelled
+        close completes it."""
         busy = self._core.closing_keys
         companions = self._table.companions
         for key in list(self._lingering):
             if key not in busy and companions.get(key) not in busy:
                 self._lingering.discard(key)
                 self._close_socket(key)
+        if self._closed and not self._table.sockets:  # the last, after a cancelled close
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            if self._close_done is not None and not self._close_done.done():
+                self._close_done.set_result(None)
 
     def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
         addresses = local_addresses(

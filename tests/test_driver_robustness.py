@@ -28,7 +28,7 @@ from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
 from ice_engine.turn import NonceCache, NonceEntry
 
-from .test_turn import PASSWORD, USER, FakeTurn
+from .test_turn import PASSWORD, REALM, USER, FakeTurn
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
 LOOPBACK6 = LocalAddress("lo", "::1", socket.AF_INET6, 1, 0)
@@ -320,6 +320,62 @@ async def test_a_turn_server_whose_port_is_closed_fails_and_holds_nothing_up(
         assert not gatherer._core.closing
     finally:
         await gatherer.close()
+
+
+class LateGrantStub(TurnStub):
+    """As coturn may: a signed Allocate granted only after a Refresh that came meanwhile,
+    which is answered 437 (no allocation yet)."""
+
+    def __init__(self) -> None:
+        self.holding = threading.Event()  # a signed Allocate is held back
+        self.released = threading.Event()  # a Refresh of lifetime 0 came after the grant
+        super().__init__()
+
+    def _serve(self) -> None:
+        held: bytes | None = None
+        granted = False
+        key = stun.long_term_key(USER, REALM, PASSWORD)
+        while not self._stop.is_set():
+            try:
+                data, source = self.sock.recvfrom(2048)
+            except TimeoutError:
+                continue
+            request = stun.parse(data)
+            signed = request.get(Attr.MESSAGE_INTEGRITY) is not None
+            if request.method == Method.ALLOCATE and signed and held is None:
+                held = self.server.handle(data)
+                self.holding.set()
+                continue
+            if request.method == Method.REFRESH and held is not None and not granted:
+                mismatch = self.server.error(request, 437, "Mismatch", key=key, sha=False)
+                self.sock.sendto(mismatch, source)
+                self.sock.sendto(held, source)
+                granted = True
+                continue
+            if granted and request.method == Method.REFRESH and request.lifetime() == 0:
+                self.released.set()
+            self.sock.sendto(self.server.handle(data), source)
+
+
+async def test_a_cancelled_close_still_releases_an_allocation_granted_after_it() -> None:
+    """The Refresh of lifetime 0 went out, then the caller cancelled close(): the sockets
+    were closed at once, and the grant that came after the Refresh was never released.
+    The socket of a deallocation under way now lingers until it ends."""
+    stub = LateGrantStub()
+    try:
+        gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)])
+        consumer = asyncio.ensure_future(collect(gatherer))
+        assert await asyncio.to_thread(stub.holding.wait, 5)
+        closing = asyncio.ensure_future(gatherer.close())
+        await asyncio.sleep(0)  # the Refresh goes out; then the caller gives up
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        await asyncio.wait_for(gatherer.close(), 3)  # waits for the lingering socket
+        assert stub.released.is_set()
+        assert gatherer._table.sockets == {}
+        await asyncio.wait_for(consumer, 1)
+    finally:
+        stub.close()
 
 
 async def test_send_is_not_refused_for_an_icmp_error_about_another_peer() -> None:

@@ -171,7 +171,12 @@ def test_random_fully_masquerade_maps_each_destination_anew(lab: Lab) -> None:
         pytest.skip(f"this iptables or kernel has no MASQUERADE --random-fully: {added.stderr}")
     report: dict[str, Any] | None = None
     try:
-        report = nat_json(lab, "--server", f"stun:{SERVER_IPV4}", "--local-address", CLIENT_IPV4_B)
+        probe = ("--server", f"stun:{SERVER_IPV4}", "--local-address", CLIENT_IPV4_B)
+        report = nat_json(lab, *probe)
+        if report["mapping"] == "endpoint-independent":
+            # The NAT drew one random port for both destinations: below 1024 it draws
+            # from 424, so once in 424 runs. Twice in a row is not chance.
+            report = nat_json(lab, *probe)
     finally:
         removed = _router(lab, "iptables", "-w", "-t", "nat", "-D", *RANDOM_FULLY)
         assert removed.returncode == 0, removed.stderr
