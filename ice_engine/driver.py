@@ -509,7 +509,7 @@ class Gatherer:
         releases everything: at once, but for the sockets of deallocations under way,
         which stay until the server answers (at most a second), so that an Allocate it
         grants after our Refresh (coturn may) is released too. A second close() waits
-        for them.
+        for them. (Should the loop stop first, they close with the gatherer.)
 
         On another event loop than the one it gathered on (which has stopped or closed,
         as after `asyncio.run`), it releases everything too, but without that loop it
