@@ -68,14 +68,17 @@ class TurnStub:
                 data, source = self.sock.recvfrom(2048)
             except TimeoutError:
                 continue
-            request = stun.parse(data)
-            if request.method == Method.BINDING:
-                tid = request.transaction_id
-                mapped = [(Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*source, tid))]
-                answer = stun.encode(Method.BINDING, MessageClass.SUCCESS, tid, mapped)
-            else:
-                answer = self.server.handle(data)
-            self.sock.sendto(answer, source)
+            self.answer(data, source)
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        if request.method == Method.BINDING:
+            tid = request.transaction_id
+            mapped = [(Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*source, tid))]
+            answer = stun.encode(Method.BINDING, MessageClass.SUCCESS, tid, mapped)
+        else:
+            answer = self.server.handle(data)
+        self.sock.sendto(answer, source)
 
     def deallocated(self) -> bool:
         return any(
@@ -329,32 +332,26 @@ class LateGrantStub(TurnStub):
     def __init__(self) -> None:
         self.holding = threading.Event()  # a signed Allocate is held back
         self.released = threading.Event()  # a Refresh of lifetime 0 came after the grant
+        self.held: bytes | None = None
+        self.granted = False
         super().__init__()
 
-    def _serve(self) -> None:
-        held: bytes | None = None
-        granted = False
-        key = stun.long_term_key(USER, REALM, PASSWORD)
-        while not self._stop.is_set():
-            try:
-                data, source = self.sock.recvfrom(2048)
-            except TimeoutError:
-                continue
-            request = stun.parse(data)
-            signed = request.get(Attr.MESSAGE_INTEGRITY) is not None
-            if request.method == Method.ALLOCATE and signed and held is None:
-                held = self.server.handle(data)
-                self.holding.set()
-                continue
-            if request.method == Method.REFRESH and held is not None and not granted:
-                mismatch = self.server.error(request, 437, "Mismatch", key=key, sha=False)
-                self.sock.sendto(mismatch, source)
-                self.sock.sendto(held, source)
-                granted = True
-                continue
-            if granted and request.method == Method.REFRESH and request.lifetime() == 0:
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        signed = request.get(Attr.MESSAGE_INTEGRITY) is not None
+        if request.method == Method.ALLOCATE and signed and self.held is None:
+            self.held = self.server.handle(data)
+            self.holding.set()
+        elif request.method == Method.REFRESH and self.held is not None and not self.granted:
+            key = stun.long_term_key(USER, REALM, PASSWORD)
+            mismatch = self.server.error(request, 437, "Mismatch", key=key, sha=False)
+            self.sock.sendto(mismatch, source)
+            self.sock.sendto(self.held, source)
+            self.granted = True
+        else:
+            if self.granted and request.method == Method.REFRESH and request.lifetime() == 0:
                 self.released.set()
-            self.sock.sendto(self.server.handle(data), source)
+            super().answer(data, source)
 
 
 async def test_a_cancelled_close_still_releases_an_allocation_granted_after_it() -> None:
