@@ -584,15 +584,12 @@ class Gatherer:
                 task.cancel()
         if self._streams is not None:
             self._streams.abort()
-        keep = self._core.closing_keys if keep_closing else set()
-        companions = self._table.companions
-        for key in list(self._table.sockets):
-            if key in keep or companions.get(key) in keep:
-                self._lingering.add(key)
-            else:
+        if keep_closing:  # all linger: _service closes those with nothing under way
+            self._lingering.update(self._table.sockets)
+            self._service()  # and arms the timer that ends the deallocations
+        else:
+            for key in list(self._table.sockets):
                 self._close_socket(key)
-        if self._lingering:
-            self._service()  # the timer that ends the deallocations
         self._wake()
 
     async def __aenter__(self) -> Gatherer:
