@@ -156,16 +156,22 @@ class Relaying(Emitting):
         for relay in list(self._relays.values()):  # _flush drops the closed ones
             number = relay.generation.number
             if older_than is None or (number < older_than and number != keep):
-                relay.allocation.close(now)
-                self._flush(relay, now)
+                self._release(relay, now)
 
     def _abandon_relays(self, generation: Generation, now: float) -> None:
         """A restart retired the generation: allocations still in flight are released,
         not kept (and refreshed) for candidates nobody will see."""
         for relay in list(self._relays.values()):
             if relay.generation is generation and not relay.done:
-                relay.allocation.close(now)
-                self._flush(relay, now)
+                self._release(relay, now)
+
+    def _release(self, relay: Relay, now: float) -> None:
+        """Deallocate a relay. One whose connection is not up yet has sent nothing, so
+        the server holds nothing: it ends at once rather than wait out `CLOSE_TIMEOUT`."""
+        relay.allocation.close(now)
+        if relay.backlog is not None:
+            relay.allocation.abandon()
+        self._flush(relay, now)
 
     def _drop_relays(self, gone: set[int], now: float) -> None:
         """Bases that went away: their relays go too (their socket is already gone)."""
@@ -203,8 +209,7 @@ class Relaying(Emitting):
             self._done(relay.generation, relay.base.transport, now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
         # have been granted: released as close() releases it (an unsigned one is dropped).
-        relay.allocation.close(now)
-        self._flush(relay, now)
+        self._release(relay, now)
 
     # -- the relays' own API and work --------------------------------------------------
 

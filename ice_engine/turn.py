@@ -333,9 +333,12 @@ class Allocation:
         elif not challenge and not stun.verify_integrity(message, request.key):
             return False
         del self._pending[message.transaction_id]
-        sample = request.transaction.rtt_sample(now)
-        if sample is not None and self.rtt is not None:
-            self.rtt.sample(self.server, sample)
+        if self.rtt is not None and not self.reliable:
+            # Only UDP retransmits by the RTT; over a stream the sample would count the
+            # connection's setup too, and skew the UDP RTO for the server's address.
+            sample = request.transaction.rtt_sample(now)
+            if sample is not None:
+                self.rtt.sample(self.server, sample)
         if error is None:
             if self.nonce_cache is not None and self._auth is not None:
                 username = self.credentials.username

@@ -25,7 +25,8 @@ from ice_engine.credentials import Credentials
 from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, Method
-from ice_engine.turn import NonceCache
+from ice_engine.transaction import RttTable
+from ice_engine.turn import NonceCache, NonceEntry
 from ice_engine.urls import parse_server_url
 
 from .test_relaying import KEY, TURN, kinds
@@ -33,12 +34,18 @@ from .test_relaying import KEY, TURN, kinds
 TCP = "turn:198.51.100.10?transport=tcp"
 
 
-def started(url: str = TCP, continual: bool = False) -> tuple[Gathering, list[Command]]:
+def started(
+    url: str = TCP,
+    continual: bool = False,
+    nonces: NonceCache | None = None,
+    rtt: RttTable | None = None,
+) -> tuple[Gathering, list[Command]]:
     core = Gathering(
         transports=[Transport("0", 0)],
         servers=[Server(parse_server_url(url), 0, "alice", "wonderland")],
         credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
+        nonces=nonces or NonceCache(),
+        rtt=rtt,
         continual=continual,
     )
     core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
@@ -192,6 +199,27 @@ def test_close_deallocates_over_the_stream_then_closes_it() -> None:
     core.stream_data(1.01, 1, reply)
     assert drain(core) == [CloseStream(1)]
     assert not core.closing
+
+
+def test_close_while_connecting_with_a_warm_nonce_ends_at_once() -> None:
+    """The signed Allocate never left: there is nothing to deallocate or wait for."""
+    nonces = NonceCache()
+    nonces.put(TURN, "stream", "alice", NonceEntry("lab.test", b"0123456789abcdef"))
+    core, [open_stream] = started(nonces=nonces)
+    assert isinstance(open_stream, OpenStream)
+    core.close(0.1)
+    assert drain(core) == [CloseStream(1)]
+    assert not core.closing
+
+
+def test_a_stream_s_connection_setup_is_not_taken_for_the_server_s_rtt() -> None:
+    """The RTT table drives UDP retransmissions to the same address: a request queued
+    while TCP connects would count the connection's setup as round trip."""
+    rtt = RttTable()
+    core, _ = started(rtt=rtt)
+    core.stream_connected(0.9, 1, 51234)
+    core.stream_data(0.95, 1, challenge(sent(drain(core))))
+    assert rtt.srtt(TURN) is None
 
 
 def test_a_base_that_goes_away_takes_its_stream_and_relay_with_it() -> None:
