@@ -839,7 +839,9 @@ class Gatherer:
         except OSError:
             self._core.hide_host = True
             return
-        if self._closed:  # close() ran while we waited: it had no responder to release
+        if self._closed or self._responder is not None:
+            # close() ran while we waited (it had no responder to release), or another
+            # call (prepare() beside gather()) joined first: this reference is one too many.
             await responder.release()
             return
         self._responder = responder

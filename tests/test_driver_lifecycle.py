@@ -226,6 +226,23 @@ async def test_a_cancelled_close_still_releases_the_mdns_responder(
     assert responder.users == 0
 
 
+async def test_prepare_beside_gather_holds_the_mdns_responder_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Both wait for the responder at once; the second reference is given back."""
+    responder = FakeResponder()
+    monkeypatch.setattr(mdns, "shared_responder", lambda: responder)
+    gatherer = Gatherer(mdns=True)
+    warm = asyncio.ensure_future(gatherer.prepare())
+    events = await collect(gatherer)
+    await warm
+    assert events[-1].to_json()["candidate"] is None
+    assert responder.users == 1
+    await gatherer.close()
+    await asyncio.sleep(0.01)
+    assert responder.users == 0
+
+
 async def test_tls_cut_short_mid_handshake_closes_the_connection(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
