@@ -324,8 +324,9 @@ class Relaying(Emitting):
         return relay
 
     def _redirect(self, relay: Relay, alternate: tuple[str, int], now: float) -> None:
-        """Allocate at the alternate server, with the same base, credentials and deadline;
-        the relay being replaced then counts as done. Or say why not, as an error."""
+        """Allocate at the alternate server, from the base's socket (a new 5-tuple even
+        for a relay moved by a 437), with the same credentials and deadline; the relay
+        being replaced then counts as done. Or say why not, as an error."""
         tried = (*relay.tried, relay.server_address)
         family_ok = (":" in alternate[0]) == (relay.base.family == socket.AF_INET6)
         if not family_ok:
@@ -334,7 +335,7 @@ class Relaying(Emitting):
             why = "a redirect loop"
         elif len(tried) > _MAX_REDIRECTS:
             why = f"more than {_MAX_REDIRECTS} redirects"
-        elif relay.stream is None and (relay.key, alternate) in self._relays:
+        elif relay.stream is None and (_udp_key(relay.base), alternate) in self._relays:
             why = "an allocation there already"
         else:
             successor = self._allocate(

@@ -500,6 +500,23 @@ def test_a_437_moves_the_allocation_to_another_socket_and_asks_for_the_srflx() -
     assert refresh.base_key == 7 and stun.parse(refresh.data).method == Method.REFRESH
 
 
+def test_a_moved_relay_redirected_to_a_server_the_base_allocates_on_already_says_so() -> None:
+    """The redirect allocates from the base's socket: the allocation the base already
+    has at the alternate is not taken over (its redirect history overwritten)."""
+    core, [first, other] = started(dual=False, urls=("turn:198.51.100.10", "turn:198.51.100.11"))
+    assert other.address == ALTERNATE
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    commands(core)
+    core.socket_opened(0.1, 1, 7)
+    [unsigned] = drain(core)
+    assert unsigned.base_key == 7
+    assert try_alternate(core, unsigned, ALTERNATE)
+    assert drain(core) == []
+    [error] = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorCode == 300 and "an allocation there already" in error.errorText
+    assert core._relays[(1, ALTERNATE)].tried == ()
+
+
 def test_three_437s_in_a_row_end_in_an_error() -> None:
     core, [first] = started(dual=False)
     mismatch(core, signed_allocate(core, first, 0.05), 0.1)
