@@ -806,7 +806,7 @@ class Gatherer:
             self._tcp_bases.pop(key, None)
         if gone:
             core.remove_bases(now, gone)
-            for key in gone:
+            for key in [*gone, *self._table.opened_beside(gone)]:
                 self._close_socket(key)
         known = {b.address for b in bases}
         added = [a for a in present.values() if a.address not in known]

@@ -15,7 +15,7 @@ import errno
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from .interfaces import LocalAddress
 from .sharedport import SharedSocket, shared_socket
@@ -50,6 +50,7 @@ class SocketTable:
         "_next_key",
         "base_addresses",
         "base_keys",
+        "beside",
         "companions",
         "owners",
         "port_range",
@@ -67,6 +68,7 @@ class SocketTable:
         self.base_keys: dict[tuple[str, int], int] = {}  # the reverse, newest socket
         self.shared: dict[int, SharedSocket] = {}  # base key -> the shared socket it uses
         self.companions: dict[int, int] = {}  # a shared base's key -> its TURN socket's key
+        self.beside: dict[int, int] = {}  # a 437's socket's key -> its base's (open_beside)
         self._next_key = 0
 
     def open(self, address: LocalAddress, kind: int, generation: int) -> int | None:
@@ -95,14 +97,22 @@ class SocketTable:
     def open_beside(self, key: int) -> int | None:
         """Another UDP socket on the address of socket `key`, for the same generation;
         None if that socket or its address has gone (other failures: OSError, as in
-        `open`)."""
+        `open`). `beside` remembers the base it stands for (`opened_beside`)."""
         beside = self.sockets.get(key)
         if beside is None:
             return None
         name = beside.getsockname()
         scope_id = name[3] if beside.family == socket.AF_INET6 else 0
         address = LocalAddress("", name[0], beside.family, 0, scope_id)
-        return self.open(address, socket.SOCK_DGRAM, self.owners[key])
+        new = self.open(address, socket.SOCK_DGRAM, self.owners[key])
+        if new is not None:
+            self.beside[new] = self.beside.get(key, key)
+        return new
+
+    def opened_beside(self, bases: Collection[int]) -> list[int]:
+        """The sockets `open_beside` opened for these bases: on their address, they go
+        when it goes."""
+        return [key for key, base in self.beside.items() if base in bases]
 
     def join_shared(
         self,
@@ -152,6 +162,7 @@ class SocketTable:
         if sock is None:
             return  # a companion, closed with its base
         del self.owners[key]
+        self.beside.pop(key, None)
         base = self.base_addresses.pop(key, None)
         if base is not None and self.base_keys.get(base) == key:
             del self.base_keys[base]

@@ -219,6 +219,26 @@ async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
         await events.aclose()
 
 
+async def test_a_437_s_other_socket_goes_with_its_base_s_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    addresses = [LOOPBACK, LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0)]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    async with Gatherer(continual=True) as gatherer:
+        events = gatherer.gather()
+        while len(gatherer.candidates) < 2:
+            await anext(events)
+        table = gatherer._table
+        base = table.base_keys[next(a for a in table.base_keys if a[0] == "127.0.0.2")]
+        gatherer._open_beside(OpenSocket(request=1, beside=base))
+        [beside] = table.opened_beside({base})
+        addresses.pop()
+        gatherer._rescan()
+        assert base not in table.sockets and beside not in table.sockets
+        assert {c.address for c in gatherer.candidates} == {"127.0.0.1"}
+        await events.aclose()
+
+
 # -- 3. one event loop per gatherer ---------------------------------------------------
 
 

@@ -31,7 +31,7 @@ def open_udp(table: SocketTable, generation: int = 0) -> int:
 
 def assert_empty(table: SocketTable) -> None:
     maps = (table.sockets, table.owners, table.reading, table.base_addresses, table.base_keys)
-    assert not any(maps) and not table.shared and not table.companions
+    assert not any(maps) and not table.shared and not table.companions and not table.beside
 
 
 def test_open_and_close_on_loopback() -> None:
@@ -87,6 +87,10 @@ def test_open_beside_binds_the_same_address_for_the_same_generation() -> None:
     assert table.sockets[beside].getsockname()[0] == "127.0.0.1"
     assert table.owners[beside] == 2
     assert table.open_beside(12345) is None  # a socket gone meanwhile
+    # A third socket, after a second 437, still stands for the base: both go with it.
+    again = table.open_beside(beside)
+    assert table.opened_beside({key}) == [beside, again]
+    assert table.opened_beside({beside}) == []
     for each in list(table.sockets):
         table.close(each, None)
     assert_empty(table)
