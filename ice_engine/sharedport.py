@@ -122,8 +122,13 @@ _sockets: dict[object, SharedSocket] = {}
 def shared_socket(
     loop: asyncio.AbstractEventLoop, family: int, address: str, port: int, scope_id: int = 0
 ) -> SharedSocket:
-    """The process's shared socket for (address, port) on this loop, bound on first use."""
-    key = (id(loop), address, port)
+    """The process's shared socket for (address, port) on this loop, bound on first use.
+    One left behind by a loop closed while gatherers still used it is closed first, so
+    that its port can be bound again."""
+    for stale in [s for s in _sockets.values() if s._loop.is_closed()]:
+        del _sockets[stale._key]
+        stale.sock.close()  # its reader went with the loop
+    key = (loop, address, port)
     shared = _sockets.get(key)
     if shared is None:
         sock = socket.socket(family, socket.SOCK_DGRAM)

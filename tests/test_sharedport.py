@@ -97,3 +97,24 @@ async def test_a_retired_generations_ufrag_routes_nowhere() -> None:
         for peer in peers:
             peer.close()
         shared.release()
+
+
+def test_a_closed_loop_s_shared_socket_is_not_joined_and_its_port_comes_free() -> None:
+    """A loop closed with a gatherer still on the port: the next loop gets a socket of
+    its own on that port (the old one was read by the dead loop, and held the port)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    async def join() -> socket.socket:
+        return shared_socket(asyncio.get_running_loop(), socket.AF_INET, "127.0.0.1", port).sock
+
+    first = asyncio.run(join())  # never released: the loop closes under it
+    second_loop = asyncio.new_event_loop()
+    try:
+        second = second_loop.run_until_complete(join())
+        assert second is not first and first.fileno() == -1
+        assert second.getsockname() == ("127.0.0.1", port)
+    finally:
+        second.close()
+        second_loop.close()
