@@ -8,6 +8,7 @@ transaction id only: the caller guarantees they came from the server's address.
 
 from __future__ import annotations
 
+import binascii
 import math
 import socket
 from collections.abc import Sequence
@@ -42,6 +43,7 @@ _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
 #: RFC 8489 §14.9/§14.10: a REALM or NONCE is under 128 characters, at most 763 bytes.
 _MAX_AUTH_VALUE = 763
+_NONCE_COOKIE = b"obMatJos2"  # RFC 8489 §9.2: then 4 base64 characters of feature bits
 #: What one UDP datagram carries over IPv4 and over IPv6 (65535 less the headers).
 _MAX_UDP_PAYLOAD = {False: 65507, True: 65527}
 
@@ -623,6 +625,9 @@ class Allocation:
             retry = request.stale_retries < _MAX_STALE_RETRIES
             stale_retries = request.stale_retries + 1
         entry = _nonce_entry(message, self._auth) if retry else None
+        if entry is not None and entry.algorithms is None and _promises_algorithms(entry.nonce):
+            entry = None  # RFC 8489 §9.2.4: not retried, or MD5 is forced on us
+            reason = "PASSWORD-ALGORITHMS missing, though the server's nonce cookie promises it"
         if entry is None:
             if code == 401 and request.key is not None and self.nonce_cache is not None:
                 self.nonce_cache.discard(self.server, self._transport, self.credentials.username)
@@ -799,6 +804,19 @@ def _nonce_entry(message: stun.Message, previous: NonceEntry | None) -> NonceEnt
         if algorithm in ids:
             return NonceEntry(realm, nonce, algorithm, algorithms)
     return None
+
+
+def _promises_algorithms(nonce: bytes) -> bool:
+    """Whether the nonce starts with a nonce cookie whose "Password algorithms" feature
+    is set: then the server sends PASSWORD-ALGORITHMS, and a challenge without it has
+    had it removed on the way, to bid the key down to MD5."""
+    if not nonce.startswith(_NONCE_COOKIE):
+        return False
+    try:
+        features = binascii.a2b_base64(nonce[9:13], strict_mode=True)
+    except binascii.Error:
+        return False
+    return len(features) == 3 and features[2] & 1 == 1  # bit 0 is the rightmost (erratum 6290)
 
 
 def _too_big(data: bytes | bytearray | memoryview) -> str:

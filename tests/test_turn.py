@@ -319,6 +319,30 @@ def test_sha256_when_password_algorithms_are_offered() -> None:
     assert request.get(Attr.PASSWORD_ALGORITHMS) is not None  # echoed, against bid-down
 
 
+@pytest.mark.parametrize(
+    ("features", "sha256", "retried"),
+    [
+        (b"AAAB", False, False),  # "Password algorithms" promised, PASSWORD-ALGORITHMS gone
+        (b"AAAB", True, True),  # promised and there
+        (b"AAAC", False, True),  # username anonymity only: MD5 is allowed
+        (b"AA*B", False, True),  # not base64: not a cookie's features
+    ],
+)
+def test_a_nonce_cookie_s_promise_of_password_algorithms_is_kept(
+    features: bytes, sha256: bool, retried: bool
+) -> None:
+    """RFC 8489 §9.2.4: a challenge whose nonce cookie has the "Password algorithms"
+    bit but no PASSWORD-ALGORITHMS was bid down on the way, and is not retried."""
+    server = FakeTurn(sha256=sha256, nonce=b"obMatJos2" + features + b"rest-of-nonce")
+    allocation = make()
+    allocation.start(0.0)
+    assert exchange(allocation, server, 0.0) == (2 if retried else 1)
+    if not retried:
+        [event] = events(allocation)
+        assert isinstance(event, AllocationFailed) and event.code == 401
+        assert "nonce cookie promises" in event.reason
+
+
 def test_udp_retransmits_until_the_deadline_then_701() -> None:
     allocation = make(deadline=2.0)
     allocation.start(0.0)
