@@ -413,19 +413,21 @@ class Gathering(Relaying):
         now: float,
         deadline: float | None = None,
     ) -> None:
-        """Ask one server, at each of its addresses of the base's family, from one base."""
-        for server_address in addresses:
-            if (":" in server_address[0]) != (base.family == socket.AF_INET6):
-                continue
-            if not server.url.is_turn:
-                self._send_binding(generation, base, server, server_address, now, deadline)
-                continue
-            self._allocate(generation, base, server, server_address, now, deadline)
-            if base.relay_key is not None and server.url.transport == "udp":
-                # The allocation's socket is not the base's: ask for the base's own srflx.
-                self._send_binding(
-                    generation, base, server, server_address, now, deadline, quiet=True
-                )
+        """Ask one server from one base: a STUN server at each of its addresses of the
+        base's family, a TURN server at the first that answers (one allocation)."""
+        ipv6 = base.family == socket.AF_INET6
+        usable = [address for address in addresses if (":" in address[0]) == ipv6]
+        if not usable:
+            return
+        if server.url.is_turn:
+            self._allocate_in_turn(generation, base, server, usable, now, deadline)
+            if base.relay_key is None or server.url.transport != "udp":
+                return
+            # The allocation's socket is not the base's: ask for the base's own srflx.
+        for server_address in usable:
+            self._send_binding(
+                generation, base, server, server_address, now, deadline, quiet=server.url.is_turn
+            )
 
     def add_bases(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
         """Continual gathering: new sockets (an address appeared) join the current

@@ -55,6 +55,7 @@ class Relay:
         "backlog",
         "base",
         "done",
+        "fallbacks",
         "framer",
         "generation",
         "key",
@@ -64,6 +65,7 @@ class Relay:
         "server_address",
         "stream",
         "tried",
+        "until",
     )
 
     def __init__(
@@ -90,6 +92,10 @@ class Relay:
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
+        # The server's other addresses, tried in turn while none has answered, and the
+        # server's whole deadline, which an address that answers gets (`_fall_back`).
+        self.fallbacks: tuple[tuple[str, int], ...] = ()
+        self.until = allocation.deadline
         self.also: list[Server] | None = None  # other URLs for the same server, sharing it
         self.moves = 0
         # The local port it talks to the server from, named in its errors: the base's,
@@ -204,8 +210,9 @@ class Relaying(Emitting):
             return
         relay.done = True
         if not relay.generation.retired and not self._closed:
-            text = f"TURN server unreachable ({cause})."
-            self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
+            if not self._fall_back(relay, now):
+                text = f"TURN server unreachable ({cause})."
+                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
             self._done(relay.generation, relay.base.transport, now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
         # have been granted: released as close() releases it (an unsigned one is dropped).
@@ -352,6 +359,39 @@ class Relaying(Emitting):
         text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
         self._error(relay.generation, relay.server, relay.local, 300, text, now)
 
+    def _allocate_in_turn(
+        self,
+        generation: Generation,
+        base: Base,
+        server: Server,
+        addresses: Sequence[tuple[str, int]],
+        now: float,
+        deadline: float | None = None,
+    ) -> Relay:
+        """One allocation per server and base, at its first address (SRV priority, then
+        DNS order): the others wait their turn, should it never answer (`_fall_back`).
+        Until one answers, each gets an equal share of what is left of the deadline."""
+        until = deadline or generation.deadline
+        first, rest = addresses[0], tuple(addresses[1:])
+        share = now + (until - now) / len(addresses) if rest else until
+        relay = self._allocate(generation, base, server, first, now, share)
+        if rest and relay.server is server and relay.allocation.state == "allocating":
+            relay.fallbacks, relay.until = rest, until
+        return relay
+
+    def _fall_back(self, relay: Relay, now: float) -> bool:
+        """The relay's server address never answered: allocate at the server's next one
+        instead, and True; False if it has none left, or the gathering has moved on."""
+        if not relay.fallbacks or self._closed or relay.generation.retired:
+            return False
+        fallbacks, relay.fallbacks = relay.fallbacks, ()
+        successor = self._allocate_in_turn(
+            relay.generation, relay.base, relay.server, fallbacks, now, relay.until
+        )
+        if successor.also is None:  # other URLs for the server wait on its next address
+            successor.also = relay.also
+        return True
+
     def _move(self, relay: Relay, code: int, now: float) -> bool:
         """RFC 8656 §7.3: a 437 says the server holds an allocation for this 5-tuple, a
         crashed client's behind the same NAT mapping, say, or one of ours on a port freed
@@ -431,6 +471,9 @@ class Relaying(Emitting):
         """A response for the allocation, or data a peer relayed to us; False if neither
         (a forged or stray datagram, dropped)."""
         taken = relay.allocation.handle_message(data, now)
+        if taken and relay.fallbacks:  # the server answers here: no other address
+            relay.fallbacks = ()
+            relay.allocation.extend_deadline(relay.until)
         if not taken:
             relayed = relay.allocation.unwrap(data)
             if relayed is not None:
@@ -447,8 +490,9 @@ class Relaying(Emitting):
         if relay is None:
             return
         if not relay.done and not relay.generation.retired and not self._closed:
-            text = f"TURN connection failed: {reason or 'closed by the server'}"
-            self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
+            if not self._fall_back(relay, now):
+                text = f"TURN connection failed: {reason or 'closed by the server'}"
+                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
             relay.done = True
             self._done(relay.generation, relay.base.transport, now)
         elif relay.done:  # the server deletes a TCP allocation with its connection
@@ -499,14 +543,18 @@ class Relaying(Emitting):
             elif isinstance(event, Redirected):
                 self._redirect(relay, event.alternate, now)
             elif isinstance(event, AllocationFailed | AddressFamilyError):
-                if isinstance(event, AllocationFailed) and self._move(relay, event.code, now):
+                failed = isinstance(event, AllocationFailed)
+                if failed and self._move(relay, event.code, now):
                     continue  # done once another socket is open (socket_opened) or not
-                reason = event.reason
-                if relay.backlog is not None:  # the deadline came before the connection
-                    reason = _unconnected(relay)
-                self._error(relay.generation, relay.server, relay.local, event.code, reason, now)
-                if isinstance(event, AddressFamilyError):
-                    continue  # only the extra family failed: the allocation still relays
+                if not (failed and self._fall_back(relay, now)):  # else the next address
+                    reason = event.reason
+                    if relay.backlog is not None:  # the deadline came before the connection
+                        reason = _unconnected(relay)
+                    self._error(
+                        relay.generation, relay.server, relay.local, event.code, reason, now
+                    )
+                    if isinstance(event, AddressFamilyError):
+                        continue  # only the extra family failed: the allocation still relays
             else:
                 continue
             relay.done = True

@@ -303,8 +303,9 @@ def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:
 def srv_order(records: tuple[dns.rdata.Rdata, ...]) -> list[SRV]:
     """SRV records to try, by priority, then heavier weight first; "." targets dropped.
 
-    RFC 2782 picks among equal priorities at random, weighted; a gatherer tries
-    every target anyway, so a stable order is simpler to reason about.
+    RFC 2782 picks among equal priorities at random, weighted; a stable order is
+    simpler to reason about. A TURN server is tried at one address at a time in this
+    order (`Relaying._fall_back`); a STUN server at every address at once.
     """
     from dns.rdtypes.IN.SRV import SRV
 

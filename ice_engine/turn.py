@@ -377,6 +377,14 @@ class Allocation:
         self._close_by = now + CLOSE_TIMEOUT
         self._send_release(now)
 
+    def extend_deadline(self, deadline: float) -> None:
+        """The server answered (its other addresses are not needed): the allocation may
+        take until `deadline`, the Allocate in flight included."""
+        self.deadline = deadline
+        for request in self._pending.values():
+            if request.kind == "allocate":
+                request.transaction.deadline = deadline
+
     def abandon(self) -> None:
         """Stop releasing: the server's port bounced the deallocation (ICMP), so there
         is no server there to hold the allocation, and nothing to wait for."""

@@ -7,7 +7,7 @@ import socket
 import pytest
 
 from ice_engine import stun
-from ice_engine.commands import Command, OpenSocket, SendDatagram
+from ice_engine.commands import Command, OpenSocket, Resolve, SendDatagram
 from ice_engine.credentials import Credentials
 from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, IceCandidateEvent
 from ice_engine.gathering import Base, Gathering, Server, Transport
@@ -242,6 +242,94 @@ def test_a_deallocation_bounced_by_icmp_ends_the_release_at_once() -> None:
     assert core.closing
     core.unreachable(0.31, 1, TURN)
     assert not core.closing and core.closing_keys == set() and core.get_timer() is None
+
+
+def resolved_to_two(urls: tuple[str, ...] = ("turn:turn.example.org",)) -> Gathering:
+    """A TURN server whose name has two addresses (round-robin A, or SRV primary and
+    backup, in that order): TURN, then ALTERNATE."""
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[
+            Server(parse_server_url(url), i, "alice", "wonderland") for i, url in enumerate(urls)
+        ],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+        dual_stack_relays=False,
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    for command in commands(core):
+        assert isinstance(command, Resolve)
+        core.resolved(0.01, command.request, [TURN, ALTERNATE])
+    return core
+
+
+def test_a_turn_server_with_two_addresses_allocates_once_at_the_first() -> None:
+    core = resolved_to_two()
+    [first] = drain(core)
+    assert first.address == TURN
+    allocate(core, first)
+    core.handle_timer(5.0)  # the second address is never tried
+    assert drain(core) == []
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
+
+
+def test_a_turn_address_that_never_answers_gives_way_to_the_next_in_its_share_of_time() -> None:
+    """Two addresses split the 2 s deadline while neither answers: the first is given
+    up at 1 s, without an error, and the second allocates."""
+    core = resolved_to_two()  # at 0.01 s: 1.99 s left, 0.995 s for each address
+    [_first] = drain(core)
+    while (timer := core.get_timer()) is not None and timer < 1.005:
+        core.handle_timer(timer)
+        assert {d.address for d in drain(core)} == {TURN}  # retransmissions
+    assert timer == pytest.approx(1.005)
+    core.handle_timer(timer)
+    [second] = drain(core)
+    assert second.address == ALTERNATE and stun.parse(second.data).method == Method.ALLOCATE
+    answer(core, second.data, 1.05, [], server=ALTERNATE)
+    [signed] = drain(core)
+    answer(core, signed.data, 1.1, [], server=ALTERNATE)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
+    [relay] = [c for c in core.candidates if c.type == "relay"]
+    assert relay.address == ALTERNATE[0]
+
+
+def test_an_icmp_error_gives_way_to_the_next_address_at_once() -> None:
+    core = resolved_to_two()
+    [_first] = drain(core)
+    core.unreachable(0.02, 1, TURN)
+    [second] = drain(core)
+    assert second.address == ALTERNATE
+    assert kinds(core) == ["gathering", "host"]  # no error: the server is still tried
+
+
+def test_an_address_that_answered_keeps_the_whole_deadline_and_its_failure_is_told() -> None:
+    core = resolved_to_two()
+    [first] = drain(core)
+    answer(core, first.data, 0.05, [])  # the 401: this address is the server's
+    [_signed] = drain(core)
+    kinds(core)
+    sent, failed_at = [], None
+    while (timer := core.get_timer()) is not None:
+        core.handle_timer(timer)
+        sent += drain(core)  # after the deadline, the release of what it may have granted
+        if "error701" in kinds(core):
+            failed_at = timer
+    assert {d.address for d in sent} == {TURN}
+    assert failed_at == 2.0  # not 1.005: the signed Allocate had the server's whole deadline
+
+
+def test_every_address_silent_ends_in_one_error_by_the_deadline() -> None:
+    core = resolved_to_two(("turn:turn.example.org", "turn:turn.example.org?transport=udp"))
+    assert core.waiting_for == ["turn:turn.example.org", "turn:turn.example.org?transport=udp"]
+    addresses = []
+    while (timer := core.get_timer()) is not None:
+        assert timer <= 2.0
+        core.handle_timer(timer)
+        addresses += [d.address for d in drain(core)]
+        if ALTERNATE in addresses and timer < 2.0:
+            assert len(core.waiting_for) == 2  # the second URL waits on the next address too
+    assert addresses.count(TURN) == addresses.count(ALTERNATE) == 3  # sent, resent twice
+    assert kinds(core) == ["gathering", "host", "error701", "end", "complete", "null"]
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:

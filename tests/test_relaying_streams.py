@@ -180,6 +180,20 @@ def errors_of(core: Gathering) -> list[IceCandidateErrorEvent]:
     return [e for e in events if isinstance(e, IceCandidateErrorEvent)]
 
 
+def test_a_refused_connection_gives_way_to_the_server_s_next_address() -> None:
+    core, [resolve] = started("turn:turn.example.org?transport=tcp")
+    assert isinstance(resolve, Resolve)
+    core.resolved(0.01, resolve.request, [("198.51.100.10", 3478), ("198.51.100.11", 3478)])
+    assert drain(core) == [OpenStream(1, 1, ("198.51.100.10", 3478), False, "turn.example.org")]
+    core.stream_closed(0.02, 1, "connection refused")
+    assert drain(core) == [OpenStream(2, 1, ("198.51.100.11", 3478), False, "turn.example.org")]
+    assert errors_of(core) == []
+    core.stream_closed(0.03, 2, "connection refused")
+    [error] = errors_of(core)
+    assert error.errorCode == 701 and error.url == "turn:turn.example.org?transport=tcp"
+    assert core.state.value == "complete"
+
+
 def test_close_deallocates_over_the_stream_then_closes_it() -> None:
     core, _ = started()
     first = connected(core)
