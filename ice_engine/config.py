@@ -71,8 +71,8 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
             raise InvalidServerUrl("an IceServer has no URLs")
         for text in urls:
             url = parse_server_url(text)
-            if url.is_turn and not (entry.username and entry.credential):
-                raise InvalidServerUrl(f"{text!r} needs a non-empty username and credential")
+            if url.is_turn:
+                _check_turn_credentials(text, entry.username, entry.credential)
             servers.append(Server(url, len(servers), entry.username, entry.credential))
     parsed = tuple(servers)
     if hashable:
@@ -80,6 +80,22 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
             _parsed.clear()
         _parsed[key] = parsed
     return parsed
+
+
+def _check_turn_credentials(url: str, username: str | None, credential: str | None) -> None:
+    """What a TURN server could not be sent: caught here, not mid-gathering."""
+    if not (username and credential):
+        raise InvalidServerUrl(f"{url!r} needs a non-empty username and credential")
+    for name, value in (("username", username), ("credential", credential)):
+        try:
+            value.encode()
+        except UnicodeEncodeError:  # a lone surrogate, as undecodable bytes in argv give
+            raise InvalidServerUrl(f"{url!r}: the {name} is not valid Unicode") from None
+    size = len(username.encode())
+    if size >= 509:  # RFC 8489 §14.3: USERNAME is fewer than 509 bytes of UTF-8
+        raise InvalidServerUrl(f"{url!r}: the username is {size} bytes, TURN allows 508")
+    if any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in username):  # RFC 8265 OpaqueString
+        raise InvalidServerUrl(f"{url!r}: the username has a control character")
 
 
 def _not_a_sequence(ice_servers: object) -> TypeError:

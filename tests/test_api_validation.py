@@ -103,6 +103,25 @@ def test_turn_refuses_empty_credentials(url: str, username: str, credential: str
         Gatherer([IceServer(url, username, credential)])
 
 
+@pytest.mark.parametrize(
+    ("username", "credential", "problem"),
+    [
+        ("x" * 509, "secret", "the username is 509 bytes, TURN allows 508"),
+        ("é" * 255, "secret", "the username is 510 bytes"),
+        ("a\nb", "secret", "the username has a control character"),
+        ("a\udcff", "secret", "the username is not valid Unicode"),
+        ("alice", "s\udcffcret", "the credential is not valid Unicode"),
+    ],
+)
+def test_turn_refuses_a_username_no_server_could_be_sent(
+    username: str, credential: str, problem: str
+) -> None:
+    """Caught at construction: sent, it failed inside the event loop's callback."""
+    with pytest.raises(InvalidServerUrl, match=f"^'turn:127.0.0.1': {problem}"):
+        Gatherer([IceServer("turn:127.0.0.1", username, credential)])
+    Gatherer([IceServer("turn:127.0.0.1", "x" * 508, credential.replace("\udcff", "e"))])
+
+
 @pytest.mark.parametrize("line", [None, b"candidate:1 1 udp 1 127.0.0.1 9 typ host", 5])
 def test_candidate_parse_refuses_a_non_str(line: object) -> None:
     name = type(line).__name__
