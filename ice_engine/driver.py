@@ -409,7 +409,8 @@ class Gatherer:
         """Stream this generation's events, starting its gathering if need be.
 
         Ends after the ``null`` candidate event that completes the generation, or when the
-        gatherer is closed.
+        gatherer is closed: the only ``null`` it yields. Events of an earlier generation
+        left unread (a loop broke off, then `restart()`) come first, without their own.
         """
         self._check_usable()
         if self._streaming:
@@ -448,11 +449,9 @@ class Gatherer:
                     self._waiter = None
                     self._streaming = False
                 continue
-            if (
-                isinstance(event, IceCandidateEvent)
-                and event.candidate is None
-                and event.generation == target
-            ):
+            if isinstance(event, IceCandidateEvent) and event.candidate is None:
+                if event.generation != target:
+                    continue  # an older generation's end: this stream ends at its own
                 # Marked before the yield: a consumer that breaks at the null has read
                 # the generation whole, and a later gather() must say so, not wait.
                 self._streamed = target
