@@ -42,7 +42,8 @@ class CandidateError(ValueError):
     """A malformed candidate line; `field` names the part that is wrong."""
 
     def __init__(self, field: str, problem: str, line: str) -> None:
-        super().__init__(f"invalid candidate {field}: {problem} in {line!r}")
+        shown = line if len(line) <= 200 else f"{line[:200]}..."  # `line` keeps it whole
+        super().__init__(f"invalid candidate {field}: {problem} in {shown!r}")
         self.field = field
         self.line = line
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import ssl
 from collections.abc import Sequence
+from typing import TypeGuard
 
 from .credentials import Credentials
 from .interfaces import IpHandling
@@ -33,7 +34,7 @@ _OPTION_TYPES: dict[str, type] = {
 
 
 def is_port(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 65535
+    return _is_int(value) and 1 <= value <= 65535
 
 
 def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
@@ -130,10 +131,12 @@ def check_gatherer_options(
             f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
         )
     try:
+        if isinstance(ip_handling, bool):  # an int to IpHandling, so True would be mode 1
+            raise ValueError
         mode = IpHandling(ip_handling)
     except ValueError:
         raise ValueError(f"ip_handling must be an RFC 8828 mode 1-4, not {ip_handling!r}") from None
-    if not isinstance(pool_size, int) or not 0 <= pool_size <= 255:
+    if not _is_int(pool_size) or not 0 <= pool_size <= 255:
         raise ValueError(f"pool_size must be an integer 0-255, not {pool_size!r}")
     if shared_port is not None:
         if not is_port(shared_port):
@@ -150,9 +153,14 @@ def check_gatherer_options(
         and port_range[0] <= port_range[1]
     ):
         raise ValueError(f"port_range must be (low, high) within 1-65535, not {port_range!r}")
-    if not isinstance(components, int) or not 1 <= components <= 256:
+    if not _is_int(components) or not 1 <= components <= 256:
         raise ValueError(f"components must be an integer 1-256, not {components!r}")
     return mode
+
+
+def _is_int(value: object) -> TypeGuard[int]:
+    """An int and not a bool (True is an int, and would pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_mids(mids: Sequence[str]) -> None:

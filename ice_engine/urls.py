@@ -71,6 +71,8 @@ def parse_server_url(url: str) -> ServerUrl:
         raise _invalid(url, "non-ASCII character (write host names in IDNA form)")
     if any(c.isspace() for c in url) or not url.isprintable():
         raise _invalid(url, "whitespace or control character")
+    if "," in url:
+        raise _invalid(url, "a comma (give several URLs as a list, not in one string)")
     scheme, colon, rest = url.partition(":")
     scheme = scheme.lower()
     if not colon or scheme not in _DEFAULT_PORTS:

@@ -47,6 +47,20 @@ def test_the_gatherer_refuses_a_flag_that_is_not_a_bool(flag: str) -> None:
         Gatherer(**{flag: "yes"})
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("components", "components must be an integer 1-256, not True"),
+        ("pool_size", "pool_size must be an integer 0-255, not True"),
+        ("ip_handling", "ip_handling must be an RFC 8828 mode 1-4, not True"),
+        ("shared_port", "shared_port must be 1-65535, not True"),
+    ],
+)
+def test_a_bool_is_not_taken_for_a_number(option: str, message: str) -> None:
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        check(**{option: True})
+
+
 @pytest.mark.parametrize("mid", ["", " ", "a b", "a\nb", "a\tb", "\x00", "a/b", "a:b", "é"])
 def test_a_mid_that_is_not_an_sdp_token_is_refused(mid: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"mid {mid!r} is not an SDP token")):

@@ -85,6 +85,13 @@ def test_malformed_lines_name_the_field(line: str, field: str) -> None:
     assert field in str(info.value)
 
 
+def test_a_huge_line_is_cut_short_in_the_message_and_kept_whole_in_the_error() -> None:
+    line = "candidate:1 1 udp 1 1.2.3.4 x typ host " + "a b " * 75_000
+    with pytest.raises(CandidateError) as info:
+        Candidate.parse(line)
+    assert len(str(info.value)) < 300 and info.value.line == line
+
+
 def test_priority_formula_and_relay_order() -> None:
     assert compute_priority(126, 65535, 1) == 2130706431
     assert compute_priority(0, 0, 256) == 0

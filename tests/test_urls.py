@@ -92,6 +92,8 @@ def test_properties_and_srv_names() -> None:
         ("stun:example.test ", "whitespace"),
         ("stun:exa\tmple.test", "whitespace"),
         ("stun:exämple.test", "non-ASCII"),
+        ("stun:198.51.100.1:9,stun:198.51.100.2:9", "a comma (give several URLs as a list"),
+        ("stun:a.test,b.test", "a comma"),
         ("stun:example.test/path", "path"),
         ("stun:example.test#frag", "path or fragment"),
         ("stun:a..b", "bad host name"),
