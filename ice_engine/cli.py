@@ -66,6 +66,13 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _components(text: str) -> int:
+    value = _positive_int(text)
+    if value > 256:  # RFC 8445 §5.1.2.1: the priority's component field
+        raise argparse.ArgumentTypeError(f"{value} is more than 256")
+    return value
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
@@ -137,7 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gather.add_argument("--mids", type=_mids, default=["0"], help="transports, e.g. 0,1")
     gather.add_argument(
-        "--components", type=_positive_int, default=1, help="components per transport"
+        "--components", type=_components, default=1, help="components per transport (1-256)"
     )
     gather.add_argument(
         "--generations",
@@ -246,7 +253,9 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
     credential = args.credential or os.environ.get("ICE_ENGINE_CREDENTIAL")
     servers = [IceServer(url, args.username, credential) for url in args.ice_server]
     context = None
-    if args.ca_file:
+    if args.ca_file is not None:
+        if not args.ca_file:
+            raise UsageError("--ca-file needs a file name")
         try:
             context = ssl.create_default_context(cafile=args.ca_file)
         except (OSError, ssl.SSLError) as error:
@@ -282,6 +291,8 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
 def _warn_about_idle_options(args: argparse.Namespace) -> None:
     """Options that cannot act without a TURN server: likely a slip, so a line on stderr,
     but not an error (a script may pass them whatever its servers)."""
+    if args.ca_file and not any(url.lower().startswith("turns:") for url in args.ice_server):
+        _warn("--ca-file is for turns: servers only")
     if any(url.lower().startswith(("turn:", "turns:")) for url in args.ice_server):
         return
     if args.relay_only or args.ip_handling == 4:

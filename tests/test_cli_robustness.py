@@ -11,6 +11,7 @@ import re
 import select
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import sys
@@ -208,6 +209,21 @@ def test_echoed_input_is_cut_short(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("args", "error"),
+    [
+        (["--ca-file", ""], "--ca-file needs a file name"),
+        (["--components", "257"], "argument --components: 257 is more than 256"),
+    ],
+)
+def test_values_that_would_be_ignored_or_refused_late_are_usage_errors(
+    args: list[str], error: str
+) -> None:
+    result = _run("gather", "--plain", "--timeout", "0.2", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"ice-engine: {error}\n"
+
+
+@pytest.mark.parametrize(
     ("args", "warning"),
     [
         (["--relay-only"], "--relay-only without a turn: or turns: server gathers nothing"),
@@ -228,6 +244,15 @@ def test_options_that_can_do_nothing_are_warned_about(args: list[str], warning: 
     assert result.returncode == 0
     assert result.stderr.startswith(f"ice-engine: warning: {warning}")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_ca_file_without_a_turns_server_is_warned_about() -> None:
+    cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
+    if not os.path.exists(cafile):
+        pytest.skip("no CA bundle on this machine to pass as --ca-file")
+    result = _run("gather", "--plain", "--timeout", "0.2", "--ca-file", cafile)
+    assert result.returncode == 0
+    assert result.stderr == "ice-engine: warning: --ca-file is for turns: servers only\n"
 
 
 def test_no_warning_when_the_options_apply() -> None:
