@@ -44,7 +44,8 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     """Parse every URL up front, so a typo fails at construction rather than mid-gathering.
 
     TURN URLs need a username and credential, as RTCPeerConnection insists, and non-empty
-    ones (as the CLI): an empty string would only fail later, at the server. The result is
+    ones (as the CLI): an empty string would only fail later, at the server. A server given
+    twice (the same URL, and for TURN the same credentials) is kept once. The result is
     immutable and shared by every gatherer given the same servers: a server process makes
     thousands with one configuration.
     """
@@ -61,6 +62,7 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     if cached is not None:
         return cached
     servers: list[Server] = []
+    seen: set[tuple[object, ...]] = set()
     for entry in key:  # not ice_servers: an iterator is spent
         if not isinstance(entry, IceServer):
             if isinstance(ice_servers, str):  # a URL not in an IceServer
@@ -73,6 +75,12 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
             url = parse_server_url(text)
             if url.is_turn:
                 _check_turn_credentials(text, entry.username, entry.credential)
+            same = (url.scheme, url.host, url.port, url.transport, url.explicit_port)
+            if url.is_turn:
+                same += (entry.username, entry.credential)
+            if same in seen:  # given twice: asked once, and its errors told once
+                continue
+            seen.add(same)
             servers.append(Server(url, len(servers), entry.username, entry.credential))
     parsed = tuple(servers)
     if hashable:

@@ -110,6 +110,26 @@ def test_ice_servers_from_an_iterator_are_all_used() -> None:
     assert len(servers_from_config(servers)) == 2  # type: ignore[arg-type]
 
 
+def test_a_server_given_twice_is_asked_once() -> None:
+    """Its errors were told twice per base."""
+    servers = servers_from_config(
+        [
+            IceServer("stun:127.0.0.1:9"),
+            IceServer(["STUN:127.0.0.1:9", "stun:127.0.0.1"]),  # the same, then another port
+            IceServer("turn:127.0.0.1", "alice", "a"),
+            IceServer("turn:127.0.0.1", "bob", "b"),  # other credentials: another server
+            IceServer("turn:127.0.0.1", "bob", "b"),
+        ]
+    )
+    assert [(s.url.url, s.username) for s in servers] == [
+        ("stun:127.0.0.1:9", None),
+        ("stun:127.0.0.1", None),
+        ("turn:127.0.0.1", "alice"),
+        ("turn:127.0.0.1", "bob"),
+    ]
+    assert [s.index for s in servers] == [0, 1, 2, 3]
+
+
 @pytest.mark.parametrize("url", ["turn:127.0.0.1", "turns:127.0.0.1"])
 @pytest.mark.parametrize(("username", "credential"), [("", ""), ("", "secret"), ("alice", "")])
 def test_turn_refuses_empty_credentials(url: str, username: str, credential: str) -> None:
