@@ -62,7 +62,7 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
     if cached is not None:
         return cached
     servers: list[Server] = []
-    seen: set[tuple[object, ...]] = set()
+    seen: set[tuple[str, str, int, str, bool, tuple[str | None, str | None] | None]] = set()
     for entry in key:  # not ice_servers: an iterator is spent
         if not isinstance(entry, IceServer):
             if isinstance(ice_servers, str):  # a URL not in an IceServer
@@ -75,9 +75,8 @@ def servers_from_config(ice_servers: Sequence[IceServer]) -> tuple[Server, ...]:
             url = parse_server_url(text)
             if url.is_turn:
                 _check_turn_credentials(text, entry.username, entry.credential)
-            same = (url.scheme, url.host, url.port, url.transport, url.explicit_port)
-            if url.is_turn:
-                same += (entry.username, entry.credential)
+            credentials = (entry.username, entry.credential) if url.is_turn else None
+            same = (url.scheme, url.host, url.port, url.transport, url.explicit_port, credentials)
             if same in seen:  # given twice: asked once, and its errors told once
                 continue
             seen.add(same)

@@ -8,6 +8,7 @@ that code ported from JavaScript reads the same; `to_json()` is what the CLI pri
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -91,6 +92,35 @@ class IceCandidate:
     def tcpType(self) -> str | None:
         return self.parsed.tcptype if self.parsed else None
 
+    @classmethod
+    def from_json(cls, init: Mapping[str, Any]) -> IceCandidate:
+        """The candidate a peer signalled: an RTCIceCandidateInit, as a browser's `toJSON()`
+        or `to_json()` gives it, with its line parsed (`type`, `address`, ... set).
+
+        `sdpMid` and `sdpMLineIndex` are needed; a missing `usernameFragment` is taken
+        from the line's `ufrag`. A malformed line raises `CandidateError`, a missing or
+        mistyped field `ValueError` or `TypeError`, each naming it; other keys are ignored.
+        """
+        if not isinstance(init, Mapping):
+            raise TypeError(f"an RTCIceCandidateInit is a mapping, not {type(init).__name__}")
+        line = init.get("candidate", "")
+        mid, index = init.get("sdpMid"), init.get("sdpMLineIndex")
+        ufrag = init.get("usernameFragment")
+        if not isinstance(line, str):
+            raise _init_error("candidate", line, "a string")
+        if not isinstance(mid, str):
+            raise _init_error("sdpMid", mid, "a string")
+        if not isinstance(index, int) or isinstance(index, bool):
+            raise _init_error("sdpMLineIndex", index, "an integer")
+        if index < 0:
+            raise ValueError(f"RTCIceCandidateInit sdpMLineIndex must be 0 or more, not {index}")
+        if ufrag is not None and not isinstance(ufrag, str):
+            raise _init_error("usernameFragment", ufrag, "a string or null")
+        parsed = Candidate.parse(line) if line else None
+        if ufrag is None:
+            ufrag = (parsed.ufrag if parsed else None) or ""
+        return cls(line, mid, index, ufrag, parsed)
+
     def to_json(self) -> dict[str, Any]:
         """RTCIceCandidate.toJSON(): what goes over signalling."""
         return {
@@ -99,6 +129,13 @@ class IceCandidate:
             "sdpMLineIndex": self.sdpMLineIndex,
             "usernameFragment": self.usernameFragment,
         }
+
+
+def _init_error(name: str, value: object, expected: str) -> Exception:
+    """ValueError for a field left out, TypeError for one of the wrong type."""
+    if value is None:
+        return ValueError(f"RTCIceCandidateInit has no {name}")
+    return TypeError(f"RTCIceCandidateInit {name} must be {expected}, not {value!r}")
 
 
 @fast_init

@@ -148,3 +148,43 @@ def test_to_aiortc_without_aiortc_says_how_to_get_it(monkeypatch: pytest.MonkeyP
     monkeypatch.setitem(sys.modules, "aiortc.sdp", None)
     with pytest.raises(ImportError, match="pip install aiortc"):
         to_aiortc(synthetic(SRFLX))
+
+
+LINE = "candidate:1 1 udp 2113937151 203.0.113.2 35278 typ host generation 0 ufrag TZxu"
+
+
+def test_from_json_takes_back_what_to_json_gives_parsed() -> None:
+    candidate = IceCandidate(LINE, "0", 0, "TZxu", Candidate.parse(LINE))
+    back = IceCandidate.from_json(candidate.to_json())
+    assert back == candidate and (back.type, back.address, back.port) == (
+        "host",
+        "203.0.113.2",
+        35278,
+    )
+    # A browser may leave out usernameFragment: the line's ufrag serves.
+    assert IceCandidate.from_json({"candidate": LINE, "sdpMid": "0", "sdpMLineIndex": 0}) == back
+    end = IceCandidate.from_json({"candidate": "", "sdpMid": "1", "sdpMLineIndex": 1})
+    assert end.is_end_of_candidates and end.usernameFragment == "" and end.type is None
+
+
+@pytest.mark.parametrize(
+    ("init", "error", "message"),
+    [
+        ({"candidate": LINE, "sdpMLineIndex": 0}, ValueError, "has no sdpMid"),
+        ({"candidate": LINE, "sdpMid": "0"}, ValueError, "has no sdpMLineIndex"),
+        ({"candidate": 5, "sdpMid": "0", "sdpMLineIndex": 0}, TypeError, "candidate must be"),
+        ({"candidate": LINE, "sdpMid": 0, "sdpMLineIndex": 0}, TypeError, "sdpMid must be"),
+        ({"candidate": LINE, "sdpMid": "0", "sdpMLineIndex": True}, TypeError, "an integer"),
+        ({"candidate": LINE, "sdpMid": "0", "sdpMLineIndex": -1}, ValueError, "0 or more"),
+        (
+            {"candidate": LINE, "sdpMid": "0", "sdpMLineIndex": 0, "usernameFragment": 1},
+            TypeError,
+            "usernameFragment must be",
+        ),
+        ({"candidate": "candidate:x", "sdpMid": "0", "sdpMLineIndex": 0}, ValueError, "fields"),
+        ([LINE], TypeError, "a mapping, not list"),
+    ],
+)
+def test_from_json_names_what_is_wrong(init: object, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        IceCandidate.from_json(init)  # type: ignore[arg-type]

@@ -18,7 +18,7 @@ import sys
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
-from ice_engine import Candidate, Gatherer, IceCandidate, IceCandidateEvent, IceServer
+from ice_engine import Gatherer, IceCandidate, IceCandidateEvent, IceServer
 
 
 async def trickle(websocket: ClientConnection, ice_urls: list[str]) -> int:
@@ -59,13 +59,7 @@ async def receive(websocket: ServerConnection) -> list[IceCandidate]:
         if not init["candidate"]:
             print(f"peer: end-of-candidates for mid {init['sdpMid']}")
             continue
-        candidate = IceCandidate(
-            init["candidate"],
-            init["sdpMid"],
-            init["sdpMLineIndex"],
-            init["usernameFragment"],
-            Candidate.parse(init["candidate"]),
-        )
+        candidate = IceCandidate.from_json(init)  # parsed; a malformed one raises, naming why
         received.append(candidate)  # here: peer_connection.addIceCandidate(candidate)
         print(f"peer: {candidate.type} {candidate.address}:{candidate.port} mid {candidate.sdpMid}")
     return received
