@@ -168,8 +168,9 @@ class Gathering(Relaying):
     @property
     def released(self) -> int:
         """The last generation whose events went to the application (-1: none yet).
-        After a restart the application's ICE agent may still use it, so its relays stay
-        until a later generation is released; a driver keeps its sockets likewise."""
+        After a restart the application's ICE agent may still use it, so its relays stay,
+        refreshed, until a restart after a later generation's release (or `close()`); a
+        driver keeps its sockets likewise."""
         return self._released
 
     @property

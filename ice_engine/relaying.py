@@ -180,15 +180,14 @@ class Relaying(Emitting):
         self._flush(relay, now)
 
     def _drop_relays(self, gone: set[int], now: float) -> None:
-        """Bases that went away: their relays go too (their socket is already gone)."""
+        """Bases that went away: their relays go too (the driver closes their sockets)."""
         for key, relay in list(self._relays.items()):
             if relay.base.key in gone or relay.key in gone:
                 del self._relays[key]
                 if relay.stream is not None:
                     self._commands.append(CloseStream(relay.stream))
                 if not relay.done:
-                    relay.done = True
-                    self._done(relay.generation, relay.base.transport, now)
+                    self._settle(relay, now)
 
     def _relay_datagram(
         self, now: float, base_key: int, data: bytes, source: tuple[str, int]
@@ -208,12 +207,10 @@ class Relaying(Emitting):
                 relay.allocation.abandon()
                 self._flush(relay, now)
             return
-        relay.done = True
-        if not relay.generation.retired and not self._closed:
-            if not self._fall_back(relay, now):
-                text = f"TURN server unreachable ({cause})."
-                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
-            self._done(relay.generation, relay.base.transport, now)
+        if relay.generation.retired or self._closed:
+            relay.done = True
+        else:
+            self._fail(relay, UNREACHABLE, f"TURN server unreachable ({cause}).", now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
         # have been granted: released as close() releases it (an unsigned one is dropped).
         self._release(relay, now)
@@ -431,8 +428,7 @@ class Relaying(Emitting):
         successor.tried = relay.tried
         successor.also = relay.also
         successor.moves = relay.moves + 1
-        relay.done = True
-        self._done(relay.generation, relay.base.transport, now)
+        self._settle(relay, now)
 
     def socket_failed(self, now: float, request: int, reason: str) -> None:
         """No other socket could be opened for a relay that got a 437."""
@@ -440,9 +436,7 @@ class Relaying(Emitting):
         if relay is None or self._closed or relay.generation.retired:
             return
         text = f"TURN allocate failed: 437 Allocation Mismatch, and {reason}"
-        self._error(relay.generation, relay.server, relay.local, _ALLOCATION_MISMATCH, text, now)
-        relay.done = True
-        self._done(relay.generation, relay.base.transport, now)
+        self._fail(relay, _ALLOCATION_MISMATCH, text, now)
 
     def stream_connected(self, now: float, stream: int, port: int | None = None) -> None:
         """The TCP (and TLS) connection of an OpenStream command is up, from this local
@@ -490,11 +484,8 @@ class Relaying(Emitting):
         if relay is None:
             return
         if not relay.done and not relay.generation.retired and not self._closed:
-            if not self._fall_back(relay, now):
-                text = f"TURN connection failed: {reason or 'closed by the server'}"
-                self._error(relay.generation, relay.server, relay.local, UNREACHABLE, text, now)
-            relay.done = True
-            self._done(relay.generation, relay.base.transport, now)
+            text = f"TURN connection failed: {reason or 'closed by the server'}"
+            self._fail(relay, UNREACHABLE, text, now)
         elif relay.done:  # the server deletes a TCP allocation with its connection
             self._relay_lost(relay, now)
 
@@ -535,35 +526,42 @@ class Relaying(Emitting):
         for event in events:
             if isinstance(event, AllocationExpired):
                 self._relay_lost(relay, now)
+            elif relay.done or self._closed or relay.generation.retired:
                 continue
-            if relay.done or self._closed or relay.generation.retired:
-                continue
-            if isinstance(event, Allocated):
+            elif isinstance(event, Allocated):
                 self._add_relayed(relay, event, now)
+                self._settle(relay, now)
             elif isinstance(event, Redirected):
                 self._redirect(relay, event.alternate, now)
-            elif isinstance(event, AllocationFailed | AddressFamilyError):
-                failed = isinstance(event, AllocationFailed)
-                if failed and self._move(relay, event.code, now):
-                    continue  # done once another socket is open (socket_opened) or not
-                if not (failed and self._fall_back(relay, now)):  # else the next address
-                    reason = event.reason
-                    if relay.backlog is not None:  # the deadline came before the connection
-                        reason = _unconnected(relay)
-                    self._error(
-                        relay.generation, relay.server, relay.local, event.code, reason, now
-                    )
-                    if isinstance(event, AddressFamilyError):
-                        continue  # only the extra family failed: the allocation still relays
-            else:
-                continue
-            relay.done = True
-            self._done(relay.generation, relay.base.transport, now)
+                self._settle(relay, now)
+            elif isinstance(event, AddressFamilyError):  # the allocation still relays
+                self._error(
+                    relay.generation, relay.server, relay.local, event.code, event.reason, now
+                )
+            elif isinstance(event, AllocationFailed):
+                if self._move(relay, event.code, now):
+                    continue  # settled once another socket is open (socket_opened) or not
+                # Past the deadline with the connection still being made, it never left.
+                reason = event.reason if relay.backlog is None else _unconnected(relay)
+                self._fail(relay, event.code, reason, now)
         if allocation.state in ("closed", "failed"):
             if relay.stream is None:
                 self._relays.pop((relay.key, relay.server_address), None)
             elif self._relays.pop(relay.stream, None) is not None:
                 self._commands.append(CloseStream(relay.stream))
+
+    def _settle(self, relay: Relay, now: float) -> None:
+        """The relay's part in its transport's gathering is over: it relays, failed, or
+        handed over to a successor (`done` then, though it may live for hours)."""
+        relay.done = True
+        self._done(relay.generation, relay.base.transport, now)
+
+    def _fail(self, relay: Relay, code: int, text: str, now: float) -> None:
+        """The relay will not relay: told as an error, unless its server is tried at
+        another address (`_fall_back`)."""
+        if not self._fall_back(relay, now):
+            self._error(relay.generation, relay.server, relay.local, code, text, now)
+        self._settle(relay, now)
 
     def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:
         """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""

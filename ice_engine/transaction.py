@@ -3,7 +3,8 @@
 Retransmission runs on an RTO that starts at `Timing.initial_rto` and, once a server's
 round trip has been measured, follows that server's RTT (RFC 6298 estimator), so a fast
 server is retried fast and a slow one is not flooded. Each server has one deadline for the
-whole gathering, DNS included: a dead server costs at most that, never more.
+whole gathering, DNS included: a dead server costs that and no more (but for a resend
+that a late loop owed, which waits one RTO past it: `StunTransaction.retransmit`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class Timing:
     """The gathering schedule; every number is in seconds.
 
     `server_deadline` bounds each server from the start of gathering: by then it has given
-    its candidates or an error, so gathering completes by then however dead a server is.
+    its candidates or an error, so gathering completes by then however dead a server is
+    (one RTO later where a loop running late owed a resend).
 
     `fast_init` also keeps it out of mypyc's native classes, whose typed fields refuse a
     wrong type before `__post_init__` with a message naming no field: compiled, a string

@@ -181,8 +181,10 @@ class _Request:
 class Allocation:
     """One TURN allocation on one server, over UDP (or TCP/TLS with `reliable`).
 
-    States: new → allocating → allocated → closing → closed, or failed. An allocation
-    that expires ends in closed, after an `AllocationExpired` event.
+    States: new → allocating → allocated → closing → closed, or failed (a redirect ends
+    in failed too). A signed Allocate that failed where the server may have granted it
+    goes from allocating to closing, to be released. An allocation that expires ends in
+    closed, after an `AllocationExpired` event.
     """
 
     def __init__(
@@ -304,8 +306,9 @@ class Allocation:
     def handle_message(self, data: bytes, now: float) -> bool:
         """A STUN message from the server; True if it answered one of our requests.
 
-        A response that fails integrity is dropped as if never received (False), so
-        only the holder of the key can complete, fail or refresh the allocation.
+        A response to a signed request that fails integrity is dropped as if never
+        received (False), so that only the holder of the key can grant, refresh or
+        refuse one, but for the 401 and 438 challenges, which come unsigned.
         """
         if len(data) < stun.HEADER_SIZE:
             return False
