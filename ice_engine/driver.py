@@ -43,7 +43,7 @@ from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet
 from .transaction import RttTable, Timing
-from .turn import PERMISSION_DEADLINE, Allocation, NonceCache
+from .turn import CLOSE_TIMEOUT, PERMISSION_DEADLINE, Allocation, NonceCache
 from .watcher import InterfaceWatcher
 
 if TYPE_CHECKING:
@@ -59,7 +59,6 @@ DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
 
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
-_DEALLOCATE_WAIT = 1.0  # seconds close() waits for TURN servers to confirm deallocation
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
 #: sendto() errors that lose one datagram, as a network may: retransmission covers them.
 #: Any other (no route, a destination refused or invalid) fails the server at once.
@@ -537,7 +536,7 @@ class Gatherer:
                 if self._core.closing:  # _service wakes us once the servers confirm
                     self._deallocated = self._get_loop().create_future()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._deallocated, _DEALLOCATE_WAIT)
+                        await asyncio.wait_for(self._deallocated, CLOSE_TIMEOUT)
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
         except asyncio.CancelledError:

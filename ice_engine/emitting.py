@@ -13,7 +13,7 @@ import socket
 from collections import deque
 from typing import Final
 
-from .candidate import Candidate, compute_foundation, compute_priority
+from .candidate import TYPE_PREFERENCES, Candidate, compute_foundation, compute_priority
 from .events import (
     CandidateRemovedEvent,
     Event,
@@ -29,7 +29,6 @@ __all__ = ["Emitting"]
 
 #: RFC 6544 §4.2 direction preferences for host candidates.
 _TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
-_TYPE_PREFERENCE = {"host": 126, "srflx": 100}
 _new: Final = tuple.__new__
 
 
@@ -65,7 +64,7 @@ class Emitting:
             return  # RFC 8445 §5.1.3: same transport address and base as one we have
         generation.addresses[key] = None
         if type_preference is None:
-            type_preference = _TYPE_PREFERENCE[kind]
+            type_preference = TYPE_PREFERENCES[kind]
         if tcptype is not None:  # RFC 6544 §4.2: direction first, then the address's rank
             local = (_TCP_DIRECTION_PREFERENCE[tcptype] << 13) | max(8191 - base.rank, 0)
         else:
