@@ -103,7 +103,9 @@ class Gatherer:
         ssl_context: for `turns:` (by default the system's CAs).
         dual_stack_relays: ask each TURN allocation from IPv4 for an IPv6 relay too
             (RFC 8656 ADDITIONAL-ADDRESS-FAMILY).
-        port_range: `(low, high)`: host sockets take a free port in it.
+        port_range: `(low, high)`: host sockets take a free port in it. A restart binds
+            new ones while the last generation the application saw keeps its own (its
+            ICE may still use them): allow two sets, more with a pool.
         pool_size: RTCConfiguration.iceCandidatePoolSize (0-255): generations gathered
             ahead by `prepare()`, each taken at once by a `restart()`.
         continual: keep the generation open: addresses that come and go join or leave
