@@ -244,3 +244,4 @@ Event = (
     | IceCandidateErrorEvent
     | CandidateRemovedEvent
 )
+"""What `Gatherer.gather()` yields: any of the four event records."""
