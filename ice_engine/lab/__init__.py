@@ -9,6 +9,7 @@ from ice_engine.lab.availability import LabError, LabUnavailableError, lab_unava
 from ice_engine.lab.lab import Lab, lab_session
 from ice_engine.lab.status import LabStatus
 from ice_engine.lab.topology import (
+    BACKUP_DOMAIN,
     CA_CERT_FILE,
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
@@ -56,6 +57,7 @@ from ice_engine.lab.topology import (
 )
 
 __all__ = [
+    "BACKUP_DOMAIN",
     "CA_CERT_FILE",
     "CLIENT_IPV4_A",
     "CLIENT_IPV4_B",

@@ -14,14 +14,17 @@ from ice_engine.lab.processes import Daemon
 
 NAME = "dnsmasq"
 
-# (service label, target host, port)
+# (service label, target host, port, priority)
 SRV_RECORDS = (
-    (f"_stun._udp.{t.DOMAIN}", t.STUN_HOST, t.STUN_PORT),
-    (f"_turn._udp.{t.DOMAIN}", t.TURN_HOST, t.STUN_PORT),
-    (f"_turn._tcp.{t.DOMAIN}", t.TURN_HOST, t.STUN_PORT),
-    (f"_stuns._tcp.{t.DOMAIN}", t.TURN_HOST, t.TLS_PORT),
-    (f"_turns._tcp.{t.DOMAIN}", t.TURN_HOST, t.TLS_PORT),
-    (f"_stun._udp.{t.SRV_ONLY_DOMAIN}", t.STUN_HOST, t.STUN_ALT_PORT),
+    (f"_stun._udp.{t.DOMAIN}", t.STUN_HOST, t.STUN_PORT, 0),
+    (f"_turn._udp.{t.DOMAIN}", t.TURN_HOST, t.STUN_PORT, 0),
+    (f"_turn._tcp.{t.DOMAIN}", t.TURN_HOST, t.STUN_PORT, 0),
+    (f"_stuns._tcp.{t.DOMAIN}", t.TURN_HOST, t.TLS_PORT, 0),
+    (f"_turns._tcp.{t.DOMAIN}", t.TURN_HOST, t.TLS_PORT, 0),
+    (f"_stun._udp.{t.SRV_ONLY_DOMAIN}", t.STUN_HOST, t.STUN_ALT_PORT, 0),
+    # A primary that never answers, and a backup (RFC 2782: lower priority, used after).
+    (f"_turn._udp.{t.BACKUP_DOMAIN}", t.DEAD_HOST, t.STUN_PORT, 0),
+    (f"_turn._udp.{t.BACKUP_DOMAIN}", t.TURN_HOST, t.STUN_PORT, 1),
 )
 
 HOST_RECORDS = (
@@ -47,7 +50,7 @@ def config(state_dir: Path) -> str:
         f"local-ttl={t.DNS_TTL_S}",
         f"auth-ttl={t.DNS_TTL_S}",
         *(f"host-record={name},{','.join(addrs)}" for name, addrs in HOST_RECORDS),
-        *(f"srv-host={srv},{target},{port},0,10" for srv, target, port in SRV_RECORDS),
+        *(f"srv-host={srv},{target},{port},{prio},10" for srv, target, port, prio in SRV_RECORDS),
         "log-queries",
         f"log-facility={query_log(state_dir)}",
         "pid-file=",

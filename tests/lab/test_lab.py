@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from ice_engine.lab import (
+    BACKUP_DOMAIN,
     CA_CERT_FILE,
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
@@ -128,6 +129,11 @@ def test_delay_link_adds_the_configured_round_trip(lab: Lab) -> None:
         ("_stuns._tcp.lab.test", "SRV", ["0 10 5349 turn.lab.test."]),
         ("_turns._tcp.lab.test", "SRV", ["0 10 5349 turn.lab.test."]),
         (f"_stun._udp.{SRV_ONLY_DOMAIN}", "SRV", ["0 10 3479 stun.lab.test."]),
+        (
+            f"_turn._udp.{BACKUP_DOMAIN}",
+            "SRV",
+            ["0 10 3478 dead.lab.test.", "1 10 3478 turn.lab.test."],
+        ),
     ],
 )
 def test_dns_answers_in_the_client_namespace(

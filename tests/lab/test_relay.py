@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from ice_engine.lab import (
+    BACKUP_DOMAIN,
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
     CLIENT_IPV6,
@@ -53,6 +54,22 @@ def test_try_alternate_is_followed_over_udp_and_tcp(lab: Lab) -> None:
     assert len(relays) == 4  # UDP and TCP, from each IPv4 base
     assert {r["fields"][4] for r in relays} == {SERVER_IPV4}
     assert len(candidates(events, "srflx")) == 2  # the UDP allocations' mapped addresses
+    assert events[-1]["candidate"] is None
+
+
+def test_an_srv_backup_is_allocated_on_only_when_the_primary_never_answers(lab: Lab) -> None:
+    """_turn._udp.backup.lab.test: priority 0 is a dead address (IPv4 only), priority 1
+    the coturn. One allocation per base: from the IPv4 ones at the backup once the
+    primary's share of the 2 s deadline (half) has passed without an answer, from the
+    IPv6 one at once (the primary has no IPv6 address); and no error."""
+    events = gather(lab, "--ice-server", f"turn:{BACKUP_DOMAIN}", *CREDENTIALS)
+    assert not errors(events), errors(events)
+    relays = candidates(events, "relay")
+    ipv4 = [r for r in relays if r["fields"][4] == SERVER_IPV4]
+    ipv6 = [r for r in relays if r["fields"][4] == SERVER_IPV6]
+    assert len(ipv4) == 2 and len(ipv6) == 1 and len(relays) == 3
+    assert all(0.9 < r["t"] < 2.0 for r in ipv4), [r["t"] for r in ipv4]
+    assert ipv6[0]["t"] < 0.9
     assert events[-1]["candidate"] is None
 
 
