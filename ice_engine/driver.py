@@ -525,28 +525,15 @@ class Gatherer:
         cancelled = False
         try:
             if self._loop is not None and self._loop is not loop:
-                self._core.close(self._now())
-                self._send_unattended()
-                if self._loop.is_closed():
-                    self._waiter = None  # no gather() there to wake
-                return  # to the finally: release
-            for task in self._tasks or ():
-                task.cancel()
-            self._core.close(self._now())
-            if self._table.sockets:
-                self._service()  # sends the deallocations
-                if self._core.closing:  # _service wakes us once the servers confirm
-                    self._deallocated = self._get_loop().create_future()
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._deallocated, CLOSE_TIMEOUT)
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+                self._deallocate_unattended()
+            else:
+                await self._deallocate()
         except asyncio.CancelledError:
             cancelled = True
             raise
         finally:
             try:
-                self._release(keep_closing=cancelled)
+                self._close_everything(keep_closing=cancelled)
                 responder, self._responder = self._responder, None
                 if responder is not None:
                     for name in self._mdns_names.values():
@@ -557,18 +544,36 @@ class Gatherer:
                 if not self._lingering and not done.done():
                     done.set_result(None)  # else once they close (_close_lingering)
 
-    def _send_unattended(self) -> None:
-        """What closing queued (TURN deallocations), sent without the gatherer's loop:
-        datagrams only, once, answers unheard."""
+    async def _deallocate(self) -> None:
+        """Stop the tasks, and deallocate TURN allocations: wait for the servers (at
+        most `CLOSE_TIMEOUT`), and for the tasks."""
+        for task in self._tasks or ():
+            task.cancel()
+        self._core.close(self._now())
+        if self._table.sockets:
+            self._service()  # sends the deallocations
+            if self._core.closing:  # _service wakes us once the servers confirm
+                self._deallocated = self._get_loop().create_future()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._deallocated, CLOSE_TIMEOUT)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _deallocate_unattended(self) -> None:
+        """close() on another loop than the gatherer's: what closing queued (TURN
+        deallocations) is sent without it: datagrams only, once, answers unheard."""
+        self._core.close(self._now())
         sockets = self._table.sockets
         while (command := self._core.next_command()) is not None:
             if isinstance(command, SendDatagram) and command.base_key in sockets:
                 with contextlib.suppress(OSError):
                     sockets[command.base_key].sendto(command.data, command.address)
+        if self._loop is not None and self._loop.is_closed():
+            self._waiter = None  # no gather() there to wake
 
-    def _release(self, keep_closing: bool = False) -> None:
-        """Release everything; with `keep_closing`, the sockets of deallocations under
-        way linger until they end."""
+    def _close_everything(self, keep_closing: bool = False) -> None:
+        """Close every socket, timer, task and connection; with `keep_closing`, the
+        sockets of deallocations under way linger until they end."""
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
