@@ -54,7 +54,6 @@ class Relay:
         "also",
         "backlog",
         "base",
-        "done",
         "fallbacks",
         "framer",
         "generation",
@@ -63,6 +62,7 @@ class Relay:
         "port",
         "server",
         "server_address",
+        "settled",
         "stream",
         "tried",
         "until",
@@ -87,7 +87,7 @@ class Relay:
         self.server = server
         self.server_address = server_address
         self.allocation = allocation
-        self.done = False
+        self.settled = False  # its part in the gathering is over (`_settle`)
         self.stream = stream  # TCP/TLS: the driver's stream; None over UDP
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
@@ -168,7 +168,7 @@ class Relaying(Emitting):
         """A restart retired the generation: allocations still in flight are released,
         not kept (and refreshed) for candidates nobody will see."""
         for relay in list(self._relays.values()):
-            if relay.generation is generation and not relay.done:
+            if relay.generation is generation and not relay.settled:
                 self._release(relay, now)
 
     def _release(self, relay: Relay, now: float) -> None:
@@ -186,7 +186,7 @@ class Relaying(Emitting):
                 del self._relays[key]
                 if relay.stream is not None:
                     self._commands.append(CloseStream(relay.stream))
-                if not relay.done:
+                if not relay.settled:
                     self._settle(relay, now)
 
     def _relay_datagram(
@@ -201,14 +201,14 @@ class Relaying(Emitting):
         relay = self._relays.get((base_key, address))
         if relay is None:
             return
-        if relay.done:
+        if relay.settled:
             if relay.allocation.state == "closing":
                 # Its deallocation bounced too: the port is closed, nothing is held there.
                 relay.allocation.abandon()
                 self._flush(relay, now)
             return
         if relay.generation.retired or self._closed:
-            relay.done = True
+            relay.settled = True
         else:
             self._fail(relay, UNREACHABLE, f"TURN server unreachable ({cause}).", now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
@@ -330,7 +330,7 @@ class Relaying(Emitting):
     def _redirect(self, relay: Relay, alternate: tuple[str, int], now: float) -> None:
         """Allocate at the alternate server, from the base's socket (a new 5-tuple even
         for a relay moved by a 437), with the same credentials and deadline; the relay
-        being replaced then counts as done. Or say why not, as an error."""
+        being replaced is then settled. Or say why not, as an error."""
         tried = (*relay.tried, relay.server_address)
         family_ok = (":" in alternate[0]) == (relay.base.family == socket.AF_INET6)
         if not family_ok:
@@ -483,10 +483,10 @@ class Relaying(Emitting):
         relay = self._relays.pop(stream, None)
         if relay is None:
             return
-        if not relay.done and not relay.generation.retired and not self._closed:
+        if not relay.settled and not relay.generation.retired and not self._closed:
             text = f"TURN connection failed: {reason or 'closed by the server'}"
             self._fail(relay, UNREACHABLE, text, now)
-        elif relay.done:  # the server deletes a TCP allocation with its connection
+        elif relay.settled:  # the server deletes a TCP allocation with its connection
             self._relay_lost(relay, now)
 
     def _relay_lost(self, relay: Relay, now: float) -> None:
@@ -526,7 +526,7 @@ class Relaying(Emitting):
         for event in events:
             if isinstance(event, AllocationExpired):
                 self._relay_lost(relay, now)
-            elif relay.done or self._closed or relay.generation.retired:
+            elif relay.settled or self._closed or relay.generation.retired:
                 continue
             elif isinstance(event, Allocated):
                 self._add_relayed(relay, event, now)
@@ -552,8 +552,8 @@ class Relaying(Emitting):
 
     def _settle(self, relay: Relay, now: float) -> None:
         """The relay's part in its transport's gathering is over: it relays, failed, or
-        handed over to a successor (`done` then, though it may live for hours)."""
-        relay.done = True
+        handed over to a successor (`settled`, though it may live for hours)."""
+        relay.settled = True
         self._done(relay.generation, relay.base.transport, now)
 
     def _fail(self, relay: Relay, code: int, text: str, now: float) -> None:
