@@ -1,4 +1,4 @@
-"""TURN relays in the gathering core: one allocation per base × TURN server address.
+"""TURN relays in the gathering core: one allocation per base × TURN server.
 
 The base class of `Gathering`: it shares the core's queues and generations, emits through
 `Emitting` as the state machine does, and keeps everything TURN-specific (streams for
@@ -52,6 +52,7 @@ class Relay:
     __slots__ = (
         "allocation",
         "also",
+        "answered",
         "backlog",
         "base",
         "fallbacks",
@@ -92,9 +93,11 @@ class Relay:
         self.framer = stun.StreamFramer() if stream is not None else None
         self.backlog: list[bytes] | None = [] if stream is not None else None  # until connected
         self.tried: tuple[tuple[str, int], ...] = ()  # servers that redirected it here
-        # The server's other addresses, tried in turn while none has answered, and the
-        # server's whole deadline, which an address that answers gets (`_fall_back`).
-        self.fallbacks: tuple[tuple[str, int], ...] = ()
+        # Until the server answers here: the other addresses of each URL waiting on it,
+        # to try in turn should it never answer (`_fall_back`), and the whole deadline,
+        # which it gets if it answers.
+        self.answered = False
+        self.fallbacks: list[tuple[Server, tuple[tuple[str, int], ...]]] | None = None
         self.until = allocation.deadline
         self.also: list[Server] | None = None  # other URLs for the same server, sharing it
         self.moves = 0
@@ -364,30 +367,38 @@ class Relaying(Emitting):
         addresses: Sequence[tuple[str, int]],
         now: float,
         deadline: float | None = None,
-    ) -> Relay:
-        """One allocation per server and base, at its first address (SRV priority, then
-        DNS order): the others wait their turn, should it never answer (`_fall_back`).
-        Until one answers, each gets an equal share of what is left of the deadline."""
+    ) -> None:
+        """One allocation per server and base, at the first of its addresses (SRV
+        priority, then DNS order), or another URL's there (`_allocate`) if it goes on as
+        this one would (`_may_wait_on`): the others wait their turn, should it never
+        answer (`_fall_back`). Until one answers, each gets an equal share of what is
+        left of the deadline, two initial RTOs at least."""
         until = deadline or generation.deadline
-        first, rest = addresses[0], tuple(addresses[1:])
-        share = now + (until - now) / len(addresses) if rest else until
+        first, *rest = dict.fromkeys(addresses)  # each once, in order
+        if rest and server.url.transport != "tcp":  # streams are never shared
+            key = _udp_key(base)
+            while rest and not _may_wait_on(self._relays.get((key, first)), rest):
+                first, *rest = rest  # another URL's there, which would not go on as we would
+        share = until
+        if rest:
+            share = min(
+                until, now + max((until - now) / (len(rest) + 1), 2 * self.timing.initial_rto)
+            )
         relay = self._allocate(generation, base, server, first, now, share)
-        if rest and relay.server is server and relay.allocation.state == "allocating":
-            relay.fallbacks, relay.until = rest, until
-        return relay
+        if rest and not relay.answered and not relay.settled:
+            if relay.fallbacks is None:
+                relay.fallbacks, relay.until = [], until
+            relay.fallbacks.append((server, tuple(rest)))
 
-    def _fall_back(self, relay: Relay, now: float) -> bool:
-        """The relay's server address never answered: allocate at the server's next one
-        instead, and True; False if it has none left, or the gathering has moved on."""
-        if not relay.fallbacks or self._closed or relay.generation.retired:
-            return False
-        fallbacks, relay.fallbacks = relay.fallbacks, ()
-        successor = self._allocate_in_turn(
-            relay.generation, relay.base, relay.server, fallbacks, now, relay.until
-        )
-        if successor.also is None:  # other URLs for the server wait on its next address
-            successor.also = relay.also
-        return True
+    def _fall_back(self, relay: Relay, now: float) -> list[Server]:
+        """The relay's server address never answered: each URL waiting on it that has
+        another address goes on there; those URLs."""
+        fallbacks, relay.fallbacks = relay.fallbacks, None
+        if not fallbacks or self._closed or relay.generation.retired:
+            return []
+        for server, rest in fallbacks:
+            self._allocate_in_turn(relay.generation, relay.base, server, rest, now, relay.until)
+        return [server for server, _ in fallbacks]
 
     def _move(self, relay: Relay, code: int, now: float) -> bool:
         """RFC 8656 §7.3: a 437 says the server holds an allocation for this 5-tuple, a
@@ -445,10 +456,20 @@ class Relaying(Emitting):
         if relay is None or relay.backlog is None:
             return
         relay.port = port
+        self._answered(relay)  # the server is there: no need of its other addresses
         for data in relay.backlog:
             self._commands.append(StreamSend(stream, data))
         relay.backlog = None
         self._flush(relay, now)
+
+    @staticmethod
+    def _answered(relay: Relay) -> None:
+        """The server answers at this address: it gets the server's whole deadline, and
+        the other addresses are not tried."""
+        relay.answered = True
+        if relay.fallbacks is not None:
+            relay.fallbacks = None
+            relay.allocation.extend_deadline(relay.until)
 
     def stream_data(self, now: float, stream: int, data: bytes) -> None:
         relay = self._relays.get(stream)
@@ -465,10 +486,9 @@ class Relaying(Emitting):
         """A response for the allocation, or data a peer relayed to us; False if neither
         (a forged or stray datagram, dropped)."""
         taken = relay.allocation.handle_message(data, now)
-        if taken and relay.fallbacks:  # the server answers here: no other address
-            relay.fallbacks = ()
-            relay.allocation.extend_deadline(relay.until)
-        if not taken:
+        if taken:
+            self._answered(relay)
+        else:
             relayed = relay.allocation.unwrap(data)
             if relayed is not None:
                 if self._relayed is None:
@@ -557,10 +577,12 @@ class Relaying(Emitting):
         self._done(relay.generation, relay.base.transport, now)
 
     def _fail(self, relay: Relay, code: int, text: str, now: float) -> None:
-        """The relay will not relay: told as an error, unless its server is tried at
-        another address (`_fall_back`)."""
-        if not self._fall_back(relay, now):
-            self._error(relay.generation, relay.server, relay.local, code, text, now)
+        """The relay will not relay: told as an error to each URL waiting on it, but for
+        those tried at another address (`_fall_back`)."""
+        going_on = self._fall_back(relay, now)
+        for server in (relay.server, *(relay.also or ())):
+            if server not in going_on:
+                self._error(relay.generation, server, relay.local, code, text, now)
         self._settle(relay, now)
 
     def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:
@@ -595,6 +617,18 @@ class Relaying(Emitting):
                 type_preference=relay_type_preference(leg),
                 related=event.mapped,
             )
+
+
+def _may_wait_on(holder: Relay | None, rest: list[tuple[str, int]]) -> bool:
+    """Whether a URL may wait on `holder`, another URL's allocation at its address,
+    rather than go past it: there is none, it relays or answered, or, should it never
+    answer, it goes on to the same next addresses (`rest`) as the URL would."""
+    if holder is None or holder.allocation.state == "allocated":
+        return True
+    if holder.settled:
+        return False
+    chain = tuple(rest)
+    return holder.answered or any(other == chain for _, other in holder.fallbacks or ())
 
 
 def _unconnected(relay: Relay) -> str:

@@ -106,8 +106,16 @@ class SocketTable:
         address = LocalAddress("", name[0], beside.family, 0, scope_id)
         new = self.open(address, socket.SOCK_DGRAM, self.owners[key])
         if new is not None:
-            self.beside[new] = self.beside.get(key, key)
+            self.beside[new] = self._base_of(key)
         return new
+
+    def _base_of(self, key: int) -> int:
+        """The base a socket stands for: its own key, or that of the base it was opened
+        beside (`open_beside`), or whose companion it is."""
+        base = self.beside.get(key)
+        if base is not None:
+            return base
+        return next((base for base, own in self.companions.items() if own == key), key)
 
     def opened_beside(self, bases: Collection[int]) -> list[int]:
         """The sockets `open_beside` opened for these bases: on their address, they go

@@ -239,6 +239,29 @@ async def test_a_437_s_other_socket_goes_with_its_base_s_address(
         await events.aclose()
 
 
+async def test_a_437_s_other_socket_beside_a_shared_base_goes_with_its_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On a shared port a base's allocation talks from its companion socket: the socket
+    a 437 asks for beside that one stands for the base too."""
+    addresses = [LOOPBACK, LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0)]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    servers = [IceServer("turn:127.0.0.1:9", "alice", "wonderland")]  # gives companions
+    async with Gatherer(servers, continual=True, shared_port=free_port()) as gatherer:
+        events = gatherer.gather()
+        while len(gatherer.candidates) < 2:
+            await anext(events)
+        table = gatherer._table
+        base = table.base_keys[next(a for a in table.base_keys if a[0] == "127.0.0.2")]
+        companion = table.companions[base]
+        gatherer._open_beside(OpenSocket(request=1, beside=companion))
+        [beside] = table.opened_beside({base})
+        addresses.pop()
+        gatherer._rescan()
+        assert not {base, companion, beside} & set(table.sockets)
+        await events.aclose()
+
+
 # -- 3. one event loop per gatherer ---------------------------------------------------
 
 

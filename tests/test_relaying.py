@@ -257,9 +257,9 @@ def resolved_to_two(urls: tuple[str, ...] = ("turn:turn.example.org",)) -> Gathe
         dual_stack_relays=False,
     )
     core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
-    for command in commands(core):
-        assert isinstance(command, Resolve)
-        core.resolved(0.01, command.request, [TURN, ALTERNATE])
+    for command in commands(core):  # a literal's Allocate goes at once, and is dropped
+        if isinstance(command, Resolve):
+            core.resolved(0.01, command.request, [TURN, ALTERNATE])
     return core
 
 
@@ -318,7 +318,8 @@ def test_an_address_that_answered_keeps_the_whole_deadline_and_its_failure_is_to
     assert failed_at == 2.0  # not 1.005: the signed Allocate had the server's whole deadline
 
 
-def test_every_address_silent_ends_in_one_error_by_the_deadline() -> None:
+def test_every_address_silent_ends_in_an_error_per_url_by_the_deadline() -> None:
+    """Two URLs for the same name share its allocations, and each is told it failed."""
     core = resolved_to_two(("turn:turn.example.org", "turn:turn.example.org?transport=udp"))
     assert core.waiting_for == ["turn:turn.example.org", "turn:turn.example.org?transport=udp"]
     addresses = []
@@ -326,10 +327,81 @@ def test_every_address_silent_ends_in_one_error_by_the_deadline() -> None:
         assert timer <= 2.0
         core.handle_timer(timer)
         addresses += [d.address for d in drain(core)]
-        if ALTERNATE in addresses and timer < 2.0:
-            assert len(core.waiting_for) == 2  # the second URL waits on the next address too
     assert addresses.count(TURN) == addresses.count(ALTERNATE) == 3  # sent, resent twice
-    assert kinds(core) == ["gathering", "host", "error701", "end", "complete", "null"]
+    events = list(iter(core.next_event, None))
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert sorted(e.url for e in errors) == [
+        "turn:turn.example.org",
+        "turn:turn.example.org?transport=udp",
+    ]
+    assert all(e.errorCode == 701 for e in errors)
+    assert events[-1].to_json()["candidate"] is None
+
+
+def run_timers(core: Gathering, until: float = 10.0) -> list[SendDatagram]:
+    sent: list[SendDatagram] = []
+    while (timer := core.get_timer()) is not None and timer <= until:
+        core.handle_timer(timer)
+        sent += [c for c in commands(core) if isinstance(c, SendDatagram)]
+    return sent
+
+
+def test_a_url_goes_past_an_address_another_url_holds_but_would_not_go_on_from() -> None:
+    """turn:198.51.100.10, and a name for [that address, ALTERNATE]: the literal's
+    allocation would never try ALTERNATE, so the name's URL does not wait on it, and
+    allocates at ALTERNATE at once. The dead literal fails alone."""
+    core = resolved_to_two(("turn:198.51.100.10", "turn:turn.example.org"))
+    [second] = drain(core)
+    assert second.address == ALTERNATE
+    answer(core, second.data, 0.05, [], server=ALTERNATE)
+    [signed] = drain(core)
+    answer(core, signed.data, 0.1, [], server=ALTERNATE)
+    assert {d.address for d in run_timers(core)} == {TURN}  # the literal's resends
+    events = list(iter(core.next_event, None))
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.url == "turn:198.51.100.10" and error.errorCode == 701
+    relays = [e.candidate for e in events if isinstance(e, IceCandidateEvent) and e.candidate]
+    assert [c.address for c in relays if c.type == "relay"] == [ALTERNATE[0]]
+
+
+def test_a_name_listing_one_address_twice_still_fails_with_an_error() -> None:
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[Server(parse_server_url("turn:turn.example.org"), 0, "alice", "wonderland")],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    [resolve] = commands(core)
+    assert isinstance(resolve, Resolve)
+    core.resolved(0.0, resolve.request, [TURN, TURN])  # a custom resolver's duplicate
+    sent = drain(core) + run_timers(core)
+    assert {d.address for d in sent} == {TURN}
+    assert kinds(core)[-4:] == ["error701", "end", "complete", "null"]
+
+
+def test_a_url_waiting_on_another_s_address_is_told_when_it_fails() -> None:
+    """a.example.org is [TURN, ALTERNATE], b.example.org [TURN] only: b waits on a's
+    allocation at TURN; when a gives TURN up for ALTERNATE, b is told it failed."""
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[
+            Server(parse_server_url(url), i, "alice", "wonderland")
+            for i, url in enumerate(("turn:a.example.org", "turn:b.example.org"))
+        ],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    first, second = commands(core)
+    assert isinstance(first, Resolve) and isinstance(second, Resolve)
+    core.resolved(0.0, first.request, [TURN, ALTERNATE])
+    core.resolved(0.0, second.request, [TURN])
+    assert core.waiting_for == ["turn:a.example.org", "turn:b.example.org"]
+    run_timers(core, until=1.0)
+    assert core.waiting_for == ["turn:a.example.org"]
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.url for e in errors] == ["turn:b.example.org"]
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:

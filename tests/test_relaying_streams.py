@@ -194,6 +194,23 @@ def test_a_refused_connection_gives_way_to_the_server_s_next_address() -> None:
     assert core.state.value == "complete"
 
 
+def test_a_connection_that_came_up_keeps_the_server_s_whole_deadline() -> None:
+    """TCP and TLS take round trips of their own before the first answer: a server whose
+    connection came up is not given up for its next address at the end of its share."""
+    core, [resolve] = started("turns:turn.example.org")
+    assert isinstance(resolve, Resolve)
+    core.resolved(0.0, resolve.request, [("198.51.100.10", 5349), ("198.51.100.11", 5349)])
+    [first] = drain(core)
+    assert isinstance(first, OpenStream) and first.address == ("198.51.100.10", 5349)
+    core.stream_connected(0.9, 1, 51234)
+    allocate = sent(drain(core))
+    while (timer := core.get_timer()) is not None and timer < 1.05:
+        core.handle_timer(timer)
+        assert drain(core) == []  # no OpenStream to the next address, no CloseStream
+    core.stream_data(1.05, 1, challenge(allocate))
+    assert stun.parse(sent(drain(core))).get(Attr.MESSAGE_INTEGRITY) is not None
+
+
 def test_close_deallocates_over_the_stream_then_closes_it() -> None:
     core, _ = started()
     first = connected(core)
