@@ -5,6 +5,8 @@ from __future__ import annotations
 import socket
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ice_engine import stun
 from ice_engine.commands import Command, OpenSocket, Resolve, SendDatagram
@@ -402,6 +404,95 @@ def test_a_url_waiting_on_another_s_address_is_told_when_it_fails() -> None:
     assert core.waiting_for == ["turn:a.example.org"]
     errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
     assert [e.url for e in errors] == ["turn:b.example.org"]
+
+
+def turn_reply(request: bytes, server: tuple[str, int]) -> bytes:
+    """A TURN server's answer: 401 to an unsigned Allocate, a grant to a signed one,
+    success to a Refresh (a deallocation)."""
+    message = stun.parse(request)
+    txid = message.transaction_id
+    if message.method == Method.REFRESH:
+        attributes = [(Attr.LIFETIME, stun.u32_value(0))]
+        return stun.encode(
+            Method.REFRESH, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY
+        )
+    if message.get(Attr.MESSAGE_INTEGRITY) is None:
+        attributes = [
+            (Attr.ERROR_CODE, stun.error_code_value(401, "Unauthorized")),
+            (Attr.REALM, b"lab.test"),
+            (Attr.NONCE, b"0123456789abcdef"),
+        ]
+        return stun.encode(Method.ALLOCATE, MessageClass.ERROR, txid, attributes)
+    attributes = [
+        (Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(server[0], 50000, txid)),
+        (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid)),
+        (Attr.LIFETIME, stun.u32_value(600)),
+    ]
+    return stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    alive=st.lists(st.booleans(), min_size=1, max_size=4),
+    rtt=st.floats(0.001, 0.24),  # an allocation's 2 RTT fit in any address's share
+    two_urls=st.booleans(),
+    duplicate=st.booleans(),
+)
+def test_a_name_s_addresses_are_tried_in_turn_until_one_relays(
+    alive: list[bool], rtt: float, two_urls: bool, duplicate: bool
+) -> None:
+    """Whichever of a TURN name's addresses answer (round trip up to 0.24 s), and however
+    many URLs name it: gathering completes by the deadline with one relay if any address
+    is alive, else an error for each URL; and never more than one allocation at a time."""
+    addresses = [(f"198.51.100.{10 + i}", 3478) for i in range(len(alive))]
+    urls = ["turn:turn.example.org", "turn:turn.example.org?transport=udp"][: 1 + two_urls]
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[Server(parse_server_url(u), i, "alice", "wonderland") for i, u in enumerate(urls)],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    answers: list[tuple[float, int, tuple[str, int], bytes]] = []
+    contacted: list[tuple[str, int]] = []  # in the order first asked
+    now = 0.0
+    while now < 10:
+        while batch := commands(core):  # what a Resolve's answer sends, at once
+            for command in batch:
+                if isinstance(command, Resolve):
+                    core.resolved(now, command.request, addresses + addresses[:1] * duplicate)
+                elif isinstance(command, SendDatagram):
+                    if command.address not in contacted:
+                        contacted.append(command.address)
+                    if alive[addresses.index(command.address)]:
+                        reply = turn_reply(command.data, command.address)
+                        answers.append((now + rtt, len(answers), command.address, reply))
+        timer = core.get_timer()
+        if answers and (timer is None or min(answers)[0] <= timer):
+            answers.sort()
+            now, _, source, reply = answers.pop(0)
+            core.receive_datagram(now, 1, reply, source)
+        elif timer is not None:
+            now = timer
+            core.handle_timer(now)
+        else:
+            break
+    events = list(iter(core.next_event, None))
+    assert core.state.value == "complete" and events[-1].t <= 2.0 + 1e-9
+    relays = [
+        e
+        for e in events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.type == "relay"
+    ]
+    errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    # In order, and none past the first that answers: one allocation at a time.
+    assert contacted == addresses[: len(contacted)]
+    if any(alive):
+        assert len(contacted) == alive.index(True) + 1
+        assert len(relays) == 1 and errors == []
+        assert relays[0].candidate.address == addresses[alive.index(True)][0]
+    else:
+        assert relays == [] and sorted(e.url for e in errors) == sorted(urls)
 
 
 def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None:
