@@ -43,19 +43,21 @@ from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet
 from .transaction import RttTable, Timing
-from .turn import CLOSE_TIMEOUT, PERMISSION_DEADLINE, Allocation, NonceCache
+from .turn import CLOSE_TIMEOUT, PERMISSION_DEADLINE, Allocation, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
 
 if TYPE_CHECKING:
     from .mdns import MdnsResponder  # imported at first use, with dnspython: see _mdns_ready
 
-__all__ = ["DatagramHandler", "Gatherer", "RelayedHandler"]
+__all__ = ["DatagramHandler", "Gatherer", "RelayFailureHandler", "RelayedHandler"]
 
 _RESCAN_MAX_AGE = 0.25  # seconds: an enumeration this recent is the present
 #: Called with (allocation, peer address, payload) for data relayed to us by TURN.
 RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
 #: Called with (local base address, peer address, payload) for what peers send to a base.
 DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
+#: Called with (allocation, failure) when a permission or channel is refused or lost.
+RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
 
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
@@ -113,6 +115,9 @@ class Gatherer:
         on_relayed: called with (allocation, peer, data) for what peers send through a
             TURN allocation.
         on_datagram: called with (local base, peer, data) for what peers send to a base.
+        on_relay_failure: called with (allocation, `turn.RequestFailed`) when a TURN
+            server refuses a permission or channel (`relay_permit`, `relay_bind_channel`,
+            `send`; a 403 for a peer its policy forbids, say) or never confirms it.
         tcp_candidates: ICE-TCP host candidates too (RFC 6544).
         shared_port: one UDP port per address for every gatherer of the process given
             the same one (one transport, one component); peers are routed by ufrag.
@@ -139,6 +144,7 @@ class Gatherer:
         "_mdns_names",
         "_on_datagram",
         "_on_fd",
+        "_on_relay_failure",
         "_on_relayed",
         "_permits_asked",
         "_pool_size",
@@ -183,6 +189,7 @@ class Gatherer:
         continual: bool = False,
         on_relayed: RelayedHandler | None = None,
         on_datagram: DatagramHandler | None = None,
+        on_relay_failure: RelayFailureHandler | None = None,
         tcp_candidates: bool = False,
         shared_port: int | None = None,
         mdns: bool = False,
@@ -202,6 +209,7 @@ class Gatherer:
             address_filter=address_filter,
             on_relayed=on_relayed,
             on_datagram=on_datagram,
+            on_relay_failure=on_relay_failure,
             link_local=link_local,
             dual_stack_relays=dual_stack_relays,
             continual=continual,
@@ -228,6 +236,7 @@ class Gatherer:
         self._pool_size = pool_size
         self._continual = continual
         self._on_relayed = on_relayed
+        self._on_relay_failure = on_relay_failure
         # The data path for a connectivity layer: what peers send to our bases, and where
         # `send` finds a candidate's socket.
         self._on_datagram = on_datagram
@@ -1008,6 +1017,9 @@ class Gatherer:
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._deliver(self._on_relayed, *relayed)
+        while (failure := core.next_relay_failure()) is not None:
+            if self._on_relay_failure is not None:
+                self._deliver(self._on_relay_failure, *failure)
         if self._closed and not table.sockets:
             return  # released: no timer, no one to wake
         timer = core.get_timer()

@@ -131,6 +131,7 @@ class Gathering(Relaying):
         self._moving = None  # relays waiting for another socket after a 437
         self._socket_requests = 0
         self._relayed = None  # created for the first relayed datagram
+        self._relay_failures = None  # and for the first failed permission or channel
         self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
         self._pool: tuple[Generation, ...] = ()  # usually empty: no container per gatherer

@@ -25,7 +25,7 @@ _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`{|}~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
 _LISTS = (tuple, list)  # checked before Sequence, an ABC: 0.1 µs
-_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram")
+_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram", "on_relay_failure")
 _OPTION_TYPES: dict[str, type] = {
     "timing": Timing,
     "credentials": Credentials,
@@ -80,6 +80,7 @@ def check_gatherer_options(
     address_filter: object = None,
     on_relayed: object = None,
     on_datagram: object = None,
+    on_relay_failure: object = None,
     link_local: bool = False,
     dual_stack_relays: bool = False,
     continual: bool = False,
@@ -116,6 +117,7 @@ def check_gatherer_options(
         and (address_filter is None or callable(address_filter))
         and (on_relayed is None or callable(on_relayed))
         and (on_datagram is None or callable(on_datagram))
+        and (on_relay_failure is None or callable(on_relay_failure))
     ):
         _check_types(
             timing=timing,
@@ -125,6 +127,7 @@ def check_gatherer_options(
             address_filter=address_filter,
             on_relayed=on_relayed,
             on_datagram=on_datagram,
+            on_relay_failure=on_relay_failure,
         )
     if ice_transport_policy not in _POLICIES:
         raise ValueError(

@@ -28,6 +28,7 @@ from .turn import (
     AllocationFailed,
     NonceCache,
     Redirected,
+    RequestFailed,
     TurnCredentials,
 )
 
@@ -118,11 +119,19 @@ class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
 
     # Shared with Gathering, which sets them up.
-    __slots__ = ("_moving", "_relayed", "_relays", "_socket_requests", "_streams")
+    __slots__ = (
+        "_moving",
+        "_relay_failures",
+        "_relayed",
+        "_relays",
+        "_socket_requests",
+        "_streams",
+    )
     _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
     _moving: dict[int, Relay] | None  # waiting for another socket (OpenSocket), by request
     _socket_requests: int  # OpenSocket requests made: the last one's number
     _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
+    _relay_failures: deque[tuple[Allocation, RequestFailed]] | None
     _streams: int
     _commands: deque[Command]
     _generation: Generation
@@ -236,6 +245,11 @@ class Relaying(Emitting):
     def next_relayed(self) -> tuple[Allocation, tuple[str, int], bytes] | None:
         """Data a peer sent through one of our allocations: (allocation, peer, payload)."""
         return self._relayed.popleft() if self._relayed else None
+
+    def next_relay_failure(self) -> tuple[Allocation, RequestFailed] | None:
+        """A permission or channel of one of our allocations that the server refused
+        (a 403 for a peer its policy forbids, say) or never confirmed."""
+        return self._relay_failures.popleft() if self._relay_failures else None
 
     def relay_permit(
         self, now: float, allocation: Allocation, peers: Sequence[tuple[str, int]]
@@ -546,6 +560,12 @@ class Relaying(Emitting):
         for event in events:
             if isinstance(event, AllocationExpired):
                 self._relay_lost(relay, now)
+            elif isinstance(event, RequestFailed):  # the data path's, for the application
+                if self._closed:
+                    continue
+                if self._relay_failures is None:
+                    self._relay_failures = deque()
+                self._relay_failures.append((allocation, event))
             elif relay.settled or self._closed or relay.generation.retired:
                 continue
             elif isinstance(event, Allocated):

@@ -142,11 +142,13 @@ class AddressFamilyError:
 
 @dataclass(frozen=True, slots=True)
 class RequestFailed:
-    """A CreatePermission or ChannelBind failed; the allocation itself is unaffected."""
+    """A CreatePermission or ChannelBind failed, for these peers (a failed renewal is
+    tried again while what it renews lasts); the allocation itself is unaffected."""
 
     method: str
     code: int
     reason: str
+    peers: tuple[tuple[str, int], ...] = ()
 
 
 TurnEvent = (
@@ -657,7 +659,7 @@ class Allocation:
             self._finish_close()
         else:
             self._renewal_failed(request, now)
-            self._events.append(RequestFailed(request.method.name, code, reason))
+            self._events.append(RequestFailed(request.method.name, code, reason, request.peers))
 
     def _timed_out(self, transaction_id: bytes, request: _Request, now: float) -> None:
         if request.kind == "allocate":
@@ -672,7 +674,8 @@ class Allocation:
             self._finish_close()
         else:
             self._renewal_failed(request, now)
-            self._events.append(RequestFailed(request.method.name, TIMED_OUT, "timed out"))
+            failed = RequestFailed(request.method.name, TIMED_OUT, "timed out", request.peers)
+            self._events.append(failed)
 
     def _renewal_failed(self, request: _Request, now: float) -> None:
         """Try a failed renewal again while what it renews lasts on the server; after

@@ -26,7 +26,7 @@ from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
-from ice_engine.turn import NonceCache, NonceEntry
+from ice_engine.turn import NonceCache, NonceEntry, RequestFailed
 
 from .test_turn import PASSWORD, REALM, USER, FakeTurn
 
@@ -414,6 +414,43 @@ async def test_a_cancelled_close_still_releases_an_allocation_granted_after_it()
         assert stub.released.is_set()
         assert gatherer._table.sockets == {}
         await asyncio.wait_for(consumer, 1)
+    finally:
+        stub.close()
+
+
+class ForbiddingStub(TurnStub):
+    """Refuses every permission, as a server whose policy forbids the peer does."""
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        if request.method != Method.CREATE_PERMISSION:
+            super().answer(data, source)
+            return
+        key = stun.long_term_key(USER, REALM, PASSWORD)
+        refusal = self.server.error(request, 403, "Forbidden IP", key=key, sha=False)
+        self.sock.sendto(refusal, source)
+
+
+async def test_a_refused_permission_reaches_on_relay_failure() -> None:
+    """It was dropped: the application only saw a peer that never answered."""
+    stub = ForbiddingStub()
+    failures: list[tuple[object, RequestFailed]] = []
+    told = asyncio.Event()
+
+    def on_relay_failure(allocation: object, failure: RequestFailed) -> None:
+        failures.append((allocation, failure))
+        told.set()
+
+    server = IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)
+    try:
+        async with Gatherer([server], on_relay_failure=on_relay_failure) as gatherer:
+            await collect(gatherer)
+            [allocation] = gatherer.allocations
+            gatherer.relay_permit(allocation, [("198.51.100.8", 9)])
+            await asyncio.wait_for(told.wait(), 5)
+        [(which, failure)] = failures
+        assert which is allocation and (failure.method, failure.code) == ("CREATE_PERMISSION", 403)
+        assert failure.peers == (("198.51.100.8", 9),) and failure.reason == "Forbidden IP"
     finally:
         stub.close()
 

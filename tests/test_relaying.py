@@ -15,7 +15,7 @@ from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, Ice
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
-from ice_engine.turn import Allocation, NonceCache
+from ice_engine.turn import Allocation, NonceCache, RequestFailed
 from ice_engine.urls import parse_server_url
 
 TURN = ("198.51.100.10", 3478)
@@ -605,6 +605,30 @@ def test_permissions_and_channels_are_kept_alive() -> None:
     core.handle_timer(2.05 + 540)
     sent = [stun.parse(c.data).method for c in drain(core)]
     assert Method.CHANNEL_BIND in sent  # the channel, before it lapses at 600
+
+
+def test_a_refused_permission_is_handed_to_the_application() -> None:
+    """A 403 for a peer the server's policy forbids: the allocation still relays, and
+    the application learns which peer was refused, and why."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    [allocation] = core.allocations
+    peer = ("198.51.100.11", 40000)
+    core.relay_permit(1.0, allocation, [peer])
+    [permission] = drain(core)
+    message = stun.parse(permission.data)
+    value = stun.error_code_value(403, "Forbidden IP")
+    reply = stun.encode(
+        message.method, MessageClass.ERROR, message.transaction_id,
+        [(Attr.ERROR_CODE, value)], integrity_key=KEY,
+    )  # fmt: skip
+    assert core.receive_datagram(1.05, 1, reply, TURN)
+    assert core.next_relay_failure() == (
+        allocation,
+        RequestFailed("CREATE_PERMISSION", 403, "Forbidden IP", (peer,)),
+    )
+    assert core.next_relay_failure() is None and core.allocations == [allocation]
+    assert kinds(core)[-1] == "null"  # nothing else: not a gathering error
 
 
 def try_alternate(core: Gathering, request: SendDatagram, to: tuple[str, int]) -> bool:
