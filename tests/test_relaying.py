@@ -95,6 +95,14 @@ def allocate(core: Gathering, first: SendDatagram) -> None:
     answer(core, second.data, 0.1, [])
 
 
+def allocated() -> tuple[Gathering, Allocation]:
+    """A core whose one relay is allocated."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    [allocation] = core.allocations
+    return core, allocation
+
+
 def kinds(core: Gathering) -> list[str]:
     out = []
     while (event := core.next_event()) is not None:
@@ -545,9 +553,7 @@ def test_dual_stack_relays_have_distinct_priorities() -> None:
 
 
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
-    core, [first] = started(dual=False)
-    allocate(core, first)
-    [allocation] = core.allocations
+    core, allocation = allocated()
     peer = ("198.51.100.11", 40000)
     core.relay_permit(0.2, allocation, [peer])
     [permission] = drain(core)
@@ -577,9 +583,7 @@ def test_relayed_data_and_sends_go_through_the_allocation() -> None:
 
 
 def test_permissions_and_channels_are_kept_alive() -> None:
-    core, [first] = started(dual=False)
-    allocate(core, first)
-    [allocation] = core.allocations
+    core, allocation = allocated()
     peer = ("198.51.100.11", 40000)
 
     def grant(request: SendDatagram, now: float) -> None:
@@ -610,9 +614,7 @@ def test_permissions_and_channels_are_kept_alive() -> None:
 def test_a_refused_permission_is_handed_to_the_application() -> None:
     """A 403 for a peer the server's policy forbids: the allocation still relays, and
     the application learns which peer was refused, and why."""
-    core, [first] = started(dual=False)
-    allocate(core, first)
-    [allocation] = core.allocations
+    core, allocation = allocated()
     peer = ("198.51.100.11", 40000)
     core.relay_permit(1.0, allocation, [peer])
     [permission] = drain(core)
