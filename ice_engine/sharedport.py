@@ -125,12 +125,12 @@ def shared_socket(
     """The process's shared socket for (address, port) on this loop, bound on first use.
     One left behind by a loop closed while gatherers still used it is closed first, so
     that its port can be bound again."""
-    for stale in [s for s in _sockets.values() if s._loop.is_closed()]:
-        del _sockets[stale._key]
-        stale.sock.close()  # its reader went with the loop
     key = (loop, address, port)
     shared = _sockets.get(key)
-    if shared is None:
+    if shared is None:  # about to bind: first close what dead loops left on the port
+        for stale in [s for s in _sockets.values() if s._loop.is_closed()]:
+            del _sockets[stale._key]
+            stale.sock.close()  # its reader went with the loop
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
             sock.setblocking(False)
