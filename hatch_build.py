@@ -74,6 +74,39 @@ def _built_beside(root: Path) -> list[Path]:
     return [path for path in (root / PACKAGE).iterdir() if _is_extension(path)]
 
 
+def compile_core(root: Path, scratch: Path) -> list[tuple[Path, str]]:
+    """Compile a copy of the package in `scratch`: (file built, where it goes). The hook
+    below, and `benchmarks/ab.py` for the version it compares against."""
+    modules = compiled_modules(root)
+    # The package's modules, so that mypy sees the types the compiled ones import,
+    # under an empty __init__.py: the driver's imports (dnspython, ...) stay out.
+    package = scratch / PACKAGE
+    package.mkdir()
+    for source in (root / PACKAGE).glob("*.py"):
+        shutil.copy2(source, package / source.name)
+    (package / "__init__.py").write_text("")
+    (scratch / "setup.py").write_text(_SETUP)
+    result = subprocess.run(
+        [sys.executable, "setup.py", *modules],
+        cwd=scratch,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if result.returncode:
+        output = (result.stdout + result.stderr).strip().splitlines() or ["no output"]
+        raise RuntimeError(output[-1][:300])
+    built = [
+        (path, path.relative_to(scratch).as_posix())
+        for path in sorted(scratch.rglob("*"))
+        if _is_extension(path) and path.relative_to(scratch).parts[0] != "build"
+    ]
+    if not built:
+        raise RuntimeError("mypyc built nothing")
+    return built
+
+
 class MypycHook(BuildHookInterface):
     PLUGIN_NAME = "custom"
 
@@ -87,7 +120,7 @@ class MypycHook(BuildHookInterface):
             return
         self._scratch = Path(tempfile.mkdtemp(prefix="ice-engine-mypyc-"))
         try:
-            built = self._compile(root, self._scratch)
+            built = compile_core(root, self._scratch)
         except (OSError, RuntimeError, subprocess.SubprocessError) as error:
             self.app.display_warning(
                 f"ice_engine installs as plain Python: mypyc could not compile it ({error})"
@@ -110,34 +143,3 @@ class MypycHook(BuildHookInterface):
     def clean(self, versions: list[str]) -> None:
         for path in _built_beside(Path(self.root)):
             path.unlink()
-
-    def _compile(self, root: Path, scratch: Path) -> list[tuple[Path, str]]:
-        """Compile a copy of the package in `scratch`: (file built, where it goes)."""
-        modules = compiled_modules(root)
-        # The package's modules, so that mypy sees the types the compiled ones import,
-        # under an empty __init__.py: the driver's imports (dnspython, ...) stay out.
-        package = scratch / PACKAGE
-        package.mkdir()
-        for source in (root / PACKAGE).glob("*.py"):
-            shutil.copy2(source, package / source.name)
-        (package / "__init__.py").write_text("")
-        (scratch / "setup.py").write_text(_SETUP)
-        result = subprocess.run(
-            [sys.executable, "setup.py", *modules],
-            cwd=scratch,
-            capture_output=True,
-            text=True,
-            timeout=900,
-            check=False,
-        )
-        if result.returncode:
-            output = (result.stdout + result.stderr).strip().splitlines() or ["no output"]
-            raise RuntimeError(output[-1][:300])
-        built = [
-            (path, path.relative_to(scratch).as_posix())
-            for path in sorted(scratch.rglob("*"))
-            if _is_extension(path) and path.relative_to(scratch).parts[0] != "build"
-        ]
-        if not built:
-            raise RuntimeError("mypyc built nothing")
-        return built
