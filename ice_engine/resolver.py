@@ -89,7 +89,8 @@ _Key = tuple[str, _RecordType]
 
 
 class Resolver:
-    """Resolves server URLs to addresses: SRV (RFC 5928), then A and AAAA in parallel."""
+    """Resolves server URLs to addresses: the SRV record (RFC 5928) asked at the same time
+    as the name's own A and AAAA; SRV targets, where there are any, replace those."""
 
     def __init__(
         self,
