@@ -18,7 +18,7 @@ for version in 3.12 3.13 3.14; do
     python="python$version"
     if ! "$python" -c 'import venv' >/dev/null 2>&1 && command -v pyenv >/dev/null 2>&1; then
         python=$(ls -d "$(pyenv root)/versions/$version".*/bin/"python$version" 2>/dev/null \
-            | tail -n 1)
+            | sort -V | tail -n 1)
     fi
     if [ -z "$python" ] || ! "$python" -c 'import venv' >/dev/null 2>&1; then
         echo "other-pythons: python$version not found, skipped" >&2
