@@ -38,7 +38,7 @@ from .interfaces import (
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
-from .sharedport import SharedSocket
+from .sharedport import Route, SharedSocket
 from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet
@@ -153,6 +153,7 @@ class Gatherer:
         "_responder",
         "_sessions",
         "_shared_port",
+        "_shared_routes",
         "_ssl_context",
         "_streamed",
         "_streaming",
@@ -251,6 +252,7 @@ class Gatherer:
         self._responder: MdnsResponder | None = None
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
+        self._shared_routes: dict[int, Route] | None = None  # see _shared_route
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
         self._udp_turn = shared_port is not None and any(
@@ -886,10 +888,27 @@ class Gatherer:
         if self._on_datagram is not None and not self._closed:
             self._deliver(self._on_datagram, local, source, data)
 
+    def _shared_route(self, key: int) -> Route:
+        """Where a shared socket routes the answers to a base's requests, and their ICMP
+        errors: made once per base."""
+        if self._shared_routes is None:
+            self._shared_routes = {}
+        route = self._shared_routes.get(key)
+        if route is None:
+            route = self._shared_routes[key] = (
+                functools.partial(self._on_shared_datagram, key),
+                functools.partial(self._on_shared_unreachable, key),
+            )
+        return route
+
     def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
         if self._expected is not None:
             self._expected.discard(data[8:20])
         self._core.receive_datagram(self._now(), key, data, source)
+        self._service()
+
+    def _on_shared_unreachable(self, key: int, destination: tuple[str, int]) -> None:
+        self._core.unreachable(self._now(), key, destination)
         self._service()
 
     # -- sockets, the timer and the core's commands ------------------------------------
@@ -963,8 +982,12 @@ class Gatherer:
         error that stands. Linux reports at a sendto an ICMP error that came since the
         socket was last read, about any destination, and leaves it queued (epoll would
         then call us back forever): those are read first, failing their own servers."""
-        if sys.platform == "linux" and key not in self._table.shared:  # no IP_RECVERR on those
-            self._read_errors(key, sock, self._now())
+        if sys.platform == "linux":
+            shared = self._table.shared.get(key)
+            if shared is None:
+                self._read_errors(key, sock, self._now())
+            else:  # each error to the session whose request caused it, maybe another's
+                shared.read_errors()
         try:
             sock.sendto(data, address)
         except OSError as error:
@@ -992,8 +1015,7 @@ class Gatherer:
                     if self._expected is None:
                         self._expected = set()
                     self._expected.add(transaction_id)
-                    deliver = functools.partial(self._on_shared_datagram, command.base_key)
-                    shared.expect(transaction_id, deliver)
+                    shared.expect(transaction_id, self._shared_route(command.base_key))
                 elif sock.fileno() not in table.reading:
                     # Only answers to what we sent are ever accepted, so a socket is
                     # watched from its first send on: host-only bases cost no watch.

@@ -11,7 +11,8 @@ its firewall one open port. What arrives is routed to one session:
 3. anything else (checks without USERNAME, DTLS, media), by a latched source address:
    one that checked in, or that the session sent to.
 
-Anything unrouted is dropped.
+Anything unrouted is dropped. An ICMP error goes, like an answer, to the session whose
+request caused it, found by the transaction ID the error quotes.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import asyncio
 import socket
 from collections.abc import Callable, Iterable
 
-from . import stun
+from . import icmperrors, stun
 from .sockethub import MAX_DATAGRAM
 
-__all__ = ["SharedSocket", "shared_socket"]
+__all__ = ["Route", "SharedSocket", "shared_socket"]
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
+Unreachable = Callable[[tuple[str, int]], None]  # told the destination an ICMP error named
+Route = tuple[Deliver, Unreachable]  # where a request's answer goes, and its ICMP error
 
 
 class SharedSocket:
@@ -35,7 +38,7 @@ class SharedSocket:
         self.sock = sock
         self._loop = loop
         self._key = key
-        self._routes: dict[bytes, Deliver] = {}
+        self._routes: dict[bytes, Route] = {}
         self._sessions: dict[bytes, Deliver] = {}  # ufrag -> where its peers' traffic goes
         self._peers: dict[tuple[str, int], Deliver] = {}  # latched source -> the same
         self._latched: dict[Deliver, set[tuple[str, int]]] = {}  # the reverse
@@ -83,22 +86,33 @@ class SharedSocket:
             self._loop.remove_reader(self.sock.fileno())
             self.sock.close()
 
-    def expect(self, transaction_id: bytes, deliver: Deliver) -> None:
-        """Route the answer to this request to `deliver`."""
-        self._routes[transaction_id] = deliver
+    def expect(self, transaction_id: bytes, route: Route) -> None:
+        """Route the answer to this request to `route[0]`, an ICMP error to `route[1]`."""
+        self._routes[transaction_id] = route
+
+    def read_errors(self) -> None:
+        """Drain the ICMP errors queued on the socket, each to the request's session.
+        Called when a read or a send reported one: the queue must be emptied, or the
+        socket would read as in error for ever."""
+        for quoted, destination in icmperrors.read(self.sock, 20):
+            route = self._routes.pop(quoted[8:20], None) if len(quoted) >= 20 else None
+            if route is not None:
+                route[1](destination)
 
     def _on_readable(self) -> None:
-        for _ in range(256):  # drain a burst, then let others run
+        for turn in range(256):  # drain a burst, then let others run
             try:
                 data, source = self.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
+                if turn == 0:  # woken for nothing to read: for an error a send reported
+                    self.read_errors()
                 return
             except OSError:
-                continue  # an ICMP error: no gatherer can be told which request it was
+                self.read_errors()
+                continue
             source = source[:2]
-            deliver = self._routes.pop(data[8:20], None) if len(data) >= 20 else None
-            if deliver is None:
-                deliver = self._session_of(data, source)
+            route = self._routes.pop(data[8:20], None) if len(data) >= 20 else None
+            deliver = self._session_of(data, source) if route is None else route[0]
             if deliver is not None:
                 deliver(data, source)
 
@@ -140,6 +154,7 @@ def shared_socket(
         except OSError:
             sock.close()
             raise
+        icmperrors.enable(sock)
         shared = _sockets[key] = SharedSocket(sock, loop, key)
     shared.acquire()
     return shared

@@ -14,20 +14,15 @@ import asyncio
 import errno
 import secrets
 import socket
-import sys
 from collections.abc import Callable, Collection, Sequence
 
+from . import icmperrors
 from .interfaces import LocalAddress
 from .sharedport import SharedSocket, shared_socket
 from .sockethub import hub_for
 
 __all__ = ["SocketTable"]
 
-# Linux: queue ICMP errors on unconnected UDP sockets, with the destination they concern.
-_RECVERR: dict[int, tuple[int, int]] = {
-    socket.AF_INET: (socket.IPPROTO_IP, 11),
-    socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
-}
 #: Linux creates a socket non-blocking in the same syscall; elsewhere setblocking() follows.
 _NONBLOCK = getattr(socket, "SOCK_NONBLOCK", 0)
 #: bind() errors of an address gone since it was enumerated (removed, its interface down,
@@ -192,12 +187,7 @@ class SocketTable:
     ) -> None:
         """Read what arrives (`callback(fd)` from the loop's socket hub); ICMP errors too
         (IP_RECVERR), set here and not at bind because most host sockets never send."""
-        if sys.platform == "linux":
-            level, option = _RECVERR[sock.family]
-            try:  # noqa: SIM105 - suppress() costs 0.4 µs, once per watched socket
-                sock.setsockopt(level, option, 1)
-            except OSError:
-                pass
+        icmperrors.enable(sock)
         fd = sock.fileno()
         self.reading[fd] = key
         hub_for(loop).watch(fd, callback)
@@ -205,15 +195,7 @@ class SocketTable:
     @staticmethod
     def read_errors(sock: _socket.socket) -> list[tuple[str, int]]:
         """Drain ICMP errors (IP_RECVERR): the destinations they were about."""
-        destinations: list[tuple[str, int]] = []
-        for _ in range(64):
-            try:
-                _data, _ancillary, _flags, destination = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
-            except OSError:
-                break
-            if destination:
-                destinations.append(destination[:2])
-        return destinations
+        return [destination for _data, destination in icmperrors.read(sock)]
 
     def _add(self, sock: _socket.socket, generation: int) -> int:
         self._next_key += 1

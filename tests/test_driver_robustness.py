@@ -343,6 +343,35 @@ async def test_an_earlier_icmp_error_reported_by_a_send_fails_only_its_own_serve
     assert "ICMP port unreachable" in errors[0].errorText
 
 
+async def test_on_a_shared_port_an_icmp_error_fails_the_server_of_its_own_session() -> None:
+    """A shared port's ICMP errors are routed as its answers are, by the transaction ID
+    the error quotes. Started in the same loop turn, the second session's send meets the
+    first one's error (Linux reports it at the socket's next sendto, whoever sends): it is
+    read and handed to the first session, and the send goes out again."""
+    stub = TurnStub()  # answers Binding requests
+    port = free_port()
+    try:
+        closed = IceServer(f"stun:127.0.0.1:{free_port()}")  # nothing listens there
+        answering = IceServer(f"stun:127.0.0.1:{stub.port}")
+        first = Gatherer([closed], shared_port=port)
+        second = Gatherer([answering], shared_port=port)
+        try:
+            got = await asyncio.wait_for(asyncio.gather(collect(first), collect(second)), 10)
+            [shared] = set(first._table.shared.values())
+            assert shared.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+            with pytest.raises(BlockingIOError):  # nothing left queued to spin the loop on
+                shared.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+        finally:
+            await first.close()
+            await second.close()
+    finally:
+        stub.close()
+    errors = [[e for e in events if isinstance(e, IceCandidateErrorEvent)] for events in got]
+    assert [e.url for e in errors[0]] == [closed.urls]
+    assert "ICMP port unreachable" in errors[0][0].errorText
+    assert errors[1] == []
+
+
 async def test_a_turn_server_whose_port_is_closed_fails_and_holds_nothing_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

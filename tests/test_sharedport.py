@@ -118,3 +118,44 @@ def test_a_closed_loop_s_shared_socket_is_not_joined_and_its_port_comes_free() -
     finally:
         second.close()
         second_loop.close()
+
+
+def _closed_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_an_icmp_error_goes_to_the_request_s_session_and_the_queue_is_emptied() -> None:
+    """The error quotes the datagram that caused it, and so its transaction ID: it goes to
+    that request's route, not to another's, and the socket is left with no error queued
+    (one left queued would make it read as in error for ever)."""
+    loop = asyncio.get_running_loop()
+    shared = shared_socket(loop, socket.AF_INET, "127.0.0.1", 0)
+    told: list[tuple[str, tuple[str, int]]] = []
+    try:
+        closed = ("127.0.0.1", _closed_port())
+        for name in ("one", "other"):
+            request = stun.encode(
+                stun.Method.BINDING, stun.MessageClass.REQUEST, stun.new_transaction_id()
+            )
+            route = (
+                lambda data, source: None,
+                lambda destination, name=name: told.append((name, destination)),
+            )
+            shared.expect(request[8:20], route)
+            if name == "one":
+                shared.sock.sendto(request, closed)
+        for _ in range(200):
+            if told:
+                break
+            await asyncio.sleep(0.005)
+        assert told == [("one", closed)]
+        assert shared.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
+        try:
+            shared.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            raise AssertionError("an ICMP error was left queued")
+        except BlockingIOError:
+            pass
+    finally:
+        shared.release()
