@@ -18,6 +18,7 @@ request caused it, found by the transaction ID the error quotes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable, Iterable
 
@@ -29,6 +30,10 @@ __all__ = ["Route", "SharedSocket", "shared_socket"]
 Deliver = Callable[[bytes, tuple[str, int]], None]
 Unreachable = Callable[[tuple[str, int]], None]  # told the destination an ICMP error named
 Route = tuple[Deliver, Unreachable]  # where a request's answer goes, and its ICMP error
+#: What the shared socket may hold unread: every session's answers can come at once (a
+#: thousand starting together), and the default (208 KiB, ~270 small datagrams) drops them.
+_RECEIVE_BUFFER = 4 * 1024 * 1024
+_BURST = 4096  # datagrams read per readiness at most
 
 
 class SharedSocket:
@@ -100,7 +105,10 @@ class SharedSocket:
                 route[1](destination)
 
     def _on_readable(self) -> None:
-        for turn in range(256):  # drain a burst, then let others run
+        # Up to what a full receive buffer holds: the answers of a thousand sessions come
+        # in one burst, and any left for the next loop turn would see their requests'
+        # retransmission timers run first. The cap keeps a flood from holding the loop.
+        for turn in range(_BURST):
             try:
                 data, source = self.sock.recvfrom(MAX_DATAGRAM)
             except (BlockingIOError, InterruptedError):
@@ -155,6 +163,8 @@ def shared_socket(
             sock.close()
             raise
         icmperrors.enable(sock)
+        with contextlib.suppress(OSError):  # the kernel caps it at net.core.rmem_max
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RECEIVE_BUFFER)
         shared = _sockets[key] = SharedSocket(sock, loop, key)
     shared.acquire()
     return shared

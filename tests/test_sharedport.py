@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import pytest
+
 from ice_engine import stun
 from ice_engine.sharedport import Deliver, shared_socket
 
@@ -157,5 +159,30 @@ async def test_an_icmp_error_goes_to_the_request_s_session_and_the_queue_is_empt
             raise AssertionError("an ICMP error was left queued")
         except BlockingIOError:
             pass
+    finally:
+        shared.release()
+
+
+async def test_a_burst_of_answers_is_kept_and_read_whole_at_one_readiness() -> None:
+    """A thousand sessions' answers come at once: the shared socket's receive buffer is
+    raised so that none is dropped (the default holds ~270 of them), and one readiness
+    reads them all, before their requests' retransmission timers can run."""
+    with open("/proc/sys/net/core/rmem_max") as f:
+        rmem_max = int(f.read())
+    if rmem_max < 2 * 1024 * 1024:
+        pytest.skip(f"net.core.rmem_max is {rmem_max} bytes here, too little for the burst")
+    shared = shared_socket(asyncio.get_running_loop(), socket.AF_INET, "127.0.0.1", 0)
+    got: list[bytes] = []
+    route = (lambda data, _source: got.append(data[8:20]), lambda _destination: None)
+    try:
+        sent = [stun.new_transaction_id() for _ in range(1000)]
+        for transaction_id in sent:
+            shared.expect(transaction_id, route)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:
+            for transaction_id in sent:
+                answer = stun.encode(stun.Method.BINDING, stun.MessageClass.SUCCESS, transaction_id)
+                server.sendto(answer, shared.sock.getsockname())
+        shared._on_readable()
+        assert sorted(got) == sorted(sent)
     finally:
         shared.release()
