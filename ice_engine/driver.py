@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
+from . import icmperrors
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
 from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
@@ -960,7 +961,7 @@ class Gatherer:
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
         """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""
-        for destination in self._table.read_errors(sock):
+        for _quoted, destination in icmperrors.read(sock):
             self._core.unreachable(now, key, destination)
 
     def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:

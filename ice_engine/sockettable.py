@@ -192,11 +192,6 @@ class SocketTable:
         self.reading[fd] = key
         hub_for(loop).watch(fd, callback)
 
-    @staticmethod
-    def read_errors(sock: _socket.socket) -> list[tuple[str, int]]:
-        """Drain ICMP errors (IP_RECVERR): the destinations they were about."""
-        return [destination for _data, destination in icmperrors.read(sock)]
-
     def _add(self, sock: _socket.socket, generation: int) -> int:
         self._next_key += 1
         self.sockets[self._next_key] = sock

@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from ice_engine import icmperrors
 from ice_engine.interfaces import LocalAddress
 from ice_engine.sockethub import hub_for
 from ice_engine.sockettable import SocketTable
@@ -141,7 +142,7 @@ async def test_watch_reads_until_closed() -> None:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="IP_RECVERR is Linux's")
-async def test_read_errors_names_the_unreachable_destination() -> None:
+async def test_icmp_errors_name_the_unreachable_destination() -> None:
     loop = asyncio.get_running_loop()
     table = SocketTable()
     key = open_udp(table)
@@ -151,7 +152,7 @@ async def test_read_errors_names_the_unreachable_destination() -> None:
     sock.sendto(b"anyone?", closed)
     errors: list[tuple[str, int]] = []
     for _ in range(100):
-        errors = table.read_errors(sock)
+        errors = [destination for _quoted, destination in icmperrors.read(sock)]
         if errors:
             break
         await asyncio.sleep(0.01)
