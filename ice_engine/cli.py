@@ -240,7 +240,7 @@ def _live_console(out: TextIO) -> Console | None:
         from rich.console import Console
     except ImportError:  # pragma: no cover - rich is a dependency
         return None
-    return Console(file=out, highlight=False)
+    return Console(file=out, highlight=False, emoji=False)
 
 
 async def _tick(view: LiveView | PlainView) -> None:

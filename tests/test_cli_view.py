@@ -415,3 +415,31 @@ def test_a_removed_candidate_is_a_line_of_its_own_and_counted() -> None:
         == f"  12500.0 ms  REMOVED host   mid 0 comp 1 udp 198.51.100.1:4000  prio {host.priority}  foundation 1"
     )
     assert summary.type_counts() == "1 host; 1 removed since"
+
+
+def test_addresses_in_the_live_table_are_never_read_as_emoji_codes() -> None:
+    """`stun:[2001:db8:b::10]` showed as `stun:[2001:db8🅱:10]`: rich replaced `:b:` with
+    an emoji in every cell and heading, as it would `:cd:` in `2001:db8:0:cd::1`."""
+    import io
+
+    from ice_engine.cli import _live_console
+    from ice_engine.liveview import LiveView
+
+    class Terminal(io.StringIO):
+        encoding = "utf-8"
+
+        def isatty(self) -> bool:
+            return True
+
+    console = _live_console(Terminal())
+    assert console is not None
+    console.width = 200
+    url = "stun:[2001:db8:b::10]"
+    view = LiveView(console, [url], deadline=1.0)
+    host = Candidate.parse("candidate:1 1 udp 2122260223 2001:db8:0:cd::1 5000 typ host")
+    view.add(IceCandidateEvent(IceCandidate(host.to_sdp(), "0", 0, "abcd", host), 0, 0.001))
+    view.add(IceCandidateErrorEvent(url, None, None, 701, "timed out at :b: and :ab:", 0, 0.5))
+    console.print(view._render(final=True))
+    shown = console.file.getvalue()
+    assert url in shown and "2001:db8:0:cd::1" in shown and ":b: and :ab:" in shown
+    assert not any(0x1F100 <= ord(c) <= 0x1FAFF for c in shown), shown
