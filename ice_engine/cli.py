@@ -293,13 +293,27 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
     but not an error (a script may pass them whatever its servers)."""
     if args.ca_file and not any(url.lower().startswith("turns:") for url in args.ice_server):
         _warn("--ca-file is for turns: servers only")
-    if any(url.lower().startswith(("turn:", "turns:")) for url in args.ice_server):
+    relay_only = args.relay_only or args.ip_handling == 4
+    option = "--relay-only" if args.relay_only else "--ip-handling 4"
+    if any(_is_turn(url) for url in args.ice_server):
+        if relay_only and (idle := [url for url in args.ice_server if not _is_turn(url)]):
+            _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
         return
-    if args.relay_only or args.ip_handling == 4:
-        option = "--relay-only" if args.relay_only else "--ip-handling 4"
+    if relay_only:
         _warn(f"{option} without a turn: or turns: server gathers nothing")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")
+
+
+def _is_turn(url: str) -> bool:
+    return url.lower().startswith(("turn:", "turns:"))
+
+
+def _servers_shown(args: argparse.Namespace) -> list[str]:
+    """The servers the views list: those asked (relay-only asks no stun: server)."""
+    if args.relay_only or args.ip_handling == 4:
+        return [url for url in args.ice_server if _is_turn(url)]
+    return list(args.ice_server)
 
 
 def _warn(text: str) -> None:
@@ -340,9 +354,9 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
         return 0
     console = None if args.plain else _live_console(out)
     view: LiveView | PlainView = (
-        PlainView(out, args.ice_server)
+        PlainView(out, _servers_shown(args))
         if console is None
-        else LiveView(console, args.ice_server, deadline=args.timeout, watching=args.watch)
+        else LiveView(console, _servers_shown(args), deadline=args.timeout, watching=args.watch)
     )
     with view:
         ticker = asyncio.create_task(_tick(view))

@@ -94,7 +94,8 @@ class Gatherer:
             with their credentials. Every server is asked at once.
         mids: one transport (m-line) per mid, each an SDP token.
         components: components per transport (1 with rtcp-mux, 2 for RTP and RTCP).
-        ice_transport_policy: "all", or "relay" for relay candidates only.
+        ice_transport_policy: "all", or "relay" for relay candidates only (no STUN
+            server is then asked).
         ip_handling: the RFC 8828 mode (`IpHandling`, 1-4): every address, the default
             route's with or without its host candidate, or relay candidates only.
         timing: retransmission and the per-server deadline (by default 2 s a server).

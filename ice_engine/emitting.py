@@ -163,24 +163,33 @@ class Emitting:
         self,
         generation: Generation,
         server: Server,
-        local: tuple[str, int | None] | None,
+        base: Base | None,
+        port: int | None,
         code: int,
         text: str,
         now: float,
     ) -> None:
-        """An icecandidateerror; `local` is the (address, port) the server was asked from."""
+        """An icecandidateerror: `server` failed for `base`, asked from its `port` (None:
+        no base was involved, as in a DNS failure). As the W3C says, the address (and the
+        port with it) is null where no candidate has shown it: relay-only, mDNS names,
+        RFC 8828 mode 3."""
+        shown = base is not None and self._shows_address(base)
         self._emit(
             generation,
             IceCandidateErrorEvent(
                 url=server.url.url,
-                address=None if local is None else local[0],
-                port=None if local is None else local[1],
+                address=base.address if shown and base is not None else None,
+                port=port if shown else None,
                 errorCode=code,
                 errorText=text,
                 generation=generation.number,
                 t=now - generation.started,
             ),
         )
+
+    def _shows_address(self, base: Base) -> bool:
+        """Whether the base's host candidate shows its address to the remote peer."""
+        return not (self.relay_only or self.hide_host or base.name)
 
     def _done(self, generation: Generation, transport: int, now: float) -> None:
         """One piece of a transport's work finished."""

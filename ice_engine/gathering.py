@@ -319,8 +319,10 @@ class Gathering(Relaying):
                 self._add_tcp_hosts(generation, base, now)
         for server in self.servers:
             url = server.url
+            if self.relay_only and not url.is_turn:
+                continue  # its srflx would be dropped: not even asked, so not waited for
             if url.secure and not url.is_turn:  # told at once, not by a 701 at the deadline
-                self._error(generation, server, None, UNREACHABLE, _NO_STUNS, now)
+                self._error(generation, server, None, None, UNREACHABLE, _NO_STUNS, now)
                 continue
             if url.host_is_ip:  # nothing to look up: contact it now
                 self._use(generation, server, [(url.host, url.port)], now)
@@ -404,7 +406,7 @@ class Gathering(Relaying):
         if ipv6 and bases and not any((base.family == socket.AF_INET6) in ipv6 for base in bases):
             family = "IPv6" if True in ipv6 else "IPv4"  # no base can reach it: say so
             text = f"{server.url.host} has only {family} addresses and no local address is {family}"
-            self._error(generation, server, None, UNREACHABLE, text, now)
+            self._error(generation, server, None, None, UNREACHABLE, text, now)
 
     def _contact(
         self,
@@ -423,7 +425,7 @@ class Gathering(Relaying):
             return
         if server.url.is_turn:
             self._allocate_in_turn(generation, base, server, usable, now, deadline)
-            if base.relay_key is None or server.url.transport != "udp":
+            if base.relay_key is None or server.url.transport != "udp" or self.relay_only:
                 return
             # The allocation's socket is not the base's: ask for the base's own srflx.
         for server_address in usable:
@@ -483,7 +485,7 @@ class Gathering(Relaying):
         generation, server = entry
         if generation.retired:
             return
-        self._error(generation, server, None, UNREACHABLE, reason, now)
+        self._error(generation, server, None, None, UNREACHABLE, reason, now)
         for transport in range(len(self.transports)):
             self._done(generation, transport, now)
 
@@ -608,16 +610,15 @@ class Gathering(Relaying):
 
     def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
         if not probe.quiet:
-            local = probe.base.address, probe.base.port
-            self._error(probe.generation, probe.server, local, code, text, now)
+            base = probe.base
+            self._error(probe.generation, probe.server, base, base.port, code, text, now)
         self._done(probe.generation, probe.base.transport, now)
 
     def _add_srflx(
         self, generation: Generation, probe: _Probe, mapped: tuple[str, int], now: float
     ) -> None:
         base = probe.base
-        shown = not (base.name or self.hide_host)  # did a host candidate show this address?
-        if shown and mapped == (base.address, base.port):
+        if self._shows_address(base) and mapped == (base.address, base.port):
             return  # RFC 8445 §5.1.3: the same as its host candidate (no NAT), so redundant
         self._add_candidate(
             generation,

@@ -109,11 +109,6 @@ class Relay:
         if key is None and stream is None and base.relay_key is None:
             self.port = base.port
 
-    @property
-    def local(self) -> tuple[str, int | None]:
-        """Where it talks to the server from: (address, port)."""
-        return self.base.address, self.port
-
 
 class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
@@ -371,7 +366,7 @@ class Relaying(Emitting):
             successor.also = relay.also
             return
         text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
-        self._error(relay.generation, relay.server, relay.local, 300, text, now)
+        self._error(relay.generation, relay.server, relay.base, relay.port, 300, text, now)
 
     def _allocate_in_turn(
         self,
@@ -576,7 +571,13 @@ class Relaying(Emitting):
                 self._settle(relay, now)
             elif isinstance(event, AddressFamilyError):  # the allocation still relays
                 self._error(
-                    relay.generation, relay.server, relay.local, event.code, event.reason, now
+                    relay.generation,
+                    relay.server,
+                    relay.base,
+                    relay.port,
+                    event.code,
+                    event.reason,
+                    now,
                 )
             elif isinstance(event, AllocationFailed):
                 if self._move(relay, event.code, now):
@@ -602,7 +603,7 @@ class Relaying(Emitting):
         going_on = self._fall_back(relay, now)
         for server in (relay.server, *(relay.also or ())):
             if server not in going_on:
-                self._error(relay.generation, server, relay.local, code, text, now)
+                self._error(relay.generation, server, relay.base, relay.port, code, text, now)
         self._settle(relay, now)
 
     def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:

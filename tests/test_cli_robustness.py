@@ -246,6 +246,19 @@ def test_options_that_can_do_nothing_are_warned_about(args: list[str], warning: 
     assert result.stderr.count("\n") == 1
 
 
+def test_relay_only_says_its_stun_servers_are_not_asked_and_leaves_them_out() -> None:
+    """Relay-only asks no stun: server (its srflx would be dropped); the summary listed
+    one as "no new candidates", as if it had been asked."""
+    stun, turn = "stun:127.0.0.1:9", "turn:127.0.0.1:9"
+    credentials = ["--username", "alice", "--credential", "x"]
+    servers = ["--ice-server", stun, "--ice-server", turn, *credentials]
+    result = _run("gather", "--plain", "--timeout", "0.2", "--relay-only", *servers)
+    assert result.returncode == 0
+    warning = f"ice-engine: warning: --relay-only: stun: servers are not asked ({stun})\n"
+    assert result.stderr == warning
+    assert f"server {turn}:" in result.stdout and f"server {stun}" not in result.stdout
+
+
 def test_a_ca_file_without_a_turns_server_is_warned_about() -> None:
     cafile = ssl.get_default_verify_paths().cafile or "/etc/ssl/certs/ca-certificates.crt"
     if not os.path.exists(cafile):

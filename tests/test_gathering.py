@@ -546,6 +546,41 @@ def test_relay_only_gives_no_host_or_srflx() -> None:
     assert kinds(net.events) == ["gathering", "end:0", "complete", "null"]
 
 
+def test_relay_only_asks_no_stun_server_so_a_dead_one_holds_nothing_up() -> None:
+    """Relay-only asked STUN servers anyway and dropped their srflx: a dead one held
+    `complete` for 2 s and told 701s about a server whose answers could not be used."""
+    urls = ("stun:198.51.100.20", "stun:stun.lab.test", "stuns:198.51.100.10")
+    core = make_core(urls, relay_only=True)
+    net = SimNetwork(core, {}, dns={"stun.lab.test": [STUN]})
+    net.start(make_bases())
+    net.run()
+    assert kinds(net.events) == ["gathering", "end:0", "complete", "null"]
+    assert net.events[-1].t == 0 and net.sent == []
+
+
+@pytest.mark.parametrize("hidden_by", ["relay_only", "mdns", "hide_host", None])
+def test_an_error_names_the_local_address_only_where_a_candidate_showed_it(
+    hidden_by: str | None,
+) -> None:
+    """W3C RTCPeerConnectionIceErrorEvent.address: null where no local candidate exposes
+    it. Relay-only, mDNS and RFC 8828 mode 3 hide the base's address, and its errors
+    named it all the same."""
+    dead = "turn:198.51.100.20?transport=udp" if hidden_by == "relay_only" else "stun:198.51.100.20"
+    core = make_core((dead,), relay_only=hidden_by == "relay_only")
+    bases = make_bases()
+    if hidden_by == "mdns":
+        bases = [dataclasses.replace(b, name=f"host{b.key}.local") for b in bases]
+    core.hide_host = hidden_by == "hide_host"
+    net = SimNetwork(core, {})
+    net.start(bases)
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert len(errors) == 2 and {e.errorCode for e in errors} == {701}
+    ipv4_bases = {(b.address, b.port) for b in bases if b.family == socket.AF_INET}
+    expected = {(None, None)} if hidden_by else ipv4_bases
+    assert {(e.address, e.port) for e in errors} == expected
+
+
 def test_start_twice_is_refused() -> None:
     core = make_core()
     core.start(0.0, make_bases())
