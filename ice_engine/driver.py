@@ -909,8 +909,8 @@ class Gatherer:
         self._core.receive_datagram(self._now(), key, data, source)
         self._service()
 
-    def _on_shared_unreachable(self, key: int, destination: tuple[str, int]) -> None:
-        self._core.unreachable(self._now(), key, destination)
+    def _on_shared_unreachable(self, key: int, destination: tuple[str, int], cause: str) -> None:
+        self._core.unreachable(self._now(), key, destination, cause)
         self._service()
 
     # -- sockets, the timer and the core's commands ------------------------------------
@@ -962,8 +962,8 @@ class Gatherer:
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
         """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""
-        for _quoted, destination in icmperrors.read(sock):
-            self._core.unreachable(now, key, destination)
+        for _quoted, destination, cause in icmperrors.read(sock):
+            self._core.unreachable(now, key, destination, cause)
 
     def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:
         """A datagram the kernel refused. A transient refusal loses it like the network

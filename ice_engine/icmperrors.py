@@ -10,7 +10,9 @@ first bytes, so a socket shared by many sessions can tell which one an error is 
 
 from __future__ import annotations
 
+import errno
 import socket
+import struct
 import sys
 from typing import Any
 
@@ -19,6 +21,33 @@ __all__ = ["enable", "read"]
 _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET: (socket.IPPROTO_IP, 11),
     socket.AF_INET6: (socket.IPPROTO_IPV6, 25),
+}
+_EXTENDED_ERROR = struct.Struct("=IBBB")  # struct sock_extended_err: errno, origin, type, code
+_FROM_ICMP, _FROM_ICMP6 = 2, 3  # SO_EE_ORIGIN_*
+#: What each (origin, type, code) means, as RFC 792 and RFC 4443 name it.
+_KINDS: dict[tuple[int, int, int], str] = {
+    (_FROM_ICMP, 3, 0): "network unreachable",
+    (_FROM_ICMP, 3, 1): "host unreachable",
+    (_FROM_ICMP, 3, 2): "protocol unreachable",
+    (_FROM_ICMP, 3, 3): "port unreachable",
+    (_FROM_ICMP, 3, 9): "network administratively prohibited",
+    (_FROM_ICMP, 3, 10): "host administratively prohibited",
+    (_FROM_ICMP, 3, 13): "communication administratively prohibited",
+    (_FROM_ICMP6, 1, 0): "no route to destination",
+    (_FROM_ICMP6, 1, 1): "communication administratively prohibited",
+    (_FROM_ICMP6, 1, 2): "beyond scope of source address",
+    (_FROM_ICMP6, 1, 3): "address unreachable",
+    (_FROM_ICMP6, 1, 4): "port unreachable",
+    (_FROM_ICMP6, 1, 5): "source address failed ingress/egress policy",
+    (_FROM_ICMP6, 1, 6): "reject route to destination",
+}
+_GENERAL = {
+    (_FROM_ICMP, 3): "destination unreachable",
+    (_FROM_ICMP, 11): "time exceeded",
+    (_FROM_ICMP, 12): "parameter problem",
+    (_FROM_ICMP6, 1): "destination unreachable",
+    (_FROM_ICMP6, 3): "time exceeded",
+    (_FROM_ICMP6, 4): "parameter problem",
 }
 
 
@@ -32,15 +61,31 @@ def enable(sock: Any) -> None:
             pass
 
 
-def read(sock: Any, size: int = 1) -> list[tuple[bytes, tuple[str, int]]]:
-    """Drain the queued errors: for each, the first `size` bytes of the datagram that
-    caused it and the destination it was sent to."""
-    errors: list[tuple[bytes, tuple[str, int]]] = []
+def read(sock: Any, size: int = 1) -> list[tuple[bytes, tuple[str, int], str]]:
+    """Drain the queued errors: for each that says the destination cannot be reached,
+    the first `size` bytes of the datagram that caused it, the destination it was sent
+    to, and what the ICMP message said ("ICMP port unreachable"). The others are
+    dropped: "fragmentation needed" and "packet too big" (path MTU discovery: a
+    smaller datagram would pass) and errors that did not come by ICMP."""
+    errors: list[tuple[bytes, tuple[str, int], str]] = []
     for _ in range(64):
         try:
-            data, _ancillary, _flags, destination = sock.recvmsg(size, 512, socket.MSG_ERRQUEUE)
+            data, ancillary, _flags, destination = sock.recvmsg(size, 512, socket.MSG_ERRQUEUE)
         except OSError:
             break
-        if destination:
-            errors.append((data, destination[:2]))
+        cause = _cause(ancillary)
+        if destination and cause is not None:
+            errors.append((data, destination[:2], cause))
     return errors
+
+
+def _cause(ancillary: list[tuple[int, int, bytes]]) -> str | None:
+    for _level, _type, data in ancillary:
+        if len(data) < _EXTENDED_ERROR.size:
+            continue
+        number, origin, kind, code = _EXTENDED_ERROR.unpack_from(data)
+        if origin not in (_FROM_ICMP, _FROM_ICMP6) or number == errno.EMSGSIZE:
+            return None
+        text = _KINDS.get((origin, kind, code)) or _GENERAL.get((origin, kind))
+        return f"ICMP {text or f'type {kind} code {code}'}"
+    return None

@@ -35,7 +35,7 @@ import struct
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-from . import stun
+from . import icmperrors, stun
 from .resolver import ResolutionError, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
@@ -300,11 +300,19 @@ class NatCheck:
     def send_failed(self, datagram: Datagram, reason: str, now: float) -> list[Datagram]:
         """The socket would not send `datagram` (no route to the other address, say): its
         test ends now with `reason`, the others go on; what to send next, if anything."""
-        test = self._pending.pop(datagram.data[8:20], None)
+        return self._end(datagram.data[8:20], f"could not be sent: {reason}", now)
+
+    def unreachable(self, quoted: bytes, cause: str, now: float) -> list[Datagram]:
+        """An ICMP error came back for the request that starts with `quoted` (its first
+        20 bytes at least): its test ends now with `cause`, as for `send_failed`."""
+        return self._end(quoted[8:20], cause, now)
+
+    def _end(self, transaction_id: bytes, error: str, now: float) -> list[Datagram]:
+        test = self._pending.pop(transaction_id, None)
         if test is None:
             return []
         test.done = True
-        test.error = f"could not be sent: {reason}"
+        test.error = error
         return self._advance(now)
 
     def poll(self, now: float) -> list[Datagram]:
@@ -590,6 +598,7 @@ async def _drive(
 ) -> NatBehaviour:
     loop = asyncio.get_running_loop()
     check = NatCheck(server, local, timeout=timeout)
+    icmperrors.enable(sock)  # a closed port fails its test at once, not at the deadline
 
     def send(datagrams: list[Datagram]) -> None:
         for datagram in datagrams:
@@ -609,15 +618,22 @@ async def _drive(
         except TimeoutError:
             send(check.poll(loop.time()))
             continue
-        except OSError:  # a queued ICMP error on some systems: the transaction will time out
-            await asyncio.sleep(0.01)
+        except OSError:  # an ICMP error queued on the socket
+            errors = icmperrors.read(sock, 20)
+            for quoted, _destination, cause in errors:
+                send(check.unreachable(quoted, cause, loop.time()))
+            if not errors:  # elsewhere than on Linux: the transaction will time out
+                await asyncio.sleep(0.01)
             send(check.poll(loop.time()))
             continue
         send(check.receive(data, source, loop.time()))
     result = check.result()
     if not result.answered:
+        error = result.probes[0].error if result.probes else None
+        text = _address_text(server)
         raise NatCheckError(
-            f"no answer from {_address_text(server)} within {timeout:g} s"
-            + (f" ({result.probes[0].error})" if result.probes and result.probes[0].error else "")
+            f"no answer from {text}: {error}"
+            if error
+            else f"no answer from {text} within {timeout:g} s"
         )
     return result

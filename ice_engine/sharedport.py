@@ -28,7 +28,8 @@ from .sockethub import MAX_DATAGRAM
 __all__ = ["Route", "SharedSocket", "shared_socket"]
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
-Unreachable = Callable[[tuple[str, int]], None]  # told the destination an ICMP error named
+#: Told the destination an ICMP error named, and what it said.
+Unreachable = Callable[[tuple[str, int], str], None]
 Route = tuple[Deliver, Unreachable]  # where a request's answer goes, and its ICMP error
 #: What the shared socket may hold unread: every session's answers can come at once (a
 #: thousand starting together), and the default (208 KiB, ~270 small datagrams) drops them.
@@ -99,10 +100,10 @@ class SharedSocket:
         """Drain the ICMP errors queued on the socket, each to the request's session.
         Called when a read or a send reported one: the queue must be emptied, or the
         socket would read as in error for ever."""
-        for quoted, destination in icmperrors.read(self.sock, 20):
+        for quoted, destination, cause in icmperrors.read(self.sock, 20):
             route = self._routes.pop(quoted[8:20], None) if len(quoted) >= 20 else None
             if route is not None:
-                route[1](destination)
+                route[1](destination, cause)
 
     def _on_readable(self) -> None:
         # Up to what a full receive buffer holds: the answers of a thousand sessions come

@@ -528,6 +528,18 @@ async def test_discover_nat_errors() -> None:
         silent.close()
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="IP_RECVERR is Linux's")
+async def test_discover_nat_fails_at_an_icmp_error_not_at_the_deadline() -> None:
+    """`ice-engine nat` against a closed port waited its whole timeout, then said "no
+    answer within 3 s"; `gather` fails the same server at once."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()
+    with pytest.raises(NatCheckError) as raised:
+        await asyncio.wait_for(discover_nat(url(closed), timeout=60.0), timeout=30)
+    assert str(raised.value) == f"no answer from 127.0.0.1:{closed[1]}: ICMP port unreachable"
+
+
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "ice_engine", "nat", *args],

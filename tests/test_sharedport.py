@@ -134,7 +134,7 @@ async def test_an_icmp_error_goes_to_the_request_s_session_and_the_queue_is_empt
     (one left queued would make it read as in error for ever)."""
     loop = asyncio.get_running_loop()
     shared = shared_socket(loop, socket.AF_INET, "127.0.0.1", 0)
-    told: list[tuple[str, tuple[str, int]]] = []
+    told: list[tuple[str, tuple[str, int], str]] = []
     try:
         closed = ("127.0.0.1", _closed_port())
         for name in ("one", "other"):
@@ -143,7 +143,7 @@ async def test_an_icmp_error_goes_to_the_request_s_session_and_the_queue_is_empt
             )
             route = (
                 lambda data, source: None,
-                lambda destination, name=name: told.append((name, destination)),
+                lambda destination, cause, name=name: told.append((name, destination, cause)),
             )
             shared.expect(request[8:20], route)
             if name == "one":
@@ -152,7 +152,7 @@ async def test_an_icmp_error_goes_to_the_request_s_session_and_the_queue_is_empt
             if told:
                 break
             await asyncio.sleep(0.005)
-        assert told == [("one", closed)]
+        assert told == [("one", closed, "ICMP port unreachable")]
         assert shared.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0
         try:
             shared.sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import struct
 import sys
 
 import pytest
@@ -150,11 +151,37 @@ async def test_icmp_errors_name_the_unreachable_destination() -> None:
     table.watch(key, sock, lambda _fd: None, loop)  # sets IP_RECVERR
     closed = ("127.0.0.1", free_port())
     sock.sendto(b"anyone?", closed)
-    errors: list[tuple[str, int]] = []
+    errors: list[tuple[tuple[str, int], str]] = []
     for _ in range(100):
-        errors = [destination for _quoted, destination in icmperrors.read(sock)]
+        errors = [(destination, cause) for _quoted, destination, cause in icmperrors.read(sock)]
         if errors:
             break
         await asyncio.sleep(0.01)
-    assert errors == [closed]
+    assert errors == [(closed, "ICMP port unreachable")]
     table.close(key, loop)
+
+
+@pytest.mark.parametrize(
+    ("origin", "kind", "code", "error", "cause"),
+    [
+        (2, 3, 3, errno.ECONNREFUSED, "ICMP port unreachable"),
+        (2, 3, 1, errno.EHOSTUNREACH, "ICMP host unreachable"),
+        (2, 3, 13, errno.EHOSTUNREACH, "ICMP communication administratively prohibited"),
+        (2, 11, 0, errno.EHOSTUNREACH, "ICMP time exceeded"),
+        (2, 3, 4, errno.EMSGSIZE, None),  # fragmentation needed: path MTU discovery
+        (3, 1, 2, errno.EHOSTUNREACH, "ICMP beyond scope of source address"),
+        (3, 1, 4, errno.ECONNREFUSED, "ICMP port unreachable"),
+        (3, 2, 0, errno.EMSGSIZE, None),  # packet too big
+        (3, 1, 9, errno.EHOSTUNREACH, "ICMP destination unreachable"),
+        (2, 42, 7, errno.EPROTO, "ICMP type 42 code 7"),
+        (1, 0, 0, errno.ENOBUFS, None),  # a local error, not ICMP
+    ],
+)
+def test_each_icmp_error_is_named_for_what_it_said(
+    origin: int, kind: int, code: int, error: int, cause: str | None
+) -> None:
+    """Every error was reported as "ICMP port unreachable", whatever had come: an IPv6
+    link-local base that asked a global server got ICMPv6 "beyond scope of source
+    address". Those that a smaller datagram would pass do not fail a server."""
+    extended = struct.pack("=IBBBBII", error, origin, kind, code, 0, 0, 0)
+    assert icmperrors._cause([(0, 11, extended + bytes(16))]) == cause
