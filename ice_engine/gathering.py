@@ -560,7 +560,8 @@ class Gathering(Relaying):
         for transaction_id, probe in list(self._probes.items()):
             if probe.expired(now):
                 del self._probes[transaction_id]
-                text = f"STUN binding request timed out after {probe.transmissions} tries."
+                tries = "1 try" if probe.transmissions == 1 else f"{probe.transmissions} tries"
+                text = f"STUN binding request timed out after {tries}."
                 self._probe_failed(probe, UNREACHABLE, text, now)
             else:
                 request = probe.retransmit(now)

@@ -120,7 +120,8 @@ class TlsStreamProtocol(StreamProtocol):
         self._tls = context.wrap_bio(
             self._incoming,
             self._outgoing,
-            server_hostname=server_name,
+            # A fully qualified name's final dot is no part of the certificate's name.
+            server_hostname=server_name.removesuffix(".") or server_name,
             session=self._sessions.get(self._key),
         )
         self._handshaken = False

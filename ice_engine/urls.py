@@ -67,6 +67,8 @@ def parse_server_url(url: str) -> ServerUrl:
     if not isinstance(url, str):
         raise InvalidServerUrl(f"server URL must be a string, not {type(url).__name__}")
 
+    if not url:
+        raise InvalidServerUrl(f"empty ICE server URL {url!r}")
     if not url.isascii():
         raise _invalid(url, "non-ASCII character (write host names in IDNA form)")
     if any(c.isspace() for c in url) or not url.isprintable():
@@ -150,6 +152,8 @@ def _normalize_host(url: str, host: str) -> str:
         kind = not_unicast(ip)
         if kind is not None:
             raise _invalid(url, f"{kind} address {host} (a server needs a unicast one)")
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)  # ::ffff:a.b.c.d reaches a.b.c.d: from IPv4 bases
         return str(ip)
     name = host.lower()
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")

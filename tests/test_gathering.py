@@ -855,6 +855,16 @@ def test_a_late_resend_unanswered_fails_one_rto_later() -> None:
     assert "after 2 tries" in errors[0].errorText
 
 
+def test_a_single_try_is_counted_in_the_singular() -> None:
+    """`--timeout 0.1` said "timed out after 1 tries"."""
+    core = make_core(("stun:198.51.100.20",), timing=Timing(server_deadline=0.1))
+    net = SimNetwork(core, {})
+    net.start([b for b in make_bases() if b.family == socket.AF_INET][:1])
+    net.run()
+    [error] = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorText == "STUN binding request timed out after 1 try."
+
+
 def test_a_server_no_base_can_reach_is_an_error_not_silence() -> None:
     """An IPv6-only server and IPv4-only bases: nothing could be sent, and the user is
     told why rather than left with no candidate and no error from it."""

@@ -29,6 +29,8 @@ from ice_engine.urls import InvalidServerUrl, ServerUrl, hostport, parse_server_
         ("stun:[2001:DB8:0::1]:3478", ("stun", "2001:db8::1", 3478, True, "udp")),
         ("turns:[2001:db8::1]", ("turns", "2001:db8::1", 5349, False, "tcp")),
         ("stun:_under_score.test.", ("stun", "_under_score.test.", 3478, False, "udp")),
+        # An IPv4-mapped IPv6 literal was asked from IPv6 bases only: "Network is unreachable".
+        ("stun:[::ffff:198.51.100.10]", ("stun", "198.51.100.10", 3478, False, "udp")),
     ],
 )
 def test_valid_urls(url: str, expected: tuple[str, str, int, bool, str]) -> None:
@@ -62,6 +64,7 @@ def test_properties_and_srv_names() -> None:
 @pytest.mark.parametrize(
     ("url", "problem"),
     [
+        ("", "empty ICE server URL"),
         ("http:example.test", "unknown scheme 'http'"),
         ("example.test", "unknown scheme"),
         ("stun:", "empty host"),
@@ -169,7 +172,7 @@ def test_round_trip(
     assert parsed == ServerUrl(
         url,
         scheme,
-        host,
+        _ipv4_if_mapped(host),
         default_port if port is None else port,
         port is not None,
         transport or default_transport,
@@ -177,6 +180,16 @@ def test_round_trip(
     is_ip = _is_ip(host)
     assert parsed.host_is_ip == is_ip
     assert (parsed.srv_name is None) == (port is not None or is_ip)
+
+
+def _ipv4_if_mapped(host: str) -> str:
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) stands for its IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+    return host if mapped is None else str(mapped)
 
 
 def _is_ip(host: str) -> bool:

@@ -59,8 +59,11 @@ def test_tcp_relay_ranks_below_udp(lab: Lab) -> None:
     assert len(candidates(events, "srflx")) == 2
 
 
-def test_tls_relay_verified_with_the_lab_ca(lab: Lab) -> None:
-    events = gather_with_ca(lab, "--ice-server", f"turns:{TURN_HOST}", *CREDENTIALS)
+@pytest.mark.parametrize("host", [TURN_HOST, f"{TURN_HOST}."])
+def test_tls_relay_verified_with_the_lab_ca(lab: Lab, host: str) -> None:
+    """A fully qualified name (a final dot) failed: "certificate is not valid for
+    'turn.lab.test.'"."""
+    events = gather_with_ca(lab, "--ice-server", f"turns:{host}", *CREDENTIALS)
     assert not errors(events), errors(events)
     relays = candidates(events, "relay")
     assert len(relays) == 3  # two IPv4 bases, and the IPv6 base to the AAAA address
