@@ -381,7 +381,8 @@ class Relaying(Emitting):
         priority, then DNS order), or another URL's there (`_allocate`) if it goes on as
         this one would (`_may_wait_on`): the others wait their turn, should it never
         answer (`_fall_back`). Until one answers, each gets an equal share of what is
-        left of the deadline, two initial RTOs at least."""
+        left of the deadline, two initial RTOs at least, or half of what is left if that
+        is less: a short deadline (`--timeout 0.5`) still reaches a backup."""
         until = deadline or generation.deadline
         first, *rest = dict.fromkeys(addresses)  # each once, in order
         if rest and server.url.transport != "tcp":  # streams are never shared
@@ -390,9 +391,9 @@ class Relaying(Emitting):
                 first, *rest = rest  # another URL's there, which would not go on as we would
         share = until
         if rest:
-            share = min(
-                until, now + max((until - now) / (len(rest) + 1), 2 * self.timing.initial_rto)
-            )
+            left = until - now
+            least = min(2 * self.timing.initial_rto, left / 2)
+            share = min(until, now + max(left / (len(rest) + 1), least))
         relay = self._allocate(generation, base, server, first, now, share)
         if rest and not relay.answered and not relay.settled:
             if relay.fallbacks is None:

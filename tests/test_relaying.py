@@ -254,11 +254,14 @@ def test_a_deallocation_bounced_by_icmp_ends_the_release_at_once() -> None:
     assert not core.closing and core.closing_keys == set() and core.get_timer() is None
 
 
-def resolved_to_two(urls: tuple[str, ...] = ("turn:turn.example.org",)) -> Gathering:
+def resolved_to_two(
+    urls: tuple[str, ...] = ("turn:turn.example.org",), timing: Timing | None = None
+) -> Gathering:
     """A TURN server whose name has two addresses (round-robin A, or SRV primary and
     backup, in that order): TURN, then ALTERNATE."""
     core = Gathering(
         transports=[Transport("0", 0)],
+        timing=timing,
         servers=[
             Server(parse_server_url(url), i, "alice", "wonderland") for i, url in enumerate(urls)
         ],
@@ -301,6 +304,25 @@ def test_a_turn_address_that_never_answers_gives_way_to_the_next_in_its_share_of
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert relay.address == ALTERNATE[0]
+
+
+def test_a_short_deadline_still_reaches_the_second_address() -> None:
+    """Each address got two initial RTOs (0.5 s) at least: with a 0.5 s deadline
+    (`--timeout 0.5`) the first took all of it, and the second (an SRV backup) was
+    never asked. Now each gets half."""
+    core = resolved_to_two(timing=Timing(server_deadline=0.5))  # 0.49 s left at 0.01
+    [_first] = drain(core)
+    while (timer := core.get_timer()) is not None and timer < 0.255:
+        core.handle_timer(timer)
+        assert {d.address for d in drain(core)} == {TURN}
+    assert timer == pytest.approx(0.255)
+    core.handle_timer(timer)
+    [second] = drain(core)
+    assert second.address == ALTERNATE
+    answer(core, second.data, 0.3, [], server=ALTERNATE)
+    [signed] = drain(core)
+    answer(core, signed.data, 0.35, [], server=ALTERNATE)
+    assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
 
 
 def test_an_icmp_error_gives_way_to_the_next_address_at_once() -> None:
