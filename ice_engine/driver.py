@@ -601,7 +601,9 @@ class Gatherer:
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
                 task.cancel()
         if self._streams is not None:
-            self._streams.abort()
+            now = self._now()
+            for stream in self._streams.abort():  # their deallocations can no longer end
+                self._core.stream_closed(now, stream, "closed")
         if keep_closing:  # all linger: _service closes those with nothing under way
             self._lingering.update(self._table.sockets)
             self._service()  # and arms the timer that ends the deallocations

@@ -241,15 +241,18 @@ class StreamSet:
         if protocol is not None:
             protocol.close()
 
-    def abort(self) -> None:
-        """Drop every connection now (the gatherer is releasing everything)."""
+    def abort(self) -> list[int]:
+        """Drop every connection now (the gatherer is releasing everything); the streams
+        dropped, which no `on_closed` will report."""
         for protocol in self._streams.values():
             if protocol.transport is not None:
                 # A closed loop cannot finish the abort: its transport closes the socket
                 # when collected.
                 with contextlib.suppress(RuntimeError):
                     protocol.transport.abort()
+        dropped = list(self._streams)
         self._streams.clear()
+        return dropped
 
     async def _connect(self, command: OpenStream) -> None:
         sock = self._sockets.get(command.base_key)
@@ -267,8 +270,12 @@ class StreamSet:
             )
             await protocol.ready
         except BaseException as error:
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            if protocol is not None:
+                # Nobody awaits it now: the abort below must not leave it an exception
+                # that no one retrieves ("Future exception was never retrieved").
+                protocol.ready.cancel()
+                if protocol.transport is not None:
+                    protocol.transport.abort()  # connected, mid-handshake: nothing to keep
             if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
                 raise
             self._on_closed(command.stream, describe(error))

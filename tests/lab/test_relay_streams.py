@@ -212,3 +212,69 @@ asyncio.run(main())
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert json.loads(result.stdout) == [["host", "relay"], ["host", "relay"]]
+
+
+def test_a_cancelled_close_with_turn_over_tcp_or_tls_still_ends(lab: Lab) -> None:
+    """close() cancelled at once (`wait_for(close(), 0.0001)`): the TCP/TLS connections
+    were dropped with their deallocations under way, which could then never end, so the
+    base sockets lingered for good and a second close() never returned."""
+    script = f"""
+import asyncio, json, os, ssl
+from ice_engine import Gatherer, IceServer
+
+async def once(url):
+    context = ssl.create_default_context(cafile="{CA_CERT_FILE}")
+    server = IceServer(url, "{USERNAME}", "{PASSWORD}")
+    gatherer = Gatherer([server], ssl_context=context)
+    async for _ in gatherer.gather():
+        pass
+    try:
+        await asyncio.wait_for(gatherer.close(), 0.0001)
+    except TimeoutError:
+        pass
+    await asyncio.wait_for(gatherer.close(), 5)
+    return len(gatherer._table.sockets)
+
+async def main():
+    urls = ["turn:{SERVER_IPV4}?transport=tcp", "turns:{SERVER_IPV4}"]
+    print(json.dumps([await once(url) for url in urls]))
+
+asyncio.run(main())
+"""
+    result = lab.run_python(script, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == [0, 0]
+
+
+def test_giving_up_mid_tls_handshake_leaves_no_unretrieved_exception(lab: Lab) -> None:
+    """gather() cancelled 1 ms in, then close(): the connection dropped mid-handshake set
+    an exception on a future nobody awaited any more, and asyncio logged "Future
+    exception was never retrieved ... ConnectionResetError"."""
+    script = f"""
+import asyncio, gc, ssl
+from ice_engine import Gatherer, IceServer
+
+async def once():
+    context = ssl.create_default_context(cafile="{CA_CERT_FILE}")
+    gatherer = Gatherer([IceServer("turns:{SERVER_IPV4}", "{USERNAME}", "{PASSWORD}")],
+                        ssl_context=context)
+    async def consume():
+        async for _ in gatherer.gather():
+            pass
+    task = asyncio.ensure_future(consume())
+    await asyncio.sleep(0.001)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await gatherer.close()
+
+async def main():
+    for _ in range(5):
+        await once()
+    gc.collect()
+    await asyncio.sleep(0.05)
+
+asyncio.run(main())
+"""
+    result = lab.run_python(script, timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    assert "never retrieved" not in result.stderr, result.stderr
