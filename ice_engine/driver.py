@@ -769,7 +769,11 @@ class Gatherer:
                 return None
             relay_key = table.companions.get(key)
             if self._on_datagram is not None:
-                self._claim(table.shared[key], (address.address, port), generation)
+                try:
+                    self._claim(table.shared[key], (address.address, port), generation)
+                except ValueError:  # the ufrag is another gatherer's there
+                    self._close_socket(key)
+                    raise
         else:
             relay_key = None
             key = table.open(address, kind, generation)

@@ -11,8 +11,10 @@ its firewall one open port. What arrives is routed to one session:
 3. anything else (checks without USERNAME, DTLS, media), by a latched source address:
    one that checked in, or that the session sent to.
 
-Anything unrouted is dropped. An ICMP error goes, like an answer, to the session whose
-request caused it, found by the transaction ID the error quotes.
+Anything unrouted is dropped, and so is a check whose ufrag no session claims, even from
+a latched source: it is for a session that has gone, or for none. An ICMP error goes,
+like an answer, to the session whose request caused it, found by the transaction ID the
+error quotes.
 """
 
 from __future__ import annotations
@@ -60,8 +62,15 @@ class SharedSocket:
             self._routes.pop(transaction_id, None)
 
     def claim(self, ufrag: str, deliver: Deliver) -> None:
-        """Route peers' checks for this ufrag (and then all their traffic) to `deliver`."""
-        self._sessions[ufrag.encode()] = deliver
+        """Route peers' checks for this ufrag (and then all their traffic) to `deliver`;
+        ValueError if another session holds it."""
+        holder = self._sessions.setdefault(ufrag.encode(), deliver)
+        if holder is not deliver:
+            address, port = self.sock.getsockname()[:2]
+            raise ValueError(
+                f"ufrag {ufrag!r} is taken on the shared port {address}:{port} by another "
+                "gatherer: give each its own credentials"
+            )
 
     def latch(self, peer: tuple[str, int], deliver: Deliver) -> None:
         """Route everything from this peer to `deliver`."""
@@ -131,11 +140,11 @@ class SharedSocket:
                 username = stun.parse(data).get(stun.Attr.USERNAME)
             except stun.StunError:
                 username = None
-            if username is not None:
+            if username is not None:  # a check: routed by its ufrag alone
                 deliver = self._sessions.get(username.partition(b":")[0])
                 if deliver is not None:
                     self.latch(source, deliver)
-                    return deliver
+                return deliver
         return self._peers.get(source)
 
 

@@ -396,3 +396,35 @@ def test_an_ipv6_default_route_without_a_gateway_counts(
     }
     monkeypatch.setattr(interfaces, "open", lambda path: io.StringIO(tables[path]), raising=False)
     assert interfaces.default_route_interfaces() == {socket.AF_INET6: "ppp0"}
+
+
+async def test_a_ufrag_taken_on_a_shared_port_is_refused_and_the_holder_keeps_it() -> None:
+    """Two gatherers given the same credentials on one shared port: the second silently
+    took the ufrag over, and once it closed, its peers' checks reached nobody."""
+    from ice_engine import Credentials
+
+    from .test_sharedport import check_for
+
+    credentials = Credentials("sameufrg", "p" * 24)
+    port = _free_port()
+    got: list[bytes] = []
+    holder = Gatherer(
+        shared_port=port, credentials=credentials, on_datagram=lambda _b, _p, d: got.append(d)
+    )
+    async with holder:
+        await collect(holder)
+        fds = open_fds()
+        second = Gatherer(shared_port=port, credentials=credentials, on_datagram=print)
+        with pytest.raises(
+            ValueError, match=f"ufrag 'sameufrg' is taken on the shared port 127.0.0.1:{port}"
+        ):
+            await collect(second)
+        await second.close()
+        assert open_fds() == fds
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(check_for("sameufrg"), ("127.0.0.1", port))
+            for _ in range(100):
+                if got:
+                    break
+                await asyncio.sleep(0.01)
+        assert len(got) == 1

@@ -61,6 +61,9 @@ async def test_checks_route_by_ufrag_and_latch_their_peer() -> None:
             ("alice", b"\x17"),
         ]
         assert {source for _, _, source in seen[:2]} == {peer.getsockname()}
+        peer.sendto(check_for("nobody00"), here)  # from bob's latched peer, yet nobody's
+        await asyncio.sleep(0.05)
+        assert len(seen) == 3  # dropped: a check goes by its ufrag alone
         shared.release_session(bob, ["bobufrag"])
         peer.sendto(b"\x17 after bob left", here)
         peer.sendto(check_for("bobufrag"), here)
@@ -71,6 +74,18 @@ async def test_checks_route_by_ufrag_and_latch_their_peer() -> None:
     finally:
         peer.close()
         stranger.close()
+        shared.release()
+
+
+async def test_a_ufrag_another_session_holds_is_refused() -> None:
+    shared = shared_socket(asyncio.get_running_loop(), socket.AF_INET, "127.0.0.1", 0)
+    first: Deliver = lambda data, source: None  # noqa: E731
+    try:
+        shared.claim("sameufrg", first)
+        shared.claim("sameufrg", first)  # the same session again: fine
+        with pytest.raises(ValueError, match="ufrag 'sameufrg' is taken on the shared port"):
+            shared.claim("sameufrg", lambda data, source: None)
+    finally:
         shared.release()
 
 
