@@ -226,8 +226,14 @@ class Relaying(Emitting):
 
     @property
     def allocations(self) -> list[Allocation]:
-        """Live TURN allocations, for a connectivity layer (permissions, channels, data)."""
-        return [r.allocation for r in self._relays.values() if r.allocation.state == "allocated"]
+        """Live TURN allocations, for a connectivity layer (permissions, channels, data).
+        A generation gathered ahead (pooled) shows its own once `gather()` takes it, as it
+        does its candidates."""
+        return [
+            r.allocation
+            for r in self._relays.values()
+            if r.allocation.state == "allocated" and r.generation.held is None
+        ]
 
     def allocation_for(self, relayed: tuple[str, int]) -> Allocation | None:
         """The live allocation that relays through this address, if any."""
