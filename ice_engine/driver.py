@@ -325,17 +325,25 @@ class Gatherer:
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
         """Install TURN permissions for these peers; they are renewed until `close()`."""
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
         self._core.relay_permit(self._now(), allocation, peer_list(peers))
         self._service()
 
     def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
         """Bind a channel to a peer: its data then travels as ChannelData."""
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
         self._core.relay_bind_channel(self._now(), allocation, peer_address(peer))
         self._service()
 
     def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: bytes) -> None:
         """Send through an allocation to a permitted peer; what peers send back reaches
-        the `on_relayed` callback given to the constructor."""
+        the `on_relayed` callback given to the constructor. The server drops data to a
+        peer it holds no permission for (RFC 8656 §9): `relay_permit` first, or use
+        `send`, which asks for it."""
+        if self._closed:
+            raise RuntimeError("the gatherer is closed")
         self._core.relay_send(self._now(), allocation, peer_address(peer), data)
         self._service()
 
@@ -345,7 +353,8 @@ class Gatherer:
         candidate's allocation (asking for the peer's permission on first use).
 
         What peers send back reaches the `on_datagram` (bases) and `on_relayed` (relays)
-        callbacks given to the constructor. ValueError if the candidate has no socket
+        callbacks given to the constructor. A copy of a candidate (`from_json`) will do,
+        for the current generation's. ValueError if the candidate has no socket
         here (not ours, ICE-TCP, or its generation has been released), if the peer is not
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path) or not a unicast address, or if `data` is more than one datagram
@@ -379,6 +388,9 @@ class Gatherer:
             self.relay_send(allocation, peer, data)
             return
         base = local.base
+        if base is None:  # a copy (IceCandidate.from_json): the current generation's line?
+            line = local.candidate
+            base = next((c.base for c in self._core.candidates if c.candidate == line), None)
         table = self._table
         key = None if base is None else table.base_keys.get(base)
         if base is None or key is None:

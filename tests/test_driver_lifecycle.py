@@ -12,6 +12,7 @@ import gc
 import os
 import socket
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -428,3 +429,30 @@ async def test_a_ufrag_taken_on_a_shared_port_is_refused_and_the_holder_keeps_it
                     break
                 await asyncio.sleep(0.01)
         assert len(got) == 1
+
+
+async def test_send_from_a_copy_of_a_candidate_and_relay_calls_after_close() -> None:
+    """A candidate kept as JSON (`from_json`) has no base: send() said "no socket here".
+    After close(), send() said "closed" but relay_send() and the others "not a live
+    allocation"."""
+    gatherer = Gatherer(on_datagram=lambda *_: None)
+    async with gatherer:
+        await collect(gatherer)
+        [host] = gatherer.candidates
+        copy = IceCandidate.from_json(host.to_json())
+        assert copy.base is None
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.bind(("127.0.0.1", 0))
+            peer.settimeout(2)
+            gatherer.send(copy, peer.getsockname(), b"from a copy")
+            assert peer.recv(100) == b"from a copy"
+    allocation: Any = object()
+    peer_address = ("198.51.100.1", 9)
+    for call in (
+        lambda: gatherer.send(host, peer_address, b"x"),
+        lambda: gatherer.relay_send(allocation, peer_address, b"x"),
+        lambda: gatherer.relay_permit(allocation, [peer_address]),
+        lambda: gatherer.relay_bind_channel(allocation, peer_address),
+    ):
+        with pytest.raises(RuntimeError, match="the gatherer is closed"):
+            call()
