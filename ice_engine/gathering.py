@@ -35,6 +35,7 @@ from .model import UNREACHABLE, Base, Generation, Server, Transport
 from .relaying import Relay, Relaying
 from .transaction import RttTable, StunTransaction, Timing
 from .turn import NonceCache
+from .urls import not_unicast
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
@@ -377,14 +378,24 @@ class Gathering(Relaying):
     # -- network input -------------------------------------------------------------
 
     def resolved(self, now: float, request: int, addresses: Sequence[tuple[str, int]]) -> None:
-        """DNS (or a literal) gave these (ip, port) addresses for a Resolve command."""
-        entry = self._resolving.pop(request, None)
+        """DNS (or a literal) gave these (ip, port) addresses for a Resolve command, in
+        the order to try them (SRV priority, then DNS order). Those that are not unicast
+        (0.0.0.0 from a hosts file that blocks the name, multicast) are never contacted;
+        with none left, the server fails as by `resolve_failed`."""
+        entry = self._resolving.get(request)
         if entry is None:
             return
         generation, server = entry
+        usable = [a for a in addresses if not_unicast(ipaddress.ip_address(a[0])) is None]
+        if not usable:
+            found = ", ".join(host for host, _ in addresses) or "none"
+            reason = f"{server.url.host!r} resolves to no unicast address ({found})"
+            self.resolve_failed(now, request, reason)
+            return
+        del self._resolving[request]
         if generation.retired:
             return
-        self._use(generation, server, addresses, now)
+        self._use(generation, server, usable, now)
         for transport in range(len(self.transports)):
             self._done(generation, transport, now)
 

@@ -276,6 +276,31 @@ def test_dns_failure_is_an_error_and_gathering_goes_on() -> None:
     assert net.events[-1].t == pytest.approx(0.06)  # DNS, then one RTT
 
 
+def test_a_driver_s_answer_that_is_not_unicast_is_never_contacted() -> None:
+    """The unicast filter was the asyncio resolver's: a driver of its own (getaddrinfo,
+    a hosts file that blocks a name with 0.0.0.0) had the core send there, and an empty
+    answer left the server without an error."""
+    urls = ("stun:blocked.lab.test", "stun:empty.lab.test", "stun:mixed.lab.test")
+    core = make_core(urls)
+    bases = make_bases()
+    dns = {
+        "blocked.lab.test": [("0.0.0.0", 3478), ("224.0.0.1", 3478), ("255.255.255.255", 3478)],
+        "empty.lab.test": [],
+        "mixed.lab.test": [("0.0.0.0", 3478), STUN],
+    }
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat_for(bases))}, dns=dns)
+    net.start(bases)
+    net.run()
+    assert {sent.address for sent in net.sent} == {STUN}
+    errors = {e.url: e.errorText for e in net.events if isinstance(e, IceCandidateErrorEvent)}
+    assert errors == {
+        "stun:blocked.lab.test": "'blocked.lab.test' resolves to no unicast address "
+        "(0.0.0.0, 224.0.0.1, 255.255.255.255)",
+        "stun:empty.lab.test": "'empty.lab.test' resolves to no unicast address (none)",
+    }
+    assert kinds(net.events).count("srflx") == 2 and kinds(net.events)[-1] == "null"
+
+
 def test_only_names_are_looked_up_ip_literals_are_asked_at_once() -> None:
     core = make_core(("stun:stun.lab.test", "stun:198.51.100.10", "stun:[2001:db8::10]:3478"))
     core.start(0.0, make_bases())
