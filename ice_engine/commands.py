@@ -64,6 +64,8 @@ class OpenStream:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class StreamSend:
+    """Write `data` to the connection of an `OpenStream`."""
+
     stream: int
     data: bytes
 
@@ -71,6 +73,9 @@ class StreamSend:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class CloseStream:
+    """Close the connection of an `OpenStream`; the core has forgotten it, so no
+    `stream_closed` is owed."""
+
     stream: int
 
 

@@ -58,6 +58,46 @@ def test_stun_turn_example_gets_srflx_and_relay(lab: Lab) -> None:
     assert out.rstrip().endswith("; 0 errors")
 
 
+def test_a_driver_of_your_own_gathers_and_releases_through_the_core(lab: Lab) -> None:
+    """docs/examples/sync_driver.py: the sans-I/O core driven by plain sockets and select,
+    as docs/recipes/own-driver.md describes: srflx, relays (IPv6 too), an ICMP error at
+    once, a dead server's 701 at the 2 s deadline, and the browser's ending."""
+    started = time.monotonic()
+    out = run_example(
+        lab,
+        "sync_driver.py",
+        f"stun:{SERVER_IPV4}",
+        "turn:turn.lab.test",
+        f"stun:{SERVER_IPV4}:3999",
+        f"stun:{DEAD_IPV4}",
+        env={"ICE_USERNAME": USERNAME, "ICE_CREDENTIAL": PASSWORD},
+    )
+    assert time.monotonic() - started < 10  # not the allocations' refresh schedule
+    events = [json.loads(line) for line in out.splitlines()]
+    lines = [
+        e["candidate"]["candidate"]
+        for e in events
+        if e["event"] == "icecandidate" and e["candidate"]
+    ]
+    assert sum(" typ srflx " in line for line in lines) == 2  # one per IPv4 base
+    assert sum(" typ relay " in line for line in lines) == 3  # and IPv6 from the AAAA
+    errors = {(e["url"], e["errorText"]) for e in events if e["event"] == "icecandidateerror"}
+    assert errors == {
+        (f"stun:{SERVER_IPV4}:3999", "STUN server unreachable (ICMP port unreachable)."),
+        (f"stun:{DEAD_IPV4}", "STUN binding request timed out after 4 tries."),
+    }
+    assert [e["state"] for e in events if e["event"] == "icegatheringstatechange"] == [
+        "gathering",
+        "complete",
+    ]
+    assert events[-1] == {
+        "event": "icecandidate",
+        "candidate": None,
+        "generation": 0,
+        "t": events[-1]["t"],
+    }
+
+
 def test_aiortc_interop_with_relay_candidates(lab: Lab) -> None:
     pytest.importorskip("aiortc", reason="aiortc is not installed (pip install aiortc)")
     code = f"""
