@@ -80,6 +80,26 @@ def test_stun_turn_with_a_failing_server_and_bad_urls() -> None:
     assert bad.returncode == 1 and "username" in bad.stderr and "Traceback" not in bad.stderr
 
 
+def test_sync_driver_with_a_failing_server_and_bad_urls() -> None:
+    """A driver of the sans-I/O core of its own (docs/recipes/own-driver.md)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()  # closed: ICMP port unreachable (or, rate-limited, a timeout)
+    result = run("sync_driver.py", f"stun:127.0.0.1:{port}")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    hosts = [e for e in events if e["event"] == "icecandidate" and e["candidate"]]
+    assert len(hosts) == len(local_addresses()) + 1  # and the end-of-candidates
+    errors = [e for e in events if e["event"] == "icecandidateerror"]
+    assert errors and all(e["errorCode"] == 701 for e in errors)
+    assert events[-1]["event"] == "icecandidate" and events[-1]["candidate"] is None
+    usage = run("sync_driver.py")
+    assert usage.returncode == 1 and "usage:" in usage.stderr
+    bad = run("sync_driver.py", "turn:turn.example.org")  # no ICE_USERNAME/ICE_CREDENTIAL
+    assert bad.returncode == 1 and "username" in bad.stderr and "Traceback" not in bad.stderr
+
+
 def test_non_trickle_sdp(tmp_path: Path) -> None:
     result = run("non_trickle_sdp.py")
     assert result.returncode == 0, result.stderr

@@ -112,4 +112,9 @@ def main(urls: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if len(sys.argv) < 2:
+        sys.exit("usage: sync_driver.py URL... (stun:, turn: or turns: URLs)")
+    try:
+        main(sys.argv[1:])
+    except ValueError as error:  # a malformed URL, TURN without credentials
+        sys.exit(f"sync_driver.py: {error}")
