@@ -42,13 +42,7 @@ def carry_out(core: Gathering) -> None:
     now = time.monotonic()
     while (command := core.next_command()) is not None:
         if isinstance(command, SendDatagram):
-            try:
-                sockets[command.base_key].sendto(command.data, command.address)
-            except BlockingIOError:
-                pass  # lost, as the network may lose it: the core retransmits
-            except OSError as error:  # no route, say: the server fails now
-                cause = f"sending failed: {error.strerror}"
-                core.unreachable(now, command.base_key, command.address, cause)
+            send(core, command)
         elif isinstance(command, Resolve):  # blocking, for brevity; no SRV
             url = command.url
             try:
@@ -68,6 +62,29 @@ def carry_out(core: Gathering) -> None:
         print(json.dumps(event.to_json()), flush=True)
 
 
+def send(core: Gathering, command: SendDatagram) -> None:
+    sock = sockets[command.base_key]
+    for attempt in range(2):
+        try:
+            sock.sendto(command.data, command.address)
+            return
+        except BlockingIOError:
+            return  # lost, as the network may lose it: the core retransmits
+        except OSError as error:
+            if attempt == 0:  # maybe an earlier ICMP error, about another destination
+                read_icmp_errors(core, command.base_key, sock)
+                continue
+            cause = f"sending failed: {error.strerror}"  # no route, say: it fails now
+            core.unreachable(time.monotonic(), command.base_key, command.address, cause)
+
+
+def read_icmp_errors(core: Gathering, key: int, sock: socket.socket) -> None:
+    """Linux reports a queued ICMP error at the next recvfrom or sendto, whatever its
+    destination; each one names its own."""
+    for _quoted, destination, cause in icmperrors.read(sock):
+        core.unreachable(time.monotonic(), key, destination, cause)
+
+
 def serve(core: Gathering, done: Callable[[], bool], until: float) -> None:
     """Read answers and run the timers until `done()`, or `until` at the latest."""
     while not done() and (now := time.monotonic()) < until:
@@ -78,9 +95,8 @@ def serve(core: Gathering, done: Callable[[], bool], until: float) -> None:
             key = next(k for k, s in sockets.items() if s is sock)
             try:
                 data, source = sock.recvfrom(2048)
-            except OSError:  # an ICMP error was queued: each one names its destination
-                for _quoted, destination, cause in icmperrors.read(sock):
-                    core.unreachable(time.monotonic(), key, destination, cause)
+            except OSError:  # an ICMP error was queued
+                read_icmp_errors(core, key, sock)
             else:
                 core.receive_datagram(time.monotonic(), key, data, source[:2])
         if not readable:

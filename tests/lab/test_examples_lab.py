@@ -61,14 +61,17 @@ def test_stun_turn_example_gets_srflx_and_relay(lab: Lab) -> None:
 def test_a_driver_of_your_own_gathers_and_releases_through_the_core(lab: Lab) -> None:
     """docs/examples/sync_driver.py: the sans-I/O core driven by plain sockets and select,
     as docs/recipes/own-driver.md describes: srflx, relays (IPv6 too), an ICMP error at
-    once, a dead server's 701 at the 2 s deadline, and the browser's ending."""
+    once, a dead server's 701 at the 2 s deadline, and the browser's ending. The closed
+    port comes first: its ICMP error, queued while the name resolves, is reported at the
+    next sendto from that socket, to 3478; the example once took that refusal for its
+    own and failed the live server (CI: no srflx at all)."""
     started = time.monotonic()
     out = run_example(
         lab,
         "sync_driver.py",
-        f"stun:{SERVER_IPV4}",
-        "turn:turn.lab.test",
         f"stun:{SERVER_IPV4}:3999",
+        "turn:turn.lab.test",
+        f"stun:{SERVER_IPV4}",
         f"stun:{DEAD_IPV4}",
         env={"ICE_USERNAME": USERNAME, "ICE_CREDENTIAL": PASSWORD},
     )
