@@ -11,7 +11,6 @@ import asyncio
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -21,6 +20,8 @@ import pytest
 
 from ice_engine import Candidate
 from ice_engine.interfaces import local_addresses
+
+from .test_driver_robustness import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -65,27 +66,25 @@ def test_host_candidates() -> None:
     assert re.fullmatch(rf"ufrag \S{{8}}, {len(hosts)} candidates", lines[-1])
 
 
-def test_stun_turn_with_a_failing_server_and_bad_urls() -> None:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # closed: ICMP port unreachable (or, rate-limited, a timeout)
+@pytest.mark.parametrize("name", ["stun_turn.py", "sync_driver.py"])
+def test_no_url_or_a_bad_one_is_one_line_on_stderr(name: str) -> None:
+    usage = run(name)
+    assert usage.returncode == 1 and "usage:" in usage.stderr
+    bad = run(name, "turn:turn.example.org")  # no ICE_USERNAME/ICE_CREDENTIAL
+    assert bad.returncode == 1 and "username" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stun_turn_with_a_failing_server() -> None:
+    port = free_port()  # closed: ICMP port unreachable (or, rate-limited, a timeout)
     result = run("stun_turn.py", f"stun:127.0.0.1:{port}")
     assert result.returncode == 0, result.stderr
     assert f"error 701 from stun:127.0.0.1:{port}: " in result.stdout
     assert re.search(r"^done: \d+ host; \d+ errors$", result.stdout, re.M), result.stdout
-    usage = run("stun_turn.py")
-    assert usage.returncode == 1 and "usage:" in usage.stderr
-    bad = run("stun_turn.py", "turn:turn.example.org")  # no ICE_USERNAME/ICE_CREDENTIAL
-    assert bad.returncode == 1 and "username" in bad.stderr and "Traceback" not in bad.stderr
 
 
-def test_sync_driver_with_a_failing_server_and_bad_urls() -> None:
+def test_sync_driver_with_a_failing_server() -> None:
     """A driver of the sans-I/O core of its own (docs/recipes/own-driver.md)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()  # closed: ICMP port unreachable (or, rate-limited, a timeout)
+    port = free_port()  # closed: ICMP port unreachable (or, rate-limited, a timeout)
     result = run("sync_driver.py", f"stun:127.0.0.1:{port}")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -94,10 +93,6 @@ def test_sync_driver_with_a_failing_server_and_bad_urls() -> None:
     errors = [e for e in events if e["event"] == "icecandidateerror"]
     assert errors and all(e["errorCode"] == 701 for e in errors)
     assert events[-1]["event"] == "icecandidate" and events[-1]["candidate"] is None
-    usage = run("sync_driver.py")
-    assert usage.returncode == 1 and "usage:" in usage.stderr
-    bad = run("sync_driver.py", "turn:turn.example.org")  # no ICE_USERNAME/ICE_CREDENTIAL
-    assert bad.returncode == 1 and "username" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_non_trickle_sdp(tmp_path: Path) -> None:
