@@ -325,15 +325,13 @@ class Gatherer:
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
         """Install TURN permissions for these peers; they are renewed until `close()`."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_open()
         self._core.relay_permit(self._now(), allocation, peer_list(peers))
         self._service()
 
     def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
         """Bind a channel to a peer: its data then travels as ChannelData."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_open()
         self._core.relay_bind_channel(self._now(), allocation, peer_address(peer))
         self._service()
 
@@ -342,8 +340,7 @@ class Gatherer:
         the `on_relayed` callback given to the constructor. The server drops data to a
         peer it holds no permission for (RFC 8656 §9): `relay_permit` first, or use
         `send`, which asks for it."""
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_open()
         self._core.relay_send(self._now(), allocation, peer_address(peer), data)
         self._service()
 
@@ -361,8 +358,7 @@ class Gatherer:
         carries; OSError if the kernel refuses it (no route, for one); TypeError if
         `local` is not an IceCandidate.
         """
-        if self._closed:
-            raise RuntimeError("the gatherer is closed")
+        self._check_open()
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
         peer = peer_address(peer)
@@ -646,9 +642,12 @@ class Gatherer:
     def _now(self) -> float:
         return (self._loop or asyncio.get_running_loop()).time()
 
-    def _check_usable(self) -> None:
+    def _check_open(self) -> None:
         if self._closed:
             raise RuntimeError("the gatherer is closed")
+
+    def _check_usable(self) -> None:
+        self._check_open()
         if self._loop is not None and self._loop is not asyncio.get_running_loop():
             raise RuntimeError(_OTHER_LOOP)
 
