@@ -293,13 +293,13 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
     but not an error (a script may pass them whatever its servers)."""
     if args.ca_file and not any(url.lower().startswith("turns:") for url in args.ice_server):
         _warn("--ca-file is for turns: servers only")
-    relay_only = args.relay_only or args.ip_handling == 4
     option = "--relay-only" if args.relay_only else "--ip-handling 4"
     if any(_is_turn(url) for url in args.ice_server):
-        if relay_only and (idle := [url for url in args.ice_server if not _is_turn(url)]):
+        shown = _servers_shown(args)
+        if idle := [url for url in args.ice_server if url not in shown]:
             _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
         return
-    if relay_only:
+    if _relay_only(args):
         _warn(f"{option} without a turn: or turns: server gathers nothing")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")
@@ -309,9 +309,13 @@ def _is_turn(url: str) -> bool:
     return url.lower().startswith(("turn:", "turns:"))
 
 
+def _relay_only(args: argparse.Namespace) -> bool:
+    return bool(args.relay_only or args.ip_handling == 4)
+
+
 def _servers_shown(args: argparse.Namespace) -> list[str]:
     """The servers the views list: those asked (relay-only asks no stun: server)."""
-    if args.relay_only or args.ip_handling == 4:
+    if _relay_only(args):
         return [url for url in args.ice_server if _is_turn(url)]
     return list(args.ice_server)
 
