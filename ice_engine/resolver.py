@@ -12,9 +12,12 @@ tenth of a second, which servers given by IP address never need.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import importlib
 import ipaddress
+import itertools
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -35,6 +38,10 @@ MAX_TTL = 3600.0
 CACHE_PRUNE_SIZE = 1024
 """Past this many entries, expired ones are dropped when a new one comes in."""
 HOSTS_FILE = "/etc/hosts"
+MIN_GRACE = 0.05
+"""Seconds the other queries of a name get, at least, once one has given addresses."""
+MAX_GRACE = 0.5
+"""... and at most: see `Resolver`."""
 
 
 _dnspython_loaded = False
@@ -90,7 +97,14 @@ _Key = tuple[str, _RecordType]
 
 class Resolver:
     """Resolves server URLs to addresses: the SRV record (RFC 5928) asked at the same time
-    as the name's own A and AAAA; SRV targets, where there are any, replace those."""
+    as the name's own A and AAAA; SRV targets, where there are any, replace those.
+
+    A server's deadline runs while it is looked up, so a query that is slow or lost (DNS
+    servers that drop SRV or AAAA queries are common) must not hold back an answer in
+    hand: once one query has given addresses, the others get a grace of as long again
+    (`MIN_GRACE` to `MAX_GRACE` seconds), then the lookup goes on without them, as RFC
+    8305 does for a late AAAA. Their answers are still cached when they come.
+    """
 
     def __init__(
         self,
@@ -99,11 +113,14 @@ class Resolver:
         resolver: dns.asyncresolver.Resolver | None = None,
         clock: Callable[[], float] = time.monotonic,
         hosts: str | os.PathLike[str] | None = HOSTS_FILE,
+        random: Callable[[], float] = random.random,
     ) -> None:
-        """`hosts`: the hosts file to read names from first (None: DNS only)."""
+        """`hosts`: the hosts file to read names from first (None: DNS only); `random`:
+        the draw that orders SRV targets of equal priority by weight."""
         self._timeout = timeout
         self._dns = resolver
         self._clock = clock
+        self._random = random
         self._hosts = HostsFile(hosts)
         self._cache: dict[_Key, tuple[float, _Answer]] = {}
         self._in_flight: dict[_Key, asyncio.Task[_Answer]] = {}
@@ -119,19 +136,26 @@ class Resolver:
             if not addresses:
                 raise ResolutionError(problem)
             return addresses
-        srv_name = url.srv_name
+        started = asyncio.get_running_loop().time()
         direct = asyncio.ensure_future(self._dns_addresses(url.host, url.port))
+        srv_name = url.srv_name
         if srv_name is not None:
             # The host's own A/AAAA are asked at the same time as its SRV record, so that
             # a name without SRV (most of them) costs one round trip, not two.
+            srv = asyncio.ensure_future(self._lookup(srv_name, "SRV"))
             try:
-                srv = await self._lookup(srv_name, "SRV")
+                await asyncio.wait((srv, direct), return_when=asyncio.FIRST_COMPLETED)
+                if not srv.done():  # without the other addresses, nothing else to go on
+                    grace = _grace(started) if direct.result()[0] else None
+                    await asyncio.wait((srv,), timeout=grace)
+                (answer,) = _settle(srv)
             except BaseException:
+                srv.cancel()
                 direct.cancel()
                 raise
-            if srv.records:
+            if answer is not None and answer.records:
                 direct.cancel()
-                return await self._resolve_srv(srv_name, srv.records)
+                return await self._resolve_srv(srv_name, answer.records)
         addresses, problem = await direct
         if not addresses:
             raise ResolutionError(problem)
@@ -140,7 +164,7 @@ class Resolver:
     async def _resolve_srv(
         self, srv_name: str, records: tuple[dns.rdata.Rdata, ...]
     ) -> list[ResolvedAddress]:
-        targets = srv_order(records)
+        targets = srv_order(records, self._random)
         if not targets:  # a lone "." target: "decidedly not available" (RFC 2782)
             raise ResolutionError(f"SRV record of {srv_name!r} says the service is not available")
         found = await asyncio.gather(
@@ -165,21 +189,30 @@ class Resolver:
 
     async def _dns_addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
         """IPv4 then IPv6 addresses of `host` from DNS, and why there are none if so."""
-        from dns.rdtypes.IN.A import A
-        from dns.rdtypes.IN.AAAA import AAAA
-
-        v4, v6 = await asyncio.gather(self._lookup(host, "A"), self._lookup(host, "AAAA"))
+        started = asyncio.get_running_loop().time()
+        v4 = asyncio.ensure_future(self._lookup(host, "A"))
+        v6 = asyncio.ensure_future(self._lookup(host, "AAAA"))
+        try:
+            await asyncio.wait((v4, v6), return_when=asyncio.FIRST_COMPLETED)
+            if any(_answered(lookup) for lookup in (v4, v6)):
+                await asyncio.wait((v4, v6), timeout=_grace(started))
+            else:
+                await asyncio.wait((v4, v6))
+        except BaseException:
+            v4.cancel()
+            v6.cancel()
+            raise
+        answers = _settle(v4, v6)
         addresses = [
-            ResolvedAddress(r.address, port, socket.AF_INET) for r in v4.records if isinstance(r, A)
-        ]
-        addresses += [
-            ResolvedAddress(r.address, port, socket.AF_INET6)
-            for r in v6.records
-            if isinstance(r, AAAA)
+            address
+            for answer in answers
+            if answer is not None
+            for address in _addresses_in(answer.records, port)
         ]
         if addresses:
             return _unicast(addresses, host, "DNS")
-        problem = v4.problem if v4.problem == v6.problem else f"A: {v4.problem}; AAAA: {v6.problem}"
+        a, aaaa = (answer.problem if answer else "" for answer in answers)  # both came
+        problem = a if a == aaaa else f"A: {a}; AAAA: {aaaa}"
         return addresses, f"could not resolve {host!r}: {problem}"
 
     async def _lookup(self, name: str, rdtype: _RecordType) -> _Answer:
@@ -266,6 +299,49 @@ class HostsFile:
             self._names, self._stamp = {}, None
 
 
+def _answered(lookup: asyncio.Future[_Answer]) -> bool:
+    """Whether a lookup has come back with records (a failed one counts as not)."""
+    return lookup.done() and lookup.exception() is None and bool(lookup.result().records)
+
+
+def _settle(*lookups: asyncio.Future[_Answer]) -> list[_Answer | None]:
+    """The lookups' answers, None for those still out, which are no longer waited for:
+    the query goes on (shielded) and its answer is cached when it comes."""
+    for lookup in lookups:
+        lookup.cancel()  # (a done one is left as it is)
+    errors = [lookup.exception() for lookup in lookups if lookup.done()]
+    for error in errors:
+        if error is not None:
+            raise error
+    return [lookup.result() if lookup.done() else None for lookup in lookups]
+
+
+def _grace(started: float) -> float:
+    """How much longer a name's other queries are waited for, once one has given
+    addresses: as long again as that took, within `MIN_GRACE` and `MAX_GRACE`."""
+    elapsed = asyncio.get_running_loop().time() - started
+    return min(max(elapsed, MIN_GRACE), MAX_GRACE)
+
+
+def _addresses_in(records: tuple[dns.rdata.Rdata, ...], port: int) -> list[ResolvedAddress]:
+    """The A and AAAA records' addresses; an IPv4-mapped AAAA stands for its IPv4 address,
+    as the same literal in a URL does."""
+    from dns.rdtypes.IN.A import A
+    from dns.rdtypes.IN.AAAA import AAAA
+
+    addresses = []
+    for record in records:
+        if isinstance(record, A):
+            addresses.append(ResolvedAddress(record.address, port, socket.AF_INET))
+        elif isinstance(record, AAAA):
+            mapped = ipaddress.IPv6Address(record.address).ipv4_mapped
+            if mapped is None:
+                addresses.append(ResolvedAddress(record.address, port, socket.AF_INET6))
+            else:
+                addresses.append(ResolvedAddress(str(mapped), port, socket.AF_INET))
+    return addresses
+
+
 def _unicast(
     addresses: list[ResolvedAddress], host: str, source: str
 ) -> tuple[list[ResolvedAddress], str]:
@@ -301,17 +377,29 @@ def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:
     return names
 
 
-def srv_order(records: tuple[dns.rdata.Rdata, ...]) -> list[SRV]:
-    """SRV records to try, by priority, then heavier weight first; "." targets dropped.
+def srv_order(
+    records: tuple[dns.rdata.Rdata, ...], random: Callable[[], float] = random.random
+) -> list[SRV]:
+    """SRV records in the order RFC 2782 asks them tried: by priority, and among equal
+    priorities drawn at random in proportion to their weights, so that clients spread
+    over the targets as the operator meant. "." targets and port 0 are dropped.
 
-    RFC 2782 picks among equal priorities at random, weighted; a stable order is
-    simpler to reason about. A TURN server is tried at one address at a time in this
-    order (`Relaying._fall_back`); a STUN server at every address at once.
+    A TURN server is tried at one address at a time in this order
+    (`Relaying._fall_back`), and so is a STUN server (`Gathering._unanswered`).
     """
     from dns.rdtypes.IN.SRV import SRV
 
-    usable = [r for r in records if isinstance(r, SRV) and len(r.target) > 1]
-    return sorted(usable, key=lambda r: (r.priority, -r.weight))
+    usable = [r for r in records if isinstance(r, SRV) and len(r.target) > 1 and r.port]
+    ordered: list[SRV] = []
+    for priority in sorted({r.priority for r in usable}):
+        # Weight 0 first: such a target is picked only on a draw of exactly 0 while
+        # weighted ones remain (RFC 2782).
+        group = sorted((r for r in usable if r.priority == priority), key=lambda r: r.weight)
+        while group:
+            running = list(itertools.accumulate(r.weight for r in group))
+            index = bisect.bisect_left(running, random() * running[-1])
+            ordered.append(group.pop(min(index, len(group) - 1)))
+    return ordered
 
 
 _default: Resolver | None = None

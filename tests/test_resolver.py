@@ -16,11 +16,13 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import dns.asyncresolver
+import dns.message
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -54,6 +56,10 @@ RECORDS = [
     "--host-record=coalesce.test,198.51.100.22,2001:db8::22",
     "--host-record=explicit.test,198.51.100.23",
     "--host-record=multicast.test,239.255.0.1",
+    "--host-record=mapped.test,::ffff:198.51.100.30",
+    "--host-record=slow.test,198.51.100.31,2001:db8::31",
+    "--srv-host=_turn._udp.portzero.test,target.test,0,0,0",
+    "--srv-host=_turn._udp.portzero.test,second.test,3481,10,0",
     "--srv-host=_turn._udp.srv.test,target.test,3479,0,0",
     "--srv-host=_stuns._tcp.srv.test,target.test,5350,0,0",
     "--srv-host=_turn._udp.multi.test,second.test,3481,20,0",
@@ -71,13 +77,20 @@ class DnsServer:
     port: int
     log: Path
 
-    def resolver(self, timeout: float = 2.0, clock: FakeClock | None = None) -> Resolver:
+    def resolver(
+        self,
+        timeout: float = 2.0,
+        clock: FakeClock | None = None,
+        random: Callable[[], float] | None = None,
+        port: int | None = None,
+    ) -> Resolver:
+        """A resolver asking this server (or a proxy of it at `port`)."""
         stub = dns.asyncresolver.Resolver(configure=False)
         stub.nameservers = [self.address]
-        stub.port = self.port
-        if clock is None:
-            return Resolver(timeout=timeout, resolver=stub)
-        return Resolver(timeout=timeout, resolver=stub, clock=clock)
+        stub.port = self.port if port is None else port
+        options: dict[str, Any] = {"clock": clock, "random": random}
+        given = {name: value for name, value in options.items() if value is not None}
+        return Resolver(timeout=timeout, resolver=stub, **given)
 
     def queries(self, rdtype: str, name: str) -> int:
         """How many queries of this type for this name dnsmasq has logged."""
@@ -230,8 +243,17 @@ async def test_srv_gives_target_and_alternate_port(dnsmasq: DnsServer) -> None:
 
 
 async def test_srv_targets_in_priority_then_weight_order(dnsmasq: DnsServer) -> None:
-    addresses = await dnsmasq.resolver().resolve(parse_server_url("turn:multi.test"))
-    assert addresses == [
+    """Priority 10 holds first.test (weight 5) and first-b.test (weight 50): a draw at
+    the bottom of the weights' range picks the light one first, at the top the heavy."""
+    low = await dnsmasq.resolver(random=lambda: 0.0).resolve(parse_server_url("turn:multi.test"))
+    assert low == [
+        ResolvedAddress("203.0.113.11", 3480, V4),
+        ResolvedAddress("203.0.113.12", 3482, V4),
+        ResolvedAddress("2001:db8::12", 3482, V6),
+        ResolvedAddress("203.0.113.13", 3481, V4),
+    ]
+    high = await dnsmasq.resolver(random=lambda: 0.99).resolve(parse_server_url("turn:multi.test"))
+    assert high == [
         ResolvedAddress("203.0.113.12", 3482, V4),
         ResolvedAddress("2001:db8::12", 3482, V6),
         ResolvedAddress("203.0.113.11", 3480, V4),
@@ -239,12 +261,108 @@ async def test_srv_targets_in_priority_then_weight_order(dnsmasq: DnsServer) -> 
     ]
 
 
-def test_srv_order_sorts_whatever_order_the_server_used() -> None:
-    def srv(text: str) -> dns.rdata.Rdata:
-        return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV, text)
+def _srv(text: str) -> dns.rdata.Rdata:
+    return dns.rdata.from_text(dns.rdataclass.IN, dns.rdatatype.SRV, text)
 
-    records = (srv("20 0 3 c.test."), srv("10 5 1 a.test."), srv("0 0 1 ."), srv("10 50 2 b.test."))
-    assert [r.port for r in srv_order(records)] == [2, 1, 3]
+
+def test_srv_order_sorts_whatever_order_the_server_used() -> None:
+    records = (_srv("20 0 3 c.test."), _srv("10 5 1 a.test."), _srv("0 0 1 ."))
+    records += (_srv("10 50 2 b.test."), _srv("5 9 0 portzero.test."))
+    assert [r.port for r in srv_order(records, lambda: 0.99)] == [2, 1, 3]
+
+
+def test_srv_order_shares_by_weight() -> None:
+    """RFC 2782: among equal priorities, each target comes first in proportion to its
+    weight, so clients spread as the operator meant; weight 0 all but never first."""
+    records = (_srv("1 10 1 a.test."), _srv("1 30 2 b.test."), _srv("1 0 3 c.test."))
+    draw = random.Random(2782).random
+    firsts = [srv_order(records, draw)[0].port for _ in range(4000)]
+    assert 0.70 < firsts.count(2) / 4000 < 0.80
+    assert 0.20 < firsts.count(1) / 4000 < 0.30
+    assert firsts.count(3) == 0
+    assert {tuple(r.port for r in srv_order(records, draw)) for _ in range(200)} == {
+        (1, 2, 3),
+        (2, 1, 3),
+    }
+
+
+async def test_srv_target_with_port_0_is_skipped(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("turn:portzero.test"))
+    assert addresses == [ResolvedAddress("203.0.113.13", 3481, V4)]
+
+
+async def test_an_ipv4_mapped_aaaa_is_its_ipv4_address(dnsmasq: DnsServer) -> None:
+    addresses = await dnsmasq.resolver().resolve(parse_server_url("stun:mapped.test:3478"))
+    assert addresses == [ResolvedAddress("198.51.100.30", 3478, V4)]
+
+
+class _Dropping(asyncio.DatagramProtocol):
+    """A DNS path that loses every query of some record types: the rest go to dnsmasq."""
+
+    def __init__(self, server: DnsServer, dropped: set[str]) -> None:
+        self.server, self.dropped = server, dropped
+        self.transport: asyncio.DatagramTransport | None = None
+        self.forwarding: set[asyncio.Task[None]] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        rdtype = dns.rdatatype.to_text(dns.message.from_wire(data).question[0].rdtype)
+        if rdtype not in self.dropped:
+            task = asyncio.ensure_future(self._forward(data, addr))
+            self.forwarding.add(task)
+            task.add_done_callback(self.forwarding.discard)
+
+    async def _forward(self, data: bytes, addr: tuple[str, int]) -> None:
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as upstream:
+            upstream.setblocking(False)
+            await loop.sock_connect(upstream, (self.server.address, self.server.port))
+            await loop.sock_sendall(upstream, data)
+            answer = await loop.sock_recv(upstream, 4096)
+        assert self.transport is not None
+        self.transport.sendto(answer, addr)
+
+
+@pytest.fixture
+async def dropping(dnsmasq: DnsServer) -> AsyncIterator[Callable[[set[str]], Any]]:
+    """Starts a proxy of dnsmasq that drops the given query types; gives its port."""
+    transports: list[asyncio.BaseTransport] = []
+
+    async def start(dropped: set[str]) -> int:
+        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Dropping(dnsmasq, dropped), local_addr=(dnsmasq.address, 0)
+        )
+        transports.append(transport)
+        port: int = transport.get_extra_info("sockname")[1]
+        return port
+
+    yield start
+    for transport in transports:
+        transport.close()
+
+
+@pytest.mark.parametrize(
+    ("dropped", "expected"),
+    [
+        ({"SRV"}, ["198.51.100.31", "2001:db8::31"]),
+        ({"AAAA"}, ["198.51.100.31"]),
+        ({"A"}, ["2001:db8::31"]),
+        ({"SRV", "AAAA"}, ["198.51.100.31"]),
+    ],
+)
+async def test_a_lost_query_does_not_hold_back_the_answers_in_hand(
+    dnsmasq: DnsServer, dropping: Callable[[set[str]], Any], dropped: set[str], expected: list[str]
+) -> None:
+    """DNS servers that drop SRV or AAAA queries are common: with a query lifetime as
+    long as the server's deadline (2 s), waiting for it would fail a server whose
+    addresses came in a millisecond. The others get a grace, then go on without it."""
+    resolver = dnsmasq.resolver(timeout=30, port=await dropping(dropped))
+    started = time.monotonic()
+    addresses = await resolver.resolve(parse_server_url("stun:slow.test"))
+    assert [a.host for a in addresses] == expected
+    assert time.monotonic() - started < 10  # the grace is at most 0.5 s; the lifetime 30
 
 
 async def test_no_srv_falls_back_to_the_default_port(dnsmasq: DnsServer) -> None:
