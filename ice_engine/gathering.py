@@ -50,7 +50,7 @@ class _Probe(StunTransaction):
     The transaction itself, with what it is for: one object per request, not two.
     """
 
-    __slots__ = ("base", "generation", "quiet", "server", "server_address")
+    __slots__ = ("base", "generation", "quiet", "rest", "server", "server_address", "until")
 
     def __init__(
         self,
@@ -64,6 +64,8 @@ class _Probe(StunTransaction):
         rto: float,
         deadline: float,
         quiet: bool,
+        rest: Sequence[tuple[str, int]],
+        until: float,
     ) -> None:
         super().__init__(request, now=now, rto=rto, deadline=deadline)
         self.generation = generation
@@ -71,6 +73,8 @@ class _Probe(StunTransaction):
         self.server = server
         self.server_address = server_address
         self.quiet = quiet  # asked of a TURN server beside its allocation: it reports errors
+        self.rest = rest  # the server's next addresses, should this one never answer
+        self.until = until  # the deadline of them all
 
 
 class Gathering(Relaying):
@@ -379,9 +383,9 @@ class Gathering(Relaying):
 
     def resolved(self, now: float, request: int, addresses: Sequence[tuple[str, int]]) -> None:
         """DNS (or a literal) gave these (ip, port) addresses for a Resolve command, in
-        the order to try them (SRV priority, then DNS order). Those that are not unicast
-        (0.0.0.0 from a hosts file that blocks the name, multicast) are never contacted;
-        with none left, the server fails as by `resolve_failed`."""
+        the order to try them (SRV targets in RFC 2782's order, then DNS order). Those
+        that are not unicast (0.0.0.0 from a hosts file that blocks the name, multicast)
+        are never contacted; with none left, the server fails as by `resolve_failed`."""
         entry = self._resolving.get(request)
         if entry is None:
             return
@@ -428,8 +432,8 @@ class Gathering(Relaying):
         now: float,
         deadline: float | None = None,
     ) -> None:
-        """Ask one server from one base: a STUN server at each of its addresses of the
-        base's family, a TURN server at the first that answers (one allocation)."""
+        """Ask one server from one base, at the first of its addresses of the base's family
+        that answers (a TURN server's allocation, a STUN server's mapping)."""
         ipv6 = base.family == socket.AF_INET6
         usable = [address for address in addresses if (":" in address[0]) == ipv6]
         if not usable:
@@ -439,10 +443,8 @@ class Gathering(Relaying):
             if base.relay_key is None or server.url.transport != "udp" or self.relay_only:
                 return
             # The allocation's socket is not the base's: ask for the base's own srflx.
-        for server_address in usable:
-            self._send_binding(
-                generation, base, server, server_address, now, deadline, quiet=server.url.is_turn
-            )
+        until = deadline or generation.deadline
+        self._send_binding(generation, base, server, usable, now, until, quiet=server.url.is_turn)
 
     def add_bases(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
         """Continual gathering: new sockets (an address appeared) join the current
@@ -562,8 +564,7 @@ class Gathering(Relaying):
         for transaction_id, probe in list(self._probes.items()):
             if probe.base.key == base_key and probe.server_address == address:
                 del self._probes[transaction_id]
-                text = f"STUN server unreachable ({cause})."
-                self._probe_failed(probe, UNREACHABLE, text, now)
+                self._unanswered(probe, f"STUN server unreachable ({cause}).", now)
         self._relay_unreachable(now, base_key, address, cause)
 
     def handle_timer(self, now: float) -> None:
@@ -572,8 +573,7 @@ class Gathering(Relaying):
             if probe.expired(now):
                 del self._probes[transaction_id]
                 tries = "1 try" if probe.transmissions == 1 else f"{probe.transmissions} tries"
-                text = f"STUN binding request timed out after {tries}."
-                self._probe_failed(probe, UNREACHABLE, text, now)
+                self._unanswered(probe, f"STUN binding request timed out after {tries}.", now)
             else:
                 request = probe.retransmit(now)
                 if request is not None:
@@ -593,11 +593,15 @@ class Gathering(Relaying):
         generation: Generation,
         base: Base,
         server: Server,
-        server_address: tuple[str, int],
+        addresses: Sequence[tuple[str, int]],
         now: float,
-        deadline: float | None = None,
+        until: float,
         quiet: bool = False,
     ) -> None:
+        """A Binding request to the first address; the others wait their turn, should it
+        never answer (RFC 2782's order, as TURN's `_allocate_in_turn`: a dead node or SRV
+        backup costs no error, and holds no one up once another has answered)."""
+        server_address, *rest = addresses
         transaction_id = stun.new_transaction_id()
         request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
         rto = self.rtt.rto(server_address, self.timing)
@@ -609,8 +613,10 @@ class Gathering(Relaying):
             request,
             now=now,
             rto=rto,
-            deadline=deadline or generation.deadline,
+            deadline=self._share(now, until, len(rest)),
             quiet=quiet,
+            rest=rest,
+            until=until,
         )
         generation.pending[base.transport] += 1
         self._commands.append(SendDatagram(base.key, request, server_address))
@@ -618,7 +624,17 @@ class Gathering(Relaying):
     def _ask_srflx(self, relay: Relay, now: float) -> None:
         deadline = relay.allocation.deadline
         server, address = relay.server, relay.server_address
-        self._send_binding(relay.generation, relay.base, server, address, now, deadline, True)
+        self._send_binding(relay.generation, relay.base, server, [address], now, deadline, True)
+
+    def _unanswered(self, probe: _Probe, text: str, now: float) -> None:
+        """No answer from this address: on to the server's next, if it has one."""
+        generation = probe.generation
+        if probe.rest and not generation.retired and not self._closed:
+            base, server = probe.base, probe.server
+            self._send_binding(generation, base, server, probe.rest, now, probe.until, probe.quiet)
+            self._done(generation, base.transport, now)
+        else:
+            self._probe_failed(probe, UNREACHABLE, text, now)
 
     def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
         if not probe.quiet:

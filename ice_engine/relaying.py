@@ -386,25 +386,31 @@ class Relaying(Emitting):
         """One allocation per server and base, at the first of its addresses (SRV
         priority, then DNS order), or another URL's there (`_allocate`) if it goes on as
         this one would (`_may_wait_on`): the others wait their turn, should it never
-        answer (`_fall_back`). Until one answers, each gets an equal share of what is
-        left of the deadline, two initial RTOs at least, or half of what is left if that
-        is less: a short deadline (`--timeout 0.5`) still reaches a backup."""
+        answer (`_fall_back`). Until one answers, each gets its `_share` of the deadline.
+        """
         until = deadline or generation.deadline
         first, *rest = dict.fromkeys(addresses)  # each once, in order
         if rest and server.url.transport != "tcp":  # streams are never shared
             key = _udp_key(base)
             while rest and not _may_wait_on(self._relays.get((key, first)), rest):
                 first, *rest = rest  # another URL's there, which would not go on as we would
-        share = until
-        if rest:
-            left = until - now
-            least = min(2 * self.timing.initial_rto, left / 2)
-            share = min(until, now + max(left / (len(rest) + 1), least))
+        share = self._share(now, until, len(rest))
         relay = self._allocate(generation, base, server, first, now, share)
         if rest and not relay.answered and not relay.settled:
             if relay.fallbacks is None:
                 relay.fallbacks, relay.until = [], until
             relay.fallbacks.append((server, tuple(rest)))
+
+    def _share(self, now: float, until: float, waiting: int) -> float:
+        """When the address tried now gives way to the next, with `waiting` more to try
+        before `until`: at an equal share of what is left, two initial RTOs at least, or
+        half of what is left if that is less (a short `--timeout 0.5` still reaches a
+        backup)."""
+        if not waiting:
+            return until
+        left = until - now
+        least = min(2 * self.timing.initial_rto, left / 2)
+        return min(until, now + max(left / (waiting + 1), least))
 
     def _fall_back(self, relay: Relay, now: float) -> list[Server]:
         """The relay's server address never answered: each URL waiting on it that has

@@ -250,6 +250,90 @@ def test_dead_server_beside_live_one() -> None:
     assert len(retransmits) == 2 * 4  # 0, 0.25, 0.75, 1.75 s per base
 
 
+def _srflx_times(events: list[Event]) -> list[float]:
+    return [
+        e.t
+        for e in events
+        if isinstance(e, IceCandidateEvent) and e.candidate and e.candidate.type == "srflx"
+    ]
+
+
+def test_a_stun_server_s_addresses_are_tried_in_turn() -> None:
+    """A name with a dead address first (an SRV primary down, a round-robin node gone):
+    the next is asked once the first's share of the deadline has passed, with no error,
+    and `complete` comes with the backup's srflx, not at the deadline. (Every address
+    was asked at once: each dead one gave an error per base and held `complete` for the
+    whole 2 s.)"""
+    core = make_core(("stun:stun.lab.test",), timing=Timing(server_deadline=2.0))
+    bases = make_bases()
+    net = SimNetwork(
+        core, {STUN: StunServer(STUN, nat_for(bases))}, dns={"stun.lab.test": [DEAD, STUN]}
+    )
+    net.start(bases)
+    net.run()
+    assert not [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    # DNS at 0.01 s; the dead one's share is half of the 1.99 s left; then one RTT.
+    assert _srflx_times(net.events) == [pytest.approx(1.055)] * 2
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+    assert net.events[-1].t == pytest.approx(1.055)
+    assert [s.address for s in net.sent if s.address == STUN] == [STUN] * 2
+
+
+def test_a_stun_server_s_first_address_answering_is_the_only_one_asked() -> None:
+    core = make_core(("stun:stun.lab.test",))
+    bases = make_bases()
+    servers = {STUN: StunServer(STUN, nat_for(bases)), DEAD: StunServer(DEAD, nat_for(bases))}
+    net = SimNetwork(core, servers, dns={"stun.lab.test": [STUN, DEAD]})
+    net.start(bases)
+    net.run()
+    assert {s.address for s in net.sent} == {STUN}
+    assert _srflx_times(net.events) == [pytest.approx(0.06)] * 2
+
+
+def test_a_stun_server_whose_addresses_all_fail_gives_one_error_per_base() -> None:
+    other = ("198.51.100.21", 3478)
+    core = make_core(("stun:stun.lab.test",), timing=Timing(server_deadline=2.0))
+    bases = make_bases()
+    net = SimNetwork(core, dns={"stun.lab.test": [DEAD, other]})
+    net.start(bases)
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.errorCode, e.t) for e in errors] == [(701, pytest.approx(2.0))] * 2
+    assert {s.address for s in net.sent} == {DEAD, other}
+    assert net.events[-1].t == pytest.approx(2.0)
+
+
+def test_an_icmp_error_moves_on_to_the_next_address_at_once() -> None:
+    core = make_core(("stun:stun.lab.test",))
+    bases = make_bases()
+    net = SimNetwork(
+        core, {STUN: StunServer(STUN, nat_for(bases))}, dns={"stun.lab.test": [DEAD, STUN]}
+    )
+    net.start(bases)
+    net.run(until=0.01)  # DNS answered, the first requests sent
+    for base in bases:
+        if base.family == socket.AF_INET:
+            core.unreachable(net.now, base.key, DEAD, "ICMP port unreachable")
+    net.pump()
+    net.run()
+    assert not [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert _srflx_times(net.events) == [pytest.approx(0.06)] * 2
+
+
+def test_an_error_response_is_an_answer_the_next_address_is_not_asked() -> None:
+    """As for TURN: a server that answers, even with an error, is there; its error is
+    the server's, reported, and the backup is not asked."""
+    core = make_core(("stun:stun.lab.test",))
+    bases = make_bases()
+    servers = {DEAD: StunServer(DEAD, error=(500, "Server Error")), STUN: StunServer(STUN)}
+    net = SimNetwork(core, servers, dns={"stun.lab.test": [DEAD, STUN]})
+    net.start(bases)
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.errorCode, e.errorText) for e in errors] == [(500, "Server Error")] * 2
+    assert {s.address for s in net.sent} == {DEAD}
+
+
 def test_error_response_gives_error_event_with_stun_code() -> None:
     core = make_core(("stun:198.51.100.10",))
     bases = make_bases()
