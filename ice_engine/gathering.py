@@ -436,6 +436,10 @@ class Gathering(Relaying):
         that answers (a TURN server's allocation, a STUN server's mapping)."""
         ipv6 = base.family == socket.AF_INET6
         usable = [address for address in addresses if (":" in address[0]) == ipv6]
+        if usable and _link_local(base.address):  # (only with link_local=True)
+            # Its datagrams never leave the link, so a server beyond it is not asked
+            # (nor reported unreachable), as libwebrtc pairs no such address with one.
+            usable = [address for address in usable if _link_local(address[0])]
         if not usable:
             return
         if server.url.is_turn:
@@ -704,6 +708,12 @@ def _canonical(address: str) -> str:
     """One spelling per address, so a response's source compares equal (cached: servers
     are few and every gatherer asks)."""
     return str(ipaddress.ip_address(address))
+
+
+@functools.lru_cache(maxsize=1024)
+def _link_local(address: str) -> bool:
+    """fe80::/10 or 169.254/16 (cached, as `_canonical`)."""
+    return ipaddress.ip_address(_normalize(address)).is_link_local
 
 
 def _normalize(address: str) -> str:

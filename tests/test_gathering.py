@@ -334,6 +334,24 @@ def test_an_error_response_is_an_answer_the_next_address_is_not_asked() -> None:
     assert {s.address for s in net.sent} == {DEAD}
 
 
+def test_a_link_local_base_asks_no_server_beyond_its_link() -> None:
+    """With link_local=True, an fe80:: base asked a global server: the kernel refused
+    the send or ICMP said "beyond scope", so each server got a 701 per such base and
+    was summed up as failed though its global bases had their srflx."""
+    global6, linked6 = ("2001:db8:b::10", 3478), ("fe80::99", 3478)
+    core = make_core(("stun:[2001:db8:b::10]", "stun:[fe80::99]"))
+    bases = make_bases()
+    bases.append(Base(99, 0, 1, "fe80::2", 40099, socket.AF_INET6, 3, 4))
+    servers = {global6: StunServer(global6), linked6: StunServer(linked6)}
+    net = SimNetwork(core, servers)
+    net.start(bases)
+    net.run()
+    assert not [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    asked_from = {(s.address, s.base_key) for s in net.sent}
+    assert (global6, 99) not in asked_from and (linked6, 99) in asked_from
+    assert (global6, bases[0].key) in asked_from  # the global IPv6 base asks it
+
+
 def test_error_response_gives_error_event_with_stun_code() -> None:
     core = make_core(("stun:198.51.100.10",))
     bases = make_bases()
