@@ -555,14 +555,7 @@ async def discover_nat(
         raise ValueError(f"NAT discovery needs a stun: URL (UDP), not {server!r}")
     family: int | None = None
     if local_address is not None:
-        try:
-            local_ip = ipaddress.ip_address(local_address)
-        except ValueError:
-            raise ValueError(f"not an IP address: {local_address!r}") from None
-        if local_ip.is_unspecified:  # the mapping is compared with it: it must be one
-            raise ValueError(f"local address must be a specific one, not {local_address}")
-        local_address = str(local_ip)
-        family = socket.AF_INET6 if local_ip.version == 6 else socket.AF_INET
+        local_address, family = _local_ip(local_address)
     try:
         resolved = await default_resolver().resolve(url)
     except ResolutionError as error:
@@ -583,6 +576,21 @@ async def discover_nat(
         return await _drive(sock, (target.host, target.port), (local[0], local[1]), timeout)
     finally:
         sock.close()
+
+
+def _local_ip(text: str) -> tuple[str, int]:
+    """`local_address` as the socket binds it, and its family. An IPv4-mapped address
+    (::ffff:a.b.c.d) is the IPv4 address it carries, as in a server URL: an IPv6 socket
+    bound to it could not reach an IPv4 server, nor would its mapping compare equal."""
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"not an IP address: {text!r}") from None
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    if ip.is_unspecified:  # the mapping is compared with it: it must be one
+        raise ValueError(f"local address must be a specific one, not {text}")
+    return str(ip), socket.AF_INET6 if ip.version == 6 else socket.AF_INET
 
 
 def _route_source(family: int, destination: Address) -> str:

@@ -499,6 +499,15 @@ async def test_discover_nat_picks_the_routes_local_address(server: FakeServer) -
     assert result.mapping == "no NAT"
 
 
+async def test_an_ipv4_mapped_local_address_is_the_ipv4_one(server: FakeServer) -> None:
+    """`--local-address ::ffff:203.0.113.2` failed: "has no address of the family"."""
+    result = await discover_nat(url(server.primary), local_address="::ffff:127.0.0.1", timeout=1.0)
+    assert result.local[0] == "127.0.0.1"
+    assert result.mapping == "no NAT"
+    with pytest.raises(ValueError, match="specific one"):
+        await discover_nat(url(server.primary), local_address="::ffff:0.0.0.0")
+
+
 async def test_discover_nat_without_rfc_5780() -> None:
     plain = FakeServer(rfc5780=False)
     try:

@@ -133,6 +133,15 @@ def test_from_the_second_address_and_by_name(lab: Lab) -> None:
     assert report["filtering"] == "address-and-port-dependent"
 
 
+def test_an_ipv4_mapped_local_address_probes_from_the_ipv4_one(lab: Lab) -> None:
+    report = nat_json(
+        lab, "--server", f"stun:{SERVER_IPV4}", "--local-address", f"::ffff:{CLIENT_IPV4_B}"
+    )
+    assert host(report["local"]) == CLIENT_IPV4_B
+    assert host(report["mapped"]) == ROUTER_PUBLIC_IPV4
+    assert report["mapping"] == "endpoint-independent"
+
+
 def test_ipv6_is_routed_without_nat(lab: Lab) -> None:
     report = nat_json(lab, "--server", f"stun:[{SERVER_IPV6}]")
     assert report["mapping"] == "no NAT"
