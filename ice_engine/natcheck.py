@@ -553,9 +553,8 @@ async def discover_nat(
     url = parse_server_url(server)
     if url.scheme != "stun":
         raise ValueError(f"NAT discovery needs a stun: URL (UDP), not {server!r}")
-    family: int | None = None
-    if local_address is not None:
-        local_address, family = _local_ip(local_address)
+    local = None if local_address is None else _local_ip(local_address)
+    family = None if local is None else local.family
     try:
         resolved = await default_resolver().resolve(url)
     except ResolutionError as error:
@@ -569,19 +568,34 @@ async def discover_nat(
     sock = socket.socket(target.family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        if local_address is None:
-            local_address = _route_source(target.family, (target.host, target.port))
-        sock.bind((local_address, local_port))
-        local = sock.getsockname()
-        return await _drive(sock, (target.host, target.port), (local[0], local[1]), timeout)
+        if local is None:
+            local = _LocalIp(
+                _route_source(target.family, (target.host, target.port)), target.family
+            )
+        sock.bind(local.sockaddr(local_port))
+        name = sock.getsockname()
+        return await _drive(sock, (target.host, target.port), (name[0], name[1]), timeout)
     finally:
         sock.close()
 
 
-def _local_ip(text: str) -> tuple[str, int]:
-    """`local_address` as the socket binds it, and its family. An IPv4-mapped address
-    (::ffff:a.b.c.d) is the IPv4 address it carries, as in a server URL: an IPv6 socket
-    bound to it could not reach an IPv4 server, nor would its mapping compare equal."""
+class _LocalIp(NamedTuple):
+    """The local IP to bind: `host` without a zone, which bind() takes as `scope_id`."""
+
+    host: str
+    family: int
+    scope_id: int = 0
+
+    def sockaddr(self, port: int) -> tuple[str, int] | tuple[str, int, int, int]:
+        if self.family == socket.AF_INET6:
+            return self.host, port, 0, self.scope_id
+        return self.host, port
+
+
+def _local_ip(text: str) -> _LocalIp:
+    """`local_address` as the socket binds it. An IPv4-mapped address (::ffff:a.b.c.d)
+    is the IPv4 address it carries, as in a server URL: an IPv6 socket bound to it could
+    not reach an IPv4 server, nor would its mapping compare equal."""
     try:
         ip = ipaddress.ip_address(text)
     except ValueError:
@@ -590,7 +604,29 @@ def _local_ip(text: str) -> tuple[str, int]:
         ip = ip.ipv4_mapped
     if ip.is_unspecified:  # the mapping is compared with it: it must be one
         raise ValueError(f"local address must be a specific one, not {text}")
-    return str(ip), socket.AF_INET6 if ip.version == 6 else socket.AF_INET
+    if isinstance(ip, ipaddress.IPv4Address):
+        return _LocalIp(str(ip), socket.AF_INET)
+    return _LocalIp(str(ipaddress.IPv6Address(int(ip))), socket.AF_INET6, _scope_id(ip, text))
+
+
+def _scope_id(ip: ipaddress.IPv6Address, text: str) -> int:
+    """The interface index of the address's `%zone` (a name or a number), 0 for none.
+
+    bind() reads the zone only from the address tuple's scope id, never from the text,
+    and refuses a link-local address without one (EINVAL): both are caught here, as bad
+    input, rather than as a failure to bind."""
+    zone = ip.scope_id
+    if not zone:
+        if ip.is_link_local:
+            raise ValueError(f"link-local address {text} needs its interface (%name)")
+        return 0
+    try:
+        if not zone.isdigit():
+            return socket.if_nametoindex(zone)
+        socket.if_indextoname(int(zone))  # only to check that there is one
+        return int(zone)
+    except (OSError, OverflowError):
+        raise ValueError(f"no network interface {zone!r} (of local address {text})") from None
 
 
 def _route_source(family: int, destination: Address) -> str:

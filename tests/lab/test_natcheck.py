@@ -44,7 +44,7 @@ from ice_engine.lab import (
     Lab,
     leases,
 )
-from ice_engine.lab.topology import ROUTER_LINK_DEV
+from ice_engine.lab.topology import CLIENT_DEV_A, ROUTER_LINK_DEV
 
 pytestmark = pytest.mark.lab
 
@@ -147,6 +147,22 @@ def test_ipv6_is_routed_without_nat(lab: Lab) -> None:
     assert report["mapping"] == "no NAT"
     assert host(report["mapped"]) == CLIENT_IPV6
     assert report["mapped"] == report["local"]
+
+
+@pytest.mark.parametrize("zone", ["name", "index"])
+def test_a_scoped_link_local_address_is_bound(lab: Lab, zone: str) -> None:
+    """`--local-address fe80::…%c0` failed "cannot bind …: Invalid argument": the zone
+    went to bind() in the text, not as the scope id. Bound, its request leaves; the router
+    will not forward a link-local source, and says so at once."""
+    line = lab.run(["ip", "-6", "-o", "addr", "show", "dev", CLIENT_DEV_A, "scope", "link"])
+    index, address = re.findall(r"^(\d+):.*inet6 (fe80::[0-9a-f:]+)/", line.stdout, re.M)[0]
+    scoped = f"{address}%{CLIENT_DEV_A if zone == 'name' else index}"
+    result = nat(
+        lab, "--server", f"stun:[{SERVER_IPV6}]", "--timeout", "1", "--local-address", scoped
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(f"ice-engine: no answer from [{SERVER_IPV6}]:{STUN_PORT}")
+    assert "bind" not in result.stderr
 
 
 def test_the_text_report(lab: Lab) -> None:
