@@ -541,7 +541,8 @@ async def discover_nat(
 
     `local_address` picks the local IP to probe from (default: the one the route to the
     server uses) and `local_port` the port (default: any); `timeout` bounds each phase
-    of the tests, in seconds. Raises ValueError on bad input (the URL, the address),
+    of the tests, in seconds. Raises ValueError on bad input (the URL, the address, an
+    IP-literal server of the other IP version than `local_address`),
     NatCheckError when the server's name does not resolve or the server never answers,
     and OSError when the socket cannot be bound (an address that is not local, a port in
     use). A request the socket refuses to send fails its test only.
@@ -555,6 +556,10 @@ async def discover_nat(
         raise ValueError(f"NAT discovery needs a stun: URL (UDP), not {server!r}")
     local = None if local_address is None else _local_ip(local_address)
     family = None if local is None else local.family
+    if family is not None and url.host_is_ip and _family(url.host) != family:
+        raise ValueError(
+            f"server {url.host} and local address {local_address} are not of one IP version"
+        )
     try:
         resolved = await default_resolver().resolve(url)
     except ResolutionError as error:

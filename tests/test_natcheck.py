@@ -526,7 +526,7 @@ async def test_discover_nat_errors() -> None:
         await discover_nat("stun:127.0.0.1", local_address="nowhere")
     with pytest.raises(ValueError):
         await discover_nat("stun:127.0.0.1", timeout=-1)
-    with pytest.raises(NatCheckError, match="family"):
+    with pytest.raises(ValueError, match="not of one IP version"):
         await discover_nat("stun:127.0.0.1", local_address="::1")
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
@@ -591,6 +591,8 @@ def test_cli_text(server: FakeServer) -> None:
         (("--server", "stun:127.0.0.1", "--timeout", "0"), 2, "positive"),
         (("--server", "stun:127.0.0.1", "--local-address", "x"), 2, "not an IP address"),
         (("--server", "stun:127.0.0.1", "--local-address", "0.0.0.0"), 2, "specific one"),
+        (("--server", "stun:127.0.0.1", "--local-address", "::1"), 2, "not of one IP version"),
+        (("--server", "stun:[::1]", "--local-address", "127.0.0.1"), 2, "not of one IP version"),
         (("--server", "stun:[::1]", "--local-address", "fe80::1"), 2, "needs its interface"),
         (("--server", "stun:[::1]", "--local-address", "fe80::1%no-such-if"), 2, "no network"),
         (("--server", "stun:[::1]", "--local-address", "fe80::1%4000000000"), 2, "no network"),

@@ -41,6 +41,7 @@ from ice_engine.lab import (
     STUN_ALT_PORT,
     STUN_HOST,
     STUN_PORT,
+    V4ONLY_HOST,
     Lab,
     leases,
 )
@@ -179,6 +180,16 @@ def test_a_dead_server_and_an_unknown_name_are_one_line_errors(lab: Lab) -> None
         assert result.returncode == 1, (server, result.stderr)
         assert result.stdout == ""
         assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
+
+
+def test_a_server_address_of_the_other_ip_version_is_bad_input(lab: Lab) -> None:
+    """An IPv4 literal and an IPv6 local address can never make a probe: exit 2, as for
+    any bad input (it was exit 1, "has no address of the family"). A name that has no
+    address of that version is a fact of DNS: exit 1."""
+    for server, status in ((f"stun:{SERVER_IPV4}", 2), (f"stun:{V4ONLY_HOST}", 1)):
+        result = nat(lab, "--server", server, "--local-address", CLIENT_IPV6, "--timeout", "1")
+        assert result.returncode == status, (server, result.stderr)
+        assert result.stdout == "" and len(result.stderr.splitlines()) == 1
 
 
 def _router(lab: Lab, *argv: str) -> subprocess.CompletedProcess[str]:
