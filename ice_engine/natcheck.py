@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
 import ipaddress
 import math
@@ -36,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from . import icmperrors, stun
-from .resolver import ResolutionError, default_resolver
+from .resolver import ResolutionError, ResolvedAddress, Resolver, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
 from .urls import hostport, parse_server_url
@@ -75,7 +76,8 @@ _U32 = struct.Struct("!I")
 
 
 class NatCheckError(Exception):
-    """The check could not run: the server's name did not resolve, or it never answered."""
+    """The check could not run: the server's name did not resolve, or none of its
+    addresses answered."""
 
 
 class Datagram(NamedTuple):
@@ -536,16 +538,25 @@ async def discover_nat(
     local_address: str | None = None,
     timeout: float = 3.0,
     local_port: int = 0,
+    resolver: Resolver | None = None,
 ) -> NatBehaviour:
     """Classify the NAT between this host and a `stun:` server (RFC 5780), over UDP.
 
     `local_address` picks the local IP to probe from (default: the one the route to the
     server uses) and `local_port` the port (default: any); `timeout` bounds each phase
-    of the tests, in seconds. Raises ValueError on bad input (the URL, the address, an
-    IP-literal server of the other IP version than `local_address`),
-    NatCheckError when the server's name does not resolve or the server never answers,
-    and OSError when the socket cannot be bound (an address that is not local, a port in
-    use). A request the socket refuses to send fails its test only.
+    of the tests, in seconds; `resolver` looks the server's name up (default: the shared
+    one, which reads the hosts file, then DNS).
+
+    The server's addresses (its SRV targets by priority, each name's IPv4 then IPv6
+    addresses; only those of `local_address`'s IP version when it is given) are tried in
+    turn, each from a socket of its own, until one answers test I; that one runs the
+    other tests. See `_first_to_answer` for the time this takes.
+
+    Raises ValueError on bad input (the URL, the address, an IP-literal server of the
+    other IP version than `local_address`), NatCheckError when the server's name does
+    not resolve or none of its addresses answers, and OSError when the socket cannot be
+    bound (an address that is not local, a port in use). A request the socket refuses
+    to send fails its test only.
     """
     if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds: {timeout!r}")
@@ -555,33 +566,83 @@ async def discover_nat(
     if url.scheme != "stun":
         raise ValueError(f"NAT discovery needs a stun: URL (UDP), not {server!r}")
     local = None if local_address is None else _local_ip(local_address)
-    family = None if local is None else local.family
-    if family is not None and url.host_is_ip and _family(url.host) != family:
+    if local is not None and url.host_is_ip and _family(url.host) != local.family:
         raise ValueError(
             f"server {url.host} and local address {local_address} are not of one IP version"
         )
     try:
-        resolved = await default_resolver().resolve(url)
+        resolved = await (resolver or default_resolver()).resolve(url)
     except ResolutionError as error:
         raise NatCheckError(str(error)) from None
-    candidates = [a for a in resolved if family is None or a.family == family]
-    if not candidates:
+    targets = [a for a in resolved if local is None or a.family == local.family]
+    if not targets:
         raise NatCheckError(
             f"{url.host!r} has no address of the family of local address {local_address}"
         )
-    target = candidates[0]
-    sock = socket.socket(target.family, socket.SOCK_DGRAM)
-    try:
+    return await _first_to_answer(url.host, targets, local, local_port, timeout)
+
+
+async def _first_to_answer(
+    host: str,
+    targets: list[ResolvedAddress],
+    local: _LocalIp | None,
+    local_port: int,
+    timeout: float,
+) -> NatBehaviour:
+    """The check against each address in turn, until one answers test I.
+
+    Each address gets the whole `timeout` for test I, not a share of it: a backup is no
+    nearer than the primary, and a share would shrink with every address before it (a
+    third of a second each for three, two transmissions). An ICMP error or a refused
+    send ends an address's turn at once, so only silent addresses cost a `timeout`: past
+    the lookup, a run takes at most (silent addresses + 3 phases) x `timeout`, and names
+    have few addresses.
+    """
+    failures: list[tuple[Address, str | None]] = []
+    for target in targets:
+        result = await _check_one(target, local, local_port, timeout)
+        if isinstance(result, NatBehaviour):
+            notes = [
+                f"No answer from {_failure_text(f, timeout)}, so the next address was tried."
+                for f in failures
+            ]
+            return dataclasses.replace(result, notes=(*notes, *result.notes))
+        failures.append(((target.host, target.port), result))
+    if len(failures) == 1:
+        raise NatCheckError(f"no answer from {_failure_text(failures[0], timeout)}")
+    tried = "; ".join(_failure_text(failure, timeout) for failure in failures)
+    raise NatCheckError(f"no answer from any address of {host}: {tried}")
+
+
+def _failure_text(failure: tuple[Address, str | None], timeout: float) -> str:
+    """`198.51.100.20:3478 within 1 s` or `198.51.100.20:3478: ICMP port unreachable`."""
+    address, why = failure
+    return (
+        f"{_address_text(address)}: {why}"
+        if why
+        else f"{_address_text(address)} within {timeout:g} s"
+    )
+
+
+async def _check_one(
+    target: ResolvedAddress, local: _LocalIp | None, local_port: int, timeout: float
+) -> NatBehaviour | str | None:
+    """The check against one address if it answered test I, else why not (None: no
+    answer within `timeout`)."""
+    server = (target.host, target.port)
+    if local is None:
+        try:
+            local = _LocalIp(_route_source(target.family, server), target.family)
+        except OSError as error:  # no route to this address (or to its IP version)
+            return f"could not be sent: {describe(error)}"
+    with socket.socket(target.family, socket.SOCK_DGRAM) as sock:
         sock.setblocking(False)
-        if local is None:
-            local = _LocalIp(
-                _route_source(target.family, (target.host, target.port)), target.family
-            )
         sock.bind(local.sockaddr(local_port))
         name = sock.getsockname()
-        return await _drive(sock, (target.host, target.port), (name[0], name[1]), timeout)
-    finally:
-        sock.close()
+        result = await _drive(sock, server, (name[0], name[1]), timeout)
+    if result.answered:
+        return result
+    return result.probes[0].error if result.probes else None
 
 
 class _LocalIp(NamedTuple):
@@ -676,13 +737,4 @@ async def _drive(
             send(check.poll(loop.time()))
             continue
         send(check.receive(data, source, loop.time()))
-    result = check.result()
-    if not result.answered:
-        error = result.probes[0].error if result.probes else None
-        text = _address_text(server)
-        raise NatCheckError(
-            f"no answer from {text}: {error}"
-            if error
-            else f"no answer from {text} within {timeout:g} s"
-        )
-    return result
+    return check.result()

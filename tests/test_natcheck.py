@@ -11,8 +11,10 @@ import struct
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +28,7 @@ from ice_engine.natcheck import (
     NatCheckError,
     discover_nat,
 )
+from ice_engine.resolver import Resolver
 
 Address = tuple[str, int]
 PRIMARY = ("198.51.100.10", 3478)
@@ -547,6 +550,74 @@ async def test_discover_nat_fails_at_an_icmp_error_not_at_the_deadline() -> None
     with pytest.raises(NatCheckError) as raised:
         await asyncio.wait_for(discover_nat(url(closed), timeout=60.0), timeout=30)
     assert str(raised.value) == f"no answer from 127.0.0.1:{closed[1]}: ICMP port unreachable"
+
+
+def hosts_resolver(tmp_path: Path, *addresses: str) -> Resolver:
+    """A resolver whose hosts file gives NAME these addresses, in this order (IPv4 first)."""
+    hosts = tmp_path / "hosts"
+    hosts.write_text("".join(f"{address} {NAME}\n" for address in addresses))
+    return Resolver(hosts=hosts)
+
+
+NAME = "natbackup.lab.test"
+
+
+async def test_a_silent_first_address_gives_way_to_the_next(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    """`discover_nat` tried only the first address: a dead one failed the check."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.3", server.primary[1]))  # never read: no answer, no ICMP
+        resolver = hosts_resolver(tmp_path, "127.0.0.3", server.primary[0])
+        started = time.monotonic()
+        result = await discover_nat(
+            f"stun:{NAME}:{server.primary[1]}", timeout=0.5, resolver=resolver
+        )
+    assert time.monotonic() - started >= 0.5  # the first one had its whole timeout
+    assert result.server == server.primary and result.mapping == "no NAT"
+    assert result.filtering == "endpoint-independent"  # the other tests went to the second
+    assert result.other_address == server.other
+    silent_one = f"127.0.0.3:{server.primary[1]}"
+    assert result.notes == (
+        f"No answer from {silent_one} within 0.5 s, so the next address was tried.",
+    )
+
+
+async def test_an_icmp_error_moves_on_to_the_next_address_at_once(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    resolver = hosts_resolver(tmp_path, "127.0.0.3", server.primary[0])  # 127.0.0.3: closed
+    started = time.monotonic()
+    result = await discover_nat(f"stun:{NAME}:{server.primary[1]}", timeout=30, resolver=resolver)
+    assert time.monotonic() - started < 10
+    assert result.server == server.primary and result.answered
+    assert "ICMP port unreachable" in result.notes[0]
+
+
+async def test_when_no_address_answers_the_error_names_each(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.3", 0))
+        port = silent.getsockname()[1]
+        resolver = hosts_resolver(tmp_path, "127.0.0.3", "127.0.0.4", "::1")
+        with pytest.raises(NatCheckError) as raised:
+            await discover_nat(f"stun:{NAME}:{port}", timeout=0.3, resolver=resolver)
+    assert str(raised.value) == (
+        f"no answer from any address of {NAME}: 127.0.0.3:{port} within 0.3 s; "
+        f"127.0.0.4:{port}: ICMP port unreachable; [::1]:{port}: ICMP port unreachable"
+    )
+
+
+async def test_only_addresses_of_the_local_ip_version_are_tried(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    resolver = hosts_resolver(tmp_path, server.primary[0], "::1")
+    target = f"stun:{NAME}:{server.primary[1]}"
+    with pytest.raises(NatCheckError) as raised:  # not the IPv4 server that answers
+        await discover_nat(target, local_address="::1", timeout=5, resolver=resolver)
+    assert str(raised.value) == f"no answer from [::1]:{server.primary[1]}: ICMP port unreachable"
+    v4only = hosts_resolver(tmp_path, server.primary[0])
+    with pytest.raises(NatCheckError, match="has no address of the family"):
+        await discover_nat(target, local_address="::1", resolver=v4only)
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ import random
 import re
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -190,6 +191,46 @@ def test_a_server_address_of_the_other_ip_version_is_bad_input(lab: Lab) -> None
         result = nat(lab, "--server", server, "--local-address", CLIENT_IPV6, "--timeout", "1")
         assert result.returncode == status, (server, result.stderr)
         assert result.stdout == "" and len(result.stderr.splitlines()) == 1
+
+
+FALLBACK_SCRIPT = """
+import asyncio, json, sys
+from ice_engine.natcheck import discover_nat
+from ice_engine.resolver import Resolver
+server, hosts, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+check = discover_nat(server, timeout=1.0, local_port=port, resolver=Resolver(hosts=hosts))
+print(json.dumps(asyncio.run(check).to_json()))
+"""
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [(DEAD_IPV4, "within 1 s"), (ROUTER_PUBLIC_IPV4, "ICMP port unreachable")],
+    ids=["silent", "icmp"],
+)
+def test_an_address_that_does_not_answer_gives_way_to_the_next(
+    lab: Lab, tmp_path: Path, first: str, why: str
+) -> None:
+    """A name whose first address is dead (a round-robin name, an SRV primary) failed
+    the check: only the first address was tried. The lab's DNS has no such stun: name,
+    so a hosts file gives it: the dead address first, then coturn's. The tests after
+    test I go to coturn, and behind the NAT as ever."""
+    name = "natbackup.lab.test"
+    hosts = tmp_path / "hosts"
+    hosts.write_text(f"{first} {name}\n{SERVER_IPV4} {name}\n")
+    hosts.chmod(0o644)
+    argv = [sys.executable, "-c", FALLBACK_SCRIPT, f"stun:{name}", str(hosts)]
+    result = lab.run([*argv, str(_unused_port(lab))], timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["server"] == f"{SERVER_IPV4}:{STUN_PORT}"
+    assert report["otherAddress"] == f"{SERVER_ALT_IPV4}:{STUN_ALT_PORT}"
+    assert report["mapping"] == "endpoint-independent"
+    assert report["filtering"] == "address-and-port-dependent"
+    assert report["notes"] == [
+        f"No answer from {first}:{STUN_PORT}{':' if 'ICMP' in why else ''} {why}, "
+        "so the next address was tried."
+    ]
 
 
 def _router(lab: Lab, *argv: str) -> subprocess.CompletedProcess[str]:
