@@ -215,7 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=3.0,
         metavar="S",
-        help="seconds to wait for each phase of the tests (default %(default)s)",
+        help="seconds to wait for each phase of the tests, and for the first test at each "
+        "address of the server (default %(default)s)",
     )
     nat.add_argument("--json", action="store_true", help="print the result as one JSON object")
     demo = commands.add_parser(
