@@ -193,12 +193,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     nat = commands.add_parser(
         "nat",
+        # --server is checked in _nat, after parsing: argparse reports a missing required
+        # option before an unknown one, so `nat --bogus` never named --bogus.
+        usage="%(prog)s [-h] --server URL [--local-address IP]\n"
+        "                      [--local-port PORT] [--timeout S] [--json]",
         help="classify the NAT's mapping and filtering with an RFC 5780 STUN server",
         description="Run the RFC 5780 tests against a STUN server with a second address "
         "(OTHER-ADDRESS) and print how the NAT on the way maps and filters UDP.",
     )
     nat.add_argument(
-        "--server", required=True, metavar="URL", help="stun:HOST[:PORT] of an RFC 5780 server"
+        "--server", metavar="URL", help="stun:HOST[:PORT] of an RFC 5780 server (required)"
     )
     nat.add_argument(
         "--local-address", metavar="IP", help="probe from this local IP (default: the route's)"
@@ -411,6 +415,8 @@ def _end_on_signals(stopped_by: list[int]) -> None:
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
     from .natcheck import discover_nat
 
+    if args.server is None:  # not required=True: see build_parser
+        raise UsageError("the following arguments are required: --server")
     try:
         result = await discover_nat(
             args.server,
