@@ -691,7 +691,7 @@ def _scope_id(ip: ipaddress.IPv6Address, text: str) -> int:
             return socket.if_nametoindex(zone)
         socket.if_indextoname(int(zone))  # only to check that there is one
         return int(zone)
-    except (OSError, OverflowError):
+    except (OSError, OverflowError, ValueError):  # ValueError: a NUL in the name
         raise ValueError(f"no network interface {zone!r} (of local address {text})") from None
 
 

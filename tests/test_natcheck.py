@@ -531,6 +531,8 @@ async def test_discover_nat_errors() -> None:
         await discover_nat("stun:127.0.0.1", timeout=-1)
     with pytest.raises(ValueError, match="not of one IP version"):
         await discover_nat("stun:127.0.0.1", local_address="::1")
+    with pytest.raises(ValueError, match="no network interface"):
+        await discover_nat("stun:[::1]", local_address="fe80::1%a\x00b")
     silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     silent.bind(("127.0.0.1", 0))
     try:
