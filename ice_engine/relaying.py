@@ -56,6 +56,7 @@ class Relay:
         "answered",
         "backlog",
         "base",
+        "failure",
         "fallbacks",
         "framer",
         "generation",
@@ -101,6 +102,7 @@ class Relay:
         self.fallbacks: list[tuple[Server, tuple[tuple[str, int], ...]]] | None = None
         self.until = allocation.deadline
         self.also: list[Server] | None = None  # other URLs for the same server, sharing it
+        self.failure: tuple[int, str] | None = None  # why it will not relay, once it won't
         self.moves = 0
         # The local port it talks to the server from, named in its errors: the base's,
         # another socket's after a 437, a TCP connection's once it is up; None where the
@@ -313,7 +315,12 @@ class Relaying(Emitting):
         if not over_stream:
             existing = self._relays.get((_udp_key(base) if key is None else key, server_address))
             if existing is not None:
-                if existing.server is not server:  # it waits on this allocation too
+                if existing.server is server:
+                    pass
+                elif existing.failure is not None:  # too late to wait on it: told at once
+                    code, text = existing.failure
+                    self._error(generation, server, base, existing.port, code, text, now)
+                else:  # it waits on this allocation too
                     existing.also = [*(existing.also or ()), server]
                 return existing
         generation.pending[base.transport] += 1
@@ -613,6 +620,7 @@ class Relaying(Emitting):
     def _fail(self, relay: Relay, code: int, text: str, now: float) -> None:
         """The relay will not relay: told as an error to each URL waiting on it, but for
         those tried at another address (`_fall_back`)."""
+        relay.failure = (code, text)
         going_on = self._fall_back(relay, now)
         for server in (relay.server, *(relay.also or ())):
             if server not in going_on:

@@ -537,6 +537,40 @@ def test_one_server_under_two_urls_shares_one_allocation_and_completes() -> None
     assert len(core.allocations) == 1
 
 
+def test_a_url_that_resolves_to_a_failed_allocation_is_told_its_failure() -> None:
+    """A name resolving to the address of another URL's allocation that had already
+    failed (and was being released) joined it silently: the URL ended with neither a
+    candidate nor an error."""
+    core = Gathering(
+        transports=[Transport("0", 0)],
+        servers=[
+            Server(parse_server_url(url), index, "alice", "wonderland")
+            for index, url in enumerate(("turn:198.51.100.10", "turn:turn.lab.test"))
+        ],
+        credentials=Credentials("ufrag001", "p" * 24),
+        nonces=NonceCache(),
+    )
+    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    commands: list[Command] = []
+    while (command := core.next_command()) is not None:
+        commands.append(command)
+    [resolve] = [c for c in commands if isinstance(c, Resolve)]
+    [first] = [c for c in commands if isinstance(c, SendDatagram)]
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    txid = stun.parse(signed.data).transaction_id
+    lifetime = [(Attr.LIFETIME, stun.u32_value(600))]  # granted, but no relayed address
+    grant = stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, txid, lifetime, integrity_key=KEY)
+    assert core.receive_datagram(0.1, 1, grant, TURN)
+    assert core.closing  # released, as it will not relay
+    core.resolved(0.2, resolve.request, [TURN])
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.url for e in errors] == ["turn:198.51.100.10", "turn:turn.lab.test"]
+    assert errors[0].errorCode == errors[1].errorCode == 700
+    assert errors[0].errorText == errors[1].errorText
+    assert core.waiting_for == []
+
+
 def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -> None:
     core, [first] = started(dual=True)
     answer(core, first.data, 0.05, [])
