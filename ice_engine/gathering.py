@@ -548,7 +548,7 @@ class Gathering(Relaying):
                 code, reason = message.error_code() or (600, "error response without a code")
             except stun.StunError:
                 code, reason = 600, "malformed ERROR-CODE"
-            self._probe_failed(probe, code, reason, now)
+            self._probe_failed(probe, code, stun.readable(reason), now)
             return True
         self._done(generation, base.transport, now)
         return True

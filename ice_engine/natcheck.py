@@ -292,7 +292,9 @@ class NatCheck:
         try:
             if message.message_class == stun.MessageClass.ERROR:
                 error = message.error_code()
-                test.error = "error response" if error is None else f"{error[0]} {error[1]}"
+                test.error = (
+                    "error response" if error is None else f"{error[0]} {stun.readable(error[1])}"
+                )
             else:
                 self._read_success(test, message)
         except stun.StunError as problem:

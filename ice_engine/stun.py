@@ -368,6 +368,13 @@ def _attr_name(attr: int) -> str:
         return f"attribute 0x{attr:04x}"
 
 
+def readable(reason: str, limit: int = 200) -> str:
+    """A server's reason phrase as it may be shown: `limit` characters at most, each
+    unprintable one as "?" (RFC 8489 bounds it at 128 characters; a hostile server, or
+    a broken one, need not keep to that, nor leave out control characters)."""
+    return "".join(c if c.isprintable() else "?" for c in reason[:limit])
+
+
 def _decode_error(value: bytes, name: str) -> tuple[int, str]:
     if len(value) < 4:
         raise StunError(f"{name} is shorter than 4 bytes")

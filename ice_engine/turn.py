@@ -778,7 +778,7 @@ class Allocation:
 
     def _clean(self, reason: str) -> str:
         """Server text, bounded and printable, and never echoing the password."""
-        text = "".join(c if c.isprintable() else "?" for c in reason[:200].rstrip("\x00"))
+        text = stun.readable(reason)
         password = self.credentials.password
         return text.replace(password, "***") if password else text
 

@@ -364,6 +364,18 @@ def test_error_response_gives_error_event_with_stun_code() -> None:
     assert net.events[-1].t == pytest.approx(0.05)
 
 
+def test_a_binding_error_s_reason_is_bounded_and_printable() -> None:
+    """As TURN's already were: a server's reason went into errorText raw, terminal
+    escapes and up to 763 bytes of it."""
+    core = make_core(("stun:198.51.100.10",))
+    reason = "\x1b[2J\x07boom" + "a" * 600
+    net = SimNetwork(core, {STUN: StunServer(STUN, error=(500, reason))})
+    net.start(make_bases())
+    net.run()
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.errorText for e in errors] == ["?[2J?boom" + "a" * 191] * 2
+
+
 def test_dns_failure_is_an_error_and_gathering_goes_on() -> None:
     core = make_core(("stun:nowhere.lab.test", "stun:stun.lab.test"))
     bases = make_bases()
