@@ -126,6 +126,7 @@ class TlsStreamProtocol(StreamProtocol):
         )
         self._handshaken = False
         self._session_wanted = True  # until this connection's session is kept
+        self._failure: ssl.SSLError | None = None  # what made us drop the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -164,8 +165,14 @@ class TlsStreamProtocol(StreamProtocol):
             if not self.ready.done():
                 self.ready.set_exception(error)
             elif self.transport is not None:
+                self._failure = error
                 self.transport.abort()
         self._flush()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        # abort() reports no error of its own: the TLS one is what ended the connection
+        # ("TURN connection failed: ... bad record mac"), not the server's closing it.
+        super().connection_lost(exc or self._failure)
 
     def _keep_session_soon(self) -> None:
         """Reading the session costs ~0.3 ms: do it once our Finished and first request,

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import ssl
+import subprocess
+import threading
 from collections.abc import AsyncIterator, Coroutine, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ice_engine.commands import OpenStream
-from ice_engine.streams import StreamSet
+from ice_engine.streams import StreamSet, TlsStreamProtocol
 
 SERVER = ("127.0.0.1", 3478)
 
@@ -163,3 +169,64 @@ async def test_abort_drops_every_stream_unreported(
     await asyncio.sleep(0.01)
     assert [end.recv(100) for end in servers] == [b"", b""]
     assert sorted(heard.told) == [("connected", 7, None), ("connected", 8, None)]
+
+
+# -- TLS ------------------------------------------------------------------------------
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for `turn.test`, made with the openssl CLI."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("the openssl CLI is not installed (apt-get install openssl)")
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    new_key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+    subject = ["-subj", "/CN=turn.test", "-addext", "subjectAltName=DNS:turn.test"]
+    files = ["-keyout", str(key), "-out", str(cert), "-days", "1"]
+    subprocess.run(
+        [openssl, "req", "-x509", *new_key, *subject, *files],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+async def test_a_tls_error_after_the_handshake_is_reported_as_one(tmp_path: Path) -> None:
+    """A record that fails to decrypt once the connection is up: the connection was
+    aborted, and its end reported as the server's closing it."""
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    listener = socket.create_server(("127.0.0.1", 0))
+    done = threading.Event()
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with server_context.wrap_socket(connection, server_side=True) as tls:
+            raw = socket.socket(fileno=os.dup(tls.fileno()))  # under TLS: a bad record
+            with raw:
+                raw.sendall(b"\x17\x03\x03\x00\x20" + bytes(32))  # application data, bad MAC
+                done.wait(10)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    loop = asyncio.get_running_loop()
+    ended: asyncio.Future[Exception | None] = loop.create_future()
+    try:
+        await loop.create_connection(
+            lambda: TlsStreamProtocol(
+                1,
+                lambda stream, data: None,
+                lambda stream, error: ended.set_result(error),
+                ssl.create_default_context(cafile=cert),
+                listener.getsockname(),
+                "turn.test",
+            ),
+            *listener.getsockname(),
+        )
+        error = await asyncio.wait_for(ended, 10)
+    finally:
+        done.set()
+        thread.join()
+        listener.close()
+    assert isinstance(error, ssl.SSLError), error
