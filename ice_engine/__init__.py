@@ -9,7 +9,7 @@ from . import compiled  # noqa: F401, I001
 from .candidate import Candidate, CandidateError
 from .config import IceServer
 from .credentials import Credentials
-from .driver import DatagramHandler, Gatherer, RelayedHandler
+from .driver import DatagramHandler, Gatherer, RelayedHandler, RelayFailureHandler
 from .events import (
     CandidateRemovedEvent,
     Event,
@@ -40,6 +40,7 @@ __all__ = [
     "IceServer",
     "InvalidServerUrl",
     "IpHandling",
+    "RelayFailureHandler",
     "RelayedHandler",
     "ServerUrl",
     "Timing",

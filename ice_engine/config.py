@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .gathering import Server
+from .model import Server
 from .urls import InvalidServerUrl, parse_server_url
 
 __all__ = ["IceServer", "servers_from_config"]

@@ -28,7 +28,7 @@ from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram
 from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
 from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
-from .gathering import Base, Gathering, Transport
+from .gathering import Gathering
 from .interfaces import (
     AddressFilter,
     IpHandling,
@@ -36,6 +36,7 @@ from .interfaces import (
     default_route_addresses,
     local_addresses,
 )
+from .model import Base, Transport
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
@@ -63,9 +64,6 @@ RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
-#: sendto() errors that lose one datagram, as a network may: retransmission covers them.
-#: Any other (no route, a destination refused or invalid) fails the server at once.
-_TRANSIENT = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS, errno.ENOMEM})
 _OTHER_LOOP = (
     "this Gatherer runs on another event loop, the one it first gathered on "
     "(its sockets and timer live there): make a Gatherer per loop"
@@ -402,7 +400,7 @@ class Gatherer:
             sock.sendto(data, peer)
         except OSError as error:
             failure: OSError | None = error
-            if error.errno not in _TRANSIENT:
+            if error.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
                 failure = self._send_again(key, sock, data, peer)
                 self._service()  # the ICMP errors read meanwhile fail their servers
             if failure is None:
@@ -987,10 +985,10 @@ class Gatherer:
         may (retransmission follows); a hard one (no route, a destination refused or
         invalid) fails its server now with the reason, as an ICMP error does, rather
         than at the deadline."""
-        if error.errno in _TRANSIENT:
+        if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
             return
         failure = self._send_again(command.base_key, sock, command.data, command.address)
-        if failure is not None and failure.errno not in _TRANSIENT:
+        if failure is not None and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
             cause = f"sending failed: {failure.strerror or failure}"
             self._core.unreachable(self._now(), command.base_key, command.address, cause)
 

@@ -191,7 +191,9 @@ class IceCandidateErrorEvent:
 
     `address`/`port` are the local end the server was asked from: the base, the socket a
     437 moved an allocation to, a TURN TCP/TLS connection's own port (port None if it
-    never came up); both None when no base was involved, as for a DNS failure.
+    never came up, or where the core is not told it); both None when no base was
+    involved (a DNS failure), and where no candidate shows the base's address: relay-only,
+    RFC 8828 mode 3, mDNS.
     `errorCode` is the STUN error code, or 701 when the server was not reached; 700 for
     a success without the address it should carry, 600 for an error response without a
     readable ERROR-CODE.

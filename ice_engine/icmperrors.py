@@ -16,7 +16,13 @@ import struct
 import sys
 from typing import Any
 
-__all__ = ["enable", "read"]
+__all__ = ["TRANSIENT_SEND_ERRORS", "enable", "read"]
+
+#: sendto() errors that lose one datagram, as a network may: retransmission covers them.
+#: Any other (no route, a destination refused or invalid) fails what was sent at once.
+TRANSIENT_SEND_ERRORS = frozenset(
+    {errno.EAGAIN, errno.EWOULDBLOCK, errno.EINTR, errno.ENOBUFS, errno.ENOMEM}
+)
 
 _RECVERR: dict[int, tuple[int, int]] = {
     socket.AF_INET: (socket.IPPROTO_IP, 11),

@@ -39,7 +39,8 @@ class Server:
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Base:
-    """A bound local UDP socket: the base of its host candidate and of those learnt through it.
+    """A bound local socket (UDP, or an RFC 6544 listener): the base of its host
+    candidate(s) and of those learnt through it.
 
     `key` is the driver's handle for the socket; `rank` is its address's place in the
     RFC 8421 order (0 is the most preferred).

@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import ipaddress
 import math
 import socket
@@ -717,7 +716,7 @@ async def _drive(
             try:
                 sock.sendto(datagram.data, datagram.address)
             except OSError as error:
-                if error.errno in (errno.EAGAIN, errno.ENOBUFS, errno.EINTR):
+                if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
                     continue  # a full buffer: as if lost, the retransmission goes later
                 send(check.send_failed(datagram, describe(error), loop.time()))
 

@@ -85,7 +85,7 @@ _hubs: dict[asyncio.AbstractEventLoop, SocketHub] = {}
 
 
 def hub_for(loop: asyncio.AbstractEventLoop) -> SocketHub:
-    """The loop's hub (loops are few: a hub per loop is kept for the process's life).
+    """The loop's hub, kept while its loop may use it (past 64 loops, idle hubs go).
 
     RuntimeError for a loop that cannot watch sockets, such as Windows' proactor loop.
     """
