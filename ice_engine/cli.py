@@ -109,20 +109,22 @@ class _Version(argparse.Action):
         parser.exit()
 
 
-class _Parser(argparse.ArgumentParser):
+class UsageParser(argparse.ArgumentParser):
+    """Its errors raise UsageError, told as one line and exit 2, not argparse's usage."""
+
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
+    parser = UsageParser(
         prog="ice-engine",
         description="Gather ICE candidates (host, srflx, relay) and stream them as they come.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action=_Version)
-    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", parser_class=UsageParser)
     gather = commands.add_parser(
         "gather",
         help="gather candidates and print them as they arrive",

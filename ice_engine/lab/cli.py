@@ -5,14 +5,15 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ice_engine.cli import UsageError, UsageParser
 from ice_engine.lab.availability import LabError, lab_unavailable_reason
 from ice_engine.lab.lab import Lab
 from ice_engine.lab.topology import CA_CERT_FILE, CLIENT_NS, MAX_DELAY_MS
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ice-engine lab", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = UsageParser(prog="ice-engine lab", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=UsageParser)
     up = commands.add_parser(
         "up", help="build the lab (or reuse a healthy one) and keep it up after test runs"
     )
@@ -25,7 +26,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     try:
         args = _parser().parse_args(argv)
-    except SystemExit as exc:  # argparse already printed the usage error
+    except UsageError as error:
+        print(f"ice-engine lab: {error}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help
         return 0 if exc.code == 0 else 2
     reason = lab_unavailable_reason()
     if reason is not None:

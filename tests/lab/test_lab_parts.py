@@ -45,10 +45,21 @@ def test_cli_says_why_and_returns_2_when_unavailable(
     assert err.strip() == "ice-engine lab: the network lab needs root"
 
 
-def test_cli_rejects_unknown_commands(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["sideways"]) == 2
-    assert cli.main([]) == 2
-    capsys.readouterr()
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["sideways"], "argument command: invalid choice: 'sideways'"),
+        ([], "the following arguments are required: command"),
+        (["up", "--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_cli_rejects_bad_input_in_one_line(
+    argv: list[str], error: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As docs/lab.md says, and as the other commands do: argparse's usage line came first."""
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"ice-engine lab: {error}") and err.count("\n") == 1, err
 
 
 @pytest.mark.parametrize("delay", ["-5", "1e9", "nan"])
