@@ -328,7 +328,9 @@ def _check_delay(delay_ms: float) -> None:
 def lab_session(delay_ms: float | None = None) -> Iterator[Lab]:
     """The lab, up for the block, shared with any other live session.
 
-    ``delay_ms`` None leaves the delay of a lab already up as it is (0 when built here).
+    ``delay_ms`` None leaves the delay of a lab already up as it is (0 when built here);
+    a session that changes it puts the delay it found back when it leaves a lab that
+    stays up (`ice-engine demo` left a pinned lab at 25 ms).
 
     At the end it is taken down only by the last session out, and never if pinned by
     ``ice-engine lab up``: concurrent test runs on one machine never pull it out from
@@ -337,6 +339,7 @@ def lab_session(delay_ms: float | None = None) -> Iterator[Lab]:
     lab = Lab()
     with machine_lock.held():
         lease = leases.acquire()
+    found = lab.delay_ms
     try:
         lab.up(delay_ms)
         yield lab
@@ -345,3 +348,5 @@ def lab_session(delay_ms: float | None = None) -> Iterator[Lab]:
             leases.release(lease)
             if not leases.pinned() and not leases.other_sessions():
                 lab.down()
+            elif found is not None and lab.delay_ms not in (None, found):
+                lab._apply_delay(found)

@@ -45,6 +45,7 @@ from ice_engine.lab import (
     V4ONLY_HOST,
     Lab,
     cli,
+    lab_session,
     leases,
 )
 from ice_engine.lab.netns import netns_exists
@@ -112,6 +113,15 @@ def test_delay_link_adds_the_configured_round_trip(lab: Lab) -> None:
     undelayed = client(lab, "binding", SERVER_IPV4, STUN_PORT, "--count", 5)["rtt_ms"]
     assert 50 <= min(delayed) < 80  # two 25 ms crossings; coarse upper bound for slow CI
     assert min(undelayed) < 25
+
+
+def test_a_session_that_changes_the_delay_puts_it_back(lab: Lab) -> None:
+    """`ice-engine demo` (lab_session(25)) left a lab it had joined at 25 ms."""
+    skip_if_shared()
+    assert lab.delay_ms == 0
+    with lab_session(delay_ms=7) as joined:
+        assert joined.delay_ms == 7
+    assert lab.delay_ms == 0  # the fixture's session keeps the lab up
 
 
 @pytest.mark.parametrize(
