@@ -25,6 +25,8 @@ SRV_RECORDS = (
     # A primary that never answers, and a backup (RFC 2782: lower priority, used after).
     (f"_turn._udp.{t.BACKUP_DOMAIN}", t.DEAD_HOST, t.STUN_PORT, 0),
     (f"_turn._udp.{t.BACKUP_DOMAIN}", t.TURN_HOST, t.STUN_PORT, 1),
+    (f"_stun._udp.{t.BACKUP_DOMAIN}", t.DEAD_HOST, t.STUN_PORT, 0),
+    (f"_stun._udp.{t.BACKUP_DOMAIN}", t.STUN_HOST, t.STUN_PORT, 1),
 )
 
 HOST_RECORDS = (

@@ -91,7 +91,7 @@ TURN_HOST = "turn.lab.test"  # A + AAAA
 V4ONLY_HOST = "v4only.lab.test"  # A only
 DEAD_HOST = "dead.lab.test"  # A -> DEAD_IPV4
 SRV_ONLY_DOMAIN = "srv.lab.test"  # no A/AAAA: only _stun._udp SRV -> STUN_ALT_PORT
-BACKUP_DOMAIN = "backup.lab.test"  # no A/AAAA: _turn._udp SRV, DEAD_HOST first, then TURN_HOST
+BACKUP_DOMAIN = "backup.lab.test"  # no A/AAAA: _turn/_stun._udp SRV, DEAD_HOST first, then ours
 TLS_SAN_DNS = (TURN_HOST, STUN_HOST)
 TLS_SAN_IP = (SERVER_IPV4, SERVER_IPV6)
 

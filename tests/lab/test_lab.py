@@ -144,6 +144,11 @@ def test_a_session_that_changes_the_delay_puts_it_back(lab: Lab) -> None:
             "SRV",
             ["0 10 3478 dead.lab.test.", "1 10 3478 turn.lab.test."],
         ),
+        (
+            f"_stun._udp.{BACKUP_DOMAIN}",
+            "SRV",
+            ["0 10 3478 dead.lab.test.", "1 10 3478 stun.lab.test."],
+        ),
     ],
 )
 def test_dns_answers_in_the_client_namespace(

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 
 from ice_engine.lab import (
+    BACKUP_DOMAIN,
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
     CLIENT_IPV6,
@@ -212,9 +213,10 @@ def test_an_address_that_does_not_answer_gives_way_to_the_next(
     lab: Lab, tmp_path: Path, first: str, why: str
 ) -> None:
     """A name whose first address is dead (a round-robin name, an SRV primary) failed
-    the check: only the first address was tried. The lab's DNS has no such stun: name,
-    so a hosts file gives it: the dead address first, then coturn's. The tests after
-    test I go to coturn, and behind the NAT as ever."""
+    the check: only the first address was tried. A hosts file gives such a name: the
+    silent or ICMP-answering address first, then coturn's (for the SRV backup in the
+    lab's DNS, see the next test). The tests after test I go to coturn, and behind the
+    NAT as ever."""
     name = "natbackup.lab.test"
     hosts = tmp_path / "hosts"
     hosts.write_text(f"{first} {name}\n{SERVER_IPV4} {name}\n")
@@ -230,6 +232,16 @@ def test_an_address_that_does_not_answer_gives_way_to_the_next(
     assert report["notes"] == [
         f"No answer from {first}:{STUN_PORT}{':' if 'ICMP' in why else ''} {why}, "
         "so the next address was tried."
+    ]
+
+
+def test_an_srv_primary_that_never_answers_gives_way_to_the_backup(lab: Lab) -> None:
+    """_stun._udp.backup.lab.test: priority 0 is the dead address, priority 1 coturn."""
+    report = nat_json(lab, "--server", f"stun:{BACKUP_DOMAIN}")
+    assert report["server"] == f"{SERVER_IPV4}:{STUN_PORT}"
+    assert report["mapping"] == "endpoint-independent"
+    assert report["notes"] == [
+        f"No answer from {DEAD_IPV4}:{STUN_PORT} within 1 s, so the next address was tried."
     ]
 
 

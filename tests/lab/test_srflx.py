@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from ice_engine.lab import (
+    BACKUP_DOMAIN,
     CLIENT_IPV4_A,
     CLIENT_IPV4_B,
     CLIENT_IPV6,
@@ -99,6 +100,19 @@ def test_srv_gives_the_server_and_its_port(lab: Lab) -> None:
     assert not errors(events), errors(events)
     assert len(candidates(events, "srflx")) == 2
     assert lab.dns_query_count(f"_stun._udp.{SRV_ONLY_DOMAIN}", "SRV") >= 1
+
+
+def test_an_srv_backup_is_asked_only_when_the_primary_never_answers(lab: Lab) -> None:
+    """_stun._udp.backup.lab.test: priority 0 is a dead address (IPv4 only), priority 1
+    stun.lab.test. The IPv4 bases ask the backup once the primary's share of the 2 s
+    deadline (half) has passed, and `complete` comes with their srflx: no error, and no
+    wait for the whole deadline (every address was asked at once: a 701 per IPv4 base
+    from the dead one, and `complete` at 2 s)."""
+    events = gather(lab, "--ice-server", f"stun:{BACKUP_DOMAIN}")
+    assert not errors(events), errors(events)
+    srflx = candidates(events, "srflx")
+    assert len(srflx) == 2 and all(0.9 < c["t"] < 1.9 for c in srflx), srflx
+    assert events[-1]["candidate"] is None and events[-1]["t"] < 1.9
 
 
 def test_an_unknown_name_is_an_error_and_gathering_goes_on(lab: Lab) -> None:
