@@ -411,7 +411,9 @@ class Gatherer:
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
-        cannot trickle. With `mid`, only that transport's.
+        cannot trickle. With `mid`, only that transport's, for its m-line; without, every
+        transport's and one end line after them all, which suits one m-line (or BUNDLE)
+        only: with several, ask for each mid.
 
         Of the current generation: complete means its transports are, not the aggregate
         state, which a restart leaves `complete` until the new generation starts (as a
