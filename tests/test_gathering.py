@@ -320,6 +320,45 @@ def test_an_icmp_error_moves_on_to_the_next_address_at_once() -> None:
     assert _srflx_times(net.events) == [pytest.approx(0.06)] * 2
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    alive=st.lists(st.booleans(), min_size=1, max_size=4),
+    rtt=st.floats(0.002, 0.4),
+    duplicate=st.booleans(),
+)
+def test_a_stun_name_s_addresses_are_tried_in_turn_until_one_maps(
+    alive: list[bool], rtt: float, duplicate: bool
+) -> None:
+    """Whichever of a STUN name's addresses answer (round trip up to 0.4 s): gathering
+    completes by the deadline, with a srflx per IPv4 base and no error if an address
+    within reach of its share answers, else an error per base; addresses are asked in
+    order, one at a time, none after the first that answered."""
+    addresses = [(f"198.51.100.{10 + i}", 3478) for i in range(len(alive))]
+    core = make_core(("stun:stun.lab.test",), timing=Timing(server_deadline=2.0))
+    bases = make_bases()
+    servers = {
+        a: StunServer(a, nat_for(bases)) for a, up in zip(addresses, alive, strict=True) if up
+    }
+    dns = {"stun.lab.test": addresses + addresses[:1] * duplicate}
+    net = SimNetwork(core, servers, dns=dns, delay=rtt / 2)
+    net.start(bases)
+    net.run()
+    assert core.state is GatheringState.COMPLETE and net.events[-1].t <= 2.0 + 1e-9
+    srflx = [e.candidate for e in net.events if isinstance(e, IceCandidateEvent) and e.candidate]
+    srflx = [c for c in srflx if c.type == "srflx"]
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    for base in (b for b in bases if b.family == socket.AF_INET):
+        asked = list(dict.fromkeys(s.address for s in net.sent if s.base_key == base.key))
+        assert asked == addresses[: len(asked)]  # in order, each once in turn
+        mapped = [c for c in srflx if c.relatedPort == base.port]
+        failed = [e for e in errors if (e.address, e.port) == (base.address, base.port)]
+        assert len(mapped) + len(failed) == 1, (mapped, failed)
+        if mapped:
+            assert asked[-1] == addresses[alive.index(True)]  # none after it
+        else:
+            assert failed[0].errorCode == 701
+
+
 def test_an_error_response_is_an_answer_the_next_address_is_not_asked() -> None:
     """As for TURN: a server that answers, even with an error, is there; its error is
     the server's, reported, and the backup is not asked."""
