@@ -21,11 +21,12 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
+from .events import Event
 from .liveview import LiveView, PlainView, printable
 from .transaction import Timing
 from .urls import hostport
@@ -359,7 +360,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
             for generation in range(args.generations):
                 if generation:
                     await gatherer.restart()
-                async for event in gatherer.gather():
+                async for event in _gathered(gatherer):
                     out.write(json.dumps(event.to_json()) + "\n")
                     out.flush()
         return 0
@@ -379,7 +380,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
                         if generation:
                             await gatherer.restart()
                             view.restart(gatherer.generation, gatherer.credentials.ufrag)
-                        async for event in gatherer.gather():
+                        async for event in _gathered(gatherer):
                             view.add(event)
                 except asyncio.CancelledError:
                     waiting = gatherer.waiting_for  # before closing forgets them
@@ -391,6 +392,17 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
             ticker.cancel()
         view.finish(time.monotonic() - started)
     return 0
+
+
+async def _gathered(gatherer: Gatherer) -> AsyncIterator[Event]:
+    """A generation's events, with a warning on stderr when `--mdns` has had to leave the
+    host candidates out (the library says so only when asked)."""
+    told = gatherer.mdns_unavailable is not None  # by an earlier generation
+    async for event in gatherer.gather():
+        if not told and gatherer.mdns_unavailable is not None:
+            told = True
+            _warn(f"--mdns: host candidates left out: {gatherer.mdns_unavailable}")
+        yield event
 
 
 def _end_on_signals(stopped_by: list[int]) -> None:

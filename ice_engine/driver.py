@@ -43,7 +43,7 @@ from .sdp import candidate_lines
 from .sharedport import Route, SharedSocket
 from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
-from .streams import StreamSet
+from .streams import StreamSet, describe
 from .transaction import RttTable, Timing
 from .turn import CLOSE_TIMEOUT, PERMISSION_DEADLINE, Allocation, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
@@ -142,6 +142,7 @@ class Gatherer:
         "_loop",
         "_mdns",
         "_mdns_names",
+        "_mdns_unavailable",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
@@ -251,6 +252,7 @@ class Gatherer:
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
+        self._mdns_unavailable: str | None = None
         self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
         self._shared_routes: dict[int, Route] | None = None  # see _shared_route
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
@@ -315,6 +317,13 @@ class Gatherer:
         """The current generation's candidates so far, less those gone since (an address
         removed, a relay whose allocation was lost)."""
         return self._core.candidates
+
+    @property
+    def mdns_unavailable(self) -> str | None:
+        """Why host candidates are left out under `mdns=True` (UDP port 5353 could not
+        be bound: another responder holds it), rather than shown with their addresses;
+        None while mDNS works, or was not asked for. Known once gathering has begun."""
+        return self._mdns_unavailable
 
     @property
     def allocations(self) -> list[Allocation]:
@@ -871,8 +880,9 @@ class Gatherer:
 
         try:
             responder = await shared_responder().acquire()
-        except OSError:
+        except OSError as error:
             self._core.hide_host = True
+            self._mdns_unavailable = f"cannot bind UDP port 5353: {describe(error)}"
             return
         if self._closed or self._responder is not None:
             # close() ran while we waited (it had no responder to release), or another

@@ -52,3 +52,34 @@ def test_host_candidates_carry_names_that_resolve(lab: Lab) -> None:
     ipv4 = {v for v in outcome["resolved"].values() if "." in v and ":" not in v}
     assert CLIENT_IPV4_A in ipv4  # the name answers with the address it stands for
     assert sorted(c[1] for c in hosts) == outcome["again"]  # one name per address, kept
+
+
+TAKEN = """
+import json, socket, subprocess, sys
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as holder:
+    holder.bind(("0.0.0.0", 5353))  # another responder's, as avahi's would be
+    argv = [sys.executable, "-m", "ice_engine", "gather", "--json", "--mdns",
+            "--ice-server", "stun:{server}"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=20)
+print(json.dumps({{"rc": run.returncode, "out": run.stdout, "err": run.stderr}}))
+"""
+
+
+def test_the_cli_says_why_host_candidates_are_left_out(lab: Lab) -> None:
+    """With port 5353 taken, host candidates are left out rather than shown with their
+    addresses, as documented; the CLI said nothing of it, so a run looked host-less."""
+    result = lab.run_python(TAKEN.format(server=SERVER_IPV4), timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    run = json.loads(result.stdout)
+    assert run["rc"] == 0
+    assert run["err"] == (
+        "ice-engine: warning: --mdns: host candidates left out: "
+        "cannot bind UDP port 5353: address already in use\n"
+    )
+    lines = [json.loads(line) for line in run["out"].splitlines()]
+    types = [
+        e["candidate"]["candidate"].split()[7]
+        for e in lines
+        if e.get("candidate") and e["candidate"]["candidate"]
+    ]
+    assert types == ["srflx", "srflx"]
