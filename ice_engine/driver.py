@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import errno
 import functools
-import math
 import socket
 import ssl
 import sys
@@ -45,7 +44,7 @@ from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet, describe
 from .transaction import RttTable, Timing
-from .turn import CLOSE_TIMEOUT, PERMISSION_DEADLINE, Allocation, NonceCache, RequestFailed
+from .turn import CLOSE_TIMEOUT, Allocation, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
 
 if TYPE_CHECKING:
@@ -147,7 +146,6 @@ class Gatherer:
         "_on_fd",
         "_on_relay_failure",
         "_on_relayed",
-        "_permits_asked",
         "_pool_size",
         "_pooled_tcp_bases",
         "_resolver",
@@ -244,7 +242,6 @@ class Gatherer:
         self._on_datagram = on_datagram
         self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
         self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
-        self._permits_asked: dict[Allocation, dict[str, float]] = {}  # peer IP -> asked at
         self._tcp_candidates = tcp_candidates
         self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
         self._pooled_tcp_bases: dict[int, dict[int, str]] = {}  # the same, per pooled generation
@@ -377,18 +374,8 @@ class Gatherer:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:
                 raise ValueError(f"no live allocation for {local.candidate!r}")
-            asked = self._permits_asked.get(allocation)
-            if asked is None:  # a new allocation: forget those gone (restarts, expiry)
-                live = self._core.allocations
-                self._permits_asked = {a: p for a, p in self._permits_asked.items() if a in live}
-                asked = self._permits_asked[allocation] = {}
-            if peer[0] not in allocation.permissions:
-                now = self._now()
-                # Asked again once the last request has had its time: it may have failed.
-                if now >= asked.get(peer[0], -math.inf) + PERMISSION_DEADLINE:
-                    asked[peer[0]] = now
-                    self.relay_permit(allocation, [peer])
-            self.relay_send(allocation, peer, data)
+            self._core.relay_send(self._now(), allocation, peer, data, permit=True)
+            self._service()
             return
         base = local.base
         if base is None:  # a copy (IceCandidate.from_json): the current generation's line?

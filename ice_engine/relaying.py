@@ -269,10 +269,19 @@ class Relaying(Emitting):
         self._flush(relay, now)
 
     def relay_send(
-        self, now: float, allocation: Allocation, peer: tuple[str, int], data: bytes
+        self,
+        now: float,
+        allocation: Allocation,
+        peer: tuple[str, int],
+        data: bytes,
+        permit: bool = False,
     ) -> None:
-        """Send `data` to `peer` through the allocation (a permission must be installed)."""
+        """Send `data` to `peer` through the allocation: a permission must be installed,
+        or with `permit`, is asked for first (`Allocation.permit_on_first_use`)."""
         relay = self._relay_of(allocation)
+        if permit:
+            allocation.permit_on_first_use(peer, now)
+            self._flush(relay, now)
         wire = allocation.wrap_send(peer, data)
         if relay.stream is None:
             self._commands.append(SendDatagram(relay.key, wire, relay.server_address))

@@ -224,6 +224,7 @@ class Allocation:
         self.refresh_at: float | None = None
         self.permissions: set[str] = set()
         self.channels: dict[tuple[str, int], int] = {}
+        self._permits_asked: dict[str, float] | None = None  # by `permit_on_first_use`
         # When to renew what the server would otherwise forget (RFC 8656 §9, §12):
         # permissions after 4 of their 5 minutes, channels after 9 of their 10.
         self._permission_renewals: dict[tuple[str, int], float] = {}
@@ -408,6 +409,19 @@ class Allocation:
             self._check_family(peer)
         deadline = now + PERMISSION_DEADLINE
         self._send("permission", Method.CREATE_PERMISSION, [], now, deadline, peers=tuple(peers))
+
+    def permit_on_first_use(self, peer: tuple[str, int], now: float) -> None:
+        """Ask for the peer's permission, unless it is installed or was asked for less
+        than `PERMISSION_DEADLINE` ago (a request that failed is asked again, but not at
+        every datagram): the server drops data to a peer it does not permit (RFC 8656 §9)."""
+        if peer[0] in self.permissions:
+            return
+        if self._permits_asked is None:
+            self._permits_asked = {}
+        if now < self._permits_asked.get(peer[0], -math.inf) + PERMISSION_DEADLINE:
+            return
+        self._permits_asked[peer[0]] = now
+        self.create_permission([peer], now)
 
     def channel_bind(self, peer: tuple[str, int], channel: int, now: float) -> None:
         self._require_allocated()

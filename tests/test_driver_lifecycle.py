@@ -18,7 +18,7 @@ import pytest
 
 import ice_engine.driver as driver
 import ice_engine.mdns as mdns
-from ice_engine import Candidate, Gatherer, IceCandidate, IceServer
+from ice_engine import Gatherer, IceCandidate, IceServer
 from ice_engine.events import Event
 from ice_engine.gathering import Gathering
 from ice_engine.interfaces import LocalAddress
@@ -310,34 +310,6 @@ def _free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
-
-
-async def test_send_through_a_relay_asks_again_for_a_permission_never_granted(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """A CreatePermission that failed (403, or lost past its deadline) is asked again."""
-
-    class Allocation:
-        def __init__(self) -> None:
-            self.permissions: set[str] = set()  # never granted
-
-    allocation = Allocation()
-    asked: list[list[tuple[str, int]]] = []
-    monkeypatch.setattr(driver, "PERMISSION_DEADLINE", 0.05)
-    monkeypatch.setattr(Gathering, "allocation_for", lambda self, relayed: allocation)
-    monkeypatch.setattr(Gathering, "allocations", property(lambda self: [allocation]))
-    monkeypatch.setattr(Gatherer, "relay_permit", lambda self, a, peers: asked.append(peers))
-    monkeypatch.setattr(Gatherer, "relay_send", lambda self, a, peer, data: None)
-    line = "candidate:1 1 udp 41885439 198.51.100.10 50000 typ relay raddr 0.0.0.0 rport 0"
-    relay = IceCandidate(line, "0", 0, "abcd", Candidate.parse(line))
-    peer = ("203.0.113.9", 4000)
-    async with Gatherer() as gatherer:
-        gatherer.send(relay, peer, b"one")
-        gatherer.send(relay, peer, b"two")  # the request is still in flight: not again
-        assert asked == [[peer]]
-        await asyncio.sleep(0.1)
-        gatherer.send(relay, peer, b"three")  # it has had its time and no permission came
-        assert asked == [[peer], [peer]]
 
 
 def test_network_ids_stay_with_their_interface_as_others_come_and_go() -> None:

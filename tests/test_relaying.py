@@ -15,7 +15,7 @@ from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, Ice
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
-from ice_engine.turn import Allocation, NonceCache, RequestFailed
+from ice_engine.turn import PERMISSION_DEADLINE, Allocation, NonceCache, RequestFailed
 from ice_engine.urls import parse_server_url
 
 TURN = ("198.51.100.10", 3478)
@@ -606,6 +606,29 @@ def test_dual_stack_relays_have_distinct_priorities() -> None:
     assert {c.address for c in relays} == {"198.51.100.10", "2001:db8:b::10"}
     priorities = [c.priority for c in core.candidates]
     assert len(set(priorities)) == len(priorities)
+
+
+def test_a_send_asks_for_the_peer_s_permission_on_first_use_only() -> None:
+    """What `Gatherer.send` does for a relay candidate, in the core (it was the driver's
+    state): a CreatePermission before the first datagram to a new peer's IP, none while
+    it is asked or installed, again once a request has had its time unanswered."""
+    core, allocation = allocated()
+    peer, same_ip = ("198.51.100.11", 40000), ("198.51.100.11", 40001)
+
+    def methods(now: float, to: tuple[str, int]) -> list[Method]:
+        core.relay_send(now, allocation, to, b"x", permit=True)
+        return [stun.parse(sent.data).method for sent in drain(core)]
+
+    assert methods(0.2, peer) == [Method.CREATE_PERMISSION, Method.SEND]
+    assert methods(0.3, same_ip) == [Method.SEND]  # one permission per IP, being asked
+    later = 0.2 + PERMISSION_DEADLINE
+    core.handle_timer(later)  # the request gives up, unanswered
+    drain(core)
+    list(iter(core.next_event, None))
+    assert methods(later, peer) == [Method.CREATE_PERMISSION, Method.SEND]
+    allocation.permissions.add(peer[0])  # as a success installs it
+    assert methods(later + 10, peer) == [Method.SEND]
+    assert methods(later + 10, ("198.51.100.11", 1)) == [Method.SEND]
 
 
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
