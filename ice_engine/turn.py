@@ -13,6 +13,7 @@ import math
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from . import stun
 from .stun import Attr, MessageClass, Method
@@ -24,6 +25,7 @@ __all__ = [
     "Allocation",
     "AllocationExpired",
     "AllocationFailed",
+    "AllocationState",
     "NonceCache",
     "NonceEntry",
     "Refreshed",
@@ -33,6 +35,8 @@ __all__ = [
 ]
 
 TIMED_OUT = 701
+#: An allocation's life (see `Allocation`); a Literal, so that mypy catches a misspelt one.
+AllocationState = Literal["new", "allocating", "allocated", "closing", "closed", "failed"]
 CLOSE_TIMEOUT = 1.0  # deallocation is a courtesy: never hold a shutdown longer than this
 PERMISSION_DEADLINE = 5.0
 PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
@@ -217,7 +221,7 @@ class Allocation:
         self.family = family
         self.additional_family = additional_family
         self.lifetime = lifetime
-        self.state = "new"
+        self.state: AllocationState = "new"
         self.relayed: list[tuple[str, int]] = []
         self.mapped: tuple[str, int] | None = None
         self.expires_at: float | None = None
@@ -667,29 +671,30 @@ class Allocation:
         reason = self._clean(reason)
         if request.kind == "allocate":
             self._fail(code, f"TURN allocate failed: {code} {reason}".rstrip())
-        elif request.kind == "refresh":
+        else:
+            self._request_failed(request, code, reason, now)
+
+    def _timed_out(self, transaction_id: bytes, request: _Request, now: float) -> None:
+        if request.kind != "allocate":
+            self._request_failed(request, TIMED_OUT, "timed out", now)
+            return
+        reason = "TURN allocate request timed out."
+        if request.key is None:
+            self._fail(TIMED_OUT, reason)
+        else:  # a signed one may yet be granted, only late (a long RTT, a lost answer)
+            self._fail_granted(TIMED_OUT, reason, now, {transaction_id: request})
+
+    def _request_failed(self, request: _Request, code: int, reason: str, now: float) -> None:
+        """A request other than an Allocate refused or unanswered: a lost refresh is a
+        lost allocation, a lost deallocation an ended one; a permission or channel is
+        tried again while it lasts (`_renewal_failed`), and the failure told."""
+        if request.kind == "refresh":
             self._expire()
         elif request.kind == "close":
             self._finish_close()
         else:
             self._renewal_failed(request, now)
             self._events.append(RequestFailed(request.method.name, code, reason, request.peers))
-
-    def _timed_out(self, transaction_id: bytes, request: _Request, now: float) -> None:
-        if request.kind == "allocate":
-            reason = "TURN allocate request timed out."
-            if request.key is None:
-                self._fail(TIMED_OUT, reason)
-            else:  # a signed one may yet be granted, only late (a long RTT, a lost answer)
-                self._fail_granted(TIMED_OUT, reason, now, {transaction_id: request})
-        elif request.kind == "refresh":
-            self._expire()
-        elif request.kind == "close":
-            self._finish_close()
-        else:
-            self._renewal_failed(request, now)
-            failed = RequestFailed(request.method.name, TIMED_OUT, "timed out", request.peers)
-            self._events.append(failed)
 
     def _renewal_failed(self, request: _Request, now: float) -> None:
         """Try a failed renewal again while what it renews lasts on the server; after
