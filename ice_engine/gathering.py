@@ -317,11 +317,7 @@ class Gathering(Relaying):
         if generation.held is None:
             self._released = generation.number
         self._set_state(generation, GatheringState.GATHERING, now)
-        if not (self.relay_only or self.hide_host):
-            for base in generation.bases:
-                self._add_host(generation, base, now)
-            for base in tcp_bases:
-                self._add_tcp_hosts(generation, base, now)
+        self._add_hosts(generation, bases, tcp_bases, now)
         for server in self.servers:
             url = server.url
             if self.relay_only and not url.is_turn:
@@ -435,7 +431,7 @@ class Gathering(Relaying):
         """Ask one server from one base, at the first of its addresses of the base's family
         that answers (a TURN server's allocation, a STUN server's mapping)."""
         ipv6 = base.family == socket.AF_INET6
-        usable = [address for address in addresses if (":" in address[0]) == ipv6]
+        usable = [address for address in dict.fromkeys(addresses) if (":" in address[0]) == ipv6]
         if usable and _link_local(base.address):  # (only with link_local=True)
             # Its datagrams never leave the link, so a server beyond it is not asked
             # (nor reported unreachable), as libwebrtc pairs no such address with one.
@@ -462,15 +458,11 @@ class Gathering(Relaying):
         ):
             raise RuntimeError("bases can only be added while gathering continually")
         generation.bases.extend(bases)
+        self._add_hosts(generation, bases, tcp_bases, now)
+        deadline = now + self.timing.server_deadline  # a fresh one for new work
         for base in bases:
-            if not (self.relay_only or self.hide_host):
-                self._add_host(generation, base, now)
-            for server, addresses in generation.servers:  # a fresh deadline for new work
-                deadline = now + self.timing.server_deadline
+            for server, addresses in generation.servers:
                 self._contact(generation, base, server, addresses, now, deadline)
-        if not (self.relay_only or self.hide_host):
-            for base in tcp_bases:
-                self._add_tcp_hosts(generation, base, now)
 
     def remove_bases(self, now: float, keys: Sequence[int]) -> None:
         """Sockets whose address went away: their candidates are removed (an event each)
@@ -662,6 +654,17 @@ class Gathering(Relaying):
             server=probe.server,
             server_address=probe.server_address[0],
         )
+
+    def _add_hosts(
+        self, generation: Generation, bases: Sequence[Base], tcp_bases: Sequence[Base], now: float
+    ) -> None:
+        """The bases' host candidates, unless none may show (`relay_only`, `hide_host`)."""
+        if self.relay_only or self.hide_host:
+            return
+        for base in bases:
+            self._add_host(generation, base, now)
+        for base in tcp_bases:
+            self._add_tcp_hosts(generation, base, now)
 
     def _add_host(self, generation: Generation, base: Base, now: float) -> None:
         """The base itself, named by mDNS where it has a name (the address stays private)."""

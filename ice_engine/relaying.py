@@ -417,16 +417,12 @@ class Relaying(Emitting):
                 relay.fallbacks, relay.until = [], until
             relay.fallbacks.append((server, tuple(rest)))
 
-    def _share(self, now: float, until: float, waiting: int) -> float:
+    @staticmethod
+    def _share(now: float, until: float, waiting: int) -> float:
         """When the address tried now gives way to the next, with `waiting` more to try
-        before `until`: at an equal share of what is left, two initial RTOs at least, or
-        half of what is left if that is less (a short `--timeout 0.5` still reaches a
-        backup)."""
-        if not waiting:
-            return until
-        left = until - now
-        least = min(2 * self.timing.initial_rto, left / 2)
-        return min(until, now + max(left / (waiting + 1), least))
+        before `until`: at an equal share of what is left. (Two initial RTOs at least
+        starved the last of many: seven dead addresses left the eighth 31 ms.)"""
+        return now + (until - now) / (waiting + 1)
 
     def _fall_back(self, relay: Relay, now: float) -> list[Server]:
         """The relay's server address never answered: each URL waiting on it that has

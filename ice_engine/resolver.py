@@ -20,9 +20,9 @@ import os
 import random
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .urls import ServerUrl, not_unicast
 
@@ -38,10 +38,8 @@ MAX_TTL = 3600.0
 CACHE_PRUNE_SIZE = 1024
 """Past this many entries, expired ones are dropped when a new one comes in."""
 HOSTS_FILE = "/etc/hosts"
-MIN_GRACE = 0.05
-"""Seconds the other queries of a name get, at least, once one has given addresses."""
-MAX_GRACE = 0.5
-"""... and at most: see `Resolver`."""
+GRACE = 0.5
+"""Seconds the other lookups of a name are waited for, once one has given addresses."""
 
 
 _dnspython_loaded = False
@@ -91,6 +89,7 @@ class _Answer:
     ttl: float
 
 
+_T = TypeVar("_T")
 _RecordType = Literal["A", "AAAA", "SRV"]
 _Key = tuple[str, _RecordType]
 
@@ -99,11 +98,12 @@ class Resolver:
     """Resolves server URLs to addresses: the SRV record (RFC 5928) asked at the same time
     as the name's own A and AAAA; SRV targets, where there are any, replace those.
 
-    A server's deadline runs while it is looked up, so a query that is slow or lost (DNS
-    servers that drop SRV or AAAA queries are common) must not hold back an answer in
-    hand: once one query has given addresses, the others get a grace of as long again
-    (`MIN_GRACE` to `MAX_GRACE` seconds), then the lookup goes on without them, as RFC
-    8305 does for a late AAAA. Their answers are still cached when they come.
+    A server's deadline (2 s) runs while it is looked up, so a query that is lost (DNS
+    servers that drop SRV or AAAA queries are common) must not hold back the answers in
+    hand until the query's own lifetime, as long: once one lookup has given addresses,
+    the others of the name (its SRV record, the other family, the other SRV targets) get
+    `GRACE` seconds more, then the lookup goes on without them. That is patient enough
+    for an uncached answer behind a cached one; what comes later is still cached.
     """
 
     def __init__(
@@ -136,7 +136,6 @@ class Resolver:
             if not addresses:
                 raise ResolutionError(problem)
             return addresses
-        started = asyncio.get_running_loop().time()
         direct = asyncio.ensure_future(self._dns_addresses(url.host, url.port))
         srv_name = url.srv_name
         if srv_name is not None:
@@ -146,7 +145,7 @@ class Resolver:
             try:
                 await asyncio.wait((srv, direct), return_when=asyncio.FIRST_COMPLETED)
                 if not srv.done():  # without the other addresses, nothing else to go on
-                    grace = _grace(started) if direct.result()[0] else None
+                    grace = GRACE if direct.result()[0] else None
                     await asyncio.wait((srv,), timeout=grace)
                 (answer,) = _settle(srv)
             except BaseException:
@@ -166,12 +165,14 @@ class Resolver:
     ) -> list[ResolvedAddress]:
         targets = srv_order(records, self._random)
         if not targets:  # a lone "." target: "decidedly not available" (RFC 2782)
-            raise ResolutionError(f"SRV record of {srv_name!r} says the service is not available")
-        found = await asyncio.gather(
-            *(self._addresses(t.target.to_text(omit_final_dot=True), t.port) for t in targets)
-        )
+            raise ResolutionError(f"SRV record of {srv_name!r} names no usable target")
+        lookups = [
+            asyncio.ensure_future(self._addresses(t.target.to_text(omit_final_dot=True), t.port))
+            for t in targets
+        ]
+        found = [f for f in await _with_grace(lookups, lambda f: bool(f[0])) if f is not None]
         addresses = list(dict.fromkeys(a for group, _ in found for a in group))
-        if not addresses:
+        if not addresses:  # (every lookup came back: none had an address to wait on)
             problems = "; ".join(problem for _, problem in found)
             raise ResolutionError(f"no SRV target of {srv_name!r} resolved: {problems}")
         return addresses
@@ -189,20 +190,9 @@ class Resolver:
 
     async def _dns_addresses(self, host: str, port: int) -> tuple[list[ResolvedAddress], str]:
         """IPv4 then IPv6 addresses of `host` from DNS, and why there are none if so."""
-        started = asyncio.get_running_loop().time()
         v4 = asyncio.ensure_future(self._lookup(host, "A"))
         v6 = asyncio.ensure_future(self._lookup(host, "AAAA"))
-        try:
-            await asyncio.wait((v4, v6), return_when=asyncio.FIRST_COMPLETED)
-            if any(_answered(lookup) for lookup in (v4, v6)):
-                await asyncio.wait((v4, v6), timeout=_grace(started))
-            else:
-                await asyncio.wait((v4, v6))
-        except BaseException:
-            v4.cancel()
-            v6.cancel()
-            raise
-        answers = _settle(v4, v6)
+        answers = await _with_grace([v4, v6], lambda answer: bool(answer.records))
         addresses = [
             address
             for answer in answers
@@ -210,7 +200,7 @@ class Resolver:
             for address in _addresses_in(answer.records, port)
         ]
         if addresses:
-            return _unicast(addresses, host, "DNS")
+            return _unicast(list(dict.fromkeys(addresses)), host, "DNS")
         a, aaaa = (answer.problem if answer else "" for answer in answers)  # both came
         problem = a if a == aaaa else f"A: {a}; AAAA: {aaaa}"
         return addresses, f"could not resolve {host!r}: {problem}"
@@ -299,14 +289,32 @@ class HostsFile:
             self._names, self._stamp = {}, None
 
 
-def _answered(lookup: asyncio.Future[_Answer]) -> bool:
-    """Whether a lookup has come back with records (a failed one counts as not)."""
-    return lookup.done() and lookup.exception() is None and bool(lookup.result().records)
+async def _with_grace(
+    lookups: Sequence[asyncio.Future[_T]], useful: Callable[[_T], bool]
+) -> list[_T | None]:
+    """The lookups' results, in order: all of them, unless one comes back `useful`; the
+    others then get `GRACE` seconds more, and those still out are given up (None)."""
+    loop = asyncio.get_running_loop()
+    pending: set[asyncio.Future[_T]] = set(lookups)
+    until: float | None = None
+    try:
+        while pending and (until is None or loop.time() < until):
+            timeout = None if until is None else until - loop.time()
+            done, pending = await asyncio.wait(
+                pending, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if until is None and any(f.exception() is None and useful(f.result()) for f in done):
+                until = loop.time() + GRACE
+    except BaseException:
+        for lookup in lookups:
+            lookup.cancel()
+        raise
+    return _settle(*lookups)
 
 
-def _settle(*lookups: asyncio.Future[_Answer]) -> list[_Answer | None]:
-    """The lookups' answers, None for those still out, which are no longer waited for:
-    the query goes on (shielded) and its answer is cached when it comes."""
+def _settle(*lookups: asyncio.Future[_T]) -> list[_T | None]:
+    """The lookups' results, None for those still out, which are no longer waited for:
+    a query goes on (shielded) and its answer is cached when it comes."""
     for lookup in lookups:
         lookup.cancel()  # (a done one is left as it is)
     errors = [lookup.exception() for lookup in lookups if lookup.done()]
@@ -314,13 +322,6 @@ def _settle(*lookups: asyncio.Future[_Answer]) -> list[_Answer | None]:
         if error is not None:
             raise error
     return [lookup.result() if lookup.done() else None for lookup in lookups]
-
-
-def _grace(started: float) -> float:
-    """How much longer a name's other queries are waited for, once one has given
-    addresses: as long again as that took, within `MIN_GRACE` and `MAX_GRACE`."""
-    elapsed = asyncio.get_running_loop().time() - started
-    return min(max(elapsed, MIN_GRACE), MAX_GRACE)
 
 
 def _addresses_in(records: tuple[dns.rdata.Rdata, ...], port: int) -> list[ResolvedAddress]:
@@ -367,6 +368,8 @@ def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:
             address = ipaddress.ip_address(fields[0])
         except ValueError:
             continue
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped  # as in a URL or an AAAA record
         entry = (str(address), socket.AF_INET if address.version == 4 else socket.AF_INET6)
         for name in fields[1:]:
             listed = names.setdefault(name.lower().rstrip("."), [])

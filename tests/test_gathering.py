@@ -359,6 +359,20 @@ def test_a_stun_name_s_addresses_are_tried_in_turn_until_one_maps(
             assert failed[0].errorCode == 701
 
 
+def test_the_last_of_many_addresses_gets_an_equal_share() -> None:
+    """Two initial RTOs for each address first left the last of eight 31 ms: a server
+    answering in 60 ms behind seven dead addresses was never heard."""
+    dead = [(f"198.51.100.{20 + i}", 3478) for i in range(7)]
+    core = make_core(("stun:stun.lab.test",), timing=Timing(server_deadline=2.0))
+    bases = make_bases()
+    servers = {STUN: StunServer(STUN, nat_for(bases))}
+    net = SimNetwork(core, servers, dns={"stun.lab.test": [*dead, STUN]}, delay=0.03)
+    net.start(bases)
+    net.run()
+    assert not [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert _srflx_times(net.events) == [pytest.approx(0.01 + 1.99 * 7 / 8 + 0.06)] * 2
+
+
 def test_an_error_response_is_an_answer_the_next_address_is_not_asked() -> None:
     """As for TURN: a server that answers, even with an error, is there; its error is
     the server's, reported, and the backup is not asked."""
