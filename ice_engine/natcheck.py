@@ -604,25 +604,31 @@ async def _first_to_answer(
         result = await _check_one(target, local, local_port, timeout)
         if isinstance(result, NatBehaviour):
             notes = [
-                f"No answer from {_failure_text(f, timeout)}, so the next address was tried."
+                f"{_capitalized(_failure_text(f, timeout))}, so the next address was tried."
                 for f in failures
             ]
             return dataclasses.replace(result, notes=(*notes, *result.notes))
         failures.append(((target.host, target.port), result))
     if len(failures) == 1:
-        raise NatCheckError(f"no answer from {_failure_text(failures[0], timeout)}")
+        raise NatCheckError(_failure_text(failures[0], timeout))
     tried = "; ".join(_failure_text(failure, timeout) for failure in failures)
-    raise NatCheckError(f"no answer from any address of {host}: {tried}")
+    raise NatCheckError(f"every address of {host} failed: {tried}")
 
 
 def _failure_text(failure: tuple[Address, str | None], timeout: float) -> str:
-    """`198.51.100.20:3478 within 1 s` or `198.51.100.20:3478: ICMP port unreachable`."""
+    """Why an address gave way: `no answer from A within 1 s`, `no answer from A: ICMP
+    port unreachable`, or `A answered 500 Try Later` (an error response: an answer)."""
     address, why = failure
-    return (
-        f"{_address_text(address)}: {why}"
-        if why
-        else f"{_address_text(address)} within {timeout:g} s"
-    )
+    text = _address_text(address)
+    if not why:
+        return f"no answer from {text} within {timeout:g} s"
+    if why[:1].isdigit():
+        return f"{text} answered {why}"
+    return f"no answer from {text}: {why}"
+
+
+def _capitalized(text: str) -> str:
+    return text[:1].upper() + text[1:]
 
 
 async def _check_one(

@@ -585,6 +585,33 @@ async def test_a_silent_first_address_gives_way_to_the_next(
     )
 
 
+async def test_an_address_that_answers_with_an_error_is_not_said_to_be_silent(
+    server: FakeServer, tmp_path: Path
+) -> None:
+    """The note said "No answer from 127.0.0.3:...: 500 Try Later": it did answer."""
+
+    def refuse(sock: socket.socket) -> None:
+        data, source = sock.recvfrom(2048)
+        transaction_id = stun.parse(data).transaction_id
+        error = [(stun.Attr.ERROR_CODE, stun.error_code_value(500, "Try Later"))]
+        sock.sendto(
+            stun.encode(stun.Method.BINDING, stun.MessageClass.ERROR, transaction_id, error),
+            source,
+        )
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as refusing:
+        refusing.bind(("127.0.0.3", server.primary[1]))
+        thread = threading.Thread(target=refuse, args=(refusing,))
+        thread.start()
+        resolver = hosts_resolver(tmp_path, "127.0.0.3", server.primary[0])
+        target = f"stun:{NAME}:{server.primary[1]}"
+        result = await discover_nat(target, timeout=5, resolver=resolver)
+        thread.join()
+    assert result.notes == (
+        f"127.0.0.3:{server.primary[1]} answered 500 Try Later, so the next address was tried.",
+    )
+
+
 async def test_an_icmp_error_moves_on_to_the_next_address_at_once(
     server: FakeServer, tmp_path: Path
 ) -> None:
@@ -604,8 +631,9 @@ async def test_when_no_address_answers_the_error_names_each(tmp_path: Path) -> N
         with pytest.raises(NatCheckError) as raised:
             await discover_nat(f"stun:{NAME}:{port}", timeout=0.3, resolver=resolver)
     assert str(raised.value) == (
-        f"no answer from any address of {NAME}: 127.0.0.3:{port} within 0.3 s; "
-        f"127.0.0.4:{port}: ICMP port unreachable; [::1]:{port}: ICMP port unreachable"
+        f"every address of {NAME} failed: no answer from 127.0.0.3:{port} within 0.3 s; "
+        f"no answer from 127.0.0.4:{port}: ICMP port unreachable; "
+        f"no answer from [::1]:{port}: ICMP port unreachable"
     )
 
 
