@@ -18,6 +18,8 @@ import types
 import zlib
 from typing import Final, NamedTuple
 
+from .credentials import ICE_CHARS
+
 __all__ = [
     "Candidate",
     "CandidateError",
@@ -31,7 +33,7 @@ __all__ = [
 TYPE_PREFERENCES: Final = {"host": 126, "prflx": 110, "srflx": 100, "relay": 2}
 
 _RELAY_TYPE_PREFERENCE: Final = {"udp": 2, "tcp": 1, "tls": 0}
-_ICE_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/")
+_ICE_CHARS: Final = frozenset(ICE_CHARS)
 _TCP_TYPES: Final = frozenset(("active", "passive", "so"))
 _RESERVED_NAMES: Final = frozenset(
     ("generation", "ufrag", "network-cost", "network-id", "raddr", "rport", "tcptype")

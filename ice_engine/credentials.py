@@ -9,10 +9,11 @@ from .frozen import fast_init
 
 __all__ = ["Credentials", "new_credentials"]
 
-_ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
-_ICE_CHAR_SET = frozenset(_ICE_CHARS)
+#: RFC 8445 §5.3 ice-char: what ufrags, pwds and foundations are made of.
+ICE_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+/"
+_ICE_CHAR_SET = frozenset(ICE_CHARS)
 # Byte -> ice-char by its low 6 bits: 256 is a multiple of 64, so there is no bias.
-_TO_ICE_CHARS = bytes(ord(_ICE_CHARS[byte & 63]) for byte in range(256))
+_TO_ICE_CHARS = bytes(ord(ICE_CHARS[byte & 63]) for byte in range(256))
 
 
 @fast_init

@@ -128,7 +128,7 @@ class Emitting:
             IceCandidateEvent(
                 ice_candidate,
                 generation.number,
-                now - generation.started,
+                now - generation.started_at,
                 None if server is None else server.url.url,
             ),
         )
@@ -155,7 +155,7 @@ class Emitting:
                 generation.addresses.pop((key, described.address, described.port), None)
             if announce:
                 removed = CandidateRemovedEvent(
-                    candidate, generation.number, now - generation.started
+                    candidate, generation.number, now - generation.started_at
                 )
                 self._emit(generation, removed)
 
@@ -183,7 +183,7 @@ class Emitting:
                 errorCode=code,
                 errorText=text,
                 generation=generation.number,
-                t=now - generation.started,
+                t=now - generation.started_at,
             ),
         )
 
@@ -208,7 +208,7 @@ class Emitting:
         if all(state is GatheringState.COMPLETE for state in generation.state):
             self._set_state(generation, GatheringState.COMPLETE, now)
             self._emit(
-                generation, IceCandidateEvent(None, generation.number, now - generation.started)
+                generation, IceCandidateEvent(None, generation.number, now - generation.started_at)
             )
 
     def _emit_end_of_candidates(self, generation: Generation, transport: int, now: float) -> None:
@@ -216,7 +216,9 @@ class Emitting:
         end = IceCandidate(
             "", description.mid, description.mline_index, generation.credentials.ufrag
         )
-        self._emit(generation, IceCandidateEvent(end, generation.number, now - generation.started))
+        self._emit(
+            generation, IceCandidateEvent(end, generation.number, now - generation.started_at)
+        )
 
     def _set_state(self, generation: Generation, state: GatheringState, now: float) -> None:
         if state is not generation.aggregate:
@@ -225,7 +227,7 @@ class Emitting:
                 self._state = state
             self._emit(
                 generation,
-                IceGatheringStateChangeEvent(state, generation.number, now - generation.started),
+                IceGatheringStateChangeEvent(state, generation.number, now - generation.started_at),
             )
 
     def _emit(self, generation: Generation, event: Event) -> None:

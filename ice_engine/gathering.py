@@ -310,7 +310,7 @@ class Gathering(Relaying):
         for base in (*bases, *tcp_bases):
             if not 0 <= base.transport < len(self.transports):
                 raise ValueError(f"base {base.key} names unknown transport {base.transport}")
-        generation.started = now
+        generation.started_at = now
         generation.deadline = now + self.timing.server_deadline
         generation.bases = list(bases)
         generation.state = [GatheringState.GATHERING] * len(self.transports)

@@ -87,16 +87,16 @@ class Generation:
         "priorities",
         "retired",
         "servers",
-        "started",
+        "started_at",
         "state",
     )
 
     def __init__(
-        self, number: int, credentials: Credentials, transports: int, started: float
+        self, number: int, credentials: Credentials, transports: int, started_at: float
     ) -> None:
         self.number = number
         self.credentials = credentials
-        self.started = started
+        self.started_at = started_at  # event times (`t`) count from it
         self.bases: list[Base] = []
         self.pending = [0] * transports
         self.state = [GatheringState.NEW] * transports
@@ -108,7 +108,7 @@ class Generation:
         self.priorities: dict[int, None] = {}  # (transport << 32) | priority, of those taken
         # Resolved so far, kept for continual gathering's new bases (a tuple: usually empty).
         self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()
-        self.deadline = started
+        self.deadline = started_at
         self.aggregate = GatheringState.NEW
         self.held: list[Event] | None = None  # a list while held back
         self.retired = False  # a restart replaced it: its work is dropped
