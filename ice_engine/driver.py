@@ -1022,24 +1022,7 @@ class Gatherer:
         table = self._table
         while (command := core.next_command()) is not None:
             if isinstance(command, SendDatagram):
-                sock = table.sockets.get(command.base_key)
-                if sock is None:
-                    continue
-                shared = table.shared.get(command.base_key)
-                if shared is not None:  # its answer comes back through the shared socket
-                    transaction_id = command.data[8:20]
-                    if self._expected is None:
-                        self._expected = set()
-                    self._expected.add(transaction_id)
-                    shared.expect(transaction_id, self._shared_route(command.base_key))
-                elif sock.fileno() not in table.reading:
-                    # Only answers to what we sent are ever accepted, so a socket is
-                    # watched from its first send on: host-only bases cost no watch.
-                    self._watch(command.base_key, sock)
-                try:
-                    sock.sendto(command.data, command.address)
-                except OSError as error:
-                    self._send_failed(command, sock, error)
+                self._send_datagram(command)
             elif isinstance(command, StreamSend):
                 if self._streams is not None:
                     self._streams.send(command.stream, command.data)
@@ -1060,12 +1043,7 @@ class Gatherer:
                 self._deliver(self._on_relay_failure, *failure)
         if self._closed and not table.sockets:
             return  # released: no timer, no one to wake
-        timer = core.get_timer()
-        if timer != self._timer_at:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
-            self._timer_at = timer
+        self._rearm_timer()
         if core.has_events:
             self._wake()
         if self._lingering:
@@ -1073,6 +1051,36 @@ class Gatherer:
         deallocated = self._deallocated
         if deallocated is not None and not deallocated.done() and not self._core.closing:
             deallocated.set_result(None)
+
+    def _send_datagram(self, command: SendDatagram) -> None:
+        table = self._table
+        sock = table.sockets.get(command.base_key)
+        if sock is None:
+            return
+        shared = table.shared.get(command.base_key)
+        if shared is not None:  # its answer comes back through the shared socket
+            transaction_id = command.data[8:20]
+            if self._expected is None:
+                self._expected = set()
+            self._expected.add(transaction_id)
+            shared.expect(transaction_id, self._shared_route(command.base_key))
+        elif sock.fileno() not in table.reading:
+            # Only answers to what we sent are ever accepted, so a socket is watched
+            # from its first send on: host-only bases cost no watch.
+            self._watch(command.base_key, sock)
+        try:
+            sock.sendto(command.data, command.address)
+        except OSError as error:
+            self._send_failed(command, sock, error)
+
+    def _rearm_timer(self) -> None:
+        """One loop timer per gatherer, at the core's next deadline (moved only if it did)."""
+        timer = self._core.get_timer()
+        if timer != self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
+            self._timer_at = timer
 
     def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
         """Call the application back; its exception goes to the loop's exception handler

@@ -30,6 +30,7 @@ from .turn import (
     Redirected,
     RequestFailed,
     TurnCredentials,
+    TurnEvent,
 )
 
 #: 300 Try Alternate redirects followed per allocation: load balancers send one, and a
@@ -578,43 +579,40 @@ class Relaying(Emitting):
         # An extra family's failure comes with the success: report it before the job ends.
         events.sort(key=lambda e: not isinstance(e, AddressFamilyError))
         for event in events:
-            if isinstance(event, AllocationExpired):
-                self._relay_lost(relay, now)
-            elif isinstance(event, RequestFailed):  # the data path's, for the application
-                if self._closed:
-                    continue
-                if self._relay_failures is None:
-                    self._relay_failures = deque()
-                self._relay_failures.append((allocation, event))
-            elif relay.settled or self._closed or relay.generation.retired:
-                continue
-            elif isinstance(event, Allocated):
-                self._add_relayed(relay, event, now)
-                self._settle(relay, now)
-            elif isinstance(event, Redirected):
-                self._redirect(relay, event.alternate, now)
-                self._settle(relay, now)
-            elif isinstance(event, AddressFamilyError):  # the allocation still relays
-                self._error(
-                    relay.generation,
-                    relay.server,
-                    relay.base,
-                    relay.port,
-                    event.code,
-                    event.reason,
-                    now,
-                )
-            elif isinstance(event, AllocationFailed):
-                if self._move(relay, event.code, now):
-                    continue  # settled once another socket is open (socket_opened) or not
-                # Past the deadline with the connection still being made, it never left.
-                reason = event.reason if relay.backlog is None else _unconnected(relay)
-                self._fail(relay, event.code, reason, now)
+            self._on_turn_event(relay, event, now)
         if allocation.state in ("closed", "failed"):
             if relay.stream is None:
                 self._relays.pop((relay.key, relay.server_address), None)
             elif self._relays.pop(relay.stream, None) is not None:
                 self._commands.append(CloseStream(relay.stream))
+
+    def _on_turn_event(self, relay: Relay, event: TurnEvent, now: float) -> None:
+        if isinstance(event, AllocationExpired):
+            self._relay_lost(relay, now)
+        elif isinstance(event, RequestFailed):  # the data path's, for the application
+            if not self._closed:
+                if self._relay_failures is None:
+                    self._relay_failures = deque()
+                self._relay_failures.append((relay.allocation, event))
+        elif relay.settled or self._closed or relay.generation.retired:
+            return
+        elif isinstance(event, Allocated):
+            self._add_relayed(relay, event, now)
+            self._settle(relay, now)
+        elif isinstance(event, Redirected):
+            self._redirect(relay, event.alternate, now)
+            self._settle(relay, now)
+        elif isinstance(event, AddressFamilyError):  # the allocation still relays
+            base = relay.base
+            self._error(
+                relay.generation, relay.server, base, relay.port, event.code, event.reason, now
+            )
+        elif isinstance(event, AllocationFailed):
+            if self._move(relay, event.code, now):
+                return  # settled once another socket is open (socket_opened) or not
+            # Past the deadline with the connection still being made, it never left.
+            reason = event.reason if relay.backlog is None else _unconnected(relay)
+            self._fail(relay, event.code, reason, now)
 
     def _settle(self, relay: Relay, now: float) -> None:
         """The relay's part in its transport's gathering is over: it relays, failed, or
