@@ -284,7 +284,7 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
     )
     _warn_about_idle_options(args)
     _end_on_signals(stopped_by)
-    reader = _watch_the_reader(out) if args.watch else None
+    reader = _watch_the_reader(out)
     try:
         return await _stream(args, out, gatherer)
     except asyncio.CancelledError:
@@ -333,8 +333,9 @@ def _warn(text: str) -> None:
 
 
 def _watch_the_reader(out: TextIO) -> asyncio.Task[None] | None:
-    """`--watch` may print nothing for hours, and a reader that left (`| head -3`) would
-    only be noticed at the next line: poll for it, and end the run as a closed pipe does."""
+    """A reader that left (`| head -3`) would only be noticed at the next line, which may
+    be a dead server's deadline away, or hours with `--watch`: poll for it, and end the
+    run as a closed pipe does."""
     main = asyncio.current_task()
     try:
         fd = out.fileno()

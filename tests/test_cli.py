@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 
@@ -185,6 +186,27 @@ def test_watch_keeps_the_generation_open_until_stopped() -> None:
     assert any(e["event"] == "icecandidate" and e["candidate"] for e in events)
     assert all(e["event"] != "icecandidate" or e["candidate"] for e in events)  # no null
     assert all(e.get("state") != "complete" for e in events)
+
+
+def test_a_gathering_ends_quietly_once_its_reader_has_left() -> None:
+    """`ice-engine gather --ice-server stun:DEAD | head -1`: head left at once, but the
+    run waited out the server's deadline (here 30 s) before its next line failed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # never read: no answer, no ICMP
+        server = f"stun:127.0.0.1:{silent.getsockname()[1]}"
+        argv = [sys.executable, "-m", "ice_engine", "gather", "--json", "--timeout", "30"]
+        argv += ["--ip-handling", "3"]  # no host candidates: nothing more to print for 30 s
+        process = subprocess.Popen(
+            [*argv, "--ice-server", server], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        assert process.stdout is not None and process.stderr is not None
+        assert json.loads(process.stdout.readline())["state"] == "gathering"
+        process.stdout.close()  # as head does
+        try:
+            assert process.wait(timeout=15) == 0
+        finally:
+            process.kill()
+        assert process.stderr.read() == b""
 
 
 def test_watch_ends_quietly_once_its_reader_has_left() -> None:
