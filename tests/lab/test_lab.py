@@ -45,7 +45,6 @@ from ice_engine.lab import (
     V4ONLY_HOST,
     Lab,
     cli,
-    lab_session,
     leases,
 )
 from ice_engine.lab.netns import netns_exists
@@ -115,13 +114,24 @@ def test_delay_link_adds_the_configured_round_trip(lab: Lab) -> None:
     assert min(undelayed) < 25
 
 
+JOIN_WITH_A_DELAY = """
+from ice_engine.lab import lab_session
+with lab_session(delay_ms=7) as lab:
+    print(lab.delay_ms)
+"""
+
+
 def test_a_session_that_changes_the_delay_puts_it_back(lab: Lab) -> None:
-    """`ice-engine demo` (lab_session(25)) left a lab it had joined at 25 ms."""
+    """`ice-engine demo` (lab_session(25), in a process of its own) left a lab it had
+    joined at 25 ms. (A process of its own, as sessions are: a lease is per process.)"""
     skip_if_shared()
     assert lab.delay_ms == 0
-    with lab_session(delay_ms=7) as joined:
-        assert joined.delay_ms == 7
-    assert lab.delay_ms == 0  # the fixture's session keeps the lab up
+    joined = subprocess.run(
+        [sys.executable, "-c", JOIN_WITH_A_DELAY], capture_output=True, text=True, timeout=120
+    )
+    assert joined.returncode == 0, joined.stderr
+    assert joined.stdout.strip() == "7.0"
+    assert lab.delay_ms == 0  # and this session keeps the lab up
 
 
 @pytest.mark.parametrize(
