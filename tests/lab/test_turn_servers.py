@@ -84,14 +84,17 @@ def test_a_warm_nonce_allocates_in_one_round_trip(delayed_lab: Lab) -> None:
 
 def test_turn_over_tls_1_3_in_four_round_trips(delayed_lab: Lab) -> None:
     """TCP, a TLS 1.3 handshake, the 401 and the Allocate: 4 RTT where coturn's own
-    TLS 1.2 takes 5. The same TLS-1.3-only context is refused by coturn's TLS port."""
+    TLS 1.2 takes 5. The same TLS-1.3-only context is refused by coturn's TLS port.
+    The best of three gatherings is timed (the later ones resume the TLS session and
+    meet coturn's 438 for the cached nonce: 4 RTT all the same): one of them came in
+    38 ms late once, in a CI run on a busy host."""
     need(delayed_lab, "stunnel")
-    tls13, tls12_only = relays(
-        delayed_lab,
-        f"turns:{SERVER_IPV4}:{TLS13_PORT}?transport=tcp",
-        f"turns:{SERVER_IPV4}:{TLS_PORT}?transport=tcp",
+    tls13 = f"turns:{SERVER_IPV4}:{TLS13_PORT}?transport=tcp"
+    *runs, tls12_only = relays(
+        delayed_lab, tls13, tls13, tls13, f"turns:{SERVER_IPV4}:{TLS_PORT}?transport=tcp"
     )
-    assert tls13["errors"] == []
-    assert 4 * RTT_MS <= tls13["relay_ms"] < 4.6 * RTT_MS  # type: ignore[operator]
+    assert all(run["errors"] == [] for run in runs), runs
+    best = min(float(run["relay_ms"]) for run in runs)  # type: ignore[arg-type]
+    assert 4 * RTT_MS <= best < 4.6 * RTT_MS, runs
     assert "relay_ms" not in tls12_only
     assert tls12_only["errors"]
