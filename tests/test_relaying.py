@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -23,12 +25,8 @@ ALTERNATE = ("198.51.100.11", 3478)  # where a 300 Try Alternate sends us
 KEY = stun.long_term_key("alice", "lab.test", "wonderland")
 
 
-def started(
-    dual: bool,
-    urls: tuple[str, ...] = ("turn:198.51.100.10",),
-    name: str | None = None,
-    continual: bool = False,
-) -> tuple[Gathering, list[SendDatagram]]:
+def turn_core(urls: Sequence[str], name: str | None = None, **options: Any) -> Gathering:
+    """A gathering of these URLs, with the lab's credentials, started on one IPv4 base."""
     core = Gathering(
         transports=[Transport("0", 0)],
         servers=[
@@ -37,10 +35,19 @@ def started(
         ],
         credentials=Credentials("ufrag001", "p" * 24),
         nonces=NonceCache(),
-        dual_stack_relays=dual,
-        continual=continual,
+        **options,
     )
     core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0, name=name)])
+    return core
+
+
+def started(
+    dual: bool,
+    urls: tuple[str, ...] = ("turn:198.51.100.10",),
+    name: str | None = None,
+    continual: bool = False,
+) -> tuple[Gathering, list[SendDatagram]]:
+    core = turn_core(urls, name, dual_stack_relays=dual, continual=continual)
     return core, drain(core)  # an IP literal: no Resolve, the Allocate goes out at once
 
 
@@ -259,17 +266,7 @@ def resolved_to_two(
 ) -> Gathering:
     """A TURN server whose name has two addresses (round-robin A, or SRV primary and
     backup, in that order): TURN, then ALTERNATE."""
-    core = Gathering(
-        transports=[Transport("0", 0)],
-        timing=timing,
-        servers=[
-            Server(parse_server_url(url), i, "alice", "wonderland") for i, url in enumerate(urls)
-        ],
-        credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
-        dual_stack_relays=False,
-    )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    core = turn_core(urls, timing=timing)
     for command in commands(core):  # a literal's Allocate goes at once, and is dropped
         if isinstance(command, Resolve):
             core.resolved(0.01, command.request, [TURN, ALTERNATE])
@@ -397,13 +394,7 @@ def test_a_url_goes_past_an_address_another_url_holds_but_would_not_go_on_from()
 
 
 def test_a_name_listing_one_address_twice_still_fails_with_an_error() -> None:
-    core = Gathering(
-        transports=[Transport("0", 0)],
-        servers=[Server(parse_server_url("turn:turn.example.org"), 0, "alice", "wonderland")],
-        credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
-    )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    core = turn_core(["turn:turn.example.org"])
     [resolve] = commands(core)
     assert isinstance(resolve, Resolve)
     core.resolved(0.0, resolve.request, [TURN, TURN])  # a custom resolver's duplicate
@@ -415,16 +406,7 @@ def test_a_name_listing_one_address_twice_still_fails_with_an_error() -> None:
 def test_a_url_waiting_on_another_s_address_is_told_when_it_fails() -> None:
     """a.example.org is [TURN, ALTERNATE], b.example.org [TURN] only: b waits on a's
     allocation at TURN; when a gives TURN up for ALTERNATE, b is told it failed."""
-    core = Gathering(
-        transports=[Transport("0", 0)],
-        servers=[
-            Server(parse_server_url(url), i, "alice", "wonderland")
-            for i, url in enumerate(("turn:a.example.org", "turn:b.example.org"))
-        ],
-        credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
-    )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    core = turn_core(["turn:a.example.org", "turn:b.example.org"])
     first, second = commands(core)
     assert isinstance(first, Resolve) and isinstance(second, Resolve)
     core.resolved(0.0, first.request, [TURN, ALTERNATE])
@@ -476,13 +458,7 @@ def test_a_name_s_addresses_are_tried_in_turn_until_one_relays(
     is alive, else an error for each URL; and never more than one allocation at a time."""
     addresses = [(f"198.51.100.{10 + i}", 3478) for i in range(len(alive))]
     urls = ["turn:turn.example.org", "turn:turn.example.org?transport=udp"][: 1 + two_urls]
-    core = Gathering(
-        transports=[Transport("0", 0)],
-        servers=[Server(parse_server_url(u), i, "alice", "wonderland") for i, u in enumerate(urls)],
-        credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
-    )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
+    core = turn_core(urls)
     answers: list[tuple[float, int, tuple[str, int], bytes]] = []
     contacted: list[tuple[str, int]] = []  # in the order first asked
     now = 0.0
@@ -541,21 +517,10 @@ def test_a_url_that_resolves_to_a_failed_allocation_is_told_its_failure() -> Non
     """A name resolving to the address of another URL's allocation that had already
     failed (and was being released) joined it silently: the URL ended with neither a
     candidate nor an error."""
-    core = Gathering(
-        transports=[Transport("0", 0)],
-        servers=[
-            Server(parse_server_url(url), index, "alice", "wonderland")
-            for index, url in enumerate(("turn:198.51.100.10", "turn:turn.lab.test"))
-        ],
-        credentials=Credentials("ufrag001", "p" * 24),
-        nonces=NonceCache(),
-    )
-    core.start(0.0, [Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)])
-    commands: list[Command] = []
-    while (command := core.next_command()) is not None:
-        commands.append(command)
-    [resolve] = [c for c in commands if isinstance(c, Resolve)]
-    [first] = [c for c in commands if isinstance(c, SendDatagram)]
+    core = turn_core(["turn:198.51.100.10", "turn:turn.lab.test"])
+    sent = commands(core)
+    [resolve] = [c for c in sent if isinstance(c, Resolve)]
+    [first] = [c for c in sent if isinstance(c, SendDatagram)]
     answer(core, first.data, 0.05, [])
     [signed] = drain(core)
     txid = stun.parse(signed.data).transaction_id
@@ -615,7 +580,7 @@ def test_a_send_asks_for_the_peer_s_permission_on_first_use_only() -> None:
     core, allocation = allocated()
     peer, same_ip = ("198.51.100.11", 40000), ("198.51.100.11", 40001)
 
-    def methods(now: float, to: tuple[str, int]) -> list[Method]:
+    def methods(now: float, to: tuple[str, int]) -> list[int]:
         core.relay_send(now, allocation, to, b"x", permit=True)
         return [stun.parse(sent.data).method for sent in drain(core)]
 
