@@ -246,23 +246,24 @@ async def test_srv_gives_target_and_alternate_port(dnsmasq: DnsServer) -> None:
     assert stuns == [ResolvedAddress("203.0.113.5", 5350, V4)]
 
 
-async def test_srv_targets_in_priority_then_weight_order(dnsmasq: DnsServer) -> None:
+FIRST = [ResolvedAddress("203.0.113.11", 3480, V4)]
+FIRST_B = [ResolvedAddress("203.0.113.12", 3482, V4), ResolvedAddress("2001:db8::12", 3482, V6)]
+SECOND = [ResolvedAddress("203.0.113.13", 3481, V4)]
+
+
+@pytest.mark.parametrize(
+    ("draw", "expected"),
+    [(0.0, FIRST + FIRST_B + SECOND), (0.99, FIRST_B + FIRST + SECOND)],
+    ids=["low-draw", "high-draw"],
+)
+async def test_srv_targets_in_priority_then_weight_order(
+    dnsmasq: DnsServer, draw: float, expected: list[ResolvedAddress]
+) -> None:
     """Priority 10 holds first.test (weight 5) and first-b.test (weight 50): a draw at
-    the bottom of the weights' range picks the light one first, at the top the heavy."""
-    low = await dnsmasq.resolver(random=lambda: 0.0).resolve(parse_server_url("turn:multi.test"))
-    assert low == [
-        ResolvedAddress("203.0.113.11", 3480, V4),
-        ResolvedAddress("203.0.113.12", 3482, V4),
-        ResolvedAddress("2001:db8::12", 3482, V6),
-        ResolvedAddress("203.0.113.13", 3481, V4),
-    ]
-    high = await dnsmasq.resolver(random=lambda: 0.99).resolve(parse_server_url("turn:multi.test"))
-    assert high == [
-        ResolvedAddress("203.0.113.12", 3482, V4),
-        ResolvedAddress("2001:db8::12", 3482, V6),
-        ResolvedAddress("203.0.113.11", 3480, V4),
-        ResolvedAddress("203.0.113.13", 3481, V4),
-    ]
+    the bottom of the weights' range picks the light one first, at the top the heavy;
+    second.test (priority 20) comes last either way."""
+    resolver = dnsmasq.resolver(random=lambda: draw)
+    assert await resolver.resolve(parse_server_url("turn:multi.test")) == expected
 
 
 def _srv(text: str) -> dns.rdata.Rdata:
