@@ -39,7 +39,7 @@ from . import icmperrors, stun
 from .resolver import ResolutionError, ResolvedAddress, Resolver, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
-from .urls import hostport, parse_server_url
+from .urls import hostport, parse_server_url, unmapped
 
 __all__ = [
     "CHANGE_IP",
@@ -673,8 +673,7 @@ def _local_ip(text: str) -> _LocalIp:
         ip = ipaddress.ip_address(text)
     except ValueError:
         raise ValueError(f"not an IP address: {text!r}") from None
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    ip = unmapped(ip)
     if ip.is_unspecified:  # the mapping is compared with it: it must be one
         raise ValueError(f"local address must be a specific one, not {text}")
     if isinstance(ip, ipaddress.IPv4Address):

@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from .urls import ServerUrl, not_unicast
+from .urls import ServerUrl, not_unicast, unmapped
 
 if TYPE_CHECKING:
     import dns.asyncresolver
@@ -335,11 +335,9 @@ def _addresses_in(records: tuple[dns.rdata.Rdata, ...], port: int) -> list[Resol
         if isinstance(record, A):
             addresses.append(ResolvedAddress(record.address, port, socket.AF_INET))
         elif isinstance(record, AAAA):
-            mapped = ipaddress.IPv6Address(record.address).ipv4_mapped
-            if mapped is None:
-                addresses.append(ResolvedAddress(record.address, port, socket.AF_INET6))
-            else:
-                addresses.append(ResolvedAddress(str(mapped), port, socket.AF_INET))
+            ip = unmapped(ipaddress.IPv6Address(record.address))
+            family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+            addresses.append(ResolvedAddress(str(ip), port, family))
     return addresses
 
 
@@ -368,8 +366,7 @@ def parse_hosts(text: str) -> dict[str, list[tuple[str, int]]]:
             address = ipaddress.ip_address(fields[0])
         except ValueError:
             continue
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped  # as in a URL or an AAAA record
+        address = unmapped(address)
         entry = (str(address), socket.AF_INET if address.version == 4 else socket.AF_INET6)
         for name in fields[1:]:
             listed = names.setdefault(name.lower().rstrip("."), [])

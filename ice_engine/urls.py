@@ -152,9 +152,7 @@ def _normalize_host(url: str, host: str) -> str:
         kind = not_unicast(ip)
         if kind is not None:
             raise _invalid(url, f"{kind} address {host} (a server needs a unicast one)")
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            return str(ip.ipv4_mapped)  # ::ffff:a.b.c.d reaches a.b.c.d: from IPv4 bases
-        return str(ip)
+        return str(unmapped(ip))  # ::ffff:a.b.c.d reaches a.b.c.d: from IPv4 bases
     name = host.lower()
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
@@ -170,6 +168,16 @@ def hostport(address: str, port: int | None) -> str:
     if port is None:
         return address
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def unmapped(
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
+) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """An IPv4-mapped IPv6 address (::ffff:a.b.c.d) as the IPv4 address it stands for,
+    wherever it is met (a URL, DNS, the hosts file, a local address); others as they are."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
 
 
 def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
