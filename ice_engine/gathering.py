@@ -407,7 +407,8 @@ class Gathering(Relaying):
         now: float,
     ) -> None:
         """Contact a server at its (resolved) addresses from every base."""
-        normalized = [(_canonical(host), port) for host, port in addresses]
+        # One spelling per address, each once: its bases then need no check of their own.
+        normalized = list(dict.fromkeys((_canonical(host), port) for host, port in addresses))
         if self.continual:  # new bases will need them
             generation.servers += ((server, normalized),)
         for base in generation.bases:
@@ -431,7 +432,7 @@ class Gathering(Relaying):
         """Ask one server from one base, at the first of its addresses of the base's family
         that answers (a TURN server's allocation, a STUN server's mapping)."""
         ipv6 = base.family == socket.AF_INET6
-        usable = [address for address in dict.fromkeys(addresses) if (":" in address[0]) == ipv6]
+        usable = [address for address in addresses if (":" in address[0]) == ipv6]
         if usable and _link_local(base.address):  # (only with link_local=True)
             # Its datagrams never leave the link, so a server beyond it is not asked
             # (nor reported unreachable), as libwebrtc pairs no such address with one.

@@ -325,12 +325,10 @@ class Relaying(Emitting):
         if not over_stream:
             existing = self._relays.get((_udp_key(base) if key is None else key, server_address))
             if existing is not None:
-                if existing.server is server:
-                    pass
-                elif existing.failure is not None:  # too late to wait on it: told at once
-                    code, text = existing.failure
+                if existing.server is not server and existing.failure is not None:
+                    code, text = existing.failure  # too late to wait on it: told at once
                     self._error(generation, server, base, existing.port, code, text, now)
-                else:  # it waits on this allocation too
+                elif existing.server is not server:  # it waits on this allocation too
                     existing.also = [*(existing.also or ()), server]
                 return existing
         generation.pending[base.transport] += 1
@@ -406,7 +404,7 @@ class Relaying(Emitting):
         answer (`_fall_back`). Until one answers, each gets its `_share` of the deadline.
         """
         until = deadline or generation.deadline
-        first, *rest = dict.fromkeys(addresses)  # each once, in order
+        first, *rest = addresses  # each once already (`Gathering._use`)
         if rest and server.url.transport != "tcp":  # streams are never shared
             key = _udp_key(base)
             while rest and not _may_wait_on(self._relays.get((key, first)), rest):
