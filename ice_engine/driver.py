@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, assert_never
 
 from . import icmperrors
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
@@ -377,12 +377,13 @@ class Gatherer:
             self._core.relay_send(self._now(), allocation, peer, data, permit=True)
             self._service()
             return
+        table = self._table
         base = local.base
         if base is None:  # a copy (IceCandidate.from_json): the current generation's line?
-            line = local.candidate
-            base = next((c.base for c in self._core.candidates if c.candidate == line), None)
-        table = self._table
-        key = None if base is None else table.base_keys.get(base)
+            key = self._core.base_key_of(local.candidate)
+            base = None if key is None else table.base_addresses.get(key)
+        else:
+            key = table.base_keys.get(base)
         if base is None or key is None:
             raise ValueError(f"no socket here for {local.candidate!r}")
         if (":" in peer[0]) != (":" in base[0]):
@@ -598,9 +599,7 @@ class Gatherer:
             shared.forget(self._expected or ())
         for shared, deliver in self._sessions.items():
             shared.release_session(deliver, self._ufrags.values())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._cancel_timer()
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
                 task.cancel()
@@ -721,9 +720,7 @@ class Gatherer:
                 self._lingering.discard(key)
                 self._close_socket(key)
         if self._closed and not self._table.sockets:  # the last, after a cancelled close
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._cancel_timer()
             if self._close_done is not None and not self._close_done.done():
                 self._close_done.set_result(None)
 
@@ -1035,6 +1032,8 @@ class Gatherer:
                 self._spawn(self._resolve(command))
             elif isinstance(command, OpenSocket):
                 self._open_beside(command)
+            else:
+                assert_never(command)
         while (relayed := core.next_relayed()) is not None:
             if self._on_relayed is not None:
                 self._deliver(self._on_relayed, *relayed)
@@ -1081,6 +1080,14 @@ class Gatherer:
                 self._timer.cancel()
             self._timer = None if timer is None else self._get_loop().call_at(timer, self._on_timer)
             self._timer_at = timer
+
+    def _cancel_timer(self) -> None:
+        """No timer, and none armed: the next `_rearm_timer` arms the core's deadline
+        afresh (a cleared handle with its deadline kept would look armed, and never be)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = None
+        self._timer_at = None
 
     def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
         """Call the application back; its exception goes to the loop's exception handler

@@ -194,6 +194,11 @@ class Gathering(Relaying):
         generation = self._generation
         return [] if generation.held is not None else list(generation.candidates)
 
+    def base_key_of(self, line: str) -> int | None:
+        """The key of the base one of `candidates` was gathered on, found by its line."""
+        generation = self._generation
+        return None if generation.held is not None else generation.bases_of.get(line)
+
     @property
     def bases(self) -> list[Base]:
         return list(self._generation.bases)
@@ -444,7 +449,7 @@ class Gathering(Relaying):
             if base.relay_key is None or server.url.transport != "udp" or self.relay_only:
                 return
             # The allocation's socket is not the base's: ask for the base's own srflx.
-        until = deadline or generation.deadline
+        until = generation.deadline if deadline is None else deadline
         self._send_binding(generation, base, server, usable, now, until, quiet=server.url.is_turn)
 
     def add_bases(self, now: float, bases: Sequence[Base], tcp_bases: Sequence[Base] = ()) -> None:
@@ -502,7 +507,9 @@ class Gathering(Relaying):
     def receive_datagram(
         self, now: float, base_key: int, data: bytes, source: tuple[str, int]
     ) -> bool:
-        """A datagram arrived on a base; True if it was ours (a STUN response we await)."""
+        """A datagram arrived on a base; True if it was the core's: an answer to one of
+        our requests (Binding or TURN) or data relayed by one of our allocations. False
+        leaves it to the application's data path (a peer's check or media)."""
         probe = self._probes.get(data[8:20]) if data[4:8] == _COOKIE else None
         if probe is None:
             server = (_normalize(source[0]), source[1])

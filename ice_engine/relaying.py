@@ -12,6 +12,7 @@ import math
 import socket
 from collections import deque
 from collections.abc import Sequence
+from typing import assert_never
 
 from . import stun
 from .candidate import relay_type_preference
@@ -28,6 +29,7 @@ from .turn import (
     AllocationFailed,
     NonceCache,
     Redirected,
+    Refreshed,
     RequestFailed,
     TurnCredentials,
     TurnEvent,
@@ -278,12 +280,13 @@ class Relaying(Emitting):
         permit: bool = False,
     ) -> None:
         """Send `data` to `peer` through the allocation: a permission must be installed,
-        or with `permit`, is asked for first (`Allocation.permit_on_first_use`)."""
+        or with `permit`, is asked for first (`Allocation.permit_on_first_use`). Data
+        too large to relay raises ValueError before anything is asked."""
         relay = self._relay_of(allocation)
+        wire = allocation.wrap_send(peer, data)
         if permit:
             allocation.permit_on_first_use(peer, now)
             self._flush(relay, now)
-        wire = allocation.wrap_send(peer, data)
         if relay.stream is None:
             self._commands.append(SendDatagram(relay.key, wire, relay.server_address))
         else:
@@ -335,7 +338,7 @@ class Relaying(Emitting):
         allocation = Allocation(
             server_address,
             credentials=TurnCredentials(server.username or "", server.credential or ""),
-            deadline=deadline or generation.deadline,
+            deadline=generation.deadline if deadline is None else deadline,
             reliable=over_stream,
             timing=self.timing,
             rtt=self.rtt,
@@ -403,7 +406,7 @@ class Relaying(Emitting):
         this one would (`_may_wait_on`): the others wait their turn, should it never
         answer (`_fall_back`). Until one answers, each gets its `_share` of the deadline.
         """
-        until = deadline or generation.deadline
+        until = generation.deadline if deadline is None else deadline
         first, *rest = addresses  # each once already (`Gathering._use`)
         if rest and server.url.transport != "tcp":  # streams are never shared
             key = _udp_key(base)
@@ -592,6 +595,8 @@ class Relaying(Emitting):
                 if self._relay_failures is None:
                     self._relay_failures = deque()
                 self._relay_failures.append((relay.allocation, event))
+        elif isinstance(event, Refreshed):
+            return  # nothing to tell: the relay lives on
         elif relay.settled or self._closed or relay.generation.retired:
             return
         elif isinstance(event, Allocated):
@@ -611,6 +616,8 @@ class Relaying(Emitting):
             # Past the deadline with the connection still being made, it never left.
             reason = event.reason if relay.backlog is None else _unconnected(relay)
             self._fail(relay, event.code, reason, now)
+        else:
+            assert_never(event)
 
     def _settle(self, relay: Relay, now: float) -> None:
         """The relay's part in its transport's gathering is over: it relays, failed, or

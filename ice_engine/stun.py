@@ -581,10 +581,11 @@ def keyed_mac(key: bytes, data: bytes, digest: str) -> bytes:
 
     `hmac.digest` has OpenSSL look the algorithm up on every call: 2 µs warm, 8 µs
     in a process busy with a thousand TURN gatherings (measured). A key's padded
-    inner and outer states are made once and copied per message instead. Keys are
-    few (one per TURN server and credential, one per ICE password), so the cache is
-    small, and cleared whole when it fills. Like the keys themselves, the states can
-    sign for their credentials: the process keeps those of its last 64 keys.
+    inner and outer states are made once and copied per message instead: one key per
+    TURN server and credential, one per ICE password. With credentials per session
+    (TURN REST) keys are many; the cache is cleared whole when it fills, so it stays
+    small and costs one preparation per new key. Like the keys themselves, the states
+    can sign for their credentials: the process keeps those of its last 64 keys.
     """
     states = _PADDED.get((key, digest))
     if states is None:
@@ -747,8 +748,7 @@ class StreamFramer:
     length padded to 4 bytes. Bytes that start neither end the stream, which
     cannot resynchronize: `feed` still returns the frames before them, so what
     comes out does not depend on how TCP cut the stream, and `error` says why
-    it ended; every later `feed` raises StunError. After an RFC 6062
-    ConnectionBind the stream carries raw data and is no longer framed here.
+    it ended; every later `feed` raises StunError.
     """
 
     __slots__ = ("_buffer", "error")

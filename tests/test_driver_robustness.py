@@ -30,7 +30,7 @@ from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
-from ice_engine.turn import NonceCache, NonceEntry, RequestFailed
+from ice_engine.turn import CLOSE_TIMEOUT, NonceCache, NonceEntry, RequestFailed
 
 from .test_turn import PASSWORD, REALM, USER, FakeTurn
 
@@ -465,6 +465,42 @@ async def test_a_cancelled_close_still_releases_an_allocation_granted_after_it()
         assert stub.released.is_set()
         assert gatherer._table.sockets == {}
         await asyncio.wait_for(consumer, 1)
+    finally:
+        stub.close()
+
+
+class DeafToDeallocationStub(TurnStub):
+    """Grants allocations but never answers a Refresh of lifetime 0 (lost, say): the
+    deallocation is resent until `CLOSE_TIMEOUT`, then given up."""
+
+    def __init__(self) -> None:
+        self.refreshes = 0
+        super().__init__()
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        if request.method == Method.REFRESH and request.lifetime() == 0:
+            self.refreshes += 1
+            return
+        super().answer(data, source)
+
+
+async def test_a_cancelled_close_ends_an_unanswered_deallocation_at_its_deadline() -> None:
+    """A cancelled close() cancelled the timer but left its deadline as the armed one, so
+    the timer was never armed again: the unanswered deallocation was never resent nor
+    given up, its socket stayed open, and a second close() waited forever."""
+    stub = DeafToDeallocationStub()
+    try:
+        gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)])
+        await collect(gatherer)
+        closing = asyncio.ensure_future(gatherer.close())
+        await asyncio.sleep(0)  # the Refresh goes out; then the caller gives up
+        closing.cancel()
+        await asyncio.gather(closing, return_exceptions=True)
+        assert gatherer._table.sockets  # lingering while the deallocation is under way
+        await asyncio.wait_for(gatherer.close(), CLOSE_TIMEOUT + 2)
+        assert gatherer._table.sockets == {}
+        assert stub.refreshes >= 2  # resent meanwhile
     finally:
         stub.close()
 

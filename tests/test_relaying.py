@@ -596,6 +596,21 @@ def test_a_send_asks_for_the_peer_s_permission_on_first_use_only() -> None:
     assert methods(later + 10, ("198.51.100.11", 1)) == [Method.SEND]
 
 
+def test_a_send_too_large_to_relay_asks_for_no_permission() -> None:
+    """It was queued before the size check raised, and the driver, never reached, left
+    the CreatePermission unsent with no timer, holding back the next one for 5 s."""
+    core, allocation = allocated()
+    peer = ("198.51.100.11", 40000)
+    with pytest.raises(ValueError, match="datagram"):
+        core.relay_send(0.2, allocation, peer, b"x" * 70_000, permit=True)
+    assert drain(core) == []
+    core.relay_send(0.3, allocation, peer, b"x", permit=True)
+    assert [stun.parse(sent.data).method for sent in drain(core)] == [
+        Method.CREATE_PERMISSION,
+        Method.SEND,
+    ]
+
+
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
     core, allocation = allocated()
     peer = ("198.51.100.11", 40000)
