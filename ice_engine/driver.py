@@ -130,9 +130,11 @@ class Gatherer:
         "_address_filter",
         "_close_done",
         "_closed",
+        "_consumer_waiting",
         "_continual",
         "_core",
         "_deallocated",
+        "_delivered_whole",
         "_expected",
         "_gather_calls",
         "_ip_handling",
@@ -154,15 +156,13 @@ class Gatherer:
         "_shared_port",
         "_shared_routes",
         "_ssl_context",
-        "_streamed",
-        "_streaming",
-        "_streams",
         "_table",
         "_tasks",
         "_tcp_bases",
         "_tcp_candidates",
         "_timer",
         "_timer_at",
+        "_turn_streams",
         "_udp_turn",
         "_ufrags",
         "_waiter",
@@ -262,7 +262,7 @@ class Gatherer:
         self._address_filter = address_filter
         self._resolver = resolver
         self._ssl_context = ssl_context
-        self._streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
+        self._turn_streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._timer: asyncio.TimerHandle | None = None
@@ -270,9 +270,9 @@ class Gatherer:
         self._tasks: set[asyncio.Task[None]] | None = None  # DNS and stream tasks, if any
         self._waiter: asyncio.Future[None] | None = None  # gather() waiting for events
         self._deallocated: asyncio.Future[None] | None = None  # close() waiting for TURN
-        self._streaming = False  # a gather() is waiting for events
+        self._consumer_waiting = False  # a gather() is waiting for events
         self._gather_calls = 0  # the latest gather() call streams; earlier ones end
-        self._streamed = -1  # the last generation whose events gather() delivered in full
+        self._delivered_whole = -1  # the last generation gather() delivered in full
         self._closed = False
         self._close_done: asyncio.Future[None] | None = None  # resolved once close() is done
 
@@ -432,25 +432,25 @@ class Gatherer:
         left unread (a loop broke off, then `restart()`) come first, without their own.
         """
         self._check_usable()
-        if self._streaming:
+        if self._consumer_waiting:
             raise RuntimeError("gather() is already being iterated")
         self._get_loop()
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
         if not self._core.started:
             if self._mdns:
-                self._streaming = True
+                self._consumer_waiting = True
                 try:
                     await self._mdns_ready()
                 finally:
-                    self._streaming = False
+                    self._consumer_waiting = False
                 if self._closed:
                     return
             if not self._core.started:  # restart() meanwhile?
                 self._start()
-        elif self._core.generation == self._streamed:
+        elif self._core.generation == self._delivered_whole:
             raise RuntimeError(
-                f"generation {self._streamed} is complete and its events were consumed; "
+                f"generation {self._delivered_whole} is complete and its events were consumed; "
                 "call restart() for a new one"
             )
         self._core.release()  # what prepare() or the pool gathered ahead
@@ -460,20 +460,20 @@ class Gatherer:
             if event is None:
                 if self._closed:
                     return
-                self._streaming = True
+                self._consumer_waiting = True
                 self._waiter = self._get_loop().create_future()
                 try:
                     await self._waiter
                 finally:
                     self._waiter = None
-                    self._streaming = False
+                    self._consumer_waiting = False
                 continue
             if isinstance(event, IceCandidateEvent) and event.candidate is None:
                 if event.generation != target:
                     continue  # an older generation's end: this stream ends at its own
                 # Marked before the yield: a consumer that breaks at the null has read
                 # the generation whole, and a later gather() must say so, not wait.
-                self._streamed = target
+                self._delivered_whole = target
                 yield event
                 return
             yield event
@@ -603,9 +603,9 @@ class Gatherer:
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
                 task.cancel()
-        if self._streams is not None:
+        if self._turn_streams is not None:
             now = self._now()
-            for stream in self._streams.abort():  # their deallocations can no longer end
+            for stream in self._turn_streams.abort():  # their deallocations can no longer end
                 self._core.stream_closed(now, stream, "closed")
         if keep_closing:  # all linger: _service closes those with nothing under way
             self._lingering.update(self._table.sockets)
@@ -664,7 +664,7 @@ class Gatherer:
         self._service()
 
     def _start_pooled(self) -> None:
-        generation = self._core.generation + self._core.pooled + 1
+        generation = self._core.next_pooled
         credentials = new_credentials()
         self._ufrags[generation] = credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
@@ -697,12 +697,12 @@ class Gatherer:
         """Keep the sockets of the last generation the application saw (ICE may still be
         using them until the restart completes), the current and pooled ones; release
         the others, older or never seen."""
-        generation, seen = self._core.generation, self._core.released
+        keeps = self._core.keeps
         for key, owner in list(self._table.owners.items()):
-            if owner < generation and owner != seen:
+            if not keeps(owner):
                 self._lingering.add(key)
         self._close_lingering()
-        retired = [number for number in self._ufrags if number < generation and number != seen]
+        retired = [number for number in self._ufrags if not keeps(number)]
         if retired:  # a shared port stops routing their peers' checks to us
             ufrags = [self._ufrags.pop(number) for number in retired]
             for shared, deliver in self._sessions.items():
@@ -1021,13 +1021,13 @@ class Gatherer:
             if isinstance(command, SendDatagram):
                 self._send_datagram(command)
             elif isinstance(command, StreamSend):
-                if self._streams is not None:
-                    self._streams.send(command.stream, command.data)
+                if self._turn_streams is not None:
+                    self._turn_streams.send(command.stream, command.data)
             elif isinstance(command, OpenStream):
                 self._stream_set().open(command)
             elif isinstance(command, CloseStream):
-                if self._streams is not None:
-                    self._streams.close(command.stream)
+                if self._turn_streams is not None:
+                    self._turn_streams.close(command.stream)
             elif isinstance(command, Resolve):  # a name: the core contacts IPs at once
                 self._spawn(self._resolve(command))
             elif isinstance(command, OpenSocket):
@@ -1116,8 +1116,8 @@ class Gatherer:
 
     def _stream_set(self) -> StreamSet:
         """Made at the first connection: most gatherers never open one."""
-        if self._streams is None:
-            self._streams = StreamSet(
+        if self._turn_streams is None:
+            self._turn_streams = StreamSet(
                 self._table.sockets,
                 self._ssl_context,
                 self._spawn,
@@ -1125,7 +1125,7 @@ class Gatherer:
                 self._stream_data,
                 self._stream_closed,
             )
-        return self._streams
+        return self._turn_streams
 
     def _stream_connected(self, stream: int, port: int | None) -> None:
         self._core.stream_connected(self._now(), stream, port)

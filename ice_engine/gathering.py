@@ -295,12 +295,23 @@ class Gathering(Relaying):
         It is numbered after the current and any pooled ones, and returned. Its events are
         held until a `restart` has made it current and `release` is called.
         """
-        number = self._generation.number + len(self._pool) + 1
+        number = self.next_pooled
         generation = Generation(number, credentials, len(self.transports), now)
         generation.held = []
         self._begin(generation, now, bases, tcp_bases)
         self._pool += (generation,)
         return number
+
+    @property
+    def next_pooled(self) -> int:
+        """The number the next `prepare` gives its generation (its sockets are bound first)."""
+        return self._generation.number + len(self._pool) + 1
+
+    def keeps(self, number: int) -> bool:
+        """Whether generation `number` is still in use, so its sockets and relays stay:
+        the current one, pooled ones, and the last whose events the application saw
+        (its ICE agent may still use it until the restart completes)."""
+        return number >= self._generation.number or number == self._released
 
     @property
     def pooled(self) -> int:
@@ -359,14 +370,14 @@ class Gathering(Relaying):
         if not self._pool and credentials is None:
             raise ValueError("restart needs credentials when no generation is pooled")
         old = self._generation
-        self._abandon(old, now)
+        self._retire(old, now)
         if self._pool:
             generation, self._pool = self._pool[0], self._pool[1:]
             self._generation = generation
         else:
             assert credentials is not None
             self._generation = Generation(old.number + 1, credentials, len(self.transports), now)
-        self._close_relays(now, older_than=self._generation.number, keep=self._released)
+        self._close_relays(now, everything=False)
 
     def close(self, now: float) -> None:
         """Stop: pending work is dropped, nothing more is emitted, allocations are released.
@@ -693,7 +704,7 @@ class Gathering(Relaying):
                 type_preference=_TCP_HOST_TYPE_PREFERENCE,
             )
 
-    def _abandon(self, generation: Generation, now: float) -> None:
+    def _retire(self, generation: Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
         generation.retired = True
         for transaction_id in [
@@ -702,7 +713,7 @@ class Gathering(Relaying):
             del self._probes[transaction_id]
         for request in [r for r, (owner, _) in self._resolving.items() if owner is generation]:
             del self._resolving[request]
-        self._abandon_relays(generation, now)
+        self._deallocate_unsettled(generation, now)
         for transport in range(len(self.transports)):
             generation.pending[transport] = 0
             self._maybe_finish(generation, transport, now)

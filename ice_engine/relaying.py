@@ -169,26 +169,29 @@ class Relaying(Emitting):
                 if now >= relay.allocation.deadline:
                     self.socket_failed(now, request, "no other socket came in time")
 
-    def _close_relays(self, now: float, older_than: int | None = None, keep: int = -1) -> None:
-        """Deallocate every relay, or those of generations before `older_than` but `keep`."""
+    def _close_relays(self, now: float, everything: bool = True) -> None:
+        """Deallocate every relay, or those of the generations no longer kept (`keeps`)."""
         for relay in list(self._relays.values()):  # _flush drops the closed ones
-            number = relay.generation.number
-            if older_than is None or (number < older_than and number != keep):
-                self._release(relay, now)
+            if everything or not self.keeps(relay.generation.number):
+                self._deallocate(relay, now)
 
-    def _abandon_relays(self, generation: Generation, now: float) -> None:
+    def keeps(self, number: int) -> bool:
+        """Gathering's: whether generation `number`'s relays stay."""
+        raise NotImplementedError
+
+    def _deallocate_unsettled(self, generation: Generation, now: float) -> None:
         """A restart retired the generation: allocations still in flight are released,
         not kept (and refreshed) for candidates nobody will see."""
         for relay in list(self._relays.values()):
             if relay.generation is generation and not relay.settled:
-                self._release(relay, now)
+                self._deallocate(relay, now)
 
-    def _release(self, relay: Relay, now: float) -> None:
+    def _deallocate(self, relay: Relay, now: float) -> None:
         """Deallocate a relay. One whose connection is not up yet has sent nothing, so
         the server holds nothing: it ends at once rather than wait out `CLOSE_TIMEOUT`."""
         relay.allocation.close(now)
         if relay.backlog is not None:
-            relay.allocation.abandon()
+            relay.allocation.stop_closing()
         self._flush(relay, now)
 
     def _drop_relays(self, gone: set[int], now: float) -> None:
@@ -216,7 +219,7 @@ class Relaying(Emitting):
         if relay.settled:
             if relay.allocation.state == "closing":
                 # Its deallocation bounced too: the port is closed, nothing is held there.
-                relay.allocation.abandon()
+                relay.allocation.stop_closing()
                 self._flush(relay, now)
             return
         if relay.generation.retired or self._closed:
@@ -225,7 +228,7 @@ class Relaying(Emitting):
             self._fail(relay, UNREACHABLE, f"TURN server unreachable ({cause}).", now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
         # have been granted: released as close() releases it (an unsigned one is dropped).
-        self._release(relay, now)
+        self._deallocate(relay, now)
 
     # -- the relays' own API and work --------------------------------------------------
 

@@ -37,11 +37,15 @@ __all__ = [
 TIMED_OUT = 701
 #: An allocation's life (see `Allocation`); a Literal, so that mypy catches a misspelt one.
 AllocationState = Literal["new", "allocating", "allocated", "closing", "closed", "failed"]
+#: What a request is for ("close": the Refresh of lifetime 0 that deallocates).
+RequestKind = Literal["allocate", "refresh", "close", "permission", "channel"]
+#: What the server holds for a peer once granted, and renews: `_installed`.
+Grant = Literal["permission", "channel"]
 CLOSE_TIMEOUT = 1.0  # deallocation is a courtesy: never hold a shutdown longer than this
 PERMISSION_DEADLINE = 5.0
 PERMISSION_RENEW_AFTER = 240.0  # a permission lasts 300 s (RFC 8656 §9)
 CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
-_LIFETIMES = {"permission": 300.0, "channel": 600.0}
+_LIFETIMES: dict[Grant, float] = {"permission": 300.0, "channel": 600.0}
 _RENEWAL_RETRY = 15.0  # after a failed renewal, while what it renews still lasts
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
 _REFRESH_MARGIN = 60
@@ -167,7 +171,7 @@ class _Request:
 
     def __init__(
         self,
-        kind: str,
+        kind: RequestKind,
         method: Method,
         attributes: Sequence[tuple[int, bytes]],
         key: bytes | None,
@@ -234,7 +238,7 @@ class Allocation:
         self._permission_renewals: dict[tuple[str, int], float] = {}
         self._channel_renewals: dict[tuple[str, int], float] = {}
         # When each lapses on the server unless renewed: ("permission" | "channel", peer).
-        self._lapses: dict[tuple[str, tuple[str, int]], float] = {}
+        self._lapses: dict[tuple[Grant, tuple[str, int]], float] = {}
         self._transport = "stream" if reliable else "udp"
         self._auth: NonceEntry | None = None
         self._key: bytes | None = None
@@ -385,7 +389,7 @@ class Allocation:
             return
         self.state = "closing"
         self._close_by = now + CLOSE_TIMEOUT
-        self._send_release(now)
+        self._send_deallocation(now)
 
     def extend_deadline(self, deadline: float) -> None:
         """The server answered (its other addresses are not needed): the allocation may
@@ -395,8 +399,8 @@ class Allocation:
             if request.kind == "allocate":
                 request.transaction.deadline = deadline
 
-    def abandon(self) -> None:
-        """Stop releasing: the server's port bounced the deallocation (ICMP), so there
+    def stop_closing(self) -> None:
+        """Stop deallocating: the server's port bounced the deallocation (ICMP), so there
         is no server there to hold the allocation, and nothing to wait for."""
         if self.state == "closing":
             self._late = None
@@ -520,7 +524,7 @@ class Allocation:
 
     def _send(
         self,
-        kind: str,
+        kind: RequestKind,
         method: Method,
         attributes: Sequence[tuple[int, bytes]],
         now: float,
@@ -591,11 +595,11 @@ class Allocation:
             # It installed the peer's permission too, which lasts 300 s, not the channel's 600.
             self._installed("permission", request.peers[0], now)
 
-    def _renewals(self, kind: str) -> dict[tuple[str, int], float]:
+    def _renewals(self, kind: Grant) -> dict[tuple[str, int], float]:
         """When each peer's permission, or channel, is to be renewed."""
         return self._permission_renewals if kind == "permission" else self._channel_renewals
 
-    def _installed(self, kind: str, peer: tuple[str, int], now: float) -> None:
+    def _installed(self, kind: Grant, peer: tuple[str, int], now: float) -> None:
         """The server holds a permission or channel for `peer`: renew it before it lapses."""
         renew_after = PERMISSION_RENEW_AFTER if kind == "permission" else CHANNEL_RENEW_AFTER
         self._renewals(kind)[peer] = now + renew_after
@@ -688,27 +692,28 @@ class Allocation:
         """A request other than an Allocate refused or unanswered: a lost refresh is a
         lost allocation, a lost deallocation an ended one; a permission or channel is
         tried again while it lasts (`_renewal_failed`), and the failure told."""
-        if request.kind == "refresh":
+        kind = request.kind
+        if kind == "refresh":
             self._expire()
-        elif request.kind == "close":
+        elif kind == "close":
             self._finish_close()
-        else:
-            self._renewal_failed(request, now)
+        elif kind == "permission" or kind == "channel":
+            self._renewal_failed(kind, request.peers, now)
             self._events.append(RequestFailed(request.method.name, code, reason, request.peers))
 
-    def _renewal_failed(self, request: _Request, now: float) -> None:
+    def _renewal_failed(self, kind: Grant, peers: tuple[tuple[str, int], ...], now: float) -> None:
         """Try a failed renewal again while what it renews lasts on the server; after
         that, the permission (or channel) is gone, and no longer listed as installed."""
-        renewals = self._renewals(request.kind)
-        for peer in request.peers:
-            lapse = self._lapses.get((request.kind, peer))
+        renewals = self._renewals(kind)
+        for peer in peers:
+            lapse = self._lapses.get((kind, peer))
             if lapse is None:
                 continue  # not a renewal: nothing was installed
             if now + _RENEWAL_RETRY < lapse:
                 renewals[peer] = now + _RENEWAL_RETRY
                 continue
-            del self._lapses[request.kind, peer]
-            if request.kind == "channel":
+            del self._lapses[kind, peer]
+            if kind == "channel":
                 self.channels.pop(peer, None)
             elif not any(k == "permission" and p[0] == peer[0] for k, p in self._lapses):
                 self.permissions.discard(peer[0])
@@ -737,9 +742,9 @@ class Allocation:
         self._close_by = now + CLOSE_TIMEOUT
         if late:
             self._late = late
-        self._send_release(now)
+        self._send_deallocation(now)
 
-    def _send_release(self, now: float) -> None:
+    def _send_deallocation(self, now: float) -> None:
         """The deallocation: a Refresh of lifetime 0, resent over UDP until `_close_by`."""
         attributes = [(Attr.LIFETIME, stun.u32_value(0))]
         self._send("close", Method.REFRESH, attributes, now, self._close_by)
@@ -766,7 +771,7 @@ class Allocation:
             del self._late[message.transaction_id]
             if self.state == "closing":  # our Refresh may have come before it: once more
                 self._pending.clear()
-                self._send_release(now)
+                self._send_deallocation(now)
         elif message.message_class == MessageClass.ERROR:
             del self._late[message.transaction_id]  # nothing was created
         else:
