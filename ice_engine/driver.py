@@ -149,7 +149,6 @@ class Gatherer:
         "_on_relay_failure",
         "_on_relayed",
         "_pool_size",
-        "_pooled_tcp_bases",
         "_resolver",
         "_responder",
         "_sessions",
@@ -158,7 +157,6 @@ class Gatherer:
         "_ssl_context",
         "_table",
         "_tasks",
-        "_tcp_bases",
         "_tcp_candidates",
         "_timer",
         "_timer_at",
@@ -243,8 +241,6 @@ class Gatherer:
         self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
         self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
         self._tcp_candidates = tcp_candidates
-        self._tcp_bases: dict[int, str] = {}  # this generation's listeners -> their address
-        self._pooled_tcp_bases: dict[int, dict[int, str]] = {}  # the same, per pooled generation
         self._shared_port = shared_port
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
@@ -495,10 +491,8 @@ class Gatherer:
         self._core.restart(self._now(), None if pooled else new_credentials())
         self._service()
         self._close_old_sockets()
-        if pooled:
-            self._tcp_bases = self._pooled_tcp_bases.pop(self._core.generation, {})
-            if self._continual:
-                self._rescan()  # addresses may have changed while it waited
+        if pooled and self._continual:
+            self._rescan()  # addresses may have changed while it waited
         if self._pool_size:
             await self.prepare()
 
@@ -657,7 +651,6 @@ class Gatherer:
         generation = self._core.generation  # restart() released what is older
         self._ufrags[generation] = self._core.credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
-        self._tcp_bases = {b.key: b.address for b in tcp_bases}  # for continual gathering
         self._core.start(self._now(), bases, tcp_bases, hold=hold)
         if self._continual and self._watcher is None:
             self._watcher = InterfaceWatcher(self._get_loop(), self._rescan)
@@ -668,7 +661,6 @@ class Gatherer:
         credentials = new_credentials()
         self._ufrags[generation] = credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
-        self._pooled_tcp_bases[generation] = {b.key: b.address for b in tcp_bases}
         self._core.prepare(self._now(), credentials, bases, tcp_bases)
         self._service()
 
@@ -828,10 +820,7 @@ class Gatherer:
         # The watcher has just enumerated afresh for every gatherer: its view serves.
         present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
         bases = core.bases
-        gone = [b.key for b in bases if b.address not in present]
-        gone += [key for key, address in self._tcp_bases.items() if address not in present]
-        for key in gone:
-            self._tcp_bases.pop(key, None)
+        gone = [b.key for b in (*bases, *core.tcp_bases) if b.address not in present]
         if gone:
             core.remove_bases(now, gone)
             for key in [*gone, *self._table.opened_beside(gone)]:
@@ -840,8 +829,7 @@ class Gatherer:
         added = [a for a in present.values() if a.address not in known]
         new_bases: list[Base] = []
         tcp_bases: list[Base] = []
-        first_rank = max((b.rank for b in bases), default=-1) + 1
-        for rank, address in enumerate(added, start=first_rank):
+        for rank, address in enumerate(added, start=core.next_rank):
             try:
                 udp, tcp = self._bind_generation(core.generation, [address], rank)
             except OSError:
@@ -849,7 +837,6 @@ class Gatherer:
             new_bases += udp
             tcp_bases += tcp
         if new_bases or tcp_bases:
-            self._tcp_bases.update((b.key, b.address) for b in tcp_bases)
             core.add_bases(now, new_bases, tcp_bases)
         self._service()
 

@@ -201,7 +201,20 @@ class Gathering(Relaying):
 
     @property
     def bases(self) -> list[Base]:
+        """The current generation's UDP bases."""
         return list(self._generation.bases)
+
+    @property
+    def tcp_bases(self) -> list[Base]:
+        """The current generation's ICE-TCP listeners."""
+        return list(self._generation.tcp_bases)
+
+    @property
+    def next_rank(self) -> int:
+        """The rank (see `Base`) for an address that joins the current generation: after
+        those of its bases, so that it takes a lower local preference."""
+        generation = self._generation
+        return max((b.rank for b in (*generation.bases, *generation.tcp_bases)), default=-1) + 1
 
     @property
     def waiting_for(self) -> list[str]:
@@ -329,6 +342,7 @@ class Gathering(Relaying):
         generation.started_at = now
         generation.deadline = now + self.timing.server_deadline
         generation.bases = list(bases)
+        generation.tcp_bases = tuple(tcp_bases)
         generation.state = [GatheringState.GATHERING] * len(self.transports)
         if generation.held is None:
             self._released = generation.number
@@ -475,6 +489,7 @@ class Gathering(Relaying):
         ):
             raise RuntimeError("bases can only be added while gathering continually")
         generation.bases.extend(bases)
+        generation.tcp_bases += tuple(tcp_bases)
         self._add_hosts(generation, bases, tcp_bases, now)
         deadline = now + self.timing.server_deadline  # a fresh one for new work
         for base in bases:
@@ -487,6 +502,7 @@ class Gathering(Relaying):
         generation = self._generation
         gone = set(keys)
         generation.bases = [b for b in generation.bases if b.key not in gone]
+        generation.tcp_bases = tuple(b for b in generation.tcp_bases if b.key not in gone)
         for transaction_id, probe in list(self._probes.items()):
             if probe.base.key in gone:
                 del self._probes[transaction_id]

@@ -89,6 +89,7 @@ class Generation:
         "servers",
         "started_at",
         "state",
+        "tcp_bases",
     )
 
     def __init__(
@@ -98,6 +99,7 @@ class Generation:
         self.credentials = credentials
         self.started_at = started_at  # event times (`t`) count from it
         self.bases: list[Base] = []
+        self.tcp_bases: tuple[Base, ...] = ()  # ICE-TCP listeners (RFC 6544), if any
         self.pending = [0] * transports
         self.state = [GatheringState.NEW] * transports
         self.candidates: list[IceCandidate] = []

@@ -995,6 +995,31 @@ def test_continual_gathering_takes_new_bases_and_removes_lost_ones() -> None:
         core.add_bases(net.now, [bases[2]])
 
 
+def test_the_core_keeps_each_generation_s_ice_tcp_listeners_and_next_rank() -> None:
+    """The driver kept its own copy of the listeners, per pooled generation too, because
+    the core dropped them; and it computed the rank a new address takes."""
+    core = Gathering(
+        transports=[Transport("0", 0)], credentials=Credentials("ufrag001", "p" * 24), continual=True
+    )
+    udp = Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)
+    tcp = Base(2, 0, 1, "203.0.113.2", 40001, socket.AF_INET, 0)
+    core.start(0.0, [udp], [tcp])
+    assert core.tcp_bases == [tcp] and core.next_rank == 1
+    added = Base(3, 0, 1, "203.0.113.3", 40002, socket.AF_INET, 1)
+    core.add_bases(0.1, [], [added])
+    assert core.tcp_bases == [tcp, added] and core.next_rank == 2
+    core.remove_bases(0.2, [tcp.key])
+    assert core.tcp_bases == [added]
+    assert {c.address for c in core.candidates if c.protocol == "tcp"} == {"203.0.113.3"}
+    pooled = Base(4, 0, 1, "203.0.113.2", 40003, socket.AF_INET, 0)
+    number = core.next_pooled
+    assert core.prepare(0.3, new_credentials(), [], [pooled]) == number
+    assert core.tcp_bases == [added]  # the pool's wait for a restart
+    core.restart(0.4)
+    assert core.generation == number and core.tcp_bases == [pooled]
+    assert core.keeps(number) and core.keeps(0)  # 0: the last generation the application saw
+
+
 def test_transaction_owed_a_resend_by_a_late_loop_gets_one() -> None:
     on_time = StunTransaction(b"req", now=0.0, rto=0.25, deadline=2.0)
     for now in (0.25, 0.75, 1.75):
