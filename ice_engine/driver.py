@@ -39,7 +39,7 @@ from .model import Base, Transport
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
-from .sharedport import Route, SharedSocket
+from .sharedport import SharedPortSession
 from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet, describe
@@ -135,7 +135,6 @@ class Gatherer:
         "_core",
         "_deallocated",
         "_delivered_whole",
-        "_expected",
         "_gather_calls",
         "_ip_handling",
         "_lingering",
@@ -151,9 +150,8 @@ class Gatherer:
         "_pool_size",
         "_resolver",
         "_responder",
-        "_sessions",
+        "_shared",
         "_shared_port",
-        "_shared_routes",
         "_ssl_context",
         "_table",
         "_tasks",
@@ -162,7 +160,6 @@ class Gatherer:
         "_timer_at",
         "_turn_streams",
         "_udp_turn",
-        "_ufrags",
         "_waiter",
         "_watcher",
     )
@@ -238,16 +235,17 @@ class Gatherer:
         # The data path for a connectivity layer: what peers send to our bases, and where
         # `send` finds a candidate's socket.
         self._on_datagram = on_datagram
-        self._ufrags: dict[int, str] = {}  # generation -> its ufrag, for shared sockets
-        self._sessions: dict[SharedSocket, Callable[[bytes, tuple[str, int]], None]] = {}
         self._tcp_candidates = tcp_candidates
         self._shared_port = shared_port
+        self._shared = (
+            None
+            if shared_port is None
+            else SharedPortSession(self._on_answer, self._on_unreachable, self._from_peer)
+        )
         self._mdns = mdns
         self._responder: MdnsResponder | None = None
         self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
         self._mdns_unavailable: str | None = None
-        self._expected: set[bytes] | None = None  # transaction ids shared sockets route to us
-        self._shared_routes: dict[int, Route] | None = None  # see _shared_route
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
         self._udp_turn = shared_port is not None and any(
@@ -385,9 +383,8 @@ class Gatherer:
         if (":" in peer[0]) != (":" in base[0]):
             raise ValueError(f"peer {peer[0]} and base {base[0]} differ in address family")
         shared = table.shared.get(key)
-        session = None if shared is None else self._sessions.get(shared)
-        if shared is not None and session is not None:  # the peer's answers come back here
-            shared.latch(peer, session)
+        if shared is not None and self._shared is not None:  # its answers come back here
+            self._shared.latch(shared, peer)
         sock = table.sockets[key]
         try:
             sock.sendto(data, peer)
@@ -589,10 +586,8 @@ class Gatherer:
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
-        for shared in set(self._table.shared.values()):
-            shared.forget(self._expected or ())
-        for shared, deliver in self._sessions.items():
-            shared.release_session(deliver, self._ufrags.values())
+        if self._shared is not None:
+            self._shared.close(self._table.shared.values())
         self._cancel_timer()
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
@@ -649,7 +644,8 @@ class Gatherer:
 
     def _start(self, hold: bool = False) -> None:
         generation = self._core.generation  # restart() released what is older
-        self._ufrags[generation] = self._core.credentials.ufrag
+        if self._shared is not None:
+            self._shared.ufrags[generation] = self._core.credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._core.start(self._now(), bases, tcp_bases, hold=hold)
         if self._continual and self._watcher is None:
@@ -659,7 +655,8 @@ class Gatherer:
     def _start_pooled(self) -> None:
         generation = self._core.next_pooled
         credentials = new_credentials()
-        self._ufrags[generation] = credentials.ufrag
+        if self._shared is not None:
+            self._shared.ufrags[generation] = credentials.ufrag
         bases, tcp_bases = self._bind_generation(generation)
         self._core.prepare(self._now(), credentials, bases, tcp_bases)
         self._service()
@@ -694,11 +691,8 @@ class Gatherer:
             if not keeps(owner):
                 self._lingering.add(key)
         self._close_lingering()
-        retired = [number for number in self._ufrags if not keeps(number)]
-        if retired:  # a shared port stops routing their peers' checks to us
-            ufrags = [self._ufrags.pop(number) for number in retired]
-            for shared, deliver in self._sessions.items():
-                shared.unclaim(deliver, ufrags)
+        if self._shared is not None:  # its peers' checks for them are no longer ours
+            self._shared.retire(keeps)
 
     def _close_lingering(self) -> None:
         """Close the lingering sockets (an old generation's, or all after a cancelled
@@ -757,7 +751,7 @@ class Gatherer:
         kind: int = socket.SOCK_DGRAM,
     ) -> Base | None:
         table = self._table
-        if self._shared_port is not None and kind == socket.SOCK_DGRAM:
+        if self._shared is not None and self._shared_port is not None and kind == socket.SOCK_DGRAM:
             port = self._shared_port
             # With TURN over UDP, an allocation needs a 5-tuple of its own: a companion.
             key = table.join_shared(self._get_loop(), address, port, generation, self._udp_turn)
@@ -766,7 +760,7 @@ class Gatherer:
             relay_key = table.companions.get(key)
             if self._on_datagram is not None:
                 try:
-                    self._claim(table.shared[key], (address.address, port), generation)
+                    self._shared.claim(table.shared[key], (address.address, port), generation)
                 except ValueError:  # the ufrag is another gatherer's there
                     self._close_socket(key)
                     raise
@@ -873,43 +867,19 @@ class Gatherer:
             self._responder.register(name, address)
         return name
 
-    # -- a shared port -----------------------------------------------------------------
+    # -- a shared port (see SharedPortSession) -----------------------------------------
 
-    def _claim(self, shared: SharedSocket, local: tuple[str, int], generation: int) -> None:
-        """Have the shared socket route peers' checks for our ufrag here."""
-        deliver = self._sessions.get(shared)
-        if deliver is None:
-            deliver = self._sessions[shared] = functools.partial(self._from_peer, local)
-        ufrag = self._ufrags.get(generation)
-        if ufrag is not None:
-            shared.claim(ufrag, deliver)
+    def _on_answer(self, key: int, data: bytes, source: tuple[str, int]) -> None:
+        self._core.receive_datagram(self._now(), key, data, source)
+        self._service()
+
+    def _on_unreachable(self, key: int, destination: tuple[str, int], cause: str) -> None:
+        self._core.unreachable(self._now(), key, destination, cause)
+        self._service()
 
     def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
         if self._on_datagram is not None and not self._closed:
             self._deliver(self._on_datagram, local, source, data)
-
-    def _shared_route(self, key: int) -> Route:
-        """Where a shared socket routes the answers to a base's requests, and their ICMP
-        errors: made once per base."""
-        if self._shared_routes is None:
-            self._shared_routes = {}
-        route = self._shared_routes.get(key)
-        if route is None:
-            route = self._shared_routes[key] = (
-                functools.partial(self._on_shared_datagram, key),
-                functools.partial(self._on_shared_unreachable, key),
-            )
-        return route
-
-    def _on_shared_datagram(self, key: int, data: bytes, source: tuple[str, int]) -> None:
-        if self._expected is not None:
-            self._expected.discard(data[8:20])
-        self._core.receive_datagram(self._now(), key, data, source)
-        self._service()
-
-    def _on_shared_unreachable(self, key: int, destination: tuple[str, int], cause: str) -> None:
-        self._core.unreachable(self._now(), key, destination, cause)
-        self._service()
 
     # -- sockets, the timer and the core's commands ------------------------------------
 
@@ -1044,12 +1014,8 @@ class Gatherer:
         if sock is None:
             return
         shared = table.shared.get(command.base_key)
-        if shared is not None:  # its answer comes back through the shared socket
-            transaction_id = command.data[8:20]
-            if self._expected is None:
-                self._expected = set()
-            self._expected.add(transaction_id)
-            shared.expect(transaction_id, self._shared_route(command.base_key))
+        if shared is not None and self._shared is not None:  # answered through the socket
+            self._shared.expect(shared, command.base_key, command.data)
         elif sock.fileno() not in table.reading:
             # Only answers to what we sent are ever accepted, so a socket is watched
             # from its first send on: host-only bases cost no watch.

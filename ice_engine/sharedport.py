@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import Callable, Iterable
 
 from . import icmperrors, stun
 from .sockethub import MAX_DATAGRAM
 
-__all__ = ["Route", "SharedSocket", "shared_socket"]
+__all__ = ["Route", "SharedPortSession", "SharedSocket", "shared_socket"]
 
 Deliver = Callable[[bytes, tuple[str, int]], None]
 #: Told the destination an ICMP error named, and what it said.
@@ -146,6 +147,86 @@ class SharedSocket:
                     self.latch(source, deliver)
                 return deliver
         return self._peers.get(source)
+
+
+class SharedPortSession:
+    """One gatherer's side of the shared sockets it gathers through: its requests' answers
+    routed back to it by base, and its generations' ufrags claimed for its data path.
+
+    The gatherer is told through three callbacks, each with the base key: `on_answer`
+    (key, datagram, source) and `on_unreachable` (key, destination, cause) for its
+    requests, `on_peer` (local address, datagram, source) for what its peers send.
+    """
+
+    __slots__ = (
+        "_deliver",
+        "_expected",
+        "_on_answer",
+        "_on_peer",
+        "_on_unreachable",
+        "_routes",
+        "ufrags",
+    )
+
+    def __init__(
+        self,
+        on_answer: Callable[[int, bytes, tuple[str, int]], None],
+        on_unreachable: Callable[[int, tuple[str, int], str], None],
+        on_peer: Callable[[tuple[str, int], bytes, tuple[str, int]], None],
+    ) -> None:
+        self._on_answer = on_answer
+        self._on_unreachable = on_unreachable
+        self._on_peer = on_peer
+        self.ufrags: dict[int, str] = {}  # generation -> its ufrag, while its sockets are kept
+        self._deliver: dict[SharedSocket, Deliver] = {}  # where each socket sends our peers
+        self._expected: set[bytes] = set()  # transaction ids the sockets route to us
+        self._routes: dict[int, Route] = {}  # base key -> where its answers go
+
+    def claim(self, shared: SharedSocket, local: tuple[str, int], generation: int) -> None:
+        """Have the socket route peers' checks for the generation's ufrag to `on_peer`;
+        ValueError if another session holds that ufrag there."""
+        deliver = self._deliver.get(shared)
+        if deliver is None:
+            deliver = self._deliver[shared] = functools.partial(self._on_peer, local)
+        ufrag = self.ufrags.get(generation)
+        if ufrag is not None:
+            shared.claim(ufrag, deliver)
+
+    def latch(self, shared: SharedSocket, peer: tuple[str, int]) -> None:
+        """We send to `peer`: its answers come back to us (with a data path)."""
+        deliver = self._deliver.get(shared)
+        if deliver is not None:
+            shared.latch(peer, deliver)
+
+    def expect(self, shared: SharedSocket, key: int, request: bytes) -> None:
+        """Route the answer to this request (a STUN message sent from base `key`) here."""
+        transaction_id = request[8:20]
+        self._expected.add(transaction_id)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = (
+                functools.partial(self._answered, key),
+                functools.partial(self._on_unreachable, key),
+            )
+        shared.expect(transaction_id, route)
+
+    def retire(self, keeps: Callable[[int], bool]) -> None:
+        """Stop routing peers' checks for the ufrags of generations no longer kept."""
+        retired = [self.ufrags.pop(n) for n in [n for n in self.ufrags if not keeps(n)]]
+        if retired:
+            for shared, deliver in self._deliver.items():
+                shared.unclaim(deliver, retired)
+
+    def close(self, sockets: Iterable[SharedSocket]) -> None:
+        """The gatherer is closing: nothing is routed to it any more."""
+        for shared in set(sockets):
+            shared.forget(self._expected)
+        for shared, deliver in self._deliver.items():
+            shared.release_session(deliver, self.ufrags.values())
+
+    def _answered(self, key: int, data: bytes, source: tuple[str, int]) -> None:
+        self._expected.discard(data[8:20])
+        self._on_answer(key, data, source)
 
 
 _sockets: dict[object, SharedSocket] = {}

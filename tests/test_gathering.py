@@ -999,7 +999,9 @@ def test_the_core_keeps_each_generation_s_ice_tcp_listeners_and_next_rank() -> N
     """The driver kept its own copy of the listeners, per pooled generation too, because
     the core dropped them; and it computed the rank a new address takes."""
     core = Gathering(
-        transports=[Transport("0", 0)], credentials=Credentials("ufrag001", "p" * 24), continual=True
+        transports=[Transport("0", 0)],
+        credentials=Credentials("ufrag001", "p" * 24),
+        continual=True,
     )
     udp = Base(1, 0, 1, "203.0.113.2", 40000, socket.AF_INET, 0)
     tcp = Base(2, 0, 1, "203.0.113.2", 40001, socket.AF_INET, 0)

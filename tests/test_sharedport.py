@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from ice_engine import stun
-from ice_engine.sharedport import Deliver, shared_socket
+from ice_engine.sharedport import Deliver, SharedPortSession, shared_socket
 
 Seen = list[tuple[str, bytes, tuple[str, int]]]
 
@@ -201,3 +201,45 @@ async def test_a_burst_of_answers_is_kept_and_read_whole_at_one_readiness() -> N
         assert sorted(got) == sorted(sent)
     finally:
         shared.release()
+
+
+async def test_a_session_routes_its_answers_and_its_generations_checks_then_lets_go() -> None:
+    """`SharedPortSession`, a gatherer's side of the shared socket, without a gatherer."""
+    loop = asyncio.get_running_loop()
+    shared = shared_socket(loop, socket.AF_INET, "127.0.0.1", 0)
+    here = ("127.0.0.1", shared.sock.getsockname()[1])
+    seen: Seen = []
+    session = SharedPortSession(
+        on_answer=lambda key, data, source: seen.append((f"answer {key}", data, source)),
+        on_unreachable=lambda key, destination, cause: None,
+        on_peer=lambda local, data, source: seen.append((f"peer at {local[1]}", data, source)),
+    )
+    session.ufrags.update({0: "gen0ufrag", 1: "gen1ufrag"})
+    session.claim(shared, here, 0)
+    session.claim(shared, here, 1)
+    request = stun.encode(
+        stun.Method.BINDING, stun.MessageClass.REQUEST, stun.new_transaction_id(), []
+    )
+    session.expect(shared, 7, request)
+    answer = stun.encode(
+        stun.Method.BINDING, stun.MessageClass.SUCCESS, stun.parse(request).transaction_id, []
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+        peer.bind(("127.0.0.1", 0))
+        peer.sendto(answer, here)
+        peer.sendto(check_for("gen0ufrag"), here)
+        await settle(seen, 2)
+        session.retire(lambda generation: generation >= 1)  # a restart: generation 0 goes
+        peer.sendto(check_for("gen0ufrag"), here)  # its checks route nowhere now
+        peer.sendto(check_for("gen1ufrag"), here)
+        await settle(seen, 3)
+        to_peer = f"peer at {here[1]}"
+        assert [name for name, _, _ in seen] == ["answer 7", to_peer, to_peer]
+        assert session.ufrags == {1: "gen1ufrag"}
+        session.expect(shared, 7, request)
+        session.close([shared, shared])
+        peer.sendto(answer, here)  # forgotten: no longer routed to the closed session
+        peer.sendto(check_for("gen1ufrag"), here)
+        await asyncio.sleep(0.05)
+        assert len(seen) == 3
+    shared.release()
