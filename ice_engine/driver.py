@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, assert_never
+from typing import Any, assert_never
 
 from . import icmperrors
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
@@ -35,6 +35,7 @@ from .interfaces import (
     default_route_addresses,
     local_addresses,
 )
+from .mdnsnames import MdnsNames
 from .model import Base, Transport
 from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
@@ -42,13 +43,10 @@ from .sdp import candidate_lines
 from .sharedport import SharedPortSession
 from .sockethub import MAX_DATAGRAM, hub_for
 from .sockettable import SocketTable
-from .streams import StreamSet, describe
+from .streams import StreamSet
 from .transaction import RttTable, Timing
 from .turn import CLOSE_TIMEOUT, Allocation, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
-
-if TYPE_CHECKING:
-    from .mdns import MdnsResponder  # imported at first use, with dnspython: see _mdns_ready
 
 __all__ = ["DatagramHandler", "Gatherer", "RelayFailureHandler", "RelayedHandler"]
 
@@ -141,15 +139,12 @@ class Gatherer:
         "_link_local",
         "_loop",
         "_mdns",
-        "_mdns_names",
-        "_mdns_unavailable",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
         "_on_relayed",
         "_pool_size",
         "_resolver",
-        "_responder",
         "_shared",
         "_shared_port",
         "_ssl_context",
@@ -242,10 +237,7 @@ class Gatherer:
             if shared_port is None
             else SharedPortSession(self._on_answer, self._on_unreachable, self._from_peer)
         )
-        self._mdns = mdns
-        self._responder: MdnsResponder | None = None
-        self._mdns_names: dict[str, str] = {}  # address -> its name, for the gatherer's life
-        self._mdns_unavailable: str | None = None
+        self._mdns = MdnsNames() if mdns else None
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
         self._udp_turn = shared_port is not None and any(
@@ -314,7 +306,7 @@ class Gatherer:
         """Why host candidates are left out under `mdns=True` (UDP port 5353 could not
         be bound: another responder holds it), rather than shown with their addresses;
         None while mDNS works, or was not asked for. Known once gathering has begun."""
-        return self._mdns_unavailable
+        return None if self._mdns is None else self._mdns.unavailable
 
     @property
     def allocations(self) -> list[Allocation]:
@@ -431,7 +423,7 @@ class Gatherer:
         self._gather_calls += 1
         call = self._gather_calls  # a later gather() supersedes this one (left after a break)
         if not self._core.started:
-            if self._mdns:
+            if self._mdns is not None:
                 self._consumer_waiting = True
                 try:
                     await self._mdns_ready()
@@ -503,7 +495,9 @@ class Gatherer:
         `gathering_state`, `candidates` and `sdp_candidates()` then tell it all at once."""
         self._check_usable()
         self._get_loop()
-        if self._mdns and (not self._core.started or self._core.pooled < self._pool_size - 1):
+        if self._mdns is not None and (
+            not self._core.started or self._core.pooled < self._pool_size - 1
+        ):
             await self._mdns_ready()
             if self._closed:
                 return
@@ -543,12 +537,9 @@ class Gatherer:
         finally:
             try:
                 self._close_everything(keep_closing=cancelled)
-                responder, self._responder = self._responder, None
-                if responder is not None:
-                    for name in self._mdns_names.values():
-                        responder.unregister(name)
+                if self._mdns is not None:
                     # Shielded: a cancelled close still gives port 5353 and the names back.
-                    await asyncio.shield(responder.release())
+                    await asyncio.shield(self._mdns.release())
             finally:
                 if not self._lingering and not done.done():
                     done.set_result(None)  # else once they close (_close_lingering)
@@ -784,7 +775,7 @@ class Gatherer:
             family=address.family,
             rank=rank,
             network_id=address.network_id,
-            name=self._mdns_name(address.address),
+            name=None if self._mdns is None else self._mdns.name_for(address.address),
             relay_key=relay_key,
         )
 
@@ -839,33 +830,14 @@ class Gatherer:
     async def _mdns_ready(self) -> None:
         """Join the loop's shared mDNS responder. Should port 5353 be unavailable, host
         candidates are left out rather than shown with their addresses."""
-        if not self._mdns or self._responder is not None or self._core.hide_host:
+        mdns = self._mdns
+        if mdns is None or mdns.joined or self._core.hide_host:
             return
-        from .mdns import shared_responder  # dnspython: ~0.1 s that most never need
-
-        try:
-            responder = await shared_responder().acquire()
-        except OSError as error:
+        await mdns.join()
+        if mdns.unavailable is not None:
             self._core.hide_host = True
-            self._mdns_unavailable = f"cannot bind UDP port 5353: {describe(error)}"
-            return
-        if self._closed or self._responder is not None:
-            # close() ran while we waited (it had no responder to release), or another
-            # call (prepare() beside gather()) joined first: this reference is one too many.
-            await responder.release()
-            return
-        self._responder = responder
-
-    def _mdns_name(self, address: str) -> str | None:
-        if self._responder is None:
-            return None
-        name = self._mdns_names.get(address)
-        if name is None:
-            from .mdns import new_mdns_name  # loaded by _mdns_ready already
-
-            name = self._mdns_names[address] = new_mdns_name()
-            self._responder.register(name, address)
-        return name
+        elif self._closed:  # close() ran while we waited, with nothing to release then
+            await mdns.release()
 
     # -- a shared port (see SharedPortSession) -----------------------------------------
 
