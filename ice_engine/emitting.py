@@ -33,15 +33,18 @@ _new: Final = tuple.__new__
 
 
 class Emitting:
-    """Base of the core's classes; `Gathering` sets these up."""
+    """Base of the core's classes: the events, and the candidates they carry."""
 
     __slots__ = ("_events", "_state")
-    _events: deque[Event]  # for the application
-    _state: GatheringState  # the aggregate, as the application sees it
+    # Gathering's, which the candidates depend on.
     transports: tuple[Transport, ...]
     relay_only: bool
     hide_host: bool
     continual: bool
+
+    def __init__(self) -> None:
+        self._events: deque[Event] = deque()  # for the application
+        self._state = GatheringState.NEW  # the aggregate, as the application sees it
 
     def _add_candidate(
         self,

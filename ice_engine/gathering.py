@@ -84,10 +84,10 @@ class Gathering(Relaying):
         "_closed",
         "_commands",
         "_generation",
+        "_last_resolve",
         "_pool",
         "_probes",
         "_released",
-        "_resolve_ids",
         "_resolving",
         "components",
         "continual",
@@ -116,6 +116,7 @@ class Gathering(Relaying):
         nonces: NonceCache | None = None,
         dual_stack_relays: bool = False,
     ) -> None:
+        super().__init__()
         if not transports:
             raise ValueError("at least one transport is needed")
         if not 1 <= components <= 256:
@@ -132,20 +133,12 @@ class Gathering(Relaying):
         self.rtt = rtt if rtt is not None else RttTable()
         self.nonces = nonces if nonces is not None else NonceCache()
         self.dual_stack_relays = dual_stack_relays
-        self._relays = {}
-        self._moving = None  # relays waiting for another socket after a 437
-        self._socket_requests = 0
-        self._relayed = None  # created for the first relayed datagram
-        self._relay_failures = None  # and for the first failed permission or channel
-        self._streams = 0
         self._generation = Generation(0, credentials, len(self.transports), 0.0)
         self._pool: tuple[Generation, ...] = ()  # usually empty: no container per gatherer
-        self._state = GatheringState.NEW
         self._released = -1  # the last generation whose events went to the application
-        self._events: deque[Event] = deque()
         self._commands: deque[Command] = deque()
         self._probes: dict[bytes, _Probe] = {}
-        self._resolve_ids = 0
+        self._last_resolve = 0
         self._resolving: dict[int, tuple[Generation, Server]] = {}
         self._closed = False
 
@@ -358,11 +351,11 @@ class Gathering(Relaying):
             if url.host_is_ip:  # nothing to look up: contact it now
                 self._use(generation, server, [(url.host, url.port)], now)
                 continue
-            self._resolve_ids += 1
-            self._resolving[self._resolve_ids] = (generation, server)
+            self._last_resolve += 1
+            self._resolving[self._last_resolve] = (generation, server)
             for transport in range(len(self.transports)):
                 generation.pending[transport] += 1
-            self._commands.append(Resolve(self._resolve_ids, server.url))
+            self._commands.append(Resolve(self._last_resolve, server.url))
         for transport in range(len(self.transports)):
             self._maybe_finish(generation, transport, now)
 

@@ -118,21 +118,15 @@ class Relay:
 class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
 
-    # Shared with Gathering, which sets them up.
     __slots__ = (
+        "_last_socket_request",
+        "_last_stream",
         "_moving",
         "_relay_failures",
         "_relayed",
         "_relays",
-        "_socket_requests",
-        "_streams",
     )
-    _relays: dict[tuple[int, tuple[str, int]] | int, Relay]
-    _moving: dict[int, Relay] | None  # waiting for another socket (OpenSocket), by request
-    _socket_requests: int  # OpenSocket requests made: the last one's number
-    _relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None
-    _relay_failures: deque[tuple[Allocation, RequestFailed]] | None
-    _streams: int
+    # Gathering's, shared with its relays.
     _commands: deque[Command]
     _generation: Generation
     _closed: bool
@@ -140,6 +134,16 @@ class Relaying(Emitting):
     rtt: RttTable
     nonces: NonceCache
     dual_stack_relays: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        # UDP relays by (socket key, server address), those over TCP/TLS by stream number.
+        self._relays: dict[tuple[int, tuple[str, int]] | int, Relay] = {}
+        self._moving: dict[int, Relay] | None = None  # waiting for another socket after a 437
+        self._last_socket_request = 0  # the number of the last OpenSocket asked for
+        self._last_stream = 0  # the number of the last OpenStream asked for
+        self._relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None = None
+        self._relay_failures: deque[tuple[Allocation, RequestFailed]] | None = None
 
     def _ask_srflx(self, relay: Relay, now: float) -> None:
         """Gathering's: the base's srflx from a Binding request to the relay's server."""
@@ -351,12 +355,12 @@ class Relaying(Emitting):
             additional_family=self.dual_stack_relays and base.family == socket.AF_INET,
         )
         if over_stream:
-            self._streams += 1
-            relay = Relay(generation, base, server, server_address, allocation, self._streams)
-            self._relays[self._streams] = relay
+            self._last_stream += 1
+            relay = Relay(generation, base, server, server_address, allocation, self._last_stream)
+            self._relays[self._last_stream] = relay
             self._commands.append(
                 OpenStream(
-                    self._streams, base.key, server_address, server.url.secure, server.url.host
+                    self._last_stream, base.key, server_address, server.url.secure, server.url.host
                 )
             )
         else:
@@ -451,8 +455,8 @@ class Relaying(Emitting):
             self._moving = {}
         # Never a number used before: an answer that comes after its request gave up
         # (socket_failed at the deadline) must not be taken for a newer one's.
-        self._socket_requests += 1
-        request = self._socket_requests
+        self._last_socket_request += 1
+        request = self._last_socket_request
         self._moving[request] = relay
         self._commands.append(OpenSocket(request, relay.key))
         if relay.key == relay.base.key and not self.relay_only:
