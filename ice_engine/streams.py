@@ -15,8 +15,8 @@ import _socket
 import asyncio
 import contextlib
 import functools
+import socket
 import ssl
-import weakref
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
@@ -65,6 +65,8 @@ class StreamProtocol(asyncio.Protocol):
         self._on_closed = on_closed
         self.transport: asyncio.Transport | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        #: Ours, not only the transport's: closed here should its loop be gone.
+        self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -90,13 +92,24 @@ class StreamProtocol(asyncio.Protocol):
 
 _SessionKey = tuple[tuple[str, int], str]  # (server address, server name)
 
-#: TLS sessions per context, then per server: a later connection resumes with an
-#: abbreviated handshake, one round trip instead of two under TLS 1.2. A session is only
-#: ever resumed through the context that made it: resuming skips the certificate checks,
-#: and those are the context's (ssl refuses another context's session anyway).
-_tls_sessions: weakref.WeakKeyDictionary[ssl.SSLContext, dict[_SessionKey, ssl.SSLSession]] = (
-    weakref.WeakKeyDictionary()
-)
+_SESSIONS = "_ice_engine_tls_sessions"
+
+
+def tls_sessions(context: ssl.SSLContext) -> dict[_SessionKey, ssl.SSLSession]:
+    """The context's TLS sessions per server: a later connection resumes with an
+    abbreviated handshake, one round trip instead of two under TLS 1.2. A session is only
+    ever resumed through the context that made it: resuming skips the certificate checks,
+    and those are the context's (ssl refuses another context's session anyway).
+
+    Kept on the context itself: a session holds its context, so a table of our own,
+    weak keys and all, would keep every context ever given alive; this way they go
+    together. (A context that takes no attributes gets no resumption.)"""
+    sessions: dict[_SessionKey, ssl.SSLSession] | None = getattr(context, _SESSIONS, None)
+    if sessions is None:
+        sessions = {}
+        with contextlib.suppress(AttributeError):
+            setattr(context, _SESSIONS, sessions)
+    return sessions
 
 
 class TlsStreamProtocol(StreamProtocol):
@@ -116,7 +129,7 @@ class TlsStreamProtocol(StreamProtocol):
         self._incoming = ssl.MemoryBIO()
         self._outgoing = ssl.MemoryBIO()
         self._key = (server, server_name)
-        self._sessions = _tls_sessions.setdefault(context, {})
+        self._sessions = tls_sessions(context)
         self._tls = context.wrap_bio(
             self._incoming,
             self._outgoing,
@@ -253,10 +266,11 @@ class StreamSet:
         dropped, which no `on_closed` will report."""
         for protocol in self._streams.values():
             if protocol.transport is not None:
-                # A closed loop cannot finish the abort: its transport closes the socket
-                # when collected.
-                with contextlib.suppress(RuntimeError):
+                try:
                     protocol.transport.abort()
+                except RuntimeError:  # its loop has closed, and cannot finish the abort
+                    if protocol.sock is not None:
+                        protocol.sock.close()  # the transport's too: closing it again is nothing
         dropped = list(self._streams)
         self._streams.clear()
         return dropped
@@ -265,24 +279,28 @@ class StreamSet:
         sock = self._sockets.get(command.base_key)
         if sock is None:
             return
-        local = sock.getsockname()[0]
+        local = sock.getsockname()
+        loop = asyncio.get_running_loop()
+        # IPPROTO_TCP named, or asyncio leaves Nagle on (a round trip lost in the handshake).
+        tcp = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         protocol: StreamProtocol | None = None
         try:
+            tcp.setblocking(False)
+            tcp.bind((local[0], 0, *local[2:]))  # from the base's address (and scope)
+            await loop.sock_connect(tcp, command.address)
             protocol = self._protocol(command)
-            await asyncio.get_running_loop().create_connection(
-                lambda: protocol,
-                host=command.address[0],
-                port=command.address[1],
-                local_addr=(local, 0),
-            )
+            protocol.sock = tcp
+            await loop.create_connection(lambda: protocol, sock=tcp)
             await protocol.ready
         except BaseException as error:
             if protocol is not None:
                 # Nobody awaits it now: the abort below must not leave it an exception
                 # that no one retrieves ("Future exception was never retrieved").
                 protocol.ready.cancel()
-                if protocol.transport is not None:
-                    protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            if protocol is not None and protocol.transport is not None:
+                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            else:
+                tcp.close()
             if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
                 raise
             self._on_closed(command.stream, describe(error))

@@ -1,14 +1,16 @@
-"""A gatherer's TURN streams (`StreamSet`), over socket pairs: what it tells, and when not."""
+"""A gatherer's TURN streams (`StreamSet`), over loopback: what it tells, and when not."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import socket
 import ssl
 import subprocess
 import threading
+import weakref
 from collections.abc import AsyncIterator, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,17 @@ from typing import Any
 import pytest
 
 from ice_engine.commands import OpenStream
-from ice_engine.streams import StreamSet, TlsStreamProtocol
+from ice_engine.streams import StreamSet, TlsStreamProtocol, tls_sessions
 
-SERVER = ("127.0.0.1", 3478)
+
+class Server(list[socket.socket]):
+    """A TCP listener on loopback; the connections it has accepted, in order."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.address: tuple[str, int] = self.listener.getsockname()
 
 
 class Heard:
@@ -52,27 +62,33 @@ def base() -> Iterator[dict[int, socket.socket]]:
 
 
 @pytest.fixture
-async def servers(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[list[socket.socket]]:
-    """Connections go over socket pairs; the far ends are listed here."""
+async def servers() -> AsyncIterator[Server]:
     loop = asyncio.get_running_loop()
-    real = loop.create_connection
-    ends: list[socket.socket] = []
+    server = Server()
 
-    async def over_a_socketpair(factory, *args, **kwargs):  # type: ignore[no-untyped-def]
-        assert kwargs["local_addr"] == ("127.0.0.1", 0)  # from the base's address
-        ours, theirs = socket.socketpair()
-        theirs.setblocking(False)
-        ends.append(theirs)
-        return await real(factory, sock=ours)
+    async def accept() -> None:
+        while True:
+            end, peer = await loop.sock_accept(server.listener)
+            assert peer[0] == "127.0.0.1"  # from the base's address
+            server.append(end)
 
-    monkeypatch.setattr(loop, "create_connection", over_a_socketpair)
-    yield ends
-    for end in ends:
+    accepting = loop.create_task(accept())
+    yield server
+    accepting.cancel()
+    await asyncio.gather(accepting, return_exceptions=True)
+    for end in server:
         end.close()
+    server.listener.close()
 
 
-def command(stream: int, base_key: int = 1) -> OpenStream:
-    return OpenStream(stream=stream, base_key=base_key, address=SERVER, tls=False, server_name="")
+def unused_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def command(stream: int, address: tuple[str, int], base_key: int = 1) -> OpenStream:
+    return OpenStream(stream=stream, base_key=base_key, address=address, tls=False, server_name="")
 
 
 async def settle(heard: Heard, count: int) -> None:
@@ -82,20 +98,27 @@ async def settle(heard: Heard, count: int) -> None:
         await asyncio.sleep(0.005)
 
 
-async def connected(heard: Heard, base: dict[int, socket.socket], *numbers: int) -> StreamSet:
+async def connected(
+    heard: Heard, base: dict[int, socket.socket], server: Server, *numbers: int
+) -> StreamSet:
     streams = heard.streams(base)
     for number in numbers:
-        streams.open(command(number))
+        streams.open(command(number, server.address))
     await settle(heard, len(numbers))
-    assert sorted(heard.told) == [("connected", n, None) for n in numbers]  # pairs: no port
+    for _ in range(200):  # and the server has them all
+        if len(server) == len(numbers):
+            break
+        await asyncio.sleep(0.005)
+    assert sorted(told[:2] for told in heard.told) == [("connected", n) for n in numbers]
+    assert {told[2] for told in heard.told} == {end.getpeername()[1] for end in server}
     return streams
 
 
 async def test_a_stream_carries_data_both_ways_until_the_server_closes(
-    base: dict[int, socket.socket], servers: list[socket.socket]
+    base: dict[int, socket.socket], servers: Server
 ) -> None:
     heard = Heard()
-    streams = await connected(heard, base, 7)
+    streams = await connected(heard, base, servers, 7)
     streams.send(7, b"request")
     await asyncio.sleep(0.01)
     [server] = servers
@@ -109,14 +132,14 @@ async def test_a_stream_carries_data_both_ways_until_the_server_closes(
 
 
 async def test_a_stream_we_close_is_not_reported(
-    base: dict[int, socket.socket], servers: list[socket.socket]
+    base: dict[int, socket.socket], servers: Server
 ) -> None:
     heard = Heard()
-    streams = await connected(heard, base, 7)
+    streams = await connected(heard, base, servers, 7)
     streams.close(7)
     await asyncio.sleep(0.01)
     assert servers[0].recv(100) == b""  # closed
-    assert heard.told == [("connected", 7, None)]
+    assert [told[:2] for told in heard.told] == [("connected", 7)]
     streams.send(7, b"late")  # no stream: nothing
     streams.close(7)  # twice
 
@@ -127,10 +150,10 @@ async def test_closing_a_stream_still_connecting_cancels_it(
     async def never(*args: object, **kwargs: object) -> None:
         await asyncio.Event().wait()
 
-    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", never)
+    monkeypatch.setattr(asyncio.get_running_loop(), "sock_connect", never)
     heard = Heard()
     streams = heard.streams(base)
-    streams.open(command(7))
+    streams.open(command(7, ("127.0.0.1", unused_port())))
     await asyncio.sleep(0)
     streams.close(7)
     await asyncio.gather(*heard.tasks, return_exceptions=True)
@@ -139,36 +162,30 @@ async def test_closing_a_stream_still_connecting_cancels_it(
 
 
 async def test_a_connection_that_fails_is_reported_with_its_reason(
-    base: dict[int, socket.socket], monkeypatch: pytest.MonkeyPatch
+    base: dict[int, socket.socket],
 ) -> None:
-    async def refused(*args: object, **kwargs: object) -> None:
-        raise ConnectionRefusedError(111, "Connection refused")
-
-    monkeypatch.setattr(asyncio.get_running_loop(), "create_connection", refused)
     heard = Heard()
-    heard.streams(base).open(command(7))
+    heard.streams(base).open(command(7, ("127.0.0.1", unused_port())))
     await settle(heard, 1)
     assert heard.told == [("closed", 7, "connection refused")]
 
 
-async def test_a_base_gone_opens_nothing(
-    base: dict[int, socket.socket], servers: list[socket.socket]
-) -> None:
+async def test_a_base_gone_opens_nothing(base: dict[int, socket.socket], servers: Server) -> None:
     heard = Heard()
-    heard.streams(base).open(command(7, base_key=2))
+    heard.streams(base).open(command(7, servers.address, base_key=2))
     await asyncio.gather(*heard.tasks)
     assert heard.told == [] and servers == []
 
 
 async def test_abort_drops_every_stream_unreported(
-    base: dict[int, socket.socket], servers: list[socket.socket]
+    base: dict[int, socket.socket], servers: Server
 ) -> None:
     heard = Heard()
-    streams = await connected(heard, base, 7, 8)
+    streams = await connected(heard, base, servers, 7, 8)
     streams.abort()
     await asyncio.sleep(0.01)
     assert [end.recv(100) for end in servers] == [b"", b""]
-    assert sorted(heard.told) == [("connected", 7, None), ("connected", 8, None)]
+    assert sorted(told[:2] for told in heard.told) == [("connected", 7), ("connected", 8)]
 
 
 # -- TLS ------------------------------------------------------------------------------
@@ -230,3 +247,77 @@ async def test_a_tls_error_after_the_handshake_is_reported_as_one(tmp_path: Path
         thread.join()
         listener.close()
     assert isinstance(error, ssl.SSLError), error
+
+
+def test_abort_on_a_closed_loop_still_closes_the_connections() -> None:
+    """close() on another loop than the gatherer's, which has closed: the transports
+    cannot abort there, and their sockets stayed open (the server holding the relays)
+    until a garbage collection found them."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        base = {1: sock}
+        server = Server()
+        heard = Heard()
+
+        async def connect() -> StreamSet:
+            loop = asyncio.get_running_loop()
+            streams = heard.streams(base)
+            streams.open(command(7, server.address))
+            end, _ = await loop.sock_accept(server.listener)
+            server.append(end)
+            await settle(heard, 1)
+            return streams
+
+        streams = asyncio.run(connect())  # and the loop closes
+        try:
+            assert [told[:2] for told in heard.told] == [("connected", 7)]
+            assert streams.abort() == [7]
+            [end] = server
+            end.setblocking(True)
+            end.settimeout(2)
+            assert end.recv(100) == b""  # closed now, not at a collection
+        finally:
+            for end in server:
+                end.close()
+            server.listener.close()
+
+
+async def test_a_context_given_for_tls_is_not_kept_alive_by_its_session(tmp_path: Path) -> None:
+    """The sessions were kept in a table keyed weakly by context, but each session holds
+    its context: every context ever given stayed alive for the process's life."""
+    cert, key = _self_signed(tmp_path)
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(cert, key)
+    server_context.maximum_version = ssl.TLSVersion.TLSv1_2  # the session at the handshake
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with server_context.wrap_socket(connection, server_side=True) as tls:
+            tls.recv(100)  # until the client closes
+
+    async def connect(context: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        protocol = TlsStreamProtocol(
+            1, lambda stream, data: None, lambda stream, error: None, context, address, "turn.test"
+        )
+        transport, _ = await loop.create_connection(lambda: protocol, *address)
+        await asyncio.wait_for(protocol.ready, 10)
+        await asyncio.sleep(0.01)  # the session is kept at the next loop turn
+        assert len(tls_sessions(context)) == 1
+        transport.close()
+
+    address = listener.getsockname()
+    thread = threading.Thread(target=serve)
+    thread.start()
+    context = ssl.create_default_context(cafile=cert)
+    try:
+        await connect(context)
+    finally:
+        await asyncio.to_thread(thread.join, 10)
+        listener.close()
+    await asyncio.sleep(0.01)  # the transport's end runs
+    alive = weakref.ref(context)
+    del context
+    gc.collect()
+    assert alive() is None
