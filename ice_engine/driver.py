@@ -413,15 +413,22 @@ class Gatherer:
         """Stream this generation's events, starting its gathering if need be.
 
         Ends after the ``null`` candidate event that completes the generation, or when the
-        gatherer is closed: the only ``null`` it yields. Events of an earlier generation
+        gatherer is closed: the only ``null`` it yields. Once closed it yields nothing more,
+        not even what was queued (as a browser fires nothing after ``close()``): relay
+        candidates queued then are already released. Events of an earlier generation
         left unread (a loop broke off, then `restart()`) come first, without their own.
+
+        One task iterates at a time: a second `gather()` while the first waits for events
+        raises RuntimeError; one while the first's loop body runs takes the stream over,
+        as after a ``break`` (the two cannot be told apart), and the first then raises
+        RuntimeError when it asks for its next event.
         """
         self._check_usable()
         if self._consumer_waiting:
             raise RuntimeError("gather() is already being iterated")
         self._get_loop()
         self._gather_calls += 1
-        call = self._gather_calls  # a later gather() supersedes this one (left after a break)
+        call = self._gather_calls  # a later call supersedes this one (left after a break)
         if not self._core.started:
             if self._mdns is not None:
                 self._consumer_waiting = True
@@ -440,11 +447,11 @@ class Gatherer:
             )
         self._core.release()  # what prepare() or the pool gathered ahead
         target = self._core.generation
-        while call == self._gather_calls:
+        while not self._closed:
+            if call != self._gather_calls:
+                raise RuntimeError("another gather() took this gatherer's events over")
             event = self._core.next_event()
             if event is None:
-                if self._closed:
-                    return
                 self._consumer_waiting = True
                 self._waiter = self._get_loop().create_future()
                 try:

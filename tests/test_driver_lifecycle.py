@@ -246,33 +246,22 @@ async def test_prepare_beside_gather_holds_the_mdns_responder_once(
     assert responder.users == 0
 
 
-async def test_tls_cut_short_mid_handshake_closes_the_connection(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_tls_cut_short_mid_handshake_closes_the_connection() -> None:
     """The server never finishes the handshake; close() must drop the connection."""
     loop = asyncio.get_running_loop()
-    servers: list[socket.socket] = []
-    real = loop.create_connection
-
-    async def over_a_socketpair(factory, *args, **kwargs):  # type: ignore[no-untyped-def]
-        ours, theirs = socket.socketpair()
-        servers.append(theirs)
-        return await real(factory, sock=ours)
-
-    monkeypatch.setattr(loop, "create_connection", over_a_socketpair)
     handler: list[object] = []
     loop.set_exception_handler(lambda _loop, context: handler.append(context))
-    gatherer = Gatherer([IceServer("turns:127.0.0.1:5349", "user", "pass")])
-    consumer = asyncio.ensure_future(collect(gatherer))
-    await asyncio.sleep(0.1)
-    [server] = servers
-    server.setblocking(False)
-    assert server.recv(65536)  # the ClientHello
-    await gatherer.close()
-    await asyncio.wait_for(consumer, 5)
-    await asyncio.sleep(0.05)
-    assert server.recv(1) == b""  # closed by us
-    server.close()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        gatherer = Gatherer([IceServer(f"turns:127.0.0.1:{port}", "user", "pass")])
+        consumer = asyncio.ensure_future(collect(gatherer))
+        server, _ = await asyncio.wait_for(loop.sock_accept(listener), 5)
+    with server:
+        assert await asyncio.wait_for(loop.sock_recv(server, 65536), 5)  # the ClientHello
+        await gatherer.close()
+        await asyncio.wait_for(consumer, 5)
+        assert await asyncio.wait_for(loop.sock_recv(server, 1), 5) == b""  # closed by us
     gc.collect()
     assert handler == []
 
@@ -428,3 +417,27 @@ async def test_send_from_a_copy_of_a_candidate_and_relay_calls_after_close() -> 
     ):
         with pytest.raises(RuntimeError, match="the gatherer is closed"):
             call()
+
+
+async def test_nothing_is_yielded_once_closed_not_even_what_was_queued() -> None:
+    """The queue was drained after close(): relay candidates whose allocations close() had
+    released, then "", complete and null. A browser fires nothing after close()."""
+    gatherer = Gatherer()
+    stream = gatherer.gather()
+    first = await anext(stream)
+    assert first.type == "icegatheringstatechange"  # the host candidate and the rest wait
+    await gatherer.close()
+    assert [event async for event in stream] == []
+    assert gatherer.candidates  # nothing gathered is lost: still there to read
+
+
+async def test_a_gather_taken_over_by_another_raises_rather_than_ending_quietly() -> None:
+    """Task A in its loop body, task B calls gather(): B takes the stream over (as after a
+    break), and A's loop ended quietly with no null, as if gathering were over."""
+    async with Gatherer() as gatherer:
+        first = gatherer.gather()
+        assert (await anext(first)).type == "icegatheringstatechange"
+        taken = [event async for event in gatherer.gather()]
+        assert taken[-1].to_json()["candidate"] is None
+        with pytest.raises(RuntimeError, match="another gather"):
+            await anext(first)
