@@ -32,6 +32,18 @@ _TCP_DIRECTION_PREFERENCE = {"active": 6, "passive": 4, "so": 2}
 _new: Final = tuple.__new__
 
 
+def _unique_priority(generation: Generation, base: Base, priority: int) -> int:
+    """RFC 8445 §5.1.2.1: a priority unique within a component of a transport (the
+    component is its low byte, the transport is keyed above its 32 bits). Two relays of
+    a dual-stack allocation, or one server's two addresses, share a local preference:
+    the later one takes the next free one below."""
+    taken, transport_key = generation.priorities, base.transport << 32
+    while transport_key | priority in taken:
+        priority -= 256
+    taken[transport_key | priority] = None
+    return priority
+
+
 class Emitting:
     """Base of the core's classes: the events, and the candidates they carry."""
 
@@ -72,27 +84,10 @@ class Emitting:
             local = (_TCP_DIRECTION_PREFERENCE[tcptype] << 13) | max(8191 - base.rank, 0)
         else:
             local = local_preference(base.rank, 0 if server is None else min(server.index + 1, 15))
-        if kind == "host":
-            related_address = related_port = None
-        elif (
-            self.relay_only
-            or self.hide_host
-            or (base.name and (kind == "srflx" or related is None))  # the private base
-        ):
-            related_address, related_port = "0.0.0.0" if base.family == socket.AF_INET else "::", 0
-        elif related is None:
-            related_address, related_port = base.address, base.port
-        else:
-            related_address, related_port = related
-        priority = compute_priority(type_preference, local, base.component)
-        # RFC 8445 §5.1.2.1: unique within a component of a transport (the component is
-        # its low byte, the transport is keyed above its 32 bits). Two relays of a
-        # dual-stack allocation, or one server's two addresses, share a local preference:
-        # the later one takes the next free one below.
-        taken, transport_key = generation.priorities, base.transport << 32
-        while transport_key | priority in taken:
-            priority -= 256
-        taken[transport_key | priority] = None
+        related_address, related_port = self._related(base, kind, related)
+        priority = _unique_priority(
+            generation, base, compute_priority(type_preference, local, base.component)
+        )
         ufrag = generation.credentials.ufrag
         candidate = _new(  # Candidate's own __new__ is interpreted: twice as slow
             Candidate,
@@ -135,6 +130,22 @@ class Emitting:
                 None if server is None else server.url.url,
             ),
         )
+
+    def _related(
+        self, base: Base, kind: str, related: tuple[str, int] | None
+    ) -> tuple[str | None, int | None]:
+        """The candidate's raddr and rport: none for a host candidate; the unspecified
+        address where they would show what is hidden (relay-only or RFC 8828 mode 3, or
+        a base hidden behind an mDNS name); else the base, or what the server said."""
+        if kind == "host":
+            return None, None
+        if (
+            self.relay_only
+            or self.hide_host
+            or (base.name and (kind == "srflx" or related is None))
+        ):
+            return "0.0.0.0" if base.family == socket.AF_INET else "::", 0
+        return (base.address, base.port) if related is None else related
 
     def _remove_candidates(
         self, generation: Generation, gone: list[IceCandidate], now: float, announce: bool
