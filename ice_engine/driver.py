@@ -427,8 +427,6 @@ class Gatherer:
         if self._consumer_waiting:
             raise RuntimeError("gather() is already being iterated")
         self._get_loop()
-        self._gather_calls += 1
-        call = self._gather_calls  # a later call supersedes this one (left after a break)
         if not self._core.started:
             if self._mdns is not None:
                 self._consumer_waiting = True
@@ -445,6 +443,8 @@ class Gatherer:
                 f"generation {self._delivered_whole} is complete and its events were consumed; "
                 "call restart() for a new one"
             )
+        self._gather_calls += 1
+        call = self._gather_calls  # a later call supersedes this one (left after a break)
         self._core.release()  # what prepare() or the pool gathered ahead
         target = self._core.generation
         while not self._closed:
@@ -812,6 +812,7 @@ class Gatherer:
         # The watcher has just enumerated afresh for every gatherer: its view serves.
         present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
         bases = core.bases
+        first_rank = core.next_rank  # before any goes: a new address never takes its rank
         gone = [b.key for b in (*bases, *core.tcp_bases) if b.address not in present]
         if gone:
             core.remove_bases(now, gone)
@@ -821,7 +822,7 @@ class Gatherer:
         added = [a for a in present.values() if a.address not in known]
         new_bases: list[Base] = []
         tcp_bases: list[Base] = []
-        for rank, address in enumerate(added, start=core.next_rank):
+        for rank, address in enumerate(added, start=first_rank):
             try:
                 udp, tcp = self._bind_generation(core.generation, [address], rank)
             except OSError:

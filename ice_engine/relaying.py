@@ -177,7 +177,7 @@ class Relaying(Emitting):
         """Deallocate every relay, or those of the generations no longer kept (`keeps`)."""
         for relay in list(self._relays.values()):  # _flush drops the closed ones
             if everything or not self.keeps(relay.generation.number):
-                self._deallocate(relay, now)
+                self._deallocate_relay(relay, now)
 
     def keeps(self, number: int) -> bool:
         """Gathering's: whether generation `number`'s relays stay."""
@@ -188,14 +188,14 @@ class Relaying(Emitting):
         not kept (and refreshed) for candidates nobody will see."""
         for relay in list(self._relays.values()):
             if relay.generation is generation and not relay.settled:
-                self._deallocate(relay, now)
+                self._deallocate_relay(relay, now)
 
-    def _deallocate(self, relay: Relay, now: float) -> None:
+    def _deallocate_relay(self, relay: Relay, now: float) -> None:
         """Deallocate a relay. One whose connection is not up yet has sent nothing, so
         the server holds nothing: it ends at once rather than wait out `CLOSE_TIMEOUT`."""
         relay.allocation.close(now)
         if relay.backlog is not None:
-            relay.allocation.stop_closing()
+            relay.allocation.abandon()
         self._flush(relay, now)
 
     def _drop_relays(self, gone: set[int], now: float) -> None:
@@ -223,7 +223,7 @@ class Relaying(Emitting):
         if relay.settled:
             if relay.allocation.state == "closing":
                 # Its deallocation bounced too: the port is closed, nothing is held there.
-                relay.allocation.stop_closing()
+                relay.allocation.abandon()
                 self._flush(relay, now)
             return
         if relay.generation.retired or self._closed:
@@ -232,7 +232,7 @@ class Relaying(Emitting):
             self._fail(relay, UNREACHABLE, f"TURN server unreachable ({cause}).", now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
         # have been granted: released as close() releases it (an unsigned one is dropped).
-        self._deallocate(relay, now)
+        self._deallocate_relay(relay, now)
 
     # -- the relays' own API and work --------------------------------------------------
 

@@ -153,9 +153,9 @@ class SharedPortSession:
     """One gatherer's side of the shared sockets it gathers through: its requests' answers
     routed back to it by base, and its generations' ufrags claimed for its data path.
 
-    The gatherer is told through three callbacks, each with the base key: `on_answer`
-    (key, datagram, source) and `on_unreachable` (key, destination, cause) for its
-    requests, `on_peer` (local address, datagram, source) for what its peers send.
+    The gatherer is told through three callbacks: `on_answer` (base key, datagram,
+    source) and `on_unreachable` (base key, destination, cause) for its requests,
+    `on_peer` (local address, datagram, source) for what its peers send.
     """
 
     __slots__ = (

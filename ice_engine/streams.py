@@ -22,7 +22,14 @@ from typing import Any
 
 from .commands import OpenStream
 
-__all__ = ["StreamProtocol", "StreamSet", "TlsStreamProtocol", "default_tls_context", "describe"]
+__all__ = [
+    "StreamProtocol",
+    "StreamSet",
+    "TlsStreamProtocol",
+    "default_tls_context",
+    "describe",
+    "tls_sessions",
+]
 
 
 #: Called with (stream, data) for bytes received, and (stream, error or None) at the end.
@@ -266,11 +273,12 @@ class StreamSet:
         dropped, which no `on_closed` will report."""
         for protocol in self._streams.values():
             if protocol.transport is not None:
-                try:
+                with contextlib.suppress(RuntimeError):  # its loop has closed
                     protocol.transport.abort()
-                except RuntimeError:  # its loop has closed, and cannot finish the abort
-                    if protocol.sock is not None:
-                        protocol.sock.close()  # the transport's too: closing it again is nothing
+            # Now, not when the loop finishes the abort: it may have stopped or closed
+            # (close() on another loop). The transport's socket: its close is then nothing.
+            if protocol.sock is not None:
+                protocol.sock.close()
         dropped = list(self._streams)
         self._streams.clear()
         return dropped
@@ -281,10 +289,12 @@ class StreamSet:
             return
         local = sock.getsockname()
         loop = asyncio.get_running_loop()
-        # IPPROTO_TCP named, or asyncio leaves Nagle on (a round trip lost in the handshake).
-        tcp = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        tcp: socket.socket | None = None
         protocol: StreamProtocol | None = None
         try:
+            # IPPROTO_TCP named, or asyncio leaves Nagle on (a round trip lost in the
+            # handshake).
+            tcp = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             tcp.setblocking(False)
             tcp.bind((local[0], 0, *local[2:]))  # from the base's address (and scope)
             await loop.sock_connect(tcp, command.address)
@@ -299,7 +309,7 @@ class StreamSet:
                 protocol.ready.cancel()
             if protocol is not None and protocol.transport is not None:
                 protocol.transport.abort()  # connected, mid-handshake: nothing to keep
-            else:
+            elif tcp is not None:
                 tcp.close()
             if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
                 raise

@@ -399,7 +399,7 @@ class Allocation:
             if request.kind == "allocate":
                 request.transaction.deadline = deadline
 
-    def stop_closing(self) -> None:
+    def abandon(self) -> None:
         """Stop deallocating: the server's port bounced the deallocation (ICMP), so there
         is no server there to hold the allocation, and nothing to wait for."""
         if self.state == "closing":
@@ -421,7 +421,9 @@ class Allocation:
     def permit_on_first_use(self, peer: tuple[str, int], now: float) -> None:
         """Ask for the peer's permission, unless it is installed or was asked for less
         than `PERMISSION_DEADLINE` ago (a request that failed is asked again, but not at
-        every datagram): the server drops data to a peer it does not permit (RFC 8656 §9)."""
+        every datagram): the server drops data to a peer it does not permit (RFC 8656 §9).
+        ValueError, before anything is asked, for a peer of a family it does not relay."""
+        self._check_family(peer)
         if peer[0] in self.permissions:
             return
         if self._permits_asked is None:
@@ -456,10 +458,12 @@ class Allocation:
     def wrap_send(self, peer: tuple[str, int], data: bytes) -> bytes:
         """Data for a peer: ChannelData when a channel is bound, else a Send indication.
 
-        ValueError when it would not fit in one message (or, over UDP, one datagram).
+        ValueError when it would not fit in one message (or, over UDP, one datagram), or
+        for a peer of a family the allocation does not relay (the server would drop it).
         """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        self._check_family(peer)
         channel = self.channels.get(peer)
         if channel is None:
             transaction_id = stun.new_transaction_id()

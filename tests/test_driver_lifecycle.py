@@ -8,6 +8,7 @@ the machine and no root is needed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import socket
@@ -441,3 +442,23 @@ async def test_a_gather_taken_over_by_another_raises_rather_than_ending_quietly(
         assert taken[-1].to_json()["candidate"] is None
         with pytest.raises(RuntimeError, match="another gather"):
             await anext(first)
+
+
+async def test_a_gather_that_fails_to_start_takes_nothing_over(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Its call was counted before it could fail, so the first iterator raised "another
+    gather() took this gatherer's events over" although nothing had."""
+    async with Gatherer() as gatherer:
+        first = gatherer.gather()
+        assert (await anext(first)).type == "icegatheringstatechange"
+        await gatherer.restart()
+
+        def no_ports(self: Gatherer, hold: bool = False) -> None:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        monkeypatch.setattr(Gatherer, "_start", no_ports)
+        with pytest.raises(OSError, match="Too many open files"):
+            await anext(gatherer.gather())
+        monkeypatch.undo()
+        assert (await anext(first)).type == "icecandidate"  # generation 0's, left unread

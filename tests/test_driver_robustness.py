@@ -222,6 +222,27 @@ async def test_continual_gathering_skips_an_address_it_cannot_bind_until_it_can(
         await events.aclose()
 
 
+async def test_an_address_arriving_as_another_goes_takes_a_rank_of_its_own(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rank of a new address was read after the gone one's base was removed, so it
+    took that rank again (and a local preference another candidate had had)."""
+    second, third = (LocalAddress("lo", f"127.0.0.{n}", socket.AF_INET, n, 0) for n in (2, 3))
+    addresses = [LOOPBACK, second]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    async with Gatherer(continual=True) as gatherer:
+        events = gatherer.gather()
+        while len(gatherer.candidates) < 2:
+            await anext(events)
+        addresses[1] = third
+        gatherer._rescan()
+        assert {b.address: b.rank for b in gatherer._core.bases} == {
+            "127.0.0.1": 0,
+            "127.0.0.3": 2,
+        }
+        await events.aclose()
+
+
 async def test_a_437_s_other_socket_goes_with_its_base_s_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -611,6 +611,16 @@ def test_a_send_too_large_to_relay_asks_for_no_permission() -> None:
     ]
 
 
+def test_a_send_to_a_peer_of_the_other_family_raises_every_time() -> None:
+    """The first raised, but only after the permission was noted as asked: a second one
+    within 5 s went out as a Send indication the server would drop."""
+    core, allocation = allocated()  # an IPv4 relay
+    for now in (0.2, 0.3):
+        with pytest.raises(ValueError, match="relays no IPv6"):
+            core.relay_send(now, allocation, ("2001:db8::7", 40000), b"x", permit=True)
+        assert drain(core) == []
+
+
 def test_relayed_data_and_sends_go_through_the_allocation() -> None:
     core, allocation = allocated()
     peer = ("198.51.100.11", 40000)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import gc
 import os
 import shutil
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from ice_engine import streams
 from ice_engine.commands import OpenStream
 from ice_engine.streams import StreamSet, TlsStreamProtocol, tls_sessions
 
@@ -249,10 +251,12 @@ async def test_a_tls_error_after_the_handshake_is_reported_as_one(tmp_path: Path
     assert isinstance(error, ssl.SSLError), error
 
 
-def test_abort_on_a_closed_loop_still_closes_the_connections() -> None:
-    """close() on another loop than the gatherer's, which has closed: the transports
-    cannot abort there, and their sockets stayed open (the server holding the relays)
-    until a garbage collection found them."""
+@pytest.mark.parametrize("loop_end", ["stopped", "closed"])
+def test_abort_on_a_loop_that_has_ended_still_closes_the_connections(loop_end: str) -> None:
+    """close() on another loop than the gatherer's, which has stopped or closed: the
+    transports cannot finish their abort there, and their sockets stayed open (the server
+    holding the relays) until a garbage collection found them."""
+    loop = asyncio.new_event_loop()
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         base = {1: sock}
@@ -260,7 +264,6 @@ def test_abort_on_a_closed_loop_still_closes_the_connections() -> None:
         heard = Heard()
 
         async def connect() -> StreamSet:
-            loop = asyncio.get_running_loop()
             streams = heard.streams(base)
             streams.open(command(7, server.address))
             end, _ = await loop.sock_accept(server.listener)
@@ -268,8 +271,10 @@ def test_abort_on_a_closed_loop_still_closes_the_connections() -> None:
             await settle(heard, 1)
             return streams
 
-        streams = asyncio.run(connect())  # and the loop closes
         try:
+            streams = loop.run_until_complete(connect())
+            if loop_end == "closed":
+                loop.close()
             assert [told[:2] for told in heard.told] == [("connected", 7)]
             assert streams.abort() == [7]
             [end] = server
@@ -280,6 +285,28 @@ def test_abort_on_a_closed_loop_still_closes_the_connections() -> None:
             for end in server:
                 end.close()
             server.listener.close()
+            loop.close()
+
+
+async def test_a_connection_whose_socket_cannot_be_made_is_reported(
+    base: dict[int, socket.socket], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of file descriptors: the task died with the error ("Task exception was never
+    retrieved") and the stream was never reported closed."""
+
+    class NoSockets:
+        SOCK_STREAM, IPPROTO_TCP = socket.SOCK_STREAM, socket.IPPROTO_TCP
+
+        @staticmethod
+        def socket(*args: object) -> socket.socket:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(streams, "socket", NoSockets)
+    heard = Heard()
+    heard.streams(base).open(command(7, ("127.0.0.1", unused_port())))
+    await settle(heard, 1)
+    assert heard.told == [("closed", 7, "too many open files")]
+    assert all(task.done() and task.exception() is None for task in heard.tasks)
 
 
 async def test_a_context_given_for_tls_is_not_kept_alive_by_its_session(tmp_path: Path) -> None:
