@@ -41,7 +41,7 @@ from .options import check_gatherer_options, peer_address, peer_list
 from .resolver import ResolutionError, Resolver, default_resolver, load_dnspython
 from .sdp import candidate_lines
 from .sharedport import SharedPortSession
-from .sockethub import MAX_DATAGRAM, hub_for
+from .sockethub import MAX_DATAGRAM, SocketHub, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet
 from .transaction import RttTable, Timing
@@ -134,6 +134,7 @@ class Gatherer:
         "_deallocated",
         "_delivered_whole",
         "_gather_calls",
+        "_hub",
         "_ip_handling",
         "_lingering",
         "_link_local",
@@ -250,6 +251,7 @@ class Gatherer:
         self._ssl_context = ssl_context
         self._turn_streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._hub: SocketHub | None = None  # the loop's: its epoll, and its outbox
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -636,7 +638,8 @@ class Gatherer:
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:
             loop = asyncio.get_running_loop()
-            hub_for(loop)  # refuses a loop that cannot watch sockets, before any is bound
+            # Refuses a loop that cannot watch sockets, before any is bound.
+            self._hub = hub_for(loop)
             self._loop = loop
         return self._loop
 
@@ -914,16 +917,17 @@ class Gatherer:
             self._core.unreachable(now, key, destination, cause)
 
     def _send_failed(self, command: SendDatagram, sock: _socket.socket, error: OSError) -> None:
-        """A datagram the kernel refused. A transient refusal loses it like the network
-        may (retransmission follows); a hard one (no route, a destination refused or
-        invalid) fails its server now with the reason, as an ICMP error does, rather
-        than at the deadline."""
+        """A datagram the kernel refused (sent by the socket hub, after `_service`). A
+        transient refusal loses it like the network may (retransmission follows); a hard
+        one (no route, a destination refused or invalid) fails its server now with the
+        reason, as an ICMP error does, rather than at the deadline."""
         if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
             return
         failure = self._send_again(command.base_key, sock, command.data, command.address)
         if failure is not None and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
             cause = f"sending failed: {failure.strerror or failure}"
             self._core.unreachable(self._now(), command.base_key, command.address, cause)
+        self._service()  # what the errors read, or this one, made the core do
 
     def _send_again(
         self, key: int, sock: _socket.socket, data: bytes, address: tuple[str, int]
@@ -1000,10 +1004,9 @@ class Gatherer:
             # Only answers to what we sent are ever accepted, so a socket is watched
             # from its first send on: host-only bases cost no watch.
             self._watch(command.base_key, sock)
-        try:
-            sock.sendto(command.data, command.address)
-        except OSError as error:
-            self._send_failed(command, sock, error)
+        (self._hub or hub_for(self._get_loop())).send_soon(
+            sock, command.data, command.address, self._send_failed, command
+        )
 
     def _rearm_timer(self) -> None:
         """One loop timer per gatherer, at the core's next deadline (moved only if it did)."""

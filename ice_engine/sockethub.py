@@ -1,4 +1,4 @@
-"""One epoll for every gatherer's sockets on an event loop.
+"""One epoll for every gatherer's sockets on an event loop, and one outbox.
 
 `loop.add_reader` costs a selector key, a handle and a context per socket, and a handle
 per readiness: measurable when thousands of gatherers each watch a few sockets. The hub
@@ -6,6 +6,11 @@ registers one epoll with the loop instead and calls each socket's callback itsel
 (watching and unwatching a socket: 2 µs against 7 µs). Where there is no epoll, it
 falls back to `loop.add_reader`. The hub closes with its last socket, so an idle
 process holds no extra fd.
+
+Datagrams are sent together, once the callbacks of the loop's turn have run
+(`send_soon`): a `sendto` costs less in a burst, where the kernel's path to the
+receiver (a NAT, a server woken on another CPU) is still warm, than one at a time among
+other work (stun, N=1000: 5.7 % less CPU per gathering; see docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ __all__ = ["MAX_DATAGRAM", "SocketHub", "hub_for"]
 MAX_DATAGRAM = 65535
 
 Callback = Callable[[int], None]  # called with the readable fd
+#: Told (context, socket, error) of a datagram the kernel refused.
+SendFailed = Callable[[Any, Any, OSError], None]
 _HAS_EPOLL = hasattr(select, "epoll")  # Linux
 
 
@@ -33,6 +40,7 @@ class SocketHub:
         self._loop = loop
         self._epoll: Any = None  # select.epoll while anything is watched
         self._callbacks: dict[int, Callback] = {}
+        self._outbox: list[tuple[Any, bytes, tuple[str, int], SendFailed, Any]] = []
 
     def watch(self, fd: int, callback: Callback) -> None:
         """Call `callback(fd)` whenever `fd` is readable, until `unwatch(fd)`.
@@ -63,6 +71,31 @@ class SocketHub:
             self._loop.remove_reader(self._epoll.fileno())
             self._epoll.close()
             self._epoll = None
+
+    def send_soon(
+        self,
+        sock: Any,
+        data: bytes,
+        address: tuple[str, int],
+        on_failure: SendFailed,
+        context: Any = None,
+    ) -> None:
+        """Send the datagram with the others queued in this turn of the loop, in order;
+        `on_failure(context, sock, error)` if the kernel refuses it. Nothing is sent
+        from a socket closed meanwhile."""
+        outbox = self._outbox
+        if not outbox:
+            self._loop.call_soon(self._send_all)
+        outbox.append((sock, data, address, on_failure, context))
+
+    def _send_all(self) -> None:
+        outbox, self._outbox = self._outbox, []
+        for sock, data, address, on_failure, context in outbox:
+            try:
+                sock.sendto(data, address)
+            except OSError as error:
+                if sock.fileno() != -1:  # closed since: its gatherer let it go
+                    on_failure(context, sock, error)
 
     @property
     def idle(self) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import socket
 
@@ -68,3 +69,36 @@ def test_a_loop_that_cannot_watch_sockets_is_named_before_anything_is_bound() ->
         assert len(os.listdir("/proc/self/fd")) == before
     finally:
         loop.close()
+
+
+async def test_datagrams_go_out_together_after_the_turn_in_order() -> None:
+    """`send_soon`: nothing leaves before the loop's callbacks have run, then all in the
+    order queued; a refusal is told with its context; a socket closed meanwhile sends
+    nothing and tells nothing."""
+    hub = hub_for(asyncio.get_running_loop())
+    failures: list[tuple[object, int]] = []
+
+    def failed(context: object, _sock: object, error: OSError) -> None:
+        failures.append((context, error.errno or 0))
+
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(2)
+        sender.bind(("127.0.0.1", 0))
+        gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        to = receiver.getsockname()
+        for n in range(3):
+            hub.send_soon(sender, b"%d" % n, to, failed, n)
+        hub.send_soon(gone, b"never", to, failed, "gone")
+        hub.send_soon(sender, b"too big" * 10_000, to, failed, "big")
+        gone.close()
+        receiver.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            receiver.recv(100)  # not yet: at the end of this turn
+        await asyncio.sleep(0)
+        receiver.setblocking(True)
+        assert [receiver.recv(100) for _ in range(3)] == [b"0", b"1", b"2"]
+        assert failures == [("big", errno.EMSGSIZE)]
