@@ -135,6 +135,7 @@ class Gatherer:
         "_delivered_whole",
         "_gather_calls",
         "_hub",
+        "_in_callback",
         "_ip_handling",
         "_lingering",
         "_link_local",
@@ -252,6 +253,7 @@ class Gatherer:
         self._turn_streams: StreamSet | None = None  # TURN over TCP/TLS, once asked for
         self._loop: asyncio.AbstractEventLoop | None = None
         self._hub: SocketHub | None = None  # the loop's: its epoll, and its outbox
+        self._in_callback = False  # an application callback is running (see _deliver)
         self._on_fd: Callable[[int], None] | None = None  # what the socket hub calls
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
@@ -411,7 +413,7 @@ class Gatherer:
         chosen = [c for c in core.candidates if mid is None or c.sdpMid == mid]
         return candidate_lines(chosen, complete=complete)
 
-    async def gather(self) -> AsyncIterator[Event]:
+    def gather(self) -> AsyncIterator[Event]:
         """Stream this generation's events, starting its gathering if need be.
 
         Ends after the ``null`` candidate event that completes the generation, or when the
@@ -424,7 +426,16 @@ class Gatherer:
         raises RuntimeError; one while the first's loop body runs takes the stream over,
         as after a ``break`` (the two cannot be told apart), and the first then raises
         RuntimeError when it asks for its next event.
+
+        RuntimeError if the gatherer is closed; an iterator got before `close()` but not
+        yet iterated then yields nothing, like one that was waiting.
         """
+        self._check_open()
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[Event]:
+        if self._closed:  # since gather() was called
+            return
         self._check_usable()
         if self._consumer_waiting:
             raise RuntimeError("gather() is already being iterated")
@@ -863,6 +874,8 @@ class Gatherer:
     def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
         if self._on_datagram is not None and not self._closed:
             self._deliver(self._on_datagram, local, source, data)
+            if not self._in_callback:  # what its sends through a relay brought meanwhile
+                self._deliver_queued()
 
     # -- sockets, the timer and the core's commands ------------------------------------
 
@@ -975,12 +988,8 @@ class Gatherer:
                 self._open_beside(command)
             else:
                 assert_never(command)
-        while (relayed := core.next_relayed()) is not None:
-            if self._on_relayed is not None:
-                self._deliver(self._on_relayed, *relayed)
-        while (failure := core.next_relay_failure()) is not None:
-            if self._on_relay_failure is not None:
-                self._deliver(self._on_relay_failure, *failure)
+        if not self._in_callback:  # else the call under way delivers it, once it returns
+            self._deliver_queued()
         if self._closed and not table.sockets:
             return  # released: no timer, no one to wake
         self._rearm_timer()
@@ -1025,15 +1034,37 @@ class Gatherer:
         self._timer = None
         self._timer_at = None
 
+    def _deliver_queued(self) -> None:
+        """Hand the application what the core has queued for it: data relayed to us, and
+        failed permissions or channels, in order."""
+        core = self._core
+        while True:
+            if (relayed := core.next_relayed()) is not None:
+                if self._on_relayed is not None:
+                    self._deliver(self._on_relayed, *relayed)
+            elif (failure := core.next_relay_failure()) is not None:
+                if self._on_relay_failure is not None:
+                    self._deliver(self._on_relay_failure, *failure)
+            else:
+                return
+
     def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
         """Call the application back; its exception goes to the loop's exception handler
-        (logged, as asyncio does for callbacks) and never stops the gatherer."""
+        (logged, as asyncio does for callbacks) and never stops the gatherer.
+
+        One call at a time, as asyncio runs callbacks: one that sends (through a relay,
+        say) runs the service, which delivers nothing meanwhile; what came is delivered
+        after it, in order (`_deliver_queued`)."""
+        nested = self._in_callback
+        self._in_callback = True
         try:
             callback(*args)
         except Exception as error:
             self._get_loop().call_exception_handler(
                 {"message": f"ice-engine: {callback!r} raised", "exception": error}
             )
+        finally:
+            self._in_callback = nested
 
     def _wake(self) -> None:
         """Let a waiting gather() look at the queue again."""

@@ -462,3 +462,14 @@ async def test_a_gather_that_fails_to_start_takes_nothing_over(
             await anext(gatherer.gather())
         monkeypatch.undo()
         assert (await anext(first)).type == "icecandidate"  # generation 0's, left unread
+
+
+async def test_an_iterator_got_before_close_and_first_used_after_yields_nothing() -> None:
+    """It raised "the gatherer is closed", where one already waiting ended quietly: a
+    consumer task started just before a quick shutdown failed or not by timing."""
+    gatherer = Gatherer()
+    early = gatherer.gather()
+    await gatherer.close()
+    assert [event async for event in early] == []
+    with pytest.raises(RuntimeError, match="closed"):
+        gatherer.gather()  # asked after close(): a mistake, said at once

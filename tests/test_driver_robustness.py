@@ -26,7 +26,7 @@ import pytest
 import ice_engine.driver as driver
 from ice_engine import Gatherer, IceServer, stun
 from ice_engine.commands import OpenSocket
-from ice_engine.events import Event, GatheringState, IceCandidateErrorEvent
+from ice_engine.events import Event, GatheringState, IceCandidate, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
@@ -559,6 +559,84 @@ async def test_a_refused_permission_reaches_on_relay_failure() -> None:
         [(which, failure)] = failures
         assert which is allocation and (failure.method, failure.code) == ("CREATE_PERMISSION", 403)
         assert failure.peers == (("198.51.100.8", 9),) and failure.reason == "Forbidden IP"
+    finally:
+        stub.close()
+
+
+class PeerBehindTurnStub(TurnStub):
+    """A peer behind the relay: `burst` sends Data indications from it to the client at
+    once; what the client sends it (Send indications) is kept in order."""
+
+    PEER = ("198.51.100.8", 4000)
+
+    def __init__(self) -> None:
+        self.client: tuple[str, int] | None = None
+        self.sent: list[bytes] = []
+        super().__init__()
+        # The answers come in a burst, faster than this thread reads them.
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        if request.method == Method.SEND:
+            self.sent.append(request.get(Attr.DATA) or b"")
+            return
+        self.client = source
+        super().answer(data, source)
+
+    def burst(self, count: int) -> None:
+        assert self.client is not None
+        for n in range(count):
+            tid = stun.new_transaction_id()
+            attributes = [
+                (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*self.PEER, tid)),
+                (Attr.DATA, b"%d" % n),
+            ]
+            indication = stun.encode(Method.DATA, MessageClass.INDICATION, tid, attributes)
+            self.sock.sendto(indication, self.client)
+
+
+@pytest.mark.parametrize("data_path", [False, True])
+async def test_on_relayed_answering_through_the_relay_runs_one_call_at_a_time(
+    data_path: bool,
+) -> None:
+    """An on_relayed that answered through the relay (send() from the relay candidate)
+    ran the driver's service, which handed it the next queued datagram while the first
+    call was still running: calls nested 50 deep, answers went out in reverse order, and
+    over TCP deep enough for RecursionError."""
+    stub = PeerBehindTurnStub()
+    depth, deepest = 0, 0
+    gatherer: Gatherer | None = None
+    relay: IceCandidate | None = None
+
+    def on_relayed(_allocation: object, peer: tuple[str, int], data: bytes) -> None:
+        nonlocal depth, deepest
+        depth += 1
+        deepest = max(deepest, depth)
+        assert gatherer is not None and relay is not None
+        gatherer.send(relay, peer, b"A" + data)
+        gatherer.send(relay, peer, b"B" + data)
+        depth -= 1
+
+    on_datagram = (lambda *_: None) if data_path else None
+    server = IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)
+    try:
+        async with Gatherer([server], on_relayed=on_relayed, on_datagram=on_datagram) as g:
+            gatherer = g
+            await collect(g)
+            [relay] = [c for c in g.candidates if c.type == "relay"]
+            [allocation] = g.allocations
+            allocation.permissions.add(stub.PEER[0])  # as a success installs it
+            # A busy loop: the whole burst is queued before the gatherer reads any of it.
+            stub.burst(50)
+            await asyncio.sleep(0.05)
+            for _ in range(300):
+                if len(stub.sent) == 100:
+                    break
+                await asyncio.sleep(0.01)
+        expected = [b"%s%d" % (kind, n) for n in range(50) for kind in (b"A", b"B")]
+        assert stub.sent == expected
+        assert deepest == 1
     finally:
         stub.close()
 
