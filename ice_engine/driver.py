@@ -598,7 +598,7 @@ class Gatherer:
             self._watcher.close()
             self._watcher = None
         if self._shared is not None:
-            self._shared.close(self._table.shared.values())
+            self._shared.close()
         self._cancel_timer()
         for task in self._tasks or ():
             with contextlib.suppress(RuntimeError):  # its loop has closed: it never runs
@@ -1008,7 +1008,7 @@ class Gatherer:
             return
         shared = table.shared.get(command.base_key)
         if shared is not None and self._shared is not None:  # answered through the socket
-            self._shared.expect(shared, command.base_key, command.data)
+            self._shared.expect(shared, command.base_key, command.data, self._now())
         elif sock.fileno() not in table.reading:
             # Only answers to what we sent are ever accepted, so a socket is watched
             # from its first send on: host-only bases cost no watch.

@@ -38,6 +38,10 @@ Route = tuple[Deliver, Unreachable]  # where a request's answer goes, and its IC
 #: thousand starting together), and the default (208 KiB, ~270 small datagrams) drops them.
 _RECEIVE_BUFFER = 4 * 1024 * 1024
 _BURST = 4096  # datagrams read per readiness at most
+#: How long a request's answer stays routed: longer than any STUN transaction lasts (RFC
+#: 8489 §6.2.1: 39.5 s with the default timers; a gathering's are 2 s), so that requests
+#: never answered (a dead server) leave nothing behind in a long-lived session.
+_ROUTE_LIFETIME = 60.0
 
 
 class SharedSocket:
@@ -179,7 +183,9 @@ class SharedPortSession:
         self._on_peer = on_peer
         self.ufrags: dict[int, str] = {}  # generation -> its ufrag, while its sockets are kept
         self._deliver: dict[SharedSocket, Deliver] = {}  # where each socket sends our peers
-        self._expected: set[bytes] = set()  # transaction ids the sockets route to us
+        # Transaction id -> when it was (last) sent and the socket routing its answer
+        # to us, oldest first.
+        self._expected: dict[bytes, tuple[float, SharedSocket]] = {}
         self._routes: dict[int, Route] = {}  # base key -> where its answers go
 
     def claim(self, shared: SharedSocket, local: tuple[str, int], generation: int) -> None:
@@ -198,10 +204,20 @@ class SharedPortSession:
         if deliver is not None:
             shared.latch(peer, deliver)
 
-    def expect(self, shared: SharedSocket, key: int, request: bytes) -> None:
-        """Route the answer to this request (a STUN message sent from base `key`) here."""
+    def expect(self, shared: SharedSocket, key: int, request: bytes, now: float) -> None:
+        """Route the answer to this request (a STUN message sent from base `key`) here,
+        for `_ROUTE_LIFETIME`; those of requests sent longer ago are forgotten."""
         transaction_id = request[8:20]
-        self._expected.add(transaction_id)
+        expected = self._expected
+        expected.pop(transaction_id, None)  # a retransmission: to the end, with its time
+        expected[transaction_id] = (now, shared)
+        while True:  # oldest first; the one just added ends it
+            oldest = next(iter(expected))
+            sent, by = expected[oldest]
+            if now - sent < _ROUTE_LIFETIME:
+                break
+            del expected[oldest]
+            by.forget((oldest,))
         route = self._routes.get(key)
         if route is None:
             route = self._routes[key] = (
@@ -217,15 +233,16 @@ class SharedPortSession:
             for shared, deliver in self._deliver.items():
                 shared.unclaim(deliver, retired)
 
-    def close(self, sockets: Iterable[SharedSocket]) -> None:
+    def close(self) -> None:
         """The gatherer is closing: nothing is routed to it any more."""
-        for shared in set(sockets):
-            shared.forget(self._expected)
+        for transaction_id, (_, shared) in self._expected.items():
+            shared.forget((transaction_id,))
+        self._expected.clear()
         for shared, deliver in self._deliver.items():
             shared.release_session(deliver, self.ufrags.values())
 
     def _answered(self, key: int, data: bytes, source: tuple[str, int]) -> None:
-        self._expected.discard(data[8:20])
+        self._expected.pop(data[8:20], None)
         self._on_answer(key, data, source)
 
 

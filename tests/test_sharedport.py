@@ -220,7 +220,7 @@ async def test_a_session_routes_its_answers_and_its_generations_checks_then_lets
     request = stun.encode(
         stun.Method.BINDING, stun.MessageClass.REQUEST, stun.new_transaction_id(), []
     )
-    session.expect(shared, 7, request)
+    session.expect(shared, 7, request, 0.0)
     answer = stun.encode(
         stun.Method.BINDING, stun.MessageClass.SUCCESS, stun.parse(request).transaction_id, []
     )
@@ -236,10 +236,35 @@ async def test_a_session_routes_its_answers_and_its_generations_checks_then_lets
         to_peer = f"peer at {here[1]}"
         assert [name for name, _, _ in seen] == ["answer 7", to_peer, to_peer]
         assert session.ufrags == {1: "gen1ufrag"}
-        session.expect(shared, 7, request)
-        session.close([shared, shared])
+        session.expect(shared, 7, request, 1.0)
+        session.close()
         peer.sendto(answer, here)  # forgotten: no longer routed to the closed session
         peer.sendto(check_for("gen1ufrag"), here)
         await asyncio.sleep(0.05)
         assert len(seen) == 3
+    shared.release()
+
+
+async def test_a_session_forgets_the_routes_of_requests_never_answered() -> None:
+    """They stayed, in the process-wide socket too, until the gatherer closed: a session
+    living for days, restarting against a dead server, kept every one."""
+    shared = shared_socket(asyncio.get_running_loop(), socket.AF_INET, "127.0.0.1", 0)
+    session = SharedPortSession(
+        on_answer=lambda *_: None, on_unreachable=lambda *_: None, on_peer=lambda *_: None
+    )
+
+    def request() -> bytes:
+        tid = stun.new_transaction_id()
+        return stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, tid, [])
+
+    first, resent, late = request(), request(), request()
+    session.expect(shared, 1, first, 0.0)
+    session.expect(shared, 1, resent, 1.0)
+    session.expect(shared, 1, resent, 30.0)  # a retransmission: kept from its last send
+    session.expect(shared, 1, late, 61.0)
+    assert set(shared._routes) == {resent[8:20], late[8:20]}
+    session.expect(shared, 1, request(), 95.0)
+    assert late[8:20] in shared._routes and resent[8:20] not in shared._routes
+    session.close()
+    assert shared._routes == {}
     shared.release()
