@@ -874,8 +874,7 @@ class Gatherer:
     def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
         if self._on_datagram is not None and not self._closed:
             self._deliver(self._on_datagram, local, source, data)
-            if not self._in_callback:  # what its sends through a relay brought meanwhile
-                self._deliver_queued()
+            self._deliver_queued()  # what its sends through a relay brought meanwhile
 
     # -- sockets, the timer and the core's commands ------------------------------------
 
@@ -988,8 +987,7 @@ class Gatherer:
                 self._open_beside(command)
             else:
                 assert_never(command)
-        if not self._in_callback:  # else the call under way delivers it, once it returns
-            self._deliver_queued()
+        self._deliver_queued()
         if self._closed and not table.sockets:
             return  # released: no timer, no one to wake
         self._rearm_timer()
@@ -1036,7 +1034,10 @@ class Gatherer:
 
     def _deliver_queued(self) -> None:
         """Hand the application what the core has queued for it: data relayed to us, and
-        failed permissions or channels, in order."""
+        failed permissions or channels, in order. Not from within a callback: the call
+        under way delivers it, once that has returned."""
+        if self._in_callback:
+            return
         core = self._core
         while True:
             if (relayed := core.next_relayed()) is not None:

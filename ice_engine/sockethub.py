@@ -10,7 +10,7 @@ process holds no extra fd.
 Datagrams are sent together, once the callbacks of the loop's turn have run
 (`send_soon`): a `sendto` costs less in a burst, where the kernel's path to the
 receiver (a NAT, a server woken on another CPU) is still warm, than one at a time among
-other work (stun, N=1000: 5.7 % less CPU per gathering; see docs/benchmarks.md).
+other work (stun and turn, N=1000: 4 % less CPU per gathering; see docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -307,10 +307,10 @@ class StreamSet:
                 # Nobody awaits it now: the abort below must not leave it an exception
                 # that no one retrieves ("Future exception was never retrieved").
                 protocol.ready.cancel()
-            if protocol is not None and protocol.transport is not None:
-                protocol.transport.abort()  # connected, mid-handshake: nothing to keep
-            elif tcp is not None:
-                tcp.close()
+                if protocol.transport is not None:
+                    protocol.transport.abort()  # connected, mid-handshake: nothing to keep
+            if tcp is not None:
+                tcp.close()  # now, as `abort` does: the transport's close is then nothing
             if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
                 raise
             self._on_closed(command.stream, describe(error))

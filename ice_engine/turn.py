@@ -422,16 +422,16 @@ class Allocation:
         """Ask for the peer's permission, unless it is installed or was asked for less
         than `PERMISSION_DEADLINE` ago (a request that failed is asked again, but not at
         every datagram): the server drops data to a peer it does not permit (RFC 8656 §9).
-        ValueError, before anything is asked, for a peer of a family it does not relay."""
-        self._check_family(peer)
+        ValueError for a peer of a family it does not relay (`create_permission`), and
+        then nothing is noted as asked."""
         if peer[0] in self.permissions:
             return
         if self._permits_asked is None:
             self._permits_asked = {}
         if now < self._permits_asked.get(peer[0], -math.inf) + PERMISSION_DEADLINE:
             return
-        self._permits_asked[peer[0]] = now
         self.create_permission([peer], now)
+        self._permits_asked[peer[0]] = now
 
     def channel_bind(self, peer: tuple[str, int], channel: int, now: float) -> None:
         self._require_allocated()
