@@ -15,7 +15,7 @@ from .credentials import Credentials
 from .interfaces import IpHandling
 from .resolver import Resolver
 from .transaction import Timing
-from .urls import packed_not_unicast
+from .urls import MAPPED_PREFIX, packed_not_unicast
 
 __all__ = ["check_gatherer_options", "is_port", "peer_address", "peer_list"]
 
@@ -42,18 +42,22 @@ def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
 
     A peer is one host: an unspecified, multicast or broadcast address is refused, by
     the same rule as a server URL (`packed_not_unicast`, on the packed bytes: this runs at
-    every send of a data path)."""
+    every send of a data path). An IPv4-mapped address (::ffff:a.b.c.d) is the IPv4
+    address it carries, as in a URL: IPv4 bases reach it, and IPv6 sockets (IPv6 only)
+    cannot."""
     try:
         host, port = peer
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         packed = socket.inet_pton(family, host)
+        if packed[:12] == MAPPED_PREFIX:
+            family, packed = socket.AF_INET, packed[12:]
         host = socket.inet_ntop(family, packed)
     except (TypeError, ValueError, OSError):
         raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
     if not is_port(port):
         raise ValueError(f"peer port must be 1-65535, not {port!r}")
     if packed_not_unicast(packed) is not None:
-        raise ValueError(f"peer {host} is not a unicast address")
+        raise ValueError(f"peer {peer[0]} is not a unicast address")
     return host, port
 
 

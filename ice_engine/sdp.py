@@ -13,12 +13,19 @@ def can_trickle_ice_candidates(remote_description: str | None) -> bool | None:
     """RTCPeerConnection.canTrickleIceCandidates for a remote SDP (offer or answer).
 
     None while no remote description is known; then True if `a=ice-options` lists
-    `trickle` at session or media level (RFC 8840 §4.1.1), else False.
+    `trickle` at session or media level (RFC 8840 §4.1.1), else False. ValueError for
+    text that is not SDP (it begins with `v=`, RFC 8866 §5), where a browser's
+    setRemoteDescription() fails too: a description's JSON, or an empty string, would
+    otherwise pass for a peer that cannot trickle.
     """
     if remote_description is None:
         return None
     if not isinstance(remote_description, str):
         raise TypeError("the remote description must be SDP text (str) or None")
+    start = remote_description.lstrip()
+    if not start.startswith("v="):
+        first = start.partition("\n")[0][:40]
+        raise ValueError(f"the remote description is not SDP (it begins with v=), got {first!r}")
     for line in remote_description.splitlines():
         line = line.strip()
         if line.startswith("a=ice-options:") and "trickle" in line[14:].split():

@@ -186,7 +186,7 @@ def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None
     return packed_not_unicast(ip.packed)
 
 
-_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6
+MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6
 _BROADCAST_PACKED = b"\xff\xff\xff\xff"
 
 
@@ -194,7 +194,7 @@ def packed_not_unicast(packed: bytes) -> str | None:
     """`not_unicast` of a packed address (4 or 16 bytes, as `inet_pton` gives): the one
     rule for server URLs, DNS answers and peers, cheap enough for every send of a data
     path. An IPv4-mapped IPv6 address is judged as the IPv4 address it carries."""
-    if len(packed) == 16 and packed[:12] == _MAPPED_PREFIX:
+    if len(packed) == 16 and packed[:12] == MAPPED_PREFIX:
         packed = packed[12:]
     if not any(packed):
         return "unspecified"

@@ -210,6 +210,16 @@ def test_a_peer_that_is_not_one_host_is_refused(host: str) -> None:
     assert peer_address(("2001:DB8::9", 9)) == ("2001:db8::9", 9)
 
 
+def test_an_ipv4_mapped_peer_is_the_ipv4_address_it_carries() -> None:
+    """send() to ::ffff:a.b.c.d from an IPv6 base was an OSError from the kernel (the
+    sockets are IPv6 only), and from an IPv4 base refused as another family; it is the
+    IPv4 peer, as the same address in a server URL is."""
+    from ice_engine.options import peer_address
+
+    assert peer_address(("::ffff:198.51.100.9", 9)) == ("198.51.100.9", 9)
+    assert peer_address(("::FFFF:c633:6409", 9)) == ("198.51.100.9", 9)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.ip_addresses())
 def test_peers_and_server_urls_follow_one_rule(

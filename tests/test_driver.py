@@ -210,6 +210,10 @@ async def test_send_refuses_what_no_datagram_could_carry() -> None:
         peer = ("2001:db8::8", 9) if "." in host.address else ("198.51.100.8", 9)
         with pytest.raises(ValueError, match="differ in address family"):
             gatherer.send(host, peer, b"x")
+        for ipv6 in (c for c in gatherer.candidates if c.address and ":" in c.address):
+            # an IPv4-mapped peer is IPv4: these sockets are IPv6 only (it was ENETUNREACH)
+            with pytest.raises(ValueError, match=r"peer 198\.51\.100\.8 and base"):
+                gatherer.send(ipv6, ("::ffff:198.51.100.8", 9), b"x")
         same_family = ("198.51.100.8", 9) if "." in host.address else ("2001:db8::8", 9)
         with pytest.raises(ValueError, match="70000 bytes"):
             gatherer.send(host, same_family, bytes(70_000))

@@ -22,7 +22,6 @@ def test_unknown_before_a_remote_description() -> None:
         (SESSION + "a=ice-options:ice2\r\n" + MEDIA, False),
         (SESSION + MEDIA, False),
         (SESSION + MEDIA + "a=x-ice-options:trickle\r\n", False),
-        ("", False),
     ],
 )
 def test_ice_options_at_session_or_media_level(sdp: str, expected: bool) -> None:
@@ -32,6 +31,15 @@ def test_ice_options_at_session_or_media_level(sdp: str, expected: bool) -> None
 def test_a_non_string_is_refused() -> None:
     with pytest.raises(TypeError):
         can_trickle_ice_candidates(b"v=0")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "text", ["", "  \r\n", '{"type": "offer", "sdp": "v=0..."}', MEDIA + "a=ice-options:trickle"]
+)
+def test_text_that_is_not_sdp_is_refused(text: str) -> None:
+    """It was False, "cannot trickle", for an empty string or a description's JSON."""
+    with pytest.raises(ValueError, match="not SDP"):
+        can_trickle_ice_candidates(text)
 
 
 def test_candidate_lines_drop_ufrag_and_end_once_complete() -> None:
