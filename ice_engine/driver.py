@@ -45,7 +45,7 @@ from .sockethub import MAX_DATAGRAM, SocketHub, hub_for
 from .sockettable import SocketTable
 from .streams import StreamSet
 from .transaction import RttTable, Timing
-from .turn import CLOSE_TIMEOUT, Allocation, NonceCache, RequestFailed
+from .turn import CLOSE_TIMEOUT, Allocation, BytesLike, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
 
 __all__ = ["DatagramHandler", "Gatherer", "RelayFailureHandler", "RelayedHandler"]
@@ -319,26 +319,26 @@ class Gatherer:
 
     def relay_permit(self, allocation: Allocation, peers: Sequence[tuple[str, int]]) -> None:
         """Install TURN permissions for these peers; they are renewed until `close()`."""
-        self._check_open()
+        self._check_usable()
         self._core.relay_permit(self._now(), allocation, peer_list(peers))
         self._service()
 
     def relay_bind_channel(self, allocation: Allocation, peer: tuple[str, int]) -> None:
         """Bind a channel to a peer: its data then travels as ChannelData."""
-        self._check_open()
+        self._check_usable()
         self._core.relay_bind_channel(self._now(), allocation, peer_address(peer))
         self._service()
 
-    def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: bytes) -> None:
+    def relay_send(self, allocation: Allocation, peer: tuple[str, int], data: BytesLike) -> None:
         """Send through an allocation to a permitted peer; what peers send back reaches
         the `on_relayed` callback given to the constructor. The server drops data to a
         peer it holds no permission for (RFC 8656 §9): `relay_permit` first, or use
         `send`, which asks for it."""
-        self._check_open()
+        self._check_usable()
         self._core.relay_send(self._now(), allocation, peer_address(peer), data)
         self._service()
 
-    def send(self, local: IceCandidate, peer: tuple[str, int], data: bytes) -> None:
+    def send(self, local: IceCandidate, peer: tuple[str, int], data: BytesLike) -> None:
         """Send `data` to `peer` from a local candidate, as a connectivity layer sends its
         checks and media: from a host or srflx candidate's base socket, or through a relay
         candidate's allocation (asking for the peer's permission on first use).
@@ -364,6 +364,7 @@ class Gatherer:
             allocation = self._core.allocation_for((local.address, local.port))
             if allocation is None:
                 raise ValueError(f"no live allocation for {local.candidate!r}")
+            self._check_usable()  # the permission and data go out on the loop's sockets
             self._core.relay_send(self._now(), allocation, peer, data, permit=True)
             self._service()
             return
@@ -942,7 +943,7 @@ class Gatherer:
         self._service()  # what the errors read, or this one, made the core do
 
     def _send_again(
-        self, key: int, sock: _socket.socket, data: bytes, address: tuple[str, int]
+        self, key: int, sock: _socket.socket, data: BytesLike, address: tuple[str, int]
     ) -> OSError | None:
         """After a refused sendto: None if the datagram goes out at a second try, or the
         error that stands. Linux reports at a sendto an ICMP error that came since the

@@ -63,9 +63,14 @@ def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
 
 def peer_list(peers: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
     """`peer_address` of each peer; a lone pair (a common slip) is explained."""
+    wanted = f"peers must be a list of (IP address, port) pairs, not {peers!r}"
     if isinstance(peers, str) or (isinstance(peers, tuple) and peers and isinstance(peers[0], str)):
-        raise ValueError(f"peers must be a list of (IP address, port) pairs, not {peers!r}")
-    return [peer_address(peer) for peer in peers]
+        raise ValueError(wanted)
+    try:
+        listed = list(peers)
+    except TypeError:
+        raise TypeError(wanted) from None
+    return [peer_address(peer) for peer in listed]
 
 
 def check_gatherer_options(

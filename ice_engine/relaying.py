@@ -27,6 +27,7 @@ from .turn import (
     Allocation,
     AllocationExpired,
     AllocationFailed,
+    BytesLike,
     NonceCache,
     Redirected,
     Refreshed,
@@ -283,7 +284,7 @@ class Relaying(Emitting):
         now: float,
         allocation: Allocation,
         peer: tuple[str, int],
-        data: bytes,
+        data: BytesLike,
         permit: bool = False,
     ) -> None:
         """Send `data` to `peer` through the allocation: a permission must be installed,

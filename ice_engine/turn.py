@@ -26,6 +26,7 @@ __all__ = [
     "AllocationExpired",
     "AllocationFailed",
     "AllocationState",
+    "BytesLike",
     "NonceCache",
     "NonceEntry",
     "Refreshed",
@@ -35,6 +36,8 @@ __all__ = [
 ]
 
 TIMED_OUT = 701
+#: What may be sent through a relay, as through a socket (`collections.abc.Buffer` is 3.12).
+BytesLike = bytes | bytearray | memoryview
 #: An allocation's life (see `Allocation`); a Literal, so that mypy catches a misspelt one.
 AllocationState = Literal["new", "allocating", "allocated", "closing", "closed", "failed"]
 #: What a request is for ("close": the Refresh of lifetime 0 that deallocates).
@@ -455,21 +458,23 @@ class Allocation:
                 return channel
         raise ValueError("no channel numbers left on this allocation")
 
-    def wrap_send(self, peer: tuple[str, int], data: bytes) -> bytes:
+    def wrap_send(self, peer: tuple[str, int], data: BytesLike) -> bytes:
         """Data for a peer: ChannelData when a channel is bound, else a Send indication.
 
         ValueError when it would not fit in one message (or, over UDP, one datagram), or
         for a peer of a family the allocation does not relay (the server would drop it).
         """
-        if not isinstance(data, bytes | bytearray | memoryview):
-            raise TypeError(f"data must be bytes, not {type(data).__name__}")
+        if not isinstance(data, bytes):  # the annotation is the whole union: mypyc checks it
+            if not isinstance(data, bytearray | memoryview):
+                raise TypeError(f"data must be bytes, not {type(data).__name__}")
+            data = bytes(data)
         self._check_family(peer)
         channel = self.channels.get(peer)
         if channel is None:
             transaction_id = stun.new_transaction_id()
             attributes = [
                 (Attr.XOR_PEER_ADDRESS, stun.xor_address_value(*peer, transaction_id)),
-                (Attr.DATA, bytes(data)),
+                (Attr.DATA, data),
             ]
         try:
             if channel is None:
@@ -861,7 +866,7 @@ def _promises_algorithms(nonce: bytes) -> bool:
     return len(features) == 3 and features[2] & 1 == 1  # bit 0 is the rightmost (erratum 6290)
 
 
-def _too_big(data: bytes | bytearray | memoryview) -> str:
+def _too_big(data: bytes) -> str:
     return f"{len(data)} bytes of data are more than one relayed datagram carries"
 
 

@@ -189,6 +189,8 @@ async def test_send_refuses_candidates_it_has_no_socket_for() -> None:
             gatherer.send(relay, ("198.51.100.8", 9), b"x")
         with pytest.raises(ValueError, match="list of"):  # one pair, not a list of them
             gatherer.relay_permit(object(), ("198.51.100.8", 9))  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="peers must be a list"):  # was "'NoneType' ..."
+            gatherer.relay_permit(object(), None)  # type: ignore[arg-type]
         for bad in (("peer.example", 9), ("198.51.100.8",)):
             with pytest.raises(ValueError, match="peer"):
                 gatherer.relay_permit(object(), [bad])  # type: ignore[arg-type, list-item]

@@ -326,6 +326,36 @@ def test_close_after_its_loop_has_closed_releases_everything_and_deallocates() -
     assert open_fds() == before
 
 
+def test_the_relay_data_path_on_another_loop_is_a_clear_error() -> None:
+    """relay_permit, relay_bind_channel, relay_send and send() from a relay candidate,
+    once the gatherer's loop had closed, raised asyncio's "Event loop is closed", the
+    request they had queued left in the allocation."""
+    stub = TurnStub()
+    try:
+        gatherer = Gatherer([IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)])
+        asyncio.run(collect(gatherer))
+        [allocation] = gatherer.allocations
+        [relay] = [c for c in gatherer.candidates if c.type == "relay"]
+        peer = ("203.0.113.5", 4000)  # never sent to: the stub is the server
+        calls = (
+            lambda: gatherer.relay_permit(allocation, [peer]),
+            lambda: gatherer.relay_bind_channel(allocation, peer),
+            lambda: gatherer.relay_send(allocation, peer, b"x"),
+            lambda: gatherer.send(relay, peer, b"x"),
+        )
+
+        async def on_another_loop() -> None:
+            for call in calls:
+                with pytest.raises(RuntimeError, match="another event loop"):
+                    call()
+            assert allocation.next_outgoing() is None
+
+        asyncio.run(on_another_loop())
+        asyncio.run(gatherer.close())
+    finally:
+        stub.close()
+
+
 # -- 4. a datagram the kernel refuses fails its server at once -------------------------
 
 

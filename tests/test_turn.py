@@ -516,6 +516,9 @@ def test_permission_channel_and_data_framing() -> None:
     allocation.channel_bind(peer, 0x4001, 2.0)
     exchange(allocation, server, 2.0)
     assert allocation.wrap_send(peer, b"hi") == b"\x40\x01\x00\x02hi"
+    # what a socket takes: the compiled core refused these ("bytes object expected")
+    assert allocation.wrap_send(peer, bytearray(b"hi")) == b"\x40\x01\x00\x02hi"
+    assert allocation.wrap_send(peer, memoryview(b"xhi")[1:]) == b"\x40\x01\x00\x02hi"
     assert allocation.unwrap(b"\x40\x01\x00\x02hi") == (peer, b"hi")
     tid = stun.new_transaction_id()
     data = stun.encode(
@@ -536,7 +539,7 @@ def test_peers_and_data_a_server_would_refuse_are_refused_here() -> None:
         allocation.channel_bind(("2001:db8::5", 4000), 0x4001, 1.0)
     assert allocation.next_outgoing() is None and len(server.requests) == sent
     peer = ("203.0.113.5", 4000)
-    with pytest.raises(TypeError, match="bytes"):
+    with pytest.raises(TypeError, match="data must be bytes, not str"):
         allocation.wrap_send(peer, "text")  # type: ignore[arg-type]
     for size in (65_500, 70_000):  # too big for a datagram; too big for a STUN attribute
         with pytest.raises(ValueError, match=f"{size} bytes"):
