@@ -91,6 +91,8 @@ def _explain(line: str, text: str) -> CandidateError:
     if not text.isascii():
         return CandidateError("line", "non-ASCII characters", line)
     bits = text.split()
+    if not all(bit.isprintable() for bit in bits):
+        return CandidateError("line", "control characters", line)
     if len(bits) < 8:
         return CandidateError("line", f"{len(bits)} fields, at least 8 needed", line)
     try:
@@ -246,6 +248,7 @@ def _parse_any(cls: type[Candidate], line: str) -> Candidate:
     if not (
         typ == "typ"
         and text.isascii()
+        and (text.isprintable() or all(bit.isprintable() for bit in bits))  # no NUL, no DEL
         and component.isdigit()
         and priority.isdigit()
         and port.isdigit()
@@ -331,6 +334,7 @@ def _split(cls: type[Candidate], line: str) -> Candidate | None:
     if not (
         typ == "typ"
         and line.isascii()
+        and line.isprintable()
         and 0 < component_id <= 256
         and priority.isdigit()
         and port.isdigit()

@@ -73,7 +73,15 @@ MALFORMED = [
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host ufrag a ufrag b", "ufrag"),
     ("candidate:1 1 tcp 1 1.2.3.4 5 typ host tcptype sideways", "tcptype"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host x ٣", "line"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x00", "line"),  # was type 'host\x00'
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation 0 ufrag a\x7f network-id 1 network-cost 1", "line"),
 ]
+
+
+def test_whitespace_around_a_line_is_not_part_of_it() -> None:
+    """A line as read from SDP, its CRLF still on, or with tabs between the fields."""
+    line = "candidate:1 1 udp 1 1.2.3.4 5 typ host generation 0"
+    assert Candidate.parse(line + "\r\n") == Candidate.parse(line.replace(" ", "\t"))
 
 
 @pytest.mark.parametrize(("line", "field"), MALFORMED)
