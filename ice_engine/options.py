@@ -143,7 +143,7 @@ def check_gatherer_options(
             f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"
         )
     try:
-        if isinstance(ip_handling, bool):  # an int to IpHandling, so True would be mode 1
+        if not _is_int(ip_handling):  # IntEnum takes True as mode 1, and 2.0 as mode 2
             raise ValueError
         mode = IpHandling(ip_handling)
     except ValueError:

@@ -61,6 +61,13 @@ def test_a_bool_is_not_taken_for_a_number(option: str, message: str) -> None:
         check(**{option: True})
 
 
+@pytest.mark.parametrize("option", ["components", "pool_size", "ip_handling", "shared_port"])
+def test_a_float_is_not_taken_for_a_number(option: str) -> None:
+    """ip_handling=2.0 was taken as mode 2, where every other number refuses it."""
+    with pytest.raises(ValueError, match=f"^{option} must be .*, not 2.0$"):
+        check(**{option: 2.0})
+
+
 @pytest.mark.parametrize("mid", ["", " ", "a b", "a\nb", "a\tb", "\x00", "a/b", "a:b", "é"])
 def test_a_mid_that_is_not_an_sdp_token_is_refused(mid: str) -> None:
     with pytest.raises(ValueError, match=re.escape(f"mid {mid!r} is not an SDP token")):
