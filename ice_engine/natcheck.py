@@ -39,7 +39,7 @@ from . import icmperrors, stun
 from .resolver import ResolutionError, ResolvedAddress, Resolver, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
-from .urls import hostport, parse_server_url, unmapped
+from .urls import address_flaw, hostport, parse_server_url, unmapped
 
 __all__ = [
     "CHANGE_IP",
@@ -368,6 +368,10 @@ class NatCheck:
         if mapped is None:
             test.error = "success response without a mapped address"
             return
+        flaw = address_flaw(mapped)
+        if flaw is not None:  # no NAT maps to 0.0.0.0: a broken server, not a finding
+            test.error = f"success response whose mapped address {hostport(*mapped)} {flaw}"
+            return
         test.answered = True
         test.mapped = _normalize(mapped)
         other = message.other_address()
@@ -394,7 +398,10 @@ class NatCheck:
             return []
         if not test1.answered:
             why = test1.error or f"no answer within {self.timeout:g} s"
-            self._notes.append(f"The server did not answer test I ({why}).")
+            if test1.source is None:
+                self._notes.append(f"The server did not answer test I ({why}).")
+            else:  # an error response, or one with no usable mapped address
+                self._notes.append(f"The server's answer to test I was no use ({why}).")
             return self._finish()
         assert test1.mapped is not None
         if test1.mapped == self.local:
@@ -617,13 +624,16 @@ async def _first_to_answer(
 
 def _failure_text(failure: tuple[Address, str | None], timeout: float) -> str:
     """Why an address gave way: `no answer from A within 1 s`, `no answer from A: ICMP
-    port unreachable`, or `A answered 500 Try Later` (an error response: an answer)."""
+    port unreachable`, `A answered 500 Try Later` (an error response: an answer), or
+    `A answered with a success response without a mapped address`."""
     address, why = failure
     text = _address_text(address)
     if not why:
         return f"no answer from {text} within {timeout:g} s"
     if why[:1].isdigit():
         return f"{text} answered {why}"
+    if why.startswith(("malformed response", "success response")):
+        return f"{text} answered with a {why}"
     return f"no answer from {text}: {why}"
 
 

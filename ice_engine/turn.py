@@ -18,6 +18,7 @@ from typing import Literal
 from . import stun
 from .stun import Attr, MessageClass, Method
 from .transaction import RttTable, StunTransaction, Timing
+from .urls import address_flaw, hostport
 
 __all__ = [
     "AddressFamilyError",
@@ -633,14 +634,20 @@ class Allocation:
             relayed = message.xor_relayed_addresses()
         except stun.StunError:
             relayed = []
-        if not relayed:  # granted all the same: the server holds it until released
-            reason = "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
+        reason = None if relayed else "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
+        for address in relayed:
+            flaw = address_flaw(address)
+            if flaw is not None:  # 0.0.0.0 or a multicast group is no candidate
+                reason = f"TURN server's relayed address {hostport(*address)} {flaw}."
+        if reason is not None:  # granted all the same: the server holds it until released
             self._fail_granted(700, reason, now, {})
             return
         try:
             mapped = message.xor_mapped_address()
         except stun.StunError:
             mapped = None
+        if mapped is not None and address_flaw(mapped) is not None:
+            mapped = None  # no srflx from it; the relay is still good
         try:
             address_error = message.address_error_code()
         except stun.StunError:

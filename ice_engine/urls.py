@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import re
+import socket
 from dataclasses import dataclass, field
 
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
@@ -184,6 +185,22 @@ def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None
     """Why a datagram to `ip` could never reach one server ("unspecified", "multicast",
     "broadcast"), or None for a unicast address. The resolver filters answers with it too."""
     return packed_not_unicast(ip.packed)
+
+
+def address_flaw(address: tuple[str, int]) -> str | None:
+    """Why an (IP, port) a server answered with can be no candidate's transport address
+    ("is unspecified", "is multicast", "is broadcast", "has port 0"), or None. A broken
+    or hostile server must not put 0.0.0.0 or a multicast group into the SDP: the rule
+    is the one for URLs, DNS answers and peers."""
+    host, port = address
+    if port == 0:
+        return "has port 0"
+    try:
+        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+    except OSError:
+        return "is not an IP address"
+    kind = packed_not_unicast(packed)
+    return None if kind is None else f"is {kind}"
 
 
 MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6

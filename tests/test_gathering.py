@@ -417,6 +417,28 @@ def test_error_response_gives_error_event_with_stun_code() -> None:
     assert net.events[-1].t == pytest.approx(0.05)
 
 
+@pytest.mark.parametrize(
+    ("mapped", "text"),
+    [(("0.0.0.0", 9), "mapped address 0.0.0.0:9 is unspecified"),
+     (("224.0.0.1", 9), "mapped address 224.0.0.1:9 is multicast"),
+     (("203.0.113.9", 0), "mapped address 203.0.113.9:0 has port 0")],
+)  # fmt: skip
+def test_a_mapped_address_that_is_no_transport_address_is_an_error_not_a_srflx(
+    mapped: tuple[str, int], text: str
+) -> None:
+    """A broken or hostile server's 0.0.0.0 or multicast group became a srflx in the SDP."""
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    nat = {(b.address, b.port): mapped for b in bases if ":" not in b.address}
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat)})
+    net.start(bases)
+    net.run()
+    assert "srflx" not in kinds(net.events)
+    errors = [e for e in net.events if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.errorCode, e.errorText) for e in errors] == [(700, text)] * len(nat)
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+
+
 def test_a_binding_error_s_reason_is_bounded_and_printable() -> None:
     """As TURN's already were: a server's reason went into errorText raw, terminal
     escapes and up to 763 bytes of it."""

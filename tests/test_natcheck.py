@@ -26,6 +26,7 @@ from ice_engine.natcheck import (
     NatBehaviour,
     NatCheck,
     NatCheckError,
+    _failure_text,
     discover_nat,
 )
 from ice_engine.resolver import Resolver
@@ -354,6 +355,23 @@ def test_an_error_response_to_test_one() -> None:
     result = check.result()
     assert not result.answered and result.mapping == "unknown"
     assert "400" in result.notes[0]
+
+
+def test_a_mapped_address_that_is_not_unicast_is_no_finding() -> None:
+    """A server answering 0.0.0.0:9 made `nat` report that address and "there is a NAT"."""
+    check = check_for()
+    [request] = check.start(0.0)
+    check.receive(answer(request.data, ("0.0.0.0", 9)), PRIMARY, 0.01)
+    assert check.done
+    result = check.result()
+    assert result.mapped is None and result.mapping == "unknown"
+    assert "answer to test I was no use" in result.notes[0]
+    assert "0.0.0.0:9 is unspecified" in result.notes[0]
+    # the CLI's line: it said "no answer from ...", of a server that had answered
+    why = result.probes[0].error
+    assert _failure_text((PRIMARY, why), 1.0) == (
+        f"{PRIMARY[0]}:{PRIMARY[1]} answered with a {why}"
+    )
 
 
 def test_filtering_waits_for_its_deadline_only_when_it_must() -> None:

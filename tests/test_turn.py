@@ -47,6 +47,8 @@ class FakeTurn:
     allocate_error: tuple[int, str] | None = None
     address_error: bool = False
     stale_next: int = 0  # answer this many authenticated requests with 438
+    relayed: tuple[str, int] = RELAYED
+    mapped: tuple[str, int] = MAPPED
     requests: list[stun.Message] = field(default_factory=list)
 
     def handle(self, data: bytes) -> bytes:
@@ -71,7 +73,7 @@ class FakeTurn:
         if request.method == Method.ALLOCATE:
             if self.allocate_error:
                 return self.error(request, *self.allocate_error, key=key, sha=sha)
-            attrs = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED, tid))]
+            attrs = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*self.relayed, tid))]
             if request.get(Attr.ADDITIONAL_ADDRESS_FAMILY) is not None:
                 if self.address_error:
                     value = bytes((stun.FAMILY_IPV6, 0, 4, 40)) + b"Address Family not Supported"
@@ -79,7 +81,7 @@ class FakeTurn:
                 else:
                     attrs.append((Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED6, tid)))
             attrs += [
-                (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*MAPPED, tid)),
+                (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*self.mapped, tid)),
                 (Attr.LIFETIME, stun.u32_value(self.lifetime)),
             ]
         elif request.method == Method.REFRESH:
@@ -243,6 +245,27 @@ def test_server_error_text_containing_the_password_is_redacted() -> None:
     server = FakeTurn(allocate_error=(486, f"quota for {PASSWORD}"))
     [event] = events(allocate(server))
     assert event == AllocationFailed(486, "TURN allocate failed: 486 quota for ***")
+
+
+@pytest.mark.parametrize(
+    ("relayed", "flaw"),
+    [(("0.0.0.0", 5000), "is unspecified"), (("224.0.0.1", 5000), "is multicast"),
+     (("198.51.100.1", 0), "has port 0"), (("::", 5000), "is unspecified")],
+)  # fmt: skip
+def test_a_signed_answer_relaying_at_no_usable_address_fails_the_allocation(
+    relayed: tuple[str, int], flaw: str
+) -> None:
+    """A broken or hostile server's 0.0.0.0 or multicast group became a relay candidate."""
+    allocation = allocate(FakeTurn(relayed=relayed))
+    [event] = events(allocation)
+    assert isinstance(event, AllocationFailed) and event.code == 700
+    assert flaw in event.reason and relayed[0] in event.reason
+    assert allocation.state != "allocated"
+
+
+def test_a_mapped_address_that_is_not_unicast_is_no_srflx_but_the_relay_stands() -> None:
+    allocation = allocate(FakeTurn(mapped=("0.0.0.0", 9)))
+    assert events(allocation) == [Allocated([RELAYED], None, 600)]
 
 
 def test_forged_answers_with_bad_integrity_are_dropped() -> None:
