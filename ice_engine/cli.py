@@ -288,9 +288,9 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
     try:
         return await _stream(args, out, gatherer)
     except asyncio.CancelledError:
-        if reader is not None and reader.done():
+        if reader is not None and reader.done() and not reader.cancelled():
             raise BrokenPipeError from None  # ends quietly with status 0, as `| head` expects
-        raise
+        raise  # a second Ctrl-C cancels every task, the reader's watch among them
     finally:
         if reader is not None:
             reader.cancel()
@@ -505,6 +505,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets \u escapes, not a crash
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
+    if sys.stderr is None:  # started with it closed (`2>&-`): print() would use stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     if sys.stdout is None:  # started with it closed (`>&-`): every command needs it
         print("ice-engine: standard output is closed", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import fcntl
 import io
+import json
 import os
 import pty
 import re
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from ice_engine import stun
 from ice_engine.candidate import Candidate
 from ice_engine.events import (
     GatheringState,
@@ -28,6 +30,10 @@ from ice_engine.events import (
     IceCandidateEvent,
     IceGatheringStateChangeEvent,
 )
+from ice_engine.stun import Attr, Method
+
+from .test_driver_robustness import TurnStub
+from .test_turn import PASSWORD, USER
 
 ANSI = re.compile(r"\x1b[\[\]()][0-9;?]*[ -/]*[@-~]")
 
@@ -339,3 +345,59 @@ def test_a_terminal_that_closes_ends_the_live_view_with_129() -> None:
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+class _TurnThatGoesSilent(TurnStub):
+    """Grants an allocation, then answers nothing more: a deallocation waits its bound."""
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        requests = self.server.requests
+        if any(r.method == Method.ALLOCATE and r.get(Attr.USERNAME) for r in requests):
+            requests.append(stun.parse(data))  # granted already: heard, never answered
+            return
+        super().answer(data, source)
+
+
+def test_a_second_ctrl_c_while_closing_is_no_traceback() -> None:
+    """The second SIGINT cancels every task, the stdout reader's watch too, and that was
+    taken for the reader having left: "unhandled exception during asyncio.run() shutdown"
+    and a BrokenPipeError traceback."""
+    stub = _TurnThatGoesSilent()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ice_engine", "gather", "--json", "--watch",
+             "--ice-server", f"turn:127.0.0.1:{stub.port}", "--username", USER],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "ICE_ENGINE_CREDENTIAL": PASSWORD},
+        )  # fmt: skip
+        assert process.stdout is not None
+        for line in process.stdout:  # until the relay: the allocation is held
+            if b"typ relay" in line:
+                break
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.1)  # the close waits for the deallocation (1 s at most)
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 130
+        assert b"Traceback" not in err and b"unhandled exception" not in err, err
+    finally:
+        stub.close()
+
+
+def test_a_closed_stderr_keeps_messages_out_of_the_json_on_stdout() -> None:
+    """With fd 2 closed, Python's sys.stderr is None and print(file=None) wrote the
+    warning, or the error, to stdout, among the JSON lines."""
+    for args, status in ((["--json", "--username", "alice"], 0), (["--ice-server", "stun:bad host"], 2)):
+        result = subprocess.run(
+            [sys.executable, "-m", "ice_engine", "gather", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(),
+            preexec_fn=lambda: os.close(2),
+            timeout=30,
+        )  # fmt: skip
+        assert result.returncode == status
+        assert b"ice-engine:" not in result.stdout
+        for line in result.stdout.splitlines():
+            json.loads(line)
