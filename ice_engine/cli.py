@@ -32,6 +32,7 @@ from .transaction import Timing
 from .urls import hostport
 
 if TYPE_CHECKING:
+    from _typeshed import SupportsWrite
     from rich.console import Console
 
 __all__ = ["main"]
@@ -115,6 +116,11 @@ class UsageParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(message)
+
+    def print_help(self, file: SupportsWrite[str] | None = None) -> None:
+        """As argparse's, but a failed write is an error (status 1), not swallowed: `--help
+        >/dev/full` ended with status 0 and nothing written."""
+        (file or sys.stdout).write(self.format_help())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -258,8 +264,7 @@ async def _tick(view: LiveView | PlainView) -> None:
 
 
 async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
-    credential = args.credential or os.environ.get("ICE_ENGINE_CREDENTIAL")
-    servers = [IceServer(url, args.username, credential) for url in args.ice_server]
+    servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
     context = None
     if args.ca_file is not None:
         if not args.ca_file:
@@ -294,6 +299,13 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
     finally:
         if reader is not None:
             reader.cancel()
+
+
+def _credential(args: argparse.Namespace) -> str | None:
+    """--credential, else ICE_ENGINE_CREDENTIAL (out of `ps`); an explicit '' stands."""
+    if args.credential is not None:
+        return str(args.credential)
+    return os.environ.get("ICE_ENGINE_CREDENTIAL")
 
 
 def _warn_about_idle_options(args: argparse.Namespace) -> None:

@@ -385,6 +385,28 @@ def test_a_second_ctrl_c_while_closing_is_no_traceback() -> None:
         stub.close()
 
 
+@pytest.mark.parametrize("args", [["--help"], ["gather", "--help"], ["--version"]])
+def test_help_to_a_full_disk_is_status_1(args: list[str]) -> None:
+    """argparse swallows a failed write of its help: status 0, and nothing written."""
+    with open("/dev/full", "w") as full:
+        result = _run(*args, stdout=full)
+    assert result.returncode == 1
+    assert result.stderr == "ice-engine: [Errno 28] No space left on device\n"
+
+
+def test_an_explicit_empty_credential_is_not_replaced_by_the_environment() -> None:
+    from ice_engine import cli
+
+    args = cli.build_parser().parse_args(["gather", "--credential", ""])
+    os.environ["ICE_ENGINE_CREDENTIAL"] = "from-env"
+    try:
+        assert cli._credential(args) == ""
+        args = cli.build_parser().parse_args(["gather"])
+        assert cli._credential(args) == "from-env"
+    finally:
+        del os.environ["ICE_ENGINE_CREDENTIAL"]
+
+
 def test_a_closed_stderr_keeps_messages_out_of_the_json_on_stdout() -> None:
     """With fd 2 closed, Python's sys.stderr is None and print(file=None) wrote the
     warning, or the error, to stdout, among the JSON lines."""
