@@ -32,6 +32,9 @@ if TYPE_CHECKING:
     from rich.table import Table
 
 
+_STATUS_STYLES = {"failed": "red", "partly failed": "yellow"}
+
+
 def printable(text: str) -> str:
     """A server's words, with control characters escaped: they must not drive the terminal."""
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
@@ -62,8 +65,8 @@ class ServerStats:
 
     @property
     def status(self) -> str:
-        if self.candidates:
-            return "ok"
+        if self.candidates:  # a TURN server's srflx, say, with its allocation refused
+            return "partly failed" if self.errors else "ok"
         if self.errors:
             return "failed"
         return "no answer yet" if self.pending else "no new candidates"
@@ -479,7 +482,7 @@ class LiveView:
                     first,
                     f"{stats.candidates}" + (f" ({kinds})" if kinds else ""),
                     f"{len(stats.errors)}" + (f" ({codes})" if codes else ""),
-                    style="red" if stats.status == "failed" else None,
+                    style=_STATUS_STYLES.get(stats.status),
                 )
             parts.append(table)
         parts.append(

@@ -155,7 +155,7 @@ def test_a_server_s_errors_are_each_told_once_with_how_often_they_came() -> None
         summary.add(IceCandidateErrorEvent(url, f"203.0.113.{base}", 5, code, text, 0, 0.1))
     summary.add(IceCandidateEvent(_candidate("relay", 0, 1), 0, 0.2, url))
     assert summary.server_lines() == [
-        f"server {url}: ok; first candidate 200.0 ms; 1 candidate; 3 errors "
+        f"server {url}: partly failed; first candidate 200.0 ms; 1 candidate; 3 errors "
         "(701 TURN server unreachable (ICMP port unreachable) ×2, 486 quota)"
     ]
     for n in range(4):  # beyond three kinds, how many more errors
