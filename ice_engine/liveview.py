@@ -341,11 +341,13 @@ class LiveView:
             header_style="bold red",
         )
         for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
-            table.add_column(
+            table.add_column(  # on a narrow terminal the URL and the text fold
                 name,
                 style="red",
-                no_wrap=name != "Text",
+                no_wrap=name not in ("URL", "Text"),
+                overflow="fold",
                 justify="right" if name == "Time (ms)" else "left",
+                min_width=12 if name == "Text" else None,
             )
         for cells, style, end_section in rows:
             table.add_row(*cells, style=style, end_section=end_section)
@@ -466,8 +468,9 @@ class LiveView:
                 ("Candidates", "right"),
                 ("Errors", "right"),
             )
-            for name, justify in summary_columns:
-                table.add_column(name, justify=justify)
+            for name, justify in summary_columns:  # a URL folds: cut short, two look alike
+                url = name == "URL"
+                table.add_column(name, justify=justify, no_wrap=not url, overflow="fold")
             for stats in s.servers:
                 first = (
                     "-"

@@ -404,6 +404,29 @@ def test_the_candidate_table_shows_addresses_at_any_width(width: int) -> None:
     assert ("Priority" in lines[2] or "Priority" in lines[3]) == (width >= 120)
 
 
+def test_the_final_tables_keep_whole_urls_within_80_columns() -> None:
+    """At 80 columns every URL in the Servers table was cut to `turn:198.51.10…`, the
+    servers could not be told apart, and the errors' text column was squeezed to nothing."""
+    import io
+
+    from rich.console import Console
+
+    from ice_engine.liveview import LiveView
+
+    out = io.StringIO()
+    urls = ["stun:198.51.100.10:3478", "turn:198.51.100.10:3478?transport=tcp"]
+    view = LiveView(Console(file=out, width=80, color_system=None), urls, deadline=1.0)
+    for url in urls:
+        view.add(IceCandidateErrorEvent(url, "198.51.100.1", 5000, 701, "unreachable", 0, 0.1))
+    view.console.print(view._render(final=True))
+    lines = out.getvalue().splitlines()
+    assert all(len(line) <= 80 for line in lines) and "…" not in out.getvalue()
+    servers = out.getvalue().split("Servers")[1].splitlines()
+    cells = "".join(line.split("│")[1].strip() for line in servers if line.count("│") == 6)
+    assert cells == "".join(urls)  # each URL whole, if folded
+    assert out.getvalue().count("unreachable") == 2
+
+
 def test_a_removed_candidate_is_a_line_of_its_own_and_counted() -> None:
     summary = Summary(["stun:a.example"])
     host = _candidate("host", 0, 0)
