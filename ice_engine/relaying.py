@@ -35,6 +35,7 @@ from .turn import (
     TurnCredentials,
     TurnEvent,
 )
+from .urls import hostport
 
 #: 300 Try Alternate redirects followed per allocation: load balancers send one, and a
 #: bound stops two servers sending a client back and forth.
@@ -623,6 +624,9 @@ class Relaying(Emitting):
                 return  # settled once another socket is open (socket_opened) or not
             # Past the deadline with the connection still being made, it never left.
             reason = event.reason if relay.backlog is None else _unconnected(relay)
+            if relay.tried:  # else a timeout at the alternate reads as the URL's server's
+                there, sender = hostport(*relay.server_address), hostport(*relay.tried[-1])
+                reason += f" (at {there}, where {sender} redirected it: 300 Try Alternate)"
             self._fail(relay, event.code, reason, now)
         else:
             assert_never(event)

@@ -729,6 +729,26 @@ def test_try_alternate_allocates_at_the_alternate_server() -> None:
     assert (relay.address, relay.port) == ("198.51.100.11", 50000)
 
 
+def test_a_failure_at_the_alternate_server_names_it_and_the_redirect() -> None:
+    """It said only "TURN allocate request timed out.", as if the URL's server had."""
+    core, [first] = started(dual=False)
+    assert try_alternate(core, first, ALTERNATE)
+    drain(core)
+    events: list[object] = []
+    for _ in range(100):  # the alternate never answers: resends, then its deadline
+        timer = core.get_timer()
+        if timer is None:
+            break
+        core.handle_timer(timer)
+        drain(core)
+        events += iter(core.next_event, None)
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert error.errorText == (
+        "TURN allocate request timed out. (at 198.51.100.11:3478, where 198.51.100.10:3478 "
+        "redirected it: 300 Try Alternate)"
+    )
+
+
 def test_redirects_back_and_forth_end_in_an_error() -> None:
     core, [first] = started(dual=False)
     assert try_alternate(core, first, ALTERNATE)
