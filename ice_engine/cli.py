@@ -320,7 +320,9 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
             _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
         return
     if _relay_only(args):
-        _warn(f"{option} without a turn: or turns: server gathers nothing")
+        unasked = ", ".join(args.ice_server)  # stun: ones only, here
+        unasked = f" (stun: servers are not asked: {unasked})" if unasked else ""
+        _warn(f"{option} without a turn: or turns: server gathers nothing{unasked}")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")
 
