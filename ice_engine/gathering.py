@@ -35,7 +35,7 @@ from .model import UNREACHABLE, Base, Generation, Server, Transport
 from .relaying import Relay, Relaying
 from .transaction import RttTable, StunTransaction, Timing
 from .turn import NonceCache
-from .urls import address_flaw, hostport, not_unicast
+from .urls import UnusableAddress, answered_address, not_unicast
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
@@ -561,9 +561,10 @@ class Gathering(Relaying):
             if mapped is None:
                 self._probe_failed(probe, 700, "no mapped address", now)
                 return True
-            flaw = address_flaw(mapped)
-            if flaw is not None:  # 0.0.0.0 or a multicast group is no candidate
-                self._probe_failed(probe, 700, f"mapped address {hostport(*mapped)} {flaw}", now)
+            try:
+                mapped = answered_address(mapped)
+            except UnusableAddress as error:  # 0.0.0.0 or a multicast group is no candidate
+                self._probe_failed(probe, 700, f"mapped address {error}", now)
                 return True
             if not self.relay_only:
                 self._add_srflx(generation, probe, mapped, now)

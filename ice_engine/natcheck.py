@@ -39,7 +39,7 @@ from . import icmperrors, stun
 from .resolver import ResolutionError, ResolvedAddress, Resolver, default_resolver
 from .streams import describe
 from .transaction import StunTransaction, Timing
-from .urls import address_flaw, hostport, parse_server_url, unmapped
+from .urls import UnusableAddress, answered_address, hostport, parse_server_url, unmapped
 
 __all__ = [
     "CHANGE_IP",
@@ -368,9 +368,10 @@ class NatCheck:
         if mapped is None:
             test.error = "success response without a mapped address"
             return
-        flaw = address_flaw(mapped)
-        if flaw is not None:  # no NAT maps to 0.0.0.0: a broken server, not a finding
-            test.error = f"success response whose mapped address {hostport(*mapped)} {flaw}"
+        try:
+            mapped = answered_address(mapped)
+        except UnusableAddress as error:  # no NAT maps to 0.0.0.0: a broken server
+            test.error = f"success response whose mapped address {error}"
             return
         test.answered = True
         test.mapped = _normalize(mapped)
@@ -632,7 +633,7 @@ def _failure_text(failure: tuple[Address, str | None], timeout: float) -> str:
         return f"no answer from {text} within {timeout:g} s"
     if why[:1].isdigit():
         return f"{text} answered {why}"
-    if why.startswith(("malformed response", "success response")):
+    if why.startswith(("malformed response", "success response", "error response")):
         return f"{text} answered with a {why}"
     return f"no answer from {text}: {why}"
 

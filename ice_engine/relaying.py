@@ -35,7 +35,7 @@ from .turn import (
     TurnCredentials,
     TurnEvent,
 )
-from .urls import hostport
+from .urls import UnusableAddress, answered_address, hostport
 
 #: 300 Try Alternate redirects followed per allocation: load balancers send one, and a
 #: bound stops two servers sending a client back and forth.
@@ -377,8 +377,15 @@ class Relaying(Emitting):
         for a relay moved by a 437), with the same credentials and deadline; the relay
         being replaced is then settled. Or say why not, as an error."""
         tried = (*relay.tried, relay.server_address)
+        unusable: str | None = None
+        try:
+            alternate = answered_address(alternate)
+        except UnusableAddress as error:  # never sent to 0.0.0.0 or a multicast group
+            alternate, unusable = error.address, f"which {error.flaw}"
         family_ok = (":" in alternate[0]) == (relay.base.family == socket.AF_INET6)
-        if not family_ok:
+        if unusable is not None:
+            why = unusable
+        elif not family_ok:
             why = "another address family"
         elif alternate in tried:
             why = "a redirect loop"
@@ -398,7 +405,7 @@ class Relaying(Emitting):
             successor.tried = tried
             successor.also = relay.also
             return
-        text = f"TURN allocate failed: 300 Try Alternate to {alternate[0]}:{alternate[1]}, {why}"
+        text = f"TURN allocate failed: 300 Try Alternate to {hostport(*alternate)}, {why}"
         self._error(relay.generation, relay.server, relay.base, relay.port, 300, text, now)
 
     def _allocate_in_turn(
@@ -626,7 +633,7 @@ class Relaying(Emitting):
             reason = event.reason if relay.backlog is None else _unconnected(relay)
             if relay.tried:  # else a timeout at the alternate reads as the URL's server's
                 there, sender = hostport(*relay.server_address), hostport(*relay.tried[-1])
-                reason += f" (at {there}, where {sender} redirected it: 300 Try Alternate)"
+                reason = f"{reason.rstrip('.')} at {there} (300 Try Alternate from {sender})."
             self._fail(relay, event.code, reason, now)
         else:
             assert_never(event)

@@ -18,7 +18,7 @@ from typing import Literal
 from . import stun
 from .stun import Attr, MessageClass, Method
 from .transaction import RttTable, StunTransaction, Timing
-from .urls import address_flaw, hostport
+from .urls import UnusableAddress, answered_address
 
 __all__ = [
     "AddressFamilyError",
@@ -631,22 +631,26 @@ class Allocation:
 
     def _allocated(self, message: stun.Message, now: float) -> None:
         try:
-            relayed = message.xor_relayed_addresses()
+            answered = message.xor_relayed_addresses()
         except stun.StunError:
-            relayed = []
-        reason = None if relayed else "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
-        for address in relayed:
-            flaw = address_flaw(address)
-            if flaw is not None:  # 0.0.0.0 or a multicast group is no candidate
-                reason = f"TURN server's relayed address {hostport(*address)} {flaw}."
-        if reason is not None:  # granted all the same: the server holds it until released
+            answered = []
+        relayed: list[tuple[str, int]] = []
+        unusable: list[UnusableAddress] = []  # 0.0.0.0 or a multicast group is no candidate
+        for address in answered:
+            try:
+                relayed.append(answered_address(address))
+            except UnusableAddress as error:
+                unusable.append(error)
+        if not relayed:  # granted all the same: the server holds it until released
+            reason = "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
+            if unusable:
+                reason = f"TURN server's relayed address {unusable[0]}."
             self._fail_granted(700, reason, now, {})
             return
         try:
             mapped = message.xor_mapped_address()
-        except stun.StunError:
-            mapped = None
-        if mapped is not None and address_flaw(mapped) is not None:
+            mapped = None if mapped is None else answered_address(mapped)
+        except (stun.StunError, UnusableAddress):
             mapped = None  # no srflx from it; the relay is still good
         try:
             address_error = message.address_error_code()
@@ -658,6 +662,9 @@ class Allocation:
         self.mapped = mapped
         self._schedule(lifetime, now)
         self._events.append(Allocated(list(relayed), mapped, lifetime))
+        for flawed in unusable:  # a dual allocation's other family, say: the first relays
+            af = socket.AF_INET6 if ":" in flawed.address[0] else socket.AF_INET
+            self._events.append(AddressFamilyError(af, 700, f"relayed address {flawed}"))
         if address_error is not None and self.additional_family:
             family, code, reason = address_error
             af = socket.AF_INET6 if family == stun.FAMILY_IPV6 else socket.AF_INET

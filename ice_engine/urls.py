@@ -187,20 +187,35 @@ def not_unicast(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None
     return packed_not_unicast(ip.packed)
 
 
-def address_flaw(address: tuple[str, int]) -> str | None:
-    """Why an (IP, port) a server answered with can be no candidate's transport address
-    ("is unspecified", "is multicast", "is broadcast", "has port 0"), or None. A broken
-    or hostile server must not put 0.0.0.0 or a multicast group into the SDP: the rule
-    is the one for URLs, DNS answers and peers."""
+class UnusableAddress(ValueError):
+    """An address a server answered with that can be no candidate's, nor be sent to."""
+
+    def __init__(self, address: tuple[str, int], flaw: str) -> None:
+        super().__init__(f"{hostport(*address)} {flaw}")
+        self.address = address
+        self.flaw = flaw  # "is unspecified", "is multicast", "is broadcast", "has port 0"
+
+
+def answered_address(address: tuple[str, int]) -> tuple[str, int]:
+    """An (IP, port) from a server's answer (a mapped, relayed or alternate address) as a
+    candidate carries it: an IPv4-mapped address as the IPv4 one, as URLs, DNS answers
+    and peers are taken. UnusableAddress for one that is not unicast or has port 0: a
+    broken or hostile server must not put 0.0.0.0 or a multicast group into the SDP."""
     host, port = address
-    if port == 0:
-        return "has port 0"
     try:
-        packed = socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        packed = socket.inet_pton(family, host)
     except OSError:
-        return "is not an IP address"
+        raise UnusableAddress(address, "is not an IP address") from None
+    if packed[:12] == MAPPED_PREFIX:
+        packed = packed[12:]
+        address = socket.inet_ntop(socket.AF_INET, packed), port
     kind = packed_not_unicast(packed)
-    return None if kind is None else f"is {kind}"
+    if kind is not None:
+        raise UnusableAddress(address, f"is {kind}")
+    if port == 0:
+        raise UnusableAddress(address, "has port 0")
+    return address
 
 
 MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6

@@ -439,6 +439,19 @@ def test_a_mapped_address_that_is_no_transport_address_is_an_error_not_a_srflx(
     assert kinds(net.events)[-2:] == ["complete", "null"]
 
 
+def test_an_ipv4_mapped_mapped_address_is_the_ipv4_srflx_it_names() -> None:
+    """It was a srflx `::ffff:cb00:7109` on an IPv4 base."""
+    core = make_core(("stun:198.51.100.10",))
+    bases = make_bases()
+    nat = {(b.address, b.port): ("::ffff:203.0.113.9", 9) for b in bases if ":" not in b.address}
+    net = SimNetwork(core, {STUN: StunServer(STUN, nat)})
+    net.start(bases)
+    net.run()
+    assert {(c.address, c.port) for c in candidates_of(net.events) if c.type == "srflx"} == {
+        ("203.0.113.9", 9)
+    }
+
+
 def test_a_binding_error_s_reason_is_bounded_and_printable() -> None:
     """As TURN's already were: a server's reason went into errorText raw, terminal
     escapes and up to 763 bytes of it."""

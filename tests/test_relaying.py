@@ -744,9 +744,27 @@ def test_a_failure_at_the_alternate_server_names_it_and_the_redirect() -> None:
         events += iter(core.next_event, None)
     [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
     assert error.errorText == (
-        "TURN allocate request timed out. (at 198.51.100.11:3478, where 198.51.100.10:3478 "
-        "redirected it: 300 Try Alternate)"
+        "TURN allocate request timed out at 198.51.100.11:3478 "
+        "(300 Try Alternate from 198.51.100.10:3478)."
     )
+
+
+@pytest.mark.parametrize(
+    ("alternate", "text"),
+    [(("0.0.0.0", 3478), "to 0.0.0.0:3478, which is unspecified"),
+     (("224.0.0.1", 3478), "to 224.0.0.1:3478, which is multicast"),
+     (("::ffff:0:0", 9), "to 0.0.0.0:9, which is unspecified")],
+)  # fmt: skip
+def test_a_redirect_to_no_unicast_address_is_not_followed(
+    alternate: tuple[str, int], text: str
+) -> None:
+    """Nothing is sent to 0.0.0.0 or a multicast group on a server's word."""
+    core, [first] = started(dual=False)
+    assert try_alternate(core, first, alternate)
+    assert drain(core) == []
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [e.errorCode for e in errors] == [300]
+    assert errors[0].errorText == f"TURN allocate failed: 300 Try Alternate {text}"
 
 
 def test_redirects_back_and_forth_end_in_an_error() -> None:

@@ -48,6 +48,7 @@ class FakeTurn:
     address_error: bool = False
     stale_next: int = 0  # answer this many authenticated requests with 438
     relayed: tuple[str, int] = RELAYED
+    relayed6: tuple[str, int] = RELAYED6
     mapped: tuple[str, int] = MAPPED
     requests: list[stun.Message] = field(default_factory=list)
 
@@ -79,7 +80,8 @@ class FakeTurn:
                     value = bytes((stun.FAMILY_IPV6, 0, 4, 40)) + b"Address Family not Supported"
                     attrs.append((Attr.ADDRESS_ERROR_CODE, value))
                 else:
-                    attrs.append((Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*RELAYED6, tid)))
+                    relayed6 = stun.xor_address_value(*self.relayed6, tid)
+                    attrs.append((Attr.XOR_RELAYED_ADDRESS, relayed6))
             attrs += [
                 (Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(*self.mapped, tid)),
                 (Attr.LIFETIME, stun.u32_value(self.lifetime)),
@@ -256,11 +258,35 @@ def test_a_signed_answer_relaying_at_no_usable_address_fails_the_allocation(
     relayed: tuple[str, int], flaw: str
 ) -> None:
     """A broken or hostile server's 0.0.0.0 or multicast group became a relay candidate."""
-    allocation = allocate(FakeTurn(relayed=relayed))
+    server = FakeTurn(relayed=relayed)
+    allocation = allocate(server)
     [event] = events(allocation)
     assert isinstance(event, AllocationFailed) and event.code == 700
     assert flaw in event.reason and relayed[0] in event.reason
-    assert allocation.state != "allocated"
+    exchange(allocation, server, 0.1)  # granted all the same: released at once
+    assert server.requests[-1].method == Method.REFRESH and server.requests[-1].lifetime() == 0
+    assert allocation.state == "closed"
+
+
+def test_an_ipv4_mapped_relayed_address_is_the_ipv4_relay_it_names() -> None:
+    """Taken as it came, the relay was published as ::ffff:... and no peer could be
+    permitted through it: peers are IPv4, the allocation relayed "IPv6"."""
+    server = FakeTurn(relayed=("::ffff:198.51.100.10", 50000), mapped=("::ffff:198.51.100.1", 9))
+    allocation = allocate(server)
+    assert events(allocation) == [
+        Allocated([("198.51.100.10", 50000)], ("198.51.100.1", 9), 600)
+    ]
+    allocation.create_permission([("203.0.113.5", 4000)], 1.0)  # no "relays no IPv4"
+
+
+def test_a_dual_allocation_keeps_its_usable_relay_and_reports_the_other() -> None:
+    server = FakeTurn(relayed6=("::", 50002))
+    allocation = allocate(server, additional_family=True)
+    assert events(allocation) == [
+        Allocated([RELAYED], MAPPED, 600),
+        AddressFamilyError(socket.AF_INET6, 700, "relayed address [::]:50002 is unspecified"),
+    ]
+    assert allocation.state == "allocated"
 
 
 def test_a_mapped_address_that_is_not_unicast_is_no_srflx_but_the_relay_stands() -> None:
