@@ -341,11 +341,12 @@ class LiveView:
             header_style="bold red",
         )
         for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
-            table.add_column(  # on a narrow terminal the URL and the text fold
+            wide = name in ("URL", "Local address", "Text")  # these fold when narrow
+            table.add_column(
                 name,
                 style="red",
-                no_wrap=name not in ("URL", "Text"),
-                overflow="fold",
+                no_wrap=not wide,
+                overflow="fold" if wide else "ellipsis",
                 justify="right" if name == "Time (ms)" else "left",
                 min_width=12 if name == "Text" else None,
             )
@@ -470,7 +471,9 @@ class LiveView:
             )
             for name, justify in summary_columns:  # a URL folds: cut short, two look alike
                 url = name == "URL"
-                table.add_column(name, justify=justify, no_wrap=not url, overflow="fold")
+                table.add_column(
+                    name, justify=justify, no_wrap=not url, overflow="fold" if url else "ellipsis"
+                )
             for stats in s.servers:
                 first = (
                     "-"

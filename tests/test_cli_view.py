@@ -416,11 +416,14 @@ def test_the_final_tables_keep_whole_urls_within_80_columns() -> None:
     out = io.StringIO()
     urls = ["stun:198.51.100.10:3478", "turn:198.51.100.10:3478?transport=tcp"]
     view = LiveView(Console(file=out, width=80, color_system=None), urls, deadline=1.0)
+    local = "2001:db8:1234:5678:9abc:def0:1234:5678"  # the longest an address gets
     for url in urls:
-        view.add(IceCandidateErrorEvent(url, "198.51.100.1", 5000, 701, "unreachable", 0, 0.1))
+        view.add(IceCandidateErrorEvent(url, local, 50000, 701, "unreachable", 0, 0.1))
     view.console.print(view._render(final=True))
     lines = out.getvalue().splitlines()
-    assert all(len(line) <= 80 for line in lines) and "…" not in out.getvalue()
+    ruled = [line for line in lines if line[:1] in "┏┃┡│└"]  # a table's: none cropped
+    assert all(line[-1] in "┓┃┩│┘" for line in ruled), out.getvalue()
+    assert "…" not in out.getvalue()
     servers = out.getvalue().split("Servers")[1].splitlines()
     cells = "".join(line.split("│")[1].strip() for line in servers if line.count("│") == 6)
     assert cells == "".join(urls)  # each URL whole, if folded
