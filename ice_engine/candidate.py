@@ -35,6 +35,9 @@ TYPE_PREFERENCES: Final = {"host": 126, "prflx": 110, "srflx": 100, "relay": 2}
 _RELAY_TYPE_PREFERENCE: Final = {"udp": 2, "tcp": 1, "tls": 0}
 _ICE_CHARS: Final = frozenset(ICE_CHARS)
 _TCP_TYPES: Final = frozenset(("active", "passive", "so"))
+#: Whitespace a line may carry between fields (tabs) or at its end (CRLF), left out
+#: before looking for control characters: `str.split` also splits at \v, \f and \x1c-\x1f.
+_LINE_SPACE: Final = str.maketrans("", "", "\t\r\n")
 _RESERVED_NAMES: Final = frozenset(
     ("generation", "ufrag", "network-cost", "network-id", "raddr", "rport", "tcptype")
 )
@@ -90,9 +93,9 @@ def _explain(line: str, text: str) -> CandidateError:
     """Find what is wrong with a line `_parse_any` rejected (errors may be slow)."""
     if not text.isascii():
         return CandidateError("line", "non-ASCII characters", line)
-    bits = text.split()
-    if not all(bit.isprintable() for bit in bits):
+    if not text.translate(_LINE_SPACE).isprintable():
         return CandidateError("line", "control characters", line)
+    bits = text.split()
     if len(bits) < 8:
         return CandidateError("line", f"{len(bits)} fields, at least 8 needed", line)
     try:
@@ -248,7 +251,7 @@ def _parse_any(cls: type[Candidate], line: str) -> Candidate:
     if not (
         typ == "typ"
         and text.isascii()
-        and (text.isprintable() or all(bit.isprintable() for bit in bits))  # no NUL, no DEL
+        and (text.isprintable() or text.translate(_LINE_SPACE).isprintable())  # no NUL, DEL
         and component.isdigit()
         and priority.isdigit()
         and port.isdigit()

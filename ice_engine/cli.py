@@ -303,9 +303,8 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
 
 def _credential(args: argparse.Namespace) -> str | None:
     """--credential, else ICE_ENGINE_CREDENTIAL (out of `ps`); an explicit '' stands."""
-    if args.credential is not None:
-        return str(args.credential)
-    return os.environ.get("ICE_ENGINE_CREDENTIAL")
+    credential: str | None = args.credential
+    return os.environ.get("ICE_ENGINE_CREDENTIAL") if credential is None else credential
 
 
 def _warn_about_idle_options(args: argparse.Namespace) -> None:
@@ -320,8 +319,8 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
             _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
         return
     if _relay_only(args):
-        unasked = ", ".join(args.ice_server)  # stun: ones only, here
-        unasked = f" (stun: servers are not asked: {unasked})" if unasked else ""
+        servers = ", ".join(args.ice_server)  # stun: ones only, here
+        unasked = f"; stun: servers are not asked ({servers})" if servers else ""
         _warn(f"{option} without a turn: or turns: server gathers nothing{unasked}")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")

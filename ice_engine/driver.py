@@ -65,6 +65,10 @@ _OTHER_LOOP = (
     "this Gatherer runs on another event loop, the one it first gathered on "
     "(its sockets and timer live there): make a Gatherer per loop"
 )
+_NO_LOOP = (
+    "call this Gatherer from its event loop (its sockets and timer live there): from "
+    "another thread, through loop.call_soon_threadsafe"
+)
 
 
 @functools.lru_cache(maxsize=256)
@@ -350,7 +354,10 @@ class Gatherer:
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path) or not a unicast address, or if `data` is more than one datagram
         carries; OSError if the kernel refuses it (no route, for one); TypeError if
-        `local` is not an IceCandidate.
+        `local` is not an IceCandidate. RuntimeError from a relay candidate outside the
+        gatherer's event loop (another thread): relaying may ask for a permission and time
+        it, as the `relay_*` methods do, so they too run on the loop only; a host or srflx
+        candidate's datagram goes straight to its socket.
         """
         self._check_open()
         if not isinstance(data, bytes | bytearray | memoryview):
@@ -644,8 +651,13 @@ class Gatherer:
 
     def _check_usable(self) -> None:
         self._check_open()
-        if self._loop is not None and self._loop is not asyncio.get_running_loop():
-            raise RuntimeError(_OTHER_LOOP)
+        if self._loop is not None:
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:  # another thread, or no loop running
+                raise RuntimeError(_NO_LOOP) from None
+            if running is not self._loop:
+                raise RuntimeError(_OTHER_LOOP)
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

@@ -22,10 +22,10 @@ def can_trickle_ice_candidates(remote_description: str | None) -> bool | None:
         return None
     if not isinstance(remote_description, str):
         raise TypeError("the remote description must be SDP text (str) or None")
-    start = remote_description.lstrip()
+    start = remote_description.lstrip("\ufeff \t\r\n")  # a BOM, from a file read as utf-8
     if not start.startswith("v="):
         first = start.partition("\n")[0][:40]
-        raise ValueError(f"the remote description is not SDP (it begins with v=), got {first!r}")
+        raise ValueError(f"the remote description is not SDP (SDP begins with v=): {first!r}")
     for line in remote_description.splitlines():
         line = line.strip()
         if line.startswith("a=ice-options:") and "trickle" in line[14:].split():

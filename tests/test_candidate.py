@@ -74,6 +74,8 @@ MALFORMED = [
     ("candidate:1 1 tcp 1 1.2.3.4 5 typ host tcptype sideways", "tcptype"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host x ٣", "line"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x00", "line"),  # was type 'host\x00'
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x1cgeneration 0", "line"),  # split() splits there
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x0bgeneration 0", "line"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation 0 ufrag a\x7f network-id 1 network-cost 1", "line"),
 ]
 

@@ -235,8 +235,8 @@ def test_values_that_would_be_ignored_or_refused_late_are_usage_errors(
         (["--relay-only"], "--relay-only without a turn: or turns: server gathers nothing\n"),
         (
             ["--relay-only", "--ice-server", "stun:127.0.0.1:9"],
-            "--relay-only without a turn: or turns: server gathers nothing "
-            "(stun: servers are not asked: stun:127.0.0.1:9)",
+            "--relay-only without a turn: or turns: server gathers nothing; "
+            "stun: servers are not asked (stun:127.0.0.1:9)",
         ),
         (
             ["--ip-handling", "4"],

@@ -351,6 +351,9 @@ def test_the_relay_data_path_on_another_loop_is_a_clear_error() -> None:
             assert allocation.next_outgoing() is None
 
         asyncio.run(on_another_loop())
+        for call in calls:  # no loop running: asyncio's "no running event loop" before
+            with pytest.raises(RuntimeError, match="from its event loop"):
+                call()
         asyncio.run(gatherer.close())
     finally:
         stub.close()

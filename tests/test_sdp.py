@@ -42,6 +42,10 @@ def test_text_that_is_not_sdp_is_refused(text: str) -> None:
         can_trickle_ice_candidates(text)
 
 
+def test_sdp_read_from_a_file_with_its_byte_order_mark_is_sdp() -> None:
+    assert can_trickle_ice_candidates("\ufeff" + SESSION + "a=ice-options:trickle\r\n")
+
+
 def test_candidate_lines_drop_ufrag_and_end_once_complete() -> None:
     line = "candidate:1 1 udp 2130706431 203.0.113.2 5000 typ host generation 0 ufrag abcd network-id 1"
     candidate = IceCandidate(line, "0", 0, "abcd", Candidate.parse(line))
