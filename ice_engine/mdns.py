@@ -21,6 +21,7 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import math
 import re
 import secrets
 import socket
@@ -127,6 +128,8 @@ def is_mdns_candidate_address(address: str) -> bool:
 
 def _to_name(name: str) -> dns.name.Name:
     """A ``.local`` name as dnspython's (case-insensitive) Name; ValueError otherwise."""
+    if not isinstance(name, str):
+        raise TypeError(f"an mDNS name is a str, not {type(name).__name__}")
     try:
         parsed = dns.name.from_text(name)
     except dns.exception.DNSException as exc:
@@ -134,6 +137,18 @@ def _to_name(name: str) -> dns.name.Name:
     if len(parsed.labels) < 3 or parsed.labels[-2].lower() != b"local":
         raise ValueError(f"not an mDNS name (under .local): {name!r}")
     return parsed
+
+
+def _ip_literal(value: object, what: str) -> str:
+    """`value` if it is an IP address (an IPv6 one may carry a %zone); else TypeError or
+    ValueError naming `what`, at the call rather than as a socket error later."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be an IP address (str), not {type(value).__name__}")
+    try:
+        ipaddress.ip_address(value.split("%", 1)[0])
+    except ValueError:
+        raise ValueError(f"{what} must be an IP address, not {value!r}") from None
+    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +192,9 @@ class MdnsResponder:
         self._other_names = 0
         """Registered names that are not ``<UUID>.local``: while any, no pre-filter."""
         self._cache: dict[tuple[dns.name.Name, int, bool], bytes] = {}
-        self._interfaces = list(interfaces)
+        if isinstance(interfaces, str):  # one address, not a list of its characters
+            raise TypeError(f"interfaces must be a list of IP addresses, not {interfaces!r}")
+        self._interfaces = [_ip_literal(a, "an mDNS interface address") for a in interfaces]
         self._ipv6 = ipv6
         self._sockets: dict[int, socket.socket] = {}
         self._joined: set[tuple[int, str | int]] = set()
@@ -201,7 +218,7 @@ class MdnsResponder:
         the group on the interface that holds ``address``.
         """
         key = _to_name(name)
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        ip = ipaddress.ip_address(_ip_literal(address, "an mDNS name's address").split("%", 1)[0])
         rdtype = _A if ip.version == 4 else _AAAA
         self._forget(key)
         self._records[key] = _Record(address, rdtype, ip.packed)
@@ -633,6 +650,12 @@ async def resolve_mdns(
     `MdnsResolutionError` (an OSError) when nothing answers within ``timeout`` seconds.
     """
     target = _to_name(name)
+    if interface_address is not None:
+        _ip_literal(interface_address, "interface_address")
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float):
+        raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
+    if not 0 < timeout < math.inf:  # NaN fails this too: it would wait forever
+        raise ValueError(f"timeout must be more than 0 seconds, and finite, not {timeout!r}")
     loop = asyncio.get_running_loop()
     ipv6 = interface_address is not None and ":" in interface_address
     family = socket.AF_INET6 if ipv6 else socket.AF_INET

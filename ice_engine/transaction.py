@@ -45,6 +45,11 @@ class Timing:
                 raise ValueError(f"Timing.{name} must be a positive number of seconds: {value!r}")
         if self.min_rto > self.max_rto:
             raise ValueError("Timing.min_rto must not exceed Timing.max_rto")
+        if not self.min_rto <= self.initial_rto <= self.max_rto:  # which one would hold?
+            raise ValueError(
+                f"Timing.initial_rto ({self.initial_rto!r}) must lie between Timing.min_rto "
+                f"({self.min_rto!r}) and Timing.max_rto ({self.max_rto!r})"
+            )
 
 
 class RttEstimator:

@@ -183,6 +183,14 @@ def test_timing_refuses_a_non_number(field: str, value: object) -> None:
         Timing(**{field: value})
 
 
+@pytest.mark.parametrize(("initial", "low", "high"), [(0.01, 0.05, 1.0), (2.0, 0.05, 1.0)])
+def test_timing_refuses_an_initial_rto_its_bounds_would_contradict(
+    initial: float, low: float, high: float
+) -> None:
+    with pytest.raises(ValueError, match=r"initial_rto \(.*\) must lie between"):
+        Timing(initial_rto=initial, min_rto=low, max_rto=high)
+
+
 @pytest.mark.parametrize("field", ["initial_rto", "min_rto", "max_rto", "server_deadline"])
 @pytest.mark.parametrize("value", [0, -1, float("nan"), float("inf")])
 def test_timing_refuses_a_value_out_of_range(field: str, value: float) -> None:

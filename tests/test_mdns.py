@@ -140,6 +140,35 @@ def test_register_rejects_names_outside_local_and_bad_addresses(responder: MdnsR
     assert responder.names == {}
 
 
+def test_the_mdns_api_names_what_is_wrong_with_its_arguments(responder: MdnsResponder) -> None:
+    """An AttributeError from inside (`register(name, None)`), a socket error for a bad
+    `interface_address`, a str of interfaces taken one character at a time, and a NaN
+    timeout that waited forever without sending a query."""
+    name = new_mdns_name()
+    for bad in (None, 5):
+        with pytest.raises(TypeError, match="address must be an IP address"):
+            responder.register(name, bad)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mDNS name is a str"):
+        responder.register(5, IPV4)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="list of IP addresses"):
+        MdnsResponder(interfaces="203.0.113.2")
+    with pytest.raises(ValueError, match="not 'not-an-ip'"):
+        MdnsResponder(interfaces=["not-an-ip"])
+    cases: list[tuple[dict[str, object], type[Exception], str]] = [
+        ({"interface_address": "garbage"}, ValueError, "interface_address must be"),
+        ({"interface_address": 5}, TypeError, "interface_address must be"),
+        ({"timeout": "1"}, TypeError, "timeout must be a number"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be more than 0"),
+        ({"timeout": 0}, ValueError, "timeout must be more than 0"),
+        ({"timeout": -1}, ValueError, "timeout must be more than 0"),
+    ]
+    for kwargs, error, text in cases:
+        with pytest.raises(error, match=text):
+            asyncio.run(resolve_mdns(name, **kwargs))  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="mDNS name is a str"):
+        asyncio.run(resolve_mdns(5))  # type: ignore[arg-type]
+
+
 # -- answers -----------------------------------------------------------------------------
 
 
