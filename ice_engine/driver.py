@@ -354,9 +354,9 @@ class Gatherer:
         an (IP address, port) pair of the candidate's family (names are never resolved on
         this path) or not a unicast address, or if `data` is more than one datagram
         carries; OSError if the kernel refuses it (no route, for one); TypeError if
-        `local` is not an IceCandidate. RuntimeError from a relay candidate outside the
+        `local` is not an IceCandidate. RuntimeError from a relay candidate off the
         gatherer's event loop (another thread): relaying may ask for a permission and time
-        it, as the `relay_*` methods do, so they too run on the loop only; a host or srflx
+        it, so it runs on the loop only, as the `relay_*` methods do; a host or srflx
         candidate's datagram goes straight to its socket.
         """
         self._check_open()
