@@ -51,6 +51,9 @@ from .watcher import InterfaceWatcher
 __all__ = ["DatagramHandler", "Gatherer", "RelayFailureHandler", "RelayedHandler"]
 
 _RESCAN_MAX_AGE = 0.25  # seconds: an enumeration this recent is the present
+#: What sendto says from a socket whose address has just been removed (IPv4: its route
+#: went with it; IPv6: the address), before the watcher has told of the change.
+_ADDRESS_GONE_ERRORS = frozenset((errno.ENETUNREACH, errno.EADDRNOTAVAIL, errno.ENODEV))
 #: Called with (allocation, peer address, payload) for data relayed to us by TURN.
 RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
 #: Called with (local base address, peer address, payload) for what peers send to a base.
@@ -830,14 +833,14 @@ class Gatherer:
 
     # -- continual gathering -----------------------------------------------------------
 
-    def _rescan(self) -> None:
+    def _rescan(self, max_age: float = _RESCAN_MAX_AGE) -> None:
         """Bring the current generation's bases in line with the addresses now present."""
         core = self._core
         if self._closed or not core.started:  # continual: started means gathering
             return
         now = self._now()
         # The watcher has just enumerated afresh for every gatherer: its view serves.
-        present = {a.address: a for a in self._addresses(max_age=_RESCAN_MAX_AGE)}
+        present = {a.address: a for a in self._addresses(max_age=max_age)}
         bases = core.bases
         first_rank = core.next_rank  # before any goes: a new address never takes its rank
         gone = [b.key for b in (*bases, *core.tcp_bases) if b.address not in present]
@@ -949,10 +952,22 @@ class Gatherer:
         if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
             return
         failure = self._send_again(command.base_key, sock, command.data, command.address)
-        if failure is not None and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
+        if (
+            failure is not None
+            and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS
+            and not self._went_with_its_address(command.base_key, failure)
+        ):
             cause = f"sending failed: {failure.strerror or failure}"
             self._core.unreachable(self._now(), command.base_key, command.address, cause)
         self._service()  # what the errors read, or this one, made the core do
+
+    def _went_with_its_address(self, key: int, failure: OSError) -> bool:
+        """Continual gathering: True if the base's address is gone (the refusal came before
+        the watcher told): the base is removed now, `candidateremoved`, not a 701."""
+        if not self._continual or failure.errno not in _ADDRESS_GONE_ERRORS:
+            return False
+        self._rescan(max_age=0.0)
+        return key not in self._table.sockets
 
     def _send_again(
         self, key: int, sock: _socket.socket, data: BytesLike, address: tuple[str, int]

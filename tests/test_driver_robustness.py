@@ -25,7 +25,7 @@ import pytest
 
 import ice_engine.driver as driver
 from ice_engine import Gatherer, IceServer, stun
-from ice_engine.commands import OpenSocket
+from ice_engine.commands import OpenSocket, SendDatagram
 from ice_engine.events import Event, GatheringState, IceCandidate, IceCandidateErrorEvent
 from ice_engine.interfaces import LocalAddress
 from ice_engine.stun import Attr, MessageClass, Method
@@ -261,6 +261,40 @@ async def test_a_437_s_other_socket_goes_with_its_base_s_address(
         assert base not in table.sockets and beside not in table.sockets
         assert {c.address for c in gatherer.candidates} == {"127.0.0.1"}
         await events.aclose()
+
+
+async def test_a_send_refused_because_the_address_went_is_a_removal_not_an_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Continual gathering: a resend from an address just removed, before the watcher
+    told, failed its server with a 701 ("Network is unreachable") just before the
+    base's candidateremoved."""
+    addresses = [LOOPBACK, LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0)]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    server = IceServer(f"stun:127.0.0.1:{silent.getsockname()[1]}")
+    try:
+        async with Gatherer([server], continual=True) as gatherer:
+            events = gatherer.gather()
+            while len(gatherer.candidates) < 2:
+                await anext(events)
+            table = gatherer._table
+            base = table.base_keys[next(a for a in table.base_keys if a[0] == "127.0.0.2")]
+            addresses.pop()  # gone; the watcher has not told yet
+            refused = OSError(errno.ENETUNREACH, "Network is unreachable")
+            monkeypatch.setattr(Gatherer, "_send_again", lambda *_: refused)
+            request = SendDatagram(base, b"x" * 20, ("127.0.0.1", silent.getsockname()[1]))
+            gatherer._send_failed(request, table.sockets[base], refused)
+            assert base not in table.sockets
+            seen = []
+            while (event := gatherer._core.next_event()) is not None:
+                seen.append(event)
+            assert not [e for e in seen if isinstance(e, IceCandidateErrorEvent)]
+            assert "candidateremoved" in [e.type for e in seen]
+            await events.aclose()
+    finally:
+        silent.close()
 
 
 async def test_a_437_s_other_socket_beside_a_shared_base_goes_with_its_address(
