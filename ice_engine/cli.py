@@ -44,7 +44,7 @@ examples:
   ice-engine gather --ice-server stun:stun.example.org | tee gather.log   plain lines
   ICE_ENGINE_CREDENTIAL=secret ice-engine gather \\
       --ice-server turn:turn.example.org --username alice
-  ice-engine gather --ice-server turn:turn.example.org?transport=tcp \\
+  ice-engine gather --ice-server 'turn:turn.example.org?transport=tcp' \\
                     --username alice --credential secret --relay-only
   ice-engine gather --mids 0,1 --components 2 --generations 2
   ice-engine gather --watch ...                      until Ctrl-C: new addresses, lost relays
@@ -103,11 +103,15 @@ class _Version(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
         from importlib.metadata import PackageNotFoundError, version
 
+        from . import gathering
+        from .compiled import is_compiled
+
         try:
             number = version("ice-engine")
         except PackageNotFoundError:  # run from a source tree
             from . import __version__ as number
-        print(f"ice-engine {number}")
+        core = "compiled" if is_compiled(gathering) else "plain Python"
+        print(f"ice-engine {number} (sans-I/O core: {core})")
         parser.exit()
 
 

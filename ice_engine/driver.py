@@ -20,7 +20,7 @@ import ssl
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, assert_never
+from typing import Any, Self, assert_never
 
 from . import icmperrors
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
@@ -626,7 +626,7 @@ class Gatherer:
                 self._close_socket(key)
         self._wake()
 
-    async def __aenter__(self) -> Gatherer:
+    async def __aenter__(self) -> Self:
         if self._pool_size:
             try:
                 await self.prepare()

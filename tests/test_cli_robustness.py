@@ -168,7 +168,13 @@ def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[
 
     result = _run("--version")
     assert (result.returncode, result.stderr) == (0, "")
-    assert re.fullmatch(r"ice-engine \d+\.\d+\S*\n", result.stdout)
+    from ice_engine import gathering
+    from ice_engine.compiled import is_compiled
+
+    core = "compiled" if is_compiled(gathering) else "plain Python"
+    assert re.fullmatch(rf"ice-engine \d+\.\d+\S* \(sans-I/O core: {core}\)\n", result.stdout)
+    plain = _run("--version", env={**os.environ, "ICE_ENGINE_PURE_PYTHON": "1"})
+    assert plain.stdout.endswith(" (sans-I/O core: plain Python)\n")
 
     def missing(name: str) -> str:
         raise importlib.metadata.PackageNotFoundError(name)
@@ -177,7 +183,7 @@ def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as exit:
         main(["--version"])
     assert exit.value.code == 0
-    assert capsys.readouterr().out == f"ice-engine {ice_engine.__version__}\n"
+    assert capsys.readouterr().out.startswith(f"ice-engine {ice_engine.__version__} (")
 
 
 def test_a_socket_that_cannot_be_bound_is_named() -> None:

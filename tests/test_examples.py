@@ -112,7 +112,9 @@ def test_non_trickle_sdp(tmp_path: Path) -> None:
     result = run("non_trickle_sdp.py", str(trickle))
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[0] == "canTrickleIceCandidates: True"
-    assert result.stdout.count("send now:") >= len(local_addresses()) + 3
+    sent = [line for line in result.stdout.splitlines() if line.startswith("send now:")]
+    assert len(sent) == len(local_addresses()) + 2  # the candidates, "", then null
+    assert sent[-1] == "send now: None" and "'candidate': ''" in sent[-2]
 
 
 def test_websocket_trickle_demo() -> None:

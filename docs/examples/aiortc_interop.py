@@ -14,6 +14,7 @@ import aioice
 
 from ice_engine import Gatherer, IceServer
 from ice_engine.interop import from_aioice, to_aioice, to_aiortc
+from ice_engine.urls import hostport
 
 
 async def main(urls: list[str]) -> None:
@@ -25,7 +26,7 @@ async def main(urls: list[str]) -> None:
     for candidate in candidates:
         for_aiortc = to_aiortc(candidate)  # aiortc.RTCIceCandidate, sdpMid/sdpMLineIndex set
         print(
-            f"aiortc: {for_aiortc.type} {for_aiortc.ip}:{for_aiortc.port} "
+            f"aiortc: {for_aiortc.type} {hostport(for_aiortc.ip, for_aiortc.port)} "
             f"sdpMid={for_aiortc.sdpMid} sdpMLineIndex={for_aiortc.sdpMLineIndex}"
         )
 

@@ -10,7 +10,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from ice_engine import Gatherer, can_trickle_ice_candidates
+from ice_engine import Gatherer, IceCandidateEvent, can_trickle_ice_candidates
 
 REMOTE_OFFER = """\
 v=0
@@ -33,7 +33,9 @@ async def main(remote_sdp: str) -> None:
     async with Gatherer() as gatherer:
         if trickle:
             async for event in gatherer.gather():
-                print("send now:", event.to_json())  # trickle each one over signalling
+                if isinstance(event, IceCandidateEvent):  # what addIceCandidate() takes
+                    candidate = event.candidate  # None: gathering is complete
+                    print("send now:", None if candidate is None else candidate.to_json())
             return
         async for _ in gatherer.gather():  # wait for the null candidate: complete
             pass

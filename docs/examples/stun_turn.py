@@ -13,6 +13,7 @@ import os
 import sys
 
 from ice_engine import Gatherer, IceCandidateErrorEvent, IceCandidateEvent, IceServer
+from ice_engine.urls import hostport
 
 
 async def main(urls: list[str]) -> int:
@@ -31,10 +32,12 @@ async def main(urls: list[str]) -> int:
                 c = event.candidate
                 if not c.is_end_of_candidates:
                     counts[str(c.type)] = counts.get(str(c.type), 0) + 1
-                    related = (
-                        f" (via {c.relatedAddress}:{c.relatedPort})" if c.relatedAddress else ""
+                    related = (  # hostport: an IPv6 address in brackets, before its port
+                        f" (via {hostport(c.relatedAddress, c.relatedPort)})"
+                        if c.relatedAddress
+                        else ""
                     )
-                    print(f"{c.type:<5} {c.protocol} {c.address}:{c.port}{related}")
+                    print(f"{c.type:<5} {c.protocol} {hostport(str(c.address), c.port)}{related}")
     summary = ", ".join(f"{n} {kind}" for kind, n in counts.items())
     print(f"done: {summary}; {errors} errors")
     return 0

@@ -3,6 +3,9 @@
     python docs/examples/websocket_trickle.py ws://signalling.example.org/room/42 [ICE URL ...]
     python docs/examples/websocket_trickle.py            # a demo peer on 127.0.0.1
 
+A turn: or turns: URL takes its username and credential from ICE_USERNAME and
+ICE_CREDENTIAL.
+
 Each candidate goes out as soon as it is found, as a browser's `onicecandidate` handler
 sends it: `{"type": "candidate", "candidate": RTCIceCandidate.toJSON()}`, with `""` in
 `candidate` for a transport's end-of-candidates and `"candidate": null` once gathering is
@@ -13,6 +16,7 @@ The receiving side (`receive`) turns the messages back into `IceCandidate`s.
 
 import asyncio
 import json
+import os
 import sys
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -24,7 +28,8 @@ from ice_engine import Gatherer, IceCandidate, IceCandidateEvent, IceServer
 async def trickle(websocket: ClientConnection, ice_urls: list[str]) -> int:
     """Gather and send every candidate as it comes; return how many were sent."""
     sent = 0
-    servers = [IceServer(url) for url in ice_urls]
+    username, credential = os.environ.get("ICE_USERNAME"), os.environ.get("ICE_CREDENTIAL")
+    servers = [IceServer(url, username, credential) for url in ice_urls]
     async with Gatherer(ice_servers=servers, mids=["0", "1"]) as gatherer:
         credentials = gatherer.credentials
         await websocket.send(
@@ -85,7 +90,10 @@ async def main(argv: list[str]) -> None:
         await demo()
         return
     async with connect(argv[0]) as websocket:
-        sent = await trickle(websocket, argv[1:])
+        try:
+            sent = await trickle(websocket, argv[1:])
+        except ValueError as error:  # a bad URL, a turn: URL without credentials
+            sys.exit(f"websocket_trickle: {error}")
     print(f"sent {sent} messages to {argv[0]}")
 
 
