@@ -381,7 +381,7 @@ class Gatherer:
         table = self._table
         base = local.base
         if base is None:  # a copy (IceCandidate.from_json): the current generation's line?
-            key = self._core.base_key_of(local.candidate)
+            key = self._core.base_key_of(local.sdpMid, local.candidate)
             base = None if key is None else table.base_addresses.get(key)
         else:
             key = table.base_keys.get(base)

@@ -53,6 +53,7 @@ class Emitting:
     relay_only: bool
     hide_host: bool
     continual: bool
+    _closed: bool
 
     def __init__(self) -> None:
         self._events: deque[Event] = deque()  # for the application
@@ -120,7 +121,7 @@ class Emitting:
             (base.address, base.port) if kind != "relay" and protocol == "udp" else None,
         )
         generation.candidates.append(ice_candidate)
-        generation.bases_of[line] = base.key
+        generation.bases_of[transport.mid, line] = base.key
         self._emit(
             generation,
             IceCandidateEvent(
@@ -163,7 +164,7 @@ class Emitting:
             ]
             announce = False
         for candidate in gone:
-            key = generation.bases_of.pop(candidate.candidate, None)
+            key = generation.bases_of.pop((candidate.sdpMid, candidate.candidate), None)
             described = candidate.parsed
             if key is not None and described is not None:
                 generation.addresses.pop((key, described.address, described.port), None)
@@ -212,7 +213,8 @@ class Emitting:
 
     def _maybe_finish(self, generation: Generation, transport: int, now: float) -> None:
         if (
-            (self.continual and not generation.retired)
+            self._closed  # what close() dropped never completes
+            or (self.continual and not generation.retired)
             or generation.pending[transport] > 0
             or generation.state[transport] is not GatheringState.GATHERING
         ):
@@ -245,7 +247,10 @@ class Emitting:
             )
 
     def _emit(self, generation: Generation, event: Event) -> None:
-        """Queue an event for the application, or hold it while its generation is pooled."""
+        """Queue an event for the application, or hold it while its generation is pooled;
+        none once closed (a browser fires nothing after close())."""
+        if self._closed:
+            return
         if generation.held is None:
             self._events.append(event)
         else:

@@ -187,10 +187,11 @@ class Gathering(Relaying):
         generation = self._generation
         return [] if generation.held is not None else list(generation.candidates)
 
-    def base_key_of(self, line: str) -> int | None:
-        """The key of the base one of `candidates` was gathered on, found by its line."""
+    def base_key_of(self, mid: str, line: str) -> int | None:
+        """The key of the base one of `candidates` was gathered on, found by its mid and
+        line (ICE-TCP's active candidates of two transports have the same line)."""
         generation = self._generation
-        return None if generation.held is not None else generation.bases_of.get(line)
+        return None if generation.held is not None else generation.bases_of.get((mid, line))
 
     @property
     def bases(self) -> list[Base]:
@@ -501,7 +502,8 @@ class Gathering(Relaying):
                 del self._probes[transaction_id]
                 self._done(probe.generation, probe.base.transport, now)
         self._drop_relays(gone, now)
-        lost = [c for c in generation.candidates if generation.bases_of.get(c.candidate) in gone]
+        bases_of = generation.bases_of
+        lost = [c for c in generation.candidates if bases_of.get((c.sdpMid, c.candidate)) in gone]
         # Announced while their transport gathers: after its "" (or a close) it has ended.
         gathering = {
             t.mid

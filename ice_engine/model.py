@@ -106,7 +106,7 @@ class Generation:
         # (base key, address, port) of each candidate, to drop duplicates: a dict, not a
         # set, so that the collector stops tracking it (its keys hold no containers).
         self.addresses: dict[tuple[int, str, int], None] = {}
-        self.bases_of: dict[str, int] = {}  # candidate string -> its base's key
+        self.bases_of: dict[tuple[str, str], int] = {}  # (mid, candidate string) -> base key
         self.priorities: dict[int, None] = {}  # (transport << 32) | priority, of those taken
         # Resolved so far, kept for continual gathering's new bases (a tuple: usually empty).
         self.servers: tuple[tuple[Server, list[tuple[str, int]]], ...] = ()

@@ -131,7 +131,6 @@ class Relaying(Emitting):
     # Gathering's, shared with its relays.
     _commands: deque[Command]
     _generation: Generation
-    _closed: bool
     timing: Timing
     rtt: RttTable
     nonces: NonceCache
@@ -574,7 +573,7 @@ class Relaying(Emitting):
             c
             for c in generation.candidates
             if c.type == "relay"
-            and generation.bases_of.get(c.candidate) == relay.base.key
+            and generation.bases_of.get((c.sdpMid, c.candidate)) == relay.base.key
             and (c.address, c.port) in relayed
         ]
         gathering = generation.state[relay.base.transport] is GatheringState.GATHERING

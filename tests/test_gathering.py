@@ -452,6 +452,31 @@ def test_an_ipv4_mapped_mapped_address_is_the_ipv4_srflx_it_names() -> None:
     }
 
 
+def test_ice_tcp_active_candidates_of_two_transports_go_each_with_its_own_listener() -> None:
+    """Their lines are the same (port 9): keyed by line, removing transport 0's listener
+    left its active candidate, and removing transport 1's would have taken both."""
+    core = Gathering(
+        transports=[Transport("0", 0), Transport("1", 1)],
+        credentials=Credentials("ufrag001", "p" * 24),
+        continual=True,
+    )
+    udp = [Base(1, t, 1, "203.0.113.2", 40000 + t, socket.AF_INET, 0) for t in (0, 1)]
+    tcp = [Base(3 + t, t, 1, "203.0.113.2", 40002 + t, socket.AF_INET, 0) for t in (0, 1)]
+    core.start(0.0, udp, tcp)
+    while core.next_event() is not None:
+        pass
+    active = [c for c in core.candidates if c.tcpType == "active"]
+    assert active[0].candidate == active[1].candidate
+    assert [core.base_key_of(c.sdpMid, c.candidate) for c in active] == [3, 4]
+    core.remove_bases(1.0, [3])  # transport 0's listener
+    removed = [(e.candidate.sdpMid, e.candidate.tcpType) for e in iter(core.next_event, None)]
+    assert sorted(removed) == [("0", "active"), ("0", "passive")]
+    assert [(c.sdpMid, c.tcpType) for c in core.candidates if c.protocol == "tcp"] == [
+        ("1", "active"),
+        ("1", "passive"),
+    ]
+
+
 def test_a_binding_error_s_reason_is_bounded_and_printable() -> None:
     """As TURN's already were: a server's reason went into errorText raw, terminal
     escapes and up to 763 bytes of it."""

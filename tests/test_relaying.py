@@ -13,7 +13,12 @@ from hypothesis import strategies as st
 from ice_engine import stun
 from ice_engine.commands import Command, OpenSocket, Resolve, SendDatagram
 from ice_engine.credentials import Credentials
-from ice_engine.events import CandidateRemovedEvent, IceCandidateErrorEvent, IceCandidateEvent
+from ice_engine.events import (
+    CandidateRemovedEvent,
+    GatheringState,
+    IceCandidateErrorEvent,
+    IceCandidateEvent,
+)
 from ice_engine.gathering import Base, Gathering, Server, Transport
 from ice_engine.stun import Attr, MessageClass, Method
 from ice_engine.transaction import Timing
@@ -933,6 +938,21 @@ def test_no_other_socket_ends_the_relay_in_an_error_that_says_so() -> None:
         events.append(event)
     [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
     assert error.errorCode == 437 and "no free port in (40000, 40000)" in error.errorText
+
+
+def test_an_address_gone_while_closing_emits_nothing() -> None:
+    """remove_bases() while a relay was still deallocating settled it, and its transport
+    then fired "", complete and null after close()."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])  # 401: the signed Allocate is in flight
+    drain(core)
+    while core.next_event() is not None:
+        pass
+    core.close(0.1)
+    drain(core)  # the deallocation
+    core.remove_bases(0.2, [1])
+    assert core.next_event() is None
+    assert core.state is not GatheringState.COMPLETE
 
 
 def test_a_socket_opened_after_close_is_ignored() -> None:
