@@ -15,7 +15,7 @@ from .credentials import Credentials
 from .interfaces import IpHandling
 from .resolver import Resolver
 from .transaction import Timing
-from .urls import MAPPED_PREFIX, packed_not_unicast
+from .urls import packed_ip, packed_not_unicast
 
 __all__ = ["check_gatherer_options", "is_port", "peer_address", "peer_list"]
 
@@ -47,10 +47,7 @@ def peer_address(peer: tuple[str, int]) -> tuple[str, int]:
     cannot."""
     try:
         host, port = peer
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        packed = socket.inet_pton(family, host)
-        if packed[:12] == MAPPED_PREFIX:
-            family, packed = socket.AF_INET, packed[12:]
+        family, packed = packed_ip(host)
         host = socket.inet_ntop(family, packed)
     except (TypeError, ValueError, OSError):
         raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None

@@ -196,6 +196,17 @@ class UnusableAddress(ValueError):
         self.flaw = flaw  # "is unspecified", "is multicast", "is broadcast", "has port 0"
 
 
+def packed_ip(host: str) -> tuple[int, bytes]:
+    """(family, packed address) of an IP literal, an IPv4-mapped one (::ffff:a.b.c.d) as
+    the IPv4 address it carries: how peers and servers' answers are read, as `unmapped`
+    reads URLs. OSError if `host` is no IP literal."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    packed = socket.inet_pton(family, host)
+    if packed[:12] == _MAPPED_PREFIX:
+        return socket.AF_INET, packed[12:]
+    return family, packed
+
+
 def answered_address(address: tuple[str, int]) -> tuple[str, int]:
     """An (IP, port) from a server's answer (a mapped, relayed or alternate address) as a
     candidate carries it: an IPv4-mapped address as the IPv4 one, as URLs, DNS answers
@@ -203,12 +214,10 @@ def answered_address(address: tuple[str, int]) -> tuple[str, int]:
     broken or hostile server must not put 0.0.0.0 or a multicast group into the SDP."""
     host, port = address
     try:
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        packed = socket.inet_pton(family, host)
+        family, packed = packed_ip(host)
     except OSError:
         raise UnusableAddress(address, "is not an IP address") from None
-    if packed[:12] == MAPPED_PREFIX:
-        packed = packed[12:]
+    if family == socket.AF_INET and ":" in host:  # it was IPv4-mapped
         address = socket.inet_ntop(socket.AF_INET, packed), port
     kind = packed_not_unicast(packed)
     if kind is not None:
@@ -218,7 +227,7 @@ def answered_address(address: tuple[str, int]) -> tuple[str, int]:
     return address
 
 
-MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6
+_MAPPED_PREFIX = bytes(10) + b"\xff\xff"  # ::ffff:a.b.c.d, an IPv4 address in IPv6
 _BROADCAST_PACKED = b"\xff\xff\xff\xff"
 
 
@@ -226,7 +235,7 @@ def packed_not_unicast(packed: bytes) -> str | None:
     """`not_unicast` of a packed address (4 or 16 bytes, as `inet_pton` gives): the one
     rule for server URLs, DNS answers and peers, cheap enough for every send of a data
     path. An IPv4-mapped IPv6 address is judged as the IPv4 address it carries."""
-    if len(packed) == 16 and packed[:12] == MAPPED_PREFIX:
+    if len(packed) == 16 and packed[:12] == _MAPPED_PREFIX:
         packed = packed[12:]
     if not any(packed):
         return "unspecified"
