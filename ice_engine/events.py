@@ -8,7 +8,7 @@ that code ported from JavaScript reads the same; `to_json()` is what the CLI pri
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -93,13 +93,18 @@ class IceCandidate:
         return self.parsed.tcptype if self.parsed else None
 
     @classmethod
-    def from_json(cls, init: Mapping[str, Any]) -> IceCandidate:
+    def from_json(
+        cls, init: Mapping[str, Any], *, mids: Sequence[str] | None = None
+    ) -> IceCandidate:
         """The candidate a peer signalled: an RTCIceCandidateInit, as a browser's `toJSON()`
         or `to_json()` gives it, with its line parsed (`type`, `address`, ... set).
 
-        `sdpMid` and `sdpMLineIndex` are needed; a missing `usernameFragment` is taken
-        from the line's `ufrag`. A malformed line raises `CandidateError`, a missing or
-        mistyped field `ValueError` or `TypeError`, each naming it; other keys are ignored.
+        A browser's `toJSON()` gives both `sdpMid` and `sdpMLineIndex`, but an
+        RTCIceCandidateInit needs only one: with `mids`, the m-lines' mids in SDP order,
+        the one left out (or null) is found from the other, as `addIceCandidate` finds it
+        in the remote description. A missing `usernameFragment` is taken from the line's
+        `ufrag`. A malformed line raises `CandidateError`, a missing or mistyped field
+        `ValueError` or `TypeError`, each naming it; other keys are ignored.
         """
         if not isinstance(init, Mapping):
             raise TypeError(f"an RTCIceCandidateInit is a mapping, not {type(init).__name__}")
@@ -108,14 +113,16 @@ class IceCandidate:
         ufrag = init.get("usernameFragment")
         if not isinstance(line, str):
             raise _init_error("candidate", line, "a string")
-        if not isinstance(mid, str):
+        if mid is not None and not isinstance(mid, str):
             raise _init_error("sdpMid", mid, "a string")
-        if not isinstance(index, int) or isinstance(index, bool):
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
             raise _init_error("sdpMLineIndex", index, "an integer")
-        if index < 0:
+        if index is not None and index < 0:
             raise ValueError(f"RTCIceCandidateInit sdpMLineIndex must be 0 or more, not {index}")
         if ufrag is not None and not isinstance(ufrag, str):
             raise _init_error("usernameFragment", ufrag, "a string or null")
+        if mid is None or index is None:
+            mid, index = _fill_in_m_line(mid, index, mids)
         parsed = Candidate.parse(line) if line else None
         if ufrag is None:
             ufrag = (parsed.ufrag if parsed else None) or ""
@@ -129,6 +136,31 @@ class IceCandidate:
             "sdpMLineIndex": self.sdpMLineIndex,
             "usernameFragment": self.usernameFragment,
         }
+
+
+def _fill_in_m_line(
+    mid: str | None, index: int | None, mids: Sequence[str] | None
+) -> tuple[str, int]:
+    """The m-line's mid and index from the one of them a peer sent, and the SDP's mids."""
+    if mid is None and index is None:
+        raise ValueError("RTCIceCandidateInit has neither sdpMid nor sdpMLineIndex")
+    if mids is None:
+        missing = "sdpMid" if mid is None else "sdpMLineIndex"
+        raise ValueError(
+            f"RTCIceCandidateInit has no {missing}: pass mids=, the m-lines' mids in order,"
+            " to find it"
+        )
+    if isinstance(mids, str) or not all(isinstance(each, str) for each in mids):
+        raise TypeError(f"mids must be a sequence of strings, not {mids!r}")
+    if mid is not None:
+        if mid not in mids:
+            raise ValueError(f"RTCIceCandidateInit sdpMid {mid!r} is none of the mids {mids!r}")
+        return mid, list(mids).index(mid)
+    if index is None or index >= len(mids):
+        raise ValueError(
+            f"RTCIceCandidateInit sdpMLineIndex {index} is past the last of {len(mids)} m-lines"
+        )
+    return mids[index], index
 
 
 def _init_error(name: str, value: object, expected: str) -> Exception:

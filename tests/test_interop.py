@@ -167,11 +167,40 @@ def test_from_json_takes_back_what_to_json_gives_parsed() -> None:
     assert end.is_end_of_candidates and end.usernameFragment == "" and end.type is None
 
 
+def test_from_json_finds_the_m_line_left_out_from_the_mids() -> None:
+    """RTCIceCandidateInit needs only one of sdpMid and sdpMLineIndex; many peers send one."""
+    mids = ["audio", "video"]
+    by_mid = IceCandidate.from_json({"candidate": LINE, "sdpMid": "video"}, mids=mids)
+    assert (by_mid.sdpMid, by_mid.sdpMLineIndex, by_mid.port) == ("video", 1, 35278)
+    by_index = {"candidate": LINE, "sdpMid": None, "sdpMLineIndex": 0}
+    assert IceCandidate.from_json(by_index, mids=mids).sdpMid == "audio"
+    # Both given: taken as they are, mids or not.
+    both = {"candidate": LINE, "sdpMid": "x", "sdpMLineIndex": 7}
+    assert IceCandidate.from_json(both, mids=mids).sdpMLineIndex == 7
+
+
+@pytest.mark.parametrize(
+    ("init", "mids", "error", "message"),
+    [
+        ({"candidate": LINE}, ["0"], ValueError, "neither sdpMid nor sdpMLineIndex"),
+        ({"candidate": LINE, "sdpMid": "2"}, ["0", "1"], ValueError, "'2' is none of the mids"),
+        ({"candidate": LINE, "sdpMLineIndex": 2}, ["0", "1"], ValueError, "past the last of 2"),
+        ({"candidate": LINE, "sdpMid": "0"}, "01", TypeError, "sequence of strings"),
+        ({"candidate": LINE, "sdpMid": "0"}, [0], TypeError, "sequence of strings"),
+    ],
+)
+def test_from_json_with_mids_names_what_is_wrong(
+    init: dict[str, object], mids: object, error: type, message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        IceCandidate.from_json(init, mids=mids)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("init", "error", "message"),
     [
-        ({"candidate": LINE, "sdpMLineIndex": 0}, ValueError, "has no sdpMid"),
-        ({"candidate": LINE, "sdpMid": "0"}, ValueError, "has no sdpMLineIndex"),
+        ({"candidate": LINE, "sdpMLineIndex": 0}, ValueError, "has no sdpMid: pass mids="),
+        ({"candidate": LINE, "sdpMid": "0"}, ValueError, "has no sdpMLineIndex: pass mids="),
         ({"candidate": 5, "sdpMid": "0", "sdpMLineIndex": 0}, TypeError, "candidate must be"),
         ({"candidate": LINE, "sdpMid": 0, "sdpMLineIndex": 0}, TypeError, "sdpMid must be"),
         ({"candidate": LINE, "sdpMid": "0", "sdpMLineIndex": True}, TypeError, "an integer"),
