@@ -42,20 +42,20 @@ EXT = f"generation 0 ufrag {UFRAG} network-id 1 network-cost 10"
 
 #: name -> the `candidate:` attribute value, as Chrome sends it.
 LINES = {
-    "host_ipv4": f"candidate:1467250027 1 udp 2122260223 192.168.0.196 46243 typ host {EXT}",
+    "host_ipv4": f"candidate:1467250027 1 udp 2122260223 203.0.113.196 46243 typ host {EXT}",
     "host_ipv6": (
         f"candidate:2787934145 1 udp 2122262783 2001:db8:85a3::8a2e:370:7334 51478 typ host {EXT}"
     ),
     "srflx": (
         "candidate:842163049 1 udp 1686052607 198.51.100.1 47012 typ srflx "
-        f"raddr 192.168.0.196 rport 46243 {EXT}"
+        f"raddr 203.0.113.196 rport 46243 {EXT}"
     ),
     "relay": (
         "candidate:3745714477 1 udp 41885439 198.51.100.10 51522 typ relay "
         f"raddr 198.51.100.1 rport 47012 {EXT}"
     ),
     "host_tcp": (
-        f"candidate:1191281711 1 tcp 1518280447 192.168.0.196 9 typ host tcptype active {EXT}"
+        f"candidate:1191281711 1 tcp 1518280447 203.0.113.196 9 typ host tcptype active {EXT}"
     ),
 }
 

@@ -92,11 +92,11 @@ def test_ipv6_addresses_are_bracketed_in_human_output() -> None:
     from ice_engine.liveview import LiveView, format_event
 
     relay = Candidate.parse(
-        "candidate:1 1 udp 16777215 ::1 40022 typ relay raddr fd00::2 rport 52636 generation 0"
+        "candidate:1 1 udp 16777215 ::1 40022 typ relay raddr 2001:db8::2 rport 52636 generation 0"
     )
     event = IceCandidateEvent(IceCandidate(relay.to_sdp(), "0", 0, "abcd", relay), 0, 0.001)
     line = format_event(event)
-    assert " udp [::1]:40022 " in line and line.endswith("raddr [fd00::2]:52636")
+    assert " udp [::1]:40022 " in line and line.endswith("raddr [2001:db8::2]:52636")
     error = IceCandidateErrorEvent("turn:[::1]:23478", "fe80::1", 55622, 701, "x", 0, 0.5)
     assert "turn:[::1]:23478 from [fe80::1]:55622: x" in format_event(error)
     assert "udp 198.51.100.1:10000 " in format_event(_host(0))  # IPv4 as it was
@@ -106,7 +106,7 @@ def test_ipv6_addresses_are_bracketed_in_human_output() -> None:
     view.add(event)
     view.add(error)
     view.console.print(view._render(final=True))
-    assert "[fd00::2]:52636" in out.getvalue() and "[fe80::1]:55622" in out.getvalue()
+    assert "[2001:db8::2]:52636" in out.getvalue() and "[fe80::1]:55622" in out.getvalue()
 
 
 def _summary_lines(

@@ -137,7 +137,7 @@ def test_candidates_are_attributed_to_the_server_their_event_names() -> None:
     summary.add(IceCandidateEvent(_candidate("host", 0, 0), 0, 0.001))
     summary.add(IceCandidateEvent(_candidate("srflx", 1, 2), 0, 0.030, b_url))
     summary.add(IceCandidateEvent(_candidate("srflx", 0, 1), 0, 0.040, b_url))
-    summary.add(IceCandidateErrorEvent("stun:a.example", "192.0.2.2", 5, 701, "gone", 0, 2.0))
+    summary.add(IceCandidateErrorEvent("stun:a.example", "203.0.113.2", 5, 701, "gone", 0, 2.0))
     a, b = summary.servers
     assert (a.status, a.candidates, a.first_candidate, len(a.errors)) == ("failed", 0, None, 1)
     assert (b.status, b.candidates, b.first_candidate) == ("ok", 2, 0.030)

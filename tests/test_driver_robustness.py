@@ -184,7 +184,7 @@ async def test_an_ice_tcp_or_shared_port_taken_is_an_error_too(kind: int) -> Non
 async def test_an_address_gone_since_enumeration_is_skipped(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    gone = LocalAddress("gone", "192.0.2.1", socket.AF_INET, 2, 0)  # on no interface here
+    gone = LocalAddress("gone", "203.0.113.254", socket.AF_INET, 2, 0)  # on no interface here
     monkeypatch.setattr(driver, "local_addresses", lambda **_: [LOOPBACK, gone])
     async with Gatherer(mids=["0", "1"]) as gatherer:
         events = await collect(gatherer)

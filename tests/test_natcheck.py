@@ -34,8 +34,8 @@ from ice_engine.resolver import Resolver
 Address = tuple[str, int]
 PRIMARY = ("198.51.100.10", 3478)
 OTHER = ("198.51.100.11", 3479)
-LOCAL = ("10.0.0.2", 5000)
-PUBLIC_IP = "192.0.2.1"
+LOCAL = ("203.0.113.2", 5000)
+PUBLIC_IP = "203.0.113.1"
 BEHAVIOURS = ("endpoint-independent", "address-dependent", "address-and-port-dependent")
 
 
@@ -720,7 +720,7 @@ def test_cli_text(server: FakeServer) -> None:
         (("--server", "stun:127.0.0.1", "--bogus"), 2, "unrecognized arguments: --bogus"),
         (("--server", "stun:127.0.0.1", "--local-port", "70000"), 2, "0..65535"),
         (("--server", "stun:127.0.0.1:9", "--timeout", "0.3"), 1, "no answer"),
-        (("--server", "stun:127.0.0.1", "--local-address", "192.0.2.99"), 1, "ice-engine:"),
+        (("--server", "stun:127.0.0.1", "--local-address", "203.0.113.99"), 1, "ice-engine:"),
     ],
 )
 def test_cli_errors_are_one_line(args: tuple[str, ...], status: int, text: str) -> None:

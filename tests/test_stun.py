@@ -695,7 +695,7 @@ def test_builders() -> None:
         lambda: stun.requested_address_family_value(3),
         lambda: stun.channel_number_value(0x3FFF),
         lambda: stun.address_value("not-an-ip", 1),
-        lambda: stun.address_value("192.0.2.1", 70000),
+        lambda: stun.address_value("203.0.113.1", 70000),
         lambda: stun.xor_address_value("2001:db8::1", 1, b"short"),
         lambda: stun.long_term_key("u", "r", "p", algorithm=9),
     ]

@@ -302,7 +302,7 @@ def test_forged_answers_with_bad_integrity_are_dropped() -> None:
     request = stun.parse(allocation.next_outgoing() or b"")
     tid = request.transaction_id
     bad_key = stun.long_term_key(USER, REALM, "guess")
-    hijack = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("192.0.2.66", 666, tid))]
+    hijack = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value("203.0.113.66", 666, tid))]
     for forged in (
         stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, tid, hijack, integrity_key=bad_key),
         stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, tid, hijack),  # no integrity at all
