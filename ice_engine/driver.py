@@ -843,11 +843,14 @@ class Gatherer:
         present = {a.address: a for a in self._addresses(max_age=max_age)}
         bases = core.bases
         first_rank = core.next_rank  # before any goes: a new address never takes its rank
-        gone = [b.key for b in (*bases, *core.tcp_bases) if b.address not in present]
-        if gone:
+        lost = {b.address for b in (*bases, *core.tcp_bases)} - present.keys()
+        if lost:
+            gone = [b.key for b in (*bases, *core.tcp_bases) if b.address in lost]
             core.remove_bases(now, gone)
             for key in [*gone, *self._table.opened_beside(gone)]:
                 self._close_socket(key)
+            if self._mdns is not None:
+                self._mdns.forget(lost)
         known = {b.address for b in bases}
         added = [a for a in present.values() if a.address not in known]
         new_bases: list[Base] = []

@@ -18,8 +18,9 @@ __all__ = ["MdnsNames"]
 
 
 class MdnsNames:
-    """One `.local` name per host address, for the gatherer's life, answered by the
-    loop's shared responder while the gatherer holds it (`join` to `release`)."""
+    """One `.local` name per host address, for as long as the gatherer has the address,
+    answered by the loop's shared responder while the gatherer holds it (`join` to
+    `release`)."""
 
     __slots__ = ("_names", "_responder", "unavailable")
 
@@ -62,6 +63,15 @@ class MdnsNames:
             name = self._names[address] = new_mdns_name()
             responder.register(name, address)
         return name
+
+    def forget(self, addresses: set[str]) -> None:
+        """Stop answering for addresses the machine no longer has (continual gathering):
+        their names would send a peer's checks to whoever holds the address next."""
+        responder = self._responder
+        for address in addresses & self._names.keys():
+            name = self._names.pop(address)
+            if responder is not None:
+                responder.unregister(name)
 
     async def release(self) -> None:
         """Give the names, and our hold on the responder (port 5353), back. Idempotent."""

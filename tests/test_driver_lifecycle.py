@@ -186,6 +186,48 @@ class FakeResponder:
         pass
 
 
+class NameBook(FakeResponder):
+    """A responder that keeps the names it is told, as the real one answers them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: dict[str, str] = {}
+
+    def register(self, name: str, address: str) -> None:
+        self.names[name] = address
+
+    def unregister(self, name: str) -> None:
+        del self.names[name]
+
+
+async def test_continual_gathering_stops_answering_for_an_address_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A removed address's mDNS name was answered until close(): a peer resolving it would
+    send its checks to whoever holds the address next."""
+    book = NameBook()
+    monkeypatch.setattr(mdns, "shared_responder", lambda: book)
+    second = LocalAddress("lo", "127.0.0.2", socket.AF_INET, 2, 0)
+    addresses = [LOOPBACK, second]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    async with Gatherer(mdns=True, continual=True) as gatherer:
+        events = gatherer.gather()
+        while len(gatherer.candidates) < 2:
+            await anext(events)
+        assert sorted(book.names.values()) == ["127.0.0.1", "127.0.0.2"]
+        addresses.remove(second)
+        gatherer._rescan()
+        assert list(book.names.values()) == ["127.0.0.1"]
+        [host] = gatherer.candidates
+        assert host.address in book.names
+        addresses.append(second)  # back: under a new name
+        gatherer._rescan()
+        assert sorted(book.names.values()) == ["127.0.0.1", "127.0.0.2"]
+        assert {c.address for c in gatherer.candidates} == set(book.names)
+        await events.aclose()
+    assert book.names == {}
+
+
 async def test_close_while_gather_waits_for_mdns_leaks_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
