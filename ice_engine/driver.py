@@ -43,7 +43,7 @@ from .sdp import candidate_lines
 from .sharedport import SharedPortSession
 from .sockethub import MAX_DATAGRAM, SocketHub, hub_for
 from .sockettable import SocketTable
-from .streams import StreamSet
+from .streams import StreamSet, describe
 from .transaction import RttTable, Timing
 from .turn import CLOSE_TIMEOUT, Allocation, BytesLike, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
@@ -967,10 +967,15 @@ class Gatherer:
     def _went_with_its_address(self, key: int, failure: OSError) -> bool:
         """Continual gathering: True if the base's address is gone (the refusal came before
         the watcher told): the base is removed now, `candidateremoved`, not a 701."""
-        if not self._continual or failure.errno not in _ADDRESS_GONE_ERRORS:
+        if not self._address_went(failure):
             return False
         self._rescan(max_age=0.0)
         return key not in self._table.sockets
+
+    def _address_went(self, failure: OSError) -> bool:
+        """Whether a refused send or connection may mean a local address just went, which
+        continual gathering handles as a removal."""
+        return self._continual and failure.errno in _ADDRESS_GONE_ERRORS
 
     def _send_again(
         self, key: int, sock: _socket.socket, data: BytesLike, address: tuple[str, int]
@@ -1134,7 +1139,10 @@ class Gatherer:
         self._core.stream_data(self._now(), stream, data)
         self._service()
 
-    def _stream_closed(self, stream: int, reason: str | None) -> None:
+    def _stream_closed(self, stream: int, error: BaseException | None) -> None:
+        if isinstance(error, OSError) and self._address_went(error):
+            self._rescan(max_age=0.0)  # its relay went with its base: no 701 for it
+        reason = None if error is None else describe(error)
         self._core.stream_closed(self._now(), stream, reason)
         self._service()
 

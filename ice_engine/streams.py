@@ -35,10 +35,9 @@ __all__ = [
 #: Called with (stream, data) for bytes received, and (stream, error or None) at the end.
 DataCallback = Callable[[int, bytes], None]
 ClosedCallback = Callable[[int, BaseException | None], None]
-#: Called with (stream, its local port if known) once connected, and with (stream, the
-#: reason or None) when it ends other than by `StreamSet.close`.
+#: Called with (stream, its local port if known) once connected; `StreamSet` calls a
+#: `ClosedCallback` when a stream fails or ends other than by `StreamSet.close`.
 ConnectedCallback = Callable[[int, int | None], None]
-EndedCallback = Callable[[int, str | None], None]
 #: Runs a coroutine as a task the gatherer cancels and awaits at close().
 Spawn = Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
 
@@ -238,7 +237,7 @@ class StreamSet:
         spawn: Spawn,
         on_connected: ConnectedCallback,
         on_data: DataCallback,
-        on_closed: EndedCallback,
+        on_closed: ClosedCallback,
     ) -> None:
         self._sockets = sockets
         self._ssl_context = ssl_context
@@ -313,7 +312,7 @@ class StreamSet:
                 tcp.close()  # now, as `abort` does: the transport's close is then nothing
             if not isinstance(error, Exception):  # cancelled: close(), restart or deadline
                 raise
-            self._on_closed(command.stream, describe(error))
+            self._on_closed(command.stream, error)
             return
         self._streams[command.stream] = protocol
         sockname = protocol.transport.get_extra_info("sockname") if protocol.transport else None
@@ -334,4 +333,4 @@ class StreamSet:
     def _ended(self, stream: int, error: BaseException | None) -> None:
         if self._streams.pop(stream, None) is None:
             return  # we closed it
-        self._on_closed(stream, None if error is None else describe(error))
+        self._on_closed(stream, error)

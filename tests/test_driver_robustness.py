@@ -297,6 +297,36 @@ async def test_a_send_refused_because_the_address_went_is_a_removal_not_an_error
         silent.close()
 
 
+async def test_a_turn_connection_refused_because_the_address_went_is_a_removal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same for TURN over TCP: a connection refused ("Cannot assign requested
+    address") from an address just removed failed its server with a 701."""
+    addresses = [LOOPBACK, LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0)]
+    monkeypatch.setattr(driver, "local_addresses", lambda **_: list(addresses))
+    with socket.socket() as silent:  # accepts, never answers: the allocation waits
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"turn:127.0.0.1:{silent.getsockname()[1]}?transport=tcp"
+        server = IceServer(url, username=USER, credential=PASSWORD)
+        async with Gatherer([server], continual=True) as gatherer:
+            events = gatherer.gather()
+            while len(gatherer.candidates) < 2:
+                await anext(events)
+            relays = gatherer._core._relays.items()  # keyed by stream number over TCP
+            [stream] = [k for k, r in relays if r.base.address == "127.0.0.2"]
+            addresses.pop()  # gone; the watcher has not told yet
+            refused = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+            gatherer._stream_closed(stream, refused)
+            seen = []
+            while (event := gatherer._core.next_event()) is not None:
+                seen.append(event)
+            assert not [e for e in seen if isinstance(e, IceCandidateErrorEvent)]
+            assert "candidateremoved" in [e.type for e in seen]
+            assert {c.address for c in gatherer.candidates} == {"127.0.0.1"}
+            await events.aclose()
+
+
 async def test_a_437_s_other_socket_beside_a_shared_base_goes_with_its_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from ice_engine import streams
 from ice_engine.commands import OpenStream
-from ice_engine.streams import StreamSet, TlsStreamProtocol, tls_sessions
+from ice_engine.streams import StreamSet, TlsStreamProtocol, describe, tls_sessions
 
 
 class Server(list[socket.socket]):
@@ -52,7 +52,7 @@ class Heard:
             self.spawn,
             lambda stream, port: self.told.append(("connected", stream, port)),
             lambda stream, data: self.told.append(("data", stream, data)),
-            lambda stream, reason: self.told.append(("closed", stream, reason)),
+            lambda stream, error: self.told.append(("closed", stream, error and describe(error))),
         )
 
 
