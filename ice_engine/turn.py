@@ -52,6 +52,7 @@ CHANNEL_RENEW_AFTER = 540.0  # a channel binding lasts 600 s (RFC 8656 §12)
 _LIFETIMES: dict[Grant, float] = {"permission": 300.0, "channel": 600.0}
 _RENEWAL_RETRY = 15.0  # after a failed renewal, while what it renews still lasts
 _MAX_STALE_RETRIES = 2  # a server rotating nonces faster than this is broken
+_MISMATCH = 437  # Allocation Mismatch: the 5-tuple is taken, try another (RFC 8656 §7.3)
 _REFRESH_MARGIN = 60
 #: RFC 8489 §14.9/§14.10: a REALM or NONCE is under 128 characters, at most 763 bytes.
 _MAX_AUTH_VALUE = 763
@@ -323,7 +324,8 @@ class Allocation:
 
         A response to a signed request that fails integrity is dropped as if never
         received (False), so that only the holder of the key can grant, refresh or
-        refuse one, but for the 401 and 438 challenges, which come unsigned.
+        refuse one, but for the 401 and 438 challenges, which come unsigned, and a 437 to
+        an Allocate: coturn sends it unsigned, and it only makes us try another socket.
         """
         if len(data) < stun.HEADER_SIZE:
             return False
@@ -350,7 +352,11 @@ class Allocation:
         if request.key is None:
             if error is None:
                 return False  # TURN always authenticates: an unsigned success is forged
-        elif not challenge and not stun.verify_integrity(message, request.key):
+        elif not (
+            challenge
+            or (error is not None and error[0] == _MISMATCH and request.kind == "allocate")
+            or stun.verify_integrity(message, request.key)
+        ):
             return False
         del self._pending[message.transaction_id]
         if self.rtt is not None and not self.reliable:

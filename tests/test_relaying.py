@@ -840,10 +840,11 @@ def commands(core: Gathering) -> list[Command]:
     return out
 
 
-def mismatch(core: Gathering, request: bytes, now: float, key: int = 1) -> None:
-    """As coturn: to an unsigned Allocate unsigned, to a signed one signed."""
+def mismatch(
+    core: Gathering, request: bytes, now: float, key: int = 1, signed: bool = False
+) -> None:
+    """As coturn 4.6: a 437 to an Allocate comes unsigned, even to a signed one."""
     message = stun.parse(request)
-    signed = message.get(Attr.MESSAGE_INTEGRITY) is not None
     value = stun.error_code_value(437, "Mismatched allocation: wrong transaction ID")
     reply = stun.encode(
         Method.ALLOCATE, MessageClass.ERROR, message.transaction_id,
@@ -887,6 +888,29 @@ def test_a_437_moves_the_allocation_to_another_socket_and_asks_for_the_srflx() -
     core.close(0.3)
     [refresh] = drain(core)  # the deallocation goes from the socket that holds it
     assert refresh.base_key == 7 and stun.parse(refresh.data).method == Method.REFRESH
+
+
+def test_a_signed_437_moves_the_allocation_too() -> None:
+    core, [first] = started(dual=False)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1, signed=True)
+    assert OpenSocket(1, 1) in commands(core)
+
+
+def test_an_unsigned_437_to_a_signed_refresh_is_dropped() -> None:
+    """Only an Allocate's 437 is taken unsigned (it only moves us to another socket);
+    one to a Refresh would end the allocation, and coturn signs that one."""
+    core, [first] = started(dual=False)
+    allocate(core, first)
+    [allocation] = core.allocations
+    due = allocation.refresh_at
+    assert due is not None
+    core.handle_timer(due)
+    [refresh] = drain(core)
+    txid = stun.parse(refresh.data).transaction_id
+    value = stun.error_code_value(437, "Allocation Mismatch")
+    reply = stun.encode(Method.REFRESH, MessageClass.ERROR, txid, [(Attr.ERROR_CODE, value)])
+    assert not core.receive_datagram(due + 0.05, 1, reply, TURN)
+    assert core.allocations == [allocation]
 
 
 def test_a_moved_relay_redirected_to_a_server_the_base_allocates_on_already_says_so() -> None:

@@ -140,6 +140,15 @@ def settle(sock, allocation, until):
         else:
             allocation.handle_message(data, time.monotonic())
 
+async def warm_up():  # an earlier session: its nonce cached, the next Allocate is signed
+    only = lambda interface, address: address == "{CLIENT_IPV4_A}"
+    server = IceServer("turn:{SERVER_IPV4}", "{USERNAME}", "{PASSWORD}")
+    async with Gatherer([server], address_filter=only) as g:
+        [e async for e in g.gather()]
+
+if WARM_NONCE_CACHE:
+    asyncio.run(warm_up())
+
 # A crashed client's allocation: made from 203.0.113.2:P, its socket gone, still held.
 # (A port whose 5-tuple the server already holds, from another session, fails: 437.)
 for attempt in range(5):
@@ -171,12 +180,18 @@ print(json.dumps({{"port": port, "events": events, "released": stale.state}}))
 """
 
 
-def test_a_5_tuple_the_server_holds_moves_the_allocation_to_another_socket(lab: Lab) -> None:
+@pytest.mark.parametrize("warm", [False, True], ids=["first-allocate-unsigned", "signed"])
+def test_a_5_tuple_the_server_holds_moves_the_allocation_to_another_socket(
+    lab: Lab, warm: bool
+) -> None:
     """RFC 8656 §7.3: coturn answers an Allocate from a 5-tuple it already holds an
     allocation for (a crashed client behind the same NAT mapping, a port freed too
     recently) with 437. The relay comes from another socket instead, and the base's
-    srflx from a Binding request, with no error."""
-    run = lab.run_python(STALE_ALLOCATION, timeout_s=30)
+    srflx from a Binding request, with no error. With a nonce cached by an earlier
+    session the Allocate is signed, and coturn's 437 to it is not: it was dropped, and
+    the relay and srflx lost to a 701."""
+    script = f"WARM_NONCE_CACHE = {warm}\n{STALE_ALLOCATION}"
+    run = lab.run_python(script, timeout_s=30)
     assert run.returncode == 0, run.stderr
     out = json.loads(run.stdout.strip().splitlines()[-1])
     events = [json.loads(e) if isinstance(e, str) else e for e in out["events"]]
