@@ -18,7 +18,7 @@ import functools
 import socket
 import ssl
 from collections.abc import Callable, Coroutine, Mapping
-from typing import Any
+from typing import Any, cast
 
 from .commands import OpenStream
 
@@ -62,6 +62,12 @@ def describe(error: BaseException) -> str:
     return str(error) or type(error).__name__
 
 
+def _stream_transport(transport: asyncio.BaseTransport) -> asyncio.Transport:
+    """A connection's transport as what it is. No isinstance check: uvloop's TCPTransport
+    writes and closes as asyncio's does, but is no subclass of `asyncio.Transport`."""
+    return cast(asyncio.Transport, transport)
+
+
 class StreamProtocol(asyncio.Protocol):
     """One TURN-over-TCP connection; `ready` resolves once it can carry data."""
 
@@ -75,8 +81,7 @@ class StreamProtocol(asyncio.Protocol):
         self.sock: socket.socket | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = _stream_transport(transport)
         self.ready.set_result(None)
 
     def write(self, data: bytes) -> None:
@@ -148,8 +153,7 @@ class TlsStreamProtocol(StreamProtocol):
         self._failure: ssl.SSLError | None = None  # what made us drop the connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = _stream_transport(transport)
         self._advance()
 
     def write(self, data: bytes) -> None:
