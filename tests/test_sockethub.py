@@ -9,7 +9,7 @@ import socket
 
 import pytest
 
-from ice_engine.sockethub import hub_for
+from ice_engine.sockethub import BURST, hub_for
 
 
 async def test_readiness_reaches_each_socket_and_the_idle_hub_closes() -> None:
@@ -102,3 +102,29 @@ async def test_datagrams_go_out_together_after_the_turn_in_order() -> None:
         receiver.setblocking(True)
         assert [receiver.recv(100) for _ in range(3)] == [b"0", b"1", b"2"]
         assert failures == [("big", errno.EMSGSIZE)]
+
+
+async def test_a_full_burst_goes_out_at_once_and_its_refusals_are_told_later() -> None:
+    """Thousands of gatherers starting in one turn held every first request back until
+    the last had started: a burst of BURST goes now. A refusal in it is still told from
+    the loop's callback, not inside the caller's send_soon."""
+    hub = hub_for(asyncio.get_running_loop())
+    failures: list[object] = []
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(2)
+        sender.bind(("127.0.0.1", 0))
+        to = receiver.getsockname()
+        hub.send_soon(sender, b"too big" * 10_000, to, lambda c, *_: failures.append(c), "big")
+        for n in range(1, BURST + 1):
+            hub.send_soon(sender, b"%d" % n, to, lambda c, *_: failures.append(c), n)
+        assert [receiver.recv(100) for _ in range(BURST - 1)] == [
+            b"%d" % n for n in range(1, BURST)
+        ]
+        assert failures == []  # not inside send_soon
+        await asyncio.sleep(0)
+        assert receiver.recv(100) == b"%d" % BURST  # the rest, at the end of the turn
+        assert failures == ["big"]
