@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
 from ice_engine.sockethub import BURST, hub_for
+
+
+@contextlib.contextmanager
+def pair() -> Iterator[tuple[socket.socket, socket.socket]]:
+    """A sender and a receiver (2 s timeout) on loopback."""
+    with (
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
+    ):
+        receiver.bind(("127.0.0.1", 0))
+        receiver.settimeout(2)
+        sender.bind(("127.0.0.1", 0))
+        yield sender, receiver
 
 
 async def test_readiness_reaches_each_socket_and_the_idle_hub_closes() -> None:
@@ -81,13 +96,7 @@ async def test_datagrams_go_out_together_after_the_turn_in_order() -> None:
     def failed(context: object, _sock: object, error: OSError) -> None:
         failures.append((context, error.errno or 0))
 
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
-    ):
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(2)
-        sender.bind(("127.0.0.1", 0))
+    with pair() as (sender, receiver):
         gone = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         to = receiver.getsockname()
         for n in range(3):
@@ -110,13 +119,7 @@ async def test_a_full_burst_goes_out_at_once_and_its_refusals_are_told_later() -
     the loop's callback, not inside the caller's send_soon."""
     hub = hub_for(asyncio.get_running_loop())
     failures: list[object] = []
-    with (
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver,
-        socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender,
-    ):
-        receiver.bind(("127.0.0.1", 0))
-        receiver.settimeout(2)
-        sender.bind(("127.0.0.1", 0))
+    with pair() as (sender, receiver):
         to = receiver.getsockname()
         hub.send_soon(sender, b"too big" * 10_000, to, lambda c, *_: failures.append(c), "big")
         for n in range(1, BURST + 1):
