@@ -843,9 +843,10 @@ class Gatherer:
         present = {a.address: a for a in self._addresses(max_age=max_age)}
         bases = core.bases
         first_rank = core.next_rank  # before any goes: a new address never takes its rank
-        lost = {b.address for b in (*bases, *core.tcp_bases)} - present.keys()
+        every = (*bases, *core.tcp_bases)
+        lost = {b.address for b in every} - present.keys()
         if lost:
-            gone = [b.key for b in (*bases, *core.tcp_bases) if b.address in lost]
+            gone = [b.key for b in every if b.address in lost]
             core.remove_bases(now, gone)
             for key in [*gone, *self._table.opened_beside(gone)]:
                 self._close_socket(key)

@@ -139,16 +139,15 @@ def _to_name(name: str) -> dns.name.Name:
     return parsed
 
 
-def _ip_literal(value: object, what: str) -> str:
-    """`value` if it is an IP address (an IPv6 one may carry a %zone); else TypeError or
+def _ip(value: object, what: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """The IP address `value` gives (an IPv6 one may carry a %zone); else TypeError or
     ValueError naming `what`, at the call rather than as a socket error later."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be an IP address (str), not {type(value).__name__}")
     try:
-        ipaddress.ip_address(value.split("%", 1)[0])
+        return ipaddress.ip_address(value.split("%", 1)[0])
     except ValueError:
         raise ValueError(f"{what} must be an IP address, not {value!r}") from None
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +193,9 @@ class MdnsResponder:
         self._cache: dict[tuple[dns.name.Name, int, bool], bytes] = {}
         if isinstance(interfaces, str):  # one address, not a list of its characters
             raise TypeError(f"interfaces must be a list of IP addresses, not {interfaces!r}")
-        self._interfaces = [_ip_literal(a, "an mDNS interface address") for a in interfaces]
+        self._interfaces = list(interfaces)
+        for address in self._interfaces:
+            _ip(address, "an mDNS interface address")
         self._ipv6 = ipv6
         self._sockets: dict[int, socket.socket] = {}
         self._joined: set[tuple[int, str | int]] = set()
@@ -218,7 +219,7 @@ class MdnsResponder:
         the group on the interface that holds ``address``.
         """
         key = _to_name(name)
-        ip = ipaddress.ip_address(_ip_literal(address, "an mDNS name's address").split("%", 1)[0])
+        ip = _ip(address, "an mDNS name's address")
         rdtype = _A if ip.version == 4 else _AAAA
         self._forget(key)
         self._records[key] = _Record(address, rdtype, ip.packed)
@@ -651,7 +652,7 @@ async def resolve_mdns(
     """
     target = _to_name(name)
     if interface_address is not None:
-        _ip_literal(interface_address, "interface_address")
+        _ip(interface_address, "interface_address")
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not 0 < timeout < math.inf:  # NaN fails this too: it would wait forever
