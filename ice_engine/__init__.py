@@ -9,7 +9,13 @@ from . import compiled  # noqa: F401, I001
 from .candidate import Candidate, CandidateError
 from .config import IceServer
 from .credentials import Credentials
-from .driver import DatagramHandler, Gatherer, RelayedHandler, RelayFailureHandler
+from .driver import (
+    DatagramHandler,
+    Gatherer,
+    RelayedHandler,
+    RelayFailureHandler,
+    TcpConnectionHandler,
+)
 from .events import (
     CandidateRemovedEvent,
     Event,
@@ -43,6 +49,7 @@ __all__ = [
     "RelayFailureHandler",
     "RelayedHandler",
     "ServerUrl",
+    "TcpConnectionHandler",
     "Timing",
     "can_trickle_ice_candidates",
     "candidate_lines",

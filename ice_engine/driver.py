@@ -48,7 +48,13 @@ from .transaction import RttTable, Timing
 from .turn import CLOSE_TIMEOUT, Allocation, BytesLike, NonceCache, RequestFailed
 from .watcher import InterfaceWatcher
 
-__all__ = ["DatagramHandler", "Gatherer", "RelayFailureHandler", "RelayedHandler"]
+__all__ = [
+    "DatagramHandler",
+    "Gatherer",
+    "RelayFailureHandler",
+    "RelayedHandler",
+    "TcpConnectionHandler",
+]
 
 _RESCAN_MAX_AGE = 0.25  # seconds: an enumeration this recent is the present
 #: What sendto says from a socket whose address has just been removed (IPv4: its route
@@ -60,6 +66,13 @@ RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
 DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
 #: Called with (allocation, failure) when a permission or channel is refused or lost.
 RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
+#: Called with (local passive candidate's address, peer address, the connection's socket)
+#: for each connection a peer makes to an ICE-TCP passive candidate.
+TcpConnectionHandler = Callable[[tuple[str, int], tuple[str, int], socket.socket], None]
+#: Connections accepted per readiness of a listener, so that other sockets get their turn.
+_ACCEPTS_PER_TURN = 16
+#: After an accept() failed for want of resources (fds, memory), as asyncio's servers do.
+_ACCEPT_RETRY_S = 1.0
 
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
@@ -123,6 +136,9 @@ class Gatherer:
             server refuses a permission or channel (`relay_permit`, `relay_bind_channel`,
             `send`; a 403 for a peer its policy forbids, say) or never confirms it.
         tcp_candidates: ICE-TCP host candidates too (RFC 6544).
+        on_tcp_connection: called with (local passive candidate, peer, socket) for each
+            connection a peer makes to a passive ICE-TCP candidate; the socket
+            (non-blocking) is the callee's to frame (RFC 4571) and close.
         shared_port: one UDP port per address for every gatherer of the process given
             the same one (one transport, one component); peers are routed by ufrag.
         mdns: hide host addresses behind mDNS `.local` names.
@@ -152,6 +168,7 @@ class Gatherer:
         "_on_fd",
         "_on_relay_failure",
         "_on_relayed",
+        "_on_tcp_connection",
         "_pool_size",
         "_resolver",
         "_shared",
@@ -190,6 +207,7 @@ class Gatherer:
         on_datagram: DatagramHandler | None = None,
         on_relay_failure: RelayFailureHandler | None = None,
         tcp_candidates: bool = False,
+        on_tcp_connection: TcpConnectionHandler | None = None,
         shared_port: int | None = None,
         mdns: bool = False,
     ) -> None:
@@ -209,6 +227,7 @@ class Gatherer:
             on_relayed=on_relayed,
             on_datagram=on_datagram,
             on_relay_failure=on_relay_failure,
+            on_tcp_connection=on_tcp_connection,
             link_local=link_local,
             dual_stack_relays=dual_stack_relays,
             continual=continual,
@@ -240,6 +259,7 @@ class Gatherer:
         # `send` finds a candidate's socket.
         self._on_datagram = on_datagram
         self._tcp_candidates = tcp_candidates
+        self._on_tcp_connection = on_tcp_connection
         self._shared_port = shared_port
         self._shared = (
             None
@@ -799,8 +819,11 @@ class Gatherer:
                 return None
             sock = table.sockets[key]
             port = sock.getsockname()[1]
-            if self._on_datagram is not None and kind == socket.SOCK_DGRAM:
-                self._watch(key, sock)  # peers may send before we do
+            if kind == socket.SOCK_DGRAM:
+                if self._on_datagram is not None:
+                    self._watch(key, sock)  # peers may send before we do
+            elif self._on_tcp_connection is not None:
+                self._table.watch(key, sock, self._accept, self._get_loop())
         if kind == socket.SOCK_DGRAM:
             table.add_base(key, (address.address, port))
         return Base(
@@ -942,6 +965,49 @@ class Gatherer:
                 if base is not None:
                     self._deliver(self._on_datagram, base, source, data)
         self._service()
+
+    def _accept(self, fd: int) -> None:
+        """Hand the connections peers made to a passive ICE-TCP candidate to
+        `on_tcp_connection`, each with its socket."""
+        table = self._table
+        key = table.reading.get(fd)
+        handler = self._on_tcp_connection
+        if key is None or handler is None:
+            return
+        listener = table.sockets[key]
+        local = listener.getsockname()[:2]
+        for _ in range(_ACCEPTS_PER_TURN):
+            try:
+                # The C type's accept: the fd and the peer (typeshed does not know it).
+                connection, peer = listener._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:  # reset by the peer while it waited
+                continue
+            except OSError as error:  # out of fds or memory: level-triggered, it would spin
+                self._pause_listening(key, error)
+                return
+            sock = socket.socket(listener.family, socket.SOCK_STREAM, fileno=connection)
+            sock.setblocking(False)
+            self._deliver(handler, local, peer[:2], sock)
+
+    def _pause_listening(self, key: int, error: OSError) -> None:
+        """Stop accepting on the listener for a second, and say why."""
+        loop = self._get_loop()
+        self._table.unwatch(key, loop)
+        loop.call_exception_handler(
+            {
+                "message": f"ice-engine: cannot accept an ICE-TCP connection "
+                f"({error.strerror}); trying again in {_ACCEPT_RETRY_S:g} s",
+                "exception": error,
+            }
+        )
+        loop.call_later(_ACCEPT_RETRY_S, self._resume_listening, key)
+
+    def _resume_listening(self, key: int) -> None:
+        sock = self._table.sockets.get(key)
+        if sock is not None and not self._closed:  # else closed meanwhile
+            self._table.watch(key, sock, self._accept, self._get_loop())
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
         """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""

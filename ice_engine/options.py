@@ -25,7 +25,13 @@ _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`{|}~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 )
 _LISTS = (tuple, list)  # checked before Sequence, an ABC: 0.1 µs
-_CALLABLE_OPTIONS = ("address_filter", "on_relayed", "on_datagram", "on_relay_failure")
+_CALLABLE_OPTIONS = (
+    "address_filter",
+    "on_relayed",
+    "on_datagram",
+    "on_relay_failure",
+    "on_tcp_connection",
+)
 _OPTION_TYPES: dict[str, type] = {
     "timing": Timing,
     "credentials": Credentials,
@@ -87,6 +93,7 @@ def check_gatherer_options(
     on_relayed: object = None,
     on_datagram: object = None,
     on_relay_failure: object = None,
+    on_tcp_connection: object = None,
     link_local: bool = False,
     dual_stack_relays: bool = False,
     continual: bool = False,
@@ -124,6 +131,7 @@ def check_gatherer_options(
         and (on_relayed is None or callable(on_relayed))
         and (on_datagram is None or callable(on_datagram))
         and (on_relay_failure is None or callable(on_relay_failure))
+        and (on_tcp_connection is None or callable(on_tcp_connection))
     ):
         _check_types(
             timing=timing,
@@ -134,7 +142,10 @@ def check_gatherer_options(
             on_relayed=on_relayed,
             on_datagram=on_datagram,
             on_relay_failure=on_relay_failure,
+            on_tcp_connection=on_tcp_connection,
         )
+    if on_tcp_connection is not None and not tcp_candidates:
+        raise ValueError("on_tcp_connection needs tcp_candidates=True: there is nothing to accept")
     if ice_transport_policy not in _POLICIES:
         raise ValueError(
             f"ice_transport_policy must be 'all' or 'relay', not {ice_transport_policy!r}"

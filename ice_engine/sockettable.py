@@ -185,12 +185,20 @@ class SocketTable:
         callback: Callable[[int], None],
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        """Read what arrives (`callback(fd)` from the loop's socket hub); ICMP errors too
-        (IP_RECVERR), set here and not at bind because most host sockets never send."""
-        icmperrors.enable(sock)
+        """Read what arrives (`callback(fd)` from the loop's socket hub), or for a listener
+        the connections; a UDP socket's ICMP errors too (IP_RECVERR), set here and not at
+        bind because most host sockets never send."""
+        if sock.type == socket.SOCK_DGRAM:
+            icmperrors.enable(sock)
         fd = sock.fileno()
         self.reading[fd] = key
         hub_for(loop).watch(fd, callback)
+
+    def unwatch(self, key: int, loop: asyncio.AbstractEventLoop) -> None:
+        """Stop reading the socket (`watch`), which stays open."""
+        sock = self.sockets.get(key)
+        if sock is not None and self.reading.pop(sock.fileno(), None) is not None:
+            hub_for(loop).unwatch(sock.fileno())
 
     def _add(self, sock: _socket.socket, generation: int) -> int:
         self._next_key += 1

@@ -286,6 +286,7 @@ def test_bad_configuration_is_refused_up_front(kwargs: dict[str, object], messag
         ({"address_filter": 3}, "address_filter must be callable"),
         ({"on_relayed": "print"}, "on_relayed must be callable"),
         ({"on_datagram": 1}, "on_datagram must be callable"),
+        ({"tcp_candidates": True, "on_tcp_connection": 1}, "on_tcp_connection must be callable"),
     ],
 )
 def test_options_of_the_wrong_type_are_refused_up_front(
@@ -293,6 +294,11 @@ def test_options_of_the_wrong_type_are_refused_up_front(
 ) -> None:
     with pytest.raises(TypeError, match=message):
         Gatherer(**kwargs)  # type: ignore[arg-type]
+
+
+def test_on_tcp_connection_without_tcp_candidates_is_refused() -> None:
+    with pytest.raises(ValueError, match="on_tcp_connection needs tcp_candidates=True"):
+        Gatherer(on_tcp_connection=lambda *_: None)
 
 
 @pytest.mark.parametrize(

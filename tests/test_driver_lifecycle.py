@@ -8,6 +8,7 @@ the machine and no root is needed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import os
@@ -515,3 +516,102 @@ async def test_an_iterator_got_before_close_and_first_used_after_yields_nothing(
     assert [event async for event in early] == []
     with pytest.raises(RuntimeError, match="closed"):
         gatherer.gather()  # asked after close(): a mistake, said at once
+
+
+def _passive(gatherer: Gatherer) -> tuple[str, int]:
+    [passive] = [c for c in gatherer.candidates if c.tcpType == "passive"]
+    assert passive.address is not None and passive.port is not None
+    return passive.address, passive.port
+
+
+async def _until(condition: Any, timeout_s: float = 5.0) -> None:
+    for _ in range(int(timeout_s / 0.01)):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out")
+
+
+async def test_a_peers_connection_to_a_passive_candidate_reaches_on_tcp_connection() -> None:
+    loop = asyncio.get_running_loop()
+    got: list[tuple[tuple[str, int], tuple[str, int], socket.socket]] = []
+    gatherer = Gatherer(tcp_candidates=True, on_tcp_connection=lambda *c: got.append(c))
+    async with gatherer:
+        await collect(gatherer)
+        passive = _passive(gatherer)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as peer:
+            peer.setblocking(False)
+            await loop.sock_connect(peer, passive)
+            await _until(lambda: got)
+            [(local, source, sock)] = got
+            with sock:
+                assert local == passive and source == peer.getsockname()
+                assert not sock.getblocking()
+                await loop.sock_sendall(peer, b"\x00\x04ping")  # RFC 4571 framing
+                assert await asyncio.wait_for(loop.sock_recv(sock, 64), 5) == b"\x00\x04ping"
+                await loop.sock_sendall(sock, b"\x00\x04pong")
+                assert await asyncio.wait_for(loop.sock_recv(peer, 64), 5) == b"\x00\x04pong"
+    late = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    with late, pytest.raises(ConnectionRefusedError):  # closed with the gatherer
+        late.connect(passive)
+
+
+async def test_an_on_tcp_connection_that_raises_is_reported_and_accepting_goes_on() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    got: list[socket.socket] = []
+
+    def handler(_local: tuple[str, int], _peer: tuple[str, int], sock: socket.socket) -> None:
+        got.append(sock)
+        if len(got) == 1:
+            raise RuntimeError("the application's bug")
+
+    gatherer = Gatherer(tcp_candidates=True, on_tcp_connection=handler)
+    async with gatherer:
+        await collect(gatherer)
+        passive = _passive(gatherer)
+        peers = [socket.create_connection(passive, timeout=2) for _ in range(2)]
+        await _until(lambda: len(got) == 2)
+    for sock in (*peers, *got):
+        sock.close()
+    [context] = reported
+    assert "raised" in context["message"]
+    assert str(context["exception"]) == "the application's bug"
+
+
+async def test_accepting_pauses_for_a_second_when_out_of_fds_and_loses_nothing() -> None:
+    import resource
+
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    got: list[socket.socket] = []
+    gatherer = Gatherer(tcp_candidates=True, on_tcp_connection=lambda *c: got.append(c[2]))
+    async with gatherer:
+        await collect(gatherer)
+        passive = _passive(gatherer)
+        peer = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        peer.setblocking(False)
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 1, hard))
+        filler: list[int] = []
+        try:
+            with contextlib.suppress(OSError):
+                while True:  # the holes below the limit: then no fd is left
+                    filler.append(os.open(os.devnull, os.O_RDONLY))
+            with contextlib.suppress(BlockingIOError):
+                peer.connect(passive)  # the handshake needs no fd of ours
+            await _until(lambda: reported)
+            message = reported[0]["message"]
+            assert "(Too many open files); trying again in 1 s" in message
+        finally:
+            for fd in filler:
+                os.close(fd)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        assert not got
+        await _until(lambda: got, timeout_s=3)  # the same connection, a second later
+        assert len(reported) == 1  # no busy loop of failing accepts meanwhile
+    peer.close()
+    got[0].close()

@@ -15,19 +15,30 @@ import asyncio, json, socket
 from ice_engine import Gatherer
 
 async def main():
-    async with Gatherer(tcp_candidates=True) as gatherer:
+    loop = asyncio.get_running_loop()
+    accepted = []
+
+    def on_tcp_connection(local, peer, sock):
+        accepted.append(sock)
+        loop.create_task(echo(sock))
+
+    async def echo(sock):  # one RFC 4571 frame back
+        with sock:
+            await loop.sock_sendall(sock, await loop.sock_recv(sock, 64))
+
+    async with Gatherer(tcp_candidates=True, on_tcp_connection=on_tcp_connection) as gatherer:
         [e async for e in gatherer.gather()]
         found = [[c.protocol, c.tcpType, c.address, c.port, c.priority, c.candidate]
                  for c in gatherer.candidates]
-        accepted = []
+        echoed = []
         for protocol, tcptype, address, port, _, _ in found:
-            if tcptype == "passive":  # really listening: the kernel completes a handshake
-                family = socket.AF_INET6 if ":" in address else socket.AF_INET
-                with socket.socket(family, socket.SOCK_STREAM) as client:
-                    client.settimeout(2)
-                    client.connect((address, port))
-                    accepted.append(address)
-    print(json.dumps({"candidates": found, "accepted": accepted}))
+            if tcptype == "passive":  # a peer connects, and our handler has the socket
+                reader, writer = await asyncio.open_connection(address, port)
+                writer.write(bytes([0, 5]) + b"hello")
+                if await asyncio.wait_for(reader.read(64), 5) == bytes([0, 5]) + b"hello":
+                    echoed.append(address)
+                writer.close()
+    print(json.dumps({"candidates": found, "accepted": echoed}))
 
 asyncio.run(main())
 """
