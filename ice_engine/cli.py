@@ -85,6 +85,17 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port_range(text: str) -> tuple[int, int]:
+    low, dash, high = text.partition("-")
+    try:
+        ports = (int(low), int(high if dash else low))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not LOW-HIGH, two port numbers") from None
+    if not (1 <= ports[0] <= ports[1] <= 65535):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a range of ports within 1-65535")
+    return ports
+
+
 def _mids(text: str) -> list[str]:
     mids = [mid.strip() for mid in text.split(",")]
     if any(not mid for mid in mids):
@@ -195,6 +206,18 @@ def build_parser() -> argparse.ArgumentParser:
     gather.add_argument(
         "--link-local", action="store_true", help="include IPv6 link-local addresses"
     )
+    gather.add_argument("--tcp", action="store_true", help="ICE-TCP host candidates too (RFC 6544)")
+    gather.add_argument(
+        "--port-range",
+        type=_port_range,
+        metavar="LOW-HIGH",
+        help="host sockets take free ports in this range (a firewall's pinhole, say)",
+    )
+    gather.add_argument(
+        "--dual-stack-relays",
+        action="store_true",
+        help="ask each TURN allocation from IPv4 for an IPv6 relay too (RFC 8656)",
+    )
     view = gather.add_mutually_exclusive_group()
     view.add_argument(
         "--json", action="store_true", help="one JSON object per event and line (for programs)"
@@ -290,6 +313,9 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
         ip_handling=args.ip_handling,
         mdns=args.mdns,
         continual=args.watch,
+        tcp_candidates=args.tcp,
+        port_range=args.port_range,
+        dual_stack_relays=args.dual_stack_relays,
     )
     _warn_about_idle_options(args)
     _end_on_signals(stopped_by)
@@ -328,6 +354,8 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
         _warn(f"{option} without a turn: or turns: server gathers nothing{unasked}")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")
+    if args.dual_stack_relays:
+        _warn("--dual-stack-relays is for turn: and turns: servers only")
 
 
 def _is_turn(url: str) -> bool:

@@ -193,8 +193,9 @@ def _describe(c: IceCandidate) -> str:
     p = c.parsed
     assert p is not None
     related = f"  raddr {hostport(p.related_address, p.related_port)}" if p.related_address else ""
+    protocol = f"{p.protocol} {p.tcptype}" if p.tcptype else p.protocol
     return (
-        f"{p.type:<6} mid {c.sdpMid} comp {p.component} {p.protocol} "
+        f"{p.type:<6} mid {c.sdpMid} comp {p.component} {protocol} "
         f"{hostport(p.address, p.port)}  prio {p.priority}  foundation {p.foundation}{related}"
     )
 

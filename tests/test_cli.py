@@ -111,6 +111,8 @@ def test_readable_view_by_default() -> None:
         (["gather", "--watch", "--generations", "2"], "--watch"),
         (["gather", "--ca-file", "/nonexistent/ca.pem"], "--ca-file /nonexistent/ca.pem"),
         (["frobnicate"], "invalid choice"),
+        (["gather", "--port-range", "5-3"], "'5-3' is not a range of ports within 1-65535"),
+        (["gather", "--port-range", "40000-"], "'40000-' is not LOW-HIGH, two port numbers"),
     ],
 )
 def test_bad_input_is_one_line_and_status_2(args: list[str], needle: str) -> None:
@@ -122,6 +124,50 @@ def test_bad_input_is_one_line_and_status_2(args: list[str], needle: str) -> Non
     assert lines[0].startswith("ice-engine: ")
     assert needle in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def _free_tcp_and_udp_ports(count: int) -> int:
+    """The first of `count` consecutive ports free for TCP and UDP on every address."""
+    for low in range(41000, 60000, 97):
+        try:
+            for port in range(low, low + count):
+                for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                    with socket.socket(socket.AF_INET, kind) as probe:
+                        probe.bind(("", port))
+        except OSError:
+            continue
+        return low
+    pytest.skip("no run of free ports")
+
+
+def test_tcp_candidates_in_a_port_range() -> None:
+    n = len(local_addresses())
+    low = _free_tcp_and_udp_ports(2 * n)
+    result = run("gather", "--json", "--tcp", "--port-range", f"{low}-{low + 2 * n - 1}")
+    assert result.returncode == 0, result.stderr
+    lines = [
+        str(e["candidate"]["candidate"])  # type: ignore[index]
+        for e in events_of(result.stdout)
+        if e["event"] == "icecandidate" and e["candidate"] and e["candidate"]["candidate"]  # type: ignore[index]
+    ]
+    assert sorted(line.split()[2] for line in lines) == ["tcp"] * 2 * n + ["udp"] * n
+    assert sum(" tcptype active" in line for line in lines) == n
+    ports = [int(line.split()[5]) for line in lines if " tcptype active" not in line]
+    assert all(low <= port < low + 2 * n for port in ports)
+    readable = run("gather", "--plain", "--tcp")
+    assert readable.stdout.count(" tcp active ") == n
+    assert readable.stdout.count(" tcp passive ") == n
+
+
+def test_a_port_range_too_small_for_a_restart_is_one_line_and_keeps_the_output() -> None:
+    low = _free_tcp_and_udp_ports(1)
+    result = run("gather", "--plain", "--port-range", f"{low}-{low}", "--generations", "2")
+    assert result.returncode == 1
+    assert "complete" in result.stdout  # the first generation's, all told
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ice-engine: ") and line.endswith(
+        f"port_range ({low}, {low}): no free port"
+    )
 
 
 def test_help_has_examples() -> None:

@@ -253,6 +253,7 @@ def test_values_that_would_be_ignored_or_refused_late_are_usage_errors(
             "--username and --credential are for turn: and turns: servers only",
         ),
         (["--credential", "x", "--ice-server", "stun:127.0.0.1:9"], "--username and --credential"),
+        (["--dual-stack-relays"], "--dual-stack-relays is for turn: and turns: servers only"),
     ],
 )
 def test_options_that_can_do_nothing_are_warned_about(args: list[str], warning: str) -> None:
