@@ -49,6 +49,8 @@ examples:
   ice-engine gather --mids 0,1 --components 2 --generations 2
   ice-engine gather --watch ...                      until Ctrl-C: new addresses, lost relays
   ice-engine nat --server stun:stun.example.org      how the NAT maps and filters (RFC 5780)
+  ice-engine relay-check --ice-server turn:turn.example.org --username alice
+                                                     a datagram each way through each relay
   ice-engine demo                                    the lab's NAT, STUN and TURN, live (root)
   ice-engine lab up --delay-ms 25                    the test network (root)
 """
@@ -153,19 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    gather.add_argument(
-        "--ice-server",
-        action="append",
-        default=[],
-        metavar="URL",
-        help="stun:, turn: or turns: URL (repeatable)",
-    )
-    gather.add_argument("--username", help="username for turn:/turns: servers")
-    gather.add_argument(
-        "--credential",
-        help="credential for turn:/turns: servers (or set ICE_ENGINE_CREDENTIAL, "
-        "which stays out of the process list)",
-    )
+    _add_server_options(gather, "stun:, turn: or turns:")
     gather.add_argument("--mids", type=_mids, default=["0"], help="transports, e.g. 0,1")
     gather.add_argument(
         "--components", type=_components, default=1, help="components per transport (1-256)"
@@ -201,9 +191,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds a server may take before it counts as unreachable (default %(default)s)",
     )
     gather.add_argument(
-        "--ca-file", metavar="PEM", help="trust these CA certificates for turns: (default: system)"
-    )
-    gather.add_argument(
         "--link-local", action="store_true", help="include IPv6 link-local addresses"
     )
     gather.add_argument("--tcp", action="store_true", help="ICE-TCP host candidates too (RFC 6544)")
@@ -212,11 +199,6 @@ def build_parser() -> argparse.ArgumentParser:
         type=_port_range,
         metavar="LOW-HIGH",
         help="host sockets take free ports in this range (a firewall's pinhole, say)",
-    )
-    gather.add_argument(
-        "--dual-stack-relays",
-        action="store_true",
-        help="ask each TURN allocation from IPv4 for an IPv6 relay too (RFC 8656)",
     )
     view = gather.add_mutually_exclusive_group()
     view.add_argument(
@@ -259,6 +241,23 @@ def build_parser() -> argparse.ArgumentParser:
         "address of the server (default %(default)s)",
     )
     nat.add_argument("--json", action="store_true", help="print the result as one JSON object")
+    check = commands.add_parser(
+        "relay-check",
+        help="gather relay candidates and send a datagram each way through each",
+        description="Gather relay candidates from the TURN servers, and check that each "
+        "relays: a datagram from a host socket of ours to the relay address must reach us "
+        "through the allocation, and one sent back through it must arrive. Exit status 0 "
+        "when every relay passes, 1 when one fails or none was gathered.",
+    )
+    _add_server_options(check, "turn: or turns:")
+    check.add_argument(
+        "--timeout",
+        type=_seconds,
+        default=Timing().server_deadline,
+        help="seconds for each server to answer, and for each direction of each check "
+        "(default %(default)s)",
+    )
+    check.add_argument("--json", action="store_true", help="print the result as one JSON object")
     demo = commands.add_parser(
         "demo",
         help="bring up the network lab and gather host, srflx and relay candidates in it (root)",
@@ -270,6 +269,31 @@ def build_parser() -> argparse.ArgumentParser:
     lab = commands.add_parser("lab", help="bring the network lab up or down (needs root)")
     lab.add_argument("lab_args", nargs=argparse.REMAINDER, help="up [--delay-ms N] | down | status")
     return parser
+
+
+def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
+    """The servers and what TURN needs: `gather`'s and `relay-check`'s."""
+    command.add_argument(
+        "--ice-server",
+        action="append",
+        default=[],
+        metavar="URL",
+        help=f"{schemes} URL (repeatable)",
+    )
+    command.add_argument("--username", help="username for turn:/turns: servers")
+    command.add_argument(
+        "--credential",
+        help="credential for turn:/turns: servers (or set ICE_ENGINE_CREDENTIAL, "
+        "which stays out of the process list)",
+    )
+    command.add_argument(
+        "--ca-file", metavar="PEM", help="trust these CA certificates for turns: (default: system)"
+    )
+    command.add_argument(
+        "--dual-stack-relays",
+        action="store_true",
+        help="ask each TURN allocation from IPv4 for an IPv6 relay too (RFC 8656)",
+    )
 
 
 def _live_console(out: TextIO) -> Console | None:
@@ -290,16 +314,21 @@ async def _tick(view: LiveView | PlainView) -> None:
         view.tick()
 
 
+def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """--ca-file's context; None for the system's CAs."""
+    if args.ca_file is None:
+        return None
+    if not args.ca_file:
+        raise UsageError("--ca-file needs a file name")
+    try:
+        return ssl.create_default_context(cafile=args.ca_file)
+    except (OSError, ssl.SSLError) as error:
+        raise UsageError(f"--ca-file {args.ca_file}: {error}") from None
+
+
 async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
     servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
-    context = None
-    if args.ca_file is not None:
-        if not args.ca_file:
-            raise UsageError("--ca-file needs a file name")
-        try:
-            context = ssl.create_default_context(cafile=args.ca_file)
-        except (OSError, ssl.SSLError) as error:
-            raise UsageError(f"--ca-file {args.ca_file}: {error}") from None
+    context = _ssl_context(args)
     if args.watch and args.generations > 1:
         raise UsageError("--watch gathers one generation until stopped: drop --generations")
     gatherer = Gatherer(
@@ -532,6 +561,51 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
+    from .relaycheck import check_relays
+
+    if not args.ice_server:
+        raise UsageError("relay-check needs a turn: or turns: server (--ice-server URL)")
+    if others := [url for url in args.ice_server if not _is_turn(url)]:
+        raise UsageError(f"relay-check checks turn: and turns: servers, not {others[0]}")
+    servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
+    context = _ssl_context(args)
+    _end_on_signals(stopped_by)
+    report = await check_relays(
+        servers, timeout=args.timeout, ssl_context=context, dual_stack_relays=args.dual_stack_relays
+    )
+    if args.json:
+        result = {
+            "ok": report.ok,
+            "checks": [check.to_json() for check in report.checks],
+            "errors": [error.to_json() for error in report.errors],
+        }
+        out.write(json.dumps(result) + "\n")
+        return 0 if report.ok else 1
+    lines = []
+    for check in report.checks:
+        where = f"relay {hostport(*check.address)}  {check.url}"
+        if check.source is not None:
+            where += f"  from {hostport(*check.source)}"
+        if check.ok:
+            took = f"peer to relay {check.inbound_ms} ms, relay to peer {check.outbound_ms} ms"
+            lines.append(f"ok      {where}  {took}")
+        else:
+            lines.append(f"FAILED  {where}: {check.problem}")
+    for error in report.errors:
+        source = "" if error.address is None else f" from {error.address}"
+        lines.append(f"ERROR {error.errorCode}  {error.url}{source}: {error.errorText}")
+    passed = sum(check.ok for check in report.checks)
+    total = len(report.checks)
+    lines.append(
+        f"{total} relay{'s' * (total != 1)} checked: {passed} ok, {total - passed} failed"
+        if total
+        else "no relay candidate gathered: nothing to check"
+    )
+    out.write("\n".join(lines) + "\n")
+    return 0 if report.ok else 1
+
+
 def _fail(error: object, status: int) -> int:
     """One line on stderr, with what it echoes of the input cut short and control characters
     escaped: a 5000-digit port is not worth a 5 kB line, nor a newline a second one."""
@@ -583,6 +657,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return asyncio.run(_nat(args, sys.stdout))
             except NatCheckError as error:
                 return _fail(error, 1)
+        if args.command == "relay-check":
+            return asyncio.run(_relay_check(args, sys.stdout, stopped_by))
         return asyncio.run(_gather(args, sys.stdout, stopped_by))
     except asyncio.CancelledError:  # SIGTERM or SIGHUP (see _end_on_signals)
         return 128 + (stopped_by[-1] if stopped_by else signal.SIGTERM)

@@ -257,3 +257,11 @@ def test_peers_and_server_urls_follow_one_rule(
     except ValueError:
         peer_ok = False
     assert url_ok == peer_ok == (not_unicast(ip) is None)
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "2"])
+async def test_check_relays_refuses_a_timeout_that_is_no_duration(timeout: object) -> None:
+    from ice_engine.relaycheck import check_relays
+
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+        await check_relays([], timeout=timeout)  # type: ignore[arg-type]

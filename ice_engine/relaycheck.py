@@ -1,0 +1,233 @@
+"""Relaying checked end to end: a datagram each way through every relay candidate.
+
+A relay candidate proves only that a TURN server granted an allocation. Calls through it
+still fail when the relay address cannot be reached (a firewall closed to the relay
+ports, a wrong `external-ip` behind a NAT) or the server relays nothing. So, as a peer
+and we would: one of our host sockets sends to the relay address, which the server hands
+us through the allocation (a Data indication), and the allocation sends back to where
+that datagram came from (the host socket's public address), which must arrive there.
+
+Built on the gatherer's data path (`Gatherer.send`, `relay_permit`, `relay_send` and
+their callbacks), as a connectivity layer would use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import ssl
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .config import IceServer
+from .driver import Gatherer
+from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
+from .transaction import Timing
+from .turn import Allocation, RequestFailed
+
+__all__ = ["RelayCheck", "RelayCheckReport", "check_relays"]
+
+#: How often a probe is sent again while nothing has come through: the first ones may
+#: go before the server has installed the permission, or be lost.
+_PROBE_INTERVAL_S = 0.25
+_PROBE_PREFIX = b"ice-engine relay check "  # never a STUN message: its first byte is 0x69
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCheck:
+    """One relay candidate, checked: how long a datagram took each way, or what failed.
+
+    `inbound_ms`: from a host socket of ours, as a peer, to the relay address, handed to
+    us by the server. `outbound_ms`: sent through the allocation back to that socket's
+    public address. Each is the time of the probe that came through (a second if the
+    first went before the server's permission was in place)."""
+
+    relay: IceCandidate
+    address: tuple[str, int]  # the relay's
+    url: str | None
+    source: tuple[str, int] | None  # the host socket that played the peer
+    inbound_ms: float | None = None
+    outbound_ms: float | None = None
+    problem: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.problem is None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "relay": f"{self.address[0]} {self.address[1]}",
+            "candidate": self.relay.candidate,
+            "url": self.url,
+            "source": None if self.source is None else f"{self.source[0]} {self.source[1]}",
+            "ok": self.ok,
+            "inbound_ms": self.inbound_ms,
+            "outbound_ms": self.outbound_ms,
+            "problem": self.problem,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class RelayCheckReport:
+    """Every relay candidate gathered, checked; and the servers' errors while gathering
+    (a wrong password, an unreachable server), which explain a relay that is missing."""
+
+    checks: list[RelayCheck]
+    errors: list[IceCandidateErrorEvent]
+
+    @property
+    def ok(self) -> bool:
+        """At least one relay, and every one relays both ways."""
+        return bool(self.checks) and all(check.ok for check in self.checks)
+
+
+async def check_relays(
+    ice_servers: Sequence[IceServer],
+    *,
+    timeout: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
+    dual_stack_relays: bool = False,
+) -> RelayCheckReport:
+    """Gather relay candidates from the TURN servers, and send a datagram each way
+    through each (see the module's docstring). `timeout`: seconds for each server to
+    answer while gathering, and for each direction of each check. The relays are
+    checked at once, and deallocated before this returns."""
+    if not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    probes = _Probes()
+    gatherer = Gatherer(
+        ice_servers,
+        timing=Timing(server_deadline=timeout),
+        ssl_context=ssl_context,
+        dual_stack_relays=dual_stack_relays,
+        on_relayed=probes.arrived,
+        on_datagram=probes.arrived,
+        on_relay_failure=probes.refused,
+    )
+    async with gatherer:
+        relays: list[tuple[IceCandidate, str | None]] = []
+        errors: list[IceCandidateErrorEvent] = []
+        async for event in gatherer.gather():
+            if isinstance(event, IceCandidateErrorEvent):
+                errors.append(event)
+            elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+                relay = event.candidate
+                if relay.type == "relay":
+                    relays.append((relay, event.url))
+        checks = await asyncio.gather(
+            *(_check(gatherer, probes, relay, url, timeout) for relay, url in relays)
+        )
+    return RelayCheckReport(list(checks), errors)
+
+
+async def _check(
+    gatherer: Gatherer, probes: _Probes, relay: IceCandidate, url: str | None, timeout: float
+) -> RelayCheck:
+    assert relay.address is not None and relay.port is not None
+    address = (relay.address, relay.port)
+    allocation = next((a for a in gatherer.allocations if address in a.relayed), None)
+    source = _source_for(relay, gatherer.candidates)
+    base = None if source is None else source.base
+    if allocation is None:
+        return RelayCheck(relay, address, url, base, problem="its allocation is gone")
+    if source is None or base is None:
+        family = "IPv6" if ":" in relay.address else "IPv4"
+        problem = f"no {family} host socket to send from"
+        return RelayCheck(relay, address, url, None, problem=problem)
+    # A permission is for an IP, whatever the port: the addresses the server may see the
+    # source's datagrams come from (its mapping, as the allocation's and srflx candidates
+    # show, or its own address where there is no NAT).
+    ips = {c.address for c in gatherer.candidates if c.base == base and c.address}
+    ips |= {relay.relatedAddress} if relay.relatedAddress else set()
+    gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
+
+    inbound = await probes.exchange(
+        lambda token: gatherer.send(source, address, token), allocation, timeout
+    )
+    if isinstance(inbound, str):
+        problem = f"peer to relay: {inbound}"
+        if inbound.startswith("nothing"):
+            problem += (
+                f" (is {relay.address} port {relay.port} reachable from here? a firewall "
+                "closed to the relay ports, or the server's external-ip, may keep it out)"
+            )
+        return RelayCheck(relay, address, url, base, problem=problem)
+    peer, inbound_ms = inbound
+    outbound = await probes.exchange(
+        lambda token: gatherer.relay_send(allocation, peer, token), allocation, timeout
+    )
+    if isinstance(outbound, str):
+        problem = f"relay to peer {peer[0]} port {peer[1]}: {outbound}"
+        return RelayCheck(relay, address, url, base, inbound_ms, problem=problem)
+    return RelayCheck(relay, address, url, base, inbound_ms, outbound[1])
+
+
+def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceCandidate | None:
+    """A UDP candidate of ours, of the relay's family, to play the peer from: the base
+    the allocation was made from where its srflx shows it (the relay's related address
+    is that srflx's), else a host candidate on the relay's network (a TCP allocation's),
+    else the first host candidate."""
+    assert relay.address is not None
+    family_v6 = ":" in relay.address
+    ours = [
+        c
+        for c in candidates
+        if c.type in ("host", "srflx")
+        and c.protocol == "udp"
+        and c.base is not None
+        and (":" in c.base[0]) == family_v6
+    ]
+    mapped = (relay.relatedAddress, relay.relatedPort)
+    same = [c for c in ours if c.type == "srflx" and (c.address, c.port) == mapped]
+    hosts = [c for c in ours if c.type == "host"]
+    network = relay.parsed.network_id if relay.parsed else None
+    near = [c for c in hosts if c.parsed and c.parsed.network_id == network]
+    return next(iter(same or near or hosts), None)
+
+
+class _Probes:
+    """Probes on their way, by content: each resolves when it arrives, with where from."""
+
+    def __init__(self) -> None:
+        self._waiting: dict[bytes, asyncio.Future[tuple[tuple[str, int], float]]] = {}
+        self._refusals: dict[int, str] = {}  # id(allocation) -> why a permission failed
+
+    def arrived(self, _local: object, peer: tuple[str, int], data: bytes) -> None:
+        """on_datagram and on_relayed: (base or allocation, peer, data)."""
+        waiter = self._waiting.pop(bytes(data), None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result((peer, waiter.get_loop().time()))
+
+    def refused(self, allocation: Allocation, failure: RequestFailed) -> None:
+        self._refusals[id(allocation)] = f"permission refused: {failure}"
+
+    async def exchange(
+        self, send: Callable[[bytes], None], allocation: Allocation, timeout: float
+    ) -> tuple[tuple[str, int], float] | str:
+        """Send probes every `_PROBE_INTERVAL_S` until one arrives: where it came from
+        and how long it took, in ms; else why not."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        sent: list[tuple[asyncio.Future[tuple[tuple[str, int], float]], float, bytes]] = []
+        try:
+            while (left := deadline - loop.time()) > 0:
+                if (refusal := self._refusals.get(id(allocation))) is not None:
+                    return refusal
+                token = _PROBE_PREFIX + os.urandom(12).hex().encode()
+                waiter = self._waiting[token] = loop.create_future()
+                sent.append((waiter, loop.time(), token))
+                try:
+                    send(token)
+                except (OSError, ValueError) as error:
+                    return f"cannot send: {error}"
+                await asyncio.wait([w for w, _, _ in sent], timeout=min(left, _PROBE_INTERVAL_S))
+                for waiter, at, _ in sent:
+                    if waiter.done():
+                        peer, arrived = waiter.result()
+                        return peer, round((arrived - at) * 1000, 1)
+            return self._refusals.get(id(allocation)) or f"nothing came through in {timeout:g} s"
+        finally:
+            for waiter, _, token in sent:
+                self._waiting.pop(token, None)
+                waiter.cancel()

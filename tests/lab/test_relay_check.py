@@ -1,0 +1,110 @@
+"""`ice-engine relay-check` against the lab's coturn: a datagram each way through every
+relay, and the failures a firewall on the relay ports causes, each side."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+
+from ice_engine.lab import (
+    CA_CERT_FILE,
+    PASSWORD,
+    SERVER_IPV4,
+    SERVER_IPV6,
+    SERVER_NS,
+    TURN_HOST,
+    USERNAME,
+    Lab,
+)
+from ice_engine.lab.topology import RELAY_PORT_RANGE
+from tests.lab.test_faults import alone_on_the_lab, iptables_rule
+
+pytestmark = pytest.mark.lab
+
+CREDENTIALS = ("--username", USERNAME, "--credential", PASSWORD)
+RELAY_PORTS = f"{RELAY_PORT_RANGE[0]}:{RELAY_PORT_RANGE[1]}"
+
+
+def relay_check(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return lab.run([sys.executable, "-m", "ice_engine", "relay-check", *args], timeout_s=30)
+
+
+def report(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.stderr == ""
+    outcome: dict[str, Any] = json.loads(result.stdout)
+    return outcome
+
+
+def test_every_relay_relays_both_ways_over_udp_tcp_and_tls_ipv4_and_ipv6(lab: Lab) -> None:
+    servers = [
+        f"turn:{SERVER_IPV4}",
+        f"turn:[{SERVER_IPV6}]",
+        f"turn:{SERVER_IPV4}?transport=tcp",
+        f"turns:{TURN_HOST}",
+    ]
+    args = [arg for url in servers for arg in ("--ice-server", url)]
+    result = relay_check(lab, *args, *CREDENTIALS, "--ca-file", str(CA_CERT_FILE), "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = report(result)
+    assert outcome["ok"] is True and outcome["errors"] == []
+    checks = outcome["checks"]
+    assert {check["url"] for check in checks} == set(servers)
+    assert any(":" in check["relay"] for check in checks)  # an IPv6 relay among them
+    for check in checks:
+        assert check["ok"] and check["problem"] is None
+        assert 0 < check["inbound_ms"] < 1000 and 0 < check["outbound_ms"] < 1000
+        assert (":" in check["source"]) == (":" in check["relay"])
+        assert " typ relay " in check["candidate"]
+
+    plain = relay_check(lab, "--ice-server", f"turn:{SERVER_IPV4}", *CREDENTIALS)
+    assert plain.returncode == 0
+    lines = plain.stdout.splitlines()
+    assert lines[-1] == "2 relays checked: 2 ok, 0 failed"  # one per IPv4 base
+    assert all(line.startswith(f"ok      relay {SERVER_IPV4}:") for line in lines[:-1])
+    assert all("peer to relay " in line and "relay to peer " in line for line in lines[:-1])
+
+
+def test_a_firewall_closed_to_the_relay_ports_fails_the_peer_to_relay_way(lab: Lab) -> None:
+    alone_on_the_lab()
+    drop = ["-p", "udp", "--dport", RELAY_PORTS, "-j", "DROP"]
+    with iptables_rule(SERVER_NS, "INPUT", drop):
+        result = relay_check(
+            lab, "--ice-server", f"turn:{SERVER_IPV4}", *CREDENTIALS, "--timeout", "1", "--json"
+        )
+    assert result.returncode == 1
+    outcome = report(result)
+    assert outcome["ok"] is False and outcome["errors"] == []
+    assert len(outcome["checks"]) == 2  # gathered, and each relay failed
+    for check in outcome["checks"]:
+        assert check["ok"] is False and check["inbound_ms"] is None
+        assert check["problem"].startswith("peer to relay: nothing came through in 1 s (is ")
+
+
+def test_relayed_data_that_never_leaves_the_server_fails_the_relay_to_peer_way(lab: Lab) -> None:
+    alone_on_the_lab()
+    drop = ["-p", "udp", "--sport", RELAY_PORTS, "-j", "DROP"]
+    with iptables_rule(SERVER_NS, "OUTPUT", drop):
+        result = relay_check(
+            lab, "--ice-server", f"turn:{SERVER_IPV4}", *CREDENTIALS, "--timeout", "1"
+        )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "2 relays checked: 0 ok, 2 failed"
+    for line in lines[:-1]:
+        assert line.startswith(f"FAILED  relay {SERVER_IPV4}:")
+        assert ": relay to peer 198.51.100.1 port " in line  # the NAT's address: ours
+        assert line.endswith(": nothing came through in 1 s")
+
+
+def test_a_wrong_password_shows_the_servers_error_and_fails(lab: Lab) -> None:
+    result = relay_check(
+        lab, "--ice-server", f"turn:{SERVER_IPV4}", "--username", USERNAME, "--credential", "x"
+    )
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[-1] == "no relay candidate gathered: nothing to check"
+    assert lines[0].startswith(f"ERROR 401  turn:{SERVER_IPV4} from ")
