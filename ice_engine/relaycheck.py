@@ -135,12 +135,14 @@ async def _check(
         family = "IPv6" if ":" in relay.address else "IPv4"
         problem = f"no {family} host socket to send from"
         return RelayCheck(relay, address, url, None, problem=problem)
-    # A permission is for an IP, whatever the port: the addresses the server may see the
-    # source's datagrams come from (its mapping, as the allocation's and srflx candidates
-    # show, or its own address where there is no NAT).
-    ips = {c.address for c in gatherer.candidates if c.base == base and c.address}
-    ips |= {relay.relatedAddress} if relay.relatedAddress else set()
+    # A permission is for an IP, whatever the port: where the server will see the
+    # source's datagrams come from, its public address, as the allocation's mapping and
+    # the source's srflx candidates show it (its own address where there is no NAT). Not
+    # its private address: a server may refuse a peer there, and with it the request.
+    srflx = [c.address for c in gatherer.candidates if c.base == base and c.type == "srflx"]
+    ips = {ip for ip in (*srflx, relay.relatedAddress or base[0]) if ip is not None}
     gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
+    await probes.permitted(allocation, ips, timeout)
 
     inbound = await probes.exchange(
         lambda token: gatherer.send(source, address, token), allocation, timeout
@@ -200,7 +202,17 @@ class _Probes:
             waiter.set_result((peer, waiter.get_loop().time()))
 
     def refused(self, allocation: Allocation, failure: RequestFailed) -> None:
-        self._refusals[id(allocation)] = f"permission refused: {failure}"
+        self._refusals[id(allocation)] = f"permission refused: {failure.code} {failure.reason}"
+
+    async def permitted(self, allocation: Allocation, ips: set[str], timeout: float) -> None:
+        """Wait until the server has installed the permissions (a probe sent before would
+        be dropped, and the next go 250 ms later), or refused them, at most `timeout`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not ips <= allocation.permissions and id(allocation) not in self._refusals:
+            if loop.time() >= deadline:
+                return  # the probes will tell
+            await asyncio.sleep(0.005)
 
     async def exchange(
         self, send: Callable[[bytes], None], allocation: Allocation, timeout: float
