@@ -588,8 +588,8 @@ async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[i
         if check.source is not None:
             where += f"  from {hostport(*check.source)}"
         if check.ok:
-            took = f"peer to relay {check.inbound_ms} ms, relay to peer {check.outbound_ms} ms"
-            lines.append(f"ok      {where}  {took}")
+            inbound, outbound = check.peer_to_relay_ms, check.relay_to_peer_ms
+            lines.append(f"ok      {where}  peer to relay {inbound} ms, relay to peer {outbound} ms")
         else:
             lines.append(f"FAILED  {where}: {check.problem}")
     for error in report.errors:

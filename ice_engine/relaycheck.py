@@ -25,6 +25,7 @@ from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
 from .transaction import Timing
 from .turn import Allocation, RequestFailed
+from .urls import hostport
 
 __all__ = ["RelayCheck", "RelayCheckReport", "check_relays"]
 
@@ -38,8 +39,8 @@ _PROBE_PREFIX = b"ice-engine relay check "  # never a STUN message: its first by
 class RelayCheck:
     """One relay candidate, checked: how long a datagram took each way, or what failed.
 
-    `inbound_ms`: from a host socket of ours, as a peer, to the relay address, handed to
-    us by the server. `outbound_ms`: sent through the allocation back to that socket's
+    `peer_to_relay_ms`: from a host socket of ours, as a peer, to the relay address, handed to
+    us by the server. `relay_to_peer_ms`: sent through the allocation back to that socket's
     public address. Each is the time of the probe that came through (a second if the
     first went before the server's permission was in place)."""
 
@@ -47,8 +48,8 @@ class RelayCheck:
     address: tuple[str, int]  # the relay's
     url: str | None
     source: tuple[str, int] | None  # the host socket that played the peer
-    inbound_ms: float | None = None
-    outbound_ms: float | None = None
+    peer_to_relay_ms: float | None = None
+    relay_to_peer_ms: float | None = None
     problem: str | None = None
 
     @property
@@ -57,13 +58,13 @@ class RelayCheck:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "relay": f"{self.address[0]} {self.address[1]}",
+            "relay": hostport(*self.address),
             "candidate": self.relay.candidate,
             "url": self.url,
-            "source": None if self.source is None else f"{self.source[0]} {self.source[1]}",
+            "source": None if self.source is None else hostport(*self.source),
             "ok": self.ok,
-            "inbound_ms": self.inbound_ms,
-            "outbound_ms": self.outbound_ms,
+            "peerToRelayMs": self.peer_to_relay_ms,
+            "relayToPeerMs": self.relay_to_peer_ms,
             "problem": self.problem,
         }
 
@@ -151,18 +152,18 @@ async def _check(
         problem = f"peer to relay: {inbound}"
         if inbound.startswith("nothing"):
             problem += (
-                f" (is {relay.address} port {relay.port} reachable from here? a firewall "
+                f" (is {hostport(*address)} reachable from here? a firewall "
                 "closed to the relay ports, or the server's external-ip, may keep it out)"
             )
         return RelayCheck(relay, address, url, base, problem=problem)
-    peer, inbound_ms = inbound
+    peer, peer_to_relay_ms = inbound
     outbound = await probes.exchange(
         lambda token: gatherer.relay_send(allocation, peer, token), allocation, timeout
     )
     if isinstance(outbound, str):
-        problem = f"relay to peer {peer[0]} port {peer[1]}: {outbound}"
-        return RelayCheck(relay, address, url, base, inbound_ms, problem=problem)
-    return RelayCheck(relay, address, url, base, inbound_ms, outbound[1])
+        problem = f"relay to peer {hostport(*peer)}: {outbound}"
+        return RelayCheck(relay, address, url, base, peer_to_relay_ms, problem=problem)
+    return RelayCheck(relay, address, url, base, peer_to_relay_ms, outbound[1])
 
 
 def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceCandidate | None:

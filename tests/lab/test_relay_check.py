@@ -56,7 +56,7 @@ def test_every_relay_relays_both_ways_over_udp_tcp_and_tls_ipv4_and_ipv6(lab: La
     assert any(":" in check["relay"] for check in checks)  # an IPv6 relay among them
     for check in checks:
         assert check["ok"] and check["problem"] is None
-        assert 0 < check["inbound_ms"] < 1000 and 0 < check["outbound_ms"] < 1000
+        assert 0 <= check["peerToRelayMs"] < 1000 and 0 <= check["relayToPeerMs"] < 1000
         assert (":" in check["source"]) == (":" in check["relay"])
         assert " typ relay " in check["candidate"]
 
@@ -80,7 +80,7 @@ def test_a_firewall_closed_to_the_relay_ports_fails_the_peer_to_relay_way(lab: L
     assert outcome["ok"] is False and outcome["errors"] == []
     assert len(outcome["checks"]) == 2  # gathered, and each relay failed
     for check in outcome["checks"]:
-        assert check["ok"] is False and check["inbound_ms"] is None
+        assert check["ok"] is False and check["peerToRelayMs"] is None
         assert check["problem"].startswith("peer to relay: nothing came through in 1 s (is ")
 
 
@@ -96,7 +96,7 @@ def test_relayed_data_that_never_leaves_the_server_fails_the_relay_to_peer_way(l
     assert lines[-1] == "2 relays checked: 0 ok, 2 failed"
     for line in lines[:-1]:
         assert line.startswith(f"FAILED  relay {SERVER_IPV4}:")
-        assert ": relay to peer 198.51.100.1 port " in line  # the NAT's address: ours
+        assert ": relay to peer 198.51.100.1:" in line  # the NAT's address: ours
         assert line.endswith(": nothing came through in 1 s")
 
 
