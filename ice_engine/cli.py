@@ -588,8 +588,9 @@ async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[i
         if check.source is not None:
             where += f"  from {hostport(*check.source)}"
         if check.ok:
-            inbound, outbound = check.peer_to_relay_ms, check.relay_to_peer_ms
-            lines.append(f"ok      {where}  peer to relay {inbound} ms, relay to peer {outbound} ms")
+            took = f"peer to relay {check.peer_to_relay_ms} ms"
+            took += f", relay to peer {check.relay_to_peer_ms} ms"
+            lines.append(f"ok      {where}  {took}")
         else:
             lines.append(f"FAILED  {where}: {check.problem}")
     for error in report.errors:
