@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .model import Server
 from .urls import InvalidServerUrl, parse_server_url
@@ -34,6 +35,22 @@ class IceServer:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise TypeError(f"IceServer {name} must be a string, not {type(value).__name__}")
+
+    @classmethod
+    def from_json(cls, init: Mapping[str, Any]) -> IceServer:
+        """From an RTCIceServer dictionary, as an RTCConfiguration's `iceServers` holds
+        it in JSON (`{"urls": [...], "username": ..., "credential": ...}`). Members a
+        browser does not know are ignored, as WebIDL dictionaries ignore them; a
+        `credentialType` other than the default "password" ("oauth", long dropped from
+        the spec) raises ValueError, as does a dictionary without `urls`."""
+        if not isinstance(init, Mapping):
+            raise TypeError(f"an RTCIceServer must be a dict, not {type(init).__name__}")
+        if "urls" not in init:
+            raise ValueError(f"an RTCIceServer needs urls, and has only {list(init)!r}")
+        kind = init.get("credentialType", "password")
+        if kind != "password":
+            raise ValueError(f"credentialType {kind!r} is not supported, only 'password'")
+        return cls(init["urls"], init.get("username"), init.get("credential"))
 
     @property
     def url_list(self) -> list[str]:

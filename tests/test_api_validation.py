@@ -265,3 +265,32 @@ async def test_check_relays_refuses_a_timeout_that_is_no_duration(timeout: objec
 
     with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
         await check_relays([], timeout=timeout)  # type: ignore[arg-type]
+
+
+def test_an_ice_server_from_the_browsers_json_ignores_what_it_does_not_know() -> None:
+    init = {"urls": ["stun:198.51.100.10", "turn:198.51.100.10?transport=tcp"],
+            "username": "alice", "credential": "wonderland", "credentialType": "password",
+            "comment": "a member some signalling server adds"}  # fmt: skip
+    server = IceServer.from_json(init)
+    assert server == IceServer(init["urls"], "alice", "wonderland")
+    assert "wonderland" not in repr(server)
+    assert IceServer.from_json({"urls": "stun:198.51.100.10"}).url_list == ["stun:198.51.100.10"]
+    Gatherer([IceServer.from_json(init)])  # its URLs parse
+
+
+@pytest.mark.parametrize(
+    ("init", "error", "message"),
+    [
+        ({}, ValueError, r"an RTCIceServer needs urls, and has only \[\]"),
+        ({"url": "stun:x"}, ValueError, r"needs urls, and has only \['url'\]"),
+        ({"urls": "stun:x", "credentialType": "oauth"}, ValueError, "credentialType 'oauth'"),
+        ({"urls": 3}, TypeError, "urls must be a URL string or a list of them"),
+        ({"urls": "turn:x", "username": 5}, TypeError, "username must be a string"),
+        (["stun:x"], TypeError, "an RTCIceServer must be a dict, not list"),
+    ],
+)
+def test_an_ice_server_from_json_that_is_wrong_says_what(
+    init: object, error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=message):
+        IceServer.from_json(init)  # type: ignore[arg-type]
