@@ -136,12 +136,7 @@ async def _check(
         family = "IPv6" if ":" in relay.address else "IPv4"
         problem = f"no {family} host socket to send from"
         return RelayCheck(relay, address, url, None, problem=problem)
-    # A permission is for an IP, whatever the port: where the server will see the
-    # source's datagrams come from, its public address, as the allocation's mapping and
-    # the source's srflx candidates show it (its own address where there is no NAT). Not
-    # its private address: a server may refuse a peer there, and with it the request.
-    srflx = [c.address for c in gatherer.candidates if c.base == base and c.type == "srflx"]
-    ips = {ip for ip in (*srflx, relay.relatedAddress or base[0]) if ip is not None}
+    ips = _peer_ips(relay, base, gatherer.candidates)
     gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
     await probes.permitted(allocation, ips, timeout)
 
@@ -187,6 +182,21 @@ def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceC
     network = relay.parsed.network_id if relay.parsed else None
     near = [c for c in hosts if c.parsed and c.parsed.network_id == network]
     return next(iter(same or near or hosts), None)
+
+
+def _peer_ips(
+    relay: IceCandidate, base: tuple[str, int], candidates: Sequence[IceCandidate]
+) -> set[str]:
+    """What to permit (a permission is for an IP, whatever the port): where the server
+    will see the source's datagrams come from, its public address, as the allocation's
+    mapping and the source's srflx candidates show it; else, with no NAT on the way or
+    none known (the IPv6 relay of a dual allocation made over IPv4), its own address.
+    Never its private address beside a public one: a server may refuse a peer there, and
+    the whole request with it."""
+    v6 = ":" in base[0]
+    srflx = [c.address for c in candidates if c.base == base and c.type == "srflx"]
+    public = {ip for ip in (*srflx, relay.relatedAddress) if ip and (":" in ip) == v6}
+    return public or {base[0]}
 
 
 class _Probes:

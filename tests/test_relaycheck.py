@@ -8,7 +8,7 @@ import asyncio
 import pytest
 
 from ice_engine import Candidate, IceCandidate
-from ice_engine.relaycheck import _Probes, _source_for
+from ice_engine.relaycheck import _peer_ips, _Probes, _source_for
 from ice_engine.turn import Allocation, RequestFailed, TurnCredentials
 
 
@@ -48,6 +48,18 @@ def test_the_peer_is_played_by_the_socket_the_allocation_was_made_from() -> None
     assert _source_for(relay("198.51.100.1", 7777, 9), every) is HOST_A  # else the first host
     assert _source_for(relay("2001:db8:a::2", 7000, 1, "2001:db8:b::10"), every) is HOST_V6
     assert _source_for(relay("2001:db8:a::2", 7000, 1, "2001:db8:b::10"), [HOST_A]) is None
+
+
+def test_the_peer_permitted_is_the_sources_public_address() -> None:
+    every = [HOST_A, HOST_B, HOST_V6, SRFLX_B]
+    b, a, v6 = ("203.0.113.130", 6000), ("203.0.113.2", 5000), ("2001:db8:a::2", 7000)
+    assert _peer_ips(relay("198.51.100.1", 6000, 2), b, every) == {"198.51.100.1"}
+    # over TCP, the allocation's mapping (the relay's related address) and the srflx's
+    assert _peer_ips(relay("198.51.100.7", 7777, 2), b, every) == {"198.51.100.7", "198.51.100.1"}
+    assert _peer_ips(relay("198.51.100.7", 7777, 1), a, every) == {"198.51.100.7"}
+    # the IPv6 relay of a dual allocation made over IPv4: no NAT known, the host's own
+    dual = relay("198.51.100.1", 6000, 2, "2001:db8:b::10")
+    assert _peer_ips(dual, v6, every) == {"2001:db8:a::2"}
 
 
 def allocation() -> Allocation:
