@@ -42,6 +42,16 @@ def run_example(lab: Lab, name: str, *args: str, env: dict[str, str] | None = No
     return result.stdout
 
 
+def test_ice_tcp_example_echoes_through_each_passive_candidate(lab: Lab) -> None:
+    out = run_example(lab, "ice_tcp_echo.py").splitlines()
+    connections = [line for line in out if line.startswith("connection to ")]
+    echoed = [line for line in out if line.endswith(" echoed hello")]
+    assert len(connections) == len(echoed) == 3, out  # the client's 2 IPv4 and 1 IPv6
+    for line in connections:  # to a passive candidate, from the same address
+        _, _, local, port, _, peer, _ = line.split()
+        assert local == peer and int(port) != 9
+
+
 def test_stun_turn_example_gets_srflx_and_relay(lab: Lab) -> None:
     out = run_example(
         lab,
