@@ -981,15 +981,16 @@ class Gatherer:
                 # The C type's accept: the fd and the peer (typeshed does not know it).
                 connection, peer = listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
-                return
+                break
             except ConnectionAbortedError:  # reset by the peer while it waited
                 continue
             except OSError as error:  # out of fds or memory: level-triggered, it would spin
                 self._pause_listening(key, error)
-                return
+                break
             sock = socket.socket(listener.family, socket.SOCK_STREAM, fileno=connection)
             sock.setblocking(False)
             self._deliver(handler, local, peer[:2], sock)
+        self._deliver_queued()  # what the handler's sends through a relay brought meanwhile
 
     def _pause_listening(self, key: int, error: OSError) -> None:
         """Stop accepting on the listener for a second, and say why."""

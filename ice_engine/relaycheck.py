@@ -94,7 +94,8 @@ async def check_relays(
     through each (see the module's docstring). `timeout`: seconds for each server to
     answer while gathering, and for each direction of each check. The relays are
     checked at once, and deallocated before this returns."""
-    if not isinstance(timeout, int | float) or not 0 < timeout < float("inf"):
+    valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
+    if not valid or not 0 < timeout < float("inf"):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     probes = _Probes()
     gatherer = Gatherer(
@@ -137,7 +138,10 @@ async def _check(
         problem = f"no {family} host socket to send from"
         return RelayCheck(relay, address, url, None, problem=problem)
     ips = _peer_ips(relay, base, gatherer.candidates)
-    gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
+    try:
+        gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
+    except ValueError as error:  # not a unicast address: nothing could come from there
+        return RelayCheck(relay, address, url, base, problem=f"cannot permit a peer: {error}")
     await probes.permitted(allocation, ips, timeout)
 
     inbound = await probes.exchange(

@@ -259,7 +259,7 @@ def test_peers_and_server_urls_follow_one_rule(
     assert url_ok == peer_ok == (not_unicast(ip) is None)
 
 
-@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "2"])
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), float("inf"), "2", True])
 async def test_check_relays_refuses_a_timeout_that_is_no_duration(timeout: object) -> None:
     from ice_engine.relaycheck import check_relays
 
