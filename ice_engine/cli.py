@@ -1,4 +1,4 @@
-"""`ice-engine`: gather candidates from a terminal, and run the network lab.
+"""`ice-engine`: gather candidates from a terminal, check TURN relays, and run the lab.
 
 On a terminal `ice-engine gather` shows a live table (the Trickle ICE page of the WebRTC
 samples, in a terminal); piped, it prints plain lines; `--json` prints one JSON object per
