@@ -26,8 +26,9 @@ from typing import TYPE_CHECKING, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
-from .events import Event
+from .events import Event, IceCandidateErrorEvent
 from .liveview import LiveView, PlainView, printable
+from .relaycheck import RelayCheck, RelayCheckReport, relay_checks
 from .transaction import Timing
 from .urls import hostport
 
@@ -246,8 +247,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="gather relay candidates and send a datagram each way through each",
         description="Gather relay candidates from the TURN servers, and check that each "
         "relays: a datagram from a host socket of ours to the relay address must reach us "
-        "through the allocation, and one sent back through it must arrive. Exit status 0 "
-        "when every relay passes, 1 when one fails or none was gathered.",
+        "through the allocation, and one sent back through it must arrive. Each line is "
+        "printed as its check ends. Exit status 0 when every relay passes and no server "
+        "failed, 1 otherwise.",
     )
     _add_server_options(check, "turn: or turns:")
     check.add_argument(
@@ -562,8 +564,8 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
-    from .relaycheck import check_relays
-
+    """Each relay's line as its check ends (errors as they come), then the count; the
+    same when interrupted, with what was left unchecked. `--json`: one object at the end."""
     if not args.ice_server:
         raise UsageError("relay-check needs a turn: or turns: server (--ice-server URL)")
     if others := [url for url in args.ice_server if not _is_turn(url)]:
@@ -571,40 +573,59 @@ async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[i
     servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
     context = _ssl_context(args)
     _end_on_signals(stopped_by)
-    report = await check_relays(
+    checks: list[RelayCheck] = []
+    errors: list[IceCandidateErrorEvent] = []
+    results = relay_checks(
         servers, timeout=args.timeout, ssl_context=context, dual_stack_relays=args.dual_stack_relays
     )
-    if args.json:
-        result = {
-            "ok": report.ok,
-            "checks": [check.to_json() for check in report.checks],
-            "errors": [error.to_json() for error in report.errors],
-        }
-        out.write(json.dumps(result) + "\n")
-        return 0 if report.ok else 1
-    lines = []
-    for check in report.checks:
-        where = f"relay {hostport(*check.address)}  {check.url}"
-        if check.source is not None:
-            where += f"  from {hostport(*check.source)}"
-        if check.ok:
-            took = f"peer to relay {check.peer_to_relay_ms} ms"
-            took += f", relay to peer {check.relay_to_peer_ms} ms"
-            lines.append(f"ok      {where}  {took}")
+    interrupted = False
+    try:
+        async for result in results:
+            if isinstance(result, RelayCheck):
+                checks.append(result)
+            else:
+                errors.append(result)
+            if not args.json:
+                out.write(_relay_check_line(result) + "\n")
+                out.flush()
+    except asyncio.CancelledError:  # Ctrl-C, SIGTERM: the allocations are released
+        interrupted = True
+        raise
+    finally:
+        ok = RelayCheckReport(checks, errors).ok and not interrupted
+        if args.json:
+            report = {
+                "ok": ok,
+                "interrupted": interrupted,
+                "checks": [check.to_json() for check in checks],
+                "errors": [error.to_json() for error in errors],
+            }
+            out.write(json.dumps(report) + "\n")
         else:
-            lines.append(f"FAILED  {where}: {check.problem}")
-    for error in report.errors:
-        source = "" if error.address is None else f" from {error.address}"
-        lines.append(f"ERROR {error.errorCode}  {error.url}{source}: {error.errorText}")
-    passed = sum(check.ok for check in report.checks)
-    total = len(report.checks)
-    lines.append(
-        f"{total} relay{'s' * (total != 1)} checked: {passed} ok, {total - passed} failed"
-        if total
-        else "no relay candidate gathered: nothing to check"
-    )
-    out.write("\n".join(lines) + "\n")
-    return 0 if report.ok else 1
+            passed = sum(check.ok for check in checks)
+            total = f"{len(checks)} relay{'s' * (len(checks) != 1)} checked"
+            summary = f"{total}: {passed} ok, {len(checks) - passed} failed"
+            if errors:
+                summary += f"; {len(errors)} server error{'s' * (len(errors) != 1)}"
+            if interrupted:
+                summary = f"interrupted: {summary}"
+            elif not checks:
+                summary = "no relay candidate gathered: nothing to check"
+            out.write(summary + "\n")
+    return 0 if ok else 1
+
+
+def _relay_check_line(result: RelayCheck | IceCandidateErrorEvent) -> str:
+    if isinstance(result, IceCandidateErrorEvent):
+        source = "" if result.address is None else f" from {result.address}"
+        return f"ERROR {result.errorCode}  {result.url}{source}: {result.errorText}"
+    where = f"relay {hostport(*result.address)}  {result.url}"
+    if result.source is not None:
+        where += f"  from {hostport(*result.source)}"
+    if not result.ok:
+        return f"FAILED  {where}: {result.problem}"
+    took = f"peer to relay {result.peer_to_relay_ms} ms"
+    return f"ok      {where}  {took}, relay to peer {result.relay_to_peer_ms} ms"
 
 
 def _fail(error: object, status: int) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from .transaction import Timing
 from .turn import Allocation, RequestFailed
 from .urls import hostport
 
-__all__ = ["RelayCheck", "RelayCheckReport", "check_relays"]
+__all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 
 #: How often a probe is sent again while nothing has come through: the first ones may
 #: go before the server has installed the permission, or be lost.
@@ -79,21 +79,24 @@ class RelayCheckReport:
 
     @property
     def ok(self) -> bool:
-        """At least one relay, and every one relays both ways."""
-        return bool(self.checks) and all(check.ok for check in self.checks)
+        """At least one relay, every one relays both ways, and no server failed."""
+        return bool(self.checks) and all(c.ok for c in self.checks) and not self.errors
 
 
-async def check_relays(
+async def relay_checks(
     ice_servers: Sequence[IceServer],
     *,
     timeout: float = 2.0,
     ssl_context: ssl.SSLContext | None = None,
     dual_stack_relays: bool = False,
-) -> RelayCheckReport:
-    """Gather relay candidates from the TURN servers, and send a datagram each way
-    through each (see the module's docstring). `timeout`: seconds for each server to
-    answer while gathering, and for each direction of each check. The relays are
-    checked at once, and deallocated before this returns."""
+) -> AsyncIterator[RelayCheck | IceCandidateErrorEvent]:
+    """Gather relay candidates from the TURN servers and send a datagram each way
+    through each (see the module's docstring), streaming what comes: the servers' errors
+    while gathering (a wrong password, a server that never answers), which explain a
+    relay that is missing, then each relay's check as it ends. Each relay is checked
+    from the moment it is gathered, all at once. `timeout`: seconds for each server to
+    answer while gathering, and for each direction of each check. The allocations are
+    released when the iteration ends, however it ends."""
     valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     if not valid or not 0 < timeout < float("inf"):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -108,19 +111,60 @@ async def check_relays(
         on_relay_failure=probes.refused,
     )
     async with gatherer:
-        relays: list[tuple[IceCandidate, str | None]] = []
-        errors: list[IceCandidateErrorEvent] = []
-        async for event in gatherer.gather():
-            if isinstance(event, IceCandidateErrorEvent):
-                errors.append(event)
-            elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
-                relay = event.candidate
-                if relay.type == "relay":
-                    relays.append((relay, event.url))
-        checks = await asyncio.gather(
-            *(_check(gatherer, probes, relay, url, timeout) for relay, url in relays)
-        )
-    return RelayCheckReport(list(checks), errors)
+        # Two sources, merged: the gathering (its errors, then its end) and the checks,
+        # each task put in the queue as it ends.
+        done: asyncio.Queue[asyncio.Task[Any] | IceCandidateErrorEvent] = asyncio.Queue()
+        checks: list[asyncio.Task[RelayCheck]] = []
+
+        async def gather() -> None:
+            async for event in gatherer.gather():
+                if isinstance(event, IceCandidateErrorEvent):
+                    done.put_nowait(event)
+                elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+                    relay = event.candidate
+                    if relay.type == "relay":
+                        check = _check(gatherer, probes, relay, event.url, timeout)
+                        checks.append(asyncio.ensure_future(check))
+                        checks[-1].add_done_callback(done.put_nowait)
+
+        gathering = asyncio.ensure_future(gather())
+        gathering.add_done_callback(done.put_nowait)
+        try:
+            told = 0
+            while not gathering.done() or told < len(checks) or not done.empty():
+                item = await done.get()
+                if item is gathering:
+                    gathering.result()  # its exception, if it failed
+                elif isinstance(item, asyncio.Task):
+                    told += 1
+                    yield item.result()
+                else:
+                    yield item
+            gathering.result()  # done, its item perhaps not yet queued
+        finally:  # ended early too: all stop before their gatherer closes
+            for task in (gathering, *checks):
+                task.cancel()
+            await asyncio.gather(gathering, *checks, return_exceptions=True)
+
+
+async def check_relays(
+    ice_servers: Sequence[IceServer],
+    *,
+    timeout: float = 2.0,
+    ssl_context: ssl.SSLContext | None = None,
+    dual_stack_relays: bool = False,
+) -> RelayCheckReport:
+    """`relay_checks`, all of it, in one report."""
+    report = RelayCheckReport([], [])
+    results = relay_checks(
+        ice_servers, timeout=timeout, ssl_context=ssl_context, dual_stack_relays=dual_stack_relays
+    )
+    async for result in results:
+        if isinstance(result, RelayCheck):
+            report.checks.append(result)
+        else:
+            report.errors.append(result)
+    return report
 
 
 async def _check(

@@ -4,6 +4,7 @@ relay, and the failures a firewall on the relay ports causes, each side."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -12,6 +13,7 @@ import pytest
 
 from ice_engine.lab import (
     CA_CERT_FILE,
+    DEAD_IPV4,
     PASSWORD,
     SERVER_IPV4,
     SERVER_IPV6,
@@ -50,7 +52,7 @@ def test_every_relay_relays_both_ways_over_udp_tcp_and_tls_ipv4_and_ipv6(lab: La
     result = relay_check(lab, *args, *CREDENTIALS, "--ca-file", str(CA_CERT_FILE), "--json")
     assert result.returncode == 0, result.stdout + result.stderr
     outcome = report(result)
-    assert outcome["ok"] is True and outcome["errors"] == []
+    assert outcome["ok"] is True and outcome["errors"] == [] and not outcome["interrupted"]
     checks = outcome["checks"]
     assert {check["url"] for check in checks} == set(servers)
     assert any(":" in check["relay"] for check in checks)  # an IPv6 relay among them
@@ -108,3 +110,30 @@ def test_a_wrong_password_shows_the_servers_error_and_fails(lab: Lab) -> None:
     lines = result.stdout.splitlines()
     assert lines[-1] == "no relay candidate gathered: nothing to check"
     assert lines[0].startswith(f"ERROR 401  turn:{SERVER_IPV4} from ")
+
+
+def test_lines_come_as_checks_end_and_an_interruption_tells_what_was_checked(lab: Lab) -> None:
+    """The dead server holds the gathering for its 5 s; the live one's relays are told
+    at once, and Ctrl-C then ends the run with them counted and the allocations freed."""
+    argv = [sys.executable, "-m", "ice_engine", "relay-check", *CREDENTIALS, "--timeout", "5"]
+    argv += ["--ice-server", f"turn:{SERVER_IPV4}", "--ice-server", f"turn:{DEAD_IPV4}"]
+    with lab.process(argv) as process:
+        assert process.stdout is not None
+        first = [process.stdout.readline() for _ in range(2)]  # before the dead one's end
+        process.send_signal(signal.SIGINT)
+        rest, errors = process.communicate(timeout=10)
+    assert all(line.startswith(f"ok      relay {SERVER_IPV4}:") for line in first), first
+    assert (process.returncode, errors) == (130, "")
+    assert rest == "interrupted: 2 relays checked: 2 ok, 0 failed\n"
+
+
+def test_a_server_that_fails_beside_one_that_relays_fails_the_run(lab: Lab) -> None:
+    result = relay_check(
+        lab, "--ice-server", f"turn:{SERVER_IPV4}", "--ice-server", f"turn:{DEAD_IPV4}",
+        *CREDENTIALS, "--timeout", "0.5",
+    )  # fmt: skip
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert sum(line.startswith("ok      relay ") for line in lines) == 2
+    assert sum(line.startswith(f"ERROR 701  turn:{DEAD_IPV4} from ") for line in lines) == 2
+    assert lines[-1] == "2 relays checked: 2 ok, 0 failed; 2 server errors"
