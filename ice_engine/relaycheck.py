@@ -83,7 +83,7 @@ class RelayCheckReport:
         return bool(self.checks) and all(c.ok for c in self.checks) and not self.errors
 
 
-async def relay_checks(
+def relay_checks(
     ice_servers: Sequence[IceServer],
     *,
     timeout: float = 2.0,
@@ -96,7 +96,8 @@ async def relay_checks(
     relay that is missing, then each relay's check as it ends. Each relay is checked
     from the moment it is gathered, all at once. `timeout`: seconds for each server to
     answer while gathering, and for each direction of each check. The allocations are
-    released when the iteration ends, however it ends."""
+    released when the iteration ends, however it ends. The servers and options are
+    checked at the call (ValueError, TypeError), before anything is sent."""
     valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     if not valid or not 0 < timeout < float("inf"):
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
@@ -110,6 +111,12 @@ async def relay_checks(
         on_datagram=probes.arrived,
         on_relay_failure=probes.refused,
     )
+    return _checked(gatherer, probes, timeout)
+
+
+async def _checked(
+    gatherer: Gatherer, probes: _Probes, timeout: float
+) -> AsyncIterator[RelayCheck | IceCandidateErrorEvent]:
     async with gatherer:
         # Two sources, merged: the gathering (its errors, then its end) and the checks,
         # each task put in the queue as it ends.

@@ -294,3 +294,12 @@ def test_an_ice_server_from_json_that_is_wrong_says_what(
 ) -> None:
     with pytest.raises(error, match=message):
         IceServer.from_json(init)  # type: ignore[arg-type]
+
+
+def test_relay_checks_checks_its_servers_at_the_call_before_anything_is_sent() -> None:
+    from ice_engine.relaycheck import relay_checks
+
+    with pytest.raises(InvalidServerUrl, match="username"):
+        relay_checks([IceServer("turn:198.51.100.10")])
+    with pytest.raises(ValueError, match="timeout"):
+        relay_checks([], timeout=0)
