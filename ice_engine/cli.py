@@ -282,6 +282,12 @@ def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
         metavar="URL",
         help=f"{schemes} URL (repeatable)",
     )
+    command.add_argument(
+        "--config",
+        metavar="FILE",
+        help="an RTCConfiguration as JSON ('-': standard input): its iceServers, with their "
+        "credentials, and its iceTransportPolicy",
+    )
     command.add_argument("--username", help="username for turn:/turns: servers")
     command.add_argument(
         "--credential",
@@ -330,6 +336,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
 
 async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
     servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
+    servers = args.config_servers + servers
     context = _ssl_context(args)
     if args.watch and args.generations > 1:
         raise UsageError("--watch gathers one generation until stopped: drop --generations")
@@ -362,6 +369,47 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
             reader.cancel()
 
 
+def _load_config(args: argparse.Namespace) -> None:
+    """--config: the RTCConfiguration's servers into `args.config_servers`, and its
+    iceTransportPolicy "relay" as --relay-only. Anything wrong is bad input."""
+    args.config_servers = []
+    args.relay_option = "--relay-only"  # what made it relay-only, for the warnings
+    if args.config is None:
+        return
+    where = "standard input" if args.config == "-" else args.config
+    try:
+        if args.config == "-":
+            text = sys.stdin.read()
+        else:
+            with open(args.config, encoding="utf-8") as file:
+                text = file.read()
+    except (OSError, UnicodeDecodeError) as error:
+        raise UsageError(f"--config {where}: {getattr(error, 'strerror', None) or error}") from None
+    try:
+        config = json.loads(text)
+    except ValueError as error:
+        raise UsageError(f"--config {where}: not JSON ({error})") from None
+    if not isinstance(config, dict) or not isinstance(config.get("iceServers", []), list):
+        raise UsageError(f"--config {where}: not an RTCConfiguration with an iceServers list")
+    try:
+        args.config_servers = [IceServer.from_json(entry) for entry in config.get("iceServers", [])]
+    except (TypeError, ValueError) as error:
+        raise UsageError(f"--config {where}: {error}") from None
+    policy = config.get("iceTransportPolicy", "all")
+    if policy not in ("all", "relay"):
+        raise UsageError(f"--config {where}: iceTransportPolicy must be 'all' or 'relay'")
+    if policy == "relay" and hasattr(args, "relay_only") and not args.relay_only:
+        args.relay_only = True
+        args.relay_option = "--config's iceTransportPolicy relay"
+
+
+def _urls(args: argparse.Namespace) -> list[str]:
+    """Every server URL: --config's, then --ice-server's."""
+    config: list[IceServer] = args.config_servers
+    flags: list[str] = args.ice_server
+    return [url for server in config for url in server.url_list] + flags
+
+
 def _credential(args: argparse.Namespace) -> str | None:
     """--credential, else ICE_ENGINE_CREDENTIAL (out of `ps`); an explicit '' stands."""
     credential: str | None = args.credential
@@ -371,16 +419,17 @@ def _credential(args: argparse.Namespace) -> str | None:
 def _warn_about_idle_options(args: argparse.Namespace) -> None:
     """Options that cannot act without a TURN server: likely a slip, so a line on stderr,
     but not an error (a script may pass them whatever its servers)."""
-    if args.ca_file and not any(url.lower().startswith("turns:") for url in args.ice_server):
+    urls = _urls(args)
+    if args.ca_file and not any(url.lower().startswith("turns:") for url in urls):
         _warn("--ca-file is for turns: servers only")
-    option = "--relay-only" if args.relay_only else "--ip-handling 4"
-    if any(_is_turn(url) for url in args.ice_server):
+    option = args.relay_option if args.relay_only else "--ip-handling 4"
+    if any(_is_turn(url) for url in urls):
         shown = _servers_shown(args)
-        if idle := [url for url in args.ice_server if url not in shown]:
+        if idle := [url for url in urls if url not in shown]:
             _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
         return
     if _relay_only(args):
-        servers = ", ".join(args.ice_server)  # stun: ones only, here
+        servers = ", ".join(urls)  # stun: ones only, here
         unasked = f"; stun: servers are not asked ({servers})" if servers else ""
         _warn(f"{option} without a turn: or turns: server gathers nothing{unasked}")
     if args.username is not None or args.credential is not None:
@@ -400,8 +449,8 @@ def _relay_only(args: argparse.Namespace) -> bool:
 def _servers_shown(args: argparse.Namespace) -> list[str]:
     """The servers the views list: those asked (relay-only asks no stun: server)."""
     if _relay_only(args):
-        return [url for url in args.ice_server if _is_turn(url)]
-    return list(args.ice_server)
+        return [url for url in _urls(args) if _is_turn(url)]
+    return _urls(args)
 
 
 def _warn(text: str) -> None:
@@ -566,11 +615,14 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
 async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
     """Each relay's line as its check ends (errors as they come), then the count; the
     same when interrupted, with what was left unchecked. `--json`: one object at the end."""
-    if not args.ice_server:
-        raise UsageError("relay-check needs a turn: or turns: server (--ice-server URL)")
     if others := [url for url in args.ice_server if not _is_turn(url)]:
         raise UsageError(f"relay-check checks turn: and turns: servers, not {others[0]}")
-    servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
+    # A configuration mixes STUN and TURN: its TURN URLs only.
+    turn = [([u for u in s.url_list if _is_turn(u)], s) for s in args.config_servers]
+    servers = [IceServer(urls, s.username, s.credential) for urls, s in turn if urls]
+    servers += [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
+    if not servers:
+        raise UsageError("relay-check needs a turn: or turns: server (--ice-server URL)")
     context = _ssl_context(args)
     _end_on_signals(stopped_by)
     checks: list[RelayCheck] = []
@@ -659,6 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     stopped_by: list[int] = []  # the signal that ended a gathering, if one did
     try:
         args = build_parser().parse_args(arguments)
+        if args.command in ("gather", "relay-check"):
+            _load_config(args)
         if args.command == "lab":
             from .lab.cli import main as lab_main
 

@@ -18,6 +18,7 @@ import subprocess
 import sys
 import termios
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -435,3 +436,57 @@ def test_a_closed_stderr_keeps_messages_out_of_the_json_on_stdout() -> None:
         assert b"ice-engine:" not in result.stdout
         for line in result.stdout.splitlines():
             json.loads(line)
+
+
+@pytest.mark.parametrize(
+    ("config", "error"),
+    [
+        ("{", "--config standard input: not JSON (Expecting property name"),
+        ("[]", "--config standard input: not an RTCConfiguration with an iceServers list"),
+        ('{"iceServers": {}}', "not an RTCConfiguration with an iceServers list"),
+        ('{"iceServers": [{"url": "stun:x"}]}', "an RTCIceServer needs urls, and has only ['url']"),
+        ('{"iceServers": [{"urls": 5}]}', "urls must be a URL string or a list of them"),
+        ('{"iceTransportPolicy": "none"}', "iceTransportPolicy must be 'all' or 'relay'"),
+        ('{"iceServers": [{"urls": "turn:198.51.100.10"}]}', "username"),
+    ],
+)
+def test_a_config_that_is_no_rtc_configuration_is_one_line_and_status_2(
+    config: str, error: str
+) -> None:
+    result = _run("gather", "--plain", "--config", "-", input=config)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("ice-engine: ") and result.stderr.count("\n") == 1
+    assert error in result.stderr
+
+
+def test_a_config_file_that_cannot_be_read_is_one_line_and_status_2(tmp_path: Path) -> None:
+    missing = tmp_path / "rtc.json"
+    result = _run("gather", "--config", str(missing))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"ice-engine: --config {missing}: No such file or directory\n"
+
+
+def test_a_browser_config_gives_its_servers_credentials_and_policy(tmp_path: Path) -> None:
+    """The iceServers a signalling server sends browsers, as they are: the credentials
+    stay out of the process list, and iceTransportPolicy "relay" asks no stun: server."""
+    config = tmp_path / "rtc.json"
+    config.write_text(json.dumps({
+        "iceServers": [
+            {"urls": ["stun:127.0.0.1:9", "turn:127.0.0.1:9"], "username": "u", "credential": "c"},
+        ],
+        "iceTransportPolicy": "relay",
+        "bundlePolicy": "max-bundle",
+    }))  # fmt: skip
+    result = _run("gather", "--plain", "--timeout", "0.2", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == (
+        "ice-engine: warning: --config's iceTransportPolicy relay: stun: servers are not "
+        "asked (stun:127.0.0.1:9)\n"
+    )
+    assert "server turn:127.0.0.1:9: " in result.stdout
+    assert "server stun:127.0.0.1:9" not in result.stdout
+    checked = _run("relay-check", "--timeout", "0.2", "--json", "--config", str(config))
+    assert checked.returncode == 1, checked.stderr  # nothing answers there
+    report = json.loads(checked.stdout)
+    assert {error["url"] for error in report["errors"]} == {"turn:127.0.0.1:9"}
+    assert report["checks"] == [] and report["ok"] is False
