@@ -137,3 +137,19 @@ def test_a_server_that_fails_beside_one_that_relays_fails_the_run(lab: Lab) -> N
     assert sum(line.startswith("ok      relay ") for line in lines) == 2
     assert sum(line.startswith(f"ERROR 701  turn:{DEAD_IPV4} from ") for line in lines) == 2
     assert lines[-1] == "2 relays checked: 2 ok, 0 failed; 2 server errors"
+
+
+def test_a_browser_config_on_standard_input_gives_the_servers_and_credentials(lab: Lab) -> None:
+    config = {
+        "iceServers": [
+            {"urls": f"stun:{SERVER_IPV4}"},  # left out: relay-check asks TURN servers
+            {"urls": [f"turn:{SERVER_IPV4}", f"turn:{SERVER_IPV4}?transport=tcp"],
+             "username": USERNAME, "credential": PASSWORD},
+        ],
+    }  # fmt: skip
+    argv = [sys.executable, "-m", "ice_engine", "relay-check", "--config", "-", "--json"]
+    result = lab.run(argv, stdin=json.dumps(config), timeout_s=30)
+    assert result.returncode == 0, result.stdout + result.stderr
+    outcome = report(result)
+    urls = [check["url"] for check in outcome["checks"]]
+    assert sorted(urls) == sorted([f"turn:{SERVER_IPV4}", f"turn:{SERVER_IPV4}?transport=tcp"] * 2)
