@@ -426,6 +426,45 @@ class Gatherer:
                 raise ValueError(f"{len(data)} bytes are more than one datagram carries") from None
             raise failure from None
 
+    async def connect(self, local: IceCandidate, peer: tuple[str, int]) -> socket.socket:
+        """A TCP connection to `peer` from an ICE-TCP active candidate (RFC 6544), as a
+        connectivity layer makes one for its checks: from the candidate's address, on a
+        port of the kernel's choosing (an active candidate advertises port 9). The socket,
+        connected and non-blocking, is the caller's to frame (RFC 4571) and close; a
+        cancelled connect closes it. ValueError if `local` is not an active candidate of
+        the current generation, or `peer` not an (IP address, port) of its family;
+        OSError if the connection fails (refused, unreachable)."""
+        self._check_usable()
+        peer = peer_address(peer)
+        if getattr(local, "tcpType", None) != "active":
+            raise ValueError(f"not an ICE-TCP active candidate: {local!r}")
+        core = self._core
+        base = next(
+            (
+                b
+                for b in core.tcp_bases
+                if (b.name or b.address) == local.address
+                and b.component == local.component
+                and core.transports[b.transport].mid == local.sdpMid
+            ),
+            None,
+        )
+        listener = None if base is None else self._table.sockets.get(base.key)
+        if base is None or listener is None:
+            raise ValueError(f"no active candidate here for {local.candidate!r}")
+        if (":" in peer[0]) != (base.family == socket.AF_INET6):
+            raise ValueError(f"peer {peer[0]} and {base.address} differ in address family")
+        sock = socket.socket(base.family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            name = listener.getsockname()  # the base's address, with an IPv6 scope
+            sock.bind((name[0], 0, *name[2:]))
+            await self._get_loop().sock_connect(sock, peer)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
         cannot trickle. With `mid`, only that transport's, for its m-line; without, every

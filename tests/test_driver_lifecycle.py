@@ -615,3 +615,52 @@ async def test_accepting_pauses_for_a_second_when_out_of_fds_and_loses_nothing()
         assert len(reported) == 1  # no busy loop of failing accepts meanwhile
     peer.close()
     got[0].close()
+
+
+async def test_connect_from_an_active_candidate_reaches_a_passive_one() -> None:
+    """A connectivity layer's TCP check: from our active candidate's address to a peer's
+    passive one (here our own, whose handler gets the connection)."""
+    loop = asyncio.get_running_loop()
+    got: list[tuple[tuple[str, int], tuple[str, int], socket.socket]] = []
+    gatherer = Gatherer(tcp_candidates=True, on_tcp_connection=lambda *c: got.append(c))
+    async with gatherer:
+        await collect(gatherer)
+        [active] = [c for c in gatherer.candidates if c.tcpType == "active"]
+        passive = _passive(gatherer)
+        sock = await gatherer.connect(active, passive)
+        with sock:
+            assert not sock.getblocking()
+            assert sock.getsockname()[0] == active.address and sock.getsockname()[1] != 9
+            await _until(lambda: got)
+            [(local, peer, accepted)] = got
+            with accepted:
+                assert local == passive and peer == sock.getsockname()
+                await loop.sock_sendall(sock, b"\x00\x04ping")
+                assert await asyncio.wait_for(loop.sock_recv(accepted, 64), 5) == b"\x00\x04ping"
+
+
+async def test_connect_says_what_is_wrong() -> None:
+    gatherer = Gatherer(tcp_candidates=True)
+    async with gatherer:
+        await collect(gatherer)
+        by_type = {c.tcpType or "udp": c for c in gatherer.candidates}
+        closed = _free_port()
+        for local in (by_type["passive"], by_type["udp"]):
+            with pytest.raises(ValueError, match="not an ICE-TCP active candidate"):
+                await gatherer.connect(local, ("127.0.0.1", closed))
+        copy = IceCandidate.from_json(by_type["active"].to_json())
+        stranger = IceCandidate.from_json(
+            {**copy.to_json(), "candidate": copy.candidate.replace("127.0.0.1", "127.0.0.2")}
+        )
+        with pytest.raises(ValueError, match="no active candidate here"):
+            await gatherer.connect(stranger, ("127.0.0.1", closed))
+        with pytest.raises(ValueError, match="differ in address family"):
+            await gatherer.connect(copy, ("2001:db8::1", closed))
+        with pytest.raises(ValueError, match="peer must be"):
+            await gatherer.connect(copy, ("localhost", closed))
+        before = open_fds()
+        with pytest.raises(ConnectionRefusedError):  # a copy will do, as for send()
+            await gatherer.connect(copy, ("127.0.0.1", closed))
+        assert open_fds() == before  # the failed socket is closed
+    with pytest.raises(RuntimeError, match="closed"):
+        await gatherer.connect(copy, ("127.0.0.1", closed))

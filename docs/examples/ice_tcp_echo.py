@@ -1,6 +1,7 @@
-"""ICE-TCP (RFC 6544): gather TCP candidates, and take the connections peers make to the
-passive ones. The peer here is this script itself: it connects to each passive candidate
-and sends one RFC 4571 frame (a 2-byte length, then the data), which the handler echoes.
+"""ICE-TCP (RFC 6544): gather TCP candidates, take the connections peers make to the
+passive ones, and connect from the active ones. The peer here is this script itself:
+from each active candidate it connects to the passive one on the same address and sends
+one RFC 4571 frame (a 2-byte length, then the data), which the handler echoes.
 
 python docs/examples/ice_tcp_echo.py
 """
@@ -37,10 +38,13 @@ async def main() -> None:
     async with Gatherer(tcp_candidates=True, on_tcp_connection=on_tcp_connection) as gatherer:
         async for _event in gatherer.gather():
             pass
+        active = {c.address: c for c in gatherer.candidates if c.tcpType == "active"}
         for candidate in gatherer.candidates:
-            if candidate.tcpType != "passive":
+            if candidate.tcpType != "passive" or candidate.port is None:
                 continue
-            reader, writer = await asyncio.open_connection(candidate.address, candidate.port)
+            peer = (str(candidate.address), candidate.port)
+            sock = await gatherer.connect(active[candidate.address], peer)
+            reader, writer = await asyncio.open_connection(sock=sock)
             writer.write(struct.pack("!H", 5) + b"hello")
             answer = await asyncio.wait_for(reader.readexactly(7), 5)
             print(f"{candidate.address} {candidate.port} echoed {answer[2:].decode()}")
