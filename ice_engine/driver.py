@@ -88,6 +88,12 @@ _NO_LOOP = (
 
 
 @functools.lru_cache(maxsize=256)
+def _check_family(peer: tuple[str, int], local: str) -> None:
+    """ValueError unless the peer and the local address are of one family."""
+    if (":" in peer[0]) != (":" in local):
+        raise ValueError(f"peer {peer[0]} and base {local} differ in address family")
+
+
 def _transports(mids: tuple[str, ...]) -> tuple[Transport, ...]:
     """Immutable, so shared by every gatherer with the same m-lines."""
     return tuple(Transport(mid, index) for index, mid in enumerate(mids))
@@ -407,8 +413,7 @@ class Gatherer:
             key = table.base_keys.get(base)
         if base is None or key is None:
             raise ValueError(f"no socket here for {local.candidate!r}")
-        if (":" in peer[0]) != (":" in base[0]):
-            raise ValueError(f"peer {peer[0]} and base {base[0]} differ in address family")
+        _check_family(peer, base[0])
         shared = table.shared.get(key)
         if shared is not None and self._shared is not None:  # its answers come back here
             self._shared.latch(shared, peer)
@@ -452,8 +457,7 @@ class Gatherer:
         listener = None if base is None else self._table.sockets.get(base.key)
         if base is None or listener is None:
             raise ValueError(f"no active candidate here for {local.candidate!r}")
-        if (":" in peer[0]) != (base.family == socket.AF_INET6):
-            raise ValueError(f"peer {peer[0]} and {base.address} differ in address family")
+        _check_family(peer, base.address)
         sock = socket.socket(base.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
@@ -862,7 +866,7 @@ class Gatherer:
                 if self._on_datagram is not None:
                     self._watch(key, sock)  # peers may send before we do
             elif self._on_tcp_connection is not None:
-                self._table.watch(key, sock, self._accept, self._get_loop())
+                self._listen(key, sock)
         if kind == socket.SOCK_DGRAM:
             table.add_base(key, (address.address, port))
         return Base(
@@ -1005,6 +1009,10 @@ class Gatherer:
                     self._deliver(self._on_datagram, base, source, data)
         self._service()
 
+    def _listen(self, key: int, sock: _socket.socket) -> None:
+        """Accept what peers connect to the ICE-TCP listener: `_accept`."""
+        self._table.watch(key, sock, self._accept, self._get_loop())
+
     def _accept(self, fd: int) -> None:
         """Hand the connections peers made to a passive ICE-TCP candidate to
         `on_tcp_connection`, each with its socket."""
@@ -1047,7 +1055,7 @@ class Gatherer:
     def _resume_listening(self, key: int) -> None:
         sock = self._table.sockets.get(key)
         if sock is not None and not self._closed:  # else closed meanwhile
-            self._table.watch(key, sock, self._accept, self._get_loop())
+            self._listen(key, sock)
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
         """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""
