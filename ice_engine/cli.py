@@ -50,7 +50,8 @@ examples:
   ice-engine gather --mids 0,1 --components 2 --generations 2
   ice-engine gather --watch ...                      until Ctrl-C: new addresses, lost relays
   ice-engine nat --server stun:stun.example.org      how the NAT maps and filters (RFC 5780)
-  ice-engine relay-check --ice-server turn:turn.example.org --username alice
+  ICE_ENGINE_CREDENTIAL=secret ice-engine relay-check \\
+      --ice-server turn:turn.example.org --username alice
                                                      a datagram each way through each relay
   ice-engine demo                                    the lab's NAT, STUN and TURN, live (root)
   ice-engine lab up --delay-ms 25                    the test network (root)

@@ -502,7 +502,9 @@ class Gatherer:
         RuntimeError when it asks for its next event.
 
         RuntimeError if the gatherer is closed; an iterator got before `close()` but not
-        yet iterated then yields nothing, like one that was waiting.
+        yet iterated then yields nothing, like one that was waiting. RuntimeError too, at
+        the first event asked for, if this generation was read to its ``null`` already:
+        `restart()` starts the next one.
         """
         self._check_open()
         return self._events()

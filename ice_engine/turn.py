@@ -21,6 +21,7 @@ from .transaction import RttTable, StunTransaction, Timing
 from .urls import UnusableAddress, answered_address
 
 __all__ = [
+    "CLOSE_TIMEOUT",
     "AddressFamilyError",
     "Allocated",
     "Allocation",

@@ -23,6 +23,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, serve
 
 from ice_engine import Gatherer, IceCandidate, IceCandidateEvent, IceServer
+from ice_engine.urls import hostport
 
 
 async def trickle(websocket: ClientConnection, ice_urls: list[str]) -> int:
@@ -66,7 +67,8 @@ async def receive(websocket: ServerConnection) -> list[IceCandidate]:
             continue
         candidate = IceCandidate.from_json(init)  # parsed; a malformed one raises, naming why
         received.append(candidate)  # here: peer_connection.addIceCandidate(candidate)
-        print(f"peer: {candidate.type} {candidate.address}:{candidate.port} mid {candidate.sdpMid}")
+        where = hostport(str(candidate.address), candidate.port)  # [IPv6]:port
+        print(f"peer: {candidate.type} {where} mid {candidate.sdpMid}")
     return received
 
 
