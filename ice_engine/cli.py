@@ -305,6 +305,9 @@ def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
     )
 
 
+_MIN_LIVE_WIDTH = 40  # terminal columns: fewer get plain lines
+
+
 def _live_console(out: TextIO) -> Console | None:
     """A rich console when `out` is a terminal that can take a live view, else None."""
     encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
@@ -314,7 +317,9 @@ def _live_console(out: TextIO) -> Console | None:
         from rich.console import Console
     except ImportError:  # pragma: no cover - rich is a dependency
         return None
-    return Console(file=out, highlight=False, emoji=False)
+    console = Console(file=out, highlight=False, emoji=False)
+    # COLUMNS=0 drew nothing at all, and a table a few columns wide is no better
+    return console if console.width >= _MIN_LIVE_WIDTH else None
 
 
 async def _tick(view: LiveView | PlainView) -> None:
@@ -370,6 +375,9 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
             reader.cancel()
 
 
+_MAX_CONFIG = 2**20  # characters: a configuration is a few hundred
+
+
 def _load_config(args: argparse.Namespace) -> None:
     """--config: the RTCConfiguration's servers into `args.config_servers`, and its
     iceTransportPolicy "relay" as --relay-only. Anything wrong is bad input."""
@@ -380,16 +388,22 @@ def _load_config(args: argparse.Namespace) -> None:
     where = "standard input" if args.config == "-" else args.config
     try:
         if args.config == "-":
-            text = sys.stdin.read()
+            if sys.stdin is None:  # started with it closed (`<&-`)
+                raise UsageError("--config -: standard input is closed")
+            text = sys.stdin.read(_MAX_CONFIG + 1)
         else:
             with open(args.config, encoding="utf-8") as file:
-                text = file.read()
+                text = file.read(_MAX_CONFIG + 1)  # /dev/zero must not eat the memory
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {where}: {getattr(error, 'strerror', None) or error}") from None
+    if len(text) > _MAX_CONFIG:
+        raise UsageError(f"--config {where}: larger than {_MAX_CONFIG // 2**20} MiB")
     try:
         config = json.loads(text)
     except ValueError as error:
         raise UsageError(f"--config {where}: not JSON ({error})") from None
+    except RecursionError:
+        raise UsageError(f"--config {where}: not JSON (nested too deeply)") from None
     if not isinstance(config, dict) or not isinstance(config.get("iceServers", []), list):
         raise UsageError(f"--config {where}: not an RTCConfiguration with an iceServers list")
     try:

@@ -289,6 +289,7 @@ class LiveView:
         self.rows: list[_Row] = []
         self.error_rows: list[_Row] = []
         self.live: Live | None = None
+        self.finished = False  # finish() has drawn the summary
 
     def __enter__(self) -> LiveView:
         from rich.live import Live
@@ -299,6 +300,8 @@ class LiveView:
 
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:
+            if not self.finished:  # ended by an error: the last frame may predate a redraw
+                self.live.update(self._render(final=True), refresh=False)
             self.live.__exit__(*exc)
             self.live = None
 
@@ -510,6 +513,7 @@ class LiveView:
 
         if interrupted:
             self.summary.stop(waiting)
+        self.finished = True
         if self.live is not None:
             self.live.update(
                 Group(

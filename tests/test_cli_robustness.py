@@ -466,6 +466,28 @@ def test_a_config_file_that_cannot_be_read_is_one_line_and_status_2(tmp_path: Pa
     assert result.stderr == f"ice-engine: --config {missing}: No such file or directory\n"
 
 
+@pytest.mark.parametrize("command", ["gather", "relay-check"])
+def test_a_config_nested_too_deeply_huge_or_on_a_closed_stdin_is_one_line(
+    command: str, tmp_path: Path
+) -> None:
+    """Found by an adversarial review: a deeply nested config raised RecursionError from
+    `json.loads`, /dev/zero ate the memory, and `--config -` with stdin closed raised
+    AttributeError, each a traceback."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    result = _run(command, "--config", str(deep))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == f"ice-engine: --config {deep}: not JSON (nested too deeply)\n"
+
+    result = _run(command, "--config", "/dev/zero")
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "ice-engine: --config /dev/zero: larger than 1 MiB\n"
+
+    result = _run(command, "--config", "-", stdin=None, preexec_fn=lambda: os.close(0))
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == "ice-engine: --config -: standard input is closed\n"
+
+
 def test_a_browser_config_gives_its_servers_credentials_and_policy(tmp_path: Path) -> None:
     """The iceServers a signalling server sends browsers, as they are: the credentials
     stay out of the process list, and iceTransportPolicy "relay" asks no stun: server."""

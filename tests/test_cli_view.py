@@ -294,16 +294,16 @@ def test_live_view_in_tmux_marks_an_ice_restart(tmux: Tmux, ipv4_host: str) -> N
     assert "2 generations" in screen
 
 
-def test_live_view_on_a_pty(ipv4_host: str) -> None:
-    """Without tmux: a pseudo-terminal of 160 columns; the output is ANSI, the text the table."""
+def _on_a_pty(columns: int, env: dict[str, str]) -> str:
+    """`ice-engine gather` on a pseudo-terminal `columns` wide: all it wrote (status 0)."""
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     process = subprocess.Popen(
         [sys.executable, "-m", "ice_engine", "gather"],
         stdin=slave,
         stdout=slave,
         stderr=slave,
-        env=_env(),
+        env=env,
         close_fds=True,
     )
     os.close(slave)
@@ -328,13 +328,26 @@ def test_live_view_on_a_pty(ipv4_host: str) -> None:
             process.kill()
             process.wait()
         os.close(master)
-    raw = b"".join(chunks).decode()
+    return b"".join(chunks).decode()
+
+
+def test_live_view_on_a_pty(ipv4_host: str) -> None:
+    """Without tmux: a pseudo-terminal of 160 columns; the output is ANSI, the text the table."""
+    raw = _on_a_pty(160, _env())
     assert "\x1b[" in raw  # a terminal gets the live view, not plain lines
     text = ANSI.sub("", raw)
     assert "ICE candidates" in text
     assert re.search(rf"│ host\s+│ \d+\s+│ udp\s+│ {re.escape(ipv4_host)}\s+│", text), text
     assert "✓ complete:" in text and "done in " in text
     assert " state       gathering" not in text  # none of the plain view's lines
+
+
+def test_a_terminal_too_narrow_for_the_table_gets_plain_lines() -> None:
+    """COLUMNS=0 on a terminal drew nothing at all but the cursor's codes (found by a
+    review): under 40 columns the view falls back to plain lines."""
+    text = ANSI.sub("", _on_a_pty(160, {**_env(), "COLUMNS": "0"}))
+    assert "ICE candidates" not in text
+    assert " state       gathering" in text and "done in " in text
 
 
 def test_server_text_is_shown_as_text_never_as_markup_or_terminal_codes() -> None:
@@ -355,6 +368,30 @@ def test_server_text_is_shown_as_text_never_as_markup_or_terminal_codes() -> Non
     assert "Bad [/x] request [red]" in shown and "\x1b" not in shown
     plain = format_event(IceCandidateErrorEvent("stun:x", None, None, 400, hostile, 0, 0.0))
     assert "\x1b" not in plain and "\x07" not in plain and "\\x1b[31mRED" in plain
+
+
+def test_a_view_ended_by_an_error_still_shows_what_was_gathered() -> None:
+    """`--port-range P-P --generations 2`: the restart's bind failed before the first
+    redraw, and the live view's last frame was an empty table (found by a review)."""
+    import io
+
+    from rich.console import Console
+
+    from ice_engine.liveview import LiveView
+
+    out = io.StringIO()
+    console = Console(file=out, width=200, color_system=None)
+    view = LiveView(console, [], deadline=1.0, clock=lambda: 5.0)  # no time passes
+    events = []
+    for n, address in enumerate(("198.51.100.1", "198.51.100.2")):
+        parsed = Candidate("1", 1, "udp", 2130706431, address, 45002, "host")
+        events.append(IceCandidateEvent(IceCandidate(parsed.to_sdp(), "0", 0, "ab", parsed), 0, n))
+    with pytest.raises(OSError), view:
+        view.add(events[0])  # drawn
+        view.add(events[1])  # too soon after it to be drawn
+        raise OSError("cannot bind")
+    last_frame = out.getvalue().split("ICE candidates")[-1]
+    assert "198.51.100.1" in last_frame and "198.51.100.2" in last_frame
 
 
 def test_a_closed_pipe_ends_quietly_and_ascii_output_does_not_fail() -> None:
