@@ -85,6 +85,8 @@ _SMALL: Final = {str(n): n for n in range(1024)}
 def _number(value: str, field: str, line: str, low: int, high: int) -> None:
     if not (value.isascii() and value.isdigit()):
         raise CandidateError(field, f"{value!r} is not a number", line)
+    if len(value) > 10:  # the grammar's 1*10DIGIT; int() refuses over 4300 (ValueError)
+        raise CandidateError(field, f"{value[:12]}... has {len(value)} digits", line)
     if not low <= int(value) <= high:
         raise CandidateError(field, f"{value} is not in {low}-{high}", line)
 

@@ -150,7 +150,10 @@ def _fill_in_m_line(
             f"RTCIceCandidateInit has no {missing}: pass mids=, the m-lines' mids in order,"
             " to find it"
         )
-    if isinstance(mids, str) or not all(isinstance(each, str) for each in mids):
+    # a set has no order, and a generator would be used up by the check
+    if not isinstance(mids, Sequence) or isinstance(mids, str):
+        raise TypeError(f"mids must be a sequence of strings, not {type(mids).__name__}")
+    if not all(isinstance(each, str) for each in mids):
         raise TypeError(f"mids must be a sequence of strings, not {mids!r}")
     if mid is not None:
         if mid not in mids:

@@ -14,12 +14,16 @@ from typing import TYPE_CHECKING
 import aioice
 
 from .candidate import Candidate
+from .credentials import ICE_CHARS
 from .events import IceCandidate
+from .options import check_mids
 
 if TYPE_CHECKING:  # aiortc is optional: `pip install aiortc`
     from aiortc import RTCIceCandidate  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = ["from_aioice", "to_aioice", "to_aiortc"]
+
+_ICE_CHARS = frozenset(ICE_CHARS)  # a ufrag's (RFC 8839)
 
 
 def _parsed(candidate: IceCandidate) -> Candidate:
@@ -72,6 +76,17 @@ def from_aioice(
     """
     if not isinstance(candidate, aioice.Candidate):
         raise TypeError(f"expected an aioice.Candidate, not {type(candidate).__name__}")
+    if not isinstance(sdp_mid, str):
+        raise TypeError(f"sdp_mid must be a str, not {type(sdp_mid).__name__}")
+    check_mids([sdp_mid])  # an SDP token: it goes into the SDP verbatim
+    if not isinstance(sdp_mline_index, int) or isinstance(sdp_mline_index, bool):
+        raise TypeError(f"sdp_mline_index must be an int, not {type(sdp_mline_index).__name__}")
+    if sdp_mline_index < 0:
+        raise ValueError(f"sdp_mline_index must not be negative: {sdp_mline_index}")
+    if not isinstance(username_fragment, str):
+        raise TypeError(f"username_fragment must be a str, not {type(username_fragment).__name__}")
+    if len(username_fragment) > 256 or not _ICE_CHARS.issuperset(username_fragment):
+        raise ValueError(f"username_fragment {username_fragment!r} is not 0-256 ice-chars")
     parsed = Candidate.parse(candidate.to_sdp())
     if username_fragment and parsed.ufrag is None:
         parsed = parsed._replace(ufrag=username_fragment)

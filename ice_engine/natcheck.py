@@ -687,6 +687,8 @@ def _local_ip(text: str) -> _LocalIp:
     ip = unmapped(ip)
     if ip.is_unspecified:  # the mapping is compared with it: it must be one
         raise ValueError(f"local address must be a specific one, not {text}")
+    if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError(f"local address must be a unicast one, not {text}")
     if isinstance(ip, ipaddress.IPv4Address):
         return _LocalIp(str(ip), socket.AF_INET)
     return _LocalIp(str(ipaddress.IPv6Address(int(ip))), socket.AF_INET6, _scope_id(ip, text))

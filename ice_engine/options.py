@@ -17,7 +17,7 @@ from .resolver import Resolver
 from .transaction import Timing
 from .urls import packed_ip, packed_not_unicast
 
-__all__ = ["check_gatherer_options", "is_port", "peer_address", "peer_list"]
+__all__ = ["check_gatherer_options", "check_mids", "is_port", "peer_address", "peer_list"]
 
 _POLICIES = ("all", "relay")
 #: RFC 4566 token-char: an a=mid value is an identification-tag, a token (RFC 5888, 8843).
@@ -107,7 +107,7 @@ def check_gatherer_options(
     parameter, checked in one expression: a `**kwargs` (CPython matches each keyword in it
     against every name by string comparison) and a loop over it took twice as long.
     """
-    _check_mids(mids)
+    check_mids(mids)
     if not (
         isinstance(link_local, bool)
         and isinstance(dual_stack_relays, bool)
@@ -183,7 +183,7 @@ def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _check_mids(mids: Sequence[str]) -> None:
+def check_mids(mids: Sequence[str]) -> None:
     """Each mid is a str and an SDP token: it goes into sdpMid and a=mid verbatim, where an
     empty or spaced one would break the SDP."""
     if not isinstance(mids, _LISTS) and (isinstance(mids, str) or not isinstance(mids, Sequence)):

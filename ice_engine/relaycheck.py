@@ -14,6 +14,7 @@ their callbacks), as a connectivity layer would use it.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -23,7 +24,7 @@ from typing import Any
 from .config import IceServer
 from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
-from .transaction import Timing
+from .transaction import Timing, as_seconds
 from .turn import Allocation, RequestFailed
 from .urls import hostport
 
@@ -99,8 +100,9 @@ def relay_checks(
     released when the iteration ends, however it ends. The servers and options are
     checked at the call (ValueError, TypeError), before anything is sent."""
     valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if not valid or not 0 < timeout < float("inf"):
+    if not valid or not 0 < as_seconds(timeout) < math.inf:
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+    timeout = as_seconds(timeout)
     probes = _Probes()
     gatherer = Gatherer(
         ice_servers,

@@ -11,10 +11,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import SupportsFloat
 
 from .frozen import fast_init
 
-__all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing"]
+__all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing", "as_seconds"]
+
+
+def as_seconds(value: SupportsFloat) -> float:
+    """`value` as a float of its own (a numpy scalar compares to a numpy bool, which
+    compiled code refuses); infinite past float's range, where float() raises. Not typed
+    `float`: compiled, that would convert an int on the way in, and raise TypeError."""
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf
 
 
 @fast_init
@@ -41,8 +52,10 @@ class Timing:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"Timing.{name} must be a number, not {type(value).__name__}")
-            if not (math.isfinite(value) and value > 0):
+            seconds = as_seconds(value)
+            if not (math.isfinite(seconds) and seconds > 0):
                 raise ValueError(f"Timing.{name} must be a positive number of seconds: {value!r}")
+            object.__setattr__(self, name, seconds)
         if self.min_rto > self.max_rto:
             raise ValueError("Timing.min_rto must not exceed Timing.max_rto")
         if not self.min_rto <= self.initial_rto <= self.max_rto:  # which one would hold?

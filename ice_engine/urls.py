@@ -62,12 +62,15 @@ class ServerUrl:
         return f"_{self.scheme}._{self.transport}.{self.host}"
 
 
-@functools.lru_cache(maxsize=256)
 def parse_server_url(url: str) -> ServerUrl:
     """Parse an ICE server URL, raising InvalidServerUrl that names the problem."""
-    if not isinstance(url, str):
+    if not isinstance(url, str):  # before the cache, which would hash a list first
         raise InvalidServerUrl(f"server URL must be a string, not {type(url).__name__}")
+    return _parse(url)
 
+
+@functools.lru_cache(maxsize=256)
+def _parse(url: str) -> ServerUrl:
     if not url:
         raise InvalidServerUrl(f"empty ICE server URL {url!r}")
     if not url.isascii():

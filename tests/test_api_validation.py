@@ -202,6 +202,25 @@ def test_timing_takes_ints_as_seconds() -> None:
     assert Timing(initial_rto=1, min_rto=1, max_rto=2, server_deadline=3).server_deadline == 3
 
 
+@pytest.mark.parametrize("field", ["initial_rto", "min_rto", "max_rto", "server_deadline"])
+def test_timing_refuses_an_int_past_floats_range(field: str) -> None:
+    """It raised OverflowError from math.isfinite, naming no field (a review)."""
+    with pytest.raises(ValueError, match=f"^Timing.{field} must be a positive number"):
+        Timing(**{field: 10**400})
+
+
+def test_timing_keeps_a_float_subclass_as_a_float() -> None:
+    """A numpy scalar's `> 0` gives a numpy bool, which the compiled build refused with
+    "bool object expected" while plain Python took it (a review)."""
+
+    class Seconds(float):
+        def __gt__(self, other: object) -> object:  # as numpy's: not a bool
+            return [float(self) > other]  # type: ignore[operator]
+
+    timing = Timing(server_deadline=Seconds(3.0))
+    assert timing.server_deadline == 3.0 and type(timing.server_deadline) is float
+
+
 @pytest.mark.parametrize(
     "host",
     [
@@ -303,3 +322,5 @@ def test_relay_checks_checks_its_servers_at_the_call_before_anything_is_sent() -
         relay_checks([IceServer("turn:198.51.100.10")])
     with pytest.raises(ValueError, match="timeout"):
         relay_checks([], timeout=0)
+    with pytest.raises(ValueError, match="timeout"):  # was OverflowError, naming nothing
+        relay_checks([], timeout=10**400)

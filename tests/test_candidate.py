@@ -77,6 +77,13 @@ MALFORMED = [
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x1cgeneration 0", "line"),  # split() splits there
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host\x0bgeneration 0", "line"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation 0 ufrag a\x7f network-id 1 network-cost 1", "line"),
+    # More digits than int() takes (4300) gave its own ValueError, naming no field
+    ("candidate:1 " + "9" * 5000 + " udp 1 1.2.3.4 5 typ host", "component"),
+    ("candidate:1 1 udp " + "9" * 5000 + " 1.2.3.4 5 typ host", "priority"),
+    ("candidate:1 1 udp 1 1.2.3.4 " + "9" * 5000 + " typ host", "port"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation " + "9" * 5000, "generation"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport " + "9" * 5000, "rport"),
+    ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-cost " + "0" * 5000, "network-cost"),
 ]
 
 

@@ -100,6 +100,28 @@ def test_from_aioice_without_ufrag_and_bad_input() -> None:
         to_aioice(theirs)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"username_fragment": "a b"}, ValueError, "'a b' is not 0-256 ice-chars"),
+        ({"username_fragment": "x\ny"}, ValueError, "is not 0-256 ice-chars"),
+        ({"username_fragment": 5}, TypeError, "username_fragment must be a str"),
+        ({"sdp_mid": None}, TypeError, "sdp_mid must be a str, not NoneType"),
+        ({"sdp_mid": "a b"}, ValueError, "mid 'a b' is not an SDP token"),
+        ({"sdp_mline_index": True}, TypeError, "sdp_mline_index must be an int"),
+        ({"sdp_mline_index": -1}, ValueError, "must not be negative"),
+    ],
+)
+def test_from_aioice_refuses_what_would_make_a_line_no_parser_takes(
+    arguments: dict[str, object], error: type, message: str
+) -> None:
+    """A ufrag with a space gave `... ufrag a b`, which no parser takes back; a None mid
+    reached to_json() (found by a review)."""
+    theirs = aioice.Candidate("1", 1, "udp", 2130706431, "203.0.113.2", 5000, "host")
+    with pytest.raises(error, match=message):
+        from_aioice(theirs, **arguments)  # type: ignore[arg-type]
+
+
 def test_end_of_candidates_is_refused() -> None:
     end = IceCandidate("", "0", 0, "abcd")
     with pytest.raises(ValueError, match="end-of-candidates"):
@@ -187,6 +209,11 @@ def test_from_json_finds_the_m_line_left_out_from_the_mids() -> None:
         ({"candidate": LINE, "sdpMLineIndex": 2}, ["0", "1"], ValueError, "past the last of 2"),
         ({"candidate": LINE, "sdpMid": "0"}, "01", TypeError, "sequence of strings"),
         ({"candidate": LINE, "sdpMid": "0"}, [0], TypeError, "sequence of strings"),
+        # A generator was used up by the check (a false "none of the mids"); a set has no
+        # order to take an index from (found by a review)
+        ({"candidate": LINE, "sdpMid": "1"}, (m for m in "01"), TypeError, "not generator"),
+        ({"candidate": LINE, "sdpMLineIndex": 1}, {"0", "1"}, TypeError, "not set"),
+        ({"candidate": LINE, "sdpMid": "0"}, 5, TypeError, "not int"),
     ],
 )
 def test_from_json_with_mids_names_what_is_wrong(

@@ -121,9 +121,11 @@ def test_invalid_urls(url: str, problem: str) -> None:
     assert repr(url) in str(caught.value)
 
 
-def test_not_a_string() -> None:
-    with pytest.raises(InvalidServerUrl, match="string"):
-        parse_server_url(b"stun:example.test")  # type: ignore[arg-type]
+@pytest.mark.parametrize("url", [b"stun:example.test", ["stun:x"], {}, bytearray(b"stun:x")])
+def test_not_a_string(url: object) -> None:
+    """A list (as IceServer.urls takes) gave the cache's "unhashable type" (a review)."""
+    with pytest.raises(InvalidServerUrl, match=f"must be a string, not {type(url).__name__}"):
+        parse_server_url(url)  # type: ignore[arg-type]
 
 
 def test_invalid_url_is_a_value_error() -> None:
