@@ -71,7 +71,9 @@ RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
 TcpConnectionHandler = Callable[[tuple[str, int], tuple[str, int], socket.socket], None]
 #: Connections accepted per readiness of a listener, so that other sockets get their turn.
 _ACCEPTS_PER_TURN = 16
-#: After an accept() failed for want of resources (fds, memory), as asyncio's servers do.
+#: accept() errors that pause a listener, as asyncio's servers do: out of fds or memory.
+_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: For how long.
 _ACCEPT_RETRY_S = 1.0
 
 _shared_rtt = RttTable()
@@ -130,7 +132,8 @@ class Gatherer:
             (RFC 8656 ADDITIONAL-ADDRESS-FAMILY).
         port_range: `(low, high)`: host sockets take a free port in it. A restart binds
             new ones while the last generation the application saw keeps its own (its
-            ICE may still use them): allow two sets, more with a pool.
+            ICE may still use them): allow two sets, more with a pool. A `connect()`
+            from an active ICE-TCP candidate takes a port of the kernel's choosing.
         pool_size: RTCConfiguration.iceCandidatePoolSize (0-255): generations gathered
             ahead by `prepare()`, each taken at once by a `restart()`.
         continual: keep the generation open: addresses that come and go join or leave
@@ -438,7 +441,9 @@ class Gatherer:
         connected and non-blocking, is the caller's to frame (RFC 4571) and close; a
         cancelled connect closes it. ValueError if `local` is not an active candidate of
         the current generation, or `peer` not an (IP address, port) of its family;
-        OSError if the connection fails (refused, unreachable)."""
+        OSError if the connection fails (refused, unreachable); RuntimeError if the
+        gatherer closes meanwhile. The kernel gives up on a peer that never answers
+        after about two minutes: bound it with `asyncio.timeout()`."""
         self._check_usable()
         peer = peer_address(peer)
         if getattr(local, "tcpType", None) != "active":
@@ -463,7 +468,14 @@ class Gatherer:
             sock.setblocking(False)
             name = listener.getsockname()  # the base's address, with an IPv6 scope
             sock.bind((name[0], 0, *name[2:]))
-            await self._get_loop().sock_connect(sock, peer)
+            connecting = self._spawn(self._get_loop().sock_connect(sock, peer))
+            try:
+                await connecting  # a task of the gatherer's: close() ends it
+            except asyncio.CancelledError:
+                caller = asyncio.current_task()
+                if self._closed and caller is not None and not caller.cancelling():
+                    raise RuntimeError("the gatherer was closed while connecting") from None
+                raise
         except BaseException:
             sock.close()
             raise
@@ -766,7 +778,9 @@ class Gatherer:
             addresses = self._addresses()
         bases = self._bind_all(addresses, first_rank, generation)
         tcp_bases: list[Base] = []
-        if self._tcp_candidates:
+        # No listener where no TCP candidate may show: it would open a port on an address
+        # the policy hides (relay-only, ip_handling 3 and 4, mDNS unavailable).
+        if self._tcp_candidates and not (self._core.relay_only or self._core.hide_host):
             try:
                 tcp_bases = self._bind_all(addresses, first_rank, generation, socket.SOCK_STREAM)
             except BaseException:
@@ -960,7 +974,7 @@ class Gatherer:
         self._service()
 
     def _from_peer(self, local: tuple[str, int], data: bytes, source: tuple[str, int]) -> None:
-        if self._on_datagram is not None and not self._closed:
+        if self._on_datagram is not None:
             self._deliver(self._on_datagram, local, source, data)
             self._deliver_queued()  # what its sends through a relay brought meanwhile
 
@@ -1031,14 +1045,16 @@ class Gatherer:
                 connection, peer = listener._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 break
-            except ConnectionAbortedError:  # reset by the peer while it waited
-                continue
-            except OSError as error:  # out of fds or memory: level-triggered, it would spin
-                self._pause_listening(key, error)
+            except OSError as error:
+                if error.errno not in _OUT_OF_RESOURCES:
+                    continue  # that connection's own error (reset, as accept(2) passes on)
+                self._pause_listening(key, error)  # level-triggered, it would spin
                 break
             sock = socket.socket(listener.family, socket.SOCK_STREAM, fileno=connection)
             sock.setblocking(False)
-            self._deliver(handler, local, peer[:2], sock)
+            if not self._deliver(handler, local, peer[:2], sock):
+                sock.close()  # closing (the listener goes with the deallocations), or the
+                # handler raised: nobody will serve the connection
         self._deliver_queued()  # what the handler's sends through a relay brought meanwhile
 
     def _pause_listening(self, key: int, error: OSError) -> None:
@@ -1202,13 +1218,17 @@ class Gatherer:
             else:
                 return
 
-    def _deliver(self, callback: Callable[..., None], *args: Any) -> None:
+    def _deliver(self, callback: Callable[..., None], *args: Any) -> bool:
         """Call the application back; its exception goes to the loop's exception handler
-        (logged, as asyncio does for callbacks) and never stops the gatherer.
+        (logged, as asyncio does for callbacks) and never stops the gatherer. Nothing
+        once `close()` has begun (its deallocations may take a second): the application
+        may have shut down. Whether the callback ran and returned.
 
         One call at a time, as asyncio runs callbacks: one that sends (through a relay,
         say) runs the service, which delivers nothing meanwhile; what came is delivered
         after it, in order (`_deliver_queued`)."""
+        if self._closed:
+            return False
         nested = self._in_callback
         self._in_callback = True
         try:
@@ -1217,8 +1237,10 @@ class Gatherer:
             self._get_loop().call_exception_handler(
                 {"message": f"ice-engine: {callback!r} raised", "exception": error}
             )
+            return False
         finally:
             self._in_callback = nested
+        return True
 
     def _wake(self) -> None:
         """Let a waiting gather() look at the queue again."""

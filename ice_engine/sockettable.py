@@ -78,9 +78,14 @@ class SocketTable:
         try:
             if not _NONBLOCK:
                 sock.setblocking(False)
+            if kind == socket.SOCK_STREAM:
+                # Connections accepted and closed leave TIME_WAIT sockets on the port,
+                # which only a listener bound with SO_REUSEADDR may bind again within
+                # 60 s (a port_range's next generation). Two listeners still cannot.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self._bind_port(sock, address)
             if kind == socket.SOCK_STREAM:  # an RFC 6544 passive candidate: it listens
-                sock.listen(16)
+                sock.listen(128)  # a burst of peers: 16 made a third wait for a SYN resend
         except OSError as error:
             sock.close()
             if error.errno in _GONE:

@@ -10,6 +10,7 @@ server is a stub on loopback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -804,3 +805,151 @@ async def test_a_turn_connection_that_never_comes_up_says_so(scheme: str, what: 
     errors = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
     assert [(e.url, e.errorCode) for e in errors] == [(url, 701)]
     assert f"the {what} did not complete" in errors[0].errorText
+
+
+class DeafToCloseTurnStub(TurnStub):
+    """Never answers the deallocation: `close()` waits `CLOSE_TIMEOUT` for it."""
+
+    def answer(self, data: bytes, source: tuple[str, int]) -> None:
+        request = stun.parse(data)
+        if request.method == Method.REFRESH and request.lifetime() == 0:
+            return
+        super().answer(data, source)
+
+
+async def test_nothing_reaches_the_application_once_close_has_begun() -> None:
+    """While close() waited for a TURN server's deallocation, a peer's datagram still
+    reached on_datagram and a peer's connection on_tcp_connection, handed to an
+    application that had shut down (found by a review). The connection is now closed."""
+    loop = asyncio.get_running_loop()
+    stub = DeafToCloseTurnStub()
+    called: list[str] = []
+    try:
+        gatherer = Gatherer(
+            [IceServer(f"turn:127.0.0.1:{stub.port}", USER, PASSWORD)],
+            tcp_candidates=True,
+            on_datagram=lambda *_: called.append("datagram"),
+            on_tcp_connection=lambda *_: called.append("connection"),
+        )
+        await collect(gatherer)
+        by_kind = {(c.type, c.protocol, c.tcpType): c for c in gatherer.candidates}
+        host = by_kind["host", "udp", None]
+        passive = by_kind["host", "tcp", "passive"]
+        closing = asyncio.ensure_future(gatherer.close())
+        await asyncio.sleep(0.1)  # close() is waiting for the deallocation
+        assert not closing.done()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+            peer.sendto(b"late", (host.address, host.port))
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
+            connection.setblocking(False)
+            await loop.sock_connect(connection, (passive.address, passive.port))
+            ended = await asyncio.wait_for(loop.sock_recv(connection, 16), 5)
+            assert ended == b""  # accepted, and closed by us
+        await closing
+        assert called == []
+    finally:
+        stub.close()
+
+
+async def test_a_connection_whose_handler_raised_is_closed() -> None:
+    """The handover failed: the socket was left to the garbage collector, and an
+    exception handler that keeps what it is told kept it open (found in a lab trial)."""
+    loop = asyncio.get_running_loop()
+    kept: list[dict[str, object]] = []  # the exception, its traceback, the socket in it
+    loop.set_exception_handler(lambda _loop, context: kept.append(context))
+
+    def handler(*_args: object) -> None:
+        raise RuntimeError("the application's bug")
+
+    async with Gatherer(tcp_candidates=True, on_tcp_connection=handler) as gatherer:
+        await collect(gatherer)
+        [passive] = [c for c in gatherer.candidates if c.tcpType == "passive"]
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as connection:
+            connection.setblocking(False)
+            await loop.sock_connect(connection, (passive.address, passive.port))
+            assert await asyncio.wait_for(loop.sock_recv(connection, 16), 5) == b""
+
+
+async def test_a_connect_under_way_ends_with_close() -> None:
+    """connect() to a peer that never answers outlived close() and could return a live
+    socket after it (found in a lab trial); close() now ends it, its socket closed."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(0)
+        fillers = []
+        try:  # a full backlog: further SYNs are dropped, and the connect waits
+            for _ in range(8):
+                filler = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                filler.setblocking(False)
+                fillers.append(filler)
+                with contextlib.suppress(BlockingIOError):
+                    filler.connect(silent.getsockname())
+            await asyncio.sleep(0.05)
+            gatherer = Gatherer(tcp_candidates=True)
+            await collect(gatherer)
+            [active] = [c for c in gatherer.candidates if c.tcpType == "active"]
+            before = open_fds()
+            connecting = asyncio.ensure_future(gatherer.connect(active, silent.getsockname()))
+            await asyncio.sleep(0.2)
+            assert not connecting.done()
+            await gatherer.close()
+            with pytest.raises(RuntimeError, match="closed while connecting"):
+                await connecting
+            assert open_fds() < before
+        finally:
+            for filler in fillers:
+                filler.close()
+
+
+async def test_a_listeners_port_is_free_again_after_connections_it_accepted() -> None:
+    """A port_range of one port: a connection accepted and closed by us left TIME_WAIT on
+    the listener's port, and the next gatherer on it failed for 60 s ("no free port")
+    without SO_REUSEADDR on the listener (found by a review)."""
+    loop = asyncio.get_running_loop()
+    port = _free_tcp_port()
+    accepted: list[socket.socket] = []
+    first = Gatherer(
+        tcp_candidates=True,
+        port_range=(port, port),
+        on_tcp_connection=lambda *c: accepted.append(c[2]),
+    )
+    async with first:
+        await collect(first)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as peer:
+            peer.setblocking(False)
+            await loop.sock_connect(peer, ("127.0.0.1", port))
+            for _ in range(500):
+                if accepted:
+                    break
+                await asyncio.sleep(0.01)
+            accepted[0].close()  # ours closes first: TIME_WAIT is on our side
+            await asyncio.sleep(0.05)
+    async with Gatherer(tcp_candidates=True, port_range=(port, port)) as second:
+        await collect(second)
+        assert [c.port for c in second.candidates if c.tcpType == "passive"] == [port]
+
+
+def _free_tcp_port() -> int:
+    """A TCP port free now, with the UDP port of the same number free too."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            return int(port)
+    raise AssertionError("no free port")
+
+
+async def test_no_listener_where_no_tcp_candidate_may_show() -> None:
+    """Relay-only and ip_handling 3 still bound ICE-TCP listeners on host addresses and
+    handed their connections over: a port open where the policy hides the host."""
+    for options in ({"ice_transport_policy": "relay"}, {"ip_handling": 3}, {"ip_handling": 4}):
+        gatherer = Gatherer(tcp_candidates=True, **options)  # type: ignore[arg-type]
+        async with gatherer:
+            await collect(gatherer)
+            kinds = {s.type for s in gatherer._table.sockets.values()}
+            assert socket.SOCK_STREAM not in kinds, options
