@@ -287,7 +287,7 @@ def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
         "--config",
         metavar="FILE",
         help="an RTCConfiguration as JSON ('-': standard input): its iceServers, with their "
-        "credentials, and its iceTransportPolicy",
+        + ("credentials, and its iceTransportPolicy" if "stun" in schemes else "credentials"),
     )
     command.add_argument("--username", help="username for turn:/turns: servers")
     command.add_argument(
@@ -375,7 +375,7 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
             reader.cancel()
 
 
-_MAX_CONFIG = 2**20  # characters: a configuration is a few hundred
+_MAX_CONFIG = 2**20  # bytes: a configuration takes a few hundred
 
 
 def _load_config(args: argparse.Namespace) -> None:
@@ -390,14 +390,15 @@ def _load_config(args: argparse.Namespace) -> None:
         if args.config == "-":
             if sys.stdin is None:  # started with it closed (`<&-`)
                 raise UsageError("--config -: standard input is closed")
-            text = sys.stdin.read(_MAX_CONFIG + 1)
+            data = sys.stdin.buffer.read(_MAX_CONFIG + 1)
         else:
-            with open(args.config, encoding="utf-8") as file:
-                text = file.read(_MAX_CONFIG + 1)  # /dev/zero must not eat the memory
+            with open(args.config, "rb") as file:
+                data = file.read(_MAX_CONFIG + 1)  # /dev/zero must not eat the memory
+        if len(data) > _MAX_CONFIG:
+            raise UsageError(f"--config {where}: larger than {_MAX_CONFIG // 2**20} MiB")
+        text = data.decode("utf-8-sig")  # JSON is UTF-8 whatever the locale; a BOM forgiven
     except (OSError, UnicodeDecodeError) as error:
         raise UsageError(f"--config {where}: {getattr(error, 'strerror', None) or error}") from None
-    if len(text) > _MAX_CONFIG:
-        raise UsageError(f"--config {where}: larger than {_MAX_CONFIG // 2**20} MiB")
     try:
         config = json.loads(text)
     except ValueError as error:
@@ -432,12 +433,16 @@ def _credential(args: argparse.Namespace) -> str | None:
 
 
 def _warn_about_idle_options(args: argparse.Namespace) -> None:
-    """Options that cannot act without a TURN server: likely a slip, so a line on stderr,
-    but not an error (a script may pass them whatever its servers)."""
+    """Options that cannot act (without a TURN server, or with host candidates hidden):
+    likely a slip, so a line on stderr, but not an error (a script may pass them
+    whatever its servers)."""
     urls = _urls(args)
     if args.ca_file and not any(url.lower().startswith("turns:") for url in urls):
         _warn("--ca-file is for turns: servers only")
     option = args.relay_option if args.relay_only else "--ip-handling 4"
+    if args.tcp and (_relay_only(args) or args.ip_handling == 3):
+        hiding = option if _relay_only(args) else "--ip-handling 3"
+        _warn(f"--tcp: {hiding} shows no host candidate, so no ICE-TCP one either")
     if any(_is_turn(url) for url in urls):
         shown = _servers_shown(args)
         if idle := [url for url in urls if url not in shown]:
@@ -628,8 +633,8 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
-    """Each relay's line as its check ends (errors as they come), then the count; the
-    same when interrupted, with what was left unchecked. `--json`: one object at the end."""
+    """Each relay's line as its check ends (errors as they come), then the count, also
+    when interrupted (of the checks that ended). `--json`: one object at the end."""
     if others := [url for url in args.ice_server if not _is_turn(url)]:
         raise UsageError(f"relay-check checks turn: and turns: servers, not {others[0]}")
     # A configuration mixes STUN and TURN: its TURN URLs only.
@@ -645,41 +650,53 @@ async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[i
     results = relay_checks(
         servers, timeout=args.timeout, ssl_context=context, dual_stack_relays=args.dual_stack_relays
     )
-    interrupted = False
     try:
-        async for result in results:
-            if isinstance(result, RelayCheck):
-                checks.append(result)
-            else:
-                errors.append(result)
-            if not args.json:
-                out.write(_relay_check_line(result) + "\n")
-                out.flush()
+        async with contextlib.aclosing(results):  # released here, even if a write fails
+            async for result in results:
+                if isinstance(result, RelayCheck):
+                    checks.append(result)
+                else:
+                    errors.append(result)
+                if not args.json:
+                    out.write(_relay_check_line(result) + "\n")
+                    out.flush()
     except asyncio.CancelledError:  # Ctrl-C, SIGTERM: the allocations are released
-        interrupted = True
+        _relay_check_summary(args, out, checks, errors, interrupted=True)
         raise
-    finally:
-        ok = RelayCheckReport(checks, errors).ok and not interrupted
-        if args.json:
-            report = {
-                "ok": ok,
-                "interrupted": interrupted,
-                "checks": [check.to_json() for check in checks],
-                "errors": [error.to_json() for error in errors],
-            }
-            out.write(json.dumps(report) + "\n")
-        else:
-            passed = sum(check.ok for check in checks)
-            total = f"{len(checks)} relay{'s' * (len(checks) != 1)} checked"
-            summary = f"{total}: {passed} ok, {len(checks) - passed} failed"
-            if errors:
-                summary += f"; {len(errors)} server error{'s' * (len(errors) != 1)}"
-            if interrupted:
-                summary = f"interrupted: {summary}"
-            elif not checks:
-                summary = "no relay candidate gathered: nothing to check"
-            out.write(summary + "\n")
-    return 0 if ok else 1
+    # Not after any other exception: its one line on stderr is the whole story.
+    return 0 if _relay_check_summary(args, out, checks, errors, interrupted=False) else 1
+
+
+def _relay_check_summary(
+    args: argparse.Namespace,
+    out: TextIO,
+    checks: list[RelayCheck],
+    errors: list[IceCandidateErrorEvent],
+    *,
+    interrupted: bool,
+) -> bool:
+    """Write the count (or, with --json, the one object); whether all went well."""
+    ok = RelayCheckReport(checks, errors).ok and not interrupted
+    if args.json:
+        report = {
+            "ok": ok,
+            "interrupted": interrupted,
+            "checks": [check.to_json() for check in checks],
+            "errors": [error.to_json() for error in errors],
+        }
+        out.write(json.dumps(report) + "\n")
+        return ok
+    passed = sum(check.ok for check in checks)
+    total = f"{len(checks)} relay{'s' * (len(checks) != 1)} checked"
+    summary = f"{total}: {passed} ok, {len(checks) - passed} failed"
+    if errors:
+        summary += f"; {len(errors)} server error{'s' * (len(errors) != 1)}"
+    if interrupted:
+        summary = f"interrupted: {summary}"
+    elif not checks:
+        summary = "no relay candidate gathered: nothing to check"
+    out.write(summary + "\n")
+    return ok
 
 
 def _relay_check_line(result: RelayCheck | IceCandidateErrorEvent) -> str:

@@ -255,7 +255,10 @@ _COLUMNS = (
 _NARROW_COLUMNS = ("Time (ms)", "Mid", "Type", "Protocol", "Address", "Port", "Related address")
 _NARROW_HEADERS = {"Time (ms)": "ms", "Protocol": "Proto"}
 _RIGHT_ALIGNED = frozenset({"Time (ms)", "Component", "Port", "Priority"})
-_FULL_WIDTH = 120  # terminal columns the full candidate table needs to show addresses
+_FULL_WIDTH = 140  # terminal columns the full candidate table needs to show addresses
+# An IPv4 address, and with its port, never folded (a fold reads as another address):
+# other columns give way first.
+_MIN_WIDTHS = {"Address": 15, "Related address": 21}
 _Row = tuple[tuple[str, ...], str, bool]  # cells, style, end of section
 _REDRAW_EVERY = 0.075  # seconds between redraws at least (the spinner turns every 80 ms)
 
@@ -281,7 +284,7 @@ class LiveView:
         self.generation_started = clock()
         self.next_draw = 0.0
         self.state = "new"
-        # Below 120 columns the full table would squeeze the addresses out: the columns a
+        # Below 140 columns the full table would squeeze the addresses out: the columns a
         # reader needs least (component, foundation, priority) give way.
         self.columns = _COLUMNS if console.width >= _FULL_WIDTH else _NARROW_COLUMNS
         # Rows are kept, and the tables built when drawn: a frame draws only the last rows
@@ -326,9 +329,9 @@ class LiveView:
             table.add_column(
                 _NARROW_HEADERS.get(name, name) if self.columns is _NARROW_COLUMNS else name,
                 justify="right" if name in _RIGHT_ALIGNED else "left",
-                no_wrap=not wide,
+                no_wrap=not wide and name != "Protocol",  # "tcp (passive)" wraps at its space
                 overflow="fold" if wide else "ellipsis",
-                min_width=15 if name == "Address" else None,
+                min_width=_MIN_WIDTHS.get(name),
             )
         for cells, style, end_section in rows:
             table.add_row(*cells, style=style, end_section=end_section)

@@ -17,7 +17,7 @@ import asyncio
 import math
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,14 +90,16 @@ def relay_checks(
     timeout: float = 2.0,
     ssl_context: ssl.SSLContext | None = None,
     dual_stack_relays: bool = False,
-) -> AsyncIterator[RelayCheck | IceCandidateErrorEvent]:
+) -> AsyncGenerator[RelayCheck | IceCandidateErrorEvent, None]:
     """Gather relay candidates from the TURN servers and send a datagram each way
     through each (see the module's docstring), streaming what comes: the servers' errors
     while gathering (a wrong password, a server that never answers), which explain a
     relay that is missing, then each relay's check as it ends. Each relay is checked
     from the moment it is gathered, all at once. `timeout`: seconds for each server to
     answer while gathering, and for each direction of each check. The allocations are
-    released when the iteration ends, however it ends. The servers and options are
+    released when the iteration ends; a loop left early (`break`, an exception) should
+    hold it in `contextlib.aclosing`, or they wait for the garbage collector to close
+    the generator. The servers and options are
     checked at the call (ValueError, TypeError), before anything is sent."""
     valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     if not valid or not 0 < as_seconds(timeout) < math.inf:
@@ -112,13 +114,16 @@ def relay_checks(
         on_relayed=probes.arrived,
         on_datagram=probes.arrived,
         on_relay_failure=probes.refused,
-    )
+    )  # which checks the servers first
+    urls = [url for server in ice_servers for url in server.url_list]
+    if not any(url.lower().startswith(("turn:", "turns:")) for url in urls):
+        raise ValueError(f"relay checks need a turn: or turns: server, not {urls}")
     return _checked(gatherer, probes, timeout)
 
 
 async def _checked(
     gatherer: Gatherer, probes: _Probes, timeout: float
-) -> AsyncIterator[RelayCheck | IceCandidateErrorEvent]:
+) -> AsyncGenerator[RelayCheck | IceCandidateErrorEvent, None]:
     async with gatherer:
         # Two sources, merged: the gathering (its errors, then its end) and the checks,
         # each task put in the queue as it ends.
@@ -198,19 +203,21 @@ async def _check(
     await probes.permitted(allocation, ips, timeout)
 
     inbound = await probes.exchange(
-        lambda token: gatherer.send(source, address, token), allocation, timeout
+        lambda token: gatherer.send(source, address, token), allocation, ips, timeout
     )
     if isinstance(inbound, str):
         problem = f"peer to relay: {inbound}"
         if inbound.startswith("nothing"):
             problem += (
                 f" (is {hostport(*address)} reachable from here? a firewall "
-                "closed to the relay ports, or the server's external-ip, may keep it out)"
+                "closed to the relay ports, or the server's external-ip, may keep it out; "
+                f"or the probes reach it from another address than {', '.join(sorted(ips))}, "
+                "which it was asked to permit, as behind a proxy for TURN over TCP or TLS)"
             )
         return RelayCheck(relay, address, url, base, problem=problem)
     peer, peer_to_relay_ms = inbound
     outbound = await probes.exchange(
-        lambda token: gatherer.relay_send(allocation, peer, token), allocation, timeout
+        lambda token: gatherer.relay_send(allocation, peer, token), allocation, ips, timeout
     )
     if isinstance(outbound, str):
         problem = f"relay to peer {hostport(*peer)}: {outbound}"
@@ -221,8 +228,10 @@ async def _check(
 def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceCandidate | None:
     """A UDP candidate of ours, of the relay's family, to play the peer from: the base
     the allocation was made from where its srflx shows it (the relay's related address
-    is that srflx's), else a host candidate on the relay's network (a TCP allocation's),
-    else the first host candidate."""
+    is that srflx's), or where no NAT is on the way (the related address is the base's
+    own: no srflx then), else a host candidate on the relay's network (a TCP
+    allocation's), else the first host candidate. The base matters: the permission is
+    for the address the server sees it from."""
     assert relay.address is not None
     family_v6 = ":" in relay.address
     ours = [
@@ -236,9 +245,10 @@ def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceC
     mapped = (relay.relatedAddress, relay.relatedPort)
     same = [c for c in ours if c.type == "srflx" and (c.address, c.port) == mapped]
     hosts = [c for c in ours if c.type == "host"]
+    own = [c for c in hosts if c.address == relay.relatedAddress]  # over TCP, another port
     network = relay.parsed.network_id if relay.parsed else None
     near = [c for c in hosts if c.parsed and c.parsed.network_id == network]
-    return next(iter(same or near or hosts), None)
+    return next(iter(same or own or near or hosts), None)
 
 
 def _peer_ips(
@@ -261,7 +271,9 @@ class _Probes:
 
     def __init__(self) -> None:
         self._waiting: dict[bytes, asyncio.Future[tuple[tuple[str, int], float]]] = {}
-        self._refusals: dict[int, str] = {}  # id(allocation) -> why a permission failed
+        # (id(allocation), peer IP) -> why its permission failed: a dual allocation's two
+        # checks permit an IP each, and one refused must not fail the other
+        self._refusals: dict[tuple[int, str], str] = {}
 
     def arrived(self, _local: object, peer: tuple[str, int], data: bytes) -> None:
         """on_datagram and on_relayed: (base or allocation, peer, data)."""
@@ -270,20 +282,26 @@ class _Probes:
             waiter.set_result((peer, waiter.get_loop().time()))
 
     def refused(self, allocation: Allocation, failure: RequestFailed) -> None:
-        self._refusals[id(allocation)] = f"permission refused: {failure.code} {failure.reason}"
+        for ip, _port in failure.peers:
+            self._refusals[id(allocation), ip] = (
+                f"permission refused: {failure.code} {failure.reason}"
+            )
+
+    def _refusal(self, allocation: Allocation, ips: set[str]) -> str | None:
+        return next((r for ip in ips if (r := self._refusals.get((id(allocation), ip)))), None)
 
     async def permitted(self, allocation: Allocation, ips: set[str], timeout: float) -> None:
         """Wait until the server has installed the permissions (a probe sent before would
         be dropped, and the next go 250 ms later), or refused them, at most `timeout`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while not ips <= allocation.permissions and id(allocation) not in self._refusals:
+        while not ips <= allocation.permissions and self._refusal(allocation, ips) is None:
             if loop.time() >= deadline:
                 return  # the probes will tell
             await asyncio.sleep(0.005)
 
     async def exchange(
-        self, send: Callable[[bytes], None], allocation: Allocation, timeout: float
+        self, send: Callable[[bytes], None], allocation: Allocation, ips: set[str], timeout: float
     ) -> tuple[tuple[str, int], float] | str:
         """Send probes every `_PROBE_INTERVAL_S` until one arrives: where it came from
         and how long it took, in ms; else why not."""
@@ -292,7 +310,7 @@ class _Probes:
         sent: list[tuple[asyncio.Future[tuple[tuple[str, int], float]], float, bytes]] = []
         try:
             while (left := deadline - loop.time()) > 0:
-                if (refusal := self._refusals.get(id(allocation))) is not None:
+                if (refusal := self._refusal(allocation, ips)) is not None:
                     return refusal
                 token = _PROBE_PREFIX + os.urandom(12).hex().encode()
                 waiter = self._waiting[token] = loop.create_future()
@@ -301,12 +319,16 @@ class _Probes:
                     send(token)
                 except (OSError, ValueError) as error:
                     return f"cannot send: {error}"
-                await asyncio.wait([w for w, _, _ in sent], timeout=min(left, _PROBE_INTERVAL_S))
+                await asyncio.wait(
+                    [w for w, _, _ in sent],
+                    timeout=min(left, _PROBE_INTERVAL_S),
+                    return_when=asyncio.FIRST_COMPLETED,  # an arrival ends it at once
+                )
                 for waiter, at, _ in sent:
                     if waiter.done():
                         peer, arrived = waiter.result()
                         return peer, round((arrived - at) * 1000, 1)
-            return self._refusals.get(id(allocation)) or f"nothing came through in {timeout:g} s"
+            return self._refusal(allocation, ips) or f"nothing came through in {timeout:g} s"
         finally:
             for waiter, _, token in sent:
                 self._waiting.pop(token, None)

@@ -324,3 +324,5 @@ def test_relay_checks_checks_its_servers_at_the_call_before_anything_is_sent() -
         relay_checks([], timeout=0)
     with pytest.raises(ValueError, match="timeout"):  # was OverflowError, naming nothing
         relay_checks([], timeout=10**400)
+    with pytest.raises(ValueError, match=r"need a turn: or turns: server, not \['stun:x'\]"):
+        relay_checks([IceServer("stun:x")])  # was an empty report, ok False, no error

@@ -488,6 +488,19 @@ def test_a_config_nested_too_deeply_huge_or_on_a_closed_stdin_is_one_line(
     assert result.stderr == "ice-engine: --config -: standard input is closed\n"
 
 
+def test_a_config_on_stdin_is_utf8_whatever_the_locale_and_may_start_with_a_bom() -> None:
+    """Standard input was decoded in the locale's encoding (a file as UTF-8), and a BOM
+    was "not JSON" (found by a review)."""
+    config = '\ufeff{"iceServers": [{"urls": "turn:\u00e9"}]}'.encode()
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "ice_engine", "gather", "--config", "-"],
+        input=config, capture_output=True, timeout=30, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.endswith(b"in ICE server URL 'turn:\xe9'\n")  # one character
+
+
 def test_a_browser_config_gives_its_servers_credentials_and_policy(tmp_path: Path) -> None:
     """The iceServers a signalling server sends browsers, as they are: the credentials
     stay out of the process list, and iceTransportPolicy "relay" asks no stun: server."""
@@ -512,3 +525,19 @@ def test_a_browser_config_gives_its_servers_credentials_and_policy(tmp_path: Pat
     report = json.loads(checked.stdout)
     assert {error["url"] for error in report["errors"]} == {"turn:127.0.0.1:9"}
     assert report["checks"] == [] and report["ok"] is False
+
+
+@pytest.mark.parametrize(
+    ("options", "warning"),
+    [
+        (["--relay-only"], "--tcp: --relay-only shows no host candidate, so no ICE-TCP one"),
+        (["--ip-handling", "3"], "--tcp: --ip-handling 3 shows no host candidate"),
+    ],
+)
+def test_tcp_where_no_host_candidate_may_show_is_warned_about(
+    options: list[str], warning: str
+) -> None:
+    result = _run("gather", "--plain", "--tcp", *options)
+    assert result.returncode == 0
+    assert f"ice-engine: warning: {warning}" in result.stderr
+    assert " tcp " not in result.stdout

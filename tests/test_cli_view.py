@@ -394,6 +394,35 @@ def test_a_view_ended_by_an_error_still_shows_what_was_gathered() -> None:
     assert "198.51.100.1" in last_frame and "198.51.100.2" in last_frame
 
 
+@pytest.mark.parametrize("width", [80, 100, 120, 125, 130, 135, 140, 160])
+def test_an_ipv4_address_is_never_folded_into_what_reads_as_another(width: int) -> None:
+    """At 120-134 columns the full table folded `203.0.113.130:60442` into `203.0.113.13`
+    and `0:60442` (found in a lab trial): the full table now starts at 140 columns, and
+    an IPv4 address (with its port) has the room it needs in both."""
+    import io
+
+    from rich.console import Console
+
+    from ice_engine.liveview import LiveView
+
+    lines = [
+        "candidate:1 1 tcp 1518280447 203.0.113.130 37595 typ host tcptype passive",
+        "candidate:2 1 udp 1694498815 198.51.100.1 60442 typ srflx raddr 203.0.113.130 rport 60442",
+        "candidate:3 1 udp 41885439 198.51.100.10 50000 typ relay raddr 198.51.100.1 rport 60442",
+    ]
+    if width <= 80:
+        lines = lines[1:]  # the tcp row's protocol takes more than 80 columns leave
+    out = io.StringIO()
+    view = LiveView(Console(file=out, width=width, color_system=None), [], deadline=1.0)
+    for n, line in enumerate(lines):
+        parsed = Candidate.parse(line)
+        view.add(IceCandidateEvent(IceCandidate(line, "0", 0, "ab", parsed), 0, n / 1000))
+    view.console.print(view._candidates(view.rows))
+    shown = out.getvalue()
+    assert "203.0.113.130:60442" in shown and "198.51.100.1:60442" in shown
+    assert max(len(row) for row in shown.splitlines()) <= width
+
+
 def test_a_closed_pipe_ends_quietly_and_ascii_output_does_not_fail() -> None:
     """`| head -1` gave "ice-engine: [Errno 32] Broken pipe" and status 1; an ASCII stdout
     failed on the first non-ASCII character with status 2."""

@@ -4,6 +4,7 @@ sent again, timed and given up on. End to end against coturn: tests/lab/test_rel
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncGenerator
 
 import pytest
 
@@ -50,6 +51,17 @@ def test_the_peer_is_played_by_the_socket_the_allocation_was_made_from() -> None
     assert _source_for(relay("2001:db8:a::2", 7000, 1, "2001:db8:b::10"), [HOST_A]) is None
 
 
+def test_with_no_nat_the_peer_is_played_by_the_base_itself() -> None:
+    """No NAT: the mapped address is the base's own, so no srflx shows it, and every relay
+    was probed from the first host of its network, permitted for another IP, and failed
+    (two addresses on one interface: a stable and a temporary IPv6 one; a review)."""
+    a = candidate("candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host network-id 1", ("127.0.0.1", 5000))
+    b = candidate("candidate:2 1 udp 2130706175 127.0.0.2 6000 typ host network-id 1", ("127.0.0.2", 6000))
+    assert _source_for(relay("127.0.0.2", 6000, 1, "127.0.0.1"), [a, b]) is b
+    assert _source_for(relay("127.0.0.2", 41234, 1, "127.0.0.1"), [a, b]) is b  # over TCP
+    assert _source_for(relay("127.0.0.1", 5000, 1, "127.0.0.1"), [a, b]) is a
+
+
 def test_the_peer_permitted_is_the_sources_public_address() -> None:
     every = [HOST_A, HOST_B, HOST_V6, SRFLX_B]
     b, a, v6 = ("203.0.113.130", 6000), ("203.0.113.2", 5000), ("2001:db8:a::2", 7000)
@@ -60,6 +72,9 @@ def test_the_peer_permitted_is_the_sources_public_address() -> None:
     # the IPv6 relay of a dual allocation made over IPv4: no NAT known, the host's own
     dual = relay("198.51.100.1", 6000, 2, "2001:db8:b::10")
     assert _peer_ips(dual, v6, every) == {"2001:db8:a::2"}
+
+
+PEER = {"198.51.100.1"}  # the IP permitted
 
 
 def allocation() -> Allocation:
@@ -75,7 +90,7 @@ async def test_probes_go_again_until_one_arrives_and_that_one_is_timed() -> None
         if len(sent) == 2:  # the first was lost; the second arrives at once
             probes.arrived(None, ("198.51.100.1", 4000), token)
 
-    result = await probes.exchange(send, allocation(), timeout=2.0)
+    result = await probes.exchange(send, allocation(), PEER, timeout=2.0)
     assert len(sent) == 2 and sent[0] != sent[1]
     assert isinstance(result, tuple)
     peer, ms = result
@@ -85,7 +100,7 @@ async def test_probes_go_again_until_one_arrives_and_that_one_is_timed() -> None
 
 async def test_nothing_through_is_said_once_the_time_is_up() -> None:
     probes, sent = _Probes(), list[bytes]()
-    result = await probes.exchange(sent.append, allocation(), timeout=0.6)
+    result = await probes.exchange(sent.append, allocation(), PEER, timeout=0.6)
     assert result == "nothing came through in 0.6 s"
     assert len(sent) == 3  # at 0, 0.25 and 0.5 s
 
@@ -95,9 +110,40 @@ async def test_a_refused_permission_ends_the_probes_with_its_code() -> None:
     failure = RequestFailed("CreatePermission", 403, "Forbidden", (("198.51.100.1", 9),))
     loop = asyncio.get_running_loop()
     loop.call_later(0.05, probes.refused, held, failure)
-    await probes.permitted(held, {"198.51.100.1"}, timeout=2.0)  # ends with the refusal
-    assert await probes.exchange(lambda _: None, held, 2.0) == "permission refused: 403 Forbidden"
-    assert await probes.exchange(lambda _: None, allocation(), 0.01) != "permission refused"
+    await probes.permitted(held, PEER, timeout=2.0)  # ends with the refusal
+    refused = await probes.exchange(lambda _: None, held, PEER, 2.0)
+    assert refused == "permission refused: 403 Forbidden"
+    assert await probes.exchange(lambda _: None, allocation(), PEER, 0.01) != refused
+
+
+async def test_a_dual_allocations_refused_family_does_not_fail_the_others_check() -> None:
+    """The IPv6 relay's permission refused (a peer the server's policy forbids) failed the
+    IPv4 relay's check of the same allocation before a probe went (found by a review)."""
+    probes, dual = _Probes(), allocation()
+    failure = RequestFailed("CreatePermission", 403, "Forbidden", (("2001:db8:a::2", 9),))
+    probes.refused(dual, failure)
+    await probes.permitted(dual, {"2001:db8:a::2"}, timeout=2.0)  # at once: refused
+    v6 = await probes.exchange(lambda _: None, dual, {"2001:db8:a::2"}, 2.0)
+    assert v6 == "permission refused: 403 Forbidden"
+    v4 = await probes.exchange(lambda _: None, dual, PEER, 0.01)
+    assert v4 == "nothing came through in 0.01 s"  # probed, not refused
+
+
+async def test_a_probe_that_arrives_ends_the_wait_at_once() -> None:
+    """asyncio.wait's default waited for every probe sent, so one that arrived while an
+    earlier one was lost was noticed at the next resend, 250 ms late (a review)."""
+    probes, sent = _Probes(), list[bytes]()
+    loop = asyncio.get_running_loop()
+
+    def send(token: bytes) -> None:
+        sent.append(token)
+        if len(sent) == 2:  # the first is lost; this one arrives 50 ms later
+            loop.call_later(0.05, probes.arrived, None, ("198.51.100.1", 4000), token)
+
+    started = loop.time()
+    result = await probes.exchange(send, allocation(), PEER, timeout=2.0)
+    assert isinstance(result, tuple) and len(sent) == 2
+    assert loop.time() - started < 0.45  # 0.25 + 0.05, not the next resend at 0.5
 
 
 @pytest.mark.parametrize("error", [OSError(101, "Network is unreachable"), ValueError("too big")])
@@ -105,4 +151,34 @@ async def test_a_probe_that_cannot_be_sent_says_why(error: Exception) -> None:
     def send(_token: bytes) -> None:
         raise error
 
-    assert await _Probes().exchange(send, allocation(), 2.0) == f"cannot send: {error}"
+    assert await _Probes().exchange(send, allocation(), PEER, 2.0) == f"cannot send: {error}"
+
+
+@pytest.mark.parametrize("json_output", [False, True])
+async def test_a_relay_check_that_fails_writes_no_summary(
+    monkeypatch: pytest.MonkeyPatch, json_output: bool
+) -> None:
+    """A gathering that raised (out of fds) still printed "no relay candidate gathered:
+    nothing to check", or an `"ok": false` report, as if it had run (a review): the
+    error's one line on stderr is the whole story, and the checks are closed."""
+    import io
+
+    from ice_engine import cli
+
+    closed = []
+
+    async def failing(*_args: object, **_kwargs: object) -> AsyncGenerator[object, None]:
+        try:
+            raise OSError(24, "Too many open files")
+            yield  # an async generator
+        finally:
+            closed.append(True)
+
+    monkeypatch.setattr(cli, "relay_checks", failing)
+    argv = ["relay-check", "--ice-server", "turn:127.0.0.1", "--username", "u", "--credential", "c"]
+    args = cli.build_parser().parse_args(argv + ["--json"] * json_output)
+    cli._load_config(args)
+    out = io.StringIO()
+    with pytest.raises(OSError, match="Too many open files"):
+        await cli._relay_check(args, out, [])
+    assert out.getvalue() == "" and closed == [True]
