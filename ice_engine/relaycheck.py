@@ -94,8 +94,10 @@ def relay_checks(
     """Gather relay candidates from the TURN servers and send a datagram each way
     through each (see the module's docstring), streaming what comes: the servers' errors
     while gathering (a wrong password, a server that never answers), which explain a
-    relay that is missing, then each relay's check as it ends. Each relay is checked
-    from the moment it is gathered, all at once. `timeout`: seconds for each server to
+    relay that is missing, then each relay's check as it ends. Each TURN URL is
+    gathered from sockets of its own, with its own credentials (its STUN URLs are left
+    out), and each relay checked from the moment it is gathered, all at once. `timeout`:
+    seconds for each server to
     answer while gathering, and for each direction of each check. The allocations are
     released when the iteration ends; a loop left early (`break`, an exception) should
     hold it in `contextlib.aclosing`, or they wait for the garbage collector to close
@@ -106,59 +108,83 @@ def relay_checks(
         raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
     timeout = as_seconds(timeout)
     probes = _Probes()
-    gatherer = Gatherer(
-        ice_servers,
-        timing=Timing(server_deadline=timeout),
-        ssl_context=ssl_context,
-        dual_stack_relays=dual_stack_relays,
-        on_relayed=probes.arrived,
-        on_datagram=probes.arrived,
-        on_relay_failure=probes.refused,
-    )  # which checks the servers first
-    urls = [url for server in ice_servers for url in server.url_list]
-    if not any(url.lower().startswith(("turn:", "turns:")) for url in urls):
+    gatherers = [
+        Gatherer(
+            [server],
+            timing=Timing(server_deadline=timeout),
+            ssl_context=ssl_context,
+            dual_stack_relays=dual_stack_relays,
+            on_relayed=probes.arrived,
+            on_datagram=probes.arrived,
+            on_relay_failure=probes.refused,
+        )
+        for server in _one_per_url(ice_servers)
+    ]
+    return _checked(gatherers, probes, timeout)
+
+
+def _one_per_url(ice_servers: Sequence[IceServer]) -> list[IceServer]:
+    """A server for each TURN URL (each checked by a gatherer of its own), the same URL
+    with the same credentials once. In one gatherer, URLs for one server address would
+    share an allocation, and all but the first would pass with their credentials never
+    tried; a redirect to an address another URL allocates at would fail. STUN URLs
+    are left out: they relay nothing."""
+    if isinstance(ice_servers, str | bytes) or not isinstance(ice_servers, Sequence):
+        raise TypeError(f"ice_servers must be a sequence, not {type(ice_servers).__name__}")
+    seen: dict[tuple[str, str | None, str | None], IceServer] = {}
+    for server in ice_servers:
+        if not isinstance(server, IceServer):
+            raise TypeError(f"ice_servers must hold IceServer objects, not {type(server).__name__}")
+        for url in server.url_list:
+            if url.lower().startswith(("turn:", "turns:")):
+                key = (url, server.username, server.credential)
+                seen.setdefault(key, IceServer(url, server.username, server.credential))
+    if not seen:
+        urls = [url for server in ice_servers for url in server.url_list]
         raise ValueError(f"relay checks need a turn: or turns: server, not {urls}")
-    return _checked(gatherer, probes, timeout)
+    return list(seen.values())
 
 
 async def _checked(
-    gatherer: Gatherer, probes: _Probes, timeout: float
+    gatherers: list[Gatherer], probes: _Probes, timeout: float
 ) -> AsyncGenerator[RelayCheck | IceCandidateErrorEvent, None]:
-    async with gatherer:
-        # Two sources, merged: the gathering (its errors, then its end) and the checks,
-        # each task put in the queue as it ends.
-        done: asyncio.Queue[asyncio.Task[Any] | IceCandidateErrorEvent] = asyncio.Queue()
-        checks: list[asyncio.Task[RelayCheck]] = []
+    # Sources merged: each gathering (its errors, then its end) and each check, every
+    # task put in the queue as it ends.
+    done: asyncio.Queue[asyncio.Task[Any] | IceCandidateErrorEvent] = asyncio.Queue()
+    checks: list[asyncio.Task[RelayCheck]] = []
 
-        async def gather() -> None:
-            async for event in gatherer.gather():
-                if isinstance(event, IceCandidateErrorEvent):
-                    done.put_nowait(event)
-                elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
-                    relay = event.candidate
-                    if relay.type == "relay":
-                        check = _check(gatherer, probes, relay, event.url, timeout)
-                        checks.append(asyncio.ensure_future(check))
-                        checks[-1].add_done_callback(done.put_nowait)
+    async def gather(gatherer: Gatherer) -> None:
+        async for event in gatherer.gather():
+            if isinstance(event, IceCandidateErrorEvent):
+                done.put_nowait(event)
+            elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+                relay = event.candidate
+                if relay.type == "relay":
+                    check = _check(gatherer, probes, relay, event.url, timeout)
+                    checks.append(asyncio.ensure_future(check))
+                    checks[-1].add_done_callback(done.put_nowait)
 
-        gathering = asyncio.ensure_future(gather())
+    gatherings = [asyncio.ensure_future(gather(gatherer)) for gatherer in gatherers]
+    for gathering in gatherings:
         gathering.add_done_callback(done.put_nowait)
-        try:
-            told = 0
-            while not gathering.done() or told < len(checks) or not done.empty():
-                item = await done.get()
-                if item is gathering:
-                    gathering.result()  # its exception, if it failed
-                elif isinstance(item, asyncio.Task):
-                    told += 1
-                    yield item.result()
-                else:
-                    yield item
+    try:
+        told = 0
+        while not all(g.done() for g in gatherings) or told < len(checks) or not done.empty():
+            item = await done.get()
+            if item in gatherings:
+                item.result()  # its exception, if it failed
+            elif isinstance(item, asyncio.Task):
+                told += 1
+                yield item.result()
+            else:
+                yield item
+        for gathering in gatherings:
             gathering.result()  # done, its item perhaps not yet queued
-        finally:  # ended early too: all stop before their gatherer closes
-            for task in (gathering, *checks):
-                task.cancel()
-            await asyncio.gather(gathering, *checks, return_exceptions=True)
+    finally:  # ended early too: all stop before their gatherers close, all at once
+        for task in (*gatherings, *checks):
+            task.cancel()
+        await asyncio.gather(*gatherings, *checks, return_exceptions=True)
+        await asyncio.gather(*(gatherer.close() for gatherer in gatherers))
 
 
 async def check_relays(

@@ -15,11 +15,13 @@ from ice_engine.lab import (
     CA_CERT_FILE,
     DEAD_IPV4,
     PASSWORD,
+    REDIRECT_TURN_PORT,
     SERVER_IPV4,
     SERVER_IPV6,
     SERVER_NS,
     TURN_HOST,
     USERNAME,
+    V4ONLY_HOST,
     Lab,
 )
 from ice_engine.lab.topology import RELAY_PORT_RANGE
@@ -153,3 +155,30 @@ def test_a_browser_config_on_standard_input_gives_the_servers_and_credentials(la
     outcome = report(result)
     urls = [check["url"] for check in outcome["checks"]]
     assert sorted(urls) == sorted([f"turn:{SERVER_IPV4}", f"turn:{SERVER_IPV4}?transport=tcp"] * 2)
+
+
+def test_each_url_is_checked_with_its_own_credentials(lab: Lab) -> None:
+    """URLs for one server address shared one allocation, so a second URL's wrong
+    password passed unseen ("2 relays checked: 2 ok"), and a redirect to an address
+    another URL allocated at failed with a 300 (found in a lab trial). Each URL now has
+    a gatherer of its own."""
+    config = {
+        "iceServers": [
+            {"urls": f"turn:{V4ONLY_HOST}", "username": USERNAME, "credential": "wrong"},
+            {"urls": f"turn:{SERVER_IPV4}", "username": USERNAME, "credential": PASSWORD},
+        ],
+    }
+    argv = [sys.executable, "-m", "ice_engine", "relay-check", "--config", "-", "--json"]
+    result = lab.run(argv, stdin=json.dumps(config), timeout_s=30)
+    assert result.returncode == 1
+    outcome = report(result)
+    assert {error["url"] for error in outcome["errors"]} == {f"turn:{V4ONLY_HOST}"}
+    assert {error["errorCode"] for error in outcome["errors"]} == {401}
+    assert [check["ok"] for check in outcome["checks"]] == [True, True]
+
+    redirecting = f"turn:{SERVER_IPV4}:{REDIRECT_TURN_PORT}"
+    result = relay_check(
+        lab, "--ice-server", redirecting, "--ice-server", f"turn:{SERVER_IPV4}", *CREDENTIALS
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "4 relays checked: 4 ok, 0 failed"
