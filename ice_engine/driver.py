@@ -448,25 +448,16 @@ class Gatherer:
         peer = peer_address(peer)
         if getattr(local, "tcpType", None) != "active":
             raise ValueError(f"not an ICE-TCP active candidate: {local!r}")
-        core = self._core
-        base = next(
-            (
-                b
-                for b in core.tcp_bases
-                if (b.name or b.address) == local.address
-                and b.component == local.component
-                and core.transports[b.transport].mid == local.sdpMid
-            ),
-            None,
-        )
-        listener = None if base is None else self._table.sockets.get(base.key)
-        if base is None or listener is None:
+        # As send() finds a copy's socket: by its mid and line, of the current generation
+        key = self._core.base_key_of(local.sdpMid or "", local.candidate)
+        listener = None if key is None else self._table.sockets.get(key)
+        if listener is None or listener.type != socket.SOCK_STREAM:
             raise ValueError(f"no active candidate here for {local.candidate!r}")
-        _check_family(peer, base.address)
-        sock = socket.socket(base.family, socket.SOCK_STREAM)
+        name = listener.getsockname()  # the base's address, with an IPv6 scope
+        _check_family(peer, name[0])
+        sock = socket.socket(listener.family, socket.SOCK_STREAM)
         try:
             sock.setblocking(False)
-            name = listener.getsockname()  # the base's address, with an IPv6 scope
             sock.bind((name[0], 0, *name[2:]))
             connecting = self._spawn(self._get_loop().sock_connect(sock, peer))
             try:

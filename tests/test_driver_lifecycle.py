@@ -664,3 +664,15 @@ async def test_connect_says_what_is_wrong() -> None:
         assert open_fds() == before  # the failed socket is closed
     with pytest.raises(RuntimeError, match="closed"):
         await gatherer.connect(copy, ("127.0.0.1", closed))
+
+
+async def test_connect_takes_only_this_gatherers_active_candidates() -> None:
+    """connect() matched an active candidate by its address, component and mid, so
+    another gatherer's on the same address passed for ours (a review); it now finds the
+    listener by mid and line, as send() finds a copy's socket."""
+    async with Gatherer(tcp_candidates=True) as ours, Gatherer(tcp_candidates=True) as other:
+        await collect(ours)
+        await collect(other)
+        [theirs] = [c for c in other.candidates if c.tcpType == "active"]
+        with pytest.raises(ValueError, match="no active candidate here"):
+            await ours.connect(theirs, _passive(other))
