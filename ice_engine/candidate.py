@@ -85,9 +85,11 @@ _SMALL: Final = {str(n): n for n in range(1024)}
 def _number(value: str, field: str, line: str, low: int, high: int) -> None:
     if not (value.isascii() and value.isdigit()):
         raise CandidateError(field, f"{value!r} is not a number", line)
-    if len(value) > 10:  # the grammar's 1*10DIGIT; int() refuses over 4300 (ValueError)
+    digits = value.lstrip("0") or "0"  # zeros in front are taken, as the parser takes them
+    # Over 10 digits is out of range anyway; int() (the parser's) refuses over 4300
+    if len(digits) > 10 or len(value) > 4300:
         raise CandidateError(field, f"{value[:12]}... has {len(value)} digits", line)
-    if not low <= int(value) <= high:
+    if not low <= int(digits) <= high:
         raise CandidateError(field, f"{value} is not in {low}-{high}", line)
 
 

@@ -306,9 +306,12 @@ def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
 
 
 _MIN_LIVE_WIDTH = 40  # terminal columns: fewer get plain lines
+# With ICE-TCP rows ("tcp (passive)"), the narrow table needs this many not to be cut at
+# the screen's edge, where `203.0.113.130:60442` would show as `203.0.113.130:60`.
+_MIN_LIVE_WIDTH_TCP = 94
 
 
-def _live_console(out: TextIO) -> Console | None:
+def _live_console(out: TextIO, min_width: int = _MIN_LIVE_WIDTH) -> Console | None:
     """A rich console when `out` is a terminal that can take a live view, else None."""
     encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
     if not out.isatty() or os.environ.get("TERM") == "dumb" or encoding != "utf8":
@@ -319,7 +322,7 @@ def _live_console(out: TextIO) -> Console | None:
         return None
     console = Console(file=out, highlight=False, emoji=False)
     # COLUMNS=0 drew nothing at all, and a table a few columns wide is no better
-    return console if console.width >= _MIN_LIVE_WIDTH else None
+    return console if console.width >= min_width else None
 
 
 async def _tick(view: LiveView | PlainView) -> None:
@@ -389,7 +392,7 @@ def _load_config(args: argparse.Namespace) -> None:
     try:
         if args.config == "-":
             if sys.stdin is None:  # started with it closed (`<&-`)
-                raise UsageError("--config -: standard input is closed")
+                raise UsageError("--config standard input: closed")
             data = sys.stdin.buffer.read(_MAX_CONFIG + 1)
         else:
             with open(args.config, "rb") as file:
@@ -510,7 +513,8 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
                     out.write(json.dumps(event.to_json()) + "\n")
                     out.flush()
         return 0
-    console = None if args.plain else _live_console(out)
+    need = _MIN_LIVE_WIDTH_TCP if args.tcp else _MIN_LIVE_WIDTH
+    console = None if args.plain else _live_console(out, need)
     view: LiveView | PlainView = (
         PlainView(out, _servers_shown(args))
         if console is None

@@ -71,8 +71,22 @@ RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
 TcpConnectionHandler = Callable[[tuple[str, int], tuple[str, int], socket.socket], None]
 #: Connections accepted per readiness of a listener, so that other sockets get their turn.
 _ACCEPTS_PER_TURN = 16
-#: accept() errors that pause a listener, as asyncio's servers do: out of fds or memory.
-_OUT_OF_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+#: accept() errors of the connection taken, not of the listener: accept(2) passes on a
+#: connection's pending network error; the next may be fine. Any other error (out of fds
+#: or memory, above all) pauses the listener, as asyncio's servers do, and is reported.
+_CONNECTION_ERRORS = frozenset(
+    {
+        errno.ECONNABORTED,
+        errno.EPROTO,
+        errno.ENETDOWN,
+        errno.ENOPROTOOPT,
+        errno.EHOSTDOWN,
+        errno.ENONET,
+        errno.EHOSTUNREACH,
+        errno.EOPNOTSUPP,
+        errno.ENETUNREACH,
+    }
+)
 #: For how long.
 _ACCEPT_RETRY_S = 1.0
 
@@ -145,9 +159,11 @@ class Gatherer:
             server refuses a permission or channel (`relay_permit`, `relay_bind_channel`,
             `send`; a 403 for a peer its policy forbids, say) or never confirms it.
         tcp_candidates: ICE-TCP host candidates too (RFC 6544).
-        on_tcp_connection: called with (local passive candidate, peer, socket) for each
-            connection a peer makes to a passive ICE-TCP candidate; the socket
-            (non-blocking) is the callee's to frame (RFC 4571) and close.
+        on_tcp_connection: called with (the passive candidate's address and port, peer,
+            socket) for each connection a peer makes to a passive ICE-TCP candidate; the
+            socket (non-blocking) is the callee's to frame (RFC 4571) and close, unless
+            the callee raises (the handover failed: it is closed). Once `close()` has
+            begun, connections are closed, not handed over.
         shared_port: one UDP port per address for every gatherer of the process given
             the same one (one transport, one component); peers are routed by ufrag.
         mdns: hide host addresses behind mDNS `.local` names.
@@ -464,9 +480,10 @@ class Gatherer:
                 await connecting  # a task of the gatherer's: close() ends it
             except asyncio.CancelledError:
                 caller = asyncio.current_task()
-                if self._closed and caller is not None and not caller.cancelling():
-                    raise RuntimeError("the gatherer was closed while connecting") from None
-                raise
+                if not (self._closed and caller is not None and not caller.cancelling()):
+                    raise
+            if self._closed:  # or it connected as close() began: too late, all the same
+                raise RuntimeError("the gatherer was closed while connecting")
         except BaseException:
             sock.close()
             raise
@@ -1037,8 +1054,8 @@ class Gatherer:
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as error:
-                if error.errno not in _OUT_OF_RESOURCES:
-                    continue  # that connection's own error (reset, as accept(2) passes on)
+                if error.errno in _CONNECTION_ERRORS:
+                    continue  # that connection's own, as accept(2) passes them on
                 self._pause_listening(key, error)  # level-triggered, it would spin
                 break
             sock = socket.socket(listener.family, socket.SOCK_STREAM, fileno=connection)

@@ -303,10 +303,12 @@ class LiveView:
 
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:
-            if not self.finished:  # ended by an error: the last frame may predate a redraw
-                self.live.update(self._render(final=True), refresh=False)
-            self.live.__exit__(*exc)
-            self.live = None
+            try:
+                if not self.finished:  # ended by an error: the last frame may be old
+                    self.live.update(self._render(final=True), refresh=False)
+            finally:  # the cursor shown again whatever happens
+                self.live.__exit__(*exc)
+                self.live = None
 
     @property
     def table(self) -> Table:

@@ -24,9 +24,9 @@ from typing import Any
 from .config import IceServer
 from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
-from .transaction import Timing, as_seconds
+from .transaction import Timing, as_seconds, shown
 from .turn import Allocation, RequestFailed
-from .urls import hostport
+from .urls import hostport, parse_server_url
 
 __all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 
@@ -105,7 +105,7 @@ def relay_checks(
     checked at the call (ValueError, TypeError), before anything is sent."""
     valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
     if not valid or not 0 < as_seconds(timeout) < math.inf:
-        raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
+        raise ValueError(f"timeout must be a positive number of seconds, not {shown(timeout)}")
     timeout = as_seconds(timeout)
     probes = _Probes()
     gatherers = [
@@ -136,6 +136,7 @@ def _one_per_url(ice_servers: Sequence[IceServer]) -> list[IceServer]:
         if not isinstance(server, IceServer):
             raise TypeError(f"ice_servers must hold IceServer objects, not {type(server).__name__}")
         for url in server.url_list:
+            parse_server_url(url)  # any URL wrong is an error, as a Gatherer's would be
             if url.lower().startswith(("turn:", "turns:")):
                 key = (url, server.username, server.credential)
                 seen.setdefault(key, IceServer(url, server.username, server.credential))
@@ -181,10 +182,13 @@ async def _checked(
         for gathering in gatherings:
             gathering.result()  # done, its item perhaps not yet queued
     finally:  # ended early too: all stop before their gatherers close, all at once
-        for task in (*gatherings, *checks):
-            task.cancel()
-        await asyncio.gather(*gatherings, *checks, return_exceptions=True)
-        await asyncio.gather(*(gatherer.close() for gatherer in gatherers))
+        try:
+            for task in (*gatherings, *checks):
+                task.cancel()
+            await asyncio.gather(*gatherings, *checks, return_exceptions=True)
+        finally:  # even if cancelled again meanwhile: a cancelled close releases at once
+            closing = (gatherer.close() for gatherer in gatherers)
+            await asyncio.gather(*closing, return_exceptions=True)
 
 
 async def check_relays(

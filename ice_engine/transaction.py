@@ -15,7 +15,7 @@ from typing import SupportsFloat
 
 from .frozen import fast_init
 
-__all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing", "as_seconds"]
+__all__ = ["RttEstimator", "RttTable", "StunTransaction", "Timing", "as_seconds", "shown"]
 
 
 def as_seconds(value: SupportsFloat) -> float:
@@ -25,7 +25,14 @@ def as_seconds(value: SupportsFloat) -> float:
     try:
         return float(value)
     except OverflowError:
-        return math.inf
+        return -math.inf if value < 0 else math.inf  # type: ignore[operator]
+
+
+def shown(value: object) -> str:
+    """`repr(value)`, but for an int too long for it (over 4300 digits, repr raises)."""
+    if isinstance(value, int) and value.bit_length() > 256:
+        return f"an int of {value.bit_length()} bits"
+    return repr(value)
 
 
 @fast_init
@@ -54,7 +61,9 @@ class Timing:
                 raise TypeError(f"Timing.{name} must be a number, not {type(value).__name__}")
             seconds = as_seconds(value)
             if not (math.isfinite(seconds) and seconds > 0):
-                raise ValueError(f"Timing.{name} must be a positive number of seconds: {value!r}")
+                raise ValueError(
+                    f"Timing.{name} must be a positive number of seconds: {shown(value)}"
+                )
             object.__setattr__(self, name, seconds)
         if self.min_rto > self.max_rto:
             raise ValueError("Timing.min_rto must not exceed Timing.max_rto")

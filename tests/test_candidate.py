@@ -84,6 +84,8 @@ MALFORMED = [
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host generation " + "9" * 5000, "generation"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ srflx raddr 1.2.3.4 rport " + "9" * 5000, "rport"),
     ("candidate:1 1 udp 1 1.2.3.4 5 typ host network-cost " + "0" * 5000, "network-cost"),
+    # zeros in front are taken: the fault is the one after them (a review)
+    ("candidate:1 1 udp 00000000001 1.2.3.4 5 typ host generation x", "generation"),
 ]
 
 

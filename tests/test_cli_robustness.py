@@ -485,7 +485,7 @@ def test_a_config_nested_too_deeply_huge_or_on_a_closed_stdin_is_one_line(
 
     result = _run(command, "--config", "-", stdin=None, preexec_fn=lambda: os.close(0))
     assert (result.returncode, result.stdout) == (2, "")
-    assert result.stderr == "ice-engine: --config -: standard input is closed\n"
+    assert result.stderr == "ice-engine: --config standard input: closed\n"
 
 
 def test_a_config_on_stdin_is_utf8_whatever_the_locale_and_may_start_with_a_bom() -> None:

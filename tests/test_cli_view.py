@@ -294,12 +294,12 @@ def test_live_view_in_tmux_marks_an_ice_restart(tmux: Tmux, ipv4_host: str) -> N
     assert "2 generations" in screen
 
 
-def _on_a_pty(columns: int, env: dict[str, str]) -> str:
+def _on_a_pty(columns: int, env: dict[str, str], *options: str) -> str:
     """`ice-engine gather` on a pseudo-terminal `columns` wide: all it wrote (status 0)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
     process = subprocess.Popen(
-        [sys.executable, "-m", "ice_engine", "gather"],
+        [sys.executable, "-m", "ice_engine", "gather", *options],
         stdin=slave,
         stdout=slave,
         stderr=slave,
@@ -348,6 +348,10 @@ def test_a_terminal_too_narrow_for_the_table_gets_plain_lines() -> None:
     text = ANSI.sub("", _on_a_pty(160, {**_env(), "COLUMNS": "0"}))
     assert "ICE candidates" not in text
     assert " state       gathering" in text and "done in " in text
+    # ICE-TCP rows need 94: narrower, the table was cut at the edge, mid-address
+    text = ANSI.sub("", _on_a_pty(80, _env(), "--tcp"))
+    assert "ICE candidates" not in text and " tcp passive " in text
+    assert "ICE candidates" in ANSI.sub("", _on_a_pty(94, _env(), "--tcp"))
 
 
 def test_server_text_is_shown_as_text_never_as_markup_or_terminal_codes() -> None:
@@ -394,7 +398,7 @@ def test_a_view_ended_by_an_error_still_shows_what_was_gathered() -> None:
     assert "198.51.100.1" in last_frame and "198.51.100.2" in last_frame
 
 
-@pytest.mark.parametrize("width", [80, 100, 120, 125, 130, 135, 140, 160])
+@pytest.mark.parametrize("width", [80, 94, 100, 120, 125, 130, 135, 140, 160])
 def test_an_ipv4_address_is_never_folded_into_what_reads_as_another(width: int) -> None:
     """At 120-134 columns the full table folded `203.0.113.130:60442` into `203.0.113.13`
     and `0:60442` (found in a lab trial): the full table now starts at 140 columns, and
@@ -410,14 +414,14 @@ def test_an_ipv4_address_is_never_folded_into_what_reads_as_another(width: int) 
         "candidate:2 1 udp 1694498815 198.51.100.1 60442 typ srflx raddr 203.0.113.130 rport 60442",
         "candidate:3 1 udp 41885439 198.51.100.10 50000 typ relay raddr 198.51.100.1 rport 60442",
     ]
-    if width <= 80:
-        lines = lines[1:]  # the tcp row's protocol takes more than 80 columns leave
+    if width < 94:
+        lines = lines[1:]  # below 94 columns, --tcp gets plain lines (cli._MIN_LIVE_WIDTH_TCP)
     out = io.StringIO()
     view = LiveView(Console(file=out, width=width, color_system=None), [], deadline=1.0)
     for n, line in enumerate(lines):
         parsed = Candidate.parse(line)
         view.add(IceCandidateEvent(IceCandidate(line, "0", 0, "ab", parsed), 0, n / 1000))
-    view.console.print(view._candidates(view.rows))
+    view.console.print(view._candidates(view.rows), crop=False)  # what would not fit shows
     shown = out.getvalue()
     assert "203.0.113.130:60442" in shown and "198.51.100.1:60442" in shown
     assert max(len(row) for row in shown.splitlines()) <= width

@@ -888,14 +888,14 @@ async def test_a_connect_under_way_ends_with_close() -> None:
             gatherer = Gatherer(tcp_candidates=True)
             await collect(gatherer)
             [active] = [c for c in gatherer.candidates if c.tcpType == "active"]
-            before = open_fds()
+            before, own = open_fds(), len(gatherer._table.sockets)
             connecting = asyncio.ensure_future(gatherer.connect(active, silent.getsockname()))
             await asyncio.sleep(0.2)
             assert not connecting.done()
             await gatherer.close()
             with pytest.raises(RuntimeError, match="closed while connecting"):
                 await connecting
-            assert open_fds() < before
+            assert open_fds() == before - own  # the connect's socket closed too
         finally:
             for filler in fillers:
                 filler.close()
@@ -953,3 +953,76 @@ async def test_no_listener_where_no_tcp_candidate_may_show() -> None:
             await collect(gatherer)
             kinds = {s.type for s in gatherer._table.sockets.values()}
             assert socket.SOCK_STREAM not in kinds, options
+
+
+async def test_a_connect_that_ends_as_close_begins_gives_no_socket(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Connected in the same turn of the loop as close() began: the caller got a live
+    socket from a closed gatherer (a review of the fix above)."""
+    loop = asyncio.get_running_loop()
+    closing: list[asyncio.Task[None]] = []
+    real = loop.sock_connect
+
+    async def connected_as_close_begins(sock: socket.socket, address: tuple[str, int]) -> None:
+        await real(sock, address)
+        closing.append(loop.create_task(gatherer.close()))
+        await asyncio.sleep(0)  # close() begins
+
+    monkeypatch.setattr(loop, "sock_connect", connected_as_close_begins)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        gatherer = Gatherer(tcp_candidates=True)
+        await collect(gatherer)
+        [active] = [c for c in gatherer.candidates if c.tcpType == "active"]
+        with pytest.raises(RuntimeError, match="closed while connecting"):
+            await gatherer.connect(active, server.getsockname())
+        await closing[0]
+
+
+async def test_a_connections_own_accept_error_does_not_pause_the_listener(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """accept(2) passes on a connection's pending network error (EPROTO, ENETDOWN...): that
+    one is skipped and the next accepted; any other error pauses the listener and is
+    reported, so that one repeating on every call cannot spin unseen (a review)."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    got: list[socket.socket] = []
+    async with Gatherer(tcp_candidates=True, on_tcp_connection=lambda *c: got.append(c[2])) as g:
+        await collect(g)
+        [key] = [k for k, s in g._table.sockets.items() if s.type == socket.SOCK_STREAM]
+        listener = g._table.sockets[key]
+        errors = [OSError(errno.EPROTO, "Protocol error")]
+
+        class Flaky:
+            """The listener, but its next accept() fails with the errors given."""
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(listener, name)
+
+            def _accept(self) -> tuple[int, object]:
+                if errors:
+                    raise errors.pop(0)
+                return listener._accept()  # type: ignore[attr-defined, no-any-return]
+
+        g._table.sockets[key] = Flaky()  # type: ignore[assignment]
+        [passive] = [c for c in g.candidates if c.tcpType == "passive"]
+        peer = socket.create_connection((passive.address, passive.port), timeout=2)
+        for _ in range(200):
+            if got:
+                break
+            await asyncio.sleep(0.01)
+        assert len(got) == 1 and reported == []  # EPROTO skipped, the connection taken
+        errors.append(OSError(errno.EACCES, "Permission denied"))
+        second = socket.create_connection((passive.address, passive.port), timeout=2)
+        for _ in range(200):
+            if reported:
+                break
+            await asyncio.sleep(0.01)
+        assert "(Permission denied); trying again in 1 s" in str(reported[0]["message"])
+        g._table.sockets[key] = listener
+    for sock in (peer, second, *got):
+        sock.close()

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator
+from typing import Any
 
 import pytest
 
-from ice_engine import Candidate, IceCandidate
+from ice_engine import Candidate, IceCandidate, IceCandidateErrorEvent
 from ice_engine.relaycheck import _peer_ips, _Probes, _source_for
 from ice_engine.turn import Allocation, RequestFailed, TurnCredentials
 
@@ -160,25 +161,115 @@ async def test_a_relay_check_that_fails_writes_no_summary(
 ) -> None:
     """A gathering that raised (out of fds) still printed "no relay candidate gathered:
     nothing to check", or an `"ok": false` report, as if it had run (a review): the
-    error's one line on stderr is the whole story, and the checks are closed."""
+    error's one line on stderr is the whole story."""
+    import io
+
+    from ice_engine import cli
+
+    async def failing(*_args: object, **_kwargs: object) -> AsyncGenerator[object, None]:
+        raise OSError(24, "Too many open files")
+        yield  # an async generator
+
+    monkeypatch.setattr(cli, "relay_checks", failing)
+    args = _relay_check_args(cli, json_output)
+    out = io.StringIO()
+    with pytest.raises(OSError, match="Too many open files"):
+        await cli._relay_check(args, out, [])
+    assert out.getvalue() == ""
+
+
+async def test_a_write_that_fails_still_closes_the_checks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that raised in the loop (a broken pipe) left the checks to asyncio.run's
+    shutdown, after every task had been cancelled (a review): they are closed at once."""
     import io
 
     from ice_engine import cli
 
     closed = []
 
-    async def failing(*_args: object, **_kwargs: object) -> AsyncGenerator[object, None]:
+    async def one_result(*_args: object, **_kwargs: object) -> AsyncGenerator[object, None]:
         try:
-            raise OSError(24, "Too many open files")
-            yield  # an async generator
+            yield IceCandidateErrorEvent("turn:127.0.0.1", None, None, 701, "x", 0, 0.0)
+            await asyncio.sleep(10)
         finally:
             closed.append(True)
 
-    monkeypatch.setattr(cli, "relay_checks", failing)
+    class Broken(io.StringIO):
+        def write(self, _text: str) -> int:
+            raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(cli, "relay_checks", one_result)
+    with pytest.raises(BrokenPipeError):
+        await cli._relay_check(_relay_check_args(cli, False), Broken(), [])
+    assert closed == [True]
+
+
+def _relay_check_args(cli: Any, json_output: bool) -> Any:
     argv = ["relay-check", "--ice-server", "turn:127.0.0.1", "--username", "u", "--credential", "c"]
     args = cli.build_parser().parse_args(argv + ["--json"] * json_output)
     cli._load_config(args)
-    out = io.StringIO()
-    with pytest.raises(OSError, match="Too many open files"):
-        await cli._relay_check(args, out, [])
-    assert out.getvalue() == "" and closed == [True]
+    return args
+
+
+def test_every_url_is_checked_at_the_call_stun_ones_too() -> None:
+    """Only TURN URLs reached a gatherer, so a malformed STUN URL beside them passed
+    unseen (a review)."""
+    from ice_engine import IceServer, InvalidServerUrl
+    from ice_engine.relaycheck import relay_checks
+
+    with pytest.raises(InvalidServerUrl, match="empty host"):
+        relay_checks([IceServer(["turn:127.0.0.1", "stun:"], "u", "c")])
+
+
+@pytest.mark.parametrize("timeout", [10**5000, -(10**400)], ids=["huge", "huge-negative"])
+def test_a_huge_int_timeout_is_named_not_printed(timeout: int) -> None:
+    """repr() of an int of over 4300 digits raises: the message said nothing of timeout."""
+    from ice_engine import IceServer, Timing
+    from ice_engine.relaycheck import relay_checks
+
+    with pytest.raises(ValueError, match="timeout must be a positive number of seconds, not "):
+        relay_checks([IceServer("turn:127.0.0.1", "u", "c")], timeout=timeout)
+    with pytest.raises(ValueError, match=r"Timing\.server_deadline must be a positive number"):
+        Timing(server_deadline=timeout)
+
+
+async def test_a_second_cancellation_while_cleaning_up_still_closes_every_gatherer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Ctrl-C, then SIGTERM while the checks were being stopped: the gatherers' closes,
+    after that, never ran, and their allocations stayed held (a review)."""
+    import socket
+
+    from ice_engine import IceServer, relaycheck
+
+    made: list[Any] = []
+
+    class Counted(relaycheck.Gatherer):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(relaycheck, "Gatherer", Counted)
+    silent = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(2)]
+    try:
+        for sock in silent:
+            sock.bind(("127.0.0.1", 0))
+        servers = [IceServer(f"turn:127.0.0.1:{s.getsockname()[1]}", "u", "c") for s in silent]
+
+        async def consume() -> None:
+            async for _ in relaycheck.relay_checks(servers, timeout=5):
+                pass
+
+        loop = asyncio.get_running_loop()
+        task = loop.create_task(consume())
+        await asyncio.sleep(0.3)
+        task.cancel()
+        loop.call_soon(task.cancel)  # again, while the generator cleans up
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0.1)
+        assert len(made) == 2
+        assert [(g._closed, len(g._table.sockets)) for g in made] == [(True, 0), (True, 0)]
+    finally:
+        for sock in silent:
+            sock.close()
