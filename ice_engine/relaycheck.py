@@ -14,13 +14,16 @@ their callbacks), as a connectivity layer would use it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import os
+import socket
 import ssl
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from . import stun
 from .config import IceServer
 from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
@@ -33,6 +36,8 @@ __all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 #: How often a probe is sent again while nothing has come through: the first ones may
 #: go before the server has installed the permission, or be lost.
 _PROBE_INTERVAL_S = 0.25
+_STUN_PORT = 3478
+_STUN_WAIT_S = 0.5  # for a STUN answer that tells our public address (`_seen_from`)
 _PROBE_PREFIX = b"ice-engine relay check "  # never a STUN message: its first byte is 0x69
 
 
@@ -226,6 +231,12 @@ async def _check(
         problem = f"no {family} host socket to send from"
         return RelayCheck(relay, address, url, None, problem=problem)
     ips = _peer_ips(relay, base, gatherer.candidates)
+    if allocation.reliable and not _has_srflx(base, gatherer.candidates):
+        # Over TCP or TLS the related address is where the server saw the connection
+        # come from: a proxy in front of it, perhaps, not where our datagrams come from.
+        seen = await _seen_from(base[0], relay.address, min(timeout, _STUN_WAIT_S))
+        if seen is not None:
+            ips.add(seen)
     try:
         gatherer.relay_permit(allocation, [(ip, 9) for ip in sorted(ips)])
     except ValueError as error:  # not a unicast address: nothing could come from there
@@ -279,6 +290,43 @@ def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceC
     network = relay.parsed.network_id if relay.parsed else None
     near = [c for c in hosts if c.parsed and c.parsed.network_id == network]
     return next(iter(same or own or near or hosts), None)
+
+
+def _has_srflx(base: tuple[str, int], candidates: Sequence[IceCandidate]) -> bool:
+    return any(c.base == base and c.type == "srflx" for c in candidates)
+
+
+async def _seen_from(local: str, server: str, wait: float) -> str | None:
+    """The IP a STUN server on port 3478 at `server` (a TURN server's relay address is
+    usually one of its own) sees a socket of ours on `local` come from: behind a NAT,
+    the one a peer sees our datagrams come from (a permission is for an IP, whatever the
+    port). None if nothing answers within `wait` seconds."""
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in local else socket.AF_INET
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        transaction = os.urandom(12)
+        request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction)
+        try:
+            sock.bind((local, 0))
+            sock.connect((server, _STUN_PORT))  # connected: an ICMP refusal is told
+            deadline = loop.time() + wait
+            while (left := deadline - loop.time()) > 0:
+                await loop.sock_sendall(sock, request)
+                try:
+                    async with asyncio.timeout(min(left, _PROBE_INTERVAL_S)):
+                        while True:
+                            data = await loop.sock_recv(sock, 2048)
+                            with contextlib.suppress(stun.StunError):
+                                answer = stun.parse(data)
+                                mapped = answer.xor_mapped_address()
+                                if answer.transaction_id == transaction and mapped:
+                                    return mapped[0]
+                except TimeoutError:
+                    continue
+        except OSError:  # refused (ICMP), unreachable: no STUN there
+            return None
+    return None
 
 
 def _peer_ips(

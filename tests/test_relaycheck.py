@@ -273,3 +273,50 @@ async def test_a_second_cancellation_while_cleaning_up_still_closes_every_gather
     finally:
         for sock in silent:
             sock.close()
+
+
+async def test_the_address_a_stun_server_sees_us_from(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`_seen_from`: a Binding request to port 3478 of the relay's server; the mapped IP,
+    or None at once when the port is closed (ICMP) and after `wait` when nothing answers."""
+    import socket
+
+    from ice_engine import relaycheck, stun
+
+    server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("127.0.0.1", 0))
+    server.setblocking(False)
+    loop = asyncio.get_running_loop()
+
+    def answer() -> None:
+        data, source = server.recvfrom(2048)
+        request = stun.parse(data)
+        tid = request.transaction_id
+        mapped = [(stun.Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("203.0.113.9", 4, tid))]
+        reply = stun.encode(stun.Method.BINDING, stun.MessageClass.SUCCESS, tid, mapped)
+        server.sendto(b"not STUN", source)  # ignored
+        server.sendto(reply, source)
+
+    loop.add_reader(server.fileno(), answer)
+    try:
+        monkeypatch.setattr(relaycheck, "_STUN_PORT", server.getsockname()[1])
+        assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 2.0) == "203.0.113.9"
+        loop.remove_reader(server.fileno())
+        started = loop.time()
+        assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 0.6) is None  # silent
+        assert loop.time() - started >= 0.5
+    finally:
+        loop.remove_reader(server.fileno())
+        server.close()
+    closed = _free_udp_port()
+    monkeypatch.setattr(relaycheck, "_STUN_PORT", closed)
+    started = loop.time()
+    assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 2.0) is None
+    assert loop.time() - started < 1.0  # refused: not waited for
+
+
+def _free_udp_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

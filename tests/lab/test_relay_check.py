@@ -13,12 +13,14 @@ import pytest
 
 from ice_engine.lab import (
     CA_CERT_FILE,
+    CLIENT_IPV6,
     DEAD_IPV4,
     PASSWORD,
     REDIRECT_TURN_PORT,
     SERVER_IPV4,
     SERVER_IPV6,
     SERVER_NS,
+    TLS13_PORT,
     TURN_HOST,
     USERNAME,
     V4ONLY_HOST,
@@ -182,3 +184,19 @@ def test_each_url_is_checked_with_its_own_credentials(lab: Lab) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.splitlines()[-1] == "4 relays checked: 4 ok, 0 failed"
+
+
+def test_relays_behind_a_tls_proxy_are_permitted_for_our_public_address(lab: Lab) -> None:
+    """The lab's stunnel ends TLS 1.3 in front of coturn, which then sees our allocation
+    come from the proxy's address: the permission was for it, our probes (from the NAT's
+    address) were dropped, and healthy relays FAILED (found in a lab trial). A STUN
+    answer from the relay's server tells the address to permit."""
+    result = relay_check(
+        lab, "--ice-server", f"turns:{TURN_HOST}:{TLS13_PORT}", *CREDENTIALS,
+        "--ca-file", str(CA_CERT_FILE), "--json",
+    )  # fmt: skip
+    outcome = json.loads(result.stdout)
+    checks = outcome["checks"]
+    assert len(checks) == 2 and all(check["ok"] for check in checks), checks
+    # stunnel listens on IPv4 only: the IPv6 base's connection is refused
+    assert [error["address"] for error in outcome["errors"]] == [CLIENT_IPV6]
