@@ -26,7 +26,13 @@ from . import icmperrors
 from .commands import CloseStream, OpenSocket, OpenStream, Resolve, SendDatagram, StreamSend
 from .config import IceServer, servers_from_config
 from .credentials import Credentials, new_credentials
-from .events import Event, GatheringState, IceCandidate, IceCandidateEvent
+from .events import (
+    Event,
+    GatheringState,
+    IceCandidate,
+    IceCandidateEvent,
+    IceGatheringStateChangeEvent,
+)
 from .gathering import Gathering
 from .interfaces import (
     AddressFilter,
@@ -204,6 +210,7 @@ class Gatherer:
         "_tcp_candidates",
         "_timer",
         "_timer_at",
+        "_told_state",
         "_turn_streams",
         "_udp_turn",
         "_waiter",
@@ -315,6 +322,7 @@ class Gatherer:
         self._consumer_waiting = False  # a gather() is waiting for events
         self._gather_calls = 0  # the latest gather() call streams; earlier ones end
         self._delivered_whole = -1  # the last generation gather() delivered in full
+        self._told_state = GatheringState.NEW  # as the last state event gather() yielded
         self._closed = False
         self._close_done: asyncio.Future[None] | None = None  # resolved once close() is done
 
@@ -322,9 +330,12 @@ class Gatherer:
 
     @property
     def gathering_state(self) -> GatheringState:
-        """RTCPeerConnection.iceGatheringState, as the events released so far tell it:
-        what `prepare()` or a pool gathers ahead shows only once `gather()` asks."""
-        return self._core.state
+        """RTCPeerConnection.iceGatheringState, as the events `gather()` has yielded tell
+        it: it changes as its `icegatheringstatechange` is yielded, as a browser's does as
+        the event fires, so that a loop that reads it meets no `complete` before the
+        candidates still queued ahead of that event. What `prepare()` or a pool gathers
+        ahead shows only once `gather()` yields it."""
+        return self._told_state
 
     def transport_state(self, mid: str) -> GatheringState:
         """The gathering state of one m-line; ValueError for a mid not given in `mids`."""
@@ -354,7 +365,8 @@ class Gatherer:
     @property
     def candidates(self) -> list[IceCandidate]:
         """The current generation's candidates so far, less those gone since (an address
-        removed, a relay whose allocation was lost)."""
+        removed, a relay whose allocation was lost): as gathered, which may be a few
+        events ahead of what `gather()` has yielded."""
         return self._core.candidates
 
     @property
@@ -577,6 +589,8 @@ class Gatherer:
                 self._delivered_whole = target
                 yield event
                 return
+            if isinstance(event, IceGatheringStateChangeEvent):
+                self._told_state = event.state
             yield event
 
     async def restart(self) -> None:

@@ -392,3 +392,18 @@ def test_bad_port_range_is_refused(port_range: object) -> None:
 def test_shared_port_and_pool_limits_are_explained(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Gatherer(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_the_state_changes_as_its_event_is_yielded_not_before() -> None:
+    """Host-only, everything is queued at once: `gathering_state` said `complete` while
+    the loop was still at the first candidate (found in a lab trial). A browser's
+    attribute changes as its event fires."""
+    needs_an_address()
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        seen = [(event, gatherer.gathering_state) async for event in gatherer.gather()]
+    for event, state in seen:
+        if isinstance(event, IceGatheringStateChangeEvent):
+            assert state is event.state
+        elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
+            assert state is GatheringState.GATHERING, event
+    assert seen[-1][1] is GatheringState.COMPLETE  # at the null
