@@ -118,6 +118,15 @@ class SocketHub:
             except OSError as error:
                 self._failed.append((sock, error, on_failure, context))
 
+    def forget(self) -> None:
+        """Its loop has closed: let go of the epoll and of what it watched."""
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+        self._callbacks.clear()
+        self._outbox.clear()
+        self._failed.clear()
+
     @property
     def idle(self) -> bool:
         return self._epoll is None
@@ -150,8 +159,10 @@ def hub_for(loop: asyncio.AbstractEventLoop) -> SocketHub:
                 f"ice-engine needs an event loop that can watch sockets (add_reader), "
                 f"which {type(loop).__name__} cannot; on Windows, use asyncio.SelectorEventLoop"
             )
-        if len(_hubs) > 64:  # tests make many short-lived loops: forget idle hubs
-            for old in [old for old, h in _hubs.items() if h.idle]:
-                del _hubs[old]
+        # Forget the hubs of closed loops (what their gatherers, never closed, held goes to
+        # the collector with them), and past 64 loops (tests make many) idle ones too.
+        many = len(_hubs) > 64
+        for old in [old for old, h in _hubs.items() if old.is_closed() or (many and h.idle)]:
+            _hubs.pop(old).forget()
         hub = _hubs[loop] = SocketHub(loop)
     return hub

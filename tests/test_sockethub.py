@@ -131,3 +131,34 @@ async def test_a_full_burst_goes_out_at_once_and_its_refusals_are_told_later() -
         await asyncio.sleep(0)
         assert receiver.recv(100) == b"%d" % BURST  # the rest, at the end of the turn
         assert failures == ["big"]
+
+
+def test_a_closed_loops_hub_is_let_go_with_what_it_watched() -> None:
+    """A gatherer dropped without close() on a loop that then closed was held by that
+    loop's hub for the life of the process (`asyncio.run` again and again: its fds
+    grew without end; found in a trial). The next loop to watch sockets lets it go."""
+    import gc
+    import os
+    import warnings
+
+    from ice_engine import sockethub
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    def watched() -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        sockethub.hub_for(asyncio.get_running_loop()).watch(sock.fileno(), lambda _fd: sock)
+
+    async def drop_one() -> None:
+        watched()  # as a gatherer never closed: its socket in the hub's callback
+
+    before = fds()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # the socket never closed
+        asyncio.run(drop_one())
+        assert fds() == before + 2  # the socket and the epoll, held
+        asyncio.run(drop_one())  # the first loop's hub goes; this one's stays
+        gc.collect()
+        assert fds() == before + 2
