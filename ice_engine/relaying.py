@@ -654,7 +654,8 @@ class Relaying(Emitting):
         self._settle(relay, now)
 
     def _add_relayed(self, relay: Relay, event: Allocated, now: float) -> None:
-        """Relay candidates, and the srflx the TURN server saw, as browsers derive both."""
+        """Relay candidates, and the srflx the TURN server saw (a browser asks the server
+        for a Binding too: see docs/architecture.md)."""
         generation, base = relay.generation, relay.base
         own_socket = relay.stream is None and relay.key == base.key
         if event.mapped is not None and own_socket and not self.relay_only:
