@@ -170,8 +170,9 @@ class Gatherer:
             socket (non-blocking) is the callee's to frame (RFC 4571) and close, unless
             the callee raises (the handover failed: it is closed). Once `close()` has
             begun, connections are closed, not handed over.
-        shared_port: one UDP port per address for every gatherer of the process given
-            the same one (one transport, one component); peers are routed by ufrag.
+        shared_port: one UDP port per address for every gatherer on the same event
+            loop given the same one (one transport, one component); peers are routed by
+            ufrag.
         mdns: hide host addresses behind mDNS `.local` names.
 
     Slotted: a server holds thousands, and a plain instance dict grows and resizes as its
@@ -963,8 +964,8 @@ class Gatherer:
         for rank, address in enumerate(added, start=first_rank):
             try:
                 udp, tcp = self._bind_generation(core.generation, [address], rank)
-            except OSError:
-                continue  # no port for it now: tried again at the next change
+            except (OSError, ValueError):  # no port for it now, or (a shared port) its
+                continue  # ufrag taken there: tried again at the next change
             new_bases += udp
             tcp_bases += tcp
         if new_bases or tcp_bases:
@@ -1106,8 +1107,12 @@ class Gatherer:
         """A datagram the kernel refused (sent by the socket hub, after `_service`). A
         transient refusal loses it like the network may (retransmission follows); a hard
         one (no route, a destination refused or invalid) fails its server now with the
-        reason, as an ICMP error does, rather than at the deadline."""
-        if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
+        reason, as an ICMP error does, rather than at the deadline. Nothing once the
+        socket is ours no more (closed meanwhile): a shared one's errors are its other
+        sessions' to read."""
+        if error.errno in icmperrors.TRANSIENT_SEND_ERRORS or self._closed:
+            return
+        if command.base_key not in self._table.sockets:
             return
         failure = self._send_again(command.base_key, sock, command.data, command.address)
         if (

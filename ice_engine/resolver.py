@@ -239,8 +239,11 @@ class Resolver:
         try:
             if self._dns is None:
                 self._dns = dns.asyncresolver.Resolver()
+                # resolv.conf's search list, as the system resolver and browsers use it:
+                # `turn:coturn` in Kubernetes, a single-label intranet name
+                self._dns.use_search_by_default = True
             result = await self._dns.resolve(
-                name, rdtype, lifetime=self._timeout, raise_on_no_answer=False, search=False
+                name, rdtype, lifetime=self._timeout, raise_on_no_answer=False, search=None
             )
         except dns.resolver.NXDOMAIN:
             return _Answer((), "NXDOMAIN (no such name)", NEGATIVE_TTL)

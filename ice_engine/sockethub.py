@@ -65,17 +65,18 @@ class SocketHub:
         self._epoll.register(fd, select.EPOLLIN)
         self._callbacks[fd] = callback
 
-    def unwatch(self, fd: int, *, closing: bool = False) -> None:
-        """Stop watching `fd`, before the socket is closed. With `closing`, the socket is
-        about to be closed, which takes it out of the epoll set anyway: one syscall less."""
+    def unwatch(self, fd: int) -> None:
+        """Stop watching `fd`, before the socket is closed. Always unregistered, even just
+        before a close, which drops it from the epoll set only if no other process holds
+        the socket: after a fork (multiprocessing) it would stay, ready for ever, and
+        spin the loop."""
         if self._epoll is None:
             self._loop.remove_reader(fd)
             return
         if self._callbacks.pop(fd, None) is None:
             return
-        if not closing:
-            with contextlib.suppress(OSError):  # already closed: the kernel dropped it
-                self._epoll.unregister(fd)
+        with contextlib.suppress(OSError):  # already closed: the kernel dropped it
+            self._epoll.unregister(fd)
         if not self._callbacks:
             self._loop.remove_reader(self._epoll.fileno())
             self._epoll.close()

@@ -180,7 +180,7 @@ class SocketTable:
             return
         if self.reading.pop(sock.fileno(), None) is not None:
             assert loop is not None, "a socket is watched on a loop"
-            hub_for(loop).unwatch(sock.fileno(), closing=True)
+            hub_for(loop).unwatch(sock.fileno())
         sock.close()
 
     def watch(

@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import dns.asyncresolver
 import dns.message
+import dns.name
 import dns.rdata
 import dns.rdataclass
 import dns.rdatatype
@@ -640,3 +641,26 @@ def test_dnspython_is_imported_only_when_a_name_is_looked_up() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["False", "True"]
+
+
+async def test_a_short_name_is_looked_up_through_resolv_confs_search_list(
+    dnsmasq: DnsServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`turn:coturn` in Kubernetes (search media.svc.cluster.local, ndots 5), a
+    single-label intranet name: the system resolver and browsers find them through the
+    search list, which was never used (found by a review)."""
+    from ice_engine.urls import parse_server_url
+
+    real = dns.asyncresolver.Resolver
+
+    def as_resolv_conf_says(*_args: Any, **_kwargs: Any) -> dns.asyncresolver.Resolver:
+        stub = real(configure=False)  # as from a resolv.conf with "search test"
+        stub.nameservers = [dnsmasq.address]
+        stub.port = dnsmasq.port
+        stub.search = [dns.name.from_text("test")]
+        return stub
+
+    monkeypatch.setattr(dns.asyncresolver, "Resolver", as_resolv_conf_says)
+    resolver = Resolver(hosts=None)  # no resolver given: resolv.conf's
+    addresses = await resolver.resolve(parse_server_url("stun:v4only"))
+    assert [(a.host, a.port) for a in addresses] == [("203.0.113.4", 3478)]

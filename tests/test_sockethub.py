@@ -162,3 +162,50 @@ def test_a_closed_loops_hub_is_let_go_with_what_it_watched() -> None:
         asyncio.run(drop_one())  # the first loop's hub goes; this one's stays
         gc.collect()
         assert fds() == before + 2
+
+
+async def test_a_socket_closed_while_a_forked_child_holds_it_does_not_spin_the_loop() -> None:
+    """Closing took the fd out of the epoll set only when no other process held the
+    socket: after a fork (multiprocessing) one datagram to the closed port left the
+    epoll ready for ever, and the loop spun at 100 % CPU (found by a review)."""
+    import time
+    import warnings
+
+    from ice_engine.sockettable import SocketTable
+
+    loop = asyncio.get_running_loop()
+    hub = hub_for(loop)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as keeper:  # keeps the epoll
+        keeper.bind(("127.0.0.1", 0))
+        hub.watch(keeper.fileno(), lambda _fd: None)
+        table = SocketTable()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind(("127.0.0.1", 0))
+        address = sock.getsockname()
+        key = table._add(sock, 0)
+        table.watch(key, sock, lambda _fd: None, loop)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads about
+            pid = os.fork()
+        if pid == 0:  # a worker process: holds the socket, does nothing
+            time.sleep(1)
+            os._exit(0)
+        try:
+            table.close(key, loop)
+            dispatches = 0
+            real = hub._dispatch
+
+            def counted() -> None:
+                nonlocal dispatches
+                dispatches += 1
+                real()
+
+            loop.remove_reader(hub._epoll.fileno())
+            loop.add_reader(hub._epoll.fileno(), counted)
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as peer:
+                peer.sendto(b"late", address)
+            await asyncio.sleep(0.3)
+            assert dispatches < 5, dispatches
+        finally:
+            os.waitpid(pid, 0)
+            hub.unwatch(keeper.fileno())
