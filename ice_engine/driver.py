@@ -1011,6 +1011,8 @@ class Gatherer:
             companion = self._table.companions.get(key)
             if companion is not None:  # closed with its base
                 lingering.discard(companion)
+        if self._shared is not None:
+            self._shared.forget_base(key)
         self._table.close(key, self._loop)
 
     def _watch(self, key: int, sock: _socket.socket) -> None:

@@ -40,7 +40,8 @@ _RECEIVE_BUFFER = 4 * 1024 * 1024
 _BURST = 4096  # datagrams read per readiness at most
 #: How long a request's answer stays routed: longer than any STUN transaction lasts (RFC
 #: 8489 §6.2.1: 39.5 s with the default timers; a gathering's are 2 s), so that requests
-#: never answered (a dead server) leave nothing behind in a long-lived session.
+#: never answered (a dead server) leave nothing behind in a long-lived session: they go
+#: at its next request (or its close), so a session that sends no more keeps a few.
 _ROUTE_LIFETIME = 60.0
 
 
@@ -225,6 +226,10 @@ class SharedPortSession:
                 functools.partial(self._on_unreachable, key),
             )
         shared.expect(transaction_id, route)
+
+    def forget_base(self, key: int) -> None:
+        """Base `key` has closed: its route goes (a restart a generation's worth of them)."""
+        self._routes.pop(key, None)
 
     def retire(self, keeps: Callable[[int], bool]) -> None:
         """Stop routing peers' checks for the ufrags of generations no longer kept."""

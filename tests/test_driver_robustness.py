@@ -1093,3 +1093,18 @@ async def test_a_rescan_that_meets_a_taken_ufrag_keeps_the_other_new_addresses(
     await events.aclose()
     await gatherer.close()
     await holder.close()
+
+
+async def test_a_shared_port_session_does_not_grow_with_restarts() -> None:
+    """Each base's answer route stayed after the base closed: 20 restarts left 21 routes
+    for the two live generations (found by a review)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as server:  # never answers
+        server.bind(("127.0.0.1", 0))
+        url = f"stun:127.0.0.1:{server.getsockname()[1]}"
+        timing = Timing(server_deadline=0.05, initial_rto=0.05)
+        async with Gatherer([IceServer(url)], shared_port=free_port(), timing=timing) as g:
+            for _ in range(20):
+                await collect(g)
+                await g.restart()
+            await collect(g)
+            assert g._shared is not None and len(g._shared._routes) <= 2
