@@ -18,6 +18,7 @@ import functools
 import socket
 import ssl
 import sys
+import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self, assert_never
@@ -840,9 +841,14 @@ class Gatherer:
             if self._close_done is not None and not self._close_done.done():
                 self._close_done.set_result(None)
 
-    def _addresses(self, max_age: float = 1.0) -> list[LocalAddress]:
+    def _addresses(
+        self, max_age: float = 1.0, taken_after: float | None = None
+    ) -> list[LocalAddress]:
         addresses = local_addresses(
-            link_local=self._link_local, address_filter=self._address_filter, max_age=max_age
+            link_local=self._link_local,
+            address_filter=self._address_filter,
+            max_age=max_age,
+            taken_after=taken_after,
         )
         if self._ip_handling in (IpHandling.DEFAULT_ROUTE_AND_LOCAL, IpHandling.DEFAULT_ROUTE):
             addresses = default_route_addresses(addresses)
@@ -938,14 +944,15 @@ class Gatherer:
 
     # -- continual gathering -----------------------------------------------------------
 
-    def _rescan(self, max_age: float = _RESCAN_MAX_AGE) -> None:
-        """Bring the current generation's bases in line with the addresses now present."""
+    def _rescan(self, max_age: float = _RESCAN_MAX_AGE, taken_after: float | None = None) -> None:
+        """Bring the current generation's bases in line with the addresses present (as an
+        enumeration at most `max_age` old, or taken after `taken_after`, tells them)."""
         core = self._core
         if self._closed or not core.started:  # continual: started means gathering
             return
         now = self._now()
         # The watcher has just enumerated afresh for every gatherer: its view serves.
-        present = {a.address: a for a in self._addresses(max_age=max_age)}
+        present = {a.address: a for a in self._addresses(max_age, taken_after)}
         bases = core.bases
         first_rank = core.next_rank  # before any goes: a new address never takes its rank
         every = (*bases, *core.tcp_bases)
@@ -1120,19 +1127,25 @@ class Gatherer:
         if (
             failure is not None
             and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS
-            and not self._went_with_its_address(command.base_key, failure)
+            and not self._went_with_its_address(command.base_key, failure, self._refused_at())
         ):
             cause = f"sending failed: {failure.strerror or failure}"
             self._core.unreachable(self._now(), command.base_key, command.address, cause)
         self._service()  # what the errors read, or this one, made the core do
 
-    def _went_with_its_address(self, key: int, failure: OSError) -> bool:
+    def _went_with_its_address(self, key: int, failure: OSError, refused_at: float) -> bool:
         """Continual gathering: True if the base's address is gone (the refusal came before
-        the watcher told): the base is removed now, `candidateremoved`, not a 701."""
+        the watcher told): the base is removed now, `candidateremoved`, not a 701. An
+        enumeration taken since the refusal tells: one walk for a burst of them."""
         if not self._address_went(failure):
             return False
-        self._rescan(max_age=0.0)
+        self._rescan(taken_after=refused_at)
         return key not in self._table.sockets
+
+    def _refused_at(self) -> float:
+        """When the first of the refusals the socket hub now tells happened."""
+        hub = self._hub
+        return time.monotonic() if hub is None else hub.refused_at
 
     def _address_went(self, failure: OSError) -> bool:
         """Whether a refused send or connection may mean a local address just went, which
@@ -1309,7 +1322,7 @@ class Gatherer:
 
     def _stream_closed(self, stream: int, error: BaseException | None) -> None:
         if isinstance(error, OSError) and self._address_went(error):
-            self._rescan(max_age=0.0)  # its relay went with its base: no 701 for it
+            self._rescan(taken_after=time.monotonic())  # its relay went with its base
         reason = None if error is None else describe(error)
         self._core.stream_closed(self._now(), stream, reason)
         self._service()

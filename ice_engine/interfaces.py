@@ -201,11 +201,18 @@ def local_addresses(
     link_local: bool = False,
     address_filter: AddressFilter | None = None,
     max_age: float = 1.0,
+    taken_after: float | None = None,
 ) -> list[LocalAddress]:
-    """Usable addresses in RFC 8421 order; the enumeration is reused for `max_age` s."""
+    """Usable addresses in RFC 8421 order; the enumeration is reused for `max_age` s, or,
+    with `taken_after` (a `time.monotonic()`), if it was taken after then: a burst of
+    refused sends, each asking whether its address went, costs one walk."""
     global _cache
     now = time.monotonic()
-    if _cache is None or now - _cache[0] > max_age:
+    if (
+        _cache is None
+        or (taken_after is None and now - _cache[0] > max_age)
+        or (taken_after is not None and _cache[0] < taken_after)
+    ):
         _cache = (now, enumerate_addresses())
         _ordered.clear()
     if address_filter is None and link_local in _ordered:

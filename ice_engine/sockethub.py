@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -50,6 +51,7 @@ class SocketHub:
         self._outbox: list[_Outgoing] = []
         self._failed: list[tuple[Any, OSError, SendFailed, Any]] = []
         self._flush_due = False  # a call of `_flush` is scheduled
+        self.refused_at = 0.0  # when the first of the refusals being told happened
 
     def watch(self, fd: int, callback: Callback) -> None:
         """Call `callback(fd)` whenever `fd` is readable, until `unwatch(fd)`.
@@ -117,6 +119,8 @@ class SocketHub:
             try:
                 sock.sendto(data, address)
             except OSError as error:
+                if not self._failed:  # the first of those the next `_flush` tells
+                    self.refused_at = time.monotonic()
                 self._failed.append((sock, error, on_failure, context))
 
     def forget(self) -> None:
