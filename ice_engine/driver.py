@@ -1116,10 +1116,10 @@ class Gatherer:
         """A datagram the kernel refused (sent by the socket hub, after `_service`). A
         transient refusal loses it like the network may (retransmission follows); a hard
         one (no route, a destination refused or invalid) fails its server now with the
-        reason, as an ICMP error does, rather than at the deadline. Nothing once the
-        socket is ours no more (closed meanwhile): a shared one's errors are its other
-        sessions' to read."""
-        if error.errno in icmperrors.TRANSIENT_SEND_ERRORS or self._closed:
+        reason, as an ICMP error does, rather than at the deadline (a deallocation's
+        too, so that a closing gatherer need not wait for it). Nothing once the socket is
+        ours no more (closed meanwhile): a shared one's errors are its other sessions'."""
+        if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
             return
         if command.base_key not in self._table.sockets:
             return
