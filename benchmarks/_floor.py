@@ -200,6 +200,6 @@ class FloorTurnGatherer:
         if self.auth and self.turn_socket is not None:
             self._send(_REFRESH, self.auth + _attribute(_LIFETIME, b"\x00\x00\x00\x00"))
         if self.turn_socket is not None:
-            hub.unwatch(self.turn_socket.fileno(), closing=True)  # no-op once answered
+            hub.unwatch(self.turn_socket.fileno())  # no-op once answered
         for sock in self.sockets:
             sock.close()
