@@ -1133,6 +1133,8 @@ async def test_a_burst_of_refused_sends_walks_the_interfaces_once(
         return [LOOPBACK]
 
     monkeypatch.setattr(interfaces, "enumerate_addresses", counted_walk)
+    monkeypatch.setattr(interfaces, "_cache", None)  # put back after, with the real walk's
+    monkeypatch.setattr(interfaces, "_ordered", {})
     monkeypatch.setattr(driver, "local_addresses", present)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as hole:
         hole.bind(("127.0.0.1", 0))
