@@ -340,7 +340,8 @@ class Gatherer:
         return self._told_state
 
     def transport_state(self, mid: str) -> GatheringState:
-        """The gathering state of one m-line; ValueError for a mid not given in `mids`."""
+        """The gathering state of one m-line, as gathered (unlike `gathering_state`, it may
+        be a few events ahead of `gather()`); ValueError for a mid not given in `mids`."""
         for index, transport in enumerate(self._core.transports):
             if transport.mid == mid:
                 return self._core.transport_state(index)
@@ -505,9 +506,10 @@ class Gatherer:
 
     def sdp_candidates(self, mid: str | None = None) -> list[str]:
         """`a=candidate` lines (and `a=end-of-candidates` once complete), for a peer that
-        cannot trickle. With `mid`, only that transport's, for its m-line; without, every
-        transport's and one end line after them all, which suits one m-line (or BUNDLE)
-        only: with several, ask for each mid.
+        cannot trickle: what has been gathered, maybe a few events ahead of `gather()`.
+        With `mid`, only that transport's, for its m-line; without, every transport's and
+        one end line after them all, which suits one m-line (or BUNDLE) only: with
+        several, ask for each mid.
 
         Of the current generation: complete means its transports are, not the aggregate
         state, which a restart leaves `complete` until the new generation starts (as a

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import math
 import os
 import socket
@@ -37,6 +38,7 @@ __all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 #: go before the server has installed the permission, or be lost.
 _PROBE_INTERVAL_S = 0.25
 _STUN_PORT = 3478
+_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _STUN_WAIT_S = 0.5  # for a STUN answer that tells our public address (`_seen_from`)
 _PROBE_PREFIX = b"ice-engine relay check "  # never a STUN message: its first byte is 0x69
 
@@ -102,8 +104,9 @@ def relay_checks(
     relay that is missing, then each relay's check as it ends. Each TURN URL is
     gathered from sockets of its own, with its own credentials (its STUN URLs are left
     out), and each relay checked from the moment it is gathered, all at once. `timeout`:
-    seconds for each server to
-    answer while gathering, and for each direction of each check. The allocations are
+    seconds for each server to answer while gathering, and for each direction of each
+    check (a relay over TCP or TLS may take half a second more first: port 3478 of its
+    address is asked which address our datagrams come from). The allocations are
     released when the iteration ends; a loop left early (`break`, an exception) should
     hold it in `contextlib.aclosing`, or they wait for the garbage collector to close
     the generator. The servers and options are
@@ -303,10 +306,14 @@ async def _seen_from(local: str, server: str, wait: float) -> str | None:
     port). None if nothing answers within `wait` seconds."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in local else socket.AF_INET
-    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+    transaction = os.urandom(12)
+    request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction)
+    try:
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+    except OSError:  # out of fds: the check goes on with what it knows
+        return None
+    with sock:
         sock.setblocking(False)
-        transaction = os.urandom(12)
-        request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction)
         try:
             sock.bind((local, 0))
             sock.connect((server, _STUN_PORT))  # connected: an ICMP refusal is told
@@ -321,12 +328,23 @@ async def _seen_from(local: str, server: str, wait: float) -> str | None:
                                 answer = stun.parse(data)
                                 mapped = answer.xor_mapped_address()
                                 if answer.transaction_id == transaction and mapped:
-                                    return mapped[0]
+                                    return mapped[0] if _unicast(mapped[0], family) else None
                 except TimeoutError:
                     continue
         except OSError:  # refused (ICMP), unreachable: no STUN there
             return None
     return None
+
+
+def _unicast(ip: str, family: int) -> bool:
+    """A unicast address of the family: what a permission may be asked for."""
+    try:
+        parsed = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return (parsed.version == 6) == (family == socket.AF_INET6) and not (
+        parsed.is_multicast or parsed.is_unspecified or parsed == _BROADCAST
+    )
 
 
 def _peer_ips(

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import select
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -150,6 +151,7 @@ class SocketHub:
 
 
 _hubs: dict[asyncio.AbstractEventLoop, SocketHub] = {}
+_hubs_lock = threading.Lock()
 
 
 def hub_for(loop: asyncio.AbstractEventLoop) -> SocketHub:
@@ -164,10 +166,16 @@ def hub_for(loop: asyncio.AbstractEventLoop) -> SocketHub:
                 f"ice-engine needs an event loop that can watch sockets (add_reader), "
                 f"which {type(loop).__name__} cannot; on Windows, use asyncio.SelectorEventLoop"
             )
-        # Forget the hubs of closed loops (what their gatherers, never closed, held goes to
-        # the collector with them), and past 64 loops (tests make many) idle ones too.
-        many = len(_hubs) > 64
-        for old in [old for old, h in _hubs.items() if old.is_closed() or (many and h.idle)]:
-            _hubs.pop(old).forget()
-        hub = _hubs[loop] = SocketHub(loop)
+        with _hubs_lock:  # loops of several threads may come at once
+            # Let go of the hubs of closed loops, with what they watched (gatherers never
+            # closed go to the collector), and past 64 loops (tests make many) forget
+            # idle ones (a gatherer holding one keeps it).
+            many = len(_hubs) > 64
+            for old, held in list(_hubs.items()):
+                if old.is_closed():
+                    del _hubs[old]
+                    held.forget()
+                elif many and held.idle:
+                    del _hubs[old]
+            hub = _hubs.setdefault(loop, SocketHub(loop))
     return hub

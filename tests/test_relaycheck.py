@@ -287,11 +287,13 @@ async def test_the_address_a_stun_server_sees_us_from(monkeypatch: pytest.Monkey
     server.setblocking(False)
     loop = asyncio.get_running_loop()
 
+    seen = ["203.0.113.9"]
+
     def answer() -> None:
         data, source = server.recvfrom(2048)
         request = stun.parse(data)
         tid = request.transaction_id
-        mapped = [(stun.Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("203.0.113.9", 4, tid))]
+        mapped = [(stun.Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value(seen[0], 4, tid))]
         reply = stun.encode(stun.Method.BINDING, stun.MessageClass.SUCCESS, tid, mapped)
         server.sendto(b"not STUN", source)  # ignored
         server.sendto(reply, source)
@@ -300,6 +302,8 @@ async def test_the_address_a_stun_server_sees_us_from(monkeypatch: pytest.Monkey
     try:
         monkeypatch.setattr(relaycheck, "_STUN_PORT", server.getsockname()[1])
         assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 2.0) == "203.0.113.9"
+        seen[0] = "224.0.0.1"  # no peer can be permitted there: not taken (a review)
+        assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 2.0) is None
         loop.remove_reader(server.fileno())
         started = loop.time()
         assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 0.6) is None  # silent
@@ -320,3 +324,14 @@ def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+async def test_no_socket_for_asking_our_address_is_no_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of fds, the OSError escaped the check and ended every check (a review)."""
+    from ice_engine import relaycheck
+
+    def no_fds(*_args: Any) -> None:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(relaycheck.socket, "socket", no_fds)
+    assert await relaycheck._seen_from("127.0.0.1", "127.0.0.1", 1.0) is None

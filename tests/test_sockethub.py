@@ -209,3 +209,34 @@ async def test_a_socket_closed_while_a_forked_child_holds_it_does_not_spin_the_l
         finally:
             os.waitpid(pid, 0)
             hub.unwatch(keeper.fileno())
+
+
+def test_loops_of_many_threads_get_their_hubs_at_once() -> None:
+    """Forgetting closed loops' hubs scanned the shared table while other threads added
+    theirs: KeyError and "dictionary changed size during iteration" (found by a review)."""
+    import sys
+    import threading
+
+    errors: list[BaseException] = []
+
+    def loops() -> None:
+        for _ in range(300):
+            loop = asyncio.new_event_loop()
+            try:
+                hub_for(loop)
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                loop.close()
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # threads switch often: the race shows
+    try:
+        threads = [threading.Thread(target=loops) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
