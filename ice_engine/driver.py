@@ -946,15 +946,16 @@ class Gatherer:
 
     # -- continual gathering -----------------------------------------------------------
 
-    def _rescan(self, max_age: float = _RESCAN_MAX_AGE, taken_after: float | None = None) -> None:
+    def _rescan(self, taken_after: float | None = None) -> None:
         """Bring the current generation's bases in line with the addresses present (as an
-        enumeration at most `max_age` old, or taken after `taken_after`, tells them)."""
+        enumeration at most `_RESCAN_MAX_AGE` old, or taken after `taken_after`, tells
+        them)."""
         core = self._core
         if self._closed or not core.started:  # continual: started means gathering
             return
         now = self._now()
         # The watcher has just enumerated afresh for every gatherer: its view serves.
-        present = {a.address: a for a in self._addresses(max_age, taken_after)}
+        present = {a.address: a for a in self._addresses(_RESCAN_MAX_AGE, taken_after)}
         bases = core.bases
         first_rank = core.next_rank  # before any goes: a new address never takes its rank
         every = (*bases, *core.tcp_bases)

@@ -144,8 +144,7 @@ def _one_per_url(ice_servers: Sequence[IceServer]) -> list[IceServer]:
         if not isinstance(server, IceServer):
             raise TypeError(f"ice_servers must hold IceServer objects, not {type(server).__name__}")
         for url in server.url_list:
-            parse_server_url(url)  # any URL wrong is an error, as a Gatherer's would be
-            if url.lower().startswith(("turn:", "turns:")):
+            if parse_server_url(url).is_turn:  # any URL wrong is an error, as a Gatherer's
                 key = (url, server.username, server.credential)
                 seen.setdefault(key, IceServer(url, server.username, server.credential))
     if not seen:
@@ -234,7 +233,7 @@ async def _check(
         problem = f"no {family} host socket to send from"
         return RelayCheck(relay, address, url, None, problem=problem)
     ips = _peer_ips(relay, base, gatherer.candidates)
-    if allocation.reliable and not _has_srflx(base, gatherer.candidates):
+    if allocation.reliable and not _srflx_ips(base, gatherer.candidates):
         # Over TCP or TLS the related address is where the server saw the connection
         # come from: a proxy in front of it, perhaps, not where our datagrams come from.
         seen = await _seen_from(base[0], relay.address, min(timeout, _STUN_WAIT_S))
@@ -295,8 +294,9 @@ def _source_for(relay: IceCandidate, candidates: Sequence[IceCandidate]) -> IceC
     return next(iter(same or own or near or hosts), None)
 
 
-def _has_srflx(base: tuple[str, int], candidates: Sequence[IceCandidate]) -> bool:
-    return any(c.base == base and c.type == "srflx" for c in candidates)
+def _srflx_ips(base: tuple[str, int], candidates: Sequence[IceCandidate]) -> list[str]:
+    """The public addresses the base's srflx candidates show."""
+    return [c.address for c in candidates if c.base == base and c.type == "srflx" and c.address]
 
 
 async def _seen_from(local: str, server: str, wait: float) -> str | None:
@@ -357,7 +357,7 @@ def _peer_ips(
     Never its private address beside a public one: a server may refuse a peer there, and
     the whole request with it."""
     v6 = ":" in base[0]
-    srflx = [c.address for c in candidates if c.base == base and c.type == "srflx"]
+    srflx = _srflx_ips(base, candidates)
     public = {ip for ip in (*srflx, relay.relatedAddress) if ip and (":" in ip) == v6}
     return public or {base[0]}
 
