@@ -90,7 +90,10 @@ class SocketTable:
             sock.close()
             if error.errno in _GONE:
                 return None
-            ports = "any port" if self.port_range is None else f"port_range {self.port_range}"
+            if self.port_range is None:
+                ports = "any port"
+            else:
+                ports = "port_range {}-{}".format(*self.port_range)
             raise _bind_error(address, ports, error) from error
         return self._add(sock, generation)
 

@@ -58,7 +58,7 @@ def test_a_port_range_used_up_is_an_error_naming_the_address_and_ports() -> None
         taken.bind(("127.0.0.1", 0))
         port = taken.getsockname()[1]
         table = SocketTable(port_range=(port, port))
-        where = rf"cannot bind to 127\.0\.0\.1, port_range \({port}, {port}\)"
+        where = rf"cannot bind to 127\.0\.0\.1, port_range {port}-{port}"
         with pytest.raises(OSError, match=where) as caught:
             table.open(LOOPBACK, socket.SOCK_DGRAM, 0)
     assert caught.value.errno == errno.EADDRINUSE
