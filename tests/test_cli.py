@@ -169,7 +169,7 @@ def test_a_port_range_too_small_for_a_restart_is_one_line_and_keeps_the_output()
     assert "complete" in result.stdout  # the first generation's, all told
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ice-engine: ") and line.endswith(
-        f"port_range ({low}, {low}): no free port"
+        f"port_range {low}-{low}: no free port"
     )
 
 

@@ -147,7 +147,7 @@ async def test_a_port_range_in_use_is_an_error_naming_the_address_and_range() ->
         port = taken.getsockname()[1]
         turn = IceServer("turn:127.0.0.1:9", "user", "pass")
         async with Gatherer([turn], port_range=(port, port)) as gatherer:
-            with pytest.raises(OSError, match=rf"127\.0\.0\.1, port_range \({port}, {port}\)"):
+            with pytest.raises(OSError, match=rf"127\.0\.0\.1, port_range {port}-{port}"):
                 await collect(gatherer)
             assert not gatherer._table.sockets  # all or nothing
 
@@ -174,7 +174,7 @@ async def test_an_ice_tcp_or_shared_port_taken_is_an_error_too(kind: int) -> Non
         port = taken.getsockname()[1]
         if kind == socket.SOCK_STREAM:  # UDP binds, then the ICE-TCP listener cannot
             gatherer = Gatherer(port_range=(port, port), tcp_candidates=True)
-            where = rf"port_range \({port}, {port}\)"
+            where = rf"port_range {port}-{port}"
         else:
             gatherer = Gatherer(shared_port=port)
             where = f"shared_port {port}"
