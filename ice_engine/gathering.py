@@ -226,7 +226,7 @@ class Gathering(Relaying):
                 waiting[server.index] = server.url.url
         for relay in [*self._relays.values(), *(self._moving or {}).values()]:
             if relay.generation is generation and not relay.settled:
-                for server in [relay.server, *(relay.also or ())]:
+                for server in relay.servers:
                     waiting[server.index] = server.url.url
         return [waiting[index] for index in sorted(waiting)]
 

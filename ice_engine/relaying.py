@@ -116,6 +116,11 @@ class Relay:
         if key is None and stream is None and base.relay_key is None:
             self.port = base.port
 
+    @property
+    def servers(self) -> tuple[Server, ...]:
+        """The URLs it stands for: its own, and those that share its allocation."""
+        return (self.server, *self.also) if self.also else (self.server,)
+
 
 class Relaying(Emitting):
     """The TURN part of the gathering core (see the module docstring)."""
@@ -405,7 +410,8 @@ class Relaying(Emitting):
             successor.also = relay.also
             return
         text = f"TURN allocate failed: 300 Try Alternate to {hostport(*alternate)}, {why}"
-        self._error(relay.generation, relay.server, relay.base, relay.port, 300, text, now)
+        for server in relay.servers:
+            self._error(relay.generation, server, relay.base, relay.port, 300, text, now)
 
     def _allocate_in_turn(
         self,
@@ -621,13 +627,18 @@ class Relaying(Emitting):
             self._redirect(relay, event.alternate, now)
             self._settle(relay, now)
         elif isinstance(event, AddressFamilyError):  # the allocation still relays
-            base = relay.base
-            self._error(
-                relay.generation, relay.server, base, relay.port, event.code, event.reason, now
-            )
+            for server in relay.servers:
+                self._error(
+                    relay.generation, server, relay.base, relay.port, event.code, event.reason, now
+                )
         elif isinstance(event, AllocationFailed):
             if self._move(relay, event.code, now):
                 return  # settled once another socket is open (socket_opened) or not
+            if event.code != UNREACHABLE and _on_its_base(relay) and not self.relay_only:
+                # The server answered, and refused (wrong credentials, a quota): the
+                # srflx its allocation would have carried is still there to ask for, as
+                # a browser would have (it asks each UDP TURN server for a Binding).
+                self._ask_srflx(relay, now)
             # Past the deadline with the connection still being made, it never left.
             reason = event.reason if relay.backlog is None else _unconnected(relay)
             if relay.tried:  # else a timeout at the alternate reads as the URL's server's
@@ -648,7 +659,7 @@ class Relaying(Emitting):
         those tried at another address (`_fall_back`)."""
         relay.failure = (code, text)
         going_on = self._fall_back(relay, now)
-        for server in (relay.server, *(relay.also or ())):
+        for server in relay.servers:
             if server not in going_on:
                 self._error(relay.generation, server, relay.base, relay.port, code, text, now)
         self._settle(relay, now)
@@ -657,10 +668,7 @@ class Relaying(Emitting):
         """Relay candidates, and the srflx the TURN server saw (a browser asks the server
         for a Binding too: see docs/architecture.md)."""
         generation, base = relay.generation, relay.base
-        own_socket = relay.stream is None and relay.key == base.key
-        if event.mapped is not None and own_socket and not self.relay_only:
-            # Over TCP the mapping is a TCP one, and a shared port's relay socket is not
-            # the base's: neither is a srflx of the base.
+        if event.mapped is not None and _on_its_base(relay) and not self.relay_only:
             self._add_candidate(
                 generation,
                 base,
@@ -698,6 +706,13 @@ def _may_wait_on(holder: Relay | None, rest: list[tuple[str, int]]) -> bool:
         return False
     chain = tuple(rest)
     return holder.answered or any(other == chain for _, other in holder.fallbacks or ())
+
+
+def _on_its_base(relay: Relay) -> bool:
+    """Whether the relay allocates over UDP from its base's own socket: then the server
+    sees the base's srflx (over TCP it sees a TCP mapping; a shared port's relay, or one
+    moved after a 437, has a socket of its own)."""
+    return relay.stream is None and relay.key == relay.base.key
 
 
 def _unconnected(relay: Relay) -> str:

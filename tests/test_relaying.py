@@ -219,9 +219,70 @@ def test_a_success_without_a_relayed_address_is_released() -> None:
     reply = stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, txid, attributes, integrity_key=KEY)
     assert core.receive_datagram(0.1, 1, reply, TURN)
     assert "error700" in kinds(core)
-    [release] = drain(core)
+    release, binding = drain(core)
     assert stun.parse(release.data).get(Attr.LIFETIME) == bytes(4)
+    assert stun.parse(binding.data).method == Method.BINDING  # the srflx it did not tell
     assert core.closing_keys == {1}
+
+
+def refuse(core: Gathering, request: SendDatagram, now: float, code: int = 401) -> None:
+    """As the server: refuse a signed Allocate (a wrong password gets a 401 again)."""
+    txid = stun.parse(request.data).transaction_id
+    attributes = [(Attr.ERROR_CODE, stun.error_code_value(code, "Refused"))]
+    if code == 401:
+        attributes += [(Attr.REALM, b"lab.test"), (Attr.NONCE, b"0123456789abcdef")]
+    key = None if code == 401 else KEY  # other refusals of a signed request are signed
+    reply = stun.encode(Method.ALLOCATE, MessageClass.ERROR, txid, attributes, integrity_key=key)
+    assert core.receive_datagram(now, 1, reply, TURN)
+
+
+@pytest.mark.parametrize("code", [401, 403, 486])
+def test_a_refused_allocation_still_gives_the_base_s_srflx(code: int) -> None:
+    """As a browser, which asks each UDP TURN server for a Binding: a server that refuses
+    the allocation (wrong credentials, a quota) still tells the srflx, one round trip
+    later, and the transport ends after it."""
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    refuse(core, signed, 0.1, code)
+    assert kinds(core) == ["gathering", "host", f"error{code}"]
+    [binding] = drain(core)
+    assert (binding.base_key, binding.address) == (1, TURN)
+    txid = stun.parse(binding.data).transaction_id
+    mapped = [(Attr.XOR_MAPPED_ADDRESS, stun.xor_address_value("198.51.100.1", 41000, txid))]
+    reply = stun.encode(Method.BINDING, MessageClass.SUCCESS, txid, mapped)
+    assert core.receive_datagram(0.15, 1, reply, TURN)
+    assert kinds(core) == ["srflx", "end", "complete", "null"]
+    [srflx] = [c for c in core.candidates if c.type == "srflx"]
+    assert (srflx.address, srflx.port) == ("198.51.100.1", 41000)
+
+
+def test_a_refused_allocation_s_binding_unanswered_adds_no_second_error() -> None:
+    core, [first] = started(dual=False)
+    answer(core, first.data, 0.05, [])
+    [signed] = drain(core)
+    refuse(core, signed, 0.1)
+    [_binding] = drain(core)
+    events = kinds(core)
+    while (timer := core.get_timer()) is not None:
+        core.handle_timer(timer)
+        drain(core)
+        events += kinds(core)
+    assert events == ["gathering", "host", "error401", "end", "complete", "null"]
+
+
+def test_no_binding_after_a_timeout_or_under_relay_only() -> None:
+    """A server that never answered is not asked again; relay-only shows no srflx."""
+    core, [_first] = started(dual=False)
+    while (timer := core.get_timer()) is not None:
+        core.handle_timer(timer)
+        sent = drain(core)
+        assert all(stun.parse(c.data).method == Method.ALLOCATE for c in sent)
+    core = turn_core(["turn:198.51.100.10"], relay_only=True)
+    answer(core, drain(core)[0].data, 0.05, [])
+    refuse(core, drain(core)[0], 0.1)
+    assert drain(core) == []
+    assert kinds(core)[-4:] == ["error401", "end", "complete", "null"]
 
 
 def test_an_icmp_error_during_the_signed_allocate_fails_the_relay_and_releases_it() -> None:
@@ -538,7 +599,7 @@ def test_a_url_that_resolves_to_a_failed_allocation_is_told_its_failure() -> Non
     assert [e.url for e in errors] == ["turn:198.51.100.10", "turn:turn.lab.test"]
     assert errors[0].errorCode == errors[1].errorCode == 700
     assert errors[0].errorText == errors[1].errorText
-    assert core.waiting_for == []
+    assert core.waiting_for == ["turn:198.51.100.10"]  # its Binding, for the base's srflx
 
 
 def test_dual_stack_asks_for_ipv6_too_and_reports_its_refusal_before_the_end() -> None:
@@ -732,6 +793,17 @@ def test_try_alternate_allocates_at_the_alternate_server() -> None:
     assert kinds(core) == ["gathering", "host", "srflx", "relay", "end", "complete", "null"]
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert (relay.address, relay.port) == ("198.51.100.11", 50000)
+
+
+def test_a_redirect_that_cannot_be_followed_is_told_to_every_url_sharing_it() -> None:
+    """Only the first of two URLs sharing the allocation was told: the second ended with
+    neither a candidate nor an error."""
+    urls = ("turn:198.51.100.10", "turn:198.51.100.10?transport=udp")
+    core, [first] = started(dual=False, urls=urls)
+    assert try_alternate(core, first, TURN)  # back to itself: a loop
+    errors = [e for e in iter(core.next_event, None) if isinstance(e, IceCandidateErrorEvent)]
+    assert [(e.url, e.errorCode) for e in errors] == [(urls[0], 300), (urls[1], 300)]
+    assert "a redirect loop" in errors[1].errorText
 
 
 def test_a_failure_at_the_alternate_server_names_it_and_the_redirect() -> None:

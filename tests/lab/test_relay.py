@@ -117,6 +117,9 @@ def test_wrong_password_is_a_401_error_with_the_url(lab: Lab) -> None:
     assert {e["errorCode"] for e in failures} == {401}
     assert {e["url"] for e in failures} == {url}
     assert candidates(events, "relay") == []
+    # As in a browser, the server that refused still tells each base's srflx (a Binding).
+    assert {c["candidate"].split()[4] for c in candidates(events, "srflx")} == {"198.51.100.1"}
+    assert len(candidates(events, "srflx")) == 2
     assert events[-1]["candidate"] is None
 
 
