@@ -330,9 +330,7 @@ class Gathering(Relaying):
     ) -> None:
         if self._closed:
             raise RuntimeError("gathering is closed")
-        for base in (*bases, *tcp_bases):
-            if not 0 <= base.transport < len(self.transports):
-                raise ValueError(f"base {base.key} names unknown transport {base.transport}")
+        self._check_bases(bases, tcp_bases)
         generation.started_at = now
         generation.deadline = now + self.timing.server_deadline
         generation.bases = list(bases)
@@ -359,6 +357,18 @@ class Gathering(Relaying):
             self._commands.append(Resolve(self._last_resolve, server.url))
         for transport in range(len(self.transports)):
             self._maybe_finish(generation, transport, now)
+
+    def _check_bases(self, bases: Sequence[Base], tcp_bases: Sequence[Base]) -> None:
+        """ValueError, before anything changes, for a base this gathering has no place for."""
+        for base in (*bases, *tcp_bases):
+            if not 0 <= base.transport < len(self.transports):
+                raise ValueError(f"base {base.key} names unknown transport {base.transport}")
+            if not 1 <= base.component <= self.components:
+                raise ValueError(
+                    f"base {base.key} names component {base.component}, not 1-{self.components}"
+                )
+            if not 0 <= base.port <= 65535:
+                raise ValueError(f"base {base.key} has port {base.port}, not 0-65535")
 
     def restart(self, now: float, credentials: Credentials | None = None) -> None:
         """ICE restart: the next generation becomes current.
@@ -482,6 +492,7 @@ class Gathering(Relaying):
             or generation.state[0] is not GatheringState.GATHERING
         ):
             raise RuntimeError("bases can only be added while gathering continually")
+        self._check_bases(bases, tcp_bases)
         generation.bases.extend(bases)
         generation.tcp_bases += tuple(tcp_bases)
         self._add_hosts(generation, bases, tcp_bases, now)

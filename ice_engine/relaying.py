@@ -213,6 +213,12 @@ class Relaying(Emitting):
                     self._commands.append(CloseStream(relay.stream))
                 if not relay.settled:
                     self._settle(relay, now)
+        if self._moving:  # and those waiting for another socket of theirs (a 437)
+            for request, relay in list(self._moving.items()):
+                if relay.base.key in gone:
+                    del self._moving[request]
+                    if not relay.settled:
+                        self._settle(relay, now)
 
     def _relay_datagram(
         self, now: float, base_key: int, data: bytes, source: tuple[str, int]

@@ -9,6 +9,7 @@ transaction id only: the caller guarantees they came from the server's address.
 from __future__ import annotations
 
 import binascii
+import ipaddress
 import math
 import socket
 from collections.abc import Sequence
@@ -496,7 +497,9 @@ class Allocation:
         return wire
 
     def unwrap(self, data: bytes) -> tuple[tuple[str, int], bytes] | None:
-        """(peer, payload) of a Data indication or ChannelData; None for anything else."""
+        """(peer, payload) of a Data indication or ChannelData; None for anything else,
+        and for a Data indication from a peer we never permitted (RFC 8656 §11.6: it has
+        no integrity, so it may be forged)."""
         try:
             if stun.is_channel_data(data):
                 channel, frame = stun.parse_channel_data(data)
@@ -511,7 +514,22 @@ class Allocation:
             payload = message.get(Attr.DATA)
         except stun.StunError:
             return None
-        return None if source is None or payload is None else (source, payload)
+        if source is None or payload is None or not self._permits(source[0]):
+            return None
+        return source, payload
+
+    def _permits(self, address: str) -> bool:
+        """Whether a permission for this peer address is installed or asked for (its
+        data may overtake the server's answer), however the application wrote it."""
+        if address in self.permissions:
+            return True
+        asked = [peer for request in self._pending.values() for peer, _ in request.peers]
+        written = {*self.permissions, *asked}
+        try:
+            canonical = ipaddress.ip_address(address)
+            return any(ipaddress.ip_address(peer) == canonical for peer in written)
+        except ValueError:
+            return False
 
     # -- internals -----------------------------------------------------------------
 

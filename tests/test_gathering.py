@@ -741,6 +741,34 @@ def test_a_refused_held_start_leaves_nothing_held() -> None:
     assert kinds(net.events)[-2:] == ["complete", "null"] and core.released == 0
 
 
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [
+        ({"component": 0}, "component 0, not 1-1"),
+        ({"component": 300}, "component 300, not 1-1"),
+        ({"port": 70000}, "port 70000, not 0-65535"),
+        ({"transport": 5}, "unknown transport 5"),
+    ],
+)
+def test_a_base_with_no_place_in_the_gathering_is_refused_before_anything_changes(
+    change: dict[str, int], match: str
+) -> None:
+    """start() took a component 0 or 300 and wrote lines its own parser refuses; a base
+    of an unknown transport joined `bases` before add_bases() raised IndexError, and a
+    DNS answer raised it again later."""
+    stray = dataclasses.replace(make_bases()[0], key=9, **change)
+    with pytest.raises(ValueError, match=match):
+        make_core().start(0.0, [stray])
+    core = make_core(urls=("stun:stun.example.test",))
+    core.continual = True
+    core.start(0.0, make_bases())
+    [resolve] = [c for c in iter(core.next_command, None) if isinstance(c, Resolve)]
+    with pytest.raises(ValueError, match=match):
+        core.add_bases(0.1, [stray])
+    assert 9 not in [base.key for base in core.bases]
+    core.resolved(0.2, resolve.request, [("198.51.100.10", 3478)])
+
+
 def test_nothing_is_released_after_close() -> None:
     """close(): nothing more is emitted, held events included."""
     core = make_core()

@@ -1079,6 +1079,23 @@ def test_a_driver_that_never_opens_the_socket_holds_up_nothing() -> None:
     ]
 
 
+def test_a_relay_waiting_for_its_socket_goes_with_its_base() -> None:
+    """Continual gathering: the address went while the driver opened the socket the 437
+    asked for. The socket that came after allocated all the same, and a relay candidate
+    of the removed base followed its `candidateremoved`."""
+    core, [first] = started(dual=False, continual=True)
+    mismatch(core, signed_allocate(core, first, 0.05), 0.1)
+    [ask] = [c for c in commands(core) if isinstance(c, OpenSocket)]
+    core.remove_bases(0.12, [1])
+    assert core.waiting_for == []
+    core.socket_opened(0.15, ask.request, 7)
+    assert [c for c in commands(core) if isinstance(c, SendDatagram)] == []
+    while (timer := core.get_timer()) is not None:  # nor an error at the deadline
+        core.handle_timer(timer)
+        commands(core)
+    assert "error437" not in kinds(core) and core.candidates == []
+
+
 def test_a_late_answer_to_a_request_that_gave_up_is_not_taken_for_a_newer_one() -> None:
     """Request numbers are never reused: the driver's late socket for the first 437 must
     not become the second relay's."""

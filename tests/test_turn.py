@@ -578,6 +578,28 @@ def test_permission_channel_and_data_framing() -> None:
     assert allocation.unwrap(b"\x40\x02\x00\x00") is None  # unbound channel
 
 
+def data_indication(peer: tuple[str, int], payload: bytes) -> bytes:
+    tid = stun.new_transaction_id()
+    peer_address = stun.xor_address_value(*peer, tid)
+    attributes = [(Attr.XOR_PEER_ADDRESS, peer_address), (Attr.DATA, payload)]
+    return stun.encode(Method.DATA, MessageClass.INDICATION, tid, attributes)
+
+
+def test_data_from_a_peer_never_permitted_is_dropped() -> None:
+    """RFC 8656 §11.6: a Data indication carries no integrity, so one naming a peer we
+    hold no permission for may be forged; it reached the application."""
+    server = FakeTurn()
+    allocation = allocate(server, additional_family=True)  # relays IPv6 too
+    peer, other = ("2001:db8:a::5", 4000), ("2001:db8:a::6", 4000)
+    assert allocation.unwrap(data_indication(peer, b"early")) is None
+    allocation.create_permission([("2001:DB8:A:0::5", 4000)], 1.0)  # written otherwise
+    # Asked for, not yet answered: the peer's data may overtake the server's answer.
+    assert allocation.unwrap(data_indication(peer, b"racing")) == (peer, b"racing")
+    exchange(allocation, server, 1.0)
+    assert allocation.unwrap(data_indication(peer, b"yo")) == (peer, b"yo")
+    assert allocation.unwrap(data_indication(other, b"forged")) is None
+
+
 def test_peers_and_data_a_server_would_refuse_are_refused_here() -> None:
     server = FakeTurn()
     allocation = allocate(server)  # relays IPv4 only
