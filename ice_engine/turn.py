@@ -663,9 +663,12 @@ class Allocation:
         unusable: list[UnusableAddress] = []  # 0.0.0.0 or a multicast group is no candidate
         for address in answered:
             try:
-                relayed.append(answered_address(address))
+                usable = answered_address(address)
             except UnusableAddress as error:
                 unusable.append(error)
+                continue
+            if all((":" in usable[0]) != (":" in other[0]) for other in relayed):
+                relayed.append(usable)  # one per family: a server may name no more
         if not relayed:  # granted all the same: the server holds it until released
             reason = "TURN allocate response has no valid XOR-RELAYED-ADDRESS."
             if unusable:

@@ -289,6 +289,27 @@ def test_a_dual_allocation_keeps_its_usable_relay_and_reports_the_other() -> Non
     assert allocation.state == "allocated"
 
 
+def test_a_server_naming_many_relayed_addresses_gives_one_per_family() -> None:
+    """Each XOR-RELAYED-ADDRESS became a relay candidate: a signed answer could carry
+    hundreds. An allocation has one relayed address per family (RFC 8656 §7.3)."""
+    server = FakeTurn()
+    allocation = make()
+    allocation.start(0.0)
+    [request] = iter(allocation.next_outgoing, None)
+    challenge = server.handle(request)
+    allocation.handle_message(challenge, 0.0)
+    [signed] = iter(allocation.next_outgoing, None)
+    message = stun.parse(signed)
+    tid = message.transaction_id
+    relayed = [("198.51.100.50", 50000 + n) for n in range(300)] + [("2001:db8:b::10", 50000)]
+    attributes = [(Attr.XOR_RELAYED_ADDRESS, stun.xor_address_value(*a, tid)) for a in relayed]
+    attributes.append((Attr.LIFETIME, stun.u32_value(600)))
+    key = stun.long_term_key(USER, REALM, server.password)
+    reply = stun.encode(Method.ALLOCATE, MessageClass.SUCCESS, tid, attributes, integrity_key=key)
+    assert allocation.handle_message(reply, 0.1)
+    assert events(allocation) == [Allocated([relayed[0], relayed[-1]], None, 600)]
+
+
 def test_a_mapped_address_that_is_not_unicast_is_no_srflx_but_the_relay_stands() -> None:
     allocation = allocate(FakeTurn(mapped=("0.0.0.0", 9)))
     assert events(allocation) == [Allocated([RELAYED], None, 600)]
