@@ -190,6 +190,7 @@ class Gatherer:
         "_deallocated",
         "_delivered_whole",
         "_gather_calls",
+        "_handoff",
         "_hub",
         "_in_callback",
         "_ip_handling",
@@ -203,6 +204,7 @@ class Gatherer:
         "_on_relayed",
         "_on_tcp_connection",
         "_pool_size",
+        "_reading",
         "_resolver",
         "_shared",
         "_shared_port",
@@ -323,6 +325,8 @@ class Gatherer:
         self._deallocated: asyncio.Future[None] | None = None  # close() waiting for TURN
         self._consumer_waiting = False  # a gather() is waiting for events
         self._gather_calls = 0  # the latest gather() call streams; earlier ones end
+        self._reading: int | None = None  # the generation that gather() call streams
+        self._handoff: asyncio.Future[None] | None = None  # a newer reader waits on it
         self._delivered_whole = -1  # the last generation gather() delivered in full
         self._told_state = GatheringState.NEW  # as the last state event gather() yielded
         self._closed = False
@@ -533,8 +537,10 @@ class Gatherer:
         left unread (a loop broke off, then `restart()`) come first, without their own.
 
         One task iterates at a time: a second `gather()` while the first waits for events
-        raises RuntimeError; one while the first's loop body runs takes the stream over,
-        as after a ``break`` (the two cannot be told apart), and the first then raises
+        raises RuntimeError, unless a `restart()` came between them: the first then reads
+        its generation, closed out, to its ``null``, and the second streams the new one
+        once it has. One while the first's loop body runs takes the stream over, as after
+        a ``break`` (the two cannot be told apart), and the first then raises
         RuntimeError when it asks for its next event.
 
         RuntimeError if the gatherer is closed; an iterator got before `close()` but not
@@ -550,7 +556,9 @@ class Gatherer:
             return
         self._check_usable()
         if self._consumer_waiting:
-            raise RuntimeError("gather() is already being iterated")
+            await self._after_older_reader()
+            if self._closed:
+                return
         self._get_loop()
         if not self._core.started:
             if self._mdns is not None:
@@ -571,31 +579,51 @@ class Gatherer:
         self._gather_calls += 1
         call = self._gather_calls  # a later call supersedes this one (left after a break)
         self._core.release()  # what prepare() or the pool gathered ahead
-        target = self._core.generation
-        while not self._closed:
-            if call != self._gather_calls:
-                raise RuntimeError("another gather() took this gatherer's events over")
-            event = self._core.next_event()
-            if event is None:
-                self._consumer_waiting = True
-                self._waiter = self._get_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
-                    self._consumer_waiting = False
-                continue
-            if isinstance(event, IceCandidateEvent) and event.candidate is None:
-                if event.generation != target:
-                    continue  # an older generation's end: this stream ends at its own
-                # Marked before the yield: a consumer that breaks at the null has read
-                # the generation whole, and a later gather() must say so, not wait.
-                self._delivered_whole = target
+        target = self._reading = self._core.generation
+        try:
+            while not self._closed:
+                if call != self._gather_calls:
+                    raise RuntimeError("another gather() took this gatherer's events over")
+                event = self._core.next_event()
+                if event is None:
+                    self._consumer_waiting = True
+                    self._waiter = self._get_loop().create_future()
+                    try:
+                        await self._waiter
+                    finally:
+                        self._waiter = None
+                        self._consumer_waiting = False
+                    continue
+                if isinstance(event, IceCandidateEvent) and event.candidate is None:
+                    if event.generation != target:
+                        continue  # an older generation's end: this stream ends at its own
+                    # Marked before the yield: a consumer that breaks at the null has read
+                    # the generation whole, and a later gather() must say so, not wait.
+                    self._delivered_whole = target
+                    yield event
+                    return
+                if isinstance(event, IceGatheringStateChangeEvent):
+                    self._told_state = event.state
                 yield event
-                return
-            if isinstance(event, IceGatheringStateChangeEvent):
-                self._told_state = event.state
-            yield event
+        finally:
+            if call == self._gather_calls:
+                self._reading = None
+                handoff = self._handoff
+                if handoff is not None and not handoff.done():
+                    handoff.set_result(None)  # the next generation's reader goes on
+
+    async def _after_older_reader(self) -> None:
+        """A gather() for a newer generation while the last one's reader waits for its
+        events (`restart()` from another task): its generation was closed out, so that
+        reader goes on to its ``null``; this one waits for it to end."""
+        reading = self._reading
+        if reading is None or reading >= self._core.generation or self._handoff is not None:
+            raise RuntimeError("gather() is already being iterated")
+        self._handoff = self._get_loop().create_future()
+        try:
+            await self._handoff
+        finally:
+            self._handoff = None
 
     async def restart(self) -> None:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.

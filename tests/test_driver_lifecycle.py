@@ -507,6 +507,35 @@ async def test_a_gather_that_fails_to_start_takes_nothing_over(
         assert (await anext(first)).type == "icecandidate"  # generation 0's, left unread
 
 
+async def test_gather_right_after_restart_waits_for_the_old_generation_s_reader() -> None:
+    """A signalling server's pattern: one task forwards generation 0, which still waits
+    on a server; on the peer's restart another awaits restart() and iterates gather().
+    That raised "gather() is already being iterated" whenever generation 0 was still
+    gathering. The first task now reads generation 0 to its null and ends, then the
+    second streams generation 1."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
+    port = silent.getsockname()[1]
+    with silent:
+        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")]) as gatherer:
+            old: list[Event] = []
+
+            async def forward() -> None:
+                async for event in gatherer.gather():
+                    old.append(event)  # noqa: PERF401 (read as they come)
+
+            forwarding = asyncio.create_task(forward())
+            await _until(lambda: len(old) >= 2)  # "gathering" and the host candidate
+            await gatherer.restart()
+            async with asyncio.timeout(5):  # in this task: wait_for's would let `forward` run
+                new = [event async for event in gatherer.gather()]
+            await asyncio.wait_for(forwarding, 1)
+    assert {event.generation for event in old} == {0}
+    assert old[-1].to_json()["candidate"] is None
+    assert {event.generation for event in new} == {1}
+    assert new[0].type == "icegatheringstatechange" and new[-1].to_json()["candidate"] is None
+
+
 async def test_an_iterator_got_before_close_and_first_used_after_yields_nothing() -> None:
     """It raised "the gatherer is closed", where one already waiting ended quietly: a
     consumer task started just before a quick shutdown failed or not by timing."""
