@@ -599,40 +599,8 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
         raise OSError(f"{what}: {error.strerror or error}") from None
     if args.json:
         out.write(json.dumps(result.to_json()) + "\n")
-        return 0
-
-    def text(address: tuple[str, int] | None) -> str:
-        return "-" if address is None else hostport(*address)
-
-    other = (
-        f"RFC 5780: yes, other address {text(result.other_address)}"
-        if result.rfc5780
-        else "RFC 5780: no (no OTHER-ADDRESS)"
-    )
-    lines = [
-        f"server     {text(result.server)} ({other})",
-        f"local      {text(result.local)}",
-        f"mapped     {text(result.mapped)}",
-        f"mapping    {result.mapping}",
-        f"filtering  {result.filtering}",
-        "",
-        result.summary(),
-    ]
-    if result.probes:
-        lines += ["", "tests:"]
-        for probe in result.probes:
-            change = {6: " change ip+port", 4: " change ip", 2: " change port"}.get(
-                probe.change_request, ""
-            )
-            if probe.answered:
-                outcome = f"mapped {text(probe.mapped)} (from {text(probe.source)})"
-            elif probe.abandoned:
-                outcome = "not waited for (already classified)"
-            else:
-                outcome = probe.error or "no answer"
-            lines.append(f"  {probe.name:<19} to {text(probe.destination)}{change}: {outcome}")
-    lines += [f"note: {note}" for note in result.notes]
-    out.write("\n".join(lines) + "\n")
+    else:
+        out.write(result.to_text() + "\n")
     return 0
 
 

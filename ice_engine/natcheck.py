@@ -105,7 +105,16 @@ class Probe:
     """An error response ("420 Unknown Attribute"), or why the answer was not used."""
     transmissions: int = 0
     abandoned: bool = False
-    """Still unanswered when the result was already known, and no longer waited for."""
+    """Still unanswered when its answer could no longer change the result (known
+    already, or a test it depends on failed), and no longer waited for."""
+
+    def outcome(self) -> str:
+        """What came of it, in words: the mapped address, or why none."""
+        if self.answered:
+            return f"mapped {_address_text(self.mapped)} (from {_address_text(self.source)})"
+        if self.abandoned:
+            return "not waited for (it could not change the result)"
+        return self.error or "no answer"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -161,6 +170,31 @@ class NatBehaviour:
             "probes": [p.to_json() for p in self.probes],
             "notes": list(self.notes),
         }
+
+    def to_text(self) -> str:
+        """The result as `ice-engine nat` prints it: what was classified, what it means
+        for ICE, and each test's outcome."""
+        if self.rfc5780:
+            other = f"RFC 5780: yes, other address {_address_text(self.other_address)}"
+        else:
+            other = "RFC 5780: no (no OTHER-ADDRESS)"
+        lines = [
+            f"server     {_address_text(self.server)} ({other})",
+            f"local      {_address_text(self.local)}",
+            f"mapped     {_address_text(self.mapped) or '-'}",
+            f"mapping    {self.mapping}",
+            f"filtering  {self.filtering}",
+            "",
+            self.summary(),
+        ]
+        if self.probes:
+            lines += ["", "tests:"]
+        for probe in self.probes:
+            change = _change_text(probe.change_request)
+            to = hostport(*probe.destination) + (f" change {change}" if change else "")
+            lines.append(f"  {probe.name:<19} to {to}: {probe.outcome()}")
+        lines += [f"note: {note}" for note in self.notes]
+        return "\n".join(lines)
 
     def summary(self) -> str:
         """One sentence on what this means for ICE."""
@@ -736,7 +770,21 @@ async def _drive(
             except OSError as error:
                 if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
                     continue  # a full buffer: as if lost, the retransmission goes later
-                send(check.send_failed(datagram, describe(error), loop.time()))
+                # Linux reports at a sendto an ICMP error another test's request caused:
+                # that test fails, and this request goes out at a second try.
+                unreachable()
+                try:
+                    sock.sendto(datagram.data, datagram.address)
+                except OSError as again:
+                    if again.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
+                        send(check.send_failed(datagram, describe(again), loop.time()))
+
+    def unreachable() -> bool:
+        """Fail the tests whose requests the ICMP errors queued on the socket quote."""
+        errors = icmperrors.read(sock, 20)
+        for quoted, _destination, cause in errors:
+            send(check.unreachable(quoted, cause, loop.time()))
+        return bool(errors)
 
     send(check.start(loop.time()))
     while not check.done:
@@ -748,10 +796,7 @@ async def _drive(
             send(check.poll(loop.time()))
             continue
         except OSError:  # an ICMP error queued on the socket
-            errors = icmperrors.read(sock, 20)
-            for quoted, _destination, cause in errors:
-                send(check.unreachable(quoted, cause, loop.time()))
-            if not errors:  # elsewhere than on Linux: the transaction will time out
+            if not unreachable():  # elsewhere than on Linux: the transaction will time out
                 await asyncio.sleep(0.01)
             send(check.poll(loop.time()))
             continue

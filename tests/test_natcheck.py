@@ -187,6 +187,20 @@ def test_every_mapping_and_filtering_is_classified(mapping: str, filtering: str)
     json.dumps(result.to_json())
 
 
+def test_the_text_report_names_each_test_and_its_outcome() -> None:
+    """`ice-engine nat` prints `to_text()`. An abandoned test was "already classified"
+    even where a failure had left the result unknown."""
+    result, _ = run(check_for(), World(mapping="endpoint-independent"))
+    text = result.to_text()
+    assert "mapping    endpoint-independent" in text
+    assert f"  filtering test II   to {PRIMARY[0]}:{PRIMARY[1]} change ip+port: " in text
+    assert f"  filtering test III  to {PRIMARY[0]}:{PRIMARY[1]} change port: " in text
+    assert text.splitlines()[-1] == (
+        f"  mapping test III    to {OTHER[0]}:{OTHER[1]}: "
+        "not waited for (it could not change the result)"
+    )
+
+
 def test_requests_go_where_rfc_5780_says() -> None:
     world = World()
     result, _ = run(check_for(), world)

@@ -48,6 +48,7 @@ from ice_engine.lab import (
     leases,
 )
 from ice_engine.lab.topology import CLIENT_DEV_A, ROUTER_LINK_DEV
+from tests.lab.test_faults import iptables_rule
 
 pytestmark = pytest.mark.lab
 
@@ -174,6 +175,27 @@ def test_the_text_report(lab: Lab) -> None:
     assert "mapping    endpoint-independent" in result.stdout
     assert "filtering  address-and-port-dependent" in result.stdout
     assert f"other address {SERVER_ALT_IPV4}:{STUN_ALT_PORT}" in result.stdout
+
+
+def test_an_icmp_error_fails_the_test_that_caused_it_not_the_next_one(lab: Lab) -> None:
+    """Mapping test II refused with an ICMP error, test III never answered. Linux told
+    the error at test III's sendto: test III was said to be "could not be sent:
+    connection refused" and was never sent, and test II, whose error it was, waited."""
+    port = str(_unused_port(lab))
+    to_other = ["-p", "udp", "-s", CLIENT_IPV4_A, "--sport", port, "-d", SERVER_ALT_IPV4]
+    reject = [*to_other, "--dport", str(STUN_PORT), "-j", "REJECT"]
+    drop = [*to_other, "--dport", str(STUN_ALT_PORT), "-j", "DROP"]
+    argv = [sys.executable, "-m", "ice_engine", "nat", "--local-port", port]
+    argv += ["--local-address", CLIENT_IPV4_A, "--server", f"stun:{SERVER_IPV4}"]
+    with iptables_rule(ROUTER_NS, "FORWARD", reject), iptables_rule(ROUTER_NS, "FORWARD", drop):
+        result = lab.run([*argv, "--timeout", "1"], timeout_s=30)
+    assert result.returncode == 0, result.stderr
+    lines = {line.split(" to ")[0].strip(): line for line in result.stdout.splitlines()}
+    assert lines["mapping test II"].endswith(": ICMP port unreachable"), result.stdout
+    assert lines["mapping test III"].endswith(
+        ": not waited for (it could not change the result)"
+    ), result.stdout
+    assert "mapping    unknown" in result.stdout
 
 
 def test_a_dead_server_and_an_unknown_name_are_one_line_errors(lab: Lab) -> None:
