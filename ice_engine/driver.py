@@ -35,6 +35,7 @@ from .events import (
     IceGatheringStateChangeEvent,
 )
 from .gathering import Gathering
+from .icetcp import Listeners, TcpConnectionHandler, socket_beside
 from .interfaces import (
     AddressFilter,
     IpHandling,
@@ -73,30 +74,6 @@ RelayedHandler = Callable[[Allocation, tuple[str, int], bytes], None]
 DatagramHandler = Callable[[tuple[str, int], tuple[str, int], bytes], None]
 #: Called with (allocation, failure) when a permission or channel is refused or lost.
 RelayFailureHandler = Callable[[Allocation, RequestFailed], None]
-#: Called with (local passive candidate's address, peer address, the connection's socket)
-#: for each connection a peer makes to an ICE-TCP passive candidate.
-TcpConnectionHandler = Callable[[tuple[str, int], tuple[str, int], socket.socket], None]
-#: Connections accepted per readiness of a listener, so that other sockets get their turn.
-_ACCEPTS_PER_TURN = 16
-#: accept() errors of the connection taken, not of the listener: accept(2) passes on a
-#: connection's pending network error; the next may be fine. Any other error (out of fds
-#: or memory, above all) pauses the listener, as asyncio's servers do, and is reported.
-_CONNECTION_ERRORS = frozenset(
-    {
-        errno.ECONNABORTED,
-        errno.EPROTO,
-        errno.ENETDOWN,
-        errno.ENOPROTOOPT,
-        errno.EHOSTDOWN,
-        errno.ENONET,
-        errno.EHOSTUNREACH,
-        errno.EOPNOTSUPP,
-        errno.ENETUNREACH,
-    }
-)
-#: For how long.
-_ACCEPT_RETRY_S = 1.0
-
 _shared_rtt = RttTable()
 _shared_nonces = NonceCache(max_entries=4096)
 _ANSWER_SIZE = 2048  # the read size without a data path: STUN and TURN answers fit
@@ -196,13 +173,13 @@ class Gatherer:
         "_ip_handling",
         "_lingering",
         "_link_local",
+        "_listeners",
         "_loop",
         "_mdns",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
         "_on_relayed",
-        "_on_tcp_connection",
         "_pool_size",
         "_reading",
         "_resolver",
@@ -295,7 +272,18 @@ class Gatherer:
         # `send` finds a candidate's socket.
         self._on_datagram = on_datagram
         self._tcp_candidates = tcp_candidates
-        self._on_tcp_connection = on_tcp_connection
+        self._listeners = (
+            None
+            if on_tcp_connection is None
+            else Listeners(
+                self._table,
+                on_tcp_connection,
+                self._deliver,
+                self._deliver_queued,
+                self._get_loop,
+                lambda: self._closed,
+            )
+        )
         self._shared_port = shared_port
         self._shared = (
             None
@@ -488,12 +476,9 @@ class Gatherer:
         listener = None if key is None else self._table.sockets.get(key)
         if listener is None or listener.type != socket.SOCK_STREAM:
             raise ValueError(f"no active candidate here for {local.candidate!r}")
-        name = listener.getsockname()  # the base's address, with an IPv6 scope
-        _check_family(peer, name[0])
-        sock = socket.socket(listener.family, socket.SOCK_STREAM)
+        _check_family(peer, listener.getsockname()[0])  # the base's (an mDNS name hides it)
+        sock = socket_beside(listener)
         try:
-            sock.setblocking(False)
-            sock.bind((name[0], 0, *name[2:]))
             connecting = self._spawn(self._get_loop().sock_connect(sock, peer))
             try:
                 await connecting  # a task of the gatherer's: close() ends it
@@ -940,8 +925,8 @@ class Gatherer:
             if kind == socket.SOCK_DGRAM:
                 if self._on_datagram is not None:
                     self._watch(key, sock)  # peers may send before we do
-            elif self._on_tcp_connection is not None:
-                self._listen(key, sock)
+            elif self._listeners is not None:
+                self._listeners.listen(key, sock)
         if kind == socket.SOCK_DGRAM:
             table.add_base(key, (address.address, port))
         return Base(
@@ -1087,56 +1072,6 @@ class Gatherer:
                 if base is not None:
                     self._deliver(self._on_datagram, base, source, data)
         self._service()
-
-    def _listen(self, key: int, sock: _socket.socket) -> None:
-        """Accept what peers connect to the ICE-TCP listener: `_accept`."""
-        self._table.watch(key, sock, self._accept, self._get_loop())
-
-    def _accept(self, fd: int) -> None:
-        """Hand the connections peers made to a passive ICE-TCP candidate to
-        `on_tcp_connection`, each with its socket."""
-        table = self._table
-        key = table.reading.get(fd)
-        handler = self._on_tcp_connection
-        if key is None or handler is None:
-            return
-        listener = table.sockets[key]
-        local = listener.getsockname()[:2]
-        for _ in range(_ACCEPTS_PER_TURN):
-            try:
-                # The C type's accept: the fd and the peer (typeshed does not know it).
-                connection, peer = listener._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as error:
-                if error.errno in _CONNECTION_ERRORS:
-                    continue  # that connection's own, as accept(2) passes them on
-                self._pause_listening(key, error)  # level-triggered, it would spin
-                break
-            sock = socket.socket(listener.family, socket.SOCK_STREAM, fileno=connection)
-            sock.setblocking(False)
-            if not self._deliver(handler, local, peer[:2], sock):
-                sock.close()  # closing (the listener goes with the deallocations), or the
-                # handler raised: nobody will serve the connection
-        self._deliver_queued()  # what the handler's sends through a relay brought meanwhile
-
-    def _pause_listening(self, key: int, error: OSError) -> None:
-        """Stop accepting on the listener for a second, and say why."""
-        loop = self._get_loop()
-        self._table.unwatch(key, loop)
-        loop.call_exception_handler(
-            {
-                "message": f"ice-engine: cannot accept an ICE-TCP connection "
-                f"({error.strerror}); trying again in {_ACCEPT_RETRY_S:g} s",
-                "exception": error,
-            }
-        )
-        loop.call_later(_ACCEPT_RETRY_S, self._resume_listening, key)
-
-    def _resume_listening(self, key: int) -> None:
-        sock = self._table.sockets.get(key)
-        if sock is not None and not self._closed:  # else closed meanwhile
-            self._listen(key, sock)
 
     def _read_errors(self, key: int, sock: _socket.socket, now: float) -> None:
         """Tell the core of the ICMP errors queued on the socket (IP_RECVERR)."""

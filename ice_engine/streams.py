@@ -21,6 +21,7 @@ from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 from .commands import OpenStream
+from .icetcp import socket_beside
 
 __all__ = [
     "StreamProtocol",
@@ -290,16 +291,11 @@ class StreamSet:
         sock = self._sockets.get(command.base_key)
         if sock is None:
             return
-        local = sock.getsockname()
         loop = asyncio.get_running_loop()
         tcp: socket.socket | None = None
         protocol: StreamProtocol | None = None
         try:
-            # IPPROTO_TCP named, or asyncio leaves Nagle on (a round trip lost in the
-            # handshake).
-            tcp = socket.socket(sock.family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-            tcp.setblocking(False)
-            tcp.bind((local[0], 0, *local[2:]))  # from the base's address (and scope)
+            tcp = socket_beside(sock)  # from the base's address (and scope)
             await loop.sock_connect(tcp, command.address)
             protocol = self._protocol(command)
             protocol.sock = tcp

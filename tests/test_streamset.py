@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ice_engine import streams
+from ice_engine import icetcp
 from ice_engine.commands import OpenStream
 from ice_engine.streams import StreamSet, TlsStreamProtocol, describe, tls_sessions
 
@@ -301,7 +301,7 @@ async def test_a_connection_whose_socket_cannot_be_made_is_reported(
         def socket(*args: object) -> socket.socket:
             raise OSError(errno.EMFILE, "Too many open files")
 
-    monkeypatch.setattr(streams, "socket", NoSockets)
+    monkeypatch.setattr(icetcp, "socket", NoSockets)  # where the stream socket is made
     heard = Heard()
     heard.streams(base).open(command(7, ("127.0.0.1", unused_port())))
     await settle(heard, 1)
