@@ -176,6 +176,7 @@ class Gatherer:
         "_listeners",
         "_loop",
         "_mdns",
+        "_needs_companions",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
@@ -193,7 +194,6 @@ class Gatherer:
         "_timer_at",
         "_told_state",
         "_turn_streams",
-        "_udp_turn",
         "_waiter",
         "_watcher",
     )
@@ -293,7 +293,7 @@ class Gatherer:
         self._mdns = MdnsNames() if mdns else None
         self._lingering: set[int] = set()  # old sockets kept while their relays deallocate
         # On a shared port, TURN over UDP needs a private socket per base (see _bind).
-        self._udp_turn = shared_port is not None and any(
+        self._needs_companions = shared_port is not None and any(
             s.url.is_turn and s.url.transport == "udp" for s in self._core.servers
         )
         self._watcher: InterfaceWatcher | None = None
@@ -905,7 +905,9 @@ class Gatherer:
         if self._shared is not None and self._shared_port is not None and kind == socket.SOCK_DGRAM:
             port = self._shared_port
             # With TURN over UDP, an allocation needs a 5-tuple of its own: a companion.
-            key = table.join_shared(self._get_loop(), address, port, generation, self._udp_turn)
+            key = table.join_shared(
+                self._get_loop(), address, port, generation, self._needs_companions
+            )
             if key is None:
                 return None
             relay_key = table.companions.get(key)
@@ -1103,7 +1105,7 @@ class Gatherer:
         """Continual gathering: True if the base's address is gone (the refusal came before
         the watcher told): the base is removed now, `candidateremoved`, not a 701. An
         enumeration taken since the refusal tells: one walk for a burst of them."""
-        if not self._address_went(failure):
+        if not self._may_mean_address_gone(failure):
             return False
         self._rescan(taken_after=refused_at)
         return key not in self._table.sockets
@@ -1113,7 +1115,7 @@ class Gatherer:
         hub = self._hub
         return time.monotonic() if hub is None else hub.refused_at
 
-    def _address_went(self, failure: OSError) -> bool:
+    def _may_mean_address_gone(self, failure: OSError) -> bool:
         """Whether a refused send or connection may mean a local address just went, which
         continual gathering handles as a removal."""
         return self._continual and failure.errno in _ADDRESS_GONE_ERRORS
@@ -1287,7 +1289,7 @@ class Gatherer:
         self._service()
 
     def _stream_closed(self, stream: int, error: BaseException | None) -> None:
-        if isinstance(error, OSError) and self._address_went(error):
+        if isinstance(error, OSError) and self._may_mean_address_gone(error):
             self._rescan(taken_after=time.monotonic())  # its relay went with its base
         reason = None if error is None else describe(error)
         self._core.stream_closed(self._now(), stream, reason)

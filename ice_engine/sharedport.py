@@ -63,7 +63,8 @@ class SharedSocket:
         self._users += 1
 
     def forget(self, transaction_ids: Iterable[bytes]) -> None:
-        """Answers to these requests are no longer wanted (their gatherer is closing)."""
+        """Answers to these requests are no longer wanted: their gatherer is closing, or
+        they waited longer than any answer takes."""
         for transaction_id in transaction_ids:
             self._routes.pop(transaction_id, None)
 

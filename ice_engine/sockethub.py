@@ -28,8 +28,9 @@ from typing import Any
 
 __all__ = ["BURST", "MAX_DATAGRAM", "SocketHub", "hub_for"]
 
-#: What one read takes: any UDP datagram whole (a peer's, on the data path, may be large;
-#: a smaller buffer would cut it short silently). No slower than 2048 for small ones.
+#: What one read of the data path takes: any UDP datagram whole (a peer's may be large; a
+#: smaller buffer would cut it short silently). Sockets that only get answers to our own
+#: requests read less (the driver's `_ANSWER_SIZE`), which measured faster.
 MAX_DATAGRAM = 65535
 
 Callback = Callable[[int], None]  # called with the readable fd

@@ -201,7 +201,8 @@ class Allocation:
     States: new → allocating → allocated → closing → closed, or failed (a redirect ends
     in failed too). A signed Allocate that failed where the server may have granted it
     goes from allocating to closing, to be released. An allocation that expires ends in
-    closed, after an `AllocationExpired` event.
+    closed, after an `AllocationExpired` event; so does one closed before anything could
+    have been granted (new, or allocating with no signed Allocate sent).
     """
 
     def __init__(
