@@ -26,7 +26,7 @@ from .rfc5780 import (
     Probe,
 )
 from .streams import describe
-from .urls import hostport, parse_server_url, unmapped
+from .urls import hostport, not_unicast, parse_server_url, unmapped
 
 __all__ = [
     "CHANGE_IP",
@@ -195,9 +195,10 @@ def _local_ip(text: str) -> _LocalIp:
     except ValueError:
         raise ValueError(f"not an IP address: {text!r}") from None
     ip = unmapped(ip)
-    if ip.is_unspecified:  # the mapping is compared with it: it must be one
+    flaw = not_unicast(ip)
+    if flaw == "unspecified":  # the mapping is compared with it: it must be one
         raise ValueError(f"local address must be a specific one, not {text}")
-    if ip.is_multicast or ip == ipaddress.IPv4Address("255.255.255.255"):
+    if flaw is not None:
         raise ValueError(f"local address must be a unicast one, not {text}")
     if isinstance(ip, ipaddress.IPv4Address):
         return _LocalIp(str(ip), socket.AF_INET)

@@ -30,7 +30,7 @@ from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
 from .transaction import Timing, as_seconds, shown
 from .turn import Allocation, RequestFailed
-from .urls import hostport, parse_server_url
+from .urls import hostport, not_unicast, parse_server_url
 
 __all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 
@@ -38,7 +38,6 @@ __all__ = ["RelayCheck", "RelayCheckReport", "check_relays", "relay_checks"]
 #: go before the server has installed the permission, or be lost.
 _PROBE_INTERVAL_S = 0.25
 _STUN_PORT = 3478
-_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
 _STUN_WAIT_S = 0.5  # for a STUN answer that tells our public address (`_seen_from`)
 _PROBE_PREFIX = b"ice-engine relay check "  # never a STUN message: its first byte is 0x69
 
@@ -306,7 +305,7 @@ async def _seen_from(local: str, server: str, wait: float) -> str | None:
     port). None if nothing answers within `wait` seconds."""
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in local else socket.AF_INET
-    transaction = os.urandom(12)
+    transaction = stun.new_transaction_id()
     request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction)
     try:
         sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -342,9 +341,7 @@ def _unicast(ip: str, family: int) -> bool:
         parsed = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return (parsed.version == 6) == (family == socket.AF_INET6) and not (
-        parsed.is_multicast or parsed.is_unspecified or parsed == _BROADCAST
-    )
+    return (parsed.version == 6) == (family == socket.AF_INET6) and not_unicast(parsed) is None
 
 
 def _peer_ips(
