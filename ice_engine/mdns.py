@@ -26,6 +26,7 @@ import re
 import secrets
 import socket
 import struct
+import sys
 import time
 import uuid
 import weakref
@@ -82,15 +83,28 @@ _MAX_DATAGRAM = 9000
 """RFC 6762 §17: mDNS messages up to 9000 bytes."""
 _RECEIVE_BATCH = 64
 """Datagrams read per wake-up, so a flood cannot starve the loop."""
+_RECEIVE_BUDGET_S = 0.005
+"""And at most this much time per wake-up: the rest waits for the next one."""
+_MAX_QUESTIONS = 32
+"""Questions read from one query; the rest are ignored. dnspython takes about 16 µs a
+question: one 9 kB query repeating a name 1490 times held the loop for 43 ms."""
+_MAX_KNOWN_ANSWERS = 32
+"""Known answers read from one query (RFC 6762 §7.1); the rest are ignored, which at
+worst sends an answer the querier already had."""
 _MULTICAST_INTERVAL = 1.0
 """RFC 6762 §6: the same answer is multicast at most once a second on an interface, so
 that a flood of queries cannot make us flood the link."""
 _IP_PKTINFO = getattr(socket, "IP_PKTINFO", 8)  # Linux value; Python 3.11 lacks the name
+_LINUX = sys.platform.startswith("linux")
+_IP_MULTICAST_ALL = getattr(socket, "IP_MULTICAST_ALL", 49)  # Linux values: Python lacks
+_IPV6_MULTICAST_ALL = getattr(socket, "IPV6_MULTICAST_ALL", 29)  # both names
 _IN_PKTINFO = struct.Struct("=i4s4s")
 _IN6_PKTINFO = struct.Struct("=16sI")
 _GROUP_V4_PACKED = socket.inet_aton(MDNS_GROUP_V4)
 _GROUP_V6_PACKED = socket.inet_pton(socket.AF_INET6, MDNS_GROUP_V6)
 _CMSG_SPACE = socket.CMSG_SPACE(_IN6_PKTINFO.size)
+_COUNTS = struct.Struct("!HHHH")
+"""A DNS header's four section counts (question, answer, authority, additional)."""
 _RESOLVE_RESENDS_S = (0.0, 0.25, 0.75)
 """When `resolve_mdns` sends its query, in seconds after the start (within the timeout)."""
 
@@ -159,11 +173,19 @@ class MdnsReply:
     """True: to the querier's address and port. False: to the group, port 5353."""
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Record:
     address: str
     rdtype: dns.rdatatype.RdataType
     packed: bytes
+    index: int | None = None
+    """The index of the interface holding `address` (0: none does); None until the
+    responder has looked (`MdnsResponder._settle`)."""
+
+    @property
+    def group(self) -> tuple[int, int]:
+        """The group membership that hears queries for it: (IP version, interface)."""
+        return (4 if self.rdtype == _A else 6, self.index or 0)
 
 
 class MdnsResponder:
@@ -175,6 +197,9 @@ class MdnsResponder:
     registered address and on ``interfaces`` (local addresses). Queries for other names,
     responses, and anything unparsable are ignored. ``await close()`` closes the sockets;
     nothing runs after it.
+
+    A query is answered only for names whose address is on the interface it came in on
+    (RFC 6762 §15): a link never learns the addresses the host has on another.
 
     Answers: multicast to the group, or unicast to the querier when a question has the QU
     bit; records carry the cache-flush bit and a TTL of 120 s. A query from a port other
@@ -198,7 +223,11 @@ class MdnsResponder:
             _ip(address, "an mDNS interface address")
         self._ipv6 = ipv6
         self._sockets: dict[int, socket.socket] = {}
-        self._joined: set[tuple[int, str | int]] = set()
+        self._joined: set[tuple[int, int]] = set()
+        """Group memberships held: (IP version, interface index)."""
+        self._interface_groups: set[tuple[int, int]] = set()
+        """The memberships `interfaces` asked for: kept while the responder runs."""
+        self._settling: asyncio.Handle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._users = 0
         self._lock = asyncio.Lock()
@@ -209,6 +238,7 @@ class MdnsResponder:
         self._multicast_at: dict[tuple[bytes, int], float] = {}
         """When each reply was last multicast, per interface index (RFC 6762 §6)."""
         self._clock = time.monotonic
+        self._timer = time.perf_counter
 
     # -- names ---------------------------------------------------------------------------
 
@@ -228,8 +258,10 @@ class MdnsResponder:
             self._labels[label] = self._labels.get(label, 0) + 1
         else:
             self._other_names += 1
-        if self._sockets:
-            self._join_for(address)
+        loop = self._loop
+        if self._sockets and self._settling is None and loop is not None and not loop.is_closed():
+            # one look at the interfaces for every name registered in this loop iteration
+            self._settling = loop.call_soon(self._settle)
 
     def unregister(self, name: str) -> None:
         """Stop answering for ``name``; unknown names are ignored."""
@@ -242,7 +274,8 @@ class MdnsResponder:
         return {k.to_text(omit_final_dot=True): r.address for k, r in self._records.items()}
 
     def _forget(self, key: dns.name.Name) -> None:
-        if self._records.pop(key, None) is None:
+        record = self._records.pop(key, None)
+        if record is None:
             return
         label = key.labels[0].lower()
         if len(key.labels) == 3 and label in self._labels:
@@ -253,11 +286,20 @@ class MdnsResponder:
             self._other_names -= 1
         for cached in [c for c in self._cache if c[0] == key]:
             del self._cache[cached]
+        if record.index:
+            self._leave_if_unused(record.group, record.address)
 
     # -- the packet logic (no I/O) -------------------------------------------------------
 
-    def handle_query(self, data: bytes, source_port: int = MDNS_PORT) -> MdnsReply | None:
-        """The reply to one received datagram, or None when it calls for none."""
+    def handle_query(
+        self, data: bytes, source_port: int = MDNS_PORT, interface: int = 0
+    ) -> MdnsReply | None:
+        """The reply to one received datagram, or None when it calls for none.
+
+        ``interface`` is the index of the interface the datagram came in on: only names
+        whose address is on it are answered (RFC 6762 §15). 0, unknown, answers for
+        every name.
+        """
         if len(data) < 12 or not self._records:
             return None
         flags = (data[2] << 8) | data[3]
@@ -267,6 +309,13 @@ class MdnsResponder:
             m.group(1).lower() in self._labels for m in _UUID_LABEL.finditer(data)
         ):
             return None  # none of our names' labels is in it: not for us, no need to parse
+        counts = _COUNTS.unpack_from(data, 4)
+        if counts[0] > _MAX_QUESTIONS:  # the known answers lie past the questions left out
+            wanted = (_MAX_QUESTIONS, 0, 0, 0)
+        else:
+            wanted = (counts[0], min(counts[1], _MAX_KNOWN_ANSWERS), 0, 0)
+        if counts != wanted:  # parse only that much: the rest counts as trailing bytes
+            data = data[:4] + _COUNTS.pack(*wanted) + data[12:]
         try:
             query = dns.message.from_wire(data, ignore_trailing=True)
         except Exception:  # untrusted bytes: whatever dnspython rejects is dropped
@@ -274,13 +323,20 @@ class MdnsResponder:
         legacy = source_port != MDNS_PORT
         known = self._known_answers(query)
         answers: list[tuple[dns.name.Name, int, bool]] = []  # (name, rdtype, positive)
-        questions: list[dns.rrset.RRset] = []
+        answered: list[tuple[dns.rrset.RRset, tuple[dns.name.Name, int, bool]]] = []
+        seen: set[tuple[int, int, int]] = set()
         unicast = legacy
         multicast_asked = False
         for question in query.question:
             record = self._records.get(question.name)
             if record is None or question.rdclass & ~_TOP_BIT not in (_IN, dns.rdataclass.ANY):
                 continue
+            asked = (id(record), question.rdtype, question.rdclass)
+            if asked in seen:
+                continue  # the same question again
+            seen.add(asked)
+            if interface and record.index != interface:
+                continue  # its address is not on the link the query came from (§15)
             if question.rdtype not in (_A, _AAAA, _ANY):
                 continue
             if question.rdtype in (record.rdtype, _ANY):
@@ -289,9 +345,9 @@ class MdnsResponder:
                 answer = (question.name, record.rdtype, True)
             else:
                 answer = (question.name, question.rdtype, False)
+            answered.append((question, answer))
             if answer not in answers:
                 answers.append(answer)
-            questions.append(question)
             if question.rdclass & _TOP_BIT:
                 unicast = True
             else:
@@ -302,7 +358,7 @@ class MdnsResponder:
             unicast = False
         self.queries_answered += 1
         if legacy:
-            return MdnsReply(self._legacy_reply(query, questions, answers), True)
+            return MdnsReply(self._legacy_reply(query.id, answered), True)
         if len(answers) == 1:
             return MdnsReply(self._cached_reply(*answers[0]), unicast)
         return MdnsReply(self._build_reply(answers), unicast)
@@ -347,25 +403,38 @@ class MdnsResponder:
         return rrset
 
     def _build_reply(self, answers: list[tuple[dns.name.Name, int, bool]]) -> bytes:
-        reply = dns.message.Message(id=0)
-        reply.flags = _RESPONSE_FLAGS
-        for name, rdtype, positive in answers:
-            reply.answer.append(self._rrset(name, rdtype, positive, _IN_FLUSH, RECORD_TTL_S))
-        return reply.to_wire()
+        """A multicast or QU reply: as many of the answers as fit in 9000 bytes (§17)."""
+        count = len(answers)
+        while True:
+            reply = dns.message.Message(id=0)
+            reply.flags = _RESPONSE_FLAGS
+            for name, rdtype, positive in answers[:count]:
+                reply.answer.append(self._rrset(name, rdtype, positive, _IN_FLUSH, RECORD_TTL_S))
+            try:
+                return reply.to_wire(max_size=_MAX_DATAGRAM)
+            except dns.exception.TooBig:  # long names: the rest wait for the next query
+                count //= 2  # one answer always fits: a name is at most 255 bytes
 
     def _legacy_reply(
         self,
-        query: dns.message.Message,
-        questions: list[dns.rrset.RRset],
-        answers: list[tuple[dns.name.Name, int, bool]],
+        query_id: int,
+        answered: list[tuple[dns.rrset.RRset, tuple[dns.name.Name, int, bool]]],
     ) -> bytes:
-        reply = dns.message.Message(id=query.id)
-        reply.flags = _RESPONSE_FLAGS
-        for question in questions:
-            reply.question.append(dns.rrset.RRset(question.name, _IN, question.rdtype))
-        for name, rdtype, positive in answers:
-            reply.answer.append(self._rrset(name, rdtype, positive, _IN, LEGACY_TTL_S))
-        return reply.to_wire()
+        """A legacy unicast reply (§6.7): the query's ID, and the questions answered,
+        each echoed before the answers. If that would not fit in 9000 bytes (§17), the
+        later questions are left out, echo and answer alike."""
+        count = len(answered)
+        while True:
+            reply = dns.message.Message(id=query_id)
+            reply.flags = _RESPONSE_FLAGS
+            for question, _ in answered[:count]:
+                reply.question.append(dns.rrset.RRset(question.name, _IN, question.rdtype))
+            for name, rdtype, positive in _unique([a for _, a in answered[:count]]):
+                reply.answer.append(self._rrset(name, rdtype, positive, _IN, LEGACY_TTL_S))
+            try:
+                return reply.to_wire(max_size=_MAX_DATAGRAM)
+            except dns.exception.TooBig:
+                count //= 2
 
     # -- sockets -------------------------------------------------------------------------
 
@@ -389,13 +458,18 @@ class MdnsResponder:
             else:
                 self._sockets[socket.AF_INET6] = sock6
                 self._loop.add_reader(sock6.fileno(), self._readable, sock6)
-        for address in [*self._interfaces, *(r.address for r in self._records.values())]:
-            self._join_for(address)
+        self._settle(everything=True)
 
     async def close(self) -> None:
         """Close the sockets (leaving the groups); names stay registered. Idempotent."""
         sockets, self._sockets = self._sockets, {}
         self._joined.clear()
+        self._interface_groups.clear()
+        if self._settling is not None:
+            self._settling.cancel()
+            self._settling = None
+        for record in self._records.values():
+            record.index = None  # interfaces may differ by the next start
         for sock in sockets.values():
             if self._loop is not None and not self._loop.is_closed():
                 self._loop.remove_reader(sock.fileno())
@@ -433,40 +507,65 @@ class MdnsResponder:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.release()
 
-    def _join_for(self, address: str) -> None:
-        """Join the group on the interface holding ``address`` (errors are logged)."""
-        host = address.split("%", 1)[0]
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            log.warning("mDNS responder: not an IP address: %r", address)
+    def _settle(self, *, everything: bool = False) -> None:
+        """Find the interface of each name's address not yet placed (and, on start, of
+        `interfaces`), in one look at the host's interfaces, and join the group there."""
+        self._settling = None
+        records = [r for r in self._records.values() if r.index is None]
+        if not records and not (everything and self._interfaces):
             return
-        if ip.version == 4:
-            sock = self._sockets.get(socket.AF_INET)
-            key: tuple[int, str | int] = (4, host)
-            mreq = socket.inet_aton(MDNS_GROUP_V4) + ip.packed
-            level, option = socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP
-        else:
-            sock = self._sockets.get(socket.AF_INET6)
-            index = _interface_index(address)
-            if index is None:
-                log.warning("mDNS responder: no interface holds %s", address)
-                return
-            key = (6, index)
-            mreq = socket.inet_pton(socket.AF_INET6, MDNS_GROUP_V6) + struct.pack("@I", index)
-            level, option = socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP
-        if sock is None or key in self._joined:
+        table = _interface_indices()
+        if everything:
+            for address in self._interfaces:
+                index = _index_of(address, table)
+                if index is None:
+                    log.warning("mDNS responder: no interface holds %s", address)
+                    continue
+                group = (_ip(address, "an mDNS interface address").version, index)
+                self._interface_groups.add(group)
+                self._join(group, address)
+        for record in records:
+            record.index = _index_of(record.address, table) or 0
+            if record.index:
+                self._join(record.group, record.address)
+            else:
+                log.warning("mDNS responder: no interface holds %s", record.address)
+
+    def _join(self, group: tuple[int, int], address: str) -> None:
+        """Join the group on an interface, (IP version, index), that holds ``address``,
+        unless joined already (errors are logged). Keyed by index: an interface deleted
+        and made again with the same address is another interface, to join afresh."""
+        if group in self._joined:
+            return
+        sock = self._sockets.get(socket.AF_INET if group[0] == 4 else socket.AF_INET6)
+        if sock is None:
             return
         try:
-            sock.setsockopt(level, option, mreq)
+            sock.setsockopt(*_membership(group, address, join=True))
         except OSError as exc:
             if exc.errno != errno.EADDRINUSE:  # already a member there
-                log.warning("mDNS responder: cannot join on %s: %s", address, exc)
+                log.warning("mDNS responder: cannot join on interface %d: %s", group[1], exc)
                 return
-        self._joined.add(key)
+        self._joined.add(group)
+
+    def _leave_if_unused(self, group: tuple[int, int], address: str) -> None:
+        """Leave a group, joined for ``address``, that no name's address (nor
+        `interfaces`) needs any more."""
+        if group not in self._joined or group in self._interface_groups:
+            return
+        if any(r.index and r.group == group for r in self._records.values()):
+            return
+        self._joined.discard(group)
+        sock = self._sockets.get(socket.AF_INET if group[0] == 4 else socket.AF_INET6)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # e.g. the interface has gone, and with it
+                sock.setsockopt(*_membership(group, address, join=False))  # the membership
 
     def _readable(self, sock: socket.socket) -> None:
+        deadline = self._timer() + _RECEIVE_BUDGET_S
         for _ in range(_RECEIVE_BATCH):
+            if self._timer() > deadline:
+                return  # the reader is level-triggered: the rest come at the next wake-up
             try:
                 data, ancillary, _flags, source = sock.recvmsg(_MAX_DATAGRAM, _CMSG_SPACE)
             except (BlockingIOError, InterruptedError):
@@ -477,7 +576,7 @@ class MdnsResponder:
             index, to_group = _arrival(ancillary)
             if not to_group:
                 continue  # sent to our address, so maybe from off the link: see _arrival
-            reply = self.handle_query(data, source[1])
+            reply = self.handle_query(data, source[1], index)
             if reply is not None:
                 self._send(sock, reply, source, index)
 
@@ -527,11 +626,16 @@ def _bind(family: int) -> socket.socket:
         if family == socket.AF_INET:
             sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
             sock.setsockopt(socket.IPPROTO_IP, _IP_PKTINFO, 1)
+            if _LINUX:  # the groups joined by this socket only, where it joined them
+                sock.setsockopt(socket.IPPROTO_IP, _IP_MULTICAST_ALL, 0)
             sock.bind(("", MDNS_PORT))
         else:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVPKTINFO, 1)
+            if _LINUX:
+                with contextlib.suppress(OSError):  # Linux 4.20 and later
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_MULTICAST_ALL, 0)
             sock.bind(("::", MDNS_PORT))
         sock.setblocking(False)
     except BaseException:
@@ -559,20 +663,62 @@ def _arrival(ancillary: list[tuple[int, int, bytes]]) -> tuple[int, bool]:
     return 0, True  # no PKTINFO on this platform: cannot tell, answer as before
 
 
-def _interface_index(address: str) -> int | None:
+def _membership(group: tuple[int, int], address: str, *, join: bool) -> tuple[int, int, bytes]:
+    """setsockopt's arguments to join or leave the mDNS group on an interface, given as
+    (IP version, index), that holds ``address``."""
+    version, index = group
+    if version == 4:
+        option = socket.IP_ADD_MEMBERSHIP if join else socket.IP_DROP_MEMBERSHIP
+        if _LINUX:  # struct ip_mreqn: group, local address (any), interface index
+            mreq = _GROUP_V4_PACKED + bytes(4) + struct.pack("@i", index)
+        else:  # struct ip_mreq: group, the interface's address
+            mreq = _GROUP_V4_PACKED + socket.inet_aton(address.split("%", 1)[0])
+        return socket.IPPROTO_IP, option, mreq
+    option = socket.IPV6_JOIN_GROUP if join else socket.IPV6_LEAVE_GROUP
+    return socket.IPPROTO_IPV6, option, _GROUP_V6_PACKED + struct.pack("@I", index)
+
+
+def _interface_indices() -> dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int]:
+    """Each address of the host, and the index of its interface (the first one, for a
+    link-local address on several)."""
+    table: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int] = {}
+    for adapter in ifaddr.get_adapters():
+        if adapter.index is None:
+            continue
+        for ip in adapter.ips:
+            literal = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
+            with contextlib.suppress(ValueError):
+                table.setdefault(ipaddress.ip_address(literal), int(adapter.index))
+    return table
+
+
+def _index_of(
+    address: str, table: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, int]
+) -> int | None:
     """The index of the interface holding ``address`` (``%scope`` wins if given)."""
     host, _, scope = address.partition("%")
     if scope:
         with contextlib.suppress(OSError, ValueError):
             return int(scope) if scope.isdigit() else socket.if_nametoindex(scope)
-    wanted = ipaddress.ip_address(host)
-    for adapter in ifaddr.get_adapters():
-        for ip in adapter.ips:
-            literal = ip.ip[0] if isinstance(ip.ip, tuple) else ip.ip
-            with contextlib.suppress(ValueError):
-                if ipaddress.ip_address(literal) == wanted and adapter.index is not None:
-                    return int(adapter.index)
-    return None
+    return table.get(ipaddress.ip_address(host))
+
+
+def _interface_index(address: str) -> int | None:
+    """The index of the interface holding ``address`` (``%scope`` wins if given)."""
+    if "%" in address:
+        return _index_of(address, {})
+    return _index_of(address, _interface_indices())
+
+
+def _unique(
+    answers: list[tuple[dns.name.Name, int, bool]],
+) -> list[tuple[dns.name.Name, int, bool]]:
+    """The answers, each once, in order."""
+    unique: list[tuple[dns.name.Name, int, bool]] = []
+    for answer in answers:
+        if answer not in unique:
+            unique.append(answer)
+    return unique
 
 
 def _nsec_data(name: dns.name.Name, rdtype: int) -> bytes:
@@ -639,6 +785,33 @@ def _answer_in(data: bytes, name: dns.name.Name, query_id: int) -> str | None:
     return None
 
 
+def _resolving_from(interface_address: str | None) -> tuple[int, str, int]:
+    """The family, local address and interface index (0: any) `resolve_mdns` queries
+    from, or ValueError/TypeError naming what is wrong with ``interface_address``."""
+    if interface_address is None:
+        return socket.AF_INET, "", 0
+    ip = _ip(interface_address, "interface_address")
+    host, _, zone = interface_address.partition("%")
+    problem = None
+    if ip.is_multicast:
+        problem = "a multicast address, not one of this host's"
+    elif ip.version == 4 and zone:
+        problem = f"an IPv4 address, which takes no %zone: pass {host!r}"
+    elif ip.version == 6 and ip.ipv4_mapped is not None:
+        problem = f"an IPv4-mapped IPv6 address: pass the IPv4 address {str(ip.ipv4_mapped)!r}"
+    if problem is not None:
+        raise ValueError(f"interface_address {interface_address!r} is {problem}")
+    if ip.version == 4:
+        return socket.AF_INET, host, 0
+    if zone and _index_of(interface_address, {}) is None:
+        raise ValueError(f"interface_address {interface_address!r}: no interface {zone!r}")
+    return socket.AF_INET6, host, _interface_index(interface_address) or 0
+
+
+_SEND_RETRY_ERRORS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EINTR})
+"""Send errors that may pass: the query is sent again at the next resend."""
+
+
 async def resolve_mdns(
     name: str, *, timeout: float = 1.0, interface_address: str | None = None
 ) -> str:
@@ -647,50 +820,68 @@ async def resolve_mdns(
     The query (A and AAAA, QU bit set) goes from an ephemeral port to 224.0.0.251, or to
     ff02::fb when ``interface_address`` is IPv6, out of the interface holding
     ``interface_address`` if given. It is repeated at 250 ms and 750 ms; the first answer
-    from port 5353 naming ``name`` wins. ValueError for a name outside ``.local``;
-    `MdnsResolutionError` (an OSError) when nothing answers within ``timeout`` seconds.
+    from port 5353 naming ``name`` wins.
+
+    ValueError for a name outside ``.local``, or an ``interface_address`` that cannot be
+    one of this host's; OSError (with its errno) naming ``interface_address`` when it
+    cannot be bound, or saying the query could not be sent, at once, when the first send
+    fails (no multicast route, say); `MdnsResolutionError` (an OSError) when nothing
+    answers within ``timeout`` seconds.
     """
     target = _to_name(name)
-    if interface_address is not None:
-        _ip(interface_address, "interface_address")
+    family, host, index = _resolving_from(interface_address)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
     if not 0 < timeout < math.inf:  # NaN fails this too: it would wait forever
         raise ValueError(f"timeout must be more than 0 seconds, and finite, not {timeout!r}")
     loop = asyncio.get_running_loop()
-    ipv6 = interface_address is not None and ":" in interface_address
-    family = socket.AF_INET6 if ipv6 else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         sock.setblocking(False)
-        if ipv6:
-            assert interface_address is not None
-            index = _interface_index(interface_address) or 0
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
-            sock.bind((interface_address.split("%", 1)[0], 0, 0, index))
-            group: tuple[object, ...] = (MDNS_GROUP_V6, MDNS_PORT, 0, index)
-        else:
-            sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
-            if interface_address is not None:
-                sock.setsockopt(
-                    socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface_address)
-                )
-            sock.bind((interface_address or "", 0))
-            group = (MDNS_GROUP_V4, MDNS_PORT)
+        try:
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 255)
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, index)
+                sock.bind((host, 0, 0, index))
+                group: tuple[object, ...] = (MDNS_GROUP_V6, MDNS_PORT, 0, index)
+            else:
+                sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 255)
+                if host:
+                    sock.setsockopt(
+                        socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(host)
+                    )
+                sock.bind((host, 0))
+                group = (MDNS_GROUP_V4, MDNS_PORT)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            if exc.errno == errno.EADDRNOTAVAIL:
+                why = f"not an address of this host ({why})"
+            raise OSError(
+                exc.errno, f"cannot query from interface_address {interface_address!r}: {why}"
+            ) from exc
         query_id = secrets.randbelow(0xFFFF) + 1
         query = _query_bytes(target, query_id)
         start = loop.time()
         deadline = start + timeout
         sends = [start + at for at in _RESOLVE_RESENDS_S if at < timeout]
+        sent = False
+        unsent: OSError | None = None
         while True:
             now = loop.time()
             if now >= deadline:
+                if not sent and unsent is not None:
+                    raise _send_failure(name, group, interface_address, unsent)
                 raise MdnsResolutionError(name, timeout)
             while sends and sends[0] <= now:
                 sends.pop(0)
-                with contextlib.suppress(OSError):
+                try:
                     sock.sendto(query, group)
+                except OSError as exc:
+                    if not sent and exc.errno not in _SEND_RETRY_ERRORS:
+                        raise _send_failure(name, group, interface_address, exc) from exc
+                    unsent = exc  # sent before, or may pass: the next resend tries again
+                else:
+                    sent = True
             wait = min([deadline, *sends[:1]]) - now
             try:
                 async with asyncio.timeout(wait):
@@ -706,3 +897,16 @@ async def resolve_mdns(
                 return address
     finally:
         sock.close()
+
+
+def _send_failure(
+    name: str, group: tuple[object, ...], interface_address: str | None, error: OSError
+) -> OSError:
+    """The error `resolve_mdns` raises when its query cannot be sent at all."""
+    hint = ""
+    if interface_address is None and error.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+        hint = ": no route for multicast; pass interface_address to pick the interface"
+    return OSError(
+        error.errno,
+        f"mDNS query for {name!r} could not be sent to {group[0]}: {error.strerror or error}{hint}",
+    )

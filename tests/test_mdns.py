@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import re
 import socket
+import time
 import uuid
 
+import dns.exception
 import dns.flags
 import dns.message
 import dns.name
@@ -18,9 +22,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import ice_engine.mdns as mdns
 from ice_engine.mdns import (
     _IN_PKTINFO,
     _IP_PKTINFO,
+    _MAX_DATAGRAM,
+    _MAX_QUESTIONS,
     LEGACY_TTL_S,
     MDNS_PORT,
     RECORD_TTL_S,
@@ -73,6 +80,16 @@ def registered(responder: MdnsResponder, address: str = IPV4) -> str:
     name = new_mdns_name()
     responder.register(name, address)
     return name
+
+
+def place(
+    monkeypatch: pytest.MonkeyPatch, responder: MdnsResponder, interfaces: dict[str, int]
+) -> None:
+    """Put the registered names' addresses on interfaces (address -> index), as the
+    responder finds them once started."""
+    table = {ipaddress.ip_address(a): index for a, index in interfaces.items()}
+    monkeypatch.setattr(mdns, "_interface_indices", lambda: table)
+    responder._settle()
 
 
 def parse(payload: bytes) -> dns.message.Message:
@@ -479,11 +496,12 @@ class _OneDatagram:
 
 @pytest.mark.parametrize(("destination", "answered"), [("224.0.0.251", True), (IPV4, False)])
 def test_only_queries_to_the_group_are_answered(
-    responder: MdnsResponder, destination: str, answered: bool
+    responder: MdnsResponder, destination: str, answered: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A legacy query sent straight to our address may come from off the link: a unicast
     answer would hand the private address behind a .local name to anyone (RFC 6762 §11)."""
     name = registered(responder)
+    place(monkeypatch, responder, {IPV4: 3})
     sock = _OneDatagram(query((name, "A")), destination)
     responder._readable(sock)  # type: ignore[arg-type]
     assert sock.sent == ([("198.51.100.7", 40000)] if answered else [])
@@ -522,10 +540,11 @@ async def test_a_loop_never_runs_two_shared_responders(monkeypatch: pytest.Monke
 
 
 def test_the_same_answer_is_multicast_at_most_once_a_second_per_interface(
-    responder: MdnsResponder,
+    responder: MdnsResponder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """RFC 6762 §6: a flood of queries must not make us flood the link."""
     name = registered(responder)
+    place(monkeypatch, responder, {IPV4: 3})
     now = [100.0]
     responder._clock = lambda: now[0]
 
@@ -537,7 +556,293 @@ def test_the_same_answer_is_multicast_at_most_once_a_second_per_interface(
     assert ask() == [("224.0.0.251", 5353)]
     now[0] += 0.5
     assert ask() == []  # held back: multicast half a second ago on this interface
-    assert ask(index=4) == [("224.0.0.251", 5353)]  # another interface: its own second
+    assert ask(index=4) == []  # not its address's interface: not answered there at all
     assert ask(qu=True) == [("198.51.100.7", 5353)]  # a unicast answer is not limited
     now[0] += 0.6
     assert ask() == [("224.0.0.251", 5353)]
+
+
+# -- RFC 6762 §15: each link hears only of its own addresses -------------------------------
+
+
+def test_a_name_is_answered_only_on_the_interface_of_its_address(
+    responder: MdnsResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A peer on one link asking for the name of an address on another got that address:
+    the arrival interface picked the way out, and was never checked against the name."""
+    here, there = registered(responder), registered(responder, "203.0.113.209")
+    place(monkeypatch, responder, {IPV4: 3, "203.0.113.209": 4})
+    for port in (MDNS_PORT, 40000):
+        assert responder.handle_query(query((here, "A")), port, interface=4) is None
+        assert responder.handle_query(query((here, "AAAA")), port, interface=4) is None  # NSEC
+        reply = responder.handle_query(query((here, "A"), (there, "A")), port, interface=4)
+        assert reply is not None
+        assert [address_of(rrset) for rrset in parse(reply.payload).answer] == ["203.0.113.209"]
+        reply = responder.handle_query(query((here, "A")), port, interface=3)
+        assert reply is not None and address_of(only_answer(parse(reply.payload))) == IPV4
+    sock = _OneDatagram(query((here, "A")), "224.0.0.251", index=4)
+    responder._readable(sock)  # type: ignore[arg-type]
+    assert sock.sent == []
+
+
+def test_an_address_on_no_interface_is_answered_on_none(
+    responder: MdnsResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = registered(responder)
+    place(monkeypatch, responder, {})
+    assert responder.handle_query(query((name, "A")), interface=3) is None
+    assert responder.handle_query(query((name, "A"))) is not None  # arrival unknown: as before
+
+
+def test_the_sockets_hear_the_group_only_on_the_interfaces_they_joined(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Linux delivers a group's datagrams to every socket bound to the port once any
+    process joins it on an interface (IP_MULTICAST_ALL): the responder heard, and
+    answered, on links it never joined."""
+    monkeypatch.setattr(mdns, "MDNS_PORT", 0)  # an ephemeral port: no root, no clash
+    with mdns._bind(socket.AF_INET) as sock:
+        assert sock.getsockopt(socket.IPPROTO_IP, 49) == 0  # IP_MULTICAST_ALL
+    if socket.has_ipv6:
+        try:
+            sock6 = mdns._bind(socket.AF_INET6)
+        except OSError:
+            return  # no IPv6 here
+        with sock6:
+            assert sock6.getsockopt(socket.IPPROTO_IPV6, 29) == 0  # IPV6_MULTICAST_ALL
+
+
+class _Memberships(socket.socket):
+    """A real (loopback) socket for the loop's reader that records group changes."""
+
+    changes: list[tuple[str, int]]
+
+    def setsockopt(self, level: int, option: int, value: object, *rest: object) -> None:
+        if option in (socket.IP_ADD_MEMBERSHIP, socket.IP_DROP_MEMBERSHIP):
+            assert isinstance(value, bytes) and value[:4] == socket.inet_aton("224.0.0.251")
+            action = "join" if option == socket.IP_ADD_MEMBERSHIP else "leave"
+            self.changes.append((action, int.from_bytes(value[8:12], "little")))
+
+
+@pytest.fixture
+def memberships(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """The responder's IPv4 socket records its joins and leaves; none for IPv6."""
+    changes: list[tuple[str, int]] = []
+
+    def bind(family: int) -> socket.socket:
+        if family != socket.AF_INET:
+            raise OSError(errno.EAFNOSUPPORT, "not in this test")
+        sock = _Memberships(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.changes = changes
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        return sock
+
+    monkeypatch.setattr(mdns, "_bind", bind)
+    return changes
+
+
+async def test_an_interface_made_again_with_the_same_address_is_joined_again(
+    memberships: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Continual gathering: an interface deleted and made again with the same address
+    (another index) gives the address a new name, which was never answered: the join
+    was keyed by address, and the stale key, never dropped, stopped the new join."""
+    table = {ipaddress.ip_address("203.0.113.209"): 4}
+    monkeypatch.setattr(mdns, "_interface_indices", lambda: table, raising=False)
+    responder = MdnsResponder(ipv6=False)
+    await responder.start()
+    try:
+        old = registered(responder, "203.0.113.209")
+        await asyncio.sleep(0)  # names registered in one loop iteration are placed together
+        assert [action for action, _ in memberships] == ["join"]
+        responder.unregister(old)  # what continual gathering does when the address goes
+        table[ipaddress.ip_address("203.0.113.209")] = 7  # back, on a new interface
+        new = registered(responder, "203.0.113.209")
+        await asyncio.sleep(0)
+        assert [action for action, _ in memberships][-1] == "join"
+        assert len([action for action, _ in memberships if action == "join"]) == 2
+        assert responder.handle_query(query((new, "A")), interface=7) is not None
+        assert responder.handle_query(query((new, "A")), interface=4) is None
+    finally:
+        await responder.close()
+
+
+async def test_the_group_is_left_when_the_last_name_on_an_interface_goes(
+    memberships: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = {ipaddress.ip_address(IPV4): 3, ipaddress.ip_address("203.0.113.209"): 4}
+    monkeypatch.setattr(mdns, "_interface_indices", lambda: table)
+    responder = MdnsResponder(ipv6=False)
+    first, second = registered(responder), registered(responder)
+    other = registered(responder, "203.0.113.209")
+    await responder.start()
+    try:
+        assert sorted(memberships) == [("join", 3), ("join", 4)]  # once per interface
+        responder.unregister(first)
+        assert len(memberships) == 2  # `second` still needs interface 3
+        responder.unregister(second)
+        assert memberships[-1] == ("leave", 3)
+        responder.register(second, IPV4)  # back again: joined again
+        await asyncio.sleep(0)
+        assert memberships[-1] == ("join", 3)
+        assert responder.names.keys() == {second, other}
+    finally:
+        await responder.close()
+
+
+# -- one query costs little, and no reply passes 9000 bytes (RFC 6762 §17) ------------------
+
+
+def repeated(name: str, times: int, query_id: int = 7) -> bytes:
+    message = dns.message.Message(id=query_id)
+    question = dns.rrset.RRset(dns.name.from_text(name), dns.rdataclass.IN, dns.rdatatype.A)
+    message.question.extend([question] * times)
+    return message.to_wire()
+
+
+def test_a_query_repeating_one_name_is_read_only_so_far(
+    responder: MdnsResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 9 kB query asking one name 1490 times was parsed whole (43 ms; 85 ms from another
+    port than 5353), and its legacy answer echoed all 1490 questions: 9010 bytes."""
+    name = registered(responder)
+    data = repeated(name, 1490)
+    assert len(data) <= _MAX_DATAGRAM
+    parsed: list[int] = []
+    from_wire = dns.message.from_wire
+
+    def counting(wire: bytes, **kwargs: object) -> dns.message.Message:
+        message = from_wire(wire, **kwargs)  # type: ignore[arg-type]
+        parsed.append(len(message.question))
+        return message
+
+    monkeypatch.setattr(dns.message, "from_wire", counting)
+    reply = responder.handle_query(data)
+    assert reply is not None and address_of(only_answer(parse(reply.payload))) == IPV4
+    legacy = responder.handle_query(data, 40000)
+    assert legacy is not None and len(legacy.payload) <= _MAX_DATAGRAM
+    message = parse(legacy.payload)
+    assert message.id == 7 and len(message.question) == 1  # each question echoed once
+    assert address_of(only_answer(message)) == IPV4
+    assert parsed and max(parsed) <= _MAX_QUESTIONS
+
+
+def test_a_question_past_the_first_32_is_not_answered(responder: MdnsResponder) -> None:
+    names = [registered(responder, f"203.0.113.{200 + i}") for i in range(_MAX_QUESTIONS + 1)]
+    reply = responder.handle_query(query(*[(name, "A") for name in names]))
+    assert reply is not None
+    answered = {rrset.name.to_text(omit_final_dot=True) for rrset in parse(reply.payload).answer}
+    assert answered == set(names[:_MAX_QUESTIONS])
+
+
+def test_a_query_for_many_names_gets_a_reply_of_at_most_9000_bytes(
+    responder: MdnsResponder,
+) -> None:
+    """A 7.7 kB query for 180 registered names got an 11.7 kB reply."""
+    names = [registered(responder, f"2001:db8:c::{i + 1:x}") for i in range(180)]
+    data = query(*[(name, "ANY") for name in names])
+    assert len(data) <= _MAX_DATAGRAM
+    for port in (MDNS_PORT, 40000):
+        reply = responder.handle_query(data, port)
+        assert reply is not None and len(reply.payload) <= _MAX_DATAGRAM
+
+
+def long_name(i: int) -> str:
+    """A 250-byte name, so that a few fill a datagram."""
+    return ".".join([f"{i:03d}" + "x" * 59, *["y" * 60] * 3, "local"])
+
+
+@pytest.mark.parametrize("port", [MDNS_PORT, 40000])
+def test_answers_that_do_not_fit_in_9000_bytes_are_left_out(
+    responder: MdnsResponder, port: int
+) -> None:
+    """Long names asked in the other family: each NSEC answer holds the name twice, so
+    30 questions would call for about 15 kB."""
+    names = [long_name(i) for i in range(30)]
+    for name in names:
+        responder.register(name, IPV4)
+    data = query(*[(name, "AAAA") for name in names], query_id=9)
+    assert len(data) <= _MAX_DATAGRAM
+    reply = responder.handle_query(data, port)
+    assert reply is not None
+    assert len(reply.payload) <= _MAX_DATAGRAM
+    message = parse(reply.payload)
+    answered = [rrset.name for rrset in message.answer]
+    assert answered and all(rrset.rdtype == dns.rdatatype.NSEC for rrset in message.answer)
+    assert answered == [dns.name.from_text(name) for name in names[: len(answered)]]
+    if port != MDNS_PORT:  # legacy: each echoed question has its answer, and only those
+        assert [q.name for q in message.question] == answered and message.id == 9
+
+
+def test_a_flood_of_queries_gives_the_loop_back_within_a_few_milliseconds(
+    responder: MdnsResponder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """64 datagrams were read per wake-up whatever they cost: 64 costly queries held the
+    loop for 0.9 s."""
+    name = registered(responder)
+    place(monkeypatch, responder, {IPV4: 3})
+    sock = _OneDatagram(query((name, "A")), "224.0.0.251")
+    sock._queue *= 64
+    clock = [0.0]
+
+    def timer() -> float:
+        clock[0] += 0.001  # each datagram costs a millisecond
+        return clock[0]
+
+    responder._timer = timer
+    responder._readable(sock)  # type: ignore[arg-type]
+    assert 3 <= len(sock.sent) <= 6  # about 5 ms worth; the rest at the next wake-up
+    assert len(sock._queue) == 64 - len(sock.sent)
+
+
+# -- resolve_mdns says what is wrong ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "problem"),
+    [
+        ("fe80::1%nosuch", "no interface 'nosuch'"),
+        ("203.0.113.201%tb0", "IPv4 address, which takes no %zone: pass '203.0.113.201'"),
+        ("224.0.0.251", "a multicast address"),
+        ("ff02::fb", "a multicast address"),
+        ("::ffff:203.0.113.201", "IPv4-mapped IPv6 address: pass the IPv4 address"),
+    ],
+)
+async def test_resolve_names_what_is_wrong_with_interface_address(
+    address: str, problem: str
+) -> None:
+    """These gave bare socket errors ('[Errno 22] Invalid argument', 'illegal IP address
+    string passed to inet_aton') or, for a mapped address, a silent timeout."""
+    with pytest.raises(ValueError, match=re.escape(f"interface_address '{address}'")) as caught:
+        await resolve_mdns(new_mdns_name(), timeout=0.3, interface_address=address)
+    assert problem in str(caught.value)
+
+
+async def test_resolve_names_an_interface_address_this_host_lacks() -> None:
+    with pytest.raises(OSError, match=re.escape("interface_address '203.0.113.250'")) as caught:
+        await resolve_mdns(new_mdns_name(), timeout=0.3, interface_address="203.0.113.250")
+    assert caught.value.errno == errno.EADDRNOTAVAIL
+    assert "not an address of this host" in str(caught.value)
+
+
+async def test_resolve_says_at_once_when_the_query_cannot_be_sent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no multicast route every send failed, silently: it waited out the timeout and
+    said 'not resolved within 1 s'."""
+
+    class Unroutable(socket.socket):
+        def sendto(self, *args: object) -> int:
+            raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "socket", Unroutable)
+    name = new_mdns_name()
+    start = time.monotonic()
+    with pytest.raises(OSError) as caught:
+        await resolve_mdns(name, timeout=1.0)
+    assert time.monotonic() - start < 0.2
+    error = caught.value
+    assert not isinstance(error, MdnsResolutionError) and error.errno == errno.ENETUNREACH
+    assert f"mDNS query for {name!r} could not be sent to 224.0.0.251" in str(error)
+    assert "Network is unreachable" in str(error) and "interface_address" in str(error)
