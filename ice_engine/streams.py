@@ -50,6 +50,8 @@ def default_tls_context() -> ssl.SSLContext:
 
 
 def describe(error: BaseException) -> str:
+    """A socket's or TLS's failure in the few lowercase words an error event's text ends
+    with ("connection refused", "TLS failed: ..."): for every socket of the package."""
     if isinstance(error, ssl.SSLCertVerificationError):
         return f"TLS certificate verification failed: {error.verify_message}"
     if isinstance(error, ssl.SSLError):
