@@ -33,6 +33,7 @@ COMPILED = (
     "entropy",
     "gathering",
     "model",
+    "reflexive",
     "relaying",
     "stun",
     "transaction",

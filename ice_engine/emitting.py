@@ -1,10 +1,10 @@
 """Candidates and events into a generation's stream, in the browser's order.
 
-The part of the sans-I/O core that the state machine (`Gathering`) and its TURN relays
-(`Relaying`) both emit through. A new candidate is deduplicated, ranked (priority and
-foundation) and queued as an `icecandidate` event; a failed server becomes an
-`icecandidateerror`; and once a transport's last piece of work is done it ends with
-`""`, then the generation with ``complete`` and ``null``.
+The part of the sans-I/O core that the state machine (`Gathering`), its TURN relays
+(`Relaying`) and its Binding requests (`Reflexive`) all emit through. A new candidate
+is deduplicated, ranked (priority and foundation) and queued as an `icecandidate` event;
+a failed server becomes an `icecandidateerror`; and once a transport's last piece of
+work is done it ends with `""`, then the generation with ``complete`` and ``null``.
 """
 
 from __future__ import annotations

@@ -1,13 +1,15 @@
 """The sans-I/O gathering state machine.
 
 `Gathering` owns everything that decides: generations, per-transport and aggregate
-gathering state, STUN transactions, candidate priorities, pruning and event order. It
-never touches a socket or a clock. Its driver feeds it API calls, datagrams, DNS answers
-and timer ticks, each with `now`, and drains two queues: events for the application
-(`next_event`) and commands for the network (`next_command`). The same object therefore
-runs under asyncio, under a simulated network in tests, or under anything else. Its
-TURN part (allocations, streams, the relay data path) lives in `relaying.py`, and how
-candidates and events are queued, which both share, in `emitting.py`.
+gathering state, which servers each base asks, candidate priorities, pruning and event
+order. It never touches a socket or a clock. Its driver feeds it API calls, datagrams,
+DNS answers and timer ticks, each with `now`, and drains two queues: events for the
+application (`next_event`) and commands for the network (`next_command`). The same
+object therefore runs under asyncio, under a simulated network in tests, or under
+anything else. What it asks of servers lives in its base classes, a layer each: STUN
+Binding requests (srflx discovery, which TURN asks for too) in `reflexive.py`, TURN
+(allocations, streams, the relay data path) in `relaying.py`, and how candidates and
+events are queued, which all share, in `emitting.py`.
 
 Event order per generation, as browsers fire it:
 ``gathering`` → candidates as found → ``""`` per transport when that transport is done →
@@ -23,8 +25,7 @@ import socket
 from collections import deque
 from collections.abc import Sequence
 
-from . import stun
-from .commands import Command, Resolve, SendDatagram
+from .commands import Command, Resolve
 from .credentials import Credentials
 from .events import (
     Event,
@@ -32,49 +33,17 @@ from .events import (
     IceCandidate,
 )
 from .model import UNREACHABLE, Base, Generation, Server, Transport
-from .relaying import Relay, Relaying
-from .transaction import RttTable, StunTransaction, Timing
+from .reflexive import without_zone
+from .relaying import Relaying
+from .transaction import RttTable, Timing
 from .turn import NonceCache
-from .urls import UnusableAddress, answered_address, not_unicast
+from .urls import not_unicast
 
 __all__ = ["Base", "Gathering", "Server", "Transport"]
 
 _DEFAULT_TIMING = Timing()
 #: ICE-TCP host candidates rank below UDP ones, as libwebrtc ranks them (type 90).
 _TCP_HOST_TYPE_PREFERENCE = 90
-
-
-class _Probe(StunTransaction):
-    """A Binding request from one base to one server address (srflx discovery).
-
-    The transaction itself, with what it is for: one object per request, not two.
-    """
-
-    __slots__ = ("base", "generation", "quiet", "rest", "server", "server_address", "until")
-
-    def __init__(
-        self,
-        generation: Generation,
-        base: Base,
-        server: Server,
-        server_address: tuple[str, int],
-        request: bytes,
-        *,
-        now: float,
-        rto: float,
-        deadline: float,
-        quiet: bool,
-        rest: Sequence[tuple[str, int]],
-        until: float,
-    ) -> None:
-        super().__init__(request, now=now, rto=rto, deadline=deadline)
-        self.generation = generation
-        self.base = base
-        self.server = server
-        self.server_address = server_address
-        self.quiet = quiet  # asked of a TURN server beside its allocation: it reports errors
-        self.rest = rest  # the server's next addresses, should this one never answer
-        self.until = until  # the deadline of them all
 
 
 class Gathering(Relaying):
@@ -86,7 +55,6 @@ class Gathering(Relaying):
         "_generation",
         "_last_resolve",
         "_pool",
-        "_probes",
         "_released",
         "_resolving",
         "components",
@@ -137,7 +105,6 @@ class Gathering(Relaying):
         self._pool: tuple[Generation, ...] = ()  # usually empty: no container per gatherer
         self._released = -1  # the last generation whose events went to the application
         self._commands: deque[Command] = deque()
-        self._probes: dict[bytes, _Probe] = {}
         self._last_resolve = 0
         self._resolving: dict[int, tuple[Generation, Server]] = {}
         self._closed = False
@@ -218,9 +185,7 @@ class Gathering(Relaying):
         tells it apart from one that has not answered yet."""
         generation = self._generation
         waiting: dict[int, str] = {}
-        for probe in self._probes.values():
-            if probe.generation is generation:
-                waiting[probe.server.index] = probe.server.url.url
+        self._probes_waiting(generation, waiting)
         for owner, server in self._resolving.values():
             if owner is generation:
                 waiting[server.index] = server.url.url
@@ -244,9 +209,7 @@ class Gathering(Relaying):
 
     def get_timer(self) -> float | None:
         """When `handle_timer` next wants to run, or None."""
-        timer = math.inf
-        for probe in self._probes.values():
-            timer = min(timer, probe.timer)
+        timer = self._probe_timer()
         for generation, _server in self._resolving.values():
             timer = min(timer, generation.deadline)
         timer = min(timer, self._relay_timer())
@@ -403,7 +366,7 @@ class Gathering(Relaying):
         Deallocation (a Refresh with lifetime 0) goes out as commands; `closing` tells
         the driver whether to wait (briefly) for the server's answers.
         """
-        self._probes.clear()
+        self._close_probes()
         self._resolving.clear()
         self._pool = ()
         self._closed = True
@@ -508,10 +471,7 @@ class Gathering(Relaying):
         gone = set(keys)
         generation.bases = [b for b in generation.bases if b.key not in gone]
         generation.tcp_bases = tuple(b for b in generation.tcp_bases if b.key not in gone)
-        for transaction_id, probe in list(self._probes.items()):
-            if probe.base.key in gone:
-                del self._probes[transaction_id]
-                self._done(probe.generation, probe.base.transport, now)
+        self._drop_probes(gone, now)
         self._drop_relays(gone, now)
         bases_of = generation.bases_of
         lost = [c for c in generation.candidates if bases_of.get((c.sdpMid, c.candidate)) in gone]
@@ -543,53 +503,10 @@ class Gathering(Relaying):
         """A datagram arrived on a base; True if it was the core's: an answer to one of
         our requests (Binding or TURN) or data relayed by one of our allocations. False
         leaves it to the application's data path (a peer's check or media)."""
-        probe = self._probes.get(data[8:20]) if data[4:8] == _COOKIE else None
-        if probe is None:
-            server = (_normalize(source[0]), source[1])
-            return self._relay_datagram(now, base_key, data, server)
-        if probe.base.key != base_key:
-            return False
-        if probe.server_address != (_normalize(source[0]), source[1]):
-            return False  # RFC 8489 §6.3: only the server we asked may answer
-        try:
-            message = stun.parse(data)
-        except stun.StunError:
-            return False
-        if message.method != stun.Method.BINDING or message.message_class not in (
-            stun.MessageClass.SUCCESS,
-            stun.MessageClass.ERROR,
-        ):
-            return False
-        del self._probes[message.transaction_id]
-        sample = probe.rtt_sample(now)
-        if sample is not None:
-            self.rtt.sample(probe.server_address, sample)
-        generation = probe.generation
-        base = probe.base
-        if message.message_class == stun.MessageClass.SUCCESS:
-            try:
-                mapped = message.xor_mapped_address() or message.mapped_address()
-            except stun.StunError:
-                mapped = None
-            if mapped is None:
-                self._probe_failed(probe, 700, "no mapped address", now)
-                return True
-            try:
-                mapped = answered_address(mapped)
-            except UnusableAddress as error:  # 0.0.0.0 or a multicast group is no candidate
-                self._probe_failed(probe, 700, f"mapped address {error}", now)
-                return True
-            if not self.relay_only:
-                self._add_srflx(generation, probe, mapped, now)
-        else:
-            try:
-                code, reason = message.error_code() or (600, "error response without a code")
-            except stun.StunError:
-                code, reason = 600, "malformed ERROR-CODE"
-            self._probe_failed(probe, code, stun.readable(reason), now)
-            return True
-        self._done(generation, base.transport, now)
-        return True
+        taken = self._probe_answer(now, base_key, data, source)
+        if taken is not None:
+            return taken
+        return self._relay_datagram(now, base_key, data, (without_zone(source[0]), source[1]))
 
     def unreachable(
         self,
@@ -602,26 +519,13 @@ class Gathering(Relaying):
         send there (`cause` says which): fail its work now with a 701, rather than at the
         deadline (an ICMP error can be forged, but at worst it fails a server early: it
         can never make a candidate)."""
-        address = (_normalize(address[0]), address[1])
-        for transaction_id, probe in list(self._probes.items()):
-            if probe.base.key == base_key and probe.server_address == address:
-                del self._probes[transaction_id]
-                self._unanswered(probe, f"STUN server unreachable ({cause}).", now)
+        address = (without_zone(address[0]), address[1])
+        self._probe_unreachable(now, base_key, address, cause)
         self._relay_unreachable(now, base_key, address, cause)
 
     def handle_timer(self, now: float) -> None:
         """Retransmit what is due, and give up on what has reached its deadline."""
-        for transaction_id, probe in list(self._probes.items()):
-            if probe.expired(now):
-                del self._probes[transaction_id]
-                tries = "1 try" if probe.transmissions == 1 else f"{probe.transmissions} tries"
-                self._unanswered(probe, f"STUN binding request timed out after {tries}.", now)
-            else:
-                request = probe.retransmit(now)
-                if request is not None:
-                    self._commands.append(
-                        SendDatagram(probe.base.key, request, probe.server_address)
-                    )
+        self._probes_on_timer(now)
         self._relays_on_timer(now)
         for resolve_id, (generation, server) in list(self._resolving.items()):
             if now >= generation.deadline:
@@ -629,77 +533,6 @@ class Gathering(Relaying):
                 self.resolve_failed(now, resolve_id, text)
 
     # -- internals -----------------------------------------------------------------
-
-    def _send_binding(
-        self,
-        generation: Generation,
-        base: Base,
-        server: Server,
-        addresses: Sequence[tuple[str, int]],
-        now: float,
-        until: float,
-        quiet: bool = False,
-    ) -> None:
-        """A Binding request to the first address; the others wait their turn, should it
-        never answer (RFC 2782's order, as TURN's `_allocate_in_turn`: a dead node or SRV
-        backup costs no error, and holds no one up once another has answered)."""
-        server_address, *rest = addresses
-        transaction_id = stun.new_transaction_id()
-        request = stun.encode(stun.Method.BINDING, stun.MessageClass.REQUEST, transaction_id)
-        rto = self.rtt.rto(server_address, self.timing)
-        self._probes[transaction_id] = _Probe(
-            generation,
-            base,
-            server,
-            server_address,
-            request,
-            now=now,
-            rto=rto,
-            deadline=self._share(now, until, len(rest)),
-            quiet=quiet,
-            rest=rest,
-            until=until,
-        )
-        generation.pending[base.transport] += 1
-        self._commands.append(SendDatagram(base.key, request, server_address))
-
-    def _ask_srflx(self, relay: Relay, now: float) -> None:
-        deadline = relay.allocation.deadline
-        server, address = relay.server, relay.server_address
-        self._send_binding(relay.generation, relay.base, server, [address], now, deadline, True)
-
-    def _unanswered(self, probe: _Probe, text: str, now: float) -> None:
-        """No answer from this address: on to the server's next, if it has one."""
-        generation = probe.generation
-        if probe.rest and not generation.retired and not self._closed:
-            base, server = probe.base, probe.server
-            self._send_binding(generation, base, server, probe.rest, now, probe.until, probe.quiet)
-            self._done(generation, base.transport, now)
-        else:
-            self._probe_failed(probe, UNREACHABLE, text, now)
-
-    def _probe_failed(self, probe: _Probe, code: int, text: str, now: float) -> None:
-        if not probe.quiet:
-            base = probe.base
-            self._error(probe.generation, probe.server, base, base.port, code, text, now)
-        self._done(probe.generation, probe.base.transport, now)
-
-    def _add_srflx(
-        self, generation: Generation, probe: _Probe, mapped: tuple[str, int], now: float
-    ) -> None:
-        base = probe.base
-        if self._shows_address(base) and mapped == (base.address, base.port):
-            return  # RFC 8445 §5.1.3: the same as its host candidate (no NAT), so redundant
-        self._add_candidate(
-            generation,
-            base,
-            "srflx",
-            mapped[0],
-            mapped[1],
-            now,
-            server=probe.server,
-            server_address=probe.server_address[0],
-        )
 
     def _add_hosts(
         self, generation: Generation, bases: Sequence[Base], tcp_bases: Sequence[Base], now: float
@@ -734,10 +567,7 @@ class Gathering(Relaying):
     def _retire(self, generation: Generation, now: float) -> None:
         """Close out a generation that is still gathering: its pending work is dropped."""
         generation.retired = True
-        for transaction_id in [
-            tid for tid, probe in self._probes.items() if probe.generation is generation
-        ]:
-            del self._probes[transaction_id]
+        self._retire_probes(generation)
         for request in [r for r, (owner, _) in self._resolving.items() if owner is generation]:
             del self._resolving[request]
         self._deallocate_unsettled(generation, now)
@@ -749,7 +579,6 @@ class Gathering(Relaying):
 #: Browsers do not gather over stuns: either, and its mapping would be a TCP one, of no
 #: use to UDP candidates.
 _NO_STUNS = "STUN over TLS (stuns:) is not supported for gathering; use stun: or turns:"
-_COOKIE = stun.MAGIC_COOKIE.to_bytes(4, "big")
 
 
 @functools.lru_cache(maxsize=1024)
@@ -762,8 +591,4 @@ def _canonical(address: str) -> str:
 @functools.lru_cache(maxsize=1024)
 def _link_local(address: str) -> bool:
     """fe80::/10 or 169.254/16 (cached, as `_canonical`)."""
-    return ipaddress.ip_address(_normalize(address)).is_link_local
-
-
-def _normalize(address: str) -> str:
-    return address if "%" not in address else address.split("%", 1)[0]
+    return ipaddress.ip_address(without_zone(address)).is_link_local

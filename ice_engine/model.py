@@ -1,7 +1,7 @@
 """What the gathering core works on: transports, servers, bases and generations.
 
-Plain data, shared by the state machine (`gathering.py`) and its TURN part
-(`relaying.py`).
+Plain data, shared by the state machine (`gathering.py`) and its STUN and TURN parts
+(`reflexive.py`, `relaying.py`).
 """
 
 from __future__ import annotations

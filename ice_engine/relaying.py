@@ -3,7 +3,8 @@
 The base class of `Gathering`: it shares the core's queues and generations, emits through
 `Emitting` as the state machine does, and keeps everything TURN-specific (streams for
 TCP/TLS, the relay and srflx candidates an allocation yields, refreshes, deallocation,
-the data path) out of the state machine.
+the data path) out of the state machine. Where an allocation cannot give the base's
+srflx, it asks with a Binding request, which it inherits from `Reflexive`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,10 @@ from typing import assert_never
 
 from . import stun
 from .candidate import relay_type_preference
-from .commands import CloseStream, Command, OpenSocket, OpenStream, SendDatagram, StreamSend
-from .emitting import Emitting
+from .commands import CloseStream, OpenSocket, OpenStream, SendDatagram, StreamSend
 from .events import GatheringState
 from .model import UNREACHABLE, Base, Generation, Server
-from .transaction import RttTable, Timing
+from .reflexive import Reflexive
 from .turn import (
     AddressFamilyError,
     Allocated,
@@ -122,7 +122,7 @@ class Relay:
         return (self.server, *self.also) if self.also else (self.server,)
 
 
-class Relaying(Emitting):
+class Relaying(Reflexive):
     """The TURN part of the gathering core (see the module docstring)."""
 
     __slots__ = (
@@ -134,10 +134,7 @@ class Relaying(Emitting):
         "_relays",
     )
     # Gathering's, shared with its relays.
-    _commands: deque[Command]
     _generation: Generation
-    timing: Timing
-    rtt: RttTable
     nonces: NonceCache
     dual_stack_relays: bool
 
@@ -150,10 +147,6 @@ class Relaying(Emitting):
         self._last_stream = 0  # the number of the last OpenStream asked for
         self._relayed: deque[tuple[Allocation, tuple[str, int], bytes]] | None = None
         self._relay_failures: deque[tuple[Allocation, RequestFailed]] | None = None
-
-    def _ask_srflx(self, relay: Relay, now: float) -> None:
-        """Gathering's: the base's srflx from a Binding request to the relay's server."""
-        raise NotImplementedError
 
     # -- what the state machine asks of its relays -------------------------------------
 
@@ -445,13 +438,6 @@ class Relaying(Emitting):
             if relay.fallbacks is None:
                 relay.fallbacks, relay.until = [], until
             relay.fallbacks.append((server, tuple(rest)))
-
-    @staticmethod
-    def _share(now: float, until: float, waiting: int) -> float:
-        """When the address tried now gives way to the next, with `waiting` more to try
-        before `until`: at an equal share of what is left. (Two initial RTOs at least
-        starved the last of many: seven dead addresses left the eighth 31 ms.)"""
-        return now + (until - now) / (waiting + 1)
 
     def _fall_back(self, relay: Relay, now: float) -> list[Server]:
         """The relay's server address never answered: each URL waiting on it that has

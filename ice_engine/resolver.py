@@ -388,7 +388,7 @@ def srv_order(
     over the targets as the operator meant. "." targets and port 0 are dropped.
 
     A TURN server is tried at one address at a time in this order
-    (`Relaying._fall_back`), and so is a STUN server (`Gathering._unanswered`).
+    (`Relaying._fall_back`), and so is a STUN server (`Reflexive._unanswered`).
     """
     from dns.rdtypes.IN.SRV import SRV
 
