@@ -93,7 +93,8 @@ class Gathering(Relaying):
         self.components = components
         self.servers = tuple(servers)
         self.relay_only = relay_only
-        self.hide_host = hide_host  # RFC 8828 mode 3: no host candidate, no related address
+        # No host candidate, no related address: RFC 8828 mode 3, or mDNS names unavailable.
+        self.hide_host = hide_host
         # Continual gathering: a generation takes in new bases and stays "gathering" until
         # a restart or close ends it (libwebrtc's GATHER_CONTINUALLY).
         self.continual = continual

@@ -134,7 +134,6 @@ class Relaying(Reflexive):
         "_relays",
     )
     # Gathering's, shared with its relays.
-    _generation: Generation
     nonces: NonceCache
     dual_stack_relays: bool
 
@@ -313,7 +312,7 @@ class Relaying(Reflexive):
     @property
     def closing(self) -> bool:
         """True while TURN allocations are still being released (after `close`, a
-        restart, or a failure the server may not have seen); `close` waits on it."""
+        restart, or a failure the server may not have seen): a driver's close waits on it."""
         return any(r.allocation.state == "closing" for r in self._relays.values())
 
     @property
