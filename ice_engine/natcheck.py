@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ipaddress
-import math
 import socket
 from typing import NamedTuple
 
@@ -26,6 +25,7 @@ from .rfc5780 import (
     Probe,
 )
 from .streams import describe
+from .transaction import positive_seconds
 from .urls import hostport, not_unicast, parse_server_url, unmapped
 
 __all__ = [
@@ -73,8 +73,7 @@ async def discover_nat(
     bound (an address that is not local, a port in use). A request the socket refuses
     to send fails its test only.
     """
-    if not (isinstance(timeout, int | float) and math.isfinite(timeout) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds: {timeout!r}")
+    timeout = positive_seconds(timeout, "timeout")
     if not (isinstance(local_port, int) and 0 <= local_port <= 0xFFFF):
         raise ValueError(f"local port {local_port!r} is not in 0..65535")
     url = parse_server_url(server)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import math
 import os
 import socket
 import ssl
@@ -28,7 +27,7 @@ from . import stun
 from .config import IceServer
 from .driver import Gatherer
 from .events import IceCandidate, IceCandidateErrorEvent, IceCandidateEvent
-from .transaction import Timing, as_seconds, shown
+from .transaction import Timing, positive_seconds
 from .turn import Allocation, RequestFailed
 from .urls import hostport, not_unicast, parse_server_url
 
@@ -110,10 +109,7 @@ def relay_checks(
     hold it in `contextlib.aclosing`, or they wait for the garbage collector to close
     the generator. The servers and options are
     checked at the call (ValueError, TypeError), before anything is sent."""
-    valid = isinstance(timeout, int | float) and not isinstance(timeout, bool)
-    if not valid or not 0 < as_seconds(timeout) < math.inf:
-        raise ValueError(f"timeout must be a positive number of seconds, not {shown(timeout)}")
-    timeout = as_seconds(timeout)
+    timeout = positive_seconds(timeout, "timeout")
     probes = _Probes()
     gatherers = [
         Gatherer(

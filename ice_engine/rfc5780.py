@@ -28,14 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import math
 import socket
 import struct
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
 from . import stun
-from .transaction import StunTransaction, Timing
+from .transaction import StunTransaction, Timing, positive_seconds
 from .urls import UnusableAddress, answered_address, hostport
 
 __all__ = [
@@ -257,8 +256,7 @@ class NatCheck:
         timeout: float = 3.0,
         timing: Timing | None = None,
     ) -> None:
-        if not (math.isfinite(timeout) and timeout > 0):
-            raise ValueError(f"timeout must be a positive number of seconds: {timeout!r}")
+        timeout = positive_seconds(timeout, "timeout")
         self.server = _normalize(server)
         self.local = _normalize(local)
         self.timeout = timeout

@@ -28,6 +28,16 @@ def as_seconds(value: SupportsFloat) -> float:
         return -math.inf if value < 0 else math.inf  # type: ignore[operator]
 
 
+def positive_seconds(value: object, name: str) -> float:
+    """`value` as a positive, finite number of seconds, or ValueError naming `name` (a
+    bool is no number of seconds, and an int past float's range no finite one)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = as_seconds(value)
+        if 0 < seconds < math.inf:  # NaN fails this too: it would wait forever
+            return seconds
+    raise ValueError(f"{name} must be a positive number of seconds, not {shown(value)}")
+
+
 def shown(value: object) -> str:
     """`repr(value)`, but for an int too long for it (over 4300 digits, repr raises)."""
     if isinstance(value, int) and value.bit_length() > 256:
@@ -59,12 +69,7 @@ class Timing:
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool):
                 raise TypeError(f"Timing.{name} must be a number, not {type(value).__name__}")
-            seconds = as_seconds(value)
-            if not (math.isfinite(seconds) and seconds > 0):
-                raise ValueError(
-                    f"Timing.{name} must be a positive number of seconds: {shown(value)}"
-                )
-            object.__setattr__(self, name, seconds)
+            object.__setattr__(self, name, positive_seconds(value, f"Timing.{name}"))
         if self.min_rto > self.max_rto:
             raise ValueError("Timing.min_rto must not exceed Timing.max_rto")
         if not self.min_rto <= self.initial_rto <= self.max_rto:  # which one would hold?

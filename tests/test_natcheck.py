@@ -559,8 +559,10 @@ async def test_discover_nat_errors() -> None:
         await discover_nat("stun:127.0.0.1:99999")
     with pytest.raises(ValueError, match="not an IP address"):
         await discover_nat("stun:127.0.0.1", local_address="nowhere")
-    with pytest.raises(ValueError):
-        await discover_nat("stun:127.0.0.1", timeout=-1)
+    # A bool was taken for 1 s, and an int past float's range raised OverflowError.
+    for timeout in (-1, True, 10**400, float("nan")):
+        with pytest.raises(ValueError, match="timeout must be a positive number of seconds"):
+            await discover_nat("stun:127.0.0.1", timeout=timeout)
     with pytest.raises(ValueError, match="not of one IP version"):
         await discover_nat("stun:127.0.0.1", local_address="::1")
     with pytest.raises(ValueError, match="no network interface"):
