@@ -1290,7 +1290,8 @@ class Gatherer:
 
     def _stream_closed(self, stream: int, error: BaseException | None) -> None:
         if isinstance(error, OSError) and self._may_mean_address_gone(error):
-            self._rescan(taken_after=time.monotonic())  # its relay went with its base
+            hub = self._hub  # one walk for every connection lost with it (see dropped_at)
+            self._rescan(taken_after=time.monotonic() if hub is None else hub.dropped_at())
         reason = None if error is None else describe(error)
         self._core.stream_closed(self._now(), stream, reason)
         self._service()

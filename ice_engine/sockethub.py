@@ -54,6 +54,7 @@ class SocketHub:
         self._failed: list[tuple[Any, OSError, SendFailed, Any]] = []
         self._flush_due = False  # a call of `_flush` is scheduled
         self.refused_at = 0.0  # when the first of the refusals being told happened
+        self._dropped_at: float | None = None  # the first connection lost this loop turn
 
     def watch(self, fd: int, callback: Callback) -> None:
         """Call `callback(fd)` whenever `fd` is readable, until `unwatch(fd)`.
@@ -124,6 +125,18 @@ class SocketHub:
                 if not self._failed:  # the first of those the next `_flush` tells
                     self.refused_at = time.monotonic()
                 self._failed.append((sock, error, on_failure, context))
+
+    def dropped_at(self) -> float:
+        """A connection lost now (its address gone, maybe): when the first of those lost
+        in this turn of the loop was, so that one walk of the interfaces, taken since,
+        serves them all, as `refused_at` does for datagrams."""
+        if self._dropped_at is None:
+            self._dropped_at = time.monotonic()
+            self._loop.call_soon(self._end_drops)
+        return self._dropped_at
+
+    def _end_drops(self) -> None:
+        self._dropped_at = None
 
     def forget(self) -> None:
         """Its loop has closed: let go of the epoll and of what it watched."""

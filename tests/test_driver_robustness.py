@@ -330,6 +330,54 @@ async def test_a_turn_connection_refused_because_the_address_went_is_a_removal(
             await events.aclose()
 
 
+async def test_turn_connections_lost_with_their_address_walk_the_interfaces_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for refused datagrams: each TURN connection lost at once (an address gone)
+    walked the interfaces afresh; a walk taken since the first loss serves them all."""
+    from ice_engine import interfaces
+
+    addresses = [LOOPBACK, LocalAddress("lo", "127.0.0.2", socket.AF_INET, 1, 0)]
+    walks = 0
+
+    def counted_walk() -> list[LocalAddress]:
+        nonlocal walks
+        walks += 1
+        return list(addresses)
+
+    def present(**kwargs: Any) -> list[LocalAddress]:
+        interfaces.local_addresses(**kwargs)  # the real cache, over the counted walk
+        return list(addresses)
+
+    monkeypatch.setattr(interfaces, "enumerate_addresses", counted_walk)
+    monkeypatch.setattr(interfaces, "_cache", None)  # put back after, with the real walk's
+    monkeypatch.setattr(interfaces, "_ordered", {})
+    monkeypatch.setattr(driver, "local_addresses", present)
+    with socket.socket() as silent:  # accepts, never answers: the allocations wait
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(64)
+        url = f"turn:127.0.0.1:{silent.getsockname()[1]}?transport=tcp"
+        server = IceServer(url, username=USER, credential=PASSWORD)
+        gatherers = [Gatherer([server], continual=True) for _ in range(10)]
+        try:
+            for gatherer in gatherers:
+                await anext(gatherer.gather())
+            await asyncio.sleep(0.05)  # the connections are made
+            addresses.pop()  # gone; the watcher has not told yet
+            refused = OSError(errno.EADDRNOTAVAIL, "Cannot assign requested address")
+            walks = 0
+            for gatherer in gatherers:  # in one turn of the loop, as a link going down does
+                [stream] = [
+                    k for k, r in gatherer._core._relays.items() if r.base.address == "127.0.0.2"
+                ]
+                gatherer._stream_closed(stream, refused)
+            assert walks == 1
+            assert all("127.0.0.2" not in {c.address for c in g.candidates} for g in gatherers)
+        finally:
+            for gatherer in gatherers:
+                await gatherer.close()
+
+
 async def test_a_437_s_other_socket_beside_a_shared_base_goes_with_its_address(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
