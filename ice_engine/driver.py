@@ -19,6 +19,7 @@ import socket
 import ssl
 import sys
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from types import TracebackType
 from typing import Any, Self, assert_never
@@ -167,7 +168,6 @@ class Gatherer:
         "_deallocated",
         "_delivered_whole",
         "_gather_calls",
-        "_handoff",
         "_hub",
         "_in_callback",
         "_ip_handling",
@@ -177,12 +177,14 @@ class Gatherer:
         "_loop",
         "_mdns",
         "_needs_companions",
+        "_older",
+        "_older_for",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
         "_on_relayed",
         "_pool_size",
-        "_reading",
+        "_reader",
         "_resolver",
         "_shared",
         "_shared_port",
@@ -313,8 +315,11 @@ class Gatherer:
         self._deallocated: asyncio.Future[None] | None = None  # close() waiting for TURN
         self._consumer_waiting = False  # a gather() is waiting for events
         self._gather_calls = 0  # the latest gather() call streams; earlier ones end
-        self._reading: int | None = None  # the generation that gather() call streams
-        self._handoff: asyncio.Future[None] | None = None  # a newer reader waits on it
+        self._reader: tuple[int, int] | None = None  # the latest gather(): call, generation
+        # After a restart() from another task, the events of its generation that a waiting
+        # gather() keeps (`_keep_for_waiting_reader`), and which call reads them.
+        self._older: deque[Event] | None = None
+        self._older_for = 0
         self._delivered_whole = -1  # the last generation gather() delivered in full
         self._told_state = GatheringState.NEW  # as the last state event gather() yielded
         self._closed = False
@@ -522,11 +527,11 @@ class Gatherer:
         left unread (a loop broke off, then `restart()`) come first, without their own.
 
         One task iterates at a time: a second `gather()` while the first waits for events
-        raises RuntimeError, unless a `restart()` came between them: the first then reads
-        its generation, closed out, to its ``null``, and the second streams the new one
-        once it has. One while the first's loop body runs takes the stream over, as after
-        a ``break`` (the two cannot be told apart), and the first then raises
-        RuntimeError when it asks for its next event.
+        raises RuntimeError, unless a `restart()` came between them: the first then keeps
+        what was queued of its generation, closed out, and reads it to its ``null``,
+        while the second streams the new one. One while the first's loop body runs takes
+        the stream over, as after a ``break`` (the two cannot be told apart), and the
+        first then raises RuntimeError when it asks for its next event.
 
         RuntimeError if the gatherer is closed; an iterator got before `close()` but not
         yet iterated then yields nothing, like one that was waiting. RuntimeError too, at
@@ -541,9 +546,8 @@ class Gatherer:
             return
         self._check_usable()
         if self._consumer_waiting:
-            await self._after_older_reader()
-            if self._closed:
-                return
+            self._keep_for_waiting_reader()
+        self._reader = None  # until this call streams (mDNS may hold it up first)
         self._get_loop()
         if not self._core.started:
             if self._mdns is not None:
@@ -564,51 +568,51 @@ class Gatherer:
         self._gather_calls += 1
         call = self._gather_calls  # a later call supersedes this one (left after a break)
         self._core.release()  # what prepare() or the pool gathered ahead
-        target = self._reading = self._core.generation
-        try:
-            while not self._closed:
-                if call != self._gather_calls:
-                    raise RuntimeError("another gather() took this gatherer's events over")
-                event = self._core.next_event()
-                if event is None:
-                    self._consumer_waiting = True
-                    self._waiter = self._get_loop().create_future()
-                    try:
-                        await self._waiter
-                    finally:
+        target = self._core.generation
+        self._reader = (call, target)
+        while not self._closed:
+            older = self._older
+            if older and call == self._older_for:
+                event = older.popleft()
+            elif call != self._gather_calls:
+                raise RuntimeError("another gather() took this gatherer's events over")
+            elif (queued := self._core.next_event()) is not None:
+                event = queued
+            else:
+                self._consumer_waiting = True
+                waiter = self._waiter = self._get_loop().create_future()
+                try:
+                    await waiter
+                finally:
+                    if self._waiter is waiter:  # else a newer reader waits now
                         self._waiter = None
                         self._consumer_waiting = False
-                    continue
-                if isinstance(event, IceCandidateEvent) and event.candidate is None:
-                    if event.generation != target:
-                        continue  # an older generation's end: this stream ends at its own
-                    # Marked before the yield: a consumer that breaks at the null has read
-                    # the generation whole, and a later gather() must say so, not wait.
-                    self._delivered_whole = target
-                    yield event
-                    return
-                if isinstance(event, IceGatheringStateChangeEvent):
-                    self._told_state = event.state
+                continue
+            if isinstance(event, IceCandidateEvent) and event.candidate is None:
+                if event.generation != target:
+                    continue  # an older generation's end: this stream ends at its own
+                # Marked before the yield: a consumer that breaks at the null has read
+                # the generation whole, and a later gather() must say so, not wait.
+                self._delivered_whole = max(self._delivered_whole, target)
                 yield event
-        finally:
-            if call == self._gather_calls:
-                self._reading = None
-                handoff = self._handoff
-                if handoff is not None and not handoff.done():
-                    handoff.set_result(None)  # the next generation's reader goes on
+                return
+            if isinstance(event, IceGatheringStateChangeEvent) and call == self._gather_calls:
+                self._told_state = event.state
+            yield event
 
-    async def _after_older_reader(self) -> None:
-        """A gather() for a newer generation while the last one's reader waits for its
-        events (`restart()` from another task): its generation was closed out, so that
-        reader goes on to its ``null``; this one waits for it to end."""
-        reading = self._reading
-        if reading is None or reading >= self._core.generation or self._handoff is not None:
+    def _keep_for_waiting_reader(self) -> None:
+        """A gather() while another waits for events: RuntimeError, unless a `restart()`
+        came between them (from another task). Then the waiting reader keeps what is
+        queued of its generation, closed out, and reads it to its ``null`` (`_older`),
+        while this call streams the new one."""
+        reader = self._reader
+        if reader is None or reader[1] >= self._core.generation:
             raise RuntimeError("gather() is already being iterated")
-        self._handoff = self._get_loop().create_future()
-        try:
-            await self._handoff
-        finally:
-            self._handoff = None
+        if self._older is None:
+            self._older = deque()
+        self._older.extend(self._core.take_events_through(reader[1]))
+        self._older_for = reader[0]
+        self._wake()
 
     async def restart(self) -> None:
         """ICE restart: new ufrag/pwd and generation; `gather()` then streams it.

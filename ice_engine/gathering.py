@@ -199,6 +199,16 @@ class Gathering(Relaying):
     def next_event(self) -> Event | None:
         return self._events.popleft() if self._events else None
 
+    def take_events_through(self, generation: int) -> list[Event]:
+        """Take the queued events of generations up to `generation` out of the queue,
+        which keeps the later ones: after a restart, a reader of that generation still
+        has them to read while another reads the new one."""
+        events = self._events
+        taken: list[Event] = []
+        while events and events[0].generation <= generation:
+            taken.append(events.popleft())
+        return taken
+
     @property
     def has_events(self) -> bool:
         """Whether `next_event` has one: a driver need not wake its consumer otherwise

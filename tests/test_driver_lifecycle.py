@@ -536,6 +536,41 @@ async def test_gather_right_after_restart_waits_for_the_old_generation_s_reader(
     assert new[0].type == "icegatheringstatechange" and new[-1].to_json()["candidate"] is None
 
 
+@pytest.mark.parametrize("stop_at", ["null", "complete"])
+async def test_a_reader_that_stops_after_a_restart_holds_the_new_one_up_not(
+    stop_at: str,
+) -> None:
+    """The first reader, woken by the restart, stops at its generation's null or breaks
+    at its "complete", keeping its iterator. The second waited for that iterator to
+    end, for ever (found by a review); it now streams at once."""
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
+    port = silent.getsockname()[1]
+    with silent:
+        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")]) as gatherer:
+            old: list[Event] = []
+            first = gatherer.gather()  # kept: never closed
+
+            async def forward() -> None:
+                async for event in first:
+                    old.append(event)
+                    data = event.to_json()
+                    if data.get("state") == stop_at or (
+                        stop_at == "null" and not data.get("candidate", True)
+                    ):
+                        break  # at the yield: the generator is left suspended, not ended
+                await asyncio.sleep(10)  # holds on to `first`
+
+            forwarding = asyncio.create_task(forward())
+            await _until(lambda: len(old) >= 2)
+            await gatherer.restart()
+            async with asyncio.timeout(5):
+                new = [event async for event in gatherer.gather()]
+            forwarding.cancel()
+    assert {event.generation for event in new} == {1}
+    assert {event.generation for event in old} == {0}
+
+
 async def test_an_iterator_got_before_close_and_first_used_after_yields_nothing() -> None:
     """It raised "the gatherer is closed", where one already waiting ended quietly: a
     consumer task started just before a quick shutdown failed or not by timing."""
