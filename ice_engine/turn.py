@@ -9,7 +9,6 @@ transaction id only: the caller guarantees they came from the server's address.
 from __future__ import annotations
 
 import binascii
-import ipaddress
 import math
 import socket
 from collections.abc import Sequence
@@ -193,6 +192,17 @@ class _Request:
         self.transaction = transaction
         self.peers = peers
         self.stale_retries = stale_retries
+
+
+def _as_answers_name(peer: tuple[str, int]) -> tuple[str, int]:
+    """The peer with its IP written as a STUN answer's XOR-PEER-ADDRESS decodes it (as
+    `inet_ntop` writes it), so that data from it finds its permission and channel."""
+    host = peer[0]
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.inet_ntop(family, socket.inet_pton(family, host)), peer[1]
+    except (OSError, TypeError):
+        raise ValueError(f"peer must be (IP address, port), not {peer!r}") from None
 
 
 class Allocation:
@@ -426,6 +436,7 @@ class Allocation:
         self._require_allocated()
         if not peers:
             raise ValueError("no peers")
+        peers = [_as_answers_name(peer) for peer in peers]
         for peer in peers:
             self._check_family(peer)
         deadline = now + PERMISSION_DEADLINE
@@ -448,6 +459,7 @@ class Allocation:
 
     def channel_bind(self, peer: tuple[str, int], channel: int, now: float) -> None:
         self._require_allocated()
+        peer = _as_answers_name(peer)
         self._check_family(peer)
         attributes = [(Attr.CHANNEL_NUMBER, stun.channel_number_value(channel))]
         deadline = now + PERMISSION_DEADLINE
@@ -521,16 +533,11 @@ class Allocation:
 
     def _permits(self, address: str) -> bool:
         """Whether a permission for this peer address is installed or asked for (its
-        data may overtake the server's answer), however the application wrote it."""
+        data may overtake the server's answer). Both name peers as answers do
+        (`_as_answers_name`), so a flood of forged data costs a lookup each."""
         if address in self.permissions:
             return True
-        asked = [peer for request in self._pending.values() for peer, _ in request.peers]
-        written = {*self.permissions, *asked}
-        try:
-            canonical = ipaddress.ip_address(address)
-            return any(ipaddress.ip_address(peer) == canonical for peer in written)
-        except ValueError:
-            return False
+        return any(address == peer[0] for r in self._pending.values() for peer in r.peers)
 
     # -- internals -----------------------------------------------------------------
 

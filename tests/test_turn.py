@@ -617,8 +617,11 @@ def test_data_from_a_peer_never_permitted_is_dropped() -> None:
     # Asked for, not yet answered: the peer's data may overtake the server's answer.
     assert allocation.unwrap(data_indication(peer, b"racing")) == (peer, b"racing")
     exchange(allocation, server, 1.0)
+    assert allocation.permissions == {"2001:db8:a::5"}  # as answers name it: one lookup
     assert allocation.unwrap(data_indication(peer, b"yo")) == (peer, b"yo")
     assert allocation.unwrap(data_indication(other, b"forged")) is None
+    with pytest.raises(ValueError, match="peer must be"):
+        allocation.create_permission([("not-an-ip", 4000)], 2.0)
 
 
 def test_peers_and_data_a_server_would_refuse_are_refused_here() -> None:
