@@ -615,6 +615,7 @@ class Relaying(Reflexive):
             self._add_relayed(relay, event, now)
             self._settle(relay, now)
         elif isinstance(event, Redirected):
+            self._srflx_instead(relay, 300, now)
             self._redirect(relay, event.alternate, now)
             self._settle(relay, now)
         elif isinstance(event, AddressFamilyError):  # the allocation still relays
@@ -625,11 +626,7 @@ class Relaying(Reflexive):
         elif isinstance(event, AllocationFailed):
             if self._move(relay, event.code, now):
                 return  # settled once another socket is open (socket_opened) or not
-            if event.code != UNREACHABLE and _on_its_base(relay) and not self.relay_only:
-                # The server answered, and refused (wrong credentials, a quota): the
-                # srflx its allocation would have carried is still there to ask for, as
-                # a browser would have (it asks each UDP TURN server for a Binding).
-                self._ask_srflx(relay, now)
+            self._srflx_instead(relay, event.code, now)
             # Past the deadline with the connection still being made, it never left.
             reason = event.reason if relay.backlog is None else _unconnected(relay)
             if relay.tried:  # else a timeout at the alternate reads as the URL's server's
@@ -638,6 +635,14 @@ class Relaying(Reflexive):
             self._fail(relay, event.code, reason, now)
         else:
             assert_never(event)
+
+    def _srflx_instead(self, relay: Relay, code: int, now: float) -> None:
+        """The allocation here will not relay, but if the server answered (a refusal, a
+        redirect) the srflx it would have carried can still be had, as a browser has it
+        (it asks each UDP TURN server for a Binding). A redirect asks at once: the
+        alternate may never answer."""
+        if code != UNREACHABLE and _on_its_base(relay) and not self.relay_only:
+            self._ask_srflx(relay, now)
 
     def _settle(self, relay: Relay, now: float) -> None:
         """The relay's part in its transport's gathering is over: it relays, failed, or
