@@ -178,7 +178,6 @@ class Gatherer:
         "_mdns",
         "_needs_companions",
         "_older",
-        "_older_for",
         "_on_datagram",
         "_on_fd",
         "_on_relay_failure",
@@ -316,10 +315,9 @@ class Gatherer:
         self._consumer_waiting = False  # a gather() is waiting for events
         self._gather_calls = 0  # the latest gather() call streams; earlier ones end
         self._reader: tuple[int, int] | None = None  # the latest gather(): call, generation
-        # After a restart() from another task, the events of its generation that a waiting
-        # gather() keeps (`_keep_for_waiting_reader`), and which call reads them.
-        self._older: deque[Event] | None = None
-        self._older_for = 0
+        # After a restart, what an earlier generation's open reader keeps (`_keep_for`):
+        # its events still queued, by the reader's call number.
+        self._older: dict[int, deque[Event]] | None = None
         self._delivered_whole = -1  # the last generation gather() delivered in full
         self._told_state = GatheringState.NEW  # as the last state event gather() yielded
         self._closed = False
@@ -329,11 +327,11 @@ class Gatherer:
 
     @property
     def gathering_state(self) -> GatheringState:
-        """RTCPeerConnection.iceGatheringState, as the events `gather()` has yielded tell
-        it: it changes as its `icegatheringstatechange` is yielded, as a browser's does as
-        the event fires, so that a loop that reads it meets no `complete` before the
-        candidates still queued ahead of that event. What `prepare()` or a pool gathers
-        ahead shows only once `gather()` yields it."""
+        """RTCPeerConnection.iceGatheringState, as the events the latest `gather()` has
+        yielded tell it: it changes as its `icegatheringstatechange` is yielded, as a
+        browser's does as the event fires, so that a loop that reads it meets no
+        `complete` before the candidates still queued ahead of that event. What
+        `prepare()` or a pool gathers ahead shows only once `gather()` yields it."""
         return self._told_state
 
     def transport_state(self, mid: str) -> GatheringState:
@@ -523,15 +521,20 @@ class Gatherer:
         Ends after the ``null`` candidate event that completes the generation, or when the
         gatherer is closed: the only ``null`` it yields. Once closed it yields nothing more,
         not even what was queued (as a browser fires nothing after ``close()``): relay
-        candidates queued then are already released. Events of an earlier generation
-        left unread (a loop broke off, then `restart()`) come first, without their own.
+        candidates queued then are already released.
 
-        One task iterates at a time: a second `gather()` while the first waits for events
-        raises RuntimeError, unless a `restart()` came between them: the first then keeps
-        what was queued of its generation, closed out, and reads it to its ``null``,
-        while the second streams the new one. One while the first's loop body runs takes
-        the stream over, as after a ``break`` (the two cannot be told apart), and the
-        first then raises RuntimeError when it asks for its next event.
+        It yields its own generation's events only. After a `restart()`, an iterator of
+        the earlier generation still open (a task that forwards it, waiting or busy in
+        its loop body; one kept after a ``break``) keeps what was queued of that
+        generation, closed out, and reads it to its ``null``, while a new `gather()`
+        streams the new one; neither waits for the other. What no open iterator reads of
+        an earlier generation is not streamed, as a browser fires no old candidate after
+        a restart.
+
+        Within a generation one task iterates at a time: a second `gather()` while the
+        first waits for events raises RuntimeError; one while the first's loop body runs
+        takes the stream over, as after a ``break`` (the two cannot be told apart), and
+        the first then raises RuntimeError when it asks for its next event.
 
         RuntimeError if the gatherer is closed; an iterator got before `close()` but not
         yet iterated then yields nothing, like one that was waiting. RuntimeError too, at
@@ -545,9 +548,11 @@ class Gatherer:
         if self._closed:  # since gather() was called
             return
         self._check_usable()
-        if self._consumer_waiting:
-            self._keep_for_waiting_reader()
-        self._reader = None  # until this call streams (mDNS may hold it up first)
+        reader = self._reader
+        if reader is not None and reader[1] < self._core.generation:
+            self._keep_for(reader)  # a restart since it began: it keeps its generation
+        elif self._consumer_waiting:
+            raise RuntimeError("gather() is already being iterated")
         self._get_loop()
         if not self._core.started:
             if self._mdns is not None:
@@ -570,48 +575,54 @@ class Gatherer:
         self._core.release()  # what prepare() or the pool gathered ahead
         target = self._core.generation
         self._reader = (call, target)
-        while not self._closed:
-            older = self._older
-            if older and call == self._older_for:
-                event = older.popleft()
-            elif call != self._gather_calls:
-                raise RuntimeError("another gather() took this gatherer's events over")
-            elif (queued := self._core.next_event()) is not None:
-                event = queued
-            else:
-                self._consumer_waiting = True
-                waiter = self._waiter = self._get_loop().create_future()
-                try:
-                    await waiter
-                finally:
-                    if self._waiter is waiter:  # else a newer reader waits now
-                        self._waiter = None
-                        self._consumer_waiting = False
-                continue
-            if isinstance(event, IceCandidateEvent) and event.candidate is None:
+        try:
+            while not self._closed:
+                older = self._older
+                if older is not None and call in older:
+                    event = older[call].popleft()
+                    if not older[call]:
+                        del older[call]
+                elif call != self._gather_calls:
+                    raise RuntimeError("another gather() took this gatherer's events over")
+                elif (queued := self._core.next_event()) is not None:
+                    event = queued
+                else:
+                    self._consumer_waiting = True
+                    waiter = self._waiter = self._get_loop().create_future()
+                    try:
+                        await waiter
+                    finally:
+                        if self._waiter is waiter:  # else a newer reader waits now
+                            self._waiter = None
+                            self._consumer_waiting = False
+                    continue
                 if event.generation != target:
-                    continue  # an older generation's end: this stream ends at its own
-                # Marked before the yield: a consumer that breaks at the null has read
-                # the generation whole, and a later gather() must say so, not wait.
-                self._delivered_whole = max(self._delivered_whole, target)
+                    continue  # an older generation's, left unread when it was restarted
+                if isinstance(event, IceCandidateEvent) and event.candidate is None:
+                    # Marked before the yield: a consumer that breaks at the null has read
+                    # the generation whole, and a later gather() must say so, not wait.
+                    self._delivered_whole = max(self._delivered_whole, target)
+                    yield event
+                    return
+                if isinstance(event, IceGatheringStateChangeEvent) and call == self._gather_calls:
+                    self._told_state = event.state
                 yield event
-                return
-            if isinstance(event, IceGatheringStateChangeEvent) and call == self._gather_calls:
-                self._told_state = event.state
-            yield event
+        finally:  # at its end, or when the iterator is closed (a break drops it)
+            if self._reader is not None and self._reader[0] == call:
+                self._reader = None
+            if self._older is not None:
+                self._older.pop(call, None)
 
-    def _keep_for_waiting_reader(self) -> None:
-        """A gather() while another waits for events: RuntimeError, unless a `restart()`
-        came between them (from another task). Then the waiting reader keeps what is
-        queued of its generation, closed out, and reads it to its ``null`` (`_older`),
-        while this call streams the new one."""
-        reader = self._reader
-        if reader is None or reader[1] >= self._core.generation:
-            raise RuntimeError("gather() is already being iterated")
+    def _keep_for(self, reader: tuple[int, int]) -> None:
+        """A gather() after a `restart()`, while the reader of an earlier generation is
+        still open (waiting for events, or in its loop body, in another task, say): that
+        reader keeps what is queued of its generation, closed out, and reads it to its
+        ``null``; the new one streams the new generation."""
+        call, generation = reader
         if self._older is None:
-            self._older = deque()
-        self._older.extend(self._core.take_events_through(reader[1]))
-        self._older_for = reader[0]
+            self._older = {}
+        self._older.setdefault(call, deque()).extend(self._core.take_events_through(generation))
+        self._reader = None
         self._wake()
 
     async def restart(self) -> None:
