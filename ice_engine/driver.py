@@ -4,8 +4,9 @@ Everything that decides lives in the core; this module only moves bytes and time
 are plain non-blocking sockets watched through one epoll per loop (`sockethub.py`), with
 no asyncio transport or reader handle per socket: thousands of gatherers each hold
 several. Each gatherer keeps one timer handle, moved only when the core's next deadline
-changes. Its sockets by key are a `SocketTable` (`sockettable.py`) and its TURN
-connections a `StreamSet` (`streams.py`), neither of which knows the core.
+changes. Its sockets by key are a `SocketTable` (`sockettable.py`), its TURN
+connections a `StreamSet` (`streams.py`) and its ICE-TCP listeners `Listeners`
+(`icetcp.py`), none of which knows the core.
 """
 
 from __future__ import annotations
@@ -138,7 +139,8 @@ class Gatherer:
         continual: keep the generation open: addresses that come and go join or leave
             it, and a relay whose allocation is lost leaves it (`candidateremoved`).
         on_relayed: called with (allocation, peer, data) for what peers send through a
-            TURN allocation.
+            TURN allocation: from peers with a permission installed or asked for (a Data
+            indication from any other may be forged, and is dropped).
         on_datagram: called with (local base, peer, data) for what peers send to a base.
         on_relay_failure: called with (allocation, `turn.RequestFailed`) when a TURN
             server refuses a permission or channel (`relay_permit`, `relay_bind_channel`,

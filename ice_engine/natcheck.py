@@ -67,8 +67,9 @@ async def discover_nat(
     turn, each from a socket of its own, until one answers test I; that one runs the
     other tests. See `_first_to_answer` for the time this takes.
 
-    Raises ValueError on bad input (the URL, the address, an IP-literal server of the
-    other IP version than `local_address`), NatCheckError when the server's name does
+    Raises ValueError on bad input (the URL, the address, the port, a timeout that is
+    no positive number of seconds, an IP-literal server of the other IP version than
+    `local_address`), NatCheckError when the server's name does
     not resolve or none of its addresses answers, and OSError when the socket cannot be
     bound (an address that is not local, a port in use). A request the socket refuses
     to send fails its test only.

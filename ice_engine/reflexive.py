@@ -1,7 +1,7 @@
 """Server-reflexive discovery: STUN Binding requests from the bases (RFC 8445 §5.1.1.2).
 
 A layer of its own, between `Emitting` and `Relaying`, because both the state machine
-and TURN ask for a base's srflx: `Gathering` of each STUN server (and of each TURN
+and TURN ask for a base's srflx: `Gathering` of each STUN server (and of each UDP TURN
 server from a shared port's base, whose allocation talks from a socket of its own),
 `Relaying` of a TURN server whose allocation cannot carry it (a refusal, a redirect, a
 437). Here

@@ -450,6 +450,9 @@ class Allocation:
         then nothing is noted as asked."""
         if peer[0] in self.permissions:
             return
+        peer = _as_answers_name(peer)  # as permissions are kept
+        if peer[0] in self.permissions:
+            return
         if self._permits_asked is None:
             self._permits_asked = {}
         if now < self._permits_asked.get(peer[0], -math.inf) + PERMISSION_DEADLINE:
@@ -468,6 +471,7 @@ class Allocation:
     def channel_for(self, peer: tuple[str, int]) -> int:
         """The peer's channel number, bound or being bound, else the lowest free one: a
         number already in use, or a second one for a bound peer, earns a 400 (RFC 8656 §12)."""
+        peer = _as_answers_name(peer)  # as channels are kept
         numbers = dict(self.channels)
         for request in self._pending.values():
             if request.kind == "channel":
@@ -534,7 +538,8 @@ class Allocation:
     def _permits(self, address: str) -> bool:
         """Whether a permission for this peer address is installed or asked for (its
         data may overtake the server's answer). Both name peers as answers do
-        (`_as_answers_name`), so a flood of forged data costs a lookup each."""
+        (`_as_answers_name`), so a flood of forged data costs a lookup each, and a look
+        through the few permission and channel requests in flight."""
         if address in self.permissions:
             return True
         return any(address == peer[0] for r in self._pending.values() for peer in r.peers)

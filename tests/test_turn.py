@@ -618,6 +618,8 @@ def test_data_from_a_peer_never_permitted_is_dropped() -> None:
     assert allocation.unwrap(data_indication(peer, b"racing")) == (peer, b"racing")
     exchange(allocation, server, 1.0)
     assert allocation.permissions == {"2001:db8:a::5"}  # as answers name it: one lookup
+    allocation.permit_on_first_use(("2001:DB8:A::5", 4000), 1.5)  # installed, however written
+    assert allocation.next_outgoing() is None
     assert allocation.unwrap(data_indication(peer, b"yo")) == (peer, b"yo")
     assert allocation.unwrap(data_indication(other, b"forged")) is None
     with pytest.raises(ValueError, match="peer must be"):
