@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs the Debian packages the lab tests need (coturn, dnsmasq, iptables, openssl,
-# iproute2, stunnel4, npm) and node-turn from npm, when running as root on a machine with
-# apt-get. Elsewhere it says what is missing, and the lab tests skip themselves with that
-# reason.
+# iproute2, stunnel4, npm; tmux for the live view's test) and node-turn from npm, when
+# running as root on a machine with apt-get. Elsewhere it says what is missing, and the
+# lab tests skip themselves with that reason (under CI, they fail instead).
 set -eu
 missing=""
 command -v turnserver >/dev/null 2>&1 || missing="$missing coturn"
@@ -14,6 +14,7 @@ command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || missing="$missing iprout
 # comes up, and only the tests that need them skip.
 command -v stunnel4 >/dev/null 2>&1 || missing="$missing stunnel4"
 command -v npm >/dev/null 2>&1 || missing="$missing npm"
+command -v tmux >/dev/null 2>&1 || missing="$missing tmux"  # the live view, as a terminal shows it
 root=false
 [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && root=true
 if [ -n "$missing" ]; then

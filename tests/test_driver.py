@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 
 import pytest
@@ -93,6 +94,9 @@ async def test_restart_gives_a_new_generation_with_new_credentials() -> None:
         await gatherer.restart()
         assert gatherer.credentials.ufrag != old.ufrag
         assert gatherer.credentials.pwd != old.pwd
+        for credentials in (old, gatherer.credentials):  # 48 and 144 bits of ice-chars
+            assert re.fullmatch(r"[A-Za-z0-9+/]{8}", credentials.ufrag)
+            assert re.fullmatch(r"[A-Za-z0-9+/]{24}", credentials.pwd)
         second = await collect(gatherer)
     assert {e.generation for e in first} == {0}
     assert {e.generation for e in second} == {1}
@@ -254,7 +258,7 @@ async def test_unreachable_dns_server_does_not_hold_gathering(tmp_path: object) 
     errors = [e for e in events if e.type == "icecandidateerror"]
     assert len(errors) == 1
     assert errors[0].to_json()["errorCode"] == 701
-    assert events[-1].t == pytest.approx(0.5, abs=0.1)
+    assert 0.49 <= events[-1].t < 3  # at the server deadline, not the resolver's 5 s
 
 
 @pytest.mark.parametrize(
@@ -370,6 +374,13 @@ async def test_port_range_is_honoured_and_exhaustion_is_an_error() -> None:
         await collect(gatherer)
         assert {c.port for c in gatherer.candidates} == {42010}
         assert len(gatherer.candidates) == len(local_addresses())
+    # Each gathering starts at a random port of the range, not always at its first.
+    first_ports = set()
+    for _ in range(8):
+        async with Gatherer(port_range=(42000, 42009)) as gatherer:
+            await collect(gatherer)
+            first_ports.add(gatherer.candidates[0].port)
+    assert len(first_ports) > 1  # all 8 alike: a chance of 1 in 10**7
 
 
 @pytest.mark.parametrize("port_range", [(5000, 4000), (0, 10), (1.5, 2.5), "1-2", (1, 2, 3)])

@@ -25,6 +25,7 @@ from ice_engine.events import Event
 from ice_engine.gathering import Gathering
 from ice_engine.interfaces import LocalAddress
 from ice_engine.resolver import ResolvedAddress, Resolver
+from ice_engine.transaction import Timing
 from ice_engine.urls import ServerUrl
 
 LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 1, 0)
@@ -605,6 +606,35 @@ async def test_a_restart_while_the_old_reader_is_busy_in_its_loop_body() -> None
     assert {event.generation for event in new} == {1}
     assert {event.generation for event in old} == {0}
     assert old[-1].to_json()["candidate"] is None
+
+
+async def test_a_second_gather_while_the_first_waits_raises_and_the_first_goes_on() -> None:
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers: the first waits
+    port = silent.getsockname()[1]
+    timing = Timing(server_deadline=0.3)
+    with silent:
+        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")], timing=timing) as gatherer:
+            first = gatherer.gather()
+            while (await anext(first)).type != "icecandidate":
+                pass
+            waiting = asyncio.create_task(anext(first))
+            await asyncio.sleep(0.01)
+            with pytest.raises(RuntimeError, match="gather\\(\\) is already being iterated"):
+                await anext(gatherer.gather())
+            rest = [await waiting] + [event async for event in first]
+    assert rest[-1].to_json()["candidate"] is None  # the first read its generation whole
+
+
+async def test_sdp_candidates_of_one_transport_are_its_own() -> None:
+    async with Gatherer(mids=["0", "1"]) as gatherer:
+        await collect(gatherer)
+        for mid in ("0", "1"):
+            lines = gatherer.sdp_candidates(mid)
+            assert lines[-1] == "a=end-of-candidates"
+            ours = [c for c in gatherer.candidates if c.sdpMid == mid]
+            ports = [int(line.split()[5]) for line in lines[:-1]]  # the lines lose ufrag
+            assert ports == [c.port for c in ours] and ours
 
 
 async def test_an_iterator_got_before_close_and_first_used_after_yields_nothing() -> None:

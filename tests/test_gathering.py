@@ -1185,3 +1185,26 @@ def test_a_server_no_base_can_reach_is_an_error_not_silence() -> None:
     assert error.address is None and error.t == 0.0
     assert "only IPv6 addresses" in error.errorText
     assert kinds(net.events).count("srflx") == 2  # the other server is unaffected
+
+
+@pytest.mark.parametrize(
+    ("error_code", "text"),
+    [(None, "error response without a code"), (b"\x00\x00", "malformed ERROR-CODE")],
+)
+def test_an_error_response_without_a_readable_code_is_a_600(
+    error_code: bytes | None, text: str
+) -> None:
+    """RFC 8489 asks an ERROR-CODE of every error response; one without (or with a
+    malformed one) still ends its server's request, as a 600 naming what was wrong."""
+    core = make_core(("stun:198.51.100.10",))
+    [base] = [b for b in make_bases() if ":" not in b.address][:1]
+    core.start(0.0, [base])
+    [request] = [c for c in iter(core.next_command, None) if isinstance(c, SendDatagram)]
+    txid = stun.parse(request.data).transaction_id
+    attributes = [] if error_code is None else [(stun.Attr.ERROR_CODE, error_code)]
+    reply = stun.encode(stun.Method.BINDING, stun.MessageClass.ERROR, txid, attributes)
+    assert core.receive_datagram(0.05, base.key, reply, STUN)
+    events = list(iter(core.next_event, None))
+    [error] = [e for e in events if isinstance(e, IceCandidateErrorEvent)]
+    assert (error.errorCode, error.errorText) == (600, text)
+    assert kinds(events)[-2:] == ["complete", "null"]

@@ -840,8 +840,8 @@ async def test_resolve_says_at_once_when_the_query_cannot_be_sent(
     name = new_mdns_name()
     start = time.monotonic()
     with pytest.raises(OSError) as caught:
-        await resolve_mdns(name, timeout=1.0)
-    assert time.monotonic() - start < 0.2
+        await resolve_mdns(name, timeout=30.0)
+    assert time.monotonic() - start < 10  # at once, not at the timeout
     error = caught.value
     assert not isinstance(error, MdnsResolutionError) and error.errno == errno.ENETUNREACH
     assert f"mDNS query for {name!r} could not be sent to 224.0.0.251" in str(error)

@@ -141,10 +141,8 @@ async def test_a_probe_that_arrives_ends_the_wait_at_once() -> None:
         if len(sent) == 2:  # the first is lost; this one arrives 50 ms later
             loop.call_later(0.05, probes.arrived, None, ("198.51.100.1", 4000), token)
 
-    started = loop.time()
     result = await probes.exchange(send, allocation(), PEER, timeout=2.0)
-    assert isinstance(result, tuple) and len(sent) == 2
-    assert loop.time() - started < 0.45  # 0.25 + 0.05, not the next resend at 0.5
+    assert isinstance(result, tuple) and len(sent) == 2  # no third, due at 0.5 s
 
 
 @pytest.mark.parametrize("error", [OSError(101, "Network is unreachable"), ValueError("too big")])

@@ -220,7 +220,7 @@ async def test_ip_literals_need_no_dns(black_hole: tuple[str, int]) -> None:
     assert await resolver.resolve(parse_server_url("turns:[2001:db8::9]:443")) == [
         ResolvedAddress("2001:db8::9", 443, V6)
     ]
-    assert time.monotonic() - started < 0.1
+    assert time.monotonic() - started < 2  # no query: the timeout (5 s) never ran
 
 
 async def test_a_and_aaaa_ipv4_first(dnsmasq: DnsServer) -> None:
@@ -440,12 +440,12 @@ async def test_nxdomain_names_the_name(dnsmasq: DnsServer) -> None:
 
 
 async def test_timeout(black_hole: tuple[str, int]) -> None:
-    resolver = silent_resolver(black_hole, timeout=0.3)
+    resolver = silent_resolver(black_hole, timeout=1.0)
     started = time.monotonic()
-    with pytest.raises(ResolutionError, match=r"'silent\.test'.*timed out after 0\.3 s"):
+    with pytest.raises(ResolutionError, match=r"'silent\.test'.*timed out after 1 s"):
         await resolver.resolve(parse_server_url("stun:silent.test:3478"))
-    # A and AAAA wait side by side, not one after the other.
-    assert time.monotonic() - started < 0.55
+    # A and AAAA wait side by side, not one after the other (2 s).
+    assert time.monotonic() - started < 1.8
 
 
 async def test_answers_are_cached_for_their_ttl(dnsmasq: DnsServer) -> None:
