@@ -186,7 +186,6 @@ def test_sigterm_ends_the_run_as_ctrl_c_does(signal_name: str) -> None:
     and the summary of what was gathered is printed, with status 128 + the signal."""
     import signal
     import socket
-    import time
 
     number = getattr(signal, signal_name)
 
@@ -203,11 +202,14 @@ def test_sigterm_ends_the_run_as_ctrl_c_does(signal_name: str) -> None:
         )
         assert process.stdout is not None
         first = process.stdout.readline()  # gathering has started: host candidates follow
-        time.sleep(0.3)
+        seen = [process.stdout.readline()]
+        while " host " not in seen[-1] and seen[-1]:  # until a host candidate is out
+            seen.append(process.stdout.readline())
         process.send_signal(number)
         out, err = process.communicate(timeout=10)
     assert process.returncode == 128 + number, err
     assert err == ""
+    out = "".join(seen) + out
     lines = out.splitlines()
     assert f"server {server}: no answer yet; " in out  # not "no new candidates": it never answered
     assert "gathering" in first and " host)" in lines[-2]  # "2 candidates (2 host), ..."
@@ -216,21 +218,24 @@ def test_sigterm_ends_the_run_as_ctrl_c_does(signal_name: str) -> None:
 
 def test_watch_keeps_the_generation_open_until_stopped() -> None:
     """`--watch` gathers continually: the host candidates come, and no end-of-candidates
-    or null follows however long it runs; SIGTERM ends it as usual."""
+    or null follows them (half a second, where a host-only gathering completes within a
+    millisecond); SIGTERM ends it as usual."""
     import signal
     import time
 
     argv = [sys.executable, "-m", "ice_engine", "gather", "--watch", "--json"]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stdout is not None
-    first = json.loads(process.stdout.readline())
-    time.sleep(0.5)  # a host-only gathering completes within a millisecond
+    seen = [json.loads(process.stdout.readline())]
+    while seen[-1]["event"] != "icecandidate":  # until the first host candidate is out
+        seen.append(json.loads(process.stdout.readline()))
+    time.sleep(0.5)  # what would complete it has long come by then
     process.send_signal(signal.SIGTERM)
     out = process.stdout.read()  # what readline() buffered, too (communicate() would lose it)
     assert process.stderr is not None
     err = process.stderr.read()
     assert process.wait(timeout=10) == 128 + signal.SIGTERM and err == "", err
-    events = [first, *events_of(out)]
+    events = [*seen, *events_of(out)]
     assert events[0] == {**events[0], "event": "icegatheringstatechange", "state": "gathering"}
     assert any(e["event"] == "icecandidate" and e["candidate"] for e in events)
     assert all(e["event"] != "icecandidate" or e["candidate"] for e in events)  # no null

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import socket
@@ -25,6 +26,9 @@ from ice_engine.interfaces import local_addresses
 
 
 def open_fds() -> int:
+    """Open fds, once what earlier tests left to the collector has been closed (one of
+    their sockets collected mid-test would change the count)."""
+    gc.collect()
     return len(os.listdir("/proc/self/fd"))
 
 

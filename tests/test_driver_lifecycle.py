@@ -576,6 +576,8 @@ async def test_a_reader_that_stops_after_a_restart_holds_the_new_one_up_not(
             forwarding.cancel()
     assert {event.generation for event in new} == {1}
     assert {event.generation for event in old} == {0}
+    last = old[-1].to_json()  # where it stopped: at its null, or at its "complete"
+    assert last.get("state") == stop_at or (stop_at == "null" and last["candidate"] is None)
 
 
 async def test_a_restart_while_the_old_reader_is_busy_in_its_loop_body() -> None:

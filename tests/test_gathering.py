@@ -976,6 +976,10 @@ def test_event_invariants_under_random_networks(
     assert net.events[-1].t <= Timing().server_deadline + 1e-9
     for c in candidates_of(net.events):
         assert Candidate.parse(c.to_sdp()) == c
+    live = {"stun:198.51.100.10", "stun:stun.lab.test"} & set(servers)
+    if loss == 0 and restart_at is None and live:  # a positive control: the core did gather
+        related = {(c.related_address, c.related_port) for c in candidates_of(net.events)}
+        assert {(b.address, b.port) for b in bases if ":" not in b.address} <= related
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

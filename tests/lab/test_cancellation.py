@@ -60,13 +60,13 @@ async def quota_free_within(limit):
 def is_relay(e):
     return e.type == "icecandidate" and e.candidate is not None and e.candidate.type == "relay"
 
-async def case(trigger):
+async def case(trigger, seen):
     g = Gatherer(SERVERS, address_filter=ONE_BASE)
-    seen = asyncio.Event()
     if CASE.startswith("break"):
         async with g:
             async for e in g.gather():
                 if trigger(e):
+                    seen.set()
                     break
     elif CASE.startswith("cancel"):
         async def consume():
@@ -128,8 +128,9 @@ async def main():
     early = lambda e: True
     trigger = is_relay if CASE.endswith("relay") else early
     error = None
+    seen = asyncio.Event()  # the trigger fired: the gathering was cut short there
     try:
-        await asyncio.wait_for(case(trigger), 10)
+        await asyncio.wait_for(case(trigger, seen), 10)
     except BaseException as exc:
         error = repr(exc)
     await asyncio.sleep(0.05)
@@ -139,6 +140,7 @@ async def main():
     tasks = [repr(t.get_coro()) for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     quota = await quota_free_within(3.0)
     print(json.dumps({{"case": CASE, "warm": WARM, "ready": ready, "error": error,
+                      "triggered": seen.is_set(),
                       "fds_before": len(before), "fds_after": len(after), "leaked": leaked,
                       "tasks": tasks, "tasks_before": tasks_before, "quota_free_after_s": quota}}))
 
@@ -158,6 +160,7 @@ def run_case(lab: Lab, case: str, warm: str) -> tuple[dict[str, object], bool]:
 
 def check(outcome: dict[str, object], exclusive: bool) -> None:
     assert outcome["error"] is None, outcome
+    assert outcome["triggered"], outcome  # else it was never cut short (no relay came)
     assert outcome["leaked"] == [], outcome
     assert outcome["fds_after"] == outcome["fds_before"], outcome
     assert outcome["tasks"] == [], outcome
