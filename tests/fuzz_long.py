@@ -752,6 +752,7 @@ class AllocationRun:
         )
         self.requests: dict[bytes, Request] = {}
         self.now = 0.0
+        self.granted = 0  # allocations the run saw granted
         self.log: list[str] = []
 
     def drain(self) -> list[Any]:
@@ -778,6 +779,8 @@ class AllocationRun:
         if request is None:
             raise Violation("accepted-unknown-transaction", data.hex())
         for event in events:
+            if isinstance(event, Allocated):
+                self.granted += 1  # a positive control: valid answers do count
             if isinstance(event, Allocated | Refreshed):
                 key = request_key(request.data)
                 if key is None:

@@ -361,27 +361,29 @@ def test_credentials_stay_out_of_repr() -> None:
 
 async def test_port_range_is_honoured_and_exhaustion_is_an_error() -> None:
     needs_an_address()
-    async with Gatherer(components=2, port_range=(42000, 42009)) as gatherer:
+    # Below the kernel's ephemeral ports (32768-60999): no connection of the machine's
+    # is given one of these meanwhile.
+    async with Gatherer(components=2, port_range=(23000, 23009)) as gatherer:
         events = await collect(gatherer)
         ports = [c.port for c in gatherer.candidates]
-        assert ports and all(port is not None and 42000 <= port <= 42009 for port in ports)
+        assert ports and all(port is not None and 23000 <= port <= 23009 for port in ports)
         bound = [(c.address, c.port) for c in gatherer.candidates]
         assert len(set(bound)) == len(bound)
     assert events[-1].to_json()["candidate"] is None
     # A one-port range serves one base per address (IPv4 and IPv6 sockets may share a
     # port number): a second component has none, which is an error, not a missing base.
-    async with Gatherer(components=2, port_range=(42010, 42010)) as gatherer:
-        with pytest.raises(OSError, match=r"port_range 42010-42010: no free port"):
+    async with Gatherer(components=2, port_range=(23010, 23010)) as gatherer:
+        with pytest.raises(OSError, match=r"port_range 23010-23010: no free port"):
             await collect(gatherer)
         assert not gatherer.candidates
-    async with Gatherer(port_range=(42010, 42010)) as gatherer:
+    async with Gatherer(port_range=(23010, 23010)) as gatherer:
         await collect(gatherer)
-        assert {c.port for c in gatherer.candidates} == {42010}
+        assert {c.port for c in gatherer.candidates} == {23010}
         assert len(gatherer.candidates) == len(local_addresses())
     # Each gathering starts at a random port of the range, not always at its first.
     first_ports = set()
     for _ in range(8):
-        async with Gatherer(port_range=(42000, 42009)) as gatherer:
+        async with Gatherer(port_range=(23000, 23009)) as gatherer:
             await collect(gatherer)
             first_ports.add(gatherer.candidates[0].port)
     assert len(first_ports) > 1  # all 8 alike: a chance of 1 in 10**7

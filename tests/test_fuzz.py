@@ -13,6 +13,7 @@ from __future__ import annotations
 import random
 import socket
 import struct
+from collections.abc import Iterable
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -29,6 +30,7 @@ from tests.fuzz_long import (
     PUBLIC,
     RELAYED,
     WRONG_KEY,
+    CoreRun,
     check_parse,
     codec_seeds,
     fix_fingerprint,
@@ -118,14 +120,13 @@ def test_codec_mutations() -> None:
 
 def test_allocation_fuzz_authenticated() -> None:
     """Realm and nonce cached: every Allocate is signed, so nothing unsigned may count."""
-    for seed in range(5000):
-        run_allocation(seed, cold=False)
+    granted = sum(run_allocation(seed, cold=False).granted for seed in range(5000))
+    assert granted > 100  # a positive control: valid answers do count
 
 
 def test_allocation_fuzz_cold() -> None:
     """First Allocate unsigned (the 401 path): an unsigned success must not count either."""
-    for seed in range(5000):
-        run_allocation(seed, cold=True)
+    assert sum(run_allocation(seed, cold=True).granted for seed in range(5000)) > 100
 
 
 @FAST
@@ -137,18 +138,23 @@ def test_allocation_fuzz_hypothesis_seeds(seed: int, cold: bool) -> None:
 # -- Gathering.receive_datagram -----------------------------------------------------------
 
 
+def gathered(runs: Iterable[CoreRun]) -> set[str | None]:
+    """The candidate types the runs gathered: a positive control, valid answers count."""
+    return {candidate.type for run in runs for candidate in run.core.candidates}
+
+
 def test_core_fuzz_authenticated() -> None:
-    for seed in range(5000):
-        run_core(seed, cold=False)
+    runs = (run_core(seed, cold=False) for seed in range(5000))
+    assert gathered(runs) >= {"host", "srflx", "relay"}
 
 
-def _core_cold(seed: int) -> None:
-    run_core(seed, cold=True)
+def _core_cold(seed: int) -> CoreRun:
+    return run_core(seed, cold=True)
 
 
 def test_core_fuzz_cold() -> None:
-    for seed in range(5000):
-        _core_cold(seed)
+    runs = (_core_cold(seed) for seed in range(5000))
+    assert gathered(runs) >= {"host", "srflx", "relay"}
 
 
 @FAST
@@ -160,8 +166,8 @@ def test_core_fuzz_hypothesis_seeds(seed: int) -> None:
 
 def test_core_fuzz_turn_over_tcp() -> None:
     """The same answers on a TCP stream, cut anywhere: relays only from valid ones."""
-    for seed in range(3000):
-        run_core_stream(seed, cold=seed % 2 == 0)
+    runs = (run_core_stream(seed, cold=seed % 2 == 0) for seed in range(3000))
+    assert gathered(runs) >= {"host", "srflx", "relay"}
 
 
 # -- the forged responses the issue names, one by one --------------------------------------
