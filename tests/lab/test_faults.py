@@ -345,8 +345,11 @@ def test_address_removed_while_gathering(lab: Lab) -> None:
     try:
         with Lab.process(argv) as proc:
             assert proc.stdout is not None
-            first = proc.stdout.readline()  # gathering has started
-            time.sleep(0.3)
+            first = ""  # until both bases' srflx are out (the dead servers still wait)
+            while first.count(" typ srflx ") < 2:
+                line = proc.stdout.readline()
+                assert line, f"gathering ended before both srflx: {first}"
+                first += line
             subprocess.run(
                 ["ip", "-n", CLIENT_NS, "addr", "del", f"{CLIENT_IPV4_B}/{topo.INSIDE_PREFIX_V4}",
                  "dev", topo.CLIENT_DEV_B],
