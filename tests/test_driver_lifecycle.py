@@ -37,6 +37,14 @@ def loopback_only(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
+@pytest.fixture
+def silent_stun() -> Iterator[IceServer]:
+    """A STUN server on loopback that never answers: its gathering waits to the deadline."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        yield IceServer(f"stun:127.0.0.1:{silent.getsockname()[1]}")
+
+
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
@@ -514,29 +522,27 @@ async def test_a_gather_that_fails_to_start_takes_nothing_over(
         assert (await anext(first)).type == "icecandidate"  # generation 0's, left unread
 
 
-async def test_gather_right_after_restart_waits_for_the_old_generation_s_reader() -> None:
+async def test_gather_right_after_restart_streams_beside_the_old_generation_s_reader(
+    silent_stun: IceServer,
+) -> None:
     """A signalling server's pattern: one task forwards generation 0, which still waits
     on a server; on the peer's restart another awaits restart() and iterates gather().
     That raised "gather() is already being iterated" whenever generation 0 was still
-    gathering. The first task now reads generation 0 to its null and ends, then the
+    gathering. The first task now reads generation 0 to its null and ends, and the
     second streams generation 1."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
-    port = silent.getsockname()[1]
-    with silent:
-        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")]) as gatherer:
-            old: list[Event] = []
+    async with Gatherer([silent_stun]) as gatherer:
+        old: list[Event] = []
 
-            async def forward() -> None:
-                async for event in gatherer.gather():
-                    old.append(event)  # noqa: PERF401 (read as they come)
+        async def forward() -> None:
+            async for event in gatherer.gather():
+                old.append(event)  # noqa: PERF401 (read as they come)
 
-            forwarding = asyncio.create_task(forward())
-            await _until(lambda: len(old) >= 2)  # "gathering" and the host candidate
-            await gatherer.restart()
-            async with asyncio.timeout(5):  # in this task: wait_for's would let `forward` run
-                new = [event async for event in gatherer.gather()]
-            await asyncio.wait_for(forwarding, 1)
+        forwarding = asyncio.create_task(forward())
+        await _until(lambda: len(old) >= 2)  # "gathering" and the host candidate
+        await gatherer.restart()
+        async with asyncio.timeout(5):  # in this task: wait_for's would let `forward` run
+            new = [event async for event in gatherer.gather()]
+        await asyncio.wait_for(forwarding, 1)
     assert {event.generation for event in old} == {0}
     assert old[-1].to_json()["candidate"] is None
     assert {event.generation for event in new} == {1}
@@ -545,86 +551,78 @@ async def test_gather_right_after_restart_waits_for_the_old_generation_s_reader(
 
 @pytest.mark.parametrize("stop_at", ["null", "complete"])
 async def test_a_reader_that_stops_after_a_restart_holds_the_new_one_up_not(
-    stop_at: str,
+    stop_at: str, silent_stun: IceServer
 ) -> None:
     """The first reader, woken by the restart, stops at its generation's null or breaks
     at its "complete", keeping its iterator. The second waited for that iterator to
     end, for ever (found by a review); it now streams at once."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
-    port = silent.getsockname()[1]
-    with silent:
-        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")]) as gatherer:
-            old: list[Event] = []
-            first = gatherer.gather()  # kept: never closed
+    async with Gatherer([silent_stun]) as gatherer:
+        old: list[Event] = []
+        first = gatherer.gather()  # kept: never closed
 
-            async def forward() -> None:
-                async for event in first:
-                    old.append(event)
-                    data = event.to_json()
-                    if data.get("state") == stop_at or (
-                        stop_at == "null" and not data.get("candidate", True)
-                    ):
-                        break  # at the yield: the generator is left suspended, not ended
-                await asyncio.sleep(10)  # holds on to `first`
+        async def forward() -> None:
+            async for event in first:
+                old.append(event)
+                data = event.to_json()
+                if data.get("state") == stop_at or (
+                    stop_at == "null" and not data.get("candidate", True)
+                ):
+                    break  # at the yield: the generator is left suspended, not ended
+            await asyncio.sleep(10)  # holds on to `first`
 
-            forwarding = asyncio.create_task(forward())
-            await _until(lambda: len(old) >= 2)
-            await gatherer.restart()
-            async with asyncio.timeout(5):
-                new = [event async for event in gatherer.gather()]
-            forwarding.cancel()
+        forwarding = asyncio.create_task(forward())
+        await _until(lambda: len(old) >= 2)
+        await gatherer.restart()
+        async with asyncio.timeout(5):
+            new = [event async for event in gatherer.gather()]
+        forwarding.cancel()
     assert {event.generation for event in new} == {1}
     assert {event.generation for event in old} == {0}
     last = old[-1].to_json()  # where it stopped: at its null, or at its "complete"
     assert last.get("state") == stop_at or (stop_at == "null" and last["candidate"] is None)
 
 
-async def test_a_restart_while_the_old_reader_is_busy_in_its_loop_body() -> None:
+async def test_a_restart_while_the_old_reader_is_busy_in_its_loop_body(
+    silent_stun: IceServer,
+) -> None:
     """The forwarder awaits a send in its loop body (a WebSocket's) when the restart and
     the new gather() come: the new one took the stream over, gave generation 0's
     leftovers first, and the forwarder raised "another gather() took this gatherer's
     events over" (found by a check of the docs). Each now reads its own generation."""
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers
-    port = silent.getsockname()[1]
-    with silent:
-        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")]) as gatherer:
-            old: list[Event] = []
-            sending = asyncio.Event()
+    async with Gatherer([silent_stun]) as gatherer:
+        old: list[Event] = []
+        sending = asyncio.Event()
 
-            async def forward() -> None:
-                async for event in gatherer.gather():
-                    old.append(event)
-                    sending.set()
-                    await asyncio.sleep(0.05)
+        async def forward() -> None:
+            async for event in gatherer.gather():
+                old.append(event)
+                sending.set()
+                await asyncio.sleep(0.05)
 
-            forwarding = asyncio.create_task(forward())
-            await sending.wait()  # the forwarder is in its loop body
-            await gatherer.restart()
-            async with asyncio.timeout(5):
-                new = [event async for event in gatherer.gather()]
-            await asyncio.wait_for(forwarding, 5)  # it ends at its null, no RuntimeError
+        forwarding = asyncio.create_task(forward())
+        await sending.wait()  # the forwarder is in its loop body
+        await gatherer.restart()
+        async with asyncio.timeout(5):
+            new = [event async for event in gatherer.gather()]
+        await asyncio.wait_for(forwarding, 5)  # it ends at its null, no RuntimeError
     assert {event.generation for event in new} == {1}
     assert {event.generation for event in old} == {0}
     assert old[-1].to_json()["candidate"] is None
 
 
-async def test_a_second_gather_while_the_first_waits_raises_and_the_first_goes_on() -> None:
-    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    silent.bind(("127.0.0.1", 0))  # a STUN server that never answers: the first waits
-    port = silent.getsockname()[1]
+async def test_a_second_gather_while_the_first_waits_raises_and_the_first_goes_on(
+    silent_stun: IceServer,
+) -> None:
     timing = Timing(server_deadline=0.3)
-    with silent:
-        async with Gatherer([IceServer(f"stun:127.0.0.1:{port}")], timing=timing) as gatherer:
-            first = gatherer.gather()
-            while (await anext(first)).type != "icecandidate":
-                pass
-            waiting = asyncio.create_task(anext(first))
-            await asyncio.sleep(0.01)
-            with pytest.raises(RuntimeError, match="gather\\(\\) is already being iterated"):
-                await anext(gatherer.gather())
-            rest = [await waiting] + [event async for event in first]
+    async with Gatherer([silent_stun], timing=timing) as gatherer:
+        first = gatherer.gather()
+        while (await anext(first)).type != "icecandidate":
+            pass
+        waiting = asyncio.create_task(anext(first))
+        await asyncio.sleep(0.01)
+        with pytest.raises(RuntimeError, match="gather\\(\\) is already being iterated"):
+            await anext(gatherer.gather())
+        rest = [await waiting] + [event async for event in first]
     assert rest[-1].to_json()["candidate"] is None  # the first read its generation whole
 
 
