@@ -580,10 +580,9 @@ class Gatherer:
         try:
             while not self._closed:
                 older = self._older
-                if older is not None and call in older:
-                    event = older[call].popleft()
-                    if not older[call]:
-                        del older[call]
+                kept = None if older is None else older.get(call)
+                if kept:  # its generation's, kept for it at a restart (`_keep_for`)
+                    event = kept.popleft()
                 elif call != self._gather_calls:
                     raise RuntimeError("another gather() took this gatherer's events over")
                 elif (queued := self._core.next_event()) is not None:
