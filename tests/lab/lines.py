@@ -37,6 +37,18 @@ class Lines:
         event: dict[str, Any] = json.loads(self.next(by))
         return event
 
+    def rest(self, by: float) -> str:
+        """Every line still to come, to the end of the output, failing at `by`."""
+        seen = []
+        while True:
+            try:
+                line = self._queue.get(timeout=max(by - time.monotonic(), 0))
+            except queue.Empty:
+                raise AssertionError(f"the output did not end in time: {seen}") from None
+            if not line:
+                return "".join(seen)
+            seen.append(line)
+
     def until(self, needle: str, by: float) -> list[str]:
         """Lines up to and including the first that contains `needle`."""
         seen = [self.next(by)]

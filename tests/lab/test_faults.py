@@ -332,9 +332,10 @@ def _restore_client_b() -> None:
 
 
 def test_address_removed_while_gathering(lab: Lab) -> None:
-    """Dead servers keep gathering going; 0.3 s in, 203.0.113.130 disappears from c1, so
-    the base's retransmissions have no source address any more. Gathering still ends by
-    the deadline with 701s, without a traceback, and the lab is put back exactly."""
+    """Dead servers keep gathering going; once both bases' srflx are out, 203.0.113.130
+    disappears from c1, so the base's retransmissions have no source address any more.
+    Gathering still ends by the deadline with 701s, without a traceback, and the lab is
+    put back exactly."""
     alone_on_the_lab()
     before = _client_routing()
     timeout = 1.5
@@ -344,18 +345,22 @@ def test_address_removed_while_gathering(lab: Lab) -> None:
     )  # fmt: skip
     try:
         with Lab.process(argv) as proc:
-            assert proc.stdout is not None
+            # One reader for the whole output: proc.stdout.readline() buffers whatever the
+            # pipe holds past its line, and communicate() (os.read on the fd) never sees
+            # that: a test process a few ms late to read lost the host and srflx lines.
+            lines = Lines(proc)
+            by = time.monotonic() + 15
             first = ""  # until both bases' srflx are out (the dead servers still wait)
             while first.count(" typ srflx ") < 2:
-                line = proc.stdout.readline()
-                assert line, f"gathering ended before both srflx: {first}"
-                first += line
+                first += lines.next(by)
             subprocess.run(
                 ["ip", "-n", CLIENT_NS, "addr", "del", f"{CLIENT_IPV4_B}/{topo.INSIDE_PREFIX_V4}",
                  "dev", topo.CLIENT_DEV_B],
                 check=True,
             )  # fmt: skip
-            out, err = proc.communicate(timeout=15)
+            out = lines.rest(by)
+            proc.wait(timeout=10)
+            err = proc.stderr.read() if proc.stderr else ""
     finally:
         _restore_client_b()
     assert _client_routing() == before
@@ -469,12 +474,11 @@ def test_forged_responses_on_the_wire_give_no_candidate(lab: Lab) -> None:
     raw = socket_in_netns(SERVER_NS, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
     with raw, iptables_rule(CLIENT_NS, "INPUT", counter):
         with Lab.process(argv) as proc:
-            assert proc.stdout is not None
+            reader = Lines(proc)  # not readline() then communicate(): see above
+            by = time.monotonic() + 15
             lines = []
             while sum(" typ srflx " in line for line in lines) < 2:  # the live server answered
-                line = proc.stdout.readline()
-                assert line, (lines, proc.stderr.read() if proc.stderr else "")
-                lines.append(line)
+                lines.append(reader.next(by))
             flows = host_flows(lines)
             assert {address for address, _ in flows} == {CLIENT_IPV4_A, CLIENT_IPV4_B}
             dead_ports = nat_mappings(DEAD_IPV4, STUN_PORT, flows)
@@ -491,7 +495,9 @@ def test_forged_responses_on_the_wire_give_no_candidate(lab: Lab) -> None:
                                    (ROUTER_PUBLIC_IPV4, 0))  # fmt: skip
                         sent += 1
                 time.sleep(0.005)
-            out, err = proc.communicate(timeout=15)
+            out = reader.rest(by)
+            proc.wait(timeout=10)
+            err = proc.stderr.read() if proc.stderr else ""
         delivered = rule_packets(CLIENT_NS, "INPUT")
     assert delivered >= sent // 2, (delivered, sent)  # the forgeries did reach the client
     stdout = "".join(lines) + out
