@@ -6,29 +6,33 @@ The sans-I/O core is `ice_engine.gathering.Gathering`; `Gatherer` drives it with
 # First: with ICE_ENGINE_PURE_PYTHON set, the core must load from its sources.
 from . import compiled  # noqa: F401, I001
 
-from .candidate import Candidate, CandidateError
-from .config import IceServer
-from .credentials import Credentials
-from .driver import (
-    DatagramHandler,
-    Gatherer,
-    RelayedHandler,
-    RelayFailureHandler,
-    TcpConnectionHandler,
-)
-from .events import (
-    CandidateRemovedEvent,
-    Event,
-    GatheringState,
-    IceCandidate,
-    IceCandidateErrorEvent,
-    IceCandidateEvent,
-    IceGatheringStateChangeEvent,
-)
-from .interfaces import IpHandling
-from .sdp import can_trickle_ice_candidates, candidate_lines
-from .transaction import Timing
-from .urls import InvalidServerUrl, ServerUrl, parse_server_url
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what the names below load when first used (`__getattr__`)
+    from .candidate import Candidate, CandidateError
+    from .config import IceServer
+    from .credentials import Credentials
+    from .driver import (
+        DatagramHandler,
+        Gatherer,
+        RelayedHandler,
+        RelayFailureHandler,
+        TcpConnectionHandler,
+    )
+    from .events import (
+        CandidateRemovedEvent,
+        Event,
+        GatheringState,
+        IceCandidate,
+        IceCandidateErrorEvent,
+        IceCandidateEvent,
+        IceGatheringStateChangeEvent,
+    )
+    from .interfaces import IpHandling
+    from .sdp import can_trickle_ice_candidates, candidate_lines
+    from .transaction import Timing
+    from .urls import InvalidServerUrl, ServerUrl, parse_server_url
 
 __all__ = [
     "Candidate",
@@ -56,3 +60,45 @@ __all__ = [
     "parse_server_url",
 ]
 __version__ = "0.1.0"
+
+#: Each name's module. `import ice_engine` loads none of them (asyncio, the driver, the
+#: core) until one is used: `ice_engine.stun` or the sans-I/O core alone import quickly,
+#: and the `ice-engine` command answers Ctrl-C from its first milliseconds (`__main__`).
+_HOMES = {
+    "candidate": ("Candidate", "CandidateError"),
+    "config": ("IceServer",),
+    "credentials": ("Credentials",),
+    "driver": (
+        "DatagramHandler",
+        "Gatherer",
+        "RelayedHandler",
+        "RelayFailureHandler",
+        "TcpConnectionHandler",
+    ),
+    "events": (
+        "CandidateRemovedEvent",
+        "Event",
+        "GatheringState",
+        "IceCandidate",
+        "IceCandidateErrorEvent",
+        "IceCandidateEvent",
+        "IceGatheringStateChangeEvent",
+    ),
+    "interfaces": ("IpHandling",),
+    "sdp": ("can_trickle_ice_candidates", "candidate_lines"),
+    "transaction": ("Timing",),
+    "urls": ("InvalidServerUrl", "ServerUrl", "parse_server_url"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    for home, names in _HOMES.items():
+        if name in names:
+            value = getattr(importlib.import_module(f".{home}", __name__), name)
+            globals()[name] = value  # found directly from now on
+            return value
+    raise AttributeError(f"module 'ice_engine' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

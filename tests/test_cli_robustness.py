@@ -161,6 +161,53 @@ def test_a_closed_stdout_is_one_line_on_stderr(args: list[str]) -> None:
     assert result.stderr == "ice-engine: standard output is closed\n"
 
 
+_INTERRUPTED_WHILE_LOADING = """
+import builtins, os, signal, sys
+import ice_engine.__main__ as entry  # what the `ice-engine` script imports
+load = builtins.__import__
+def interrupted(name, *args, **kwargs):
+    if name == "asyncio":  # the CLI's modules are loading: Ctrl-C now
+        os.kill(os.getpid(), signal.SIGINT)
+    return load(name, *args, **kwargs)
+builtins.__import__ = interrupted
+sys.exit(entry.run())
+"""
+
+
+def test_ctrl_c_while_the_cli_loads_is_status_130_without_a_traceback() -> None:
+    """Ctrl-C in the command's first ~0.1 s, while `import ice_engine` loaded asyncio, the
+    driver and the core, printed a KeyboardInterrupt traceback."""
+    argv = [sys.executable, "-c", _INTERRUPTED_WHILE_LOADING, "gather"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
+
+
+def test_the_package_loads_its_parts_when_used() -> None:
+    """`import ice_engine` (and the codec, the command's entry point) load no asyncio;
+    every exported name is there once asked for."""
+    code = """
+import sys
+import ice_engine, ice_engine.stun, ice_engine.__main__
+assert "asyncio" not in sys.modules and "ice_engine.driver" not in sys.modules, sorted(sys.modules)
+from ice_engine import Gatherer
+from ice_engine.driver import Gatherer as defined
+assert Gatherer is defined and "asyncio" in sys.modules
+homes = {name: home for home, names in ice_engine._HOMES.items() for name in names}
+assert sorted(homes) == sorted(ice_engine.__all__)
+for name, home in homes.items():
+    assert getattr(ice_engine, name) is getattr(sys.modules[f"ice_engine.{home}"], name)
+assert set(ice_engine.__all__) <= set(dir(ice_engine))
+try:
+    ice_engine.Gatherers
+except AttributeError as error:
+    assert str(error) == "module 'ice_engine' has no attribute 'Gatherers'", error
+else:
+    raise AssertionError("no AttributeError")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert (result.returncode, result.stderr) == (0, "")
+
+
 def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     import importlib.metadata
 
