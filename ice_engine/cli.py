@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import io
 import json
 import math
@@ -21,8 +22,8 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Sequence
-from typing import TYPE_CHECKING, TextIO
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import IceServer
 from .driver import Gatherer
@@ -343,7 +344,7 @@ def _ssl_context(args: argparse.Namespace) -> ssl.SSLContext | None:
         raise UsageError(f"--ca-file {args.ca_file}: {error}") from None
 
 
-async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
+async def _gather(args: argparse.Namespace, out: TextIO) -> int:
     servers = [IceServer(url, args.username, _credential(args)) for url in args.ice_server]
     servers = args.config_servers + servers
     context = _ssl_context(args)
@@ -365,17 +366,7 @@ async def _gather(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) 
         dual_stack_relays=args.dual_stack_relays,
     )
     _warn_about_idle_options(args)
-    _end_on_signals(stopped_by)
-    reader = _watch_the_reader(out)
-    try:
-        return await _stream(args, out, gatherer)
-    except asyncio.CancelledError:
-        if reader is not None and reader.done() and not reader.cancelled():
-            raise BrokenPipeError from None  # ends quietly with status 0, as `| head` expects
-        raise  # a second Ctrl-C cancels every task, the reader's watch among them
-    finally:
-        if reader is not None:
-            reader.cancel()
+    return await _stream(args, out, gatherer)
 
 
 _MAX_CONFIG = 2**20  # bytes: a configuration takes a few hundred
@@ -555,29 +546,49 @@ async def _gathered(gatherer: Gatherer) -> AsyncIterator[Event]:
         yield event
 
 
-def _end_on_signals(stopped_by: list[int]) -> None:
-    """SIGTERM (kill, timeout(1), a service manager) and SIGHUP (the terminal closed) end a
-    run as Ctrl-C does: the gatherer closes, releasing its TURN allocations, and the summary
-    of what was gathered is printed, rather than the process dying with allocations held on
-    the servers. The signal is noted in `stopped_by` for the exit status (128 + it)."""
+async def _as_main_task(
+    command: Coroutine[Any, Any, int], out: TextIO, stopped_by: list[int]
+) -> int:
+    """Run a command as the process's main task, to be ended by a signal or a closed pipe.
+
+    Ctrl-C (SIGINT), SIGTERM (kill, timeout(1), a service manager) and SIGHUP (the terminal
+    closed) cancel it: the gatherer closes, releasing its TURN allocations, and the summary
+    of what was gathered is printed, rather than the process dying with allocations held
+    on the servers. The signal goes in `stopped_by` for the exit status (128 + it). A
+    second one cancels again what is still waited for: the servers' confirmations.
+    (asyncio.run's own second Ctrl-C raised KeyboardInterrupt inside the loop, which could
+    leave the task waiting for ever.) A reader that left (`| head -3`) ends it too.
+    """
+    loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    if task is None:
-        return
+    assert task is not None
 
     def stop(number: int) -> None:
         stopped_by.append(number)
         task.cancel()
 
-    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-        # NotImplementedError: Windows' loops (before SIGHUP, which Windows lacks, is looked
-        # up); ValueError: not the main thread.
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGTERM, stop, signal.SIGTERM)
-        loop.add_signal_handler(signal.SIGHUP, stop, signal.SIGHUP)
+    handled: list[signal.Signals] = []
+    if sys.platform != "win32":  # whose loops take no signal handler (nor has it SIGHUP)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
+                loop.add_signal_handler(number, stop, number)
+                handled.append(number)
+    reader = _watch_the_reader(out)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if reader is not None and reader.done() and not reader.cancelled():
+            raise BrokenPipeError from None  # ends quietly with status 0, as `| head` expects
+        raise
+    finally:
+        if reader is not None:
+            reader.cancel()
+        for number in handled:  # before asyncio.run closes the loop's wake-up pipe, to
+            loop.remove_signal_handler(number)  # which a signal would then be written
 
 
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
-    from .natcheck import discover_nat
+    from .natcheck import NatCheckError, discover_nat
 
     if args.server is None:  # not required=True: see build_parser
         raise UsageError("the following arguments are required: --server")
@@ -597,6 +608,8 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
             else f"cannot reach {args.server}"
         )
         raise OSError(f"{what}: {error.strerror or error}") from None
+    except NatCheckError as error:  # the server's: no name, no answer, not one to classify
+        return _fail(error, 1)
     if args.json:
         out.write(json.dumps(result.to_json()) + "\n")
     else:
@@ -604,7 +617,7 @@ async def _nat(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
-async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[int]) -> int:
+async def _relay_check(args: argparse.Namespace, out: TextIO) -> int:
     """Each relay's line as its check ends (errors as they come), then the count, also
     when interrupted (of the checks that ended). `--json`: one object at the end."""
     if others := [url for url in args.ice_server if not _is_turn(url)]:
@@ -616,7 +629,6 @@ async def _relay_check(args: argparse.Namespace, out: TextIO, stopped_by: list[i
     if not servers:
         raise UsageError("relay-check needs a turn: or turns: server (--ice-server URL)")
     context = _ssl_context(args)
-    _end_on_signals(stopped_by)
     checks: list[RelayCheck] = []
     errors: list[IceCandidateErrorEvent] = []
     results = relay_checks(
@@ -730,17 +742,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(
                 args.delay_ms, "json" if args.json else "plain" if args.plain else "view"
             )
-        if args.command == "nat":
-            from .natcheck import NatCheckError
-
-            try:
-                return asyncio.run(_nat(args, sys.stdout))
-            except NatCheckError as error:
-                return _fail(error, 1)
-        if args.command == "relay-check":
-            return asyncio.run(_relay_check(args, sys.stdout, stopped_by))
-        return asyncio.run(_gather(args, sys.stdout, stopped_by))
-    except asyncio.CancelledError:  # SIGTERM or SIGHUP (see _end_on_signals)
+        command = {"nat": _nat, "relay-check": _relay_check}.get(args.command, _gather)
+        return asyncio.run(_as_main_task(command(args, sys.stdout), sys.stdout, stopped_by))
+    except asyncio.CancelledError:  # a signal (see _as_main_task)
         return 128 + (stopped_by[-1] if stopped_by else signal.SIGTERM)
     except UsageError as error:
         return _fail(error, 2)
@@ -753,6 +757,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if stopped_by:  # the terminal hung up (EIO): the summary had nowhere to go
             _drop_stdout()
             return 128 + stopped_by[-1]
+        if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # only writes fail so
+            _drop_stdout()
+            return _fail(f"cannot write the output: {error.strerror}", 1)
         return _fail(error, 1)
     except KeyboardInterrupt:
         return 130

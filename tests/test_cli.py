@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -256,6 +257,33 @@ def test_a_gathering_ends_quietly_once_its_reader_has_left() -> None:
         assert process.stdout is not None and process.stderr is not None
         assert json.loads(process.stdout.readline())["state"] == "gathering"
         process.stdout.close()  # as head does
+        try:
+            assert process.wait(timeout=15) == 0
+        finally:
+            process.kill()
+        assert process.stderr.read() == b""
+
+
+@pytest.mark.parametrize("command", ["relay-check", "nat"])
+def test_the_other_commands_end_quietly_once_their_reader_has_left(command: str) -> None:
+    """`ice-engine relay-check --ice-server turn:DEAD ... | true` held its allocations
+    (and the terminal) until its timeout, here 30 s: only `gather` watched its reader."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))  # never read: no answer, no ICMP
+        port = silent.getsockname()[1]
+        argv = [sys.executable, "-m", "ice_engine", command, "--timeout", "30"]
+        if command == "nat":
+            argv += ["--server", f"stun:127.0.0.1:{port}"]
+        else:
+            argv += ["--ice-server", f"turn:127.0.0.1:{port}", "--username", "u"]
+        process = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "ICE_ENGINE_CREDENTIAL": "p"},
+        )
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()  # as `| true` does
         try:
             assert process.wait(timeout=15) == 0
         finally:

@@ -172,7 +172,7 @@ async def test_a_relay_check_that_fails_writes_no_summary(
     args = _relay_check_args(cli, json_output)
     out = io.StringIO()
     with pytest.raises(OSError, match="Too many open files"):
-        await cli._relay_check(args, out, [])
+        await cli._relay_check(args, out)
     assert out.getvalue() == ""
 
 
@@ -198,7 +198,7 @@ async def test_a_write_that_fails_still_closes_the_checks(monkeypatch: pytest.Mo
 
     monkeypatch.setattr(cli, "relay_checks", one_result)
     with pytest.raises(BrokenPipeError):
-        await cli._relay_check(_relay_check_args(cli, False), Broken(), [])
+        await cli._relay_check(_relay_check_args(cli, False), Broken())
     assert closed == [True]
 
 
