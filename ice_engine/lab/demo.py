@@ -7,14 +7,19 @@ namespace gathers through the lab's DNS, STUN and TURN (UDP, TCP and TLS).
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 
 from ice_engine.lab import topology as t
 from ice_engine.lab.availability import lab_unavailable_reason
-from ice_engine.lab.lab import lab_session
+from ice_engine.lab.lab import Lab, lab_session
 
 __all__ = ["run_demo"]
+
+_ENDING = (signal.SIGTERM, signal.SIGHUP)  # kill, timeout(1), a service manager; a hang-up
 
 INTRO = """\
 ice-engine demo: a lab of network namespaces on this machine
@@ -31,33 +36,78 @@ def run_demo(delay_ms: float = 25.0, output: str = "view") -> int:
     if reason is not None:
         print(f"ice-engine demo: the lab cannot run here: {reason}", file=sys.stderr)
         return 2
-    if output != "json":
-        print(
-            INTRO.format(
-                client_a=t.CLIENT_IPV4_A,
-                client_b=t.CLIENT_IPV4_B,
-                client_v6=t.CLIENT_IPV6,
-                public=t.ROUTER_PUBLIC_IPV4,
-                server=t.SERVER_IPV4,
-                delay=delay_ms,
-                stun=t.STUN_HOST,
-                turn=t.TURN_HOST,
-            ),
-            flush=True,
-        )
-    with lab_session(delay_ms=delay_ms) as lab:
-        argv = [
-            sys.executable, "-m", "ice_engine", "gather",
-            "--ice-server", f"stun:{t.STUN_HOST}",
-            "--ice-server", f"turn:{t.TURN_HOST}",
-            "--ice-server", f"turn:{t.TURN_HOST}?transport=tcp",
-            "--ice-server", f"turns:{t.TURN_HOST}",
-            "--username", t.USERNAME,
-            "--ca-file", str(t.CA_CERT_FILE),
-        ]  # fmt: skip
-        if output == "json":
-            argv.append("--json")
-        elif output == "plain":
-            argv.append("--plain")
-        env = {**lab.python_env(), "ICE_ENGINE_CREDENTIAL": t.PASSWORD}  # not on the cmdline
-        return subprocess.run(lab.exec_args(t.CLIENT_NS, argv), env=env, check=False).returncode
+    with _lab_left_as_found_on_signals():
+        if output != "json":
+            print(
+                INTRO.format(
+                    client_a=t.CLIENT_IPV4_A,
+                    client_b=t.CLIENT_IPV4_B,
+                    client_v6=t.CLIENT_IPV6,
+                    public=t.ROUTER_PUBLIC_IPV4,
+                    server=t.SERVER_IPV4,
+                    delay=delay_ms,
+                    stun=t.STUN_HOST,
+                    turn=t.TURN_HOST,
+                ),
+                flush=True,
+            )
+        with lab_session(delay_ms=delay_ms) as lab:
+            return _gather_in(lab, output)
+
+
+def _gather_in(lab: Lab, output: str) -> int:
+    """`ice-engine gather` in the client namespace, from the lab's servers; its status."""
+    argv = [
+        sys.executable, "-m", "ice_engine", "gather",
+        "--ice-server", f"stun:{t.STUN_HOST}",
+        "--ice-server", f"turn:{t.TURN_HOST}",
+        "--ice-server", f"turn:{t.TURN_HOST}?transport=tcp",
+        "--ice-server", f"turns:{t.TURN_HOST}",
+        "--username", t.USERNAME,
+        "--ca-file", str(t.CA_CERT_FILE),
+    ]  # fmt: skip
+    if output == "json":
+        argv.append("--json")
+    elif output == "plain":
+        argv.append("--plain")
+    env = {**lab.python_env(), "ICE_ENGINE_CREDENTIAL": t.PASSWORD}  # not on the cmdline
+    gathering = subprocess.Popen(lab.exec_args(t.CLIENT_NS, argv), env=env)
+    with _signals_left_to(gathering):
+        status = gathering.wait()
+    return 128 - status if status < 0 else status  # killed by a signal (-N): as a shell says
+
+
+@contextlib.contextmanager
+def _lab_left_as_found_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (the terminal closed) end the demo as Ctrl-C does: through
+    `lab_session`'s cleanup, which takes the lab down or puts its delay back and gives
+    the session's lease up, rather than the process dying and leaving them."""
+
+    def leave(number: int, _frame: object) -> None:
+        raise SystemExit(128 + number)
+
+    previous = {number: signal.signal(number, leave) for number in _ENDING}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+@contextlib.contextmanager
+def _signals_left_to(gathering: subprocess.Popen[bytes]) -> Iterator[None]:
+    """While the gathering runs, it handles the signals: it closes its gatherer, releasing
+    the TURN allocations, prints its summary and exits 128 + the signal, which the demo
+    then returns. Ctrl-C reaches it from the terminal (a foreground process group);
+    SIGTERM or SIGHUP sent to the demo alone are passed on."""
+
+    def pass_on(number: int, _frame: object) -> None:
+        if number != signal.SIGINT:
+            gathering.send_signal(number)
+
+    previous = {number: signal.signal(number, pass_on) for number in (signal.SIGINT, *_ENDING)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

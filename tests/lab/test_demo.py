@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from ice_engine.lab import Lab
+from ice_engine.lab import Lab, leases
+from ice_engine.lab.topology import USERS_DIR
 
 pytestmark = pytest.mark.lab
 
@@ -45,3 +47,39 @@ def test_demo_plain_output_explains_the_lab(lab: Lab) -> None:
     assert result.returncode == 0, result.stderr
     assert "network namespaces" in result.stdout
     assert "relay" in result.stdout and "srflx" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("moment", "delay_ms"),
+    [("while it joins the lab", 7), ("while it gathers", 150)],
+)
+def test_sigterm_ends_the_demo_with_the_lab_left_as_found(
+    lab: Lab, moment: str, delay_ms: int
+) -> None:
+    """`kill` (SIGTERM) or a closed terminal (SIGHUP) killed the demo where it stood: its
+    lease stayed behind, and so did the delay it had set on the lab it joined. Now it
+    ends as Ctrl-C does: the gathering closes (its relays released) and exits 143, which
+    the demo returns once the lab is as it found it."""
+    if others := leases.other_sessions():  # it changes the shared delay
+        pytest.skip(f"the lab is in use by other test sessions (PIDs {others})")
+    before = lab.delay_ms
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ice_engine", "demo", "--plain", "--delay-ms", str(delay_ms)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("ice-engine demo: ")  # the intro, then the lab
+    if moment == "while it gathers":
+        for line in process.stdout:  # the servers are 2 × 150 ms away: nothing else yet
+            if " host " in line:
+                break
+    process.send_signal(signal.SIGTERM)  # to the demo alone, as `kill PID` sends it
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM, err
+    assert "Traceback" not in err, err
+    if moment == "while it gathers":
+        assert "interrupted after" in out
+    assert not (USERS_DIR / f"session-{process.pid}").exists()
+    assert lab.delay_ms == before
