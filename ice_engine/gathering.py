@@ -197,6 +197,7 @@ class Gathering(Relaying):
         return [waiting[index] for index in sorted(waiting)]
 
     def next_event(self) -> Event | None:
+        """The oldest event not yet taken, or None: drain them after every call."""
         return self._events.popleft() if self._events else None
 
     def take_events_through(self, generation: int) -> list[Event]:
@@ -216,6 +217,8 @@ class Gathering(Relaying):
         return bool(self._events)
 
     def next_command(self) -> Command | None:
+        """The oldest command not yet taken, or None: drain them after every call, and
+        carry them out in this order (a stream's `StreamSend` after its `OpenStream`)."""
         return self._commands.popleft() if self._commands else None
 
     def get_timer(self) -> float | None:
@@ -244,6 +247,8 @@ class Gathering(Relaying):
         shows nothing, not even its state, until then).
         """
         generation = self._generation
+        if self._closed:
+            raise RuntimeError("gathering is closed")
         if generation.state[0] is not GatheringState.NEW:
             raise RuntimeError(f"generation {generation.number} has already been gathered")
         generation.held = [] if hold else None
@@ -304,6 +309,8 @@ class Gathering(Relaying):
     ) -> None:
         if self._closed:
             raise RuntimeError("gathering is closed")
+        if not math.isfinite(now):  # no deadline would ever come
+            raise ValueError(f"now must be a finite time, not {now}")
         self._check_bases(bases, tcp_bases)
         generation.started_at = now
         generation.deadline = now + self.timing.server_deadline
@@ -333,16 +340,28 @@ class Gathering(Relaying):
             self._maybe_finish(generation, transport, now)
 
     def _check_bases(self, bases: Sequence[Base], tcp_bases: Sequence[Base]) -> None:
-        """ValueError, before anything changes, for a base this gathering has no place for."""
+        """TypeError or ValueError, before anything changes, for a base that is not a
+        bound socket's or that this gathering has no place for (once it has begun, a
+        bad one would fail it halfway, never to complete)."""
+        keys: set[object] = set()
         for base in (*bases, *tcp_bases):
+            numbers = (base.key, base.transport, base.component, base.port, base.family)
+            for number in (*numbers, base.rank, base.network_id):  # compiled: checked as read
+                if not isinstance(number, int):
+                    raise TypeError(f"a base's numbers must be ints: {base}")
+            if base.key in keys:  # answers find their base by it
+                raise ValueError(f"two bases have key {base.key}")
+            keys.add(base.key)
             if not 0 <= base.transport < len(self.transports):
                 raise ValueError(f"base {base.key} names unknown transport {base.transport}")
             if not 1 <= base.component <= self.components:
                 raise ValueError(
                     f"base {base.key} names component {base.component}, not 1-{self.components}"
                 )
-            if not 0 <= base.port <= 65535:
-                raise ValueError(f"base {base.key} has port {base.port}, not 0-65535")
+            if not 1 <= base.port <= 65535:
+                raise ValueError(f"base {base.key} has port {base.port}, not 1-65535")
+            if (flaw := _address_flaw(base.address, base.family)) is not None:
+                raise ValueError(f"base {base.key}: {flaw}")
 
     def restart(self, now: float, credentials: Credentials | None = None) -> None:
         """ICE restart: the next generation becomes current.
@@ -393,6 +412,9 @@ class Gathering(Relaying):
         entry = self._resolving.get(request)
         if entry is None:
             return
+        for address in addresses:  # refused before the request is taken
+            if len(address) != 2 or not isinstance(address[1], int) or not 0 < address[1] < 65536:
+                raise ValueError(f"resolved: {address!r} is not an (ip, port) pair")
         generation, server = entry
         usable = [a for a in addresses if not_unicast(ipaddress.ip_address(a[0])) is None]
         if not usable:
@@ -597,6 +619,20 @@ def _canonical(address: str) -> str:
     """One spelling per address, so a response's source compares equal (cached: servers
     are few and every gatherer asks)."""
     return str(ipaddress.ip_address(address))
+
+
+@functools.lru_cache(maxsize=1024)
+def _address_flaw(address: str, family: int) -> str | None:
+    """What is wrong with a base's address, or None (cached: a machine has few)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except (TypeError, ValueError):
+        return f"{address!r} is not an IP address"
+    if "%" in address:
+        return f"{address} has a zone: the base's address goes into candidates, without one"
+    if (family == socket.AF_INET6) != (parsed.version == 6):
+        return f"{address} is not of family {family}"
+    return None
 
 
 @functools.lru_cache(maxsize=1024)

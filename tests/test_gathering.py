@@ -460,7 +460,7 @@ def test_ice_tcp_active_candidates_of_two_transports_go_each_with_its_own_listen
         credentials=Credentials("ufrag001", "p" * 24),
         continual=True,
     )
-    udp = [Base(1, t, 1, "203.0.113.2", 40000 + t, socket.AF_INET, 0) for t in (0, 1)]
+    udp = [Base(1 + t, t, 1, "203.0.113.2", 40000 + t, socket.AF_INET, 0) for t in (0, 1)]
     tcp = [Base(3 + t, t, 1, "203.0.113.2", 40002 + t, socket.AF_INET, 0) for t in (0, 1)]
     core.start(0.0, udp, tcp)
     while core.next_event() is not None:
@@ -746,7 +746,7 @@ def test_a_refused_held_start_leaves_nothing_held() -> None:
     [
         ({"component": 0}, "component 0, not 1-1"),
         ({"component": 300}, "component 300, not 1-1"),
-        ({"port": 70000}, "port 70000, not 0-65535"),
+        ({"port": 70000}, "port 70000, not 1-65535"),
         ({"transport": 5}, "unknown transport 5"),
     ],
 )
@@ -767,6 +767,78 @@ def test_a_base_with_no_place_in_the_gathering_is_refused_before_anything_change
         core.add_bases(0.1, [stray])
     assert 9 not in [base.key for base in core.bases]
     core.resolved(0.2, resolve.request, [("198.51.100.10", 3478)])
+
+
+_NOT_AN_INT = "numbers must be ints|int object expected"  # plain Python's, compiled's
+
+
+@pytest.mark.parametrize(
+    ("change", "error", "match"),
+    [
+        ({"port": 0}, ValueError, "port 0, not 1-65535"),
+        ({"key": "9"}, TypeError, _NOT_AN_INT),
+        ({"rank": 0.5}, TypeError, _NOT_AN_INT),
+        ({"key": 1}, ValueError, "two bases have key 1"),
+        ({"address": "localhost"}, ValueError, "'localhost' is not an IP address"),
+        ({"address": "fe80::1%c0", "family": socket.AF_INET6}, ValueError, "has a zone"),
+        ({"family": socket.AF_INET}, ValueError, "is not of family 2"),
+    ],
+)
+def test_a_base_no_socket_could_have_is_refused_and_gathering_goes_on(
+    change: dict[str, object], error: type[Exception], match: str
+) -> None:
+    """Compiled, a base whose key was not an int failed start() halfway, the generation
+    `gathering` for ever; one whose address was of the other family, or repeated
+    another's key, gave 701s; a zone went into the candidate line, port 0 too."""
+    core = make_core()
+    bases = make_bases()
+    stray = dataclasses.replace(bases[0], **{"key": 9, **change})
+    with pytest.raises(error, match=match):
+        core.start(0.0, [*bases, stray])
+    net = SimNetwork(core, {})
+    net.start(bases)
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+
+
+def test_start_after_close_says_it_is_closed() -> None:
+    """Not "generation 0 has already been gathered", as it said once started and closed."""
+    for started in (False, True):
+        core = make_core()
+        if started:
+            core.start(0.0, make_bases())
+        core.close(0.1)
+        with pytest.raises(RuntimeError, match="gathering is closed"):
+            core.start(0.2, make_bases())
+
+
+@pytest.mark.parametrize("now", [float("nan"), float("inf")])
+def test_a_time_that_never_comes_is_refused(now: float) -> None:
+    """start(nan) was taken: every event's `t` NaN (not JSON), and no deadline ever came."""
+    core = make_core()
+    with pytest.raises(ValueError, match="now must be a finite time"):
+        core.start(now, make_bases())
+    net = SimNetwork(core, {})
+    net.start(make_bases())
+    assert kinds(net.events)[-2:] == ["complete", "null"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [[("198.51.100.10", 3478, 0, 0)], [("198.51.100.10", 70000)], [("198.51.100.10",)]],
+)
+def test_a_resolution_that_is_no_address_is_refused_and_can_be_told_again(
+    answer: list[tuple[object, ...]],
+) -> None:
+    """Plain Python took getaddrinfo's 4-tuples, dropped the request, then raised: the
+    gathering waited for ever, no timer armed. Port 70000 went out in a SendDatagram."""
+    core = make_core(urls=("stun:stun.example.test",))
+    core.start(0.0, make_bases())
+    [resolve] = [c for c in iter(core.next_command, None) if isinstance(c, Resolve)]
+    with pytest.raises((ValueError, TypeError)):
+        core.resolved(0.1, resolve.request, answer)  # type: ignore[arg-type]
+    core.resolved(0.2, resolve.request, [("198.51.100.10", 3478)])
+    sent = [c for c in iter(core.next_command, None) if isinstance(c, SendDatagram)]
+    assert {c.address for c in sent} == {("198.51.100.10", 3478)}
 
 
 def test_nothing_is_released_after_close() -> None:
