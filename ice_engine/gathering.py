@@ -520,6 +520,8 @@ class Gathering(Relaying):
         self._remove_candidates(generation, quiet, now, announce=False)
 
     def resolve_failed(self, now: float, request: int, reason: str) -> None:
+        """A Resolve command's lookup failed (no such name, no answer): the server fails,
+        with `reason` in its error event."""
         entry = self._resolving.pop(request, None)
         if entry is None:
             return

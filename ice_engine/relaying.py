@@ -520,6 +520,8 @@ class Relaying(Reflexive):
             relay.allocation.extend_deadline(relay.until)
 
     def stream_data(self, now: float, stream: int, data: bytes) -> None:
+        """Bytes that arrived on an OpenStream's connection (decrypted, for TLS), cut
+        anywhere: the answers are framed from them here."""
         relay = self._relays.get(stream)
         if relay is None or relay.framer is None:
             return

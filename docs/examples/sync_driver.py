@@ -48,10 +48,10 @@ def carry_out(core: Gathering) -> None:
             try:
                 found = socket.getaddrinfo(url.host, url.port, type=socket.SOCK_DGRAM)
             except OSError as error:
-                core.resolve_failed(now, command.request, f"{url.host}: {error}")
+                core.resolve_failed(time.monotonic(), command.request, f"{url.host}: {error}")
             else:
                 addresses = list(dict.fromkeys((str(info[4][0]), url.port) for info in found))
-                core.resolved(now, command.request, addresses)
+                core.resolved(time.monotonic(), command.request, addresses)
         elif isinstance(command, OpenSocket):  # a 437: another port on the same address
             beside = sockets[command.beside]
             key = bind(beside.getsockname()[0], beside.family)
@@ -99,8 +99,8 @@ def serve(core: Gathering, done: Callable[[], bool], until: float) -> None:
                 read_icmp_errors(core, key, sock)
             else:
                 core.receive_datagram(time.monotonic(), key, data, source[:2])
-        if not readable:
-            core.handle_timer(time.monotonic())
+        if timer is not None and timer <= time.monotonic():  # readable or not: a flood
+            core.handle_timer(time.monotonic())  # must not hold the deadlines back
         carry_out(core)
 
 
