@@ -74,6 +74,7 @@ class Emitting:
         protocol: str = "udp",
         related: tuple[str, int] | None = None,
         tcptype: str | None = None,
+        relay_protocol: str | None = None,
     ) -> None:
         key = (base.key, address, port)  # a base belongs to one transport and component
         if key in generation.addresses:
@@ -112,6 +113,7 @@ class Emitting:
         )
         transport = self.transports[base.transport]
         line = candidate.to_sdp()
+        url = None if server is None else server.url.url
         ice_candidate = IceCandidate(
             line,
             transport.mid,
@@ -119,6 +121,8 @@ class Emitting:
             ufrag,
             candidate,
             (base.address, base.port) if kind != "relay" and protocol == "udp" else None,
+            url,
+            relay_protocol,
         )
         generation.candidates.append(ice_candidate)
         generation.bases_of[transport.mid, line] = base.key
@@ -128,7 +132,7 @@ class Emitting:
                 ice_candidate,
                 generation.number,
                 now - generation.started_at,
-                None if server is None else server.url.url,
+                url,
             ),
         )
 

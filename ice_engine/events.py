@@ -37,8 +37,12 @@ class GatheringState(enum.StrEnum):
 class IceCandidate:
     """An RTCIceCandidate: `candidate` is `""` for end-of-candidates (RFC 8838).
 
-    `base` is local knowledge, never signalled: the (address, port) of the UDP socket a
-    host or srflx candidate was gathered from, which `Gatherer.send` sends from.
+    The last three are local knowledge, never signalled (not in `to_json()`), and None in
+    a peer's candidates: `base` is the (address, port) of the UDP socket a host or srflx
+    candidate was gathered from, which `Gatherer.send` sends from; `url` the STUN or TURN
+    server's URL a srflx or relay candidate came from, and `relayProtocol` how a relay
+    candidate reaches its TURN server, "udp", "tcp" or "tls" (as a browser's
+    RTCIceCandidate has them).
     """
 
     candidate: str
@@ -47,6 +51,8 @@ class IceCandidate:
     usernameFragment: str
     parsed: Candidate | None = None
     base: tuple[str, int] | None = field(default=None, repr=False, compare=False)
+    url: str | None = field(default=None, repr=False, compare=False)
+    relayProtocol: str | None = field(default=None, repr=False, compare=False)
 
     @property
     def is_end_of_candidates(self) -> bool:

@@ -691,6 +691,7 @@ class Relaying(Reflexive):
                 server_address=f"{relay.server_address[0]}/{leg}",
                 type_preference=relay_type_preference(leg),
                 related=event.mapped,
+                relay_protocol=leg,
             )
 
 

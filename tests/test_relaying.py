@@ -139,6 +139,15 @@ def test_challenge_then_relay_and_srflx_in_two_round_trips() -> None:
     assert (relay.address, relay.port) == ("198.51.100.10", 50000)
     assert (relay.relatedAddress, relay.relatedPort) == ("198.51.100.1", 41000)
     assert len(core.allocations) == 1
+    # As a browser's RTCIceCandidate: the server each came from, the relay's protocol.
+    host, srflx = (next(c for c in core.candidates if c.type == t) for t in ("host", "srflx"))
+    url = core.servers[0].url.url
+    assert [(c.url, c.relayProtocol) for c in (host, srflx, relay)] == [
+        (None, None),
+        (url, None),
+        (url, "udp"),
+    ]
+    assert "relayProtocol" not in relay.to_json() and "url" not in relay.to_json()
 
 
 def test_an_allocation_is_waited_for_through_its_challenge_until_it_relays() -> None:

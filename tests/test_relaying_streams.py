@@ -108,6 +108,7 @@ def test_nothing_is_sent_until_the_stream_is_up_then_two_round_trips_give_the_re
     assert (relay.address, relay.port) == (TURN[0], 50000)
     # Browsers' relay type preferences: 2 over UDP, 1 over TCP, 0 over TLS.
     assert relay.priority is not None and relay.priority >> 24 == 1
+    assert (relay.relayProtocol, relay.url) == ("tcp", TCP)
 
 
 def test_turns_asks_for_tls_verifying_the_url_s_name_not_the_address() -> None:
@@ -120,6 +121,8 @@ def test_turns_asks_for_tls_verifying_the_url_s_name_not_the_address() -> None:
     core.stream_data(0.03, 1, grant(sent(drain(core))))
     [relay] = [c for c in core.candidates if c.type == "relay"]
     assert relay.priority is not None and relay.priority >> 24 == 0  # over TLS: the lowest
+    assert relay.relayProtocol == "tls"  # as a browser's RTCIceCandidate tells it
+    assert relay.url == "turns:turn.example.org:5349?transport=tcp"
 
 
 @settings(max_examples=60, deadline=None)
