@@ -1322,5 +1322,10 @@ class Gatherer:
             reason = f"DNS lookup of {command.url.host!r} failed: {error!r}"
             self._core.resolve_failed(self._now(), command.request, reason)
         else:
-            self._core.resolved(self._now(), command.request, [(a.host, a.port) for a in addresses])
+            found = [(a.host, a.port) for a in addresses]
+            try:
+                self._core.resolved(self._now(), command.request, found)
+            except ValueError as error:  # a Resolver subclass's port 0, say
+                reason = f"DNS lookup of {command.url.host!r} gave no address to use: {error}"
+                self._core.resolve_failed(self._now(), command.request, reason)
         self._service()

@@ -346,7 +346,7 @@ class Gathering(Relaying):
         keys: set[object] = set()
         for base in (*bases, *tcp_bases):
             numbers = (base.key, base.transport, base.component, base.port, base.family)
-            for number in (*numbers, base.rank, base.network_id):  # compiled: checked as read
+            for number in (*numbers, base.rank, base.network_id):
                 if not isinstance(number, int):
                     raise TypeError(f"a base's numbers must be ints: {base}")
             if base.key in keys:  # answers find their base by it
@@ -360,7 +360,7 @@ class Gathering(Relaying):
                 )
             if not 1 <= base.port <= 65535:
                 raise ValueError(f"base {base.key} has port {base.port}, not 1-65535")
-            if (flaw := _address_flaw(base.address, base.family)) is not None:
+            if (flaw := _address_flaw(base.address, base.family == socket.AF_INET6)) is not None:
                 raise ValueError(f"base {base.key}: {flaw}")
 
     def restart(self, now: float, credentials: Credentials | None = None) -> None:
@@ -412,6 +412,7 @@ class Gathering(Relaying):
         entry = self._resolving.get(request)
         if entry is None:
             return
+        addresses = tuple(addresses)  # read twice below: a generator would be used up
         for address in addresses:  # refused before the request is taken
             if len(address) != 2 or not isinstance(address[1], int) or not 0 < address[1] < 65536:
                 raise ValueError(f"resolved: {address!r} is not an (ip, port) pair")
@@ -624,7 +625,7 @@ def _canonical(address: str) -> str:
 
 
 @functools.lru_cache(maxsize=1024)
-def _address_flaw(address: str, family: int) -> str | None:
+def _address_flaw(address: str, ipv6: bool) -> str | None:
     """What is wrong with a base's address, or None (cached: a machine has few)."""
     try:
         parsed = ipaddress.ip_address(address)
@@ -632,8 +633,8 @@ def _address_flaw(address: str, family: int) -> str | None:
         return f"{address!r} is not an IP address"
     if "%" in address:
         return f"{address} has a zone: the base's address goes into candidates, without one"
-    if (family == socket.AF_INET6) != (parsed.version == 6):
-        return f"{address} is not of family {family}"
+    if ipv6 != (parsed.version == 6):
+        return f"{address} is not an {'IPv6' if ipv6 else 'IPv4'} address, as its family says"
     return None
 
 

@@ -351,6 +351,24 @@ async def test_a_resolver_that_raises_fails_its_server_not_the_gathering() -> No
     assert events[-1].to_json()["candidate"] is None
 
 
+async def test_a_resolver_s_unusable_answer_fails_its_server_at_once() -> None:
+    """Port 0 from a Resolver subclass: resolved() refused it, the task's ValueError was
+    never retrieved, and the server failed 2 s later as a timed-out lookup."""
+    from ice_engine.resolver import ResolvedAddress, Resolver
+    from ice_engine.urls import ServerUrl
+
+    class PortZero(Resolver):
+        async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+            return [ResolvedAddress("127.0.0.1", 0, socket.AF_INET)]
+
+    gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=PortZero())
+    async with gatherer:
+        events = await asyncio.wait_for(collect(gatherer), 5)
+    [error] = [e for e in events if e.type == "icecandidateerror"]
+    assert "gave no address to use" in error.errorText and error.t < 1.0, error.errorText
+    assert events[-1].to_json()["candidate"] is None
+
+
 def test_credentials_stay_out_of_repr() -> None:
     server = IceServer("turn:turn.example.org", "alice", "s3cret-wonderland")
     assert "s3cret" not in repr(server)

@@ -781,7 +781,7 @@ _NOT_AN_INT = "numbers must be ints|int object expected"  # plain Python's, comp
         ({"key": 1}, ValueError, "two bases have key 1"),
         ({"address": "localhost"}, ValueError, "'localhost' is not an IP address"),
         ({"address": "fe80::1%c0", "family": socket.AF_INET6}, ValueError, "has a zone"),
-        ({"family": socket.AF_INET}, ValueError, "is not of family 2"),
+        ({"family": socket.AF_INET}, ValueError, "is not an IPv4 address, as its family says"),
     ],
 )
 def test_a_base_no_socket_could_have_is_refused_and_gathering_goes_on(
@@ -836,7 +836,7 @@ def test_a_resolution_that_is_no_address_is_refused_and_can_be_told_again(
     [resolve] = [c for c in iter(core.next_command, None) if isinstance(c, Resolve)]
     with pytest.raises((ValueError, TypeError)):
         core.resolved(0.1, resolve.request, answer)  # type: ignore[arg-type]
-    core.resolved(0.2, resolve.request, [("198.51.100.10", 3478)])
+    core.resolved(0.2, resolve.request, (a for a in [("198.51.100.10", 3478)]))  # read once
     sent = [c for c in iter(core.next_command, None) if isinstance(c, SendDatagram)]
     assert {c.address for c in sent} == {("198.51.100.10", 3478)}
 
