@@ -3,11 +3,14 @@
 The sans-I/O core is `ice_engine.gathering.Gathering`; `Gatherer` drives it with asyncio.
 """
 
-# First: with ICE_ENGINE_PURE_PYTHON set, the core must load from its sources.
-from . import compiled  # noqa: F401, I001
-
 import importlib
+import os
 from typing import TYPE_CHECKING, Any
+
+# First: with ICE_ENGINE_PURE_PYTHON (compiled.PURE_PYTHON_VARIABLE) set, the core must
+# load from its sources. Otherwise not loaded here: `ice-engine` answers Ctrl-C sooner.
+if os.environ.get("ICE_ENGINE_PURE_PYTHON"):
+    from . import compiled  # noqa: F401
 
 if TYPE_CHECKING:  # what the names below load when first used (`__getattr__`)
     from .candidate import Candidate, CandidateError
@@ -91,14 +94,20 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    for home, names in _HOMES.items():
-        if name in names:
-            value = getattr(importlib.import_module(f".{home}", __name__), name)
-            globals()[name] = value  # found directly from now on
-            return value
-    raise AttributeError(f"module 'ice_engine' has no attribute {name!r}")
+if not TYPE_CHECKING:  # which would make every name mypy does not know Any
 
+    def __getattr__(name: str) -> Any:
+        for home, names in _HOMES.items():
+            if name in names:
+                value = getattr(importlib.import_module(f".{home}", __name__), name)
+                globals()[name] = value  # found directly from now on
+                return value
+        try:  # a module: `ice_engine.interfaces.local_addresses()` after `import ice_engine`
+            return importlib.import_module(f".{name}", __name__)
+        except ModuleNotFoundError as error:
+            if error.name != f"{__name__}.{name}":
+                raise  # one it imports is missing
+        raise AttributeError(f"module 'ice_engine' has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+    def __dir__() -> list[str]:
+        return sorted({*globals(), *__all__})

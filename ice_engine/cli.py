@@ -22,7 +22,7 @@ import signal
 import ssl
 import sys
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from .config import IceServer
@@ -38,6 +38,10 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 __all__ = ["main"]
+
+#: What ends a run, as Ctrl-C does: Ctrl-C, kill (or timeout(1), a service manager), and a
+#: terminal closing. (Not on Windows, which has no SIGHUP and whose loops take no handler.)
+_ENDING = () if sys.platform == "win32" else (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 EXAMPLES = """\
 examples:
@@ -547,7 +551,10 @@ async def _gathered(gatherer: Gatherer) -> AsyncIterator[Event]:
 
 
 async def _as_main_task(
-    command: Coroutine[Any, Any, int], out: TextIO, stopped_by: list[int]
+    command: Callable[[argparse.Namespace, TextIO], Coroutine[Any, Any, int]],
+    args: argparse.Namespace,
+    out: TextIO,
+    stopped_by: list[int],
 ) -> int:
     """Run a command as the process's main task, to be ended by a signal or a closed pipe.
 
@@ -557,7 +564,9 @@ async def _as_main_task(
     on the servers. The signal goes in `stopped_by` for the exit status (128 + it). A
     second one cancels again what is still waited for: the servers' confirmations.
     (asyncio.run's own second Ctrl-C raised KeyboardInterrupt inside the loop, which could
-    leave the task waiting for ever.) A reader that left (`| head -3`) ends it too.
+    leave the task waiting for ever.) A signal ignored when the process started (`cmd &`
+    in a script: SIGINT; `nohup`: SIGHUP) stays ignored. A reader that left (`| head -3`)
+    ends it too.
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
@@ -568,14 +577,15 @@ async def _as_main_task(
         task.cancel()
 
     handled: list[signal.Signals] = []
-    if sys.platform != "win32":  # whose loops take no signal handler (nor has it SIGHUP)
-        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
-                loop.add_signal_handler(number, stop, number)
-                handled.append(number)
+    for number in _ENDING:
+        if signal.getsignal(number) is signal.SIG_IGN:
+            continue
+        with contextlib.suppress(RuntimeError, ValueError):  # not the main thread
+            loop.add_signal_handler(number, stop, number)
+            handled.append(number)
     reader = _watch_the_reader(out)
     try:
-        return await command
+        return await command(args, out)
     except asyncio.CancelledError:
         if reader is not None and reader.done() and not reader.cancelled():
             raise BrokenPipeError from None  # ends quietly with status 0, as `| head` expects
@@ -583,8 +593,12 @@ async def _as_main_task(
     finally:
         if reader is not None:
             reader.cancel()
-        for number in handled:  # before asyncio.run closes the loop's wake-up pipe, to
-            loop.remove_signal_handler(number)  # which a signal would then be written
+        for number in handled:
+            # Removed before asyncio.run closes the loop's wake-up pipe, to which a signal
+            # would then be written; and ignored meanwhile: a KeyboardInterrupt raised in
+            # the loop's shutdown broke it. `main` puts the handlers back as they were.
+            loop.remove_signal_handler(number)
+            signal.signal(number, signal.SIG_IGN)
 
 
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
@@ -704,7 +718,7 @@ def _fail(error: object, status: int) -> int:
     return status
 
 
-def _drop_stdout() -> None:
+def drop_stdout() -> None:
     """Point stdout at /dev/null: what it still buffers cannot fail the exit (status 120)."""
     with contextlib.suppress(OSError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -725,6 +739,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         arguments.insert(0, "gather")
     stopped_by: list[int] = []  # the signal that ended a gathering, if one did
+    with _handlers_kept():
+        return _run(arguments, stopped_by)
+
+
+@contextlib.contextmanager
+def _handlers_kept() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP handled as before, once the command is over: its own
+    handlers (`_as_main_task`) must not outlive it in a process that goes on (a test's)."""
+    saved = {number: signal.getsignal(number) for number in _ENDING}
+    try:
+        yield
+    finally:
+        for number, handler in saved.items():
+            if handler is not None:  # None: set from C, and not ours to put back
+                with contextlib.suppress(ValueError):  # not the main thread: never changed
+                    signal.signal(number, handler)
+
+
+def _run(arguments: list[str], stopped_by: list[int]) -> int:
     try:
         args = build_parser().parse_args(arguments)
         if args.command in ("gather", "relay-check"):
@@ -743,22 +776,22 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.delay_ms, "json" if args.json else "plain" if args.plain else "view"
             )
         command = {"nat": _nat, "relay-check": _relay_check}.get(args.command, _gather)
-        return asyncio.run(_as_main_task(command(args, sys.stdout), sys.stdout, stopped_by))
-    except asyncio.CancelledError:  # a signal (see _as_main_task)
-        return 128 + (stopped_by[-1] if stopped_by else signal.SIGTERM)
+        return asyncio.run(_as_main_task(command, args, sys.stdout, stopped_by))
+    except asyncio.CancelledError:  # a signal (see _as_main_task), or a Ctrl-C that came
+        return 128 + (stopped_by[-1] if stopped_by else signal.SIGINT)  # before it began
     except UsageError as error:
         return _fail(error, 2)
     except BrokenPipeError:  # the reader left (`| head -1`): end quietly, as other tools do
-        _drop_stdout()
+        drop_stdout()
         return 0
     except ValueError as error:  # bad URLs, bad options: the message names the problem
         return _fail(error, 2)
     except OSError as error:
         if stopped_by:  # the terminal hung up (EIO): the summary had nowhere to go
-            _drop_stdout()
+            drop_stdout()
             return 128 + stopped_by[-1]
         if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # only writes fail so
-            _drop_stdout()
+            drop_stdout()
             return _fail(f"cannot write the output: {error.strerror}", 1)
         return _fail(error, 1)
     except KeyboardInterrupt:

@@ -3,6 +3,7 @@ signals and the messages a user sees when something is wrong."""
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import io
 import json
@@ -182,6 +183,64 @@ def test_ctrl_c_while_the_cli_loads_is_status_130_without_a_traceback() -> None:
     assert (result.returncode, result.stderr, result.stdout) == (130, "", "")
 
 
+_INTERRUPTED_WHILE_CLOSING = """
+import asyncio.runners, os, signal, sys
+import ice_engine.__main__ as entry
+shut_down = asyncio.runners._cancel_all_tasks
+def interrupted(loop):  # Ctrl-C as asyncio.run shuts its loop down, the command done
+    os.kill(os.getpid(), signal.SIGINT)
+    return shut_down(loop)
+asyncio.runners._cancel_all_tasks = interrupted
+sys.exit(entry.run())
+"""
+
+
+def test_ctrl_c_once_the_command_is_done_changes_nothing() -> None:
+    """A Ctrl-C while asyncio.run shut the loop down raised KeyboardInterrupt inside it:
+    "RuntimeError: Event loop stopped before Future completed", status 1."""
+    argv = [sys.executable, "-c", _INTERRUPTED_WHILE_CLOSING, "gather", "--json"]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    assert (result.returncode, result.stderr) == (0, "")
+    assert json.loads(result.stdout.splitlines()[-1])["candidate"] is None
+
+
+def test_a_ctrl_c_ignored_when_it_started_stays_ignored() -> None:
+    """`ice-engine gather --watch &` in a script starts with SIGINT ignored, to outlive a
+    Ctrl-C of the script; taking SIGINT over for itself, the command stopped."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # never answers
+        silent.bind(("127.0.0.1", 0))
+        server = f"stun:127.0.0.1:{silent.getsockname()[1]}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ice_engine", "gather", "--json", "--ice-server", server,
+             "--timeout", "1"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )  # fmt: skip
+        assert process.stdout is not None
+        assert json.loads(process.stdout.readline())["state"] == "gathering"
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=20)
+    assert (process.returncode, err) == (0, "")
+    assert json.loads(out.splitlines()[-1])["candidate"] is None  # it ran to its end
+
+
+def test_main_leaves_the_signal_handlers_as_it_found_them() -> None:
+    """A command's own handlers (signals ignored while its loop closes) must not outlive
+    it in the caller's process: a test suite calling main() would no longer stop on
+    Ctrl-C."""
+    from ice_engine.cli import main
+
+    numbers = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+    before = [signal.getsignal(number) for number in numbers]
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert main(["gather", "--json"]) == 0
+    assert [signal.getsignal(number) for number in numbers] == before
+    assert json.loads(out.getvalue().splitlines()[-1])["candidate"] is None
+
+
 def test_the_package_loads_its_parts_when_used() -> None:
     """`import ice_engine` (and the codec, the command's entry point) load no asyncio;
     every exported name is there once asked for."""
@@ -197,6 +256,7 @@ assert sorted(homes) == sorted(ice_engine.__all__)
 for name, home in homes.items():
     assert getattr(ice_engine, name) is getattr(sys.modules[f"ice_engine.{home}"], name)
 assert set(ice_engine.__all__) <= set(dir(ice_engine))
+assert ice_engine.interfaces.local_addresses is not None  # modules too, as before
 try:
     ice_engine.Gatherers
 except AttributeError as error:
@@ -204,8 +264,25 @@ except AttributeError as error:
 else:
     raise AssertionError("no AttributeError")
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=30
+    )
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_mypy_still_tells_a_user_of_a_name_the_package_has_not(tmp_path: Path) -> None:
+    """The package's module `__getattr__` made every unknown name `Any` to mypy:
+    `from ice_engine import Gatherr` passed --strict."""
+    from mypy import api
+
+    user = tmp_path / "user.py"
+    user.write_text(
+        "from ice_engine import Gatherer, Gatherr\nimport ice_engine\nice_engine.Gatherers\n"
+    )
+    out, _, status = api.run(["--strict", "--no-incremental", str(user)])
+    assert status == 1
+    assert 'has no attribute "Gatherr"' in out and 'has no attribute "Gatherers"' in out, out
+    assert out.count("error:") == 2, out  # Gatherer itself is known
 
 
 def test_version(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -477,7 +554,10 @@ def test_an_explicit_empty_credential_is_not_replaced_by_the_environment() -> No
 def test_a_closed_stderr_keeps_messages_out_of_the_json_on_stdout() -> None:
     """With fd 2 closed, Python's sys.stderr is None and print(file=None) wrote the
     warning, or the error, to stdout, among the JSON lines."""
-    for args, status in ((["--json", "--username", "alice"], 0), (["--ice-server", "stun:bad host"], 2)):
+    for args, status in (
+        (["--json", "--username", "alice"], 0),
+        (["--ice-server", "stun:bad host"], 2),
+    ):
         result = subprocess.run(
             [sys.executable, "-m", "ice_engine", "gather", *args],
             stdout=subprocess.PIPE,

@@ -45,7 +45,8 @@ def test_the_variable_runs_the_sources() -> None:
     """ICE_ENGINE_PURE_PYTHON=1 imports every compiled module from its .py, and a
     gathering runs the same there."""
     script = (
-        "import ice_engine, sys\n"
+        "import sys, ice_engine.gathering as first\n"  # before anything imports `compiled`
+        "assert first.__file__.endswith('.py'), first.__file__\n"
         "from ice_engine import compiled, gathering, stun, candidate\n"
         "names = [n for n in compiled.COMPILED if compiled.is_compiled(sys.modules['ice_engine.' + n])]\n"
         "assert not names, names\n"
