@@ -11,7 +11,8 @@ import contextlib
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from ice_engine.lab import topology as t
 from ice_engine.lab.availability import lab_unavailable_reason
@@ -71,43 +72,62 @@ def _gather_in(lab: Lab, output: str) -> int:
     elif output == "plain":
         argv.append("--plain")
     env = {**lab.python_env(), "ICE_ENGINE_CREDENTIAL": t.PASSWORD}  # not on the cmdline
-    gathering = subprocess.Popen(lab.exec_args(t.CLIENT_NS, argv), env=env)
-    with _signals_left_to(gathering):
+    passing = _PassedOn()
+    with _handled_by(passing, (signal.SIGINT, *_ENDING)):
+        gathering = subprocess.Popen(lab.exec_args(t.CLIENT_NS, argv), env=env)
+        passing.to(gathering)
         status = gathering.wait()
     return 128 - status if status < 0 else status  # killed by a signal (-N): as a shell says
 
 
 @contextlib.contextmanager
 def _lab_left_as_found_on_signals() -> Iterator[None]:
-    """SIGTERM and SIGHUP (the terminal closed) end the demo as Ctrl-C does: through
+    """Ctrl-C, SIGTERM and SIGHUP (the terminal closed) end the demo through
     `lab_session`'s cleanup, which takes the lab down or puts its delay back and gives
     the session's lease up, rather than the process dying and leaving them."""
 
     def leave(number: int, _frame: object) -> None:
-        raise SystemExit(128 + number)
+        for each in (signal.SIGINT, *_ENDING):  # a second one (a hang-up comes from the
+            signal.signal(each, signal.SIG_IGN)  # kernel and the shell) must not cut the
+        raise SystemExit(128 + number)  # cleanup short
 
-    previous = {number: signal.signal(number, leave) for number in _ENDING}
-    try:
+    with _handled_by(leave, (signal.SIGINT, *_ENDING)):
         yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+
+
+class _PassedOn:
+    """While the gathering runs, it handles the signals: it closes its gatherer, releasing
+    the TURN allocations, prints its summary and exits 128 + the signal, which the demo
+    then returns. SIGTERM or SIGHUP sent to the demo alone are passed on (one that came
+    before the gathering had started, once it has); Ctrl-C reaches it from the terminal
+    (a foreground process group), and is not passed on, or it would come twice."""
+
+    def __init__(self) -> None:
+        self._gathering: subprocess.Popen[bytes] | None = None
+        self._early: list[int] = []
+
+    def __call__(self, number: int, _frame: object) -> None:
+        if number == signal.SIGINT:
+            return
+        if self._gathering is None:
+            self._early.append(number)
+        else:
+            self._gathering.send_signal(number)
+
+    def to(self, gathering: subprocess.Popen[bytes]) -> None:
+        self._gathering = gathering
+        for number in self._early:
+            gathering.send_signal(number)
 
 
 @contextlib.contextmanager
-def _signals_left_to(gathering: subprocess.Popen[bytes]) -> Iterator[None]:
-    """While the gathering runs, it handles the signals: it closes its gatherer, releasing
-    the TURN allocations, prints its summary and exits 128 + the signal, which the demo
-    then returns. Ctrl-C reaches it from the terminal (a foreground process group);
-    SIGTERM or SIGHUP sent to the demo alone are passed on."""
-
-    def pass_on(number: int, _frame: object) -> None:
-        if number != signal.SIGINT:
-            gathering.send_signal(number)
-
-    previous = {number: signal.signal(number, pass_on) for number in (signal.SIGINT, *_ENDING)}
+def _handled_by(
+    handler: Callable[[int, Any], None], numbers: tuple[signal.Signals, ...]
+) -> Iterator[None]:
+    """These signals go to `handler` for the block, then to what handled them before."""
+    previous = {number: signal.signal(number, handler) for number in numbers}
     try:
         yield
     finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
+        for number, earlier in previous.items():
+            signal.signal(number, earlier)

@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -50,16 +51,21 @@ def test_demo_plain_output_explains_the_lab(lab: Lab) -> None:
 
 
 @pytest.mark.parametrize(
-    ("moment", "delay_ms"),
-    [("while it joins the lab", 7), ("while it gathers", 150)],
+    ("moment", "delay_ms", "times"),
+    [
+        ("while it joins the lab", 7, 1),
+        ("while it joins the lab", 7, 2),
+        ("while it gathers", 150, 1),
+    ],
 )
 def test_sigterm_ends_the_demo_with_the_lab_left_as_found(
-    lab: Lab, moment: str, delay_ms: int
+    lab: Lab, moment: str, delay_ms: int, times: int
 ) -> None:
     """`kill` (SIGTERM) or a closed terminal (SIGHUP) killed the demo where it stood: its
     lease stayed behind, and so did the delay it had set on the lab it joined. Now it
     ends as Ctrl-C does: the gathering closes (its relays released) and exits 143, which
-    the demo returns once the lab is as it found it."""
+    the demo returns once the lab is as it found it. A second signal (a hang-up comes
+    from the kernel and the shell) does not cut that cleanup short."""
     if others := leases.other_sessions():  # it changes the shared delay
         pytest.skip(f"the lab is in use by other test sessions (PIDs {others})")
     before = lab.delay_ms
@@ -76,8 +82,13 @@ def test_sigterm_ends_the_demo_with_the_lab_left_as_found(
             if " host " in line:
                 break
     process.send_signal(signal.SIGTERM)  # to the demo alone, as `kill PID` sends it
+    if times == 2:
+        time.sleep(0.02)
+        process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=60)
-    assert process.returncode == 128 + signal.SIGTERM, err
+    # The second, if it comes once the cleanup is done, ends the process as the signal
+    # does: a shell sees 143 either way.
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGTERM)[:times], err
     assert "Traceback" not in err, err
     if moment == "while it gathers":
         assert "interrupted after" in out
