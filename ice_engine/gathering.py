@@ -22,8 +22,10 @@ import functools
 import ipaddress
 import math
 import socket
+import types
 from collections import deque
 from collections.abc import Sequence
+from typing import Final
 
 from .commands import Command, Resolve
 from .credentials import Credentials
@@ -345,10 +347,13 @@ class Gathering(Relaying):
         bad one would fail it halfway, never to complete)."""
         keys: set[object] = set()
         for base in (*bases, *tcp_bases):
-            numbers = (base.key, base.transport, base.component, base.port, base.family)
-            for number in (*numbers, base.rank, base.network_id):
-                if not isinstance(number, int):
-                    raise TypeError(f"a base's numbers must be ints: {base}")
+            if not _COMPILED:  # compiled, each is checked as it is read as an int below
+                numbers = (base.key, base.transport, base.component, base.port, base.family)
+                for number in (*numbers, base.rank, base.network_id):
+                    if not isinstance(number, int):
+                        raise TypeError(f"a base's numbers must be ints: {base}")
+            if base.rank < 0 or base.network_id < 0:
+                raise ValueError(f"base {base.key}: its rank and network id must be 0 or more")
             if base.key in keys:  # answers find their base by it
                 raise ValueError(f"two bases have key {base.key}")
             keys.add(base.key)
@@ -622,6 +627,14 @@ def _canonical(address: str) -> str:
     """One spelling per address, so a response's source compares equal (cached: servers
     are few and every gatherer asks)."""
     return str(ipaddress.ip_address(address))
+
+
+def _compiled() -> bool:
+    """Whether this module runs compiled by mypyc: its functions are then builtins."""
+    return not isinstance(_compiled, types.FunctionType)
+
+
+_COMPILED: Final = _compiled()
 
 
 @functools.lru_cache(maxsize=1024)

@@ -778,6 +778,7 @@ _NOT_AN_INT = "numbers must be ints|int object expected"  # plain Python's, comp
         ({"port": 0}, ValueError, "port 0, not 1-65535"),
         ({"key": "9"}, TypeError, _NOT_AN_INT),
         ({"rank": 0.5}, TypeError, _NOT_AN_INT),
+        ({"network_id": -1}, ValueError, "network id must be 0 or more"),
         ({"key": 1}, ValueError, "two bases have key 1"),
         ({"address": "localhost"}, ValueError, "'localhost' is not an IP address"),
         ({"address": "fe80::1%c0", "family": socket.AF_INET6}, ValueError, "has a zone"),
