@@ -1325,7 +1325,7 @@ class Gatherer:
             found = [(a.host, a.port) for a in addresses]
             try:
                 self._core.resolved(self._now(), command.request, found)
-            except ValueError as error:  # a Resolver subclass's port 0, say
+            except (TypeError, ValueError) as error:  # a Resolver subclass's port 0, say
                 reason = f"DNS lookup of {command.url.host!r} gave no address to use: {error}"
                 self._core.resolve_failed(self._now(), command.request, reason)
         self._service()

@@ -354,6 +354,12 @@ class Gathering(Relaying):
                         raise TypeError(f"a base's numbers must be ints: {base}")
             if base.rank < 0 or base.network_id < 0:
                 raise ValueError(f"base {base.key}: its rank and network id must be 0 or more")
+            if base.relay_key is not None and not (
+                isinstance(base.relay_key, int) and base.relay_key >= 0  # (read as int)
+            ):
+                raise TypeError(f"base {base.key}: relay_key must be None or a key")
+            if base.name is not None and not (isinstance(base.name, str) and base.name):
+                raise TypeError(f"base {base.key}: name must be None or an mDNS name")
             if base.key in keys:  # answers find their base by it
                 raise ValueError(f"two bases have key {base.key}")
             keys.add(base.key)

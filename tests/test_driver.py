@@ -357,16 +357,21 @@ async def test_a_resolver_s_unusable_answer_fails_its_server_at_once() -> None:
     from ice_engine.resolver import ResolvedAddress, Resolver
     from ice_engine.urls import ServerUrl
 
-    class PortZero(Resolver):
-        async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
-            return [ResolvedAddress("127.0.0.1", 0, socket.AF_INET)]
+    class Unusable(Resolver):
+        def __init__(self, port: object) -> None:
+            super().__init__()
+            self.port = port
 
-    gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=PortZero())
-    async with gatherer:
-        events = await asyncio.wait_for(collect(gatherer), 5)
-    [error] = [e for e in events if e.type == "icecandidateerror"]
-    assert "gave no address to use" in error.errorText and error.t < 1.0, error.errorText
-    assert events[-1].to_json()["candidate"] is None
+        async def resolve(self, url: ServerUrl) -> list[ResolvedAddress]:
+            return [ResolvedAddress("127.0.0.1", self.port, socket.AF_INET)]  # type: ignore[arg-type]
+
+    for port in (0, "3478"):  # the compiled core refuses the string's type, not its value
+        gatherer = Gatherer([IceServer("stun:stun.example.org")], resolver=Unusable(port))
+        async with gatherer:
+            events = await asyncio.wait_for(collect(gatherer), 5)
+        [error] = [e for e in events if e.type == "icecandidateerror"]
+        assert "gave no address to use" in error.errorText and error.t < 1.0, error.errorText
+        assert events[-1].to_json()["candidate"] is None
 
 
 def test_credentials_stay_out_of_repr() -> None:

@@ -779,6 +779,8 @@ _NOT_AN_INT = "numbers must be ints|int object expected"  # plain Python's, comp
         ({"key": "9"}, TypeError, _NOT_AN_INT),
         ({"rank": 0.5}, TypeError, _NOT_AN_INT),
         ({"network_id": -1}, ValueError, "network id must be 0 or more"),
+        ({"relay_key": "7"}, TypeError, "relay_key must be None or a key|int or None object"),
+        ({"name": 5}, TypeError, "name must be None or an mDNS name|str or None object"),
         ({"key": 1}, ValueError, "two bases have key 1"),
         ({"address": "localhost"}, ValueError, "'localhost' is not an IP address"),
         ({"address": "fe80::1%c0", "family": socket.AF_INET6}, ValueError, "has a zone"),
