@@ -102,11 +102,12 @@ if not TYPE_CHECKING:  # which would make every name mypy does not know Any
                 value = getattr(importlib.import_module(f".{home}", __name__), name)
                 globals()[name] = value  # found directly from now on
                 return value
-        try:  # a module: `ice_engine.interfaces.local_addresses()` after `import ice_engine`
-            return importlib.import_module(f".{name}", __name__)
-        except ModuleNotFoundError as error:
-            if error.name != f"{__name__}.{name}":
-                raise  # one it imports is missing
+        if name.isidentifier() and not name.startswith("__"):
+            try:  # a module: `ice_engine.interfaces.local_addresses()` after `import ice_engine`
+                return importlib.import_module(f".{name}", __name__)
+            except ModuleNotFoundError as error:
+                if error.name != f"{__name__}.{name}":
+                    raise  # one it imports is missing
         raise AttributeError(f"module 'ice_engine' has no attribute {name!r}")
 
     def __dir__() -> list[str]:

@@ -593,12 +593,18 @@ async def _as_main_task(
     finally:
         if reader is not None:
             reader.cancel()
-        for number in handled:
-            # Removed before asyncio.run closes the loop's wake-up pipe, to which a signal
-            # would then be written; and ignored meanwhile: a KeyboardInterrupt raised in
-            # the loop's shutdown broke it. `main` puts the handlers back as they were.
-            loop.remove_signal_handler(number)
-            signal.signal(number, signal.SIG_IGN)
+        # Removed before asyncio.run closes the loop's wake-up pipe, to which a signal
+        # would then be written; and ignored meanwhile: a KeyboardInterrupt raised in the
+        # loop's shutdown broke it. `main` puts the handlers back as they were. Held back
+        # meanwhile: the loop puts the defaults back first.
+        if handled:
+            signal.pthread_sigmask(signal.SIG_BLOCK, handled)
+            try:
+                for number in handled:
+                    loop.remove_signal_handler(number)
+                    signal.signal(number, signal.SIG_IGN)
+            finally:  # one held back meanwhile is then dropped: it is ignored
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, handled)
 
 
 async def _nat(args: argparse.Namespace, out: TextIO) -> int:
@@ -720,11 +726,21 @@ def _fail(error: object, status: int) -> int:
 
 def drop_stdout() -> None:
     """Point stdout at /dev/null: what it still buffers cannot fail the exit (status 120)."""
-    with contextlib.suppress(OSError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    with contextlib.suppress(OSError, ValueError):  # ValueError: closed
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, sys.stdout.fileno())
+        finally:
+            os.close(devnull)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, process_exits: bool = False) -> int:
+    """Run the command `argv` (by default the process's arguments); its exit status.
+
+    The signal handlers are put back as found at the end; with `process_exits` (the
+    `ice-engine` script, which exits next) they are left to end the process as their
+    default does (a Ctrl-C then: status 130, no traceback), or ignored if they were.
+    """
     for stream in (sys.stdout, sys.stderr):  # an ASCII terminal gets \u escapes, not a crash
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors="backslashreplace")
@@ -739,19 +755,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         arguments.insert(0, "gather")
     stopped_by: list[int] = []  # the signal that ended a gathering, if one did
-    with _handlers_kept():
+    with _handlers_kept(process_exits):
         return _run(arguments, stopped_by)
 
 
 @contextlib.contextmanager
-def _handlers_kept() -> Iterator[None]:
+def _handlers_kept(process_exits: bool) -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP handled as before, once the command is over: its own
-    handlers (`_as_main_task`) must not outlive it in a process that goes on (a test's)."""
+    handlers (`_as_main_task`) must not outlive it in a process that goes on (a test's).
+    In one that exits next, their defaults (see `main`)."""
     saved = {number: signal.getsignal(number) for number in _ENDING}
     try:
         yield
     finally:
         for number, handler in saved.items():
+            if process_exits and handler is not signal.SIG_IGN:
+                handler = signal.SIG_DFL
             if handler is not None:  # None: set from C, and not ours to put back
                 with contextlib.suppress(ValueError):  # not the main thread: never changed
                     signal.signal(number, handler)

@@ -53,7 +53,11 @@ def run_demo(delay_ms: float = 25.0, output: str = "view") -> int:
                 flush=True,
             )
         with lab_session(delay_ms=delay_ms) as lab:
-            return _gather_in(lab, output)
+            try:
+                return _gather_in(lab, output)
+            finally:  # the lab session's cleanup comes next: no signal may cut it short
+                for number in (signal.SIGINT, *_ENDING):
+                    signal.signal(number, signal.SIG_IGN)
 
 
 def _gather_in(lab: Lab, output: str) -> int:
@@ -107,11 +111,9 @@ class _PassedOn:
         self._early: list[int] = []
 
     def __call__(self, number: int, _frame: object) -> None:
-        if number == signal.SIGINT:
-            return
-        if self._gathering is None:
+        if self._gathering is None:  # it reached no gathering
             self._early.append(number)
-        else:
+        elif number != signal.SIGINT:
             self._gathering.send_signal(number)
 
     def to(self, gathering: subprocess.Popen[bytes]) -> None:
@@ -124,8 +126,10 @@ class _PassedOn:
 def _handled_by(
     handler: Callable[[int, Any], None], numbers: tuple[signal.Signals, ...]
 ) -> Iterator[None]:
-    """These signals go to `handler` for the block, then to what handled them before."""
-    previous = {number: signal.signal(number, handler) for number in numbers}
+    """These signals go to `handler` for the block, then to what handled them before;
+    but those ignored (`nohup`, `cmd &` in a script) stay ignored."""
+    ignored = [number for number in numbers if signal.getsignal(number) is signal.SIG_IGN]
+    previous = {n: signal.signal(n, handler) for n in numbers if n not in ignored}
     try:
         yield
     finally:

@@ -94,3 +94,21 @@ def test_sigterm_ends_the_demo_with_the_lab_left_as_found(
         assert "interrupted after" in out
     assert not (USERS_DIR / f"session-{process.pid}").exists()
     assert lab.delay_ms == before
+
+
+def test_a_signal_ignored_when_the_demo_started_stays_ignored(lab: Lab) -> None:
+    """`nohup ice-engine demo` (or `... &` in a script) ignores the hang-up; the demo took
+    the signal over for itself (and its gathering was started with it no longer ignored)."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ice_engine", "demo", "--plain", "--delay-ms", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline().startswith("ice-engine demo: ")
+    process.send_signal(signal.SIGTERM)
+    out, err = process.communicate(timeout=60)
+    assert (process.returncode, err) == (0, ""), err
+    assert "interrupted" not in out and "relay" in out
