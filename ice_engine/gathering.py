@@ -22,11 +22,10 @@ import functools
 import ipaddress
 import math
 import socket
-import types
 from collections import deque
 from collections.abc import Sequence
-from typing import Final
 
+from .candidate import _COMPILED  # the core is compiled as one, or not at all
 from .commands import Command, Resolve
 from .credentials import Credentials
 from .events import (
@@ -633,14 +632,6 @@ def _canonical(address: str) -> str:
     """One spelling per address, so a response's source compares equal (cached: servers
     are few and every gatherer asks)."""
     return str(ipaddress.ip_address(address))
-
-
-def _compiled() -> bool:
-    """Whether this module runs compiled by mypyc: its functions are then builtins."""
-    return not isinstance(_compiled, types.FunctionType)
-
-
-_COMPILED: Final = _compiled()
 
 
 @functools.lru_cache(maxsize=1024)
