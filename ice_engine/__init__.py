@@ -66,7 +66,7 @@ __version__ = "0.1.0"
 
 #: Each name's module. `import ice_engine` loads none of them (asyncio, the driver, the
 #: core) until one is used: `ice_engine.stun` or the sans-I/O core alone import quickly,
-#: and the `ice-engine` command answers Ctrl-C from its first milliseconds (`__main__`).
+#: and the `ice-engine` command answers Ctrl-C while it loads (`__main__`).
 _HOMES = {
     "candidate": ("Candidate", "CandidateError"),
     "config": ("IceServer",),

@@ -20,7 +20,8 @@ from ice_engine.lab.lab import Lab, lab_session
 
 __all__ = ["run_demo"]
 
-_ENDING = (signal.SIGTERM, signal.SIGHUP)  # kill, timeout(1), a service manager; a hang-up
+#: Ctrl-C; kill, timeout(1), a service manager; a hang-up.
+_ENDING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 INTRO = """\
 ice-engine demo: a lab of network namespaces on this machine
@@ -56,8 +57,7 @@ def run_demo(delay_ms: float = 25.0, output: str = "view") -> int:
             try:
                 return _gather_in(lab, output)
             finally:  # the lab session's cleanup comes next: no signal may cut it short
-                for number in (signal.SIGINT, *_ENDING):
-                    signal.signal(number, signal.SIG_IGN)
+                _ignore_signals()
 
 
 def _gather_in(lab: Lab, output: str) -> int:
@@ -77,7 +77,7 @@ def _gather_in(lab: Lab, output: str) -> int:
         argv.append("--plain")
     env = {**lab.python_env(), "ICE_ENGINE_CREDENTIAL": t.PASSWORD}  # not on the cmdline
     passing = _PassedOn()
-    with _handled_by(passing, (signal.SIGINT, *_ENDING)):
+    with _handled_by(passing):
         gathering = subprocess.Popen(lab.exec_args(t.CLIENT_NS, argv), env=env)
         passing.to(gathering)
         status = gathering.wait()
@@ -91,12 +91,16 @@ def _lab_left_as_found_on_signals() -> Iterator[None]:
     the session's lease up, rather than the process dying and leaving them."""
 
     def leave(number: int, _frame: object) -> None:
-        for each in (signal.SIGINT, *_ENDING):  # a second one (a hang-up comes from the
-            signal.signal(each, signal.SIG_IGN)  # kernel and the shell) must not cut the
-        raise SystemExit(128 + number)  # cleanup short
+        _ignore_signals()  # a second one (a hang-up comes from the kernel and the shell)
+        raise SystemExit(128 + number)  # must not cut the cleanup short
 
-    with _handled_by(leave, (signal.SIGINT, *_ENDING)):
+    with _handled_by(leave):
         yield
+
+
+def _ignore_signals() -> None:
+    for number in _ENDING:
+        signal.signal(number, signal.SIG_IGN)
 
 
 class _PassedOn:
@@ -123,13 +127,14 @@ class _PassedOn:
 
 
 @contextlib.contextmanager
-def _handled_by(
-    handler: Callable[[int, Any], None], numbers: tuple[signal.Signals, ...]
-) -> Iterator[None]:
-    """These signals go to `handler` for the block, then to what handled them before;
-    but those ignored (`nohup`, `cmd &` in a script) stay ignored."""
-    ignored = [number for number in numbers if signal.getsignal(number) is signal.SIG_IGN]
-    previous = {n: signal.signal(n, handler) for n in numbers if n not in ignored}
+def _handled_by(handler: Callable[[int, Any], None]) -> Iterator[None]:
+    """The signals that end the demo go to `handler` for the block, then to what handled
+    them before; but those ignored (`nohup`, `cmd &` in a script) stay ignored."""
+    previous = {
+        number: signal.signal(number, handler)
+        for number in _ENDING
+        if signal.getsignal(number) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:
