@@ -256,12 +256,18 @@ def test_a_gathering_ends_quietly_once_its_reader_has_left() -> None:
         )
         assert process.stdout is not None and process.stderr is not None
         assert json.loads(process.stdout.readline())["state"] == "gathering"
-        process.stdout.close()  # as head does
-        try:
-            assert process.wait(timeout=15) == 0
-        finally:
-            process.kill()
-        assert process.stderr.read() == b""
+        _ends_quietly_once_its_reader_leaves(process)
+
+
+def _ends_quietly_once_its_reader_leaves(process: subprocess.Popen[bytes]) -> None:
+    """Its stdout closed, as `| head` or `| true` do: status 0 soon, nothing on stderr."""
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    try:
+        assert process.wait(timeout=15) == 0
+    finally:
+        process.kill()
+    assert process.stderr.read() == b""
 
 
 @pytest.mark.parametrize("command", ["relay-check", "nat"])
@@ -282,13 +288,7 @@ def test_the_other_commands_end_quietly_once_their_reader_has_left(command: str)
             stderr=subprocess.PIPE,
             env={**os.environ, "ICE_ENGINE_CREDENTIAL": "p"},
         )
-        assert process.stdout is not None and process.stderr is not None
-        process.stdout.close()  # as `| true` does
-        try:
-            assert process.wait(timeout=15) == 0
-        finally:
-            process.kill()
-        assert process.stderr.read() == b""
+        _ends_quietly_once_its_reader_leaves(process)
 
 
 def test_watch_ends_quietly_once_its_reader_has_left() -> None:
