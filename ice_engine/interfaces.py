@@ -76,7 +76,10 @@ def is_usable(address: str, *, link_local: bool = False) -> bool:
 
 def interleave(addresses: Iterable[LocalAddress]) -> list[LocalAddress]:
     """RFC 8421 §4 order: IPv6 and IPv4 alternate, each family in interface order."""
+    addresses = list(addresses)
     v6 = [a for a in addresses if a.family == socket.AF_INET6]
+    if not v6 or len(v6) == len(addresses):
+        return addresses  # one family: nothing to alternate
     v4 = [a for a in addresses if a.family == socket.AF_INET]
     ordered: list[LocalAddress] = []
     for i in range(max(len(v6), len(v4))):
@@ -193,7 +196,8 @@ def default_route_addresses(addresses: Sequence[LocalAddress]) -> list[LocalAddr
 
 
 _cache: tuple[float, list[LocalAddress]] | None = None
-_ordered: dict[bool, tuple[LocalAddress, ...]] = {}  # filtered and ordered, per link_local
+_usable: dict[bool, tuple[LocalAddress, ...]] = {}  # of _cache, per link_local
+_ordered: dict[bool, tuple[LocalAddress, ...]] = {}  # the same in RFC 8421 order
 
 
 def local_addresses(
@@ -214,16 +218,15 @@ def local_addresses(
         or (taken_after is not None and _cache[0] < taken_after)
     ):
         _cache = (now, enumerate_addresses())
+        _usable.clear()
         _ordered.clear()
-    if address_filter is None and link_local in _ordered:
-        return list(_ordered[link_local])  # the common case, shared by every gatherer
-    usable = [
-        a
-        for a in _cache[1]
-        if is_usable(a.address, link_local=link_local)
-        and (address_filter is None or address_filter(a.interface, a.address))
-    ]
-    ordered = interleave(usable)
+    usable = _usable.get(link_local)
+    if usable is None:  # once per enumeration; every gatherer shares it
+        usable = tuple(a for a in _cache[1] if is_usable(a.address, link_local=link_local))
+        _usable[link_local] = usable
+        _ordered[link_local] = tuple(interleave(usable))
     if address_filter is None:
-        _ordered[link_local] = tuple(ordered)
-    return ordered
+        return list(_ordered[link_local])
+    # The filter is asked for each gatherer (it may answer differently from one to the
+    # next), and before ordering, which alternates the families of what it keeps.
+    return interleave([a for a in usable if address_filter(a.interface, a.address)])

@@ -1,16 +1,71 @@
-"""Which of the machine's IPv6 addresses the kernel says not to use (Linux flags)."""
+"""Which of the machine's addresses are gathered from, in which order: RFC 8421's
+interleaving, the application's filter, and the IPv6 addresses the kernel says not to use."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 
 import pytest
 
-from ice_engine.interfaces import unusable_ipv6
+from ice_engine import interfaces
+from ice_engine.interfaces import LocalAddress, interleave, local_addresses, unusable_ipv6
+
+V6_A = LocalAddress("eth0", "2001:db8::a", socket.AF_INET6, 1)
+V6_B = LocalAddress("eth1", "2001:db8::b", socket.AF_INET6, 2)
+V4_A = LocalAddress("eth0", "203.0.113.1", socket.AF_INET, 3)
+V4_B = LocalAddress("eth1", "203.0.113.2", socket.AF_INET, 4)
+LOOPBACK = LocalAddress("lo", "127.0.0.1", socket.AF_INET, 5)
+
+
+def test_families_alternate_ipv6_first_each_in_interface_order() -> None:
+    assert interleave([V4_A, V4_B, V6_A, V6_B]) == [V6_A, V4_A, V6_B, V4_B]
+    assert interleave([V4_A, V6_A, V4_B]) == [V6_A, V4_A, V4_B]
+    assert interleave([V4_B, V4_A]) == [V4_B, V4_A]  # one family: as given
+    assert interleave(iter([V6_B])) == [V6_B]
+    assert interleave([]) == []
+
+
+@pytest.fixture
+def machine(monkeypatch: pytest.MonkeyPatch) -> list[LocalAddress]:
+    """The addresses `local_addresses` enumerates, replaceable by the test."""
+    present = [LOOPBACK, V4_A, V4_B, V6_A, V6_B]
+    monkeypatch.setattr(interfaces, "enumerate_addresses", lambda: list(present))
+    monkeypatch.setattr(interfaces, "_cache", None)
+    return present
+
+
+def test_the_filter_is_asked_for_each_call_and_its_choice_interleaved(
+    machine: list[LocalAddress],
+) -> None:
+    assert local_addresses() == [V6_A, V4_A, V6_B, V4_B]  # no loopback
+    asked: list[tuple[str, str]] = []
+
+    def no_eth0(interface: str, address: str) -> bool:
+        asked.append((interface, address))
+        return interface != "eth0"
+
+    assert local_addresses(address_filter=no_eth0) == [V6_B, V4_B]
+    assert sorted(asked) == sorted((a.interface, a.address) for a in machine[1:])
+    assert local_addresses(address_filter=lambda _i, a: a == V4_A.address) == [V4_A]
+    assert local_addresses(address_filter=lambda _i, _a: False) == []
+    assert len(asked) == 4  # each gatherer's call asks anew: the filter may change
+    local_addresses(address_filter=no_eth0)
+    assert len(asked) == 8
+    assert local_addresses() == [V6_A, V4_A, V6_B, V4_B]  # the filter's answer kept apart
+
+
+def test_a_new_enumeration_is_filtered_anew(machine: list[LocalAddress]) -> None:
+    assert local_addresses() == [V6_A, V4_A, V6_B, V4_B]
+    machine.remove(V6_A)
+    assert local_addresses() == [V6_A, V4_A, V6_B, V4_B]  # the enumeration is reused...
+    assert local_addresses(max_age=0) == [V6_B, V4_A, V4_B]  # ...until it is too old
+    assert local_addresses(address_filter=lambda i, _a: i == "eth0") == [V4_A]
+
 
 # /proc/net/if_inet6 as Linux wrote it for a veth with four addresses: ::1 (nodad, 0x82),
 # ::2 (nodad, preferred_lft 0: deprecated, 0xa2), ::3 (duplicate address detection under
