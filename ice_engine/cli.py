@@ -311,23 +311,32 @@ def _add_server_options(command: argparse.ArgumentParser, schemes: str) -> None:
 
 
 _MIN_LIVE_WIDTH = 40  # terminal columns: fewer get plain lines
-# With ICE-TCP rows ("tcp (passive)"), the narrow table needs this many not to be cut at
-# the screen's edge, where `203.0.113.130:60442` would show as `203.0.113.130:60`.
-_MIN_LIVE_WIDTH_TCP = 94
 
 
-def _live_console(out: TextIO, min_width: int = _MIN_LIVE_WIDTH) -> Console | None:
+def _live_console(out: TextIO) -> Console | None:
     """A rich console when `out` is a terminal that can take a live view, else None."""
     encoding = (getattr(out, "encoding", None) or "").lower().replace("-", "")
     if not out.isatty() or os.environ.get("TERM") == "dumb" or encoding != "utf8":
         return None  # the table's lines and spinner need UTF-8: plain lines then
+    if _locale_codeset() not in ("utf8", None):
+        return None  # LC_ALL=C: Python writes UTF-8 (its UTF-8 mode), the terminal reads ASCII
     try:
         from rich.console import Console
     except ImportError:  # pragma: no cover - rich is a dependency
         return None
     console = Console(file=out, highlight=False, emoji=False)
     # COLUMNS=0 drew nothing at all, and a table a few columns wide is no better
-    return console if console.width >= min_width else None
+    return console if console.width >= _MIN_LIVE_WIDTH else None
+
+
+def _locale_codeset() -> str | None:
+    """The character set of the locale (LC_CTYPE), as `utf8`; None where unknown (Windows)."""
+    import locale
+
+    try:
+        return locale.nl_langinfo(locale.CODESET).lower().replace("-", "")
+    except AttributeError:
+        return None
 
 
 async def _tick(view: LiveView | PlainView) -> None:
@@ -508,8 +517,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
                     out.write(json.dumps(event.to_json()) + "\n")
                     out.flush()
         return 0
-    need = _MIN_LIVE_WIDTH_TCP if args.tcp else _MIN_LIVE_WIDTH
-    console = None if args.plain else _live_console(out, need)
+    console = None if args.plain else _live_console(out)
     view: LiveView | PlainView = (
         PlainView(out, _servers_shown(args))
         if console is None
@@ -812,6 +820,7 @@ def _run(arguments: list[str], stopped_by: list[int]) -> int:
         if error.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):  # only writes fail so
             drop_stdout()
             return _fail(f"cannot write the output: {error.strerror}", 1)
-        return _fail(error, 1)
+        # "[Errno 98] cannot bind to ...": the number means nothing to a reader
+        return _fail(error if error.strerror is None or error.filename else error.strerror, 1)
     except KeyboardInterrupt:
         return 130

@@ -33,6 +33,14 @@ if TYPE_CHECKING:
 
 
 _STATUS_STYLES = {"failed": "red", "partly failed": "yellow"}
+_HEADLINES = {"complete": "[bold green]✓ complete[/]", "failed": "[bold red]✗ failed[/]"}
+_SUMMARY_COLUMNS: tuple[tuple[str, JustifyMethod], ...] = (
+    ("URL", "left"),
+    ("Status", "left"),
+    ("First candidate", "right"),
+    ("Candidates", "right"),
+    ("Errors", "right"),
+)
 
 
 def printable(text: str) -> str:
@@ -252,14 +260,17 @@ _COLUMNS = (
     "Priority",
     "Related address",
 )
-_NARROW_COLUMNS = ("Time (ms)", "Mid", "Type", "Protocol", "Address", "Port", "Related address")
-_NARROW_HEADERS = {"Time (ms)": "ms", "Protocol": "Proto"}
+_SHORT_HEADERS = {"Time (ms)": "ms", "Protocol": "Proto"}  # once any column gave way
 _RIGHT_ALIGNED = frozenset({"Time (ms)", "Component", "Port", "Priority"})
-_FULL_WIDTH = 140  # terminal columns the full candidate table needs to show addresses
-# An IPv4 address, and with its port, never folded (a fold reads as another address):
-# other columns give way first.
-_MIN_WIDTHS = {"Address": 15, "Related address": 21}
-_Row = tuple[tuple[str, ...], str, bool]  # cells, style, end of section
+# While the table is wider than the terminal, these give way in turn: the columns a reader
+# needs least; then a mid or a protocol that every row shares (the title says it once);
+# then the port, joined to its address; the related address last. An address is never
+# cut or folded while something else can give way: a part of one reads as another.
+_GIVE_WAY = ("Foundation", "Priority", "Component", "Mid", "Protocol", "Port", "Related address")
+_SAID_ONCE = frozenset({"Mid", "Protocol"})  # give way only while every row has the same
+_JOINED = "Address:port"  # the cell "Address" shows once "Port" gave way
+_Row = tuple[dict[str, str], str, bool]  # cells by column, style, end of section
+_ErrorRow = tuple[tuple[str, ...], str, bool]
 _REDRAW_EVERY = 0.075  # seconds between redraws at least (the spinner turns every 80 ms)
 
 
@@ -284,13 +295,14 @@ class LiveView:
         self.generation_started = clock()
         self.next_draw = 0.0
         self.state = "new"
-        # Below 140 columns the full table would squeeze the addresses out: the columns a
-        # reader needs least (component, foundation, priority) give way.
-        self.columns = _COLUMNS if console.width >= _FULL_WIDTH else _NARROW_COLUMNS
+        # The widest cell of each column and what Mid and Protocol hold, over every row:
+        # each frame chooses its columns from them and the terminal's width at the time.
+        self.widths: dict[str, int] = {}
+        self.values: dict[str, set[str]] = {name: set() for name in _SAID_ONCE}
         # Rows are kept, and the tables built when drawn: a frame draws only the last rows
         # (the screen shows no more), so its cost does not grow with the rows gathered.
         self.rows: list[_Row] = []
-        self.error_rows: list[_Row] = []
+        self.error_rows: list[_ErrorRow] = []
         self.live: Live | None = None
         self.finished = False  # finish() has drawn the summary
 
@@ -305,6 +317,7 @@ class LiveView:
         if self.live is not None:
             try:
                 if not self.finished:  # ended by an error: the last frame may be old
+                    self.state = "failed"  # not "complete", whatever an earlier one was
                     self.live.update(self._render(final=True), refresh=False)
             finally:  # the cursor shown again whatever happens
                 self.live.__exit__(*exc)
@@ -315,31 +328,65 @@ class LiveView:
         """The candidate table, all of it."""
         return self._candidates(self.rows)
 
+    def layout(self) -> tuple[tuple[str, ...], list[str]]:
+        """The columns that fit the terminal now (see `_GIVE_WAY`), and what the title
+        says once for every row."""
+        from rich.markup import escape
+
+        columns = list(_COLUMNS)
+        said: list[str] = []
+        for name in _GIVE_WAY:
+            if self._width_of(columns) <= self.console.width:
+                break
+            if name in _SAID_ONCE:
+                if len(self.values[name]) > 1:
+                    continue
+                said += [escape(f"mid {v}" if name == "Mid" else v) for v in self.values[name]]
+            elif name == "Related address" and self.widths.get(name):
+                said.append("no room for related addresses")
+            columns.remove(name)
+        return tuple(columns), said
+
+    def _width_of(self, columns: Sequence[str]) -> int:
+        """Terminal columns a table of these columns takes: each cell's widest, a space
+        either side, and a border between and around them."""
+        short = len(columns) < len(_COLUMNS)
+        width = 1
+        for name in columns:
+            key = _JOINED if name == "Address" and "Port" not in columns else name
+            header = _SHORT_HEADERS.get(name, name) if short else name
+            width += 3 + max(len(header), self.widths.get(key, 0))
+        return width
+
     def _candidates(self, rows: Sequence[_Row]) -> Table:
         from rich.table import Table
 
+        columns, said = self.layout()
         hidden = len(self.rows) - len(rows)
+        notes = [*said, f"the last {len(rows)}, {hidden} above"] if hidden else said
         table = Table(
-            title="ICE candidates" + (f" (the last {len(rows)}, {hidden} above)" if hidden else ""),
+            title="ICE candidates" + (f" ({', '.join(notes)})" if notes else ""),
             title_justify="left",
             expand=False,
             header_style="bold",
         )
-        for name in self.columns:
-            # addresses fold on a narrow terminal rather than lose their tail to an ellipsis
-            wide = name in ("Address", "Related address")
+        for name in columns:
+            wide = name in ("Address", "Related address")  # folds only if nothing fits
             table.add_column(
-                _NARROW_HEADERS.get(name, name) if self.columns is _NARROW_COLUMNS else name,
+                _SHORT_HEADERS.get(name, name) if len(columns) < len(_COLUMNS) else name,
                 justify="right" if name in _RIGHT_ALIGNED else "left",
-                no_wrap=not wide and name != "Protocol",  # "tcp (passive)" wraps at its space
+                no_wrap=not wide,
                 overflow="fold" if wide else "ellipsis",
-                min_width=_MIN_WIDTHS.get(name),
             )
+        joined = "Port" not in columns
         for cells, style, end_section in rows:
-            table.add_row(*cells, style=style, end_section=end_section)
+            shown = [cells.get(name, "") for name in columns]
+            if joined and _JOINED in cells:
+                shown[columns.index("Address")] = cells[_JOINED]
+            table.add_row(*shown, style=style, end_section=end_section)
         return table
 
-    def _errors(self, rows: Sequence[_Row]) -> Table:
+    def _errors(self, rows: Sequence[_ErrorRow]) -> Table:
         from rich.table import Table
 
         hidden = len(self.error_rows) - len(rows)
@@ -364,10 +411,12 @@ class LiveView:
         return table
 
     def restart(self, generation: int, ufrag: str) -> None:
+        from rich.markup import escape
+
         if self.rows:
             self.rows[-1] = (*self.rows[-1][:2], True)  # a line under the last generation
-        restart = f"[bold]ICE restart[/]: generation {generation}, ufrag {ufrag}"
-        self.rows.append(((*[""] * 6, restart), "dim", False))
+        restart = f"[bold]ICE restart[/]: generation {generation}, ufrag {escape(ufrag)}"
+        self.rows.append(({"Address": restart}, "dim", False))
         self.generation_started = self.clock()
         self.tick()
 
@@ -386,8 +435,7 @@ class LiveView:
         elif isinstance(event, IceCandidateEvent) and event.candidate is not None:
             c = event.candidate
             if c.parsed is None:
-                end = {"Time (ms)": ms, "Mid": escape(c.sdpMid), "Address": "(end-of-candidates)"}
-                self.rows.append((tuple(end.get(name, "") for name in self.columns), "dim", False))
+                self._keep({"Time (ms)": ms, "Mid": c.sdpMid}, "dim", "(end-of-candidates)")
             else:
                 style = {"srflx": "cyan", "relay": "magenta", "prflx": "yellow"}
                 self._add_row(ms, c, style.get(c.parsed.type, ""))
@@ -396,24 +444,39 @@ class LiveView:
         self.tick()
 
     def _add_row(self, ms: str, c: IceCandidate, style: str, removed: bool = False) -> None:
-        from rich.markup import escape
 
         p = c.parsed
         assert p is not None
         related = hostport(p.related_address, p.related_port) if p.related_address else ""
-        row = {
+        text = {
             "Time (ms)": ms,
-            "Mid": escape(c.sdpMid),
+            "Mid": c.sdpMid,
             "Component": str(p.component),
             "Type": f"{p.type} removed" if removed else p.type,
             "Foundation": p.foundation,
             "Protocol": p.protocol + (f" ({p.tcptype})" if p.tcptype else ""),
-            "Address": escape(p.address),
+            "Address": p.address,
             "Port": str(p.port),
             "Priority": str(p.priority),
-            "Related address": escape(related),
+            "Related address": related,
+            _JOINED: hostport(p.address, p.port),
         }
-        self.rows.append((tuple(row[name] for name in self.columns), style, False))
+        self._keep(text, style)
+
+    def _keep(self, text: dict[str, str], style: str, label: str = "") -> None:
+        """A row: its cells measured and escaped (text, never markup), and a `label` in the
+        Address column, which folds rather than widen the table."""
+        from rich.markup import escape
+
+        for name, cell in text.items():
+            if len(cell) > self.widths.get(name, 0):
+                self.widths[name] = len(cell)
+            if name in self.values:
+                self.values[name].add(cell)
+        cells = {name: escape(cell) for name, cell in text.items()}
+        if label:
+            cells["Address"] = label
+        self.rows.append((cells, style, False))
 
     def tick(self) -> None:
         """Redraw, unless the last redraw was under `_REDRAW_EVERY` ago (or under 5 times its
@@ -470,19 +533,7 @@ class LiveView:
         s = self.summary
         parts: list[RenderableType] = []
         if s.servers:
-            table = Table(title="Servers", title_justify="left", header_style="bold")
-            summary_columns: tuple[tuple[str, JustifyMethod], ...] = (
-                ("URL", "left"),
-                ("Status", "left"),
-                ("First candidate", "right"),
-                ("Candidates", "right"),
-                ("Errors", "right"),
-            )
-            for name, justify in summary_columns:  # a URL folds: cut short, two look alike
-                url = name == "URL"
-                table.add_column(
-                    name, justify=justify, no_wrap=not url, overflow="fold" if url else "ellipsis"
-                )
+            rows = []
             for stats in s.servers:
                 first = (
                     "-"
@@ -491,18 +542,38 @@ class LiveView:
                 )
                 kinds = ", ".join(f"{n} {k}" for k, n in stats.types.items())
                 codes = ", ".join(sorted({str(code) for code, _ in stats.errors}))
-                table.add_row(
-                    escape(stats.url),
-                    stats.status,
-                    first,
-                    f"{stats.candidates}" + (f" ({kinds})" if kinds else ""),
-                    f"{len(stats.errors)}" + (f" ({codes})" if codes else ""),
-                    style=_STATUS_STYLES.get(stats.status),
-                )
-            parts.append(table)
+                candidates = f"{stats.candidates}" + (f" ({kinds})" if kinds else "")
+                errors = f"{len(stats.errors)}" + (f" ({codes})" if codes else "")
+                rows.append((stats, (stats.url, stats.status, first, candidates, errors)))
+            # A URL folds (cut short, two look alike), with room for a host at least; the
+            # other cells stay whole. Where they cannot, a line a server, as plain text.
+            widest = [
+                max(len(name), *(len(cells[n]) for _, cells in rows))
+                for n, (name, _) in enumerate(_SUMMARY_COLUMNS)
+            ]
+            widest[0] = min(widest[0], 12)
+            if 1 + sum(3 + w for w in widest) > self.console.width:
+                parts.append(Text("Servers", style="bold"))
+                for stats, line in zip(s.servers, s.server_lines(), strict=True):
+                    parts.append(Text(line, style=_STATUS_STYLES.get(stats.status, "")))
+            else:
+                table = Table(title="Servers", title_justify="left", header_style="bold")
+                for name, justify in _SUMMARY_COLUMNS:
+                    url = name == "URL"
+                    table.add_column(
+                        name,
+                        justify=justify,
+                        no_wrap=not url,
+                        overflow="fold" if url else "ellipsis",
+                    )
+                for stats, cells in rows:
+                    table.add_row(
+                        escape(cells[0]), *cells[1:], style=_STATUS_STYLES.get(stats.status)
+                    )
+                parts.append(table)
         parts.append(
             Text.from_markup(
-                ("[bold green]✓ complete[/]" if self.state == "complete" else "[bold]stopped[/]")
+                _HEADLINES.get(self.state, "[bold]stopped[/]")
                 + f": {_count(s.candidates, 'candidate')} ({s.type_counts()}), "
                 + (f"[red]{_count(s.errors, 'error')}[/]" if s.errors else "0 errors")
                 + f", {_count(s.generations, 'generation')}"
