@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .config import IceServer
+from .config import IceServer, servers_from_config
 from .driver import Gatherer
 from .events import Event, IceCandidateErrorEvent
 from .liveview import LiveView, PlainView, printable
@@ -416,6 +416,7 @@ def _load_config(args: argparse.Namespace) -> None:
         raise UsageError(f"--config {where}: not an RTCConfiguration with an iceServers list")
     try:
         args.config_servers = [IceServer.from_json(entry) for entry in config.get("iceServers", [])]
+        servers_from_config(args.config_servers)  # its URLs and credentials, named as its
     except (TypeError, ValueError) as error:
         raise UsageError(f"--config {where}: {error}") from None
     policy = config.get("iceTransportPolicy", "all")
