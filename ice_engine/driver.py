@@ -18,7 +18,6 @@ import errno
 import functools
 import socket
 import ssl
-import sys
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
@@ -1139,21 +1138,13 @@ class Gatherer:
     def _send_again(
         self, key: int, sock: _socket.socket, data: BytesLike, address: tuple[str, int]
     ) -> OSError | None:
-        """After a refused sendto: None if the datagram goes out at a second try, or the
-        error that stands. Linux reports at a sendto an ICMP error that came since the
-        socket was last read, about any destination, and leaves it queued (epoll would
-        then call us back forever): those are read first, failing their own servers."""
-        if sys.platform == "linux":
-            shared = self._table.shared.get(key)
-            if shared is None:
-                self._read_errors(key, sock, self._now())
-            else:  # each error to the session whose request caused it, maybe another's
-                shared.read_errors()
-        try:
-            sock.sendto(data, address)
-        except OSError as error:
-            return error
-        return None
+        """`icmperrors.send_again`, the errors read first failing their own servers."""
+        shared = self._table.shared.get(key)
+        if shared is not None:  # each error to the session whose request caused it
+            return icmperrors.send_again(sock, data, address, shared.read_errors)
+        return icmperrors.send_again(
+            sock, data, address, lambda: self._read_errors(key, sock, self._now())
+        )
 
     def _on_timer(self) -> None:
         self._timer = None

@@ -14,9 +14,10 @@ import errno
 import socket
 import struct
 import sys
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["TRANSIENT_SEND_ERRORS", "enable", "read"]
+__all__ = ["TRANSIENT_SEND_ERRORS", "enable", "read", "send_again"]
 
 #: sendto() errors that lose one datagram, as a network may: retransmission covers them.
 #: Any other (no route, a destination refused or invalid) fails what was sent at once.
@@ -83,6 +84,22 @@ def read(sock: Any, size: int = 1) -> list[tuple[bytes, tuple[str, int], str]]:
         if destination and cause is not None:
             errors.append((data, destination[:2], cause))
     return errors
+
+
+def send_again(
+    sock: Any, data: Any, address: tuple[str, int], read_errors: Callable[[], object]
+) -> OSError | None:
+    """After a refused sendto, one more: None if the datagram goes out, else the error
+    that stands. Linux reports at a sendto an ICMP error that came since the socket was
+    last read, about any destination, and leaves it queued (epoll would then call back
+    for ever): `read_errors` reads them first, failing what caused them."""
+    if sys.platform == "linux":
+        read_errors()
+    try:
+        sock.sendto(data, address)
+    except OSError as error:
+        return error
+    return None
 
 
 def _cause(ancillary: list[tuple[int, int, bytes]]) -> str | None:

@@ -21,7 +21,6 @@ import contextlib
 import errno
 import ipaddress
 import logging
-import math
 import re
 import secrets
 import socket
@@ -42,6 +41,8 @@ import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
 import ifaddr
+
+from .transaction import positive_seconds
 
 __all__ = [
     "LEGACY_TTL_S",
@@ -388,7 +389,6 @@ class MdnsResponder:
     def _rrset(
         self,
         name: dns.name.Name,
-        rdtype: int,
         positive: bool,
         rdclass: dns.rdataclass.RdataClass,
         ttl: int,
@@ -408,8 +408,8 @@ class MdnsResponder:
         while True:
             reply = dns.message.Message(id=0)
             reply.flags = _RESPONSE_FLAGS
-            for name, rdtype, positive in answers[:count]:
-                reply.answer.append(self._rrset(name, rdtype, positive, _IN_FLUSH, RECORD_TTL_S))
+            for name, _, positive in answers[:count]:
+                reply.answer.append(self._rrset(name, positive, _IN_FLUSH, RECORD_TTL_S))
             try:
                 return reply.to_wire(max_size=_MAX_DATAGRAM)
             except dns.exception.TooBig:  # long names: the rest wait for the next query
@@ -429,8 +429,8 @@ class MdnsResponder:
             reply.flags = _RESPONSE_FLAGS
             for question, _ in answered[:count]:
                 reply.question.append(dns.rrset.RRset(question.name, _IN, question.rdtype))
-            for name, rdtype, positive in _unique([a for _, a in answered[:count]]):
-                reply.answer.append(self._rrset(name, rdtype, positive, _IN, LEGACY_TTL_S))
+            for name, _, positive in _unique([a for _, a in answered[:count]]):
+                reply.answer.append(self._rrset(name, positive, _IN, LEGACY_TTL_S))
             try:
                 return reply.to_wire(max_size=_MAX_DATAGRAM)
             except dns.exception.TooBig:
@@ -832,8 +832,7 @@ async def resolve_mdns(
     family, host, index = _resolving_from(interface_address)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float):
         raise TypeError(f"timeout must be a number of seconds, not {timeout!r}")
-    if not 0 < timeout < math.inf:  # NaN fails this too: it would wait forever
-        raise ValueError(f"timeout must be more than 0 seconds, and finite, not {timeout!r}")
+    timeout = positive_seconds(timeout, "timeout")  # 10**400 too, an OverflowError later
     loop = asyncio.get_running_loop()
     sock = socket.socket(family, socket.SOCK_DGRAM)
     try:

@@ -247,14 +247,10 @@ async def _drive(
             except OSError as error:
                 if error.errno in icmperrors.TRANSIENT_SEND_ERRORS:
                     continue  # a full buffer: as if lost, the retransmission goes later
-                # Linux reports at a sendto an ICMP error another test's request caused:
-                # that test fails, and this request goes out at a second try.
-                unreachable()
-                try:
-                    sock.sendto(datagram.data, datagram.address)
-                except OSError as again:
-                    if again.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
-                        send(check.send_failed(datagram, describe(again), loop.time()))
+                # maybe an ICMP error another test's request caused: that test fails
+                again = icmperrors.send_again(sock, datagram.data, datagram.address, unreachable)
+                if again is not None and again.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
+                    send(check.send_failed(datagram, describe(again), loop.time()))
 
     def unreachable() -> bool:
         """Fail the tests whose requests the ICMP errors queued on the socket quote."""

@@ -181,8 +181,7 @@ class Reflexive(Emitting):
             except UnusableAddress as error:  # 0.0.0.0 or a multicast group is no candidate
                 self._probe_failed(probe, 700, f"mapped address {error}", now)
                 return True
-            if not self.relay_only:
-                self._add_srflx(generation, probe, mapped, now)
+            self._add_srflx(generation, probe, mapped, now)  # relay-only sends no probe
         else:
             try:
                 code, reason = message.error_code() or (600, "error response without a code")

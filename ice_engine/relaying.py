@@ -277,7 +277,8 @@ class Relaying(Reflexive):
         self._flush(relay, now)
 
     def relay_bind_channel(self, now: float, allocation: Allocation, peer: tuple[str, int]) -> None:
-        """A channel for one peer: 4 bytes of framing per datagram instead of 36."""
+        """A channel for one peer: 4 bytes of framing per datagram instead of a Send
+        indication's 44 (IPv4 peer) or 56 (IPv6)."""
         relay = self._relay_of(allocation)
         allocation.channel_bind(peer, allocation.channel_for(peer), now)
         self._flush(relay, now)

@@ -175,9 +175,10 @@ def test_the_mdns_api_names_what_is_wrong_with_its_arguments(responder: MdnsResp
         ({"interface_address": "garbage"}, ValueError, "interface_address must be"),
         ({"interface_address": 5}, TypeError, "interface_address must be"),
         ({"timeout": "1"}, TypeError, "timeout must be a number"),
-        ({"timeout": float("nan")}, ValueError, "timeout must be more than 0"),
-        ({"timeout": 0}, ValueError, "timeout must be more than 0"),
-        ({"timeout": -1}, ValueError, "timeout must be more than 0"),
+        ({"timeout": float("nan")}, ValueError, "timeout must be a positive number"),
+        ({"timeout": 0}, ValueError, "timeout must be a positive number"),
+        ({"timeout": -1}, ValueError, "timeout must be a positive number"),
+        ({"timeout": 10**400}, ValueError, "timeout must be a positive number"),
     ]
     for kwargs, error, text in cases:
         with pytest.raises(error, match=text):
