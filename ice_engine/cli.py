@@ -524,7 +524,7 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
         if console is None
         else LiveView(console, _servers_shown(args), deadline=args.timeout, watching=args.watch)
     )
-    with view:
+    with view, _stoppable(view):
         ticker = asyncio.create_task(_tick(view))
         waiting: list[str] = []  # the servers still waited on when interrupted
         try:
@@ -546,6 +546,30 @@ async def _stream(args: argparse.Namespace, out: TextIO, gatherer: Gatherer) -> 
             ticker.cancel()
         view.finish(time.monotonic() - started)
     return 0
+
+
+@contextlib.contextmanager
+def _stoppable(view: LiveView | PlainView) -> Iterator[None]:
+    """Ctrl-Z (SIGTSTP) on the live view: the cursor shown again for the shell's prompt
+    before the process stops, and at `fg` a new frame drawn, the cursor hidden again."""
+    stop = getattr(signal, "SIGTSTP", None)
+    if not isinstance(view, LiveView) or stop is None or signal.getsignal(stop) is signal.SIG_IGN:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+
+    def stopped() -> None:
+        view.suspend()
+        loop.remove_signal_handler(stop)  # the default again: stop the process
+        os.kill(os.getpid(), stop)  # here it stops, until continued
+        loop.add_signal_handler(stop, stopped)
+        view.resume()
+
+    loop.add_signal_handler(stop, stopped)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(stop)
 
 
 async def _gathered(gatherer: Gatherer) -> AsyncIterator[Event]:

@@ -307,11 +307,22 @@ class LiveView:
         self.finished = False  # finish() has drawn the summary
 
     def __enter__(self) -> LiveView:
+        self.resume()
+        return self
+
+    def suspend(self) -> None:
+        """Before the process stops (Ctrl-Z): the frame left as drawn, the cursor shown."""
+        if self.live is not None:
+            self.live.stop()
+            self.live = None
+
+    def resume(self) -> None:
+        """At the start, and once continued (`fg`): a frame drawn afresh below the cursor,
+        where the shell has left it, and the cursor hidden."""
         from rich.live import Live
 
         self.live = Live(self._render(), console=self.console, auto_refresh=False, transient=False)
-        self.live.__enter__()
-        return self
+        self.live.start(refresh=True)
 
     def __exit__(self, *exc: Any) -> None:
         if self.live is not None:

@@ -15,6 +15,7 @@ import pty
 import re
 import select
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -22,7 +23,7 @@ import sys
 import termios
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -355,6 +356,49 @@ def test_a_terminal_too_narrow_for_the_table_gets_plain_lines() -> None:
     # ICE-TCP rows were cut at the edge under 94 columns, mid-address: columns give way now
     text = ANSI.sub("", _on_a_pty(80, _env(), "--tcp"))
     assert "ICE candidates" in text and "tcp (passive)" in text and "✓ complete:" in text
+
+
+def test_ctrl_z_shows_the_cursor_before_stopping_and_fg_draws_again() -> None:
+    """Ctrl-Z left the shell's prompt without a cursor until `fg` (found in a lab trial)."""
+    hide, show = "\x1b[?25l", "\x1b[?25h"
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 160, 0, 0))
+    command = [sys.executable, "-m", "ice_engine", "gather", "--watch"]
+    process = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, env=_env())
+    os.close(slave)
+    written = ""
+
+    def read_until(done: Callable[[str], bool]) -> str:
+        nonlocal written
+        deadline = time.monotonic() + 20
+        while not done(written) and time.monotonic() < deadline:
+            if select.select([master], [], [], 0.2)[0]:
+                try:
+                    data = os.read(master, 65536)
+                except OSError:  # EIO: the child has closed the terminal
+                    break
+                written += data.decode(errors="replace")
+        return written
+
+    try:
+        read_until(lambda text: text.count("watching…") >= 2)  # a frame after the first
+        process.send_signal(signal.SIGTSTP)
+        _, status = os.waitpid(process.pid, os.WUNTRACED)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTSTP
+        before = read_until(lambda text: text.rfind(show) > text.rfind(hide))
+        assert before.rfind(show) > before.rfind(hide)  # the cursor shown for the shell
+        mark = len(before)
+        process.send_signal(signal.SIGCONT)  # fg
+        after = read_until(lambda text: "watching…" in text[mark:])[mark:]
+        assert hide in after and "ICE candidates" in after  # hidden again, drawn afresh
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=20) == 130
+        assert read_until(lambda text: False).rfind(show) > written.rfind(hide)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
 
 
 def test_a_terminal_in_the_c_locale_gets_plain_ascii_lines() -> None:
