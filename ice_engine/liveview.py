@@ -397,25 +397,36 @@ class LiveView:
             table.add_row(*shown, style=style, end_section=end_section)
         return table
 
-    def _errors(self, rows: Sequence[_ErrorRow]) -> Table:
+    def _errors(self, rows: Sequence[_ErrorRow]) -> RenderableType:
+        """The errors' table: a local address never folds (a part of one reads as another),
+        URLs fold and texts wrap. Where that cannot fit, a line an error."""
+        from rich.console import Group
         from rich.table import Table
+        from rich.text import Text
 
         hidden = len(self.error_rows) - len(rows)
+        title = "Errors (icecandidateerror)" + (f" (the last {len(rows)})" if hidden else "")
+        local = max(len("Local address"), *(len(cells[2]) for cells, _, _ in rows))
+        if 1 + 3 * 5 + len("Time (ms)") + 12 + local + len("Code") + 12 > self.console.width:
+            lines = [
+                f"{ms} ms  {code} {url} from {at}: {text}" for (ms, url, at, code, text), *_ in rows
+            ]
+            return Group(
+                Text(title, style="bold red"),
+                *(Text.from_markup(line, style="red") for line in lines),
+            )
         table = Table(
-            title="Errors (icecandidateerror)" + (f" (the last {len(rows)})" if hidden else ""),
-            title_justify="left",
-            title_style="bold red",
-            header_style="bold red",
+            title=title, title_justify="left", title_style="bold red", header_style="bold red"
         )
         for name in ("Time (ms)", "URL", "Local address", "Code", "Text"):
-            wide = name in ("URL", "Local address", "Text")  # these fold when narrow
+            wraps = name in ("URL", "Text")
             table.add_column(
                 name,
                 style="red",
-                no_wrap=not wide,
-                overflow="fold" if wide else "ellipsis",
+                no_wrap=not wraps,
+                overflow="fold" if wraps else "ellipsis",
                 justify="right" if name == "Time (ms)" else "left",
-                min_width=12 if name == "Text" else None,
+                min_width=12 if wraps else None,
             )
         for cells, style, end_section in rows:
             table.add_row(*cells, style=style, end_section=end_section)

@@ -606,6 +606,22 @@ def test_servers_too_many_for_a_narrow_table_get_a_line_each(width: int) -> None
     assert "server stun:198.51.100.20: failed;" in joined and "701 timed out" in joined
 
 
+@pytest.mark.parametrize("width", [50, 70, 80, 120])
+def test_an_errors_local_address_is_never_folded(width: int) -> None:
+    """At 70 columns the errors' table folded `203.0.113.2:50320` into `203.0.113.2:50`
+    and `320`: it now keeps the address whole, or gives a line an error."""
+    view = _viewed(width, lines=())
+    for url, local in (("stun:198.51.100.20", "203.0.113.130"), ("turn:x", "2001:db8:a::2")):
+        view.add(IceCandidateErrorEvent(url, local, 50320, 701, "timed out [x]", 0, 0.5))
+    start = len(view.console.file.getvalue())
+    view.console.print(view._errors(view.error_rows))
+    shown = view.console.file.getvalue()[start:]
+    assert max(map(len, shown.splitlines())) <= width
+    assert "203.0.113.130:50320" in shown and "[2001:db8:a::2]:50320" in shown
+    assert " ".join(shown.split()).count("timed out [x]") == 2  # text, never markup
+    assert ("┃ Local address" in shown) == (width >= 74), shown
+
+
 def test_the_final_tables_keep_whole_urls_within_80_columns() -> None:
     """At 80 columns every URL in the Servers table was cut to `turn:198.51.10…`, the
     servers could not be told apart, and the errors' text column was squeezed to nothing."""
