@@ -1,11 +1,14 @@
 """Is a change faster? This tree's ice-engine against another version, in the lab (root).
 
     python benchmarks/ab.py BASE [--scenario stun|turn] [--n 1000] [--one-base]
-                                 [--rounds 15] [--json]
+                                 [--rounds 15] [--pure] [--json]
 
-BASE is a git revision, checked out in a scratch worktree with its core compiled as an
-install compiles it (`hatch_build.compile_core`; needs hatchling and mypy), or the path
-of another copy of the project, used as it is. Each round runs one `bench_scale.py`
+BASE is a git revision (checked out in a scratch worktree) or the path of another copy of
+the project. Both sides are built alike: each one's package is copied to a scratch
+directory and its core compiled there as an install compiles it
+(`hatch_build.compile_core`; needs a C compiler, hatchling and mypy), so that neither a
+tree without a build nor one whose build is older than its sources can skew the ratio;
+`--pure` runs both as plain Python instead. Each round runs one `bench_scale.py`
 gathering run (N concurrent gatherers, this tree's benchmark code) for each side, in
 alternating order, and the report gives each side's median CPU per gathering and the
 median of the rounds' ratios (BASE / this tree: above 1, this tree is faster) with a
@@ -34,34 +37,47 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 
-#: Imports `ice_engine` from the tree given first, then runs bench_scale.py as a script:
-#: the package's later imports then come from that tree too.
+#: Imports `ice_engine` from the tree given first (as plain Python if the second says
+#: so), then runs bench_scale.py as a script: the package's later imports come from that
+#: tree too.
 _LAUNCH = (
-    "import runpy, sys; sys.path.insert(0, sys.argv[1]); import ice_engine; "
-    "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    "import os, runpy, sys; sys.path.insert(0, sys.argv[1]); "
+    "os.environ.update({'ICE_ENGINE_PURE_PYTHON': '1'} if sys.argv[2] == 'pure' else {}); "
+    "import ice_engine; sys.argv = sys.argv[3:]; runpy.run_path(sys.argv[0], run_name='__main__')"
 )
 
 
 def _checkout(revision: str, scratch: Path) -> Path:
-    """A worktree of `revision` in `scratch`, its core compiled beside the sources."""
-    import hatch_build
-
-    tree = scratch / "tree"
+    """A worktree of `revision` in `scratch`."""
+    tree = scratch / "checkout"
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), revision],
         check=True,
         capture_output=True,
         text=True,
     )
-    build = scratch / "build"
-    build.mkdir()
-    for path, target in hatch_build.compile_core(tree, build):
-        shutil.copy2(path, tree / target)
+    return tree
+
+
+def _built(source: Path, scratch: Path, compile_core: bool) -> Path:
+    """A copy of `source`'s package in `scratch`, without whatever build lay beside its
+    sources, and with its core compiled there unless plain Python is wanted."""
+    tree = scratch / "tree"
+    ignored = shutil.ignore_patterns("*.so", "*.pyd", "__pycache__")
+    shutil.copytree(source / "ice_engine", tree / "ice_engine", ignore=ignored)
+    if compile_core:
+        import hatch_build
+
+        build = scratch / "build"
+        build.mkdir()
+        for path, target in hatch_build.compile_core(tree, build):
+            shutil.copy2(path, tree / target)
     return tree
 
 
 def _run(lab: Any, tree: Path, args: argparse.Namespace) -> float:
-    argv = [sys.executable, "-c", _LAUNCH, str(tree), str(HERE / "bench_scale.py")]
+    build = "pure" if args.pure else "compiled"
+    argv = [sys.executable, "-c", _LAUNCH, str(tree), build, str(HERE / "bench_scale.py")]
     argv += ["--inner", args.scenario, "--impl", "ours", "--n", str(args.n)]
     argv += ["--timeout-s", "60"] + (["--one-base"] if args.one_base else [])
     run = lab.run(argv, timeout_s=300)
@@ -86,6 +102,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=1000)
     parser.add_argument("--one-base", action="store_true", help="one IPv4 base per gatherer")
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--pure", action="store_true", help="both sides as plain Python")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     if args.rounds < 2 or args.n < 1:
@@ -95,16 +112,25 @@ def main() -> int:
 
     reason = lab_unavailable_reason()
     if reason is not None:
-        print(f"ab: skipped, the lab cannot run here: {reason}", file=sys.stderr)
-        return 0
+        print(f"ab: nothing compared, the lab cannot run here: {reason}", file=sys.stderr)
+        return 1
     cpu: dict[str, list[float]] = {"this": [], "base": []}
     given = Path(args.base)
     with tempfile.TemporaryDirectory(prefix="ice-engine-ab-") as scratch:
         try:
-            base = given.resolve() if given.is_dir() else _checkout(args.base, Path(scratch))
+            source = given.resolve() if given.is_dir() else _checkout(args.base, Path(scratch))
+            if not (source / "ice_engine").is_dir():
+                raise RuntimeError("not a copy of the project (no ice_engine package)")
+            trees = {}
+            for name, tree in (("this", ROOT), ("base", source)):
+                print(f"ab: building {name} ({tree}) ...", file=sys.stderr, flush=True)
+                trees[name] = _built(tree, Path(scratch) / name, not args.pure)
             with lab_session() as lab:
+                delay = lab.delay_ms
+                if delay:  # another session's: the comparison holds, the times are longer
+                    print(f"ab: the lab's delay is {delay:g} ms, not 0", file=sys.stderr)
                 for round_ in range(args.rounds):
-                    sides = [("this", ROOT), ("base", base)]
+                    sides = list(trees.items())
                     for name, tree in sides if round_ % 2 == 0 else reversed(sides):
                         cpu[name].append(_run(lab, tree, args))
         except (subprocess.CalledProcessError, RuntimeError, OSError, ImportError) as error:
@@ -114,7 +140,15 @@ def main() -> int:
         finally:
             if not given.is_dir():  # the scratch worktree, made or half made
                 subprocess.run(
-                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", f"{scratch}/tree"],
+                    [
+                        "git",
+                        "-C",
+                        str(ROOT),
+                        "worktree",
+                        "remove",
+                        "--force",
+                        f"{scratch}/checkout",
+                    ],
                     capture_output=True,
                     check=False,
                 )
@@ -126,6 +160,8 @@ def main() -> int:
         "n": args.n,
         "one_base": args.one_base,
         "rounds": args.rounds,
+        "core": "plain Python" if args.pure else "compiled, both sides built alike",
+        "lab_delay_ms": delay,
         "cpu_ms_per_gathering": cpu,
         "median_ms": {name: statistics.median(values) for name, values in cpu.items()},
         "median_ratio": statistics.median(ratios),
@@ -136,7 +172,7 @@ def main() -> int:
         return 0
     print(
         f"{args.scenario}, N={args.n}{', one base' if args.one_base else ''}, "
-        f"{args.rounds} rounds: this tree {report['median_ms']['this']:.3f} ms per gathering, "
+        f"{args.rounds} rounds, {report['core']}: this tree {report['median_ms']['this']:.3f} ms per gathering, "
         f"{args.base} {report['median_ms']['base']:.3f} ms"
     )
     verdict = "faster" if low > 1 else "slower" if high < 1 else "no difference beyond the noise"

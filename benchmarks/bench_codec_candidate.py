@@ -24,14 +24,11 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import _common  # this copy's ice_engine first on the path
 from _pairs import measure_pair
 from aioice.candidate import Candidate as AioCandidate
 
@@ -121,7 +118,9 @@ def summary(results: list[dict[str, object]]) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--repeat", type=int, default=7, help="repeats; the minimum is kept")
+    parser.add_argument(
+        "--repeat", type=_common.positive_int, default=7, help="repeats; the minimum is kept"
+    )
     args = parser.parse_args()
     results = [measure(case, args.repeat) for case in cases()]
     ratios = summary(results)

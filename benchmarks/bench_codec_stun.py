@@ -23,14 +23,11 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import sys
 from collections.abc import Callable
 from functools import partial
 from importlib.metadata import version
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+import _common  # this copy's ice_engine first on the path
 from _pairs import measure_pair
 from aioice import stun as aio
 
@@ -143,7 +140,9 @@ def measure(case: Case, repeat: int) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
-    parser.add_argument("--repeat", type=int, default=7, help="repeats; the minimum is kept")
+    parser.add_argument(
+        "--repeat", type=_common.positive_int, default=7, help="repeats; the minimum is kept"
+    )
     args = parser.parse_args()
     results = [measure(case, args.repeat) for case in cases()]
     if args.json:

@@ -18,6 +18,7 @@ import logging
 import statistics
 import time
 
+import _common  # this copy's ice_engine first on the path
 import aioice
 
 from ice_engine import Gatherer, IceCandidateEvent
@@ -61,11 +62,17 @@ async def cpu_per_gathering(once: object, rounds: int) -> float:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--rounds", type=int, default=300, help="gatherings per block")
-    parser.add_argument("--repeat", type=int, default=5, help="blocks per library")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--rounds", type=_common.positive_int, default=300, help="gatherings per block"
+    )
+    parser.add_argument("--repeat", type=_common.positive_int, default=5, help="blocks per library")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.rounds < 2:
+        parser.error("--rounds must be at least 2 (the p95 of the first candidate needs two)")
     logging.disable(logging.WARNING)
     await first_candidate_latency(20)  # warm the process
     latency = await first_candidate_latency(args.rounds)
@@ -92,7 +99,7 @@ async def main() -> None:
     )
     print(
         f"CPU per host-only gathering (median of {args.repeat} blocks): ice-engine "
-        f"{ours:.3f} ms, aioice 0.13.0 {theirs:.3f} ms -> aioice/ice-engine = "
+        f"{ours:.3f} ms, aioice {_common.aioice_version()} {theirs:.3f} ms -> aioice/ice-engine = "
         f"{theirs / ours:.1f}x (target >= 5x)"
     )
 

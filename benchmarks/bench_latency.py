@@ -21,6 +21,8 @@ import sys
 import time
 from typing import Any
 
+import _common  # this copy's ice_engine first on the path
+
 SCENARIOS = (
     "host",
     "stun",
@@ -198,7 +200,7 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rtt-ms", type=float, default=50.0)
-    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--rounds", type=_common.positive_int, default=10)
     parser.add_argument("--scenario", choices=SCENARIOS, action="append")
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--inner", choices=SCENARIOS, help=argparse.SUPPRESS)
@@ -213,6 +215,10 @@ def main() -> int:
     if reason is not None:
         print(f"bench_latency: the lab cannot run here: {reason}", file=sys.stderr)
         return 2
+    from ice_engine.lab.topology import MAX_DELAY_MS
+
+    if not 0 <= args.rtt_ms <= 2 * MAX_DELAY_MS:  # the lab's delay link, each way
+        parser.error(f"--rtt-ms must be 0-{2 * MAX_DELAY_MS}, not {args.rtt_ms:g}")
     results: dict[str, Any] = {"rtt_ms": args.rtt_ms, "scenarios": {}}
     with lab_session(delay_ms=args.rtt_ms / 2) as lab:
         for scenario in args.scenario or SCENARIOS:

@@ -1,6 +1,6 @@
 """Many concurrent gatherers in one process, in the lab, against aioice 0.13.0 (needs root).
 
-    python benchmarks/bench_scale.py [--json] [--stun-n 100,1000,10000] [--turn-n 1000]
+    python benchmarks/bench_scale.py [--json] [--stun-n 100,1000,6000,10000] [--turn-n 1000]
                                      [--turn-one-base-n 1000]
                                      [--aioice-max-n 10000] [--timeout-s 120] [--repeat 5]
                                      [--no-floor] [--profile N --profile-out FILE]
@@ -57,7 +57,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent))
+import _common  # noqa: E402 - this copy's ice_engine first on the path
 
 STUN_PORT = 3478
 
@@ -332,8 +333,14 @@ def _can_raise_hard() -> bool:
 
 
 def _ints(text: str) -> list[int]:
-    """`1000,10000` -> [1000, 10000]; `0` or an empty list runs nothing."""
-    return [n for n in (int(x) for x in text.split(",") if x.strip()) if n > 0]
+    """An argparse type: `1000,10000` -> [1000, 10000]; `0` or an empty list runs nothing."""
+    try:
+        numbers = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of whole numbers: {text!r}") from None
+    if any(n < 0 for n in numbers):
+        raise argparse.ArgumentTypeError(f"N cannot be negative: {text!r}")
+    return [n for n in numbers if n > 0]
 
 
 def _one(
@@ -364,7 +371,8 @@ def _one(
 
 
 def _median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """The run with the median CPU per gathering, with every run's CPU beside it."""
+    """The run with the median CPU per gathering (of an even number, the lower of the two
+    middle ones), with every run's CPU beside it."""
     measured = [r for r in runs if "cpu_ms_per_gathering" in r]
     if not measured:
         return runs[0]
@@ -394,21 +402,25 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("--stun-n", default="100,1000,6000,10000")
-    parser.add_argument("--turn-n", default="1000")
+    parser.add_argument("--stun-n", type=_ints, default="100,1000,6000,10000")
+    parser.add_argument("--turn-n", type=_ints, default="1000")
     parser.add_argument(
         "--turn-one-base-n",
+        type=_ints,
         default="1000",
         help="turn with one IPv4 base per gatherer: one allocation each, as aioice makes",
     )
-    parser.add_argument("--aioice-max-n", type=int, default=10000)
+    parser.add_argument("--aioice-max-n", type=_common.positive_int, default=10000)
     parser.add_argument(
         "--no-floor", action="store_true", help="skip the floor yardstick (_floor.py)"
     )
     parser.add_argument(
-        "--repeat", type=int, default=5, help="runs per library and N; the median is kept"
+        "--repeat",
+        type=_common.positive_int,
+        default=5,
+        help="runs per library and N; the median is kept",
     )
-    parser.add_argument("--timeout-s", type=float, default=120.0, help="per run")
+    parser.add_argument("--timeout-s", type=_common.positive_seconds, default=120.0, help="per run")
     parser.add_argument("--profile", type=int, default=0, help="profile one ours/stun run of N")
     parser.add_argument("--profile-out", default="")
     parser.add_argument("--inner", choices=("stun", "turn"), help=argparse.SUPPRESS)
@@ -419,6 +431,8 @@ def main() -> int:
     args = parser.parse_args()
     if args.inner:
         return _inner(args)
+    if not (args.stun_n or args.turn_n or args.turn_one_base_n or args.profile):
+        parser.error("nothing to run: every N is 0")
 
     from ice_engine.lab import lab_session, lab_unavailable_reason
 
@@ -429,13 +443,15 @@ def main() -> int:
         if args.json:
             print(json.dumps({"benchmark": "scale", "skipped": reason}))
         return 0
-    plan = [("stun", n, False) for n in _ints(args.stun_n)]
-    plan += [("turn", n, False) for n in _ints(args.turn_n)]
-    plan += [("turn", n, True) for n in _ints(args.turn_one_base_n)]
+    plan = [("stun", n, False) for n in args.stun_n]
+    plan += [("turn", n, False) for n in args.turn_n]
+    plan += [("turn", n, True) for n in args.turn_one_base_n]
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     results: dict[str, Any] = {"benchmark": "scale", "runs": [], "rlimit_nofile_hard": hard}
     with lab_session() as lab:
         results["lab_delay_ms"] = lab.delay_ms
+        if lab.delay_ms and not args.json:  # another session's: these figures are for 0
+            print(f"note: the lab's delay is {lab.delay_ms:g} ms, not 0")
         for scenario, n, equal_work in plan:
             row: dict[str, Any] = {"scenario": scenario, "n": n}
             # 3 host sockets per gatherer (+1 for aioice's TURN socket) must fit under the
@@ -473,12 +489,12 @@ def main() -> int:
                 row[name] = _median_run(done)
             ours, theirs = row["ice_engine"], row["aioice"]
             floor = row.get("floor", {})
-            if "cpu_ms_per_gathering" in floor and "cpu_ms_per_gathering" in theirs:
+            if floor.get("completed") and theirs.get("completed"):
                 # The best ratio any implementation could reach here (see _floor.py).
                 row["cpu_ratio_aioice_over_floor"] = (
                     theirs["cpu_ms_per_gathering"] / floor["cpu_ms_per_gathering"]
                 )
-            if "cpu_ms_per_gathering" in ours and "cpu_ms_per_gathering" in theirs:
+            if ours.get("completed") and theirs.get("completed"):  # no ratio of nothing
                 row["cpu_ratio_aioice_over_ice_engine"] = (
                     theirs["cpu_ms_per_gathering"] / ours["cpu_ms_per_gathering"]
                 )

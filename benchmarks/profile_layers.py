@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve()
-sys.path.insert(0, str(HERE.parent.parent))
+sys.path.insert(0, str(HERE.parent))
+import _common  # noqa: E402 - this copy's ice_engine first on the path
 
 LAYERS = ("sans-I/O core", "kernel", "garbage collector", "interpreter and the rest")
 
@@ -110,9 +111,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--scenario", choices=("stun", "turn"), default="turn")
-    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--n", type=_common.positive_int, default=1000)
     parser.add_argument("--one-base", action="store_true")
-    parser.add_argument("--top", type=int, default=15, help="core functions to list")
+    parser.add_argument(
+        "--top", type=_common.positive_int, default=15, help="core functions to list"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 

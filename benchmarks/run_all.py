@@ -1,6 +1,7 @@
 """Run every benchmark, collect their JSON into benchmarks/results.json, draw the plots.
 
-    python benchmarks/run_all.py [--quick] [--rtts 0,25,50,100] [--lab-wait-s 600]
+    python benchmarks/run_all.py [--quick] [--rtts 0,25,50,100] [--lab-wait-s 60]
+    python benchmarks/run_all.py --summary | --plots-only [--results FILE]
 
 Runs, each as its own process with a timeout:
 
@@ -14,7 +15,9 @@ Runs, each as its own process with a timeout:
   gathering goes, by layer
 
 and writes `benchmarks/results.json` plus `docs/img/completion_vs_rtt.png` and
-`docs/img/cpu_vs_n.png` (matplotlib, a benchmark-only dependency). Lab benchmarks are
+`docs/img/cpu_vs_n.png` (matplotlib, a benchmark-only dependency). `--quick` (fewer
+rounds, smaller N, no profiles) writes `benchmarks/results-quick.json` instead and leaves
+the plots alone: its figures are a smoke test, not the page's. Lab benchmarks are
 skipped, with the reason, when `lab_unavailable_reason()` is not None. The lab is shared
 by every test session on the machine and the latency benchmark changes its delay, so
 before each lab benchmark this waits (up to --lab-wait-s, default 60 s) until no other
@@ -35,10 +38,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _common  # this copy's ice_engine first on the path
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))
 RESULTS = HERE / "results.json"
+QUICK_RESULTS = HERE / "results-quick.json"
 IMG = ROOT / "docs" / "img"
 
 
@@ -68,6 +73,7 @@ def machine() -> dict[str, Any]:
         "platform": platform.platform(),
         "aioice": version("aioice"),
         "ice_engine": version("ice-engine"),
+        **_common.measured(),
     }
 
 
@@ -154,17 +160,17 @@ def plot(results: dict[str, Any]) -> list[str]:
 
     IMG.mkdir(parents=True, exist_ok=True)
     written = []
-    latency = results["benchmarks"].get("latency", {})
+    aioice = f"aioice {results.get('machine', {}).get('aioice', '')}".strip()
     points = []
-    for rtt, data in sorted(latency.items(), key=lambda kv: float(kv[0])):
-        row = data.get("scenarios", {}).get("stun") if isinstance(data, dict) else None
-        if row:
-            points.append((float(rtt), row["ours"]["complete"], row["aioice"]["complete"]))
+    for rtt, data in _by_rtt(results["benchmarks"].get("latency", {})):
+        row = data["scenarios"].get("stun")
+        if row and "ours" in row:
+            points.append((rtt, row["ours"]["complete"], row["aioice"]["complete"]))
     if points:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         xs = [p[0] for p in points]
         ax.plot(xs, [p[1] for p in points], "o-", label="ice-engine")
-        ax.plot(xs, [p[2] for p in points], "s-", label="aioice 0.13.0")
+        ax.plot(xs, [p[2] for p in points], "s-", label=aioice)
         ax.plot(xs, [x + 10 for x in xs], "k--", lw=1, label="bound: RTT + 10 ms")
         ax.plot(xs, xs, ":", color="grey", lw=1, label="RTT")
         ax.set_xlabel("round-trip time to the STUN server (ms)")
@@ -185,7 +191,7 @@ def plot(results: dict[str, Any]) -> list[str]:
         for scenario, marker in (("stun", "o"), ("turn", "^")):
             for who, label, style in (
                 ("ice_engine", "ice-engine", "-"),
-                ("aioice", "aioice 0.13.0", "--"),
+                ("aioice", aioice, "--"),
             ):
                 pts = [
                     (r["n"], r[who]["cpu_ms_per_gathering"], "note" in r)
@@ -226,6 +232,38 @@ def plot(results: dict[str, Any]) -> list[str]:
     return written
 
 
+def _by_rtt(latency: dict[str, Any]) -> list[tuple[float, dict[str, Any]]]:
+    """The latency runs that gave figures, by RTT (a skipped or failed one gave none)."""
+    runs = []
+    for key, data in latency.items():
+        try:
+            rtt = float(key)
+        except ValueError:  # "skipped": the lab could not run
+            continue
+        if isinstance(data, dict) and "scenarios" in data:
+            runs.append((rtt, data))
+    return sorted(runs, key=lambda run: run[0])
+
+
+def failures(bench: dict[str, Any]) -> list[str]:
+    """Which benchmarks failed, a latency RTT or a profile scenario each."""
+    failed = []
+    for name, data in bench.items():
+        if not isinstance(data, dict):
+            continue
+        if "failed" in data:
+            failed.append(name)
+        elif name in ("latency", "layers"):
+            failed += [f"{name} {key}" for key, run in data.items() if "failed" in run]
+    return failed
+
+
+def _reason(row: dict[str, Any]) -> str:
+    """Why a row has no figures, in one line (a traceback's last)."""
+    text = str(row.get("skipped") or row.get("failed") or "-").strip()
+    return (text.splitlines() or ["-"])[-1][:160].replace("|", "/")
+
+
 # -- summary -------------------------------------------------------------------------------
 
 
@@ -241,8 +279,14 @@ def _runs(runs: list[float] | None) -> str:
 def summarize(results: dict[str, Any]) -> str:
     """The figures as Markdown tables (what docs/benchmarks.md shows)."""
     bench = results["benchmarks"]
-    out: list[str] = []
+    out: list[str] = [f"Command: `{results.get('command', '?')}`", ""]
     where = results.get("machine", {})
+    if "core" in where:
+        out += [
+            f"Measured: `ice_engine` from {where['ice_engine_from']} at {where['commit']}, "
+            f"its sans-I/O core {where['core']}.",
+            "",
+        ]
     if "python_sum_range_1000_us" in where:
         out += [
             f"Machine: {where['cpu_model']} (family/model {where['cpu_family_model']}, "
@@ -281,18 +325,17 @@ def summarize(results: dict[str, Any]) -> str:
                 f"| {row['aioice_us']:.3f} | {row['ratio']:.2f}x |"
             )
         out.append("")
-    latency = bench.get("latency", {})
     rows = []
-    for rtt, data in sorted(latency.items(), key=lambda kv: float(kv[0])):
-        for scenario, row in data.get("scenarios", {}).items() if isinstance(data, dict) else ():
+    for rtt, data in _by_rtt(bench.get("latency", {})):
+        for scenario, row in data["scenarios"].items():
             if "skipped" in row:
-                rows.append(f"| {rtt} | {scenario} | skipped: {row['skipped']} |")
+                rows.append(f"| {rtt:g} | {scenario} | skipped: {_reason(row)} |")
                 continue
             ours, theirs = row["ours"], row["aioice"]
             bound = ", ".join(f"{k} <= {v:g}" for k, v in row["bound_ms"].items())
             ratio = row.get("completion_ratio_aioice_over_ours")
             rows.append(
-                f"| {rtt} | {scenario} | {_f(ours['first'], 2)} | {_f(ours['srflx'], 2)} "
+                f"| {rtt:g} | {scenario} | {_f(ours['first'], 2)} | {_f(ours['srflx'], 2)} "
                 f"| {_f(ours['complete'], 2)} | {_f(theirs['complete'], 2)} "
                 f"| {_f(ratio, 2)} | {bound} | {'met' if row['within_bound'] else 'MISSED'} |"
             )
@@ -320,8 +363,7 @@ def summarize(results: dict[str, Any]) -> str:
                 if who == "floor" and not r:
                     continue
                 if "cpu_ms_per_gathering" not in r:
-                    reason = r.get("skipped") or r.get("failed", "-")
-                    out.append(f"| {run['scenario']} | {run['n']} | {name} | {reason} |")
+                    out.append(f"| {run['scenario']} | {run['n']} | {name} | {_reason(r)} |")
                     continue
                 ratio = {
                     "ice_engine": run.get("cpu_ratio_aioice_over_ice_engine"),
@@ -372,21 +414,36 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rtts", default="0,25,50,100", help="latency RTTs in ms")
-    parser.add_argument("--quick", action="store_true", help="fewer rounds, smaller N")
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer rounds, smaller N; into results-quick.json"
+    )
     parser.add_argument("--lab-wait-s", type=float, default=60.0)
-    parser.add_argument("--plots-only", action="store_true", help="replot results.json")
-    parser.add_argument("--summary", action="store_true", help="print results.json as tables")
+    parser.add_argument("--plots-only", action="store_true", help="replot the results")
+    parser.add_argument("--summary", action="store_true", help="print the results as tables")
+    parser.add_argument(
+        "--results", type=Path, help="the file --summary and --plots-only read (results.json)"
+    )
     args = parser.parse_args()
+    try:
+        rtts = [float(x) for x in args.rtts.split(",") if x.strip()]
+    except ValueError:
+        parser.error(f"--rtts must be numbers of ms, comma-separated, not {args.rtts!r}")
 
-    if args.summary:
-        print(summarize(json.loads(RESULTS.read_text())))
+    if args.summary or args.plots_only:
+        path = args.results or RESULTS
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            parser.error(f"{path}: {getattr(error, 'strerror', None) or error}")
+        if args.summary:
+            print(summarize(saved))
+        for written in plot(saved) if args.plots_only else ():
+            print(f"[run_all] wrote {written}")
         return 0
 
-    if args.plots_only:
-        results = json.loads(RESULTS.read_text())
-        for path in plot(results):
-            print(f"[run_all] wrote {path}")
-        return 0
+    build = _common.build_warning(_common.measured())
+    if build:
+        print(f"[run_all] note: {build}", flush=True)
 
     results: dict[str, Any] = {
         "machine": machine(),
@@ -413,7 +470,7 @@ def main() -> int:
         with lab_session() as lab:
             try:
                 latency: dict[str, Any] = {}
-                for rtt in [float(x) for x in args.rtts.split(",") if x.strip()]:
+                for rtt in rtts:
                     quiet = wait_for_quiet_lab(args.lab_wait_s)
                     argv = ["benchmarks/bench_latency.py", "--json", "--rtt-ms", f"{rtt:g}"]
                     if args.quick:
@@ -441,12 +498,16 @@ def main() -> int:
             finally:
                 lab.set_delay(0)
     results["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"[run_all] wrote {RESULTS.relative_to(ROOT)}")
-    for path in plot(results):
-        print(f"[run_all] wrote {path}")
+    out = QUICK_RESULTS if args.quick else RESULTS
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"[run_all] wrote {out.relative_to(ROOT)}")
+    if not args.quick:  # the page's plots are a full run's
+        for path in plot(results):
+            print(f"[run_all] wrote {path}")
     print(summarize(results))
-    failed = [k for k, v in bench.items() if isinstance(v, dict) and "failed" in v]
+    if build:
+        print(f"[run_all] note: {build}")
+    failed = failures(bench)
     if failed:
         print(f"[run_all] failed: {', '.join(failed)}")
         return 1
