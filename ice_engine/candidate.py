@@ -215,7 +215,7 @@ def _parse_any(cls: type[Candidate], line: str) -> Candidate:
     count = len(bits)
     related_address = related_port = tcptype = generation = ufrag = None
     network_id = network_cost = None
-    extensions: list[tuple[str, str]] | None = None
+    extensions: dict[str, str] | None = None  # by name: a repeat is found at once
     try:
         foundation, component, protocol, priority, address, port, typ, kind = bits[:8]
         component_id, priority_value, port_number = int(component), int(priority), int(port)
@@ -242,14 +242,12 @@ def _parse_any(cls: type[Candidate], line: str) -> Candidate:
                 related_port = int(value)
             elif name == "tcptype" and tcptype is None and value in _TCP_TYPES:
                 tcptype = value
-            elif name in _RESERVED_NAMES or (
-                extensions is not None and any(name == seen for seen, _ in extensions)
-            ):
+            elif name in _RESERVED_NAMES or (extensions is not None and name in extensions):
                 raise ValueError(name)
             elif extensions is None:
-                extensions = [(name, value)]
+                extensions = {name: value}
             else:
-                extensions.append((name, value))
+                extensions[name] = value
     except (ValueError, IndexError):
         raise _explain(line, text) from None
     if not (
@@ -287,7 +285,7 @@ def _parse_any(cls: type[Candidate], line: str) -> Candidate:
             ufrag,
             network_id,
             network_cost,
-            () if extensions is None else tuple(extensions),
+            () if extensions is None else tuple(extensions.items()),
         ),
     )
 

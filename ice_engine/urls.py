@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 _DEFAULT_PORTS = {"stun": 3478, "turn": 3478, "stuns": 5349, "turns": 5349}
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?\Z")
+_HEX_NUMBER = re.compile("0x[0-9a-f]*")
 _PORT = re.compile(r"[0-9]{1,5}\Z")
 
 
@@ -161,7 +162,9 @@ def _normalize_host(url: str, host: str) -> str:
     labels = name[:-1].split(".") if name.endswith(".") else name.split(".")
     if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
         raise _invalid(url, f"bad host name {host!r}")
-    if labels[-1].isdigit():
+    # A name ending in a number (decimal, or hex as 0x7f) is an IPv4 address to browsers
+    # (WHATWG URL) and to getaddrinfo, in forms like 127.1 that are refused here.
+    if labels[-1].isdigit() or _HEX_NUMBER.fullmatch(labels[-1]):
         raise _invalid(url, f"bad IPv4 address {host!r}")
     return name
 

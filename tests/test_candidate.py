@@ -286,3 +286,15 @@ def test_fast_paths_agree_on_mutated_lines(candidate: Candidate, data: st.DataOb
     words[index] = data.draw(ODD_WORDS | st.text(max_size=8))
     separator = data.draw(st.sampled_from([" ", " ", " ", "  ", "\t"]))
     assert_fast_paths_agree(separator.join(words))
+
+
+def test_many_unknown_extensions_are_kept_in_order_and_a_repeat_is_refused() -> None:
+    """Each unknown extension was checked against all before it, so that a peer's line of
+    32,000 of them (277 kB) held the event loop 4 s compiled, 19 s as plain Python (found
+    by a property-based trial); names are now looked up, and parsing stays linear."""
+    pairs = [(f"x-{n}", str(n)) for n in range(5000)]
+    line = "candidate:1 1 udp 1 198.51.100.1 9 typ host " + " ".join(f"{k} {v}" for k, v in pairs)
+    assert Candidate.parse(line).extensions == tuple(pairs)
+    with pytest.raises(CandidateError) as refused:
+        Candidate.parse(f"{line} x-4000 again")
+    assert refused.value.field == "x-4000" and "given twice" in str(refused.value)

@@ -104,6 +104,9 @@ def test_properties_and_srv_names() -> None:
         ("stun:" + "a" * 64 + ".test", "bad host name"),
         ("stun:198.51.100.256", "bad IPv4 address"),
         ("stun:1.2.3", "bad IPv4 address"),
+        # hex, as inet_aton reads it (127.0.0.1): it went to DNS as a name (a trial)
+        ("stun:0x7f.0.0.0x1", "bad IPv4 address"),
+        ("stun:example.0XBEEF", "bad IPv4 address"),
         ("stun:0.0.0.0", "unspecified address 0.0.0.0"),
         ("turn:[::]:3478", "unspecified address ::"),
         ("stun:[::ffff:0.0.0.0]", "unspecified address"),
