@@ -511,7 +511,10 @@ def test_only_queries_to_the_group_are_answered(
 def test_a_known_answer_of_another_class_is_ignored_not_raised(responder: MdnsResponder) -> None:
     name = registered(responder)
     message = dns.message.from_wire(query((name, "A")))
-    message.answer.append(dns.rrset.from_text(dns.name.from_text(name), 120, "CH", "A", "x. 1"))
+    # CH A `x. 1` in the generic form: the text form needs dnspython's CH A class, which
+    # once came out as GenericRdata in a full run (it caches a failed load), not reproduced
+    chaos = r"\# 5 0178000001"
+    message.answer.append(dns.rrset.from_text(dns.name.from_text(name), 120, "CH", "A", chaos))
     reply = responder.handle_query(message.to_wire())
     assert reply is not None and not reply.unicast
 
