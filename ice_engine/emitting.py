@@ -211,7 +211,8 @@ class Emitting:
         return not (self.relay_only or self.hide_host or base.name)
 
     def _done(self, generation: Generation, transport: int, now: float) -> None:
-        """One piece of a transport's work finished."""
+        """One piece of a transport's work finished (see `Generation.pending`)."""
+        assert generation.pending[transport] > 0, "a piece of work given back twice"
         generation.pending[transport] -= 1
         self._maybe_finish(generation, transport, now)
 

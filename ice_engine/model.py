@@ -100,6 +100,12 @@ class Generation:
         self.started_at = started_at  # event times (`t`) count from it
         self.bases: list[Base] = []
         self.tcp_bases: tuple[Base, ...] = ()  # ICE-TCP listeners (RFC 6544), if any
+        # Per transport, the work still out: a transport completes (its "" event) at 0.
+        # Each piece adds 1 as it begins and gives it back once through `Emitting._done`,
+        # its own guard keeping it to once: a probe by leaving `_probes`, a relay by
+        # `Relay.settled` (`_settle`), a DNS lookup by leaving `_resolving` (one per
+        # transport, not per base). `_retire` zeroes a retired generation's counts, so
+        # what ends after it is settled without `_done` (see `_relay_unreachable`).
         self.pending = [0] * transports
         self.state = [GatheringState.NEW] * transports
         self.candidates: list[IceCandidate] = []

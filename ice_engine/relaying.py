@@ -231,7 +231,7 @@ class Relaying(Reflexive):
                 self._flush(relay, now)
             return
         if relay.generation.retired or self._closed:
-            relay.settled = True
+            relay.settled = True  # not `_settle`: nothing is counted for it any more
         else:
             self._fail(relay, UNREACHABLE, f"TURN server unreachable ({cause}).", now)
         # An ICMP error may be forged or transient, and a signed Allocate in flight may
