@@ -329,8 +329,7 @@ class Allocation:
             if self.state == "allocated":
                 self._renew(now)
         elif self.state == "closing" and now >= self._close_by:
-            self._late = None
-            self._finish_close()
+            self._closed_now()
 
     def handle_message(self, data: bytes, now: float) -> bool:
         """A STUN message from the server; True if it answered one of our requests.
@@ -404,15 +403,13 @@ class Allocation:
         """
         if self.state in ("closing", "closed", "failed"):
             return
-        if self.state == "allocating" and self._key is not None:
-            self._late = {t: r for t, r in self._pending.items() if r.kind == "allocate"}
-        self._pending.clear()
         if self.state == "new" or (self.state == "allocating" and self._key is None):
+            self._pending.clear()
             self.state = "closed"
             return
-        self.state = "closing"
-        self._close_by = now + CLOSE_TIMEOUT
-        self._send_deallocation(now)
+        allocating = self.state == "allocating"
+        late = {t: r for t, r in self._pending.items() if allocating and r.kind == "allocate"}
+        self._begin_closing(now, late)
 
     def extend_deadline(self, deadline: float) -> None:
         """The server answered (its other addresses are not needed): the allocation may
@@ -426,8 +423,7 @@ class Allocation:
         """Stop deallocating: the server's port bounced the deallocation (ICMP), so there
         is no server there to hold the allocation, and nothing to wait for."""
         if self.state == "closing":
-            self._late = None
-            self._finish_close()
+            self._closed_now()
 
     # -- permissions, channels and data --------------------------------------------
 
@@ -629,7 +625,7 @@ class Allocation:
             self._schedule(lifetime, now)
             self._events.append(Refreshed(lifetime))
         elif request.kind == "close":
-            self._finish_close()
+            self._deallocation_over()
         elif request.kind == "permission":
             self.permissions.update(address for address, _ in request.peers)
             for peer in request.peers:
@@ -760,7 +756,7 @@ class Allocation:
         if kind == "refresh":
             self._expire()
         elif kind == "close":
-            self._finish_close()
+            self._deallocation_over()
         elif kind == "permission" or kind == "channel":
             self._renewal_failed(kind, request.peers, now)
             self._events.append(RequestFailed(request.method.name, code, reason, request.peers))
@@ -801,6 +797,12 @@ class Allocation:
         `CLOSE_TIMEOUT`, and its success released in turn. Unreleased, the server would
         hold the allocation, and the user's quota, for its whole lifetime."""
         self._events.append(AllocationFailed(code, reason))
+        self._begin_closing(now, late)
+
+    def _begin_closing(self, now: float, late: dict[bytes, _Request]) -> None:
+        """Release what the server holds or may hold: a deallocation out until
+        `_close_by`, and the Allocates in flight (`late`) still heard until then, a
+        success released in turn."""
         self._pending.clear()
         self.state = "closing"
         self._close_by = now + CLOSE_TIMEOUT
@@ -841,13 +843,18 @@ class Allocation:
         else:
             return False
         if not self._late and not self._pending and self.state == "closing":
-            self._finish_close()
+            self._closed_now()
         return True
 
-    def _finish_close(self) -> None:
-        if self._late:  # an Allocate in flight may yet create it: wait for its answer
+    def _deallocation_over(self) -> None:
+        """The deallocation answered, or given up on: closed, unless an Allocate in flight
+        may yet create the allocation, whose answer is then waited for (`_late`)."""
+        if self._late:
             self._pending.clear()
             return
+        self._closed_now()
+
+    def _closed_now(self) -> None:
         self._late = None
         self.state = "closed"
         self._pending.clear()
