@@ -1107,33 +1107,26 @@ class Gatherer:
         if command.base_key not in self._table.sockets:
             return
         failure = self._send_again(command.base_key, sock, command.data, command.address)
-        if (
-            failure is not None
-            and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS
-            and not self._went_with_its_address(command.base_key, failure, self._refused_at())
-        ):
-            cause = f"sending failed: {failure.strerror or failure}"
-            self._core.unreachable(self._now(), command.base_key, command.address, cause)
+        if failure is not None and failure.errno not in icmperrors.TRANSIENT_SEND_ERRORS:
+            self._rescan_if_address_gone(failure, refused=True)
+            if command.base_key in self._table.sockets:  # else it went with its address
+                cause = f"sending failed: {failure.strerror or failure}"
+                self._core.unreachable(self._now(), command.base_key, command.address, cause)
         self._service()  # what the errors read, or this one, made the core do
 
-    def _went_with_its_address(self, key: int, failure: OSError, refused_at: float) -> bool:
-        """Continual gathering: True if the base's address is gone (the refusal came before
-        the watcher told): the base is removed now, `candidateremoved`, not a 701. An
-        enumeration taken since the refusal tells: one walk for a burst of them."""
-        if not self._may_mean_address_gone(failure):
-            return False
-        self._rescan(taken_after=refused_at)
-        return key not in self._table.sockets
-
-    def _refused_at(self) -> float:
-        """When the first of the refusals the socket hub now tells happened."""
+    def _rescan_if_address_gone(self, failure: OSError, *, refused: bool) -> None:
+        """Continual gathering: a send refused (or, not `refused`, a connection lost) in a
+        way that may mean a local address went before the watcher told. The addresses are
+        enumerated again, once for a burst of such failures (taken after the first of
+        them, as the socket hub recorded it), and the bases gone are removed:
+        `candidateremoved`, not a 701."""
+        if not (self._continual and failure.errno in _ADDRESS_GONE_ERRORS):
+            return
         hub = self._hub
-        return time.monotonic() if hub is None else hub.refused_at
-
-    def _may_mean_address_gone(self, failure: OSError) -> bool:
-        """Whether a refused send or connection may mean a local address just went, which
-        continual gathering handles as a removal."""
-        return self._continual and failure.errno in _ADDRESS_GONE_ERRORS
+        if hub is None:
+            self._rescan(taken_after=time.monotonic())
+        else:
+            self._rescan(taken_after=hub.refused_at if refused else hub.dropped_at())
 
     def _send_again(
         self, key: int, sock: _socket.socket, data: BytesLike, address: tuple[str, int]
@@ -1296,9 +1289,8 @@ class Gatherer:
         self._service()
 
     def _stream_closed(self, stream: int, error: BaseException | None) -> None:
-        if isinstance(error, OSError) and self._may_mean_address_gone(error):
-            hub = self._hub  # one walk for every connection lost with it (see dropped_at)
-            self._rescan(taken_after=time.monotonic() if hub is None else hub.dropped_at())
+        if isinstance(error, OSError):
+            self._rescan_if_address_gone(error, refused=False)
         reason = None if error is None else describe(error)
         self._core.stream_closed(self._now(), stream, reason)
         self._service()
