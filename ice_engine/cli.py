@@ -447,19 +447,19 @@ def _warn_about_idle_options(args: argparse.Namespace) -> None:
     urls = _urls(args)
     if args.ca_file and not any(url.lower().startswith("turns:") for url in urls):
         _warn("--ca-file is for turns: servers only")
-    option = args.relay_option if args.relay_only else "--ip-handling 4"
-    if args.tcp and (_relay_only(args) or args.ip_handling == 3):
-        hiding = option if _relay_only(args) else "--ip-handling 3"
+    relay_only = _relay_only(args)
+    if args.tcp and (relay_only or args.ip_handling == 3):
+        hiding = relay_only or "--ip-handling 3"
         _warn(f"--tcp: {hiding} shows no host candidate, so no ICE-TCP one either")
     if any(_is_turn(url) for url in urls):
         shown = _servers_shown(args)
-        if idle := [url for url in urls if url not in shown]:
-            _warn(f"{option}: stun: servers are not asked ({', '.join(idle)})")
+        if idle := [url for url in urls if url not in shown]:  # only where relay-only
+            _warn(f"{relay_only}: stun: servers are not asked ({', '.join(idle)})")
         return
-    if _relay_only(args):
+    if relay_only:
         servers = ", ".join(urls)  # stun: ones only, here
         unasked = f"; stun: servers are not asked ({servers})" if servers else ""
-        _warn(f"{option} without a turn: or turns: server gathers nothing{unasked}")
+        _warn(f"{relay_only} without a turn: or turns: server gathers nothing{unasked}")
     if args.username is not None or args.credential is not None:
         _warn("--username and --credential are for turn: and turns: servers only")
     if args.dual_stack_relays:
@@ -470,8 +470,12 @@ def _is_turn(url: str) -> bool:
     return url.lower().startswith(("turn:", "turns:"))
 
 
-def _relay_only(args: argparse.Namespace) -> bool:
-    return bool(args.relay_only or args.ip_handling == 4)
+def _relay_only(args: argparse.Namespace) -> str | None:
+    """What makes the run relay-only, named as the warnings name it (`--relay-only`,
+    the config's policy, `--ip-handling 4`); None if nothing does."""
+    if args.relay_only:
+        return str(args.relay_option)
+    return "--ip-handling 4" if args.ip_handling == 4 else None
 
 
 def _servers_shown(args: argparse.Namespace) -> list[str]:
