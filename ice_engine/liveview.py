@@ -381,12 +381,16 @@ class LiveView:
             expand=False,
             header_style="bold",
         )
+        # Where the columns fit, only Address may narrow, its labels wrapping at their
+        # spaces (each address has its room: `_measure_label`); where nothing more can
+        # give way, the addresses fold rather than run off the screen.
+        fits = self._width_of(columns) <= self.console.width
         for name in columns:
-            wide = name in ("Address", "Related address")  # folds only if nothing fits
+            wide = name in ("Address", "Related address")
             table.add_column(
                 _SHORT_HEADERS.get(name, name) if len(columns) < len(_COLUMNS) else name,
                 justify="right" if name in _RIGHT_ALIGNED else "left",
-                no_wrap=not wide,
+                no_wrap=not (name == "Address" or (wide and not fits)),
                 overflow="fold" if wide else "ellipsis",
             )
         joined = "Port" not in columns
@@ -413,7 +417,7 @@ class LiveView:
             ]
             return Group(
                 Text(title, style="bold red"),
-                *(Text.from_markup(line, style="red") for line in lines),
+                *(Text.from_markup(line, style="red", emoji=False) for line in lines),
             )
         table = Table(
             title=title, title_justify="left", title_style="bold red", header_style="bold red"
@@ -437,8 +441,10 @@ class LiveView:
 
         if self.rows:
             self.rows[-1] = (*self.rows[-1][:2], True)  # a line under the last generation
-        restart = f"[bold]ICE restart[/]: generation {generation}, ufrag {escape(ufrag)}"
-        self.rows.append(({"Address": restart}, "dim", False))
+        label = f"ICE restart: generation {generation}, ufrag {ufrag}"
+        self._measure_label(label)
+        bold = f"[bold]ICE restart[/]: generation {generation}, ufrag {escape(ufrag)}"
+        self.rows.append(({"Address": bold}, "dim", False))
         self.generation_started = self.clock()
         self.tick()
 
@@ -485,6 +491,14 @@ class LiveView:
         }
         self._keep(text, style)
 
+    def _measure_label(self, label: str) -> None:
+        """A label in the Address column (end-of-candidates, a restart) wraps at its
+        spaces: the column needs its longest word, so that no address beside it folds."""
+        longest = max(map(len, label.split()))
+        for key in ("Address", _JOINED):
+            if longest > self.widths.get(key, 0):
+                self.widths[key] = longest
+
     def _keep(self, text: dict[str, str], style: str, label: str = "") -> None:
         """A row: its cells measured and escaped (text, never markup), and a `label` in the
         Address column, which folds rather than widen the table."""
@@ -497,6 +511,7 @@ class LiveView:
                 self.values[name].add(cell)
         cells = {name: escape(cell) for name, cell in text.items()}
         if label:
+            self._measure_label(label)
             cells["Address"] = label
         self.rows.append((cells, style, False))
 
@@ -534,9 +549,12 @@ class LiveView:
     def _render(self, final: bool = False) -> RenderableType:
         from rich.console import Group
 
-        errors = self.error_rows if final else self.error_rows[-5:]
+        # While gathering, the last errors that leave room for some candidates and the
+        # spinner: an error row takes up to 3 lines as its text wraps.
+        shown = min(5, max(1, (self.console.height - 20) // 3))
+        errors = self.error_rows if final else self.error_rows[-shown:]
         # what fits under the errors, above the spinner, borders and titles; all at the end
-        fit = max(5, self.console.height - 12 - (len(errors) + 5 if errors else 0))
+        fit = max(3, self.console.height - 12 - (3 * len(errors) + 5 if errors else 0))
         parts: list[RenderableType] = [self._candidates(self.rows if final else self.rows[-fit:])]
         if errors:
             parts.append(self._errors(errors))
@@ -567,13 +585,12 @@ class LiveView:
                 candidates = f"{stats.candidates}" + (f" ({kinds})" if kinds else "")
                 errors = f"{len(stats.errors)}" + (f" ({codes})" if codes else "")
                 rows.append((stats, (stats.url, stats.status, first, candidates, errors)))
-            # A URL folds (cut short, two look alike), with room for a host at least; the
-            # other cells stay whole. Where they cannot, a line a server, as plain text.
+            # Every cell whole (a URL folded mid-host reads as another host), else a line
+            # a server, as plain text.
             widest = [
                 max(len(name), *(len(cells[n]) for _, cells in rows))
                 for n, (name, _) in enumerate(_SUMMARY_COLUMNS)
             ]
-            widest[0] = min(widest[0], 12)
             if 1 + sum(3 + w for w in widest) > self.console.width:
                 parts.append(Text("Servers", style="bold"))
                 for stats, line in zip(s.servers, s.server_lines(), strict=True):
