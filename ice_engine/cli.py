@@ -416,7 +416,7 @@ def _load_config(args: argparse.Namespace) -> None:
         raise UsageError(f"--config {where}: not an RTCConfiguration with an iceServers list")
     try:
         args.config_servers = [IceServer.from_json(entry) for entry in config.get("iceServers", [])]
-        servers_from_config(args.config_servers)  # its URLs and credentials, named as its
+        servers_from_config(args.config_servers)  # now: their errors then name the file
     except (TypeError, ValueError) as error:
         raise UsageError(f"--config {where}: {error}") from None
     policy = config.get("iceTransportPolicy", "all")

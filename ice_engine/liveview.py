@@ -472,7 +472,6 @@ class LiveView:
         self.tick()
 
     def _add_row(self, ms: str, c: IceCandidate, style: str, removed: bool = False) -> None:
-
         p = c.parsed
         assert p is not None
         related = hostport(p.related_address, p.related_port) if p.related_address else ""
