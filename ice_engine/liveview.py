@@ -359,15 +359,14 @@ class LiveView:
         return tuple(columns), said
 
     def _width_of(self, columns: Sequence[str]) -> int:
-        """Terminal columns a table of these columns takes: each cell's widest, a space
-        either side, and a border between and around them."""
+        """Terminal columns the candidate table takes with these columns."""
         short = len(columns) < len(_COLUMNS)
-        width = 1
+        widest = []
         for name in columns:
             key = _JOINED if name == "Address" and "Port" not in columns else name
             header = _SHORT_HEADERS.get(name, name) if short else name
-            width += 3 + max(len(header), self.widths.get(key, 0))
-        return width
+            widest.append(max(len(header), self.widths.get(key, 0)))
+        return _table_width(widest)
 
     def _candidates(self, rows: Sequence[_Row]) -> Table:
         from rich.table import Table
@@ -411,7 +410,8 @@ class LiveView:
         hidden = len(self.error_rows) - len(rows)
         title = "Errors (icecandidateerror)" + (f" (the last {len(rows)})" if hidden else "")
         local = max(len("Local address"), *(len(cells[2]) for cells, _, _ in rows))
-        if 1 + 3 * 5 + len("Time (ms)") + 12 + local + len("Code") + 12 > self.console.width:
+        # Time, URL and Text at their narrowest (a URL folds, a text wraps), the address whole
+        if _table_width([len("Time (ms)"), 12, local, len("Code"), 12]) > self.console.width:
             lines = [
                 f"{ms} ms  {code} {url} from {at}: {text}" for (ms, url, at, code, text), *_ in rows
             ]
@@ -590,7 +590,7 @@ class LiveView:
                 max(len(name), *(len(cells[n]) for _, cells in rows))
                 for n, (name, _) in enumerate(_SUMMARY_COLUMNS)
             ]
-            if 1 + sum(3 + w for w in widest) > self.console.width:
+            if _table_width(widest) > self.console.width:
                 parts.append(Text("Servers", style="bold"))
                 for stats, line in zip(s.servers, s.server_lines(), strict=True):
                     parts.append(Text(line, style=_STATUS_STYLES.get(stats.status, "")))
@@ -635,6 +635,12 @@ class LiveView:
                 ),
                 refresh=False,  # leaving the view draws it, once, in full
             )
+
+
+def _table_width(widest: Sequence[int]) -> int:
+    """Terminal columns a rich table takes whose columns are this wide: a space either
+    side of each cell, and a border between and around them."""
+    return 1 + sum(3 + width for width in widest)
 
 
 def _ended(interrupted: bool) -> str:
