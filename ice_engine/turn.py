@@ -407,8 +407,9 @@ class Allocation:
             self._pending.clear()
             self.state = "closed"
             return
-        allocating = self.state == "allocating"
-        late = {t: r for t, r in self._pending.items() if allocating and r.kind == "allocate"}
+        late: dict[bytes, _Request] = {}  # an allocated one has no Allocate in flight
+        if self.state == "allocating":
+            late = {t: r for t, r in self._pending.items() if r.kind == "allocate"}
         self._begin_closing(now, late)
 
     def extend_deadline(self, deadline: float) -> None:
