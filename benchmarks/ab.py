@@ -47,9 +47,8 @@ _LAUNCH = (
 )
 
 
-def _checkout(revision: str, scratch: Path) -> Path:
-    """A worktree of `revision` in `scratch`."""
-    tree = scratch / "checkout"
+def _checkout(revision: str, tree: Path) -> Path:
+    """A worktree of `revision` at `tree`."""
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(tree), revision],
         check=True,
@@ -117,8 +116,9 @@ def main() -> int:
     cpu: dict[str, list[float]] = {"this": [], "base": []}
     given = Path(args.base)
     with tempfile.TemporaryDirectory(prefix="ice-engine-ab-") as scratch:
+        checkout = Path(scratch) / "checkout"  # a worktree of a revision given
         try:
-            source = given.resolve() if given.is_dir() else _checkout(args.base, Path(scratch))
+            source = given.resolve() if given.is_dir() else _checkout(args.base, checkout)
             if not (source / "ice_engine").is_dir():
                 raise RuntimeError("not a copy of the project (no ice_engine package)")
             trees = {}
@@ -140,15 +140,7 @@ def main() -> int:
         finally:
             if not given.is_dir():  # the scratch worktree, made or half made
                 subprocess.run(
-                    [
-                        "git",
-                        "-C",
-                        str(ROOT),
-                        "worktree",
-                        "remove",
-                        "--force",
-                        f"{scratch}/checkout",
-                    ],
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
                     capture_output=True,
                     check=False,
                 )
